@@ -1,0 +1,128 @@
+//! Snapshot list, per-table file statistics and the current snapshot of a lake:
+//! the Postgres forms of DuckLake's `ducklake_snapshots`, `ducklake_table_info`
+//! and `current_snapshot()`.
+
+use pgrx::prelude::*;
+use pgrx::JsonB;
+
+use crate::api::servers::server_by_name;
+use crate::catalog::cache::{Lake, lake_for};
+use crate::duck::sql;
+use crate::error::{LakeResult, OrRaise};
+
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+fn lake_named(server: &str) -> LakeResult<std::rc::Rc<Lake>> {
+    lake_for(server_by_name(server)?)
+}
+
+fn timestamptz(unix_micros: i64) -> TimestampWithTimeZone {
+    TimestampWithTimeZone::try_from(unix_micros - PG_EPOCH_MICROS)
+        .unwrap_or_else(|_| TimestampWithTimeZone::positive_infinity())
+}
+
+type SnapshotRow = (
+    i64,
+    TimestampWithTimeZone,
+    i64,
+    JsonB,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// One row per snapshot of the lake, oldest first.
+#[pg_extern]
+fn snapshots(
+    server: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(snapshot_id, i64),
+        name!(snapshot_time, TimestampWithTimeZone),
+        name!(schema_version, i64),
+        name!(changes, JsonB),
+        name!(author, Option<String>),
+        name!(commit_message, Option<String>),
+        name!(commit_extra_info, Option<String>),
+    ),
+> {
+    let lake = lake_named(server).or_raise();
+    let query = format!(
+        "SELECT snapshot_id, epoch_us(CAST(snapshot_time AS TIMESTAMP)), schema_version, \
+         CAST(to_json(changes) AS VARCHAR), author, commit_message, CAST(commit_extra_info AS VARCHAR) \
+         FROM ducklake_snapshots({}) ORDER BY snapshot_id",
+        sql::literal(&lake.instance.alias)
+    );
+    let rows: LakeResult<Vec<SnapshotRow>> = (|| {
+        let mut statement = lake.instance.conn.prepare(&query)?;
+        let rows = statement.query_map([], |row| {
+            let changes: String = row.get(3)?;
+            Ok((
+                row.get::<_, i64>(0)?,
+                timestamptz(row.get::<_, i64>(1)?),
+                row.get::<_, i64>(2)?,
+                JsonB(serde_json::from_str(&changes).unwrap_or(serde_json::Value::Null)),
+                row.get::<_, Option<String>>(4)?,
+                row.get::<_, Option<String>>(5)?,
+                row.get::<_, Option<String>>(6)?,
+            ))
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    })();
+    TableIterator::new(rows.or_raise())
+}
+
+/// Data and delete files per table of the lake.
+#[pg_extern]
+fn table_info(
+    server: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(table_name, String),
+        name!(schema_id, i64),
+        name!(table_id, i64),
+        name!(table_uuid, pgrx::Uuid),
+        name!(file_count, i64),
+        name!(file_size_bytes, i64),
+        name!(delete_file_count, i64),
+        name!(delete_file_size_bytes, i64),
+    ),
+> {
+    let lake = lake_named(server).or_raise();
+    let query = format!(
+        "SELECT table_name, schema_id, table_id, CAST(table_uuid AS VARCHAR), file_count, file_size_bytes, \
+         delete_file_count, delete_file_size_bytes FROM ducklake_table_info({}) ORDER BY table_name",
+        sql::literal(&lake.instance.alias)
+    );
+    type Row = (String, i64, i64, pgrx::Uuid, i64, i64, i64, i64);
+    let rows: LakeResult<Vec<Row>> = (|| {
+        let mut statement = lake.instance.conn.prepare(&query)?;
+        let rows = statement.query_map([], |row| {
+            let uuid: String = row.get(3)?;
+            let bytes = crate::types::decode::parse_uuid(&uuid).unwrap_or_default();
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                pgrx::Uuid::from_bytes(bytes),
+                row.get(4)?,
+                row.get(5)?,
+                row.get(6)?,
+                row.get(7)?,
+            ))
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    })();
+    TableIterator::new(rows.or_raise())
+}
+
+/// The lake's current snapshot id, as seen by this transaction.
+#[pg_extern]
+fn current_snapshot(server: &str) -> i64 {
+    let lake = lake_named(server).or_raise();
+    let query = format!("SELECT id FROM {}.current_snapshot()", sql::ident(&lake.instance.alias));
+    let id: LakeResult<i64> = lake.instance.conn.query_row(&query, [], |row| row.get(0)).map_err(Into::into);
+    id.or_raise()
+}

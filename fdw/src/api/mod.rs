@@ -1,0 +1,5 @@
+//! SQL functions of the extension (schema `ducklake`).
+
+pub mod ddl;
+pub mod lake_info;
+pub mod servers;

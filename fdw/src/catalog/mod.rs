@@ -1,0 +1,7 @@
+//! Lakes as this backend sees them: the configuration a foreign server resolves to,
+//! the per-backend cache of attached DuckDB instances, and how their DuckDB
+//! transactions follow the Postgres transaction.
+
+pub mod cache;
+pub mod config;
+pub mod transaction;

@@ -1,0 +1,9 @@
+//! The embedded DuckDB runtime: how an instance is opened, locked down, interrupted,
+//! and how SQL text for it is quoted. Nothing in here calls Postgres from a DuckDB
+//! thread.
+
+pub mod cancel;
+pub mod extensions;
+pub mod instance;
+pub mod signals;
+pub mod sql;

@@ -1,0 +1,220 @@
+//! The one error type of the extension and its mapping to Postgres errors.
+//!
+//! Every failure that can be caused by user input ends up here and is raised as an
+//! ERROR with a SQLSTATE a client can act on. Messages that may contain connection
+//! strings pass through [`scrub_secrets`] first.
+
+use pgrx::PgSqlErrorCode;
+use pgrx::pg_sys::panic::ErrorReport;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    /// An option name that is not valid in its context (server, table, column, user mapping).
+    #[error("invalid option \"{name}\"")]
+    UnknownOption { name: String, valid: String },
+
+    /// An option whose value cannot be used.
+    #[error("invalid value for option \"{name}\": {reason}")]
+    InvalidOptionValue { name: String, reason: String },
+
+    /// A file DuckDB needs (one of its extensions) is not where it should be.
+    #[error("DuckDB extension file \"{path}\" is missing")]
+    MissingExtensionFile { path: String, hint: String },
+
+    /// The lake could not be attached (catalog unreachable, authentication failed, ...).
+    #[error("could not attach DuckLake catalog of server \"{server}\": {message}")]
+    AttachFailed { server: String, message: String },
+
+    /// No DuckLake server has the given name (or catalog name).
+    #[error("DuckLake server \"{0}\" does not exist")]
+    MissingServer(String),
+
+    /// A lake table referenced by a foreign table does not exist.
+    #[error("DuckLake table {table} does not exist on server \"{server}\"")]
+    MissingLakeTable { server: String, table: String },
+
+    /// A type with no faithful mapping between DuckLake and Postgres.
+    #[error("column \"{column}\" of {table} has type {type_name}, which {direction}")]
+    UnsupportedType { table: String, column: String, type_name: String, direction: String },
+
+    /// A value DuckDB returned that does not fit the Postgres column it is read into.
+    #[error("value of column \"{column}\" does not fit Postgres type {pg_type}: {reason}")]
+    ValueOutOfRange { column: String, pg_type: String, reason: String },
+
+    /// Query cancel or statement timeout interrupted DuckDB.
+    #[error("canceling statement due to user request")]
+    Canceled,
+
+    /// The caller lacks a privilege the operation needs.
+    #[error("{0}")]
+    PermissionDenied(String),
+
+    /// Anything DuckDB itself reported.
+    #[error("DuckDB: {0}")]
+    DuckDb(String),
+
+    /// Feature not (yet) available.
+    #[error("{0}")]
+    NotSupported(String),
+}
+
+pub type LakeResult<T> = Result<T, LakeError>;
+
+impl From<duckdb::Error> for LakeError {
+    fn from(e: duckdb::Error) -> Self {
+        let message = e.to_string();
+        if message.contains("INTERRUPT Error") || message.contains("Interrupted") {
+            return LakeError::Canceled;
+        }
+        LakeError::DuckDb(scrub_secrets(&message))
+    }
+}
+
+impl LakeError {
+    fn sqlstate(&self) -> PgSqlErrorCode {
+        use PgSqlErrorCode::*;
+        match self {
+            LakeError::UnknownOption { .. } => ERRCODE_FDW_INVALID_OPTION_NAME,
+            LakeError::InvalidOptionValue { .. } => ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE,
+            LakeError::MissingExtensionFile { .. } => ERRCODE_UNDEFINED_FILE,
+            LakeError::AttachFailed { .. } => ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION,
+            LakeError::MissingLakeTable { .. } => ERRCODE_FDW_TABLE_NOT_FOUND,
+            LakeError::MissingServer(_) => ERRCODE_UNDEFINED_OBJECT,
+            LakeError::UnsupportedType { .. } => ERRCODE_FDW_INVALID_DATA_TYPE,
+            LakeError::ValueOutOfRange { .. } => ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+            LakeError::Canceled => ERRCODE_QUERY_CANCELED,
+            LakeError::PermissionDenied(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            LakeError::DuckDb(m) => duckdb_sqlstate(m),
+            LakeError::NotSupported(_) => ERRCODE_FEATURE_NOT_SUPPORTED,
+        }
+    }
+
+    fn hint(&self) -> String {
+        match self {
+            LakeError::UnknownOption { valid, .. } => {
+                format!("Valid options in this context are: {valid}")
+            }
+            LakeError::MissingExtensionFile { hint, .. } => hint.clone(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// DuckDB reports errors as "<Kind> Error: message"; the kind picks the SQLSTATE.
+fn duckdb_sqlstate(message: &str) -> PgSqlErrorCode {
+    use PgSqlErrorCode::*;
+    let kind = message.split(" Error:").next().unwrap_or("");
+    match kind.trim_start_matches("DuckDB: ").trim() {
+        "Constraint" => ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION,
+        "Conversion" | "Invalid Input" => ERRCODE_INVALID_TEXT_REPRESENTATION,
+        "Out of Range" => ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+        "Catalog" => ERRCODE_UNDEFINED_OBJECT,
+        "Parser" => ERRCODE_SYNTAX_ERROR,
+        "Binder" => ERRCODE_UNDEFINED_COLUMN,
+        "Permission" => ERRCODE_INSUFFICIENT_PRIVILEGE,
+        "Transaction" | "TransactionContext" => ERRCODE_T_R_SERIALIZATION_FAILURE,
+        "Out of Memory" => ERRCODE_OUT_OF_MEMORY,
+        "IO" | "HTTP" => ERRCODE_FDW_ERROR,
+        _ => ERRCODE_FDW_ERROR,
+    }
+}
+
+impl From<LakeError> for ErrorReport {
+    fn from(e: LakeError) -> Self {
+        let code = e.sqlstate();
+        let hint = e.hint();
+        let report = ErrorReport::new(code, scrub_secrets(&e.to_string()), "");
+        if hint.is_empty() { report } else { report.set_hint(hint) }
+    }
+}
+
+/// Raise `e` as a Postgres ERROR. Never returns.
+pub fn raise(e: LakeError) -> ! {
+    let report: ErrorReport = e.into();
+    report.report(pgrx::PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
+/// Unwrap a result or raise its error as a Postgres ERROR.
+pub trait OrRaise<T> {
+    fn or_raise(self) -> T;
+}
+
+impl<T, E: Into<LakeError>> OrRaise<T> for Result<T, E> {
+    fn or_raise(self) -> T {
+        match self {
+            Ok(v) => v,
+            Err(e) => raise(e.into()),
+        }
+    }
+}
+
+/// Remove passwords from text that may quote a connection string: libpq key/value
+/// (`password=...`, quoted or not) and URIs (`scheme://user:secret@host`).
+pub fn scrub_secrets(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = find_ascii_ci(rest, "password") {
+        let after_key = &rest[pos + "password".len()..];
+        let trimmed = after_key.trim_start();
+        if let Some(value) = trimmed.strip_prefix('=') {
+            out.push_str(&rest[..pos]);
+            out.push_str("password=********");
+            let value = value.trim_start();
+            rest = skip_conninfo_value(value);
+        } else {
+            out.push_str(&rest[..pos + "password".len()]);
+            rest = after_key;
+        }
+    }
+    out.push_str(rest);
+    scrub_uri_passwords(&out)
+}
+
+fn find_ascii_ci(haystack: &str, needle: &str) -> Option<usize> {
+    haystack.to_ascii_lowercase().find(needle)
+}
+
+/// Skip one libpq conninfo value (`'quoted \' value'` or `bare`), returning what follows.
+fn skip_conninfo_value(value: &str) -> &str {
+    if let Some(quoted) = value.strip_prefix('\'') {
+        let mut escaped = false;
+        for (i, c) in quoted.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '\'' if !escaped => return &quoted[i + 1..],
+                _ => escaped = false,
+            }
+        }
+        ""
+    } else {
+        let end = value
+            .find(|c: char| c.is_whitespace() || c == '&' || c == '\'' || c == '"')
+            .unwrap_or(value.len());
+        &value[end..]
+    }
+}
+
+fn scrub_uri_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find("://") {
+        let (head, tail) = rest.split_at(pos + 3);
+        out.push_str(head);
+        let authority_end = tail
+            .find(|c: char| c == '/' || c == '?' || c.is_whitespace() || c == '\'' || c == '"')
+            .unwrap_or(tail.len());
+        let authority = &tail[..authority_end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at), Some(colon)) if colon < at => {
+                out.push_str(&authority[..colon]);
+                out.push_str(":********");
+                out.push_str(&authority[at..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &tail[authority_end..];
+    }
+    out.push_str(rest);
+    out
+}

