@@ -7,8 +7,9 @@ version="${1:-pg18}"
 pg_config="$(pg_config_for "$version")"
 [ -x "$pg_config" ] || { echo "no pg_config for $version at $pg_config (run scripts/setup.sh, as root for pg15)" >&2; exit 1; }
 
-build_log="$DUCKLAKE_CACHE/build-$version.log"
+build_log_dir="$DUCKLAKE_CACHE/logs"; mkdir -p "$build_log_dir"
 for crate in fdw ivm; do
+    build_log="$build_log_dir/install-$crate-$version.log"
     log "cargo pgrx install $crate for $version (log: $build_log)"
     if ! (cd "$PROJECT_ROOT/$crate" && cargo pgrx install --pg-config "$pg_config" \
             --no-default-features --features "$version") >"$build_log" 2>&1; then

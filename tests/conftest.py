@@ -102,9 +102,10 @@ class Reference:
 
     def __init__(self, cluster, dbname, data_path, alias="analytics", metadata_schema=None):
         self.alias = alias
-        self.con = duckdb.connect(config={"TimeZone": "UTC"})
-        for name in ("ducklake", "postgres_scanner"):
+        self.con = duckdb.connect()
+        for name in ("ducklake", "postgres_scanner", "icu"):
             self.con.execute(f"LOAD '{cluster.extension_dir / (name + '.duckdb_extension')}'")
+        self.con.execute("SET TimeZone = 'UTC'")
         schema = metadata_schema or f"__ducklake_metadata_{alias}"
         options = [f"METADATA_SCHEMA '{schema}'"]
         if data_path is not None:

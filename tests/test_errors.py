@@ -69,7 +69,7 @@ def test_unreachable_catalog(database):
                  "(catalog_connection 'host=127.0.0.1 port=1 dbname=nope connect_timeout=2', "
                  "data_path '/tmp/ducklake-unreachable/')")
     conn.execute("CREATE FOREIGN TABLE t (x int) SERVER far")
-    expect_error(conn, "SELECT * FROM t", "08001", 'could not attach DuckLake catalog of server "far"')
+    expect_error(conn, "SELECT * FROM t", "HV00N", 'could not attach DuckLake catalog of server "far"')
     assert conn.execute("SELECT 42").fetchone() == (42,)
 
 
@@ -80,7 +80,7 @@ def test_wrong_password_is_refused_and_never_shown(database, pg):
                  f"data_path '{pg.base}/pw-lake/')")
     conn.execute("CREATE USER MAPPING FOR CURRENT_USER SERVER pw OPTIONS (user 'lake_pw', password 'wrong-pass')")
     conn.execute("CREATE FOREIGN TABLE t (x int) SERVER pw")
-    err = expect_error(conn, "SELECT * FROM t", "08001", 'could not attach DuckLake catalog of server "pw"')
+    err = expect_error(conn, "SELECT * FROM t", "HV00N", 'could not attach DuckLake catalog of server "pw"')
     assert "password authentication failed" in str(err)
     assert "wrong-pass" not in str(err)
     # fixing the mapping re-attaches without reconnecting

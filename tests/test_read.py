@@ -1,6 +1,8 @@
 """The read path on lakes written by the reference client: inlined rows, many files,
 deletes and updates, schema changes, import options, snapshot consistency."""
 
+from decimal import Decimal
+
 import psycopg
 import pytest
 
@@ -47,7 +49,8 @@ def test_rows_deleted_and_updated_by_duckdb(lake):
     lake.ref.execute("DELETE FROM events WHERE id = 3001")
     lake.import_schema()
     rows = compare(lake, "SELECT * FROM lake.events ORDER BY id", "SELECT * FROM events ORDER BY id")
-    expected = len([i for i in range(3004) if i % 7 != 0 and i != 3001])
+    # ids 3000..3003 were inserted after the delete of multiples of 7
+    expected = len([i for i in range(3000) if i % 7 != 0]) + 3
     assert len(rows) == expected
     assert lake.rows("SELECT value FROM lake.events WHERE id = 22") == [(-220,)]
 
@@ -90,7 +93,7 @@ def test_other_lake_schema_and_table_option(lake):
     compare(lake, "SELECT * FROM my_orders ORDER BY id", "SELECT * FROM sales.orders ORDER BY id")
     lake.conn.execute("CREATE SCHEMA s2")
     lake.conn.execute("IMPORT FOREIGN SCHEMA sales FROM SERVER lake INTO s2")
-    assert lake.rows("SELECT sum(total) FROM s2.orders")[0][0] == pytest.approx(109.99)
+    assert lake.rows("SELECT sum(total) FROM s2.orders") == [(Decimal("109.99"),)]
 
 
 def test_one_snapshot_per_transaction(lake):
@@ -189,12 +192,12 @@ def test_snapshot_functions(lake):
     lake.ref.execute("DELETE FROM events WHERE id = 1")
     snapshots = lake.rows("SELECT snapshot_id, schema_version, changes, author, commit_message "
                           "FROM ducklake.snapshots('lake') ORDER BY snapshot_id")
-    duck = lake.ref.rows("SELECT snapshot_id, schema_version, author, commit_message "
+    duck = lake.ref.rows("SELECT snapshot_id, schema_version, changes, author, commit_message "
                          "FROM ducklake_snapshots('analytics') ORDER BY snapshot_id")
-    assert [(s[0], s[1], s[3], s[4]) for s in snapshots] == duck
+    assert snapshots == duck
     assert [s[2] for s in snapshots] == [
         {"schemas_created": ["main"]}, {"tables_created": ["main.events"]},
-        {"tables_inserted_into": ["1"]}, {"tables_deleted_from": ["1"]}]
+        {"inlined_insert": ["1"]}, {"inlined_delete": ["1"]}]
     # the catalog name works as well as the server name
     assert lake.rows("SELECT count(*) FROM ducklake.snapshots('analytics')") == [(4,)]
     assert lake.rows("SELECT ducklake.current_snapshot('lake')") == [(3,)]

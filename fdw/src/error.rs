@@ -103,6 +103,9 @@ impl LakeError {
 /// DuckDB reports errors as "<Kind> Error: message"; the kind picks the SQLSTATE.
 fn duckdb_sqlstate(message: &str) -> PgSqlErrorCode {
     use PgSqlErrorCode::*;
+    if message.contains("out of range") {
+        return ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE;
+    }
     let kind = message.split(" Error:").next().unwrap_or("");
     match kind.trim_start_matches("DuckDB: ").trim() {
         "Constraint" => ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION,

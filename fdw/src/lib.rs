@@ -32,6 +32,14 @@ CREATE FOREIGN DATA WRAPPER ducklake
   HANDLER ducklake_fdw_handler
   VALIDATOR ducklake_fdw_validator;
 COMMENT ON FOREIGN DATA WRAPPER ducklake IS 'DuckLake tables through an embedded DuckDB';
+
+CREATE FUNCTION ducklake.create_table(foreign_table regclass, if_not_exists boolean DEFAULT false)
+  RETURNS void STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'create_table_wrapper';
+COMMENT ON FUNCTION ducklake.create_table(regclass, boolean)
+  IS 'Create the DuckLake table behind a foreign table from its column definitions';
+
+-- Functions check their own privileges (server USAGE or ownership).
+GRANT USAGE ON SCHEMA ducklake TO PUBLIC;
 "#,
     name = "create_foreign_data_wrapper",
     finalize

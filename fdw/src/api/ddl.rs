@@ -26,8 +26,9 @@ fn execute(server: &str, statement: &str) {
 }
 
 /// Create the DuckLake table behind `foreign_table` from its column definitions.
-#[pg_extern]
-fn create_table(foreign_table: pg_sys::Oid, if_not_exists: default!(bool, false)) {
+/// Declared in SQL with a `regclass` argument (see lib.rs), so a table name works.
+#[pg_extern(sql = false)]
+fn create_table(foreign_table: pg_sys::Oid, if_not_exists: bool) {
     create_lake_table(foreign_table, if_not_exists).or_raise()
 }
 

@@ -5,7 +5,7 @@
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
-use crate::api::servers::server_by_name;
+use crate::api::servers::{require_usage, server_by_name};
 use crate::catalog::cache::{Lake, lake_for};
 use crate::duck::sql;
 use crate::error::{LakeResult, OrRaise};
@@ -13,7 +13,9 @@ use crate::error::{LakeResult, OrRaise};
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 fn lake_named(server: &str) -> LakeResult<std::rc::Rc<Lake>> {
-    lake_for(server_by_name(server)?)
+    let server_oid = server_by_name(server)?;
+    require_usage(server_oid)?;
+    lake_for(server_oid)
 }
 
 fn timestamptz(unix_micros: i64) -> TimestampWithTimeZone {

@@ -69,3 +69,25 @@ pub fn require_owner(server_oid: pg_sys::Oid) -> LakeResult<()> {
         Err(LakeError::PermissionDenied(format!("must be owner of foreign server {name}")))
     }
 }
+
+/// Reading a lake's metadata needs USAGE on its server, like creating a foreign table on it.
+pub fn require_usage(server_oid: pg_sys::Oid) -> LakeResult<()> {
+    // SAFETY: catalog lookups.
+    unsafe {
+        #[cfg(feature = "pg15")]
+        let result = pg_sys::pg_foreign_server_aclcheck(server_oid, pg_sys::GetUserId(), pg_sys::ACL_USAGE as _);
+        #[cfg(not(feature = "pg15"))]
+        let result = pg_sys::object_aclcheck(
+            pg_sys::ForeignServerRelationId,
+            server_oid,
+            pg_sys::GetUserId(),
+            pg_sys::ACL_USAGE as _,
+        );
+        if result == pg_sys::AclResult::ACLCHECK_OK {
+            return Ok(());
+        }
+        let server = pg_sys::GetForeignServer(server_oid);
+        let name = CStr::from_ptr((*server).servername).to_string_lossy();
+        Err(LakeError::PermissionDenied(format!("permission denied for foreign server {name}")))
+    }
+}
