@@ -106,6 +106,9 @@ fn duckdb_sqlstate(message: &str) -> PgSqlErrorCode {
     if message.contains("out of range") {
         return ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE;
     }
+    if message.contains("No snapshot found") {
+        return ERRCODE_INVALID_PARAMETER_VALUE;
+    }
     let kind = message.split(" Error:").next().unwrap_or("");
     match kind.trim_start_matches("DuckDB: ").trim() {
         "Constraint" => ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION,

@@ -10,8 +10,26 @@ static INSTALL_EXTENSIONS: GucSetting<bool> = GucSetting::<bool>::new(false);
 static MEMORY_LIMIT: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"1GB"));
 static THREADS: GucSetting<i32> = GucSetting::<i32>::new(2);
+static SNAPSHOT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static AS_OF: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 pub fn init() {
+    GucRegistry::define_string_guc(
+        c"ducklake.snapshot_id",
+        c"Read DuckLake tables as of this snapshot id (empty: the latest).",
+        c"SET LOCAL pins one transaction. A foreign table's snapshot_id/as_of options take precedence.",
+        &SNAPSHOT_ID,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"ducklake.as_of",
+        c"Read DuckLake tables as of this time (a timestamptz; empty: the latest).",
+        c"The snapshot current at that time is read. Set only one of ducklake.snapshot_id and ducklake.as_of.",
+        &AS_OF,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     GucRegistry::define_string_guc(
         c"ducklake.extension_directory",
         c"Directory holding ducklake.duckdb_extension and postgres_scanner.duckdb_extension.",
@@ -69,4 +87,12 @@ pub fn memory_limit() -> String {
 
 pub fn threads() -> i32 {
     THREADS.get()
+}
+
+pub fn snapshot_id() -> Option<String> {
+    string_setting(&SNAPSHOT_ID)
+}
+
+pub fn as_of() -> Option<String> {
+    string_setting(&AS_OF)
 }

@@ -15,7 +15,7 @@ use supabase_wrappers::prelude::{
 use crate::error::{LakeError, LakeResult};
 
 pub const SERVER_OPTIONS: &[&str] = &["catalog_connection", "catalog_name", "data_path", "metadata_schema"];
-pub const TABLE_OPTIONS: &[&str] = &["schema", "table"];
+pub const TABLE_OPTIONS: &[&str] = &["schema", "table", "snapshot_id", "as_of", "changes"];
 pub const COLUMN_OPTIONS: &[&str] = &["column_name"];
 pub const USER_MAPPING_OPTIONS: &[&str] = &["user", "password"];
 
@@ -64,12 +64,22 @@ fn validate_value(name: &str, value: &str) -> LakeResult<()> {
                 return invalid("must not contain a password; put it in a user mapping");
             }
         }
+        "snapshot_id" => {
+            if value.parse::<i64>().map_or(true, |v| v < 0) {
+                return invalid("must be a snapshot id (a non-negative integer)");
+            }
+        }
+        "changes" => {
+            if value != "true" && value != "false" {
+                return invalid("must be 'true' or 'false'");
+            }
+        }
         "data_path" => {
             if !value.starts_with('/') {
                 return invalid("must be an absolute path");
             }
         }
-        "catalog_name" | "metadata_schema" | "schema" | "table" | "column_name" | "user" => {
+        "catalog_name" | "metadata_schema" | "schema" | "table" | "column_name" | "user" | "as_of" => {
             if value.is_empty() {
                 return invalid("must not be empty");
             }
@@ -125,10 +135,15 @@ pub unsafe fn options_from_list(list: *mut pg_sys::List) -> HashMap<String, Stri
     map
 }
 
-/// Options of a foreign table: which lake table it reads.
+/// Options of a foreign table: which lake table it reads, and how.
 pub struct TableOptions {
     pub schema: String,
     pub table: String,
+    /// Pinned snapshot (time travel), by id or by time.
+    pub snapshot_id: Option<String>,
+    pub as_of: Option<String>,
+    /// The table's change feed instead of its rows.
+    pub changes: bool,
 }
 
 impl TableOptions {
@@ -142,6 +157,9 @@ impl TableOptions {
             TableOptions {
                 schema: options.get("schema").cloned().unwrap_or_else(|| "main".into()),
                 table: options.get("table").cloned().unwrap_or(relname),
+                snapshot_id: options.get("snapshot_id").cloned(),
+                as_of: options.get("as_of").cloned(),
+                changes: options.get("changes").is_some_and(|v| v == "true"),
             }
         }
     }

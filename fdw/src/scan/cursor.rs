@@ -2,17 +2,22 @@
 
 use std::rc::Rc;
 
-use arrow::array::{Array, RecordBatch};
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::Int64Type;
+use pgrx::fcinfo::direct_function_call_as_datum;
 use pgrx::pg_sys;
 
 use crate::catalog::cache::Lake;
 use crate::duck::cancel;
 use crate::error::{LakeError, LakeResult};
+use crate::scan::plan::OutputSource;
 use crate::types::decode::Decoder;
 
-/// One column the scan fills: its slot index and how to decode it.
+/// One attribute the scan fills: its slot index, where its value comes from and how
+/// it is decoded (for averages: the decoder of the numeric sum).
 pub struct OutputColumn {
     pub slot_index: usize,
+    pub source: OutputSource,
     pub decoder: Decoder,
 }
 
@@ -24,19 +29,26 @@ pub struct Cursor {
     row: usize,
     exhausted: bool,
     columns: Vec<OutputColumn>,
-    sql: String,
     table: String,
     lake: Rc<Lake>,
 }
 
 impl Cursor {
-    pub fn new(lake: Rc<Lake>, sql: String, table: String, columns: Vec<OutputColumn>) -> Cursor {
-        Cursor { statement: None, batch: None, row: 0, exhausted: false, columns, sql, table, lake }
+    pub fn new(lake: Rc<Lake>, table: String, columns: Vec<OutputColumn>) -> Cursor {
+        Cursor { statement: None, batch: None, row: 0, exhausted: false, columns, table, lake }
     }
 
-    /// (Re)start the query from its first row.
-    pub fn start(&mut self) -> LakeResult<()> {
+    pub fn lake(&self) -> &Lake {
+        &self.lake
+    }
+
+    /// (Re)start with `sql` bound to `params`; `None` is a query known to be empty.
+    pub fn start(&mut self, sql: Option<&str>, params: Vec<duckdb::types::Value>) -> LakeResult<()> {
         self.close();
+        let Some(sql) = sql else {
+            self.exhausted = true;
+            return Ok(());
+        };
         // SAFETY: the connection lives inside `self.lake` (an Rc that this cursor keeps
         // alive and never moves), and `statement` is dropped before `lake` (field
         // order, and `close`), so the extended borrow never outlives the connection.
@@ -44,8 +56,8 @@ impl Cursor {
             unsafe { &*(&self.lake.instance.conn as *const duckdb::Connection) };
         let interrupt = self.lake.instance.interrupt.clone();
         let statement = cancel::interruptible(&interrupt, || -> LakeResult<duckdb::Statement<'static>> {
-            let mut statement = conn.prepare(&self.sql)?;
-            drop(statement.stream_arrow([])?);
+            let mut statement = conn.prepare(sql)?;
+            drop(statement.stream_arrow(duckdb::params_from_iter(params))?);
             Ok(statement)
         })
         .map_err(|e| self.explain_error(e))?;
@@ -120,9 +132,14 @@ impl Cursor {
             let values = std::slice::from_raw_parts_mut((*slot).tts_values, natts);
             let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, natts);
             nulls.fill(true);
-            for (i, column) in self.columns.iter().enumerate() {
-                let array: &dyn Array = batch.column(i).as_ref();
-                if let Some(datum) = column.decoder.decode(array, row)? {
+            for column in &self.columns {
+                let value = match column.source {
+                    OutputSource::Column(i) => column.decoder.decode(batch.column(i).as_ref(), row)?,
+                    OutputSource::Average { sum, count } => {
+                        average(&column.decoder, batch.column(sum).as_ref(), batch.column(count).as_ref(), row)?
+                    }
+                };
+                if let Some(datum) = value {
                     values[column.slot_index] = datum;
                     nulls[column.slot_index] = false;
                 }
@@ -130,5 +147,23 @@ impl Cursor {
             pg_sys::ExecStoreVirtualTuple(slot);
         }
         Ok(())
+    }
+}
+
+/// avg() as Postgres computes it for integers and numerics: numeric sum / count,
+/// with numeric_div's scale rules; NULL over no rows.
+fn average(sum_decoder: &Decoder, sum: &dyn Array, count: &dyn Array, row: usize) -> LakeResult<Option<pg_sys::Datum>> {
+    let Some(sum) = sum_decoder.decode(sum, row)? else { return Ok(None) };
+    let count = count
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(|| LakeError::DuckDb(format!("count arrived as Arrow {}", count.data_type())))?
+        .value(row);
+    if count == 0 {
+        return Ok(None);
+    }
+    // SAFETY: numeric_div and int8_numeric are Postgres builtins taking these datums.
+    unsafe {
+        let count = direct_function_call_as_datum(pg_sys::int8_numeric, &[Some(pg_sys::Datum::from(count))]);
+        Ok(direct_function_call_as_datum(pg_sys::numeric_div, &[Some(sum), count]))
     }
 }

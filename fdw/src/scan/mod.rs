@@ -2,20 +2,27 @@
 //! (whose plan keeps a pointer to state freed at the end of each execution, and
 //! whose per-row `Cell` conversion covers too few types).
 //!
-//! - `plan`: planner callbacks; the DuckDB SQL is fixed at plan time and kept in the
-//!   plan as plain nodes, so cached plans can be executed any number of times.
-//! - `exec`: executor callbacks.
-//! - `cursor`: a streaming DuckDB query whose Arrow batches fill tuple slots.
+//! - `deparse`: Postgres conditions to DuckDB SQL, where the meaning is the same.
+//! - `plan`: planner callbacks; what DuckDB does is fixed at plan time and kept in
+//!   the plan as text, so cached plans can be executed any number of times.
+//! - `ordering`: ORDER BY / LIMIT pushdown; `aggregate`: GROUP BY pushdown.
+//! - `snapshot`: time travel and change-feed ranges, resolved at execution.
+//! - `exec`: executor callbacks; `cursor`: a streaming DuckDB query whose Arrow
+//!   batches fill tuple slots.
 
+pub mod aggregate;
 pub mod cursor;
+pub mod deparse;
 pub mod exec;
+pub mod ordering;
 pub mod plan;
+pub mod snapshot;
 
 use supabase_wrappers::FdwRoutine;
 
-/// Replace the scan callbacks of `routine` with ours. Write and aggregate-pushdown
-/// callbacks are removed until they are implemented, so Postgres refuses those
-/// statements instead of silently doing nothing.
+/// Replace the scan callbacks of `routine` with ours. Write callbacks are removed
+/// until they are implemented, so Postgres refuses those statements instead of
+/// silently doing nothing.
 pub fn install(routine: &mut FdwRoutine<pgrx::AllocatedByRust>) {
     routine.GetForeignRelSize = Some(plan::get_foreign_rel_size);
     routine.GetForeignPaths = Some(plan::get_foreign_paths);
@@ -25,7 +32,7 @@ pub fn install(routine: &mut FdwRoutine<pgrx::AllocatedByRust>) {
     routine.IterateForeignScan = Some(exec::iterate_foreign_scan);
     routine.ReScanForeignScan = Some(exec::rescan_foreign_scan);
     routine.EndForeignScan = Some(exec::end_foreign_scan);
-    routine.GetForeignUpperPaths = None;
+    routine.GetForeignUpperPaths = Some(aggregate::get_foreign_upper_paths);
 
     routine.AddForeignUpdateTargets = None;
     routine.PlanForeignModify = None;

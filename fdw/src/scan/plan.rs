@@ -1,25 +1,434 @@
-//! Planner callbacks.
+//! Planner callbacks for a foreign table scan.
+//!
+//! `GetForeignRelSize` splits the table's conditions into those DuckDB evaluates
+//! (see `deparse`) and those Postgres keeps, and estimates rows from the lake's own
+//! statistics. `GetForeignPaths` offers a plain path and, where the query's order
+//! can be produced by DuckDB, a sorted path (with the LIMIT when that is safe).
+//! `GetForeignPlan` freezes the decision into a `ScanPlan`, serialized into the
+//! plan as text so cached plans can be copied and executed any number of times.
 
-use pgrx::pg_sys;
+use pgrx::pg_sys::{self, Index, Node, Oid};
 use pgrx::prelude::*;
-use pgrx::PgRelation;
+use pgrx::{PgMemoryContexts, PgRelation};
+use serde::{Deserialize, Serialize};
 
-use crate::duck::sql;
+use crate::catalog::cache::lake_for;
 use crate::catalog::config::catalog_alias;
+use crate::error::OrRaise;
 use crate::options::{TableOptions, lake_column_name};
-use crate::types::kind::Kind;
+use crate::scan::deparse::{ColumnRef, Deparser, list_nodes};
+use crate::scan::{aggregate, ordering};
+use crate::types::kind::{Kind, comparable_expression};
 
-/// Rows assumed for a lake table until statistics are read from the lake.
+/// Rows assumed when the lake gives no estimate (a change feed, or a missing table).
 const DEFAULT_ROWS: f64 = 1000.0;
+/// Cost model: DuckDB is far cheaper per row than a Postgres sort or aggregate, and a
+/// row crossing into Postgres costs about one cpu_tuple_cost.
+const STARTUP_COST: f64 = 25.0;
+const PER_ROW_COST: f64 = 0.01;
+
+/// Where a scan reads from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The lake table (honouring time travel settings).
+    Table,
+    /// `ducklake_table_changes` of the lake table, over a snapshot range.
+    Changes,
+}
+
+/// One bound of a change-feed snapshot range.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug)]
+pub enum BoundValue {
+    Const(i64),
+    /// Index into the plan's range parameters.
+    Param(usize),
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug)]
+pub struct Bound {
+    pub value: BoundValue,
+    /// Adjustment that makes the bound inclusive: -1 for `<`, +1 for `>`, else 0.
+    pub offset: i64,
+}
+
+/// How one output attribute of the scan tuple is produced.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub enum OutputSource {
+    /// A column of the DuckDB result.
+    Column(usize),
+    /// avg() of integers or numerics, computed as Postgres does: numeric sum / count.
+    Average { sum: usize, count: usize },
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Output {
+    pub slot_index: usize,
+    pub type_oid: u32,
+    pub typmod: i32,
+    pub name: String,
+    pub source: OutputSource,
+}
+
+/// Everything the executor needs, fixed at plan time.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct ScanPlan {
+    /// The foreign table (also for aggregate scans, whose scanrelid is 0).
+    pub relid: u32,
+    pub source: Source,
+    /// DuckDB select-list expressions.
+    pub select: Vec<String>,
+    pub filter: Vec<String>,
+    pub group_by: Vec<String>,
+    pub order_by: Vec<String>,
+    pub limit: Option<i64>,
+    pub outputs: Vec<Output>,
+    /// Number of `fdw_exprs` bound as `$1..$n` in the SQL; the rest are range parameters.
+    pub sql_params: usize,
+    pub lower: Vec<Bound>,
+    pub upper: Vec<Bound>,
+}
+
+impl ScanPlan {
+    pub unsafe fn to_list(&self) -> *mut pg_sys::List {
+        let json = serde_json::to_string(self).expect("a ScanPlan serializes");
+        let text = std::ffi::CString::new(json).expect("JSON without NUL");
+        unsafe {
+            let node = pg_sys::makeString(pg_sys::pstrdup(text.as_ptr()));
+            pg_sys::lappend(std::ptr::null_mut(), node.cast())
+        }
+    }
+
+    pub unsafe fn from_list(list: *mut pg_sys::List) -> ScanPlan {
+        unsafe {
+            let node = (*(*list).elements).ptr_value as *mut pg_sys::String;
+            let json = std::ffi::CStr::from_ptr((*node).sval).to_string_lossy();
+            serde_json::from_str(&json).expect("a ScanPlan written by get_foreign_plan")
+        }
+    }
+
+    /// `SELECT ... FROM <from> [WHERE ...] [GROUP BY ...] [ORDER BY ...] [LIMIT n]`.
+    pub fn sql(&self, from: &str) -> String {
+        let mut sql = format!(
+            "SELECT {} FROM {from}",
+            if self.select.is_empty() { "NULL".to_owned() } else { self.select.join(", ") }
+        );
+        if !self.filter.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&self.filter.join(" AND "));
+        }
+        if !self.group_by.is_empty() {
+            sql.push_str(" GROUP BY ");
+            sql.push_str(&self.group_by.join(", "));
+        }
+        if !self.order_by.is_empty() {
+            sql.push_str(" ORDER BY ");
+            sql.push_str(&self.order_by.join(", "));
+        }
+        if let Some(limit) = self.limit {
+            sql.push_str(&format!(" LIMIT {limit}"));
+        }
+        sql
+    }
+}
+
+/// A column of the foreign table.
+#[derive(Clone, Debug)]
+pub struct ColumnInfo {
+    pub attno: i16,
+    pub pg_name: String,
+    pub lake_name: String,
+    pub type_oid: Oid,
+    pub typmod: i32,
+}
+
+/// Planner state of one foreign table, in `baserel->fdw_private` while planning.
+pub struct RelPlan {
+    pub relid: Oid,
+    pub varno: Index,
+    pub table: TableOptions,
+    pub columns: Vec<Option<ColumnInfo>>,
+    /// Conditions DuckDB evaluates (SQL), and the RestrictInfos they came from.
+    pub remote_sql: Vec<String>,
+    pub remote: Vec<*mut pg_sys::RestrictInfo>,
+    /// Conditions Postgres evaluates.
+    pub local: Vec<*mut pg_sys::RestrictInfo>,
+    /// Parameters of `remote_sql`, bound as `$1..$n`.
+    pub params: Vec<*mut pg_sys::Expr>,
+    /// Change feeds: snapshot range bounds and their parameters.
+    pub lower: Vec<Bound>,
+    pub upper: Vec<Bound>,
+    pub range_params: Vec<*mut pg_sys::Expr>,
+}
+
+impl RelPlan {
+    pub fn column(&self, attno: i16) -> Option<&ColumnInfo> {
+        self.columns.get(usize::try_from(attno - 1).ok()?)?.as_ref()
+    }
+
+    /// How conditions see a column: the value as Postgres reads it, in DuckDB.
+    pub fn column_ref(&self, attno: i16) -> Option<ColumnRef> {
+        let c = self.column(attno)?;
+        Some(ColumnRef { expr: comparable_expression(&c.lake_name, c.type_oid, c.typmod) })
+    }
+
+    pub fn source(&self) -> Source {
+        if self.table.changes { Source::Changes } else { Source::Table }
+    }
+
+    /// Projection of a column: DuckDB expression reading it as its Postgres type.
+    pub fn projection(&self, attno: i16) -> String {
+        let c = self.column(attno).expect("a column of the scanned relation");
+        Kind::of(c.type_oid, c.typmod).duck_expression(&c.lake_name)
+    }
+
+    unsafe fn new(baserel: *mut pg_sys::RelOptInfo, relid: Oid) -> RelPlan {
+        unsafe {
+            let relation = PgRelation::open(relid);
+            let columns = relation
+                .tuple_desc()
+                .iter()
+                .map(|attr| {
+                    (!attr.is_dropped()).then(|| ColumnInfo {
+                        attno: attr.attnum,
+                        pg_name: attr.name().to_owned(),
+                        lake_name: lake_column_name(relid, attr.attnum, attr.name()),
+                        type_oid: attr.type_oid().value(),
+                        typmod: attr.type_mod(),
+                    })
+                })
+                .collect();
+            let mut plan = RelPlan {
+                relid,
+                varno: (*baserel).relid,
+                table: TableOptions::of(relid),
+                columns,
+                remote_sql: Vec::new(),
+                remote: Vec::new(),
+                local: Vec::new(),
+                params: Vec::new(),
+                lower: Vec::new(),
+                upper: Vec::new(),
+                range_params: Vec::new(),
+            };
+            let mut deparser = Deparser {
+                varno: plan.varno,
+                columns: &|attno| plan.column_ref(attno),
+                params: Vec::new(),
+            };
+            let mut remote_sql = Vec::new();
+            let mut remote = Vec::new();
+            let mut local = Vec::new();
+            for rinfo in list_nodes((*baserel).baserestrictinfo) {
+                let rinfo = rinfo as *mut pg_sys::RestrictInfo;
+                match deparser.condition((*rinfo).clause.cast()) {
+                    Some(sql) => {
+                        remote_sql.push(sql);
+                        remote.push(rinfo);
+                    }
+                    None => local.push(rinfo),
+                }
+            }
+            let params = deparser.params;
+            plan.remote_sql = remote_sql;
+            plan.remote = remote;
+            plan.local = local;
+            plan.params = params;
+            if plan.table.changes {
+                plan.collect_snapshot_range((*baserel).baserestrictinfo);
+            }
+            plan
+        }
+    }
+
+    /// Bounds on `snapshot_id` in a change feed's conditions become the snapshot
+    /// range handed to DuckLake, so a small delta never reads the whole table.
+    unsafe fn collect_snapshot_range(&mut self, restrictinfo: *mut pg_sys::List) {
+        unsafe {
+            let Some(snapshot_attno) = self
+                .columns
+                .iter()
+                .flatten()
+                .find(|c| c.lake_name == "snapshot_id")
+                .map(|c| c.attno)
+            else {
+                return;
+            };
+            for rinfo in list_nodes(restrictinfo) {
+                let clause = (*(rinfo as *mut pg_sys::RestrictInfo)).clause as *mut Node;
+                if (*clause).type_ != pg_sys::NodeTag::T_OpExpr {
+                    continue;
+                }
+                let op = clause as *mut pg_sys::OpExpr;
+                let args = list_nodes((*op).args);
+                let [left, right] = args.as_slice() else { continue };
+                let name = std::ffi::CStr::from_ptr(pg_sys::get_opname((*op).opno)).to_string_lossy().into_owned();
+                let is_snapshot_var = |n: *mut Node| {
+                    (*n).type_ == pg_sys::NodeTag::T_Var
+                        && (*(n as *mut pg_sys::Var)).varno as Index == self.varno
+                        && (*(n as *mut pg_sys::Var)).varattno == snapshot_attno
+                        && (*(n as *mut pg_sys::Var)).varlevelsup == 0
+                };
+                // Normalise to `snapshot_id <op> value`.
+                let (value, op_name) = if is_snapshot_var(*left) {
+                    (*right, name.clone())
+                } else if is_snapshot_var(*right) {
+                    let flipped = match name.as_str() {
+                        "<" => ">",
+                        "<=" => ">=",
+                        ">" => "<",
+                        ">=" => "<=",
+                        other => other,
+                    };
+                    (*left, flipped.to_owned())
+                } else {
+                    continue;
+                };
+                let Some(bound_value) = self.bound_value(value) else { continue };
+                match op_name.as_str() {
+                    "=" => {
+                        self.lower.push(Bound { value: bound_value, offset: 0 });
+                        self.upper.push(Bound { value: bound_value, offset: 0 });
+                    }
+                    ">" => self.lower.push(Bound { value: bound_value, offset: 1 }),
+                    ">=" => self.lower.push(Bound { value: bound_value, offset: 0 }),
+                    "<" => self.upper.push(Bound { value: bound_value, offset: -1 }),
+                    "<=" => self.upper.push(Bound { value: bound_value, offset: 0 }),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    unsafe fn bound_value(&mut self, node: *mut Node) -> Option<BoundValue> {
+        unsafe {
+            let node = strip_relabel(node);
+            match (*node).type_ {
+                pg_sys::NodeTag::T_Const => {
+                    let c = node as *mut pg_sys::Const;
+                    if (*c).constisnull {
+                        return None;
+                    }
+                    let v = match (*c).consttype {
+                        pg_sys::INT8OID => (*c).constvalue.value() as i64,
+                        pg_sys::INT4OID => (*c).constvalue.value() as i32 as i64,
+                        pg_sys::INT2OID => (*c).constvalue.value() as i16 as i64,
+                        _ => return None,
+                    };
+                    Some(BoundValue::Const(v))
+                }
+                pg_sys::NodeTag::T_Param
+                    if matches!(pg_sys::exprType(node), pg_sys::INT8OID | pg_sys::INT4OID | pg_sys::INT2OID) =>
+                {
+                    self.range_params.push(node.cast());
+                    Some(BoundValue::Param(self.range_params.len() - 1))
+                }
+                _ => None,
+            }
+        }
+    }
+}
+
+pub unsafe fn strip_relabel(mut node: *mut Node) -> *mut Node {
+    unsafe {
+        while !node.is_null() && (*node).type_ == pg_sys::NodeTag::T_RelabelType {
+            node = (*(node as *mut pg_sys::RelabelType)).arg.cast();
+        }
+        node
+    }
+}
+
+/// The planner state stored by `get_foreign_rel_size`.
+pub unsafe fn rel_plan<'a>(rel: *mut pg_sys::RelOptInfo) -> Option<&'a RelPlan> {
+    unsafe { ((*rel).fdw_private as *const RelPlan).as_ref() }
+}
+
+/// Rows in the lake table according to the lake's statistics.
+fn lake_rows(relid: Oid, table: &TableOptions) -> f64 {
+    // SAFETY: catalog lookup of an existing foreign table.
+    let server_oid = unsafe { (*pg_sys::GetForeignTable(relid)).serverid };
+    let lake = lake_for(server_oid).or_raise();
+    lake.instance
+        .conn
+        .query_row(
+            "SELECT estimated_size FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? AND table_name = ?",
+            [lake.instance.alias.as_str(), table.schema.as_str(), table.table.as_str()],
+            |row| row.get::<_, i64>(0),
+        )
+        .map(|rows| rows as f64)
+        .unwrap_or(DEFAULT_ROWS)
+}
 
 #[pg_guard]
 pub unsafe extern "C-unwind" fn get_foreign_rel_size(
-    _root: *mut pg_sys::PlannerInfo,
+    root: *mut pg_sys::PlannerInfo,
     baserel: *mut pg_sys::RelOptInfo,
-    _foreigntableid: pg_sys::Oid,
+    foreigntableid: pg_sys::Oid,
 ) {
     unsafe {
-        (*baserel).rows = DEFAULT_ROWS;
+        let plan = RelPlan::new(baserel, foreigntableid);
+        let total = if plan.table.changes { DEFAULT_ROWS } else { lake_rows(foreigntableid, &plan.table) };
+        let selectivity = pg_sys::clauselist_selectivity(
+            root,
+            (*baserel).baserestrictinfo,
+            (*baserel).relid as i32,
+            pg_sys::JoinType::JOIN_INNER,
+            std::ptr::null_mut(),
+        );
+        (*baserel).rows = pg_sys::clamp_row_est(total.max(1.0) * selectivity);
+        (*baserel).fdw_private = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(plan).cast();
+    }
+}
+
+/// Choices of a path, in `ForeignPath.fdw_private`: ORDER BY items and LIMIT.
+#[derive(Serialize, Deserialize, Default)]
+pub struct PathChoice {
+    pub order_by: Vec<String>,
+    pub limit: Option<i64>,
+}
+
+impl PathChoice {
+    unsafe fn to_list(&self) -> *mut pg_sys::List {
+        let json = std::ffi::CString::new(serde_json::to_string(self).expect("serializable")).expect("no NUL");
+        unsafe { pg_sys::lappend(std::ptr::null_mut(), pg_sys::makeString(pg_sys::pstrdup(json.as_ptr())).cast()) }
+    }
+
+    unsafe fn from_list(list: *mut pg_sys::List) -> PathChoice {
+        unsafe {
+            if list.is_null() {
+                return PathChoice::default();
+            }
+            let node = (*(*list).elements).ptr_value as *mut pg_sys::String;
+            serde_json::from_str(&std::ffi::CStr::from_ptr((*node).sval).to_string_lossy()).unwrap_or_default()
+        }
+    }
+}
+
+unsafe fn add_scan_path(
+    root: *mut pg_sys::PlannerInfo,
+    baserel: *mut pg_sys::RelOptInfo,
+    rows: f64,
+    pathkeys: *mut pg_sys::List,
+    choice: &PathChoice,
+) {
+    unsafe {
+        let total_cost = STARTUP_COST + rows * PER_ROW_COST;
+        let path = pg_sys::create_foreignscan_path(
+            root,
+            baserel,
+            std::ptr::null_mut(),
+            rows,
+            #[cfg(feature = "pg18")]
+            0,
+            STARTUP_COST,
+            total_cost,
+            pathkeys,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            #[cfg(any(feature = "pg17", feature = "pg18"))]
+            std::ptr::null_mut(),
+            choice.to_list(),
+        );
+        pg_sys::add_path(baserel, path.cast());
     }
 }
 
@@ -30,90 +439,91 @@ pub unsafe extern "C-unwind" fn get_foreign_paths(
     _foreigntableid: pg_sys::Oid,
 ) {
     unsafe {
+        let plan = rel_plan(baserel).expect("get_foreign_rel_size ran");
         let rows = (*baserel).rows;
-        let startup_cost = 10.0;
-        let total_cost = startup_cost + rows * 0.01;
-        let path = pg_sys::create_foreignscan_path(
-            root,
-            baserel,
-            std::ptr::null_mut(),
-            rows,
-            #[cfg(feature = "pg18")]
-            0,
-            startup_cost,
-            total_cost,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            #[cfg(any(feature = "pg17", feature = "pg18"))]
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-        );
-        pg_sys::add_path(baserel, path.cast());
-    }
-}
+        let limit = ordering::pushable_limit(root, plan);
+        let query_sorted = !(*(*root).parse).sortClause.is_null();
 
-/// What the executor needs, stored in `ForeignScan.fdw_private` as
-/// `(String sql, IntList attnos)`.
-pub struct ScanPlan {
-    pub sql: String,
-    pub attnos: Vec<i16>,
-}
+        // Unordered: may carry the LIMIT only when the query has no ORDER BY.
+        let plain_limit = if query_sorted { None } else { limit };
+        let plain_rows = plain_limit.map_or(rows, |n| rows.min(n as f64));
+        add_scan_path(root, baserel, plain_rows, std::ptr::null_mut(), &PathChoice {
+            order_by: Vec::new(),
+            limit: plain_limit,
+        });
 
-impl ScanPlan {
-    unsafe fn to_list(&self) -> *mut pg_sys::List {
-        unsafe {
-            let sql = pg_sys::makeString(pg_sys::pstrdup(
-                std::ffi::CString::new(self.sql.as_str()).expect("SQL without NUL").as_ptr(),
-            ));
-            let mut attnos: *mut pg_sys::List = std::ptr::null_mut();
-            for attno in &self.attnos {
-                attnos = pg_sys::lappend_int(attnos, *attno as i32);
-            }
-            let list = pg_sys::lappend(std::ptr::null_mut(), sql.cast());
-            pg_sys::lappend(list, attnos.cast())
-        }
-    }
-
-    pub unsafe fn from_list(list: *mut pg_sys::List) -> ScanPlan {
-        unsafe {
-            let sql_node = (*(*list).elements.add(0)).ptr_value as *mut pg_sys::String;
-            let sql = std::ffi::CStr::from_ptr((*sql_node).sval).to_string_lossy().into_owned();
-            let attno_list = (*(*list).elements.add(1)).ptr_value as *mut pg_sys::List;
-            let attnos = if attno_list.is_null() {
-                Vec::new()
-            } else {
-                (0..(*attno_list).length as usize)
-                    .map(|i| (*(*attno_list).elements.add(i)).int_value as i16)
-                    .collect()
-            };
-            ScanPlan { sql, attnos }
+        // Sorted by DuckDB, when every key of the query's order can be.
+        if let Some(order_by) = ordering::order_by_sql(root, plan, (*root).query_pathkeys) {
+            let sorted_limit = if query_sorted { limit } else { None };
+            let sorted_rows = sorted_limit.map_or(rows, |n| rows.min(n as f64));
+            add_scan_path(root, baserel, sorted_rows, (*root).query_pathkeys, &PathChoice {
+                order_by,
+                limit: sorted_limit,
+            });
         }
     }
 }
 
 #[pg_guard]
 pub unsafe extern "C-unwind" fn get_foreign_plan(
-    _root: *mut pg_sys::PlannerInfo,
-    baserel: *mut pg_sys::RelOptInfo,
-    foreigntableid: pg_sys::Oid,
-    _best_path: *mut pg_sys::ForeignPath,
+    root: *mut pg_sys::PlannerInfo,
+    foreignrel: *mut pg_sys::RelOptInfo,
+    _foreigntableid: pg_sys::Oid,
+    best_path: *mut pg_sys::ForeignPath,
     tlist: *mut pg_sys::List,
     scan_clauses: *mut pg_sys::List,
     outer_plan: *mut pg_sys::Plan,
 ) -> *mut pg_sys::ForeignScan {
     unsafe {
-        // Every qual is checked locally; none is sent to DuckDB yet.
-        let local_quals = pg_sys::extract_actual_clauses(scan_clauses, false);
-        let relation = PgRelation::open(foreigntableid);
-        let attnos = needed_attributes(baserel, local_quals, &relation);
-        let plan = ScanPlan { sql: select_sql(&relation, &attnos), attnos };
+        if (*foreignrel).reloptkind == pg_sys::RelOptKind::RELOPT_UPPER_REL {
+            return aggregate::plan_aggregate_scan(root, foreignrel, best_path, tlist, outer_plan);
+        }
+        let plan = rel_plan(foreignrel).expect("get_foreign_rel_size ran");
+        let choice = PathChoice::from_list((*best_path).fdw_private);
+
+        // Postgres evaluates the conditions DuckDB does not.
+        let mut local_quals: *mut pg_sys::List = std::ptr::null_mut();
+        for rinfo in list_nodes(scan_clauses) {
+            let rinfo = rinfo as *mut pg_sys::RestrictInfo;
+            if !plan.remote.contains(&rinfo) {
+                local_quals = pg_sys::lappend(local_quals, (*rinfo).clause.cast());
+            }
+        }
+
+        let attnos = needed_attributes(foreignrel, local_quals, plan);
+        let outputs = attnos
+            .iter()
+            .enumerate()
+            .map(|(i, attno)| {
+                let c = plan.column(*attno).expect("a column of the scanned relation");
+                Output {
+                    slot_index: (*attno - 1) as usize,
+                    type_oid: c.type_oid.to_u32(),
+                    typmod: c.typmod,
+                    name: c.pg_name.clone(),
+                    source: OutputSource::Column(i),
+                }
+            })
+            .collect();
+        let scan_plan = ScanPlan {
+            relid: plan.relid.to_u32(),
+            source: plan.source(),
+            select: attnos.iter().map(|a| plan.projection(*a)).collect(),
+            filter: plan.remote_sql.clone(),
+            group_by: Vec::new(),
+            order_by: choice.order_by,
+            limit: choice.limit,
+            outputs,
+            sql_params: plan.params.len(),
+            lower: plan.lower.clone(),
+            upper: plan.upper.clone(),
+        };
         pg_sys::make_foreignscan(
             tlist,
             local_quals,
-            (*baserel).relid,
-            std::ptr::null_mut(),
-            plan.to_list(),
+            (*foreignrel).relid,
+            params_list(plan),
+            scan_plan.to_list(),
             std::ptr::null_mut(),
             std::ptr::null_mut(),
             outer_plan,
@@ -121,12 +531,23 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
     }
 }
 
-/// Attribute numbers the scan must fill: those in the target list and in the quals
-/// evaluated locally. A whole-row reference needs every column.
+/// `fdw_exprs`: SQL parameters first, then change-feed range parameters.
+pub unsafe fn params_list(plan: &RelPlan) -> *mut pg_sys::List {
+    unsafe {
+        let mut list: *mut pg_sys::List = std::ptr::null_mut();
+        for expr in plan.params.iter().chain(plan.range_params.iter()) {
+            list = pg_sys::lappend(list, (*expr).cast());
+        }
+        list
+    }
+}
+
+/// Attribute numbers the scan must fill: those in the target list and in the
+/// conditions Postgres evaluates. A whole-row reference needs every column.
 unsafe fn needed_attributes(
     baserel: *mut pg_sys::RelOptInfo,
     local_quals: *mut pg_sys::List,
-    relation: &PgRelation,
+    plan: &RelPlan,
 ) -> Vec<i16> {
     unsafe {
         let relid = (*baserel).relid;
@@ -143,12 +564,7 @@ unsafe fn needed_attributes(
             }
             let attno = member + offset;
             if attno == 0 {
-                return relation
-                    .tuple_desc()
-                    .iter()
-                    .filter(|a| !a.is_dropped())
-                    .map(|a| a.attnum)
-                    .collect();
+                return plan.columns.iter().flatten().map(|c| c.attno).collect();
             }
             if attno > 0 {
                 attnos.push(attno as i16);
@@ -158,23 +574,10 @@ unsafe fn needed_attributes(
     }
 }
 
-/// `SELECT <casted columns> FROM "catalog"."schema"."table"`.
-unsafe fn select_sql(relation: &PgRelation, attnos: &[i16]) -> String {
-    unsafe {
-        let relid = relation.oid();
-        let server_oid = (*pg_sys::GetForeignTable(relid)).serverid;
-        let alias = catalog_alias(server_oid);
-        let table = TableOptions::of(relid);
-        let tupdesc = relation.tuple_desc();
-        let exprs: Vec<String> = attnos
-            .iter()
-            .map(|attno| {
-                let attr = tupdesc.get((*attno - 1) as usize).expect("attribute of the scanned relation");
-                let column = lake_column_name(relid, *attno, attr.name());
-                Kind::of(attr.type_oid().value(), attr.type_mod()).duck_expression(&column)
-            })
-            .collect();
-        let projection = if exprs.is_empty() { "NULL".to_owned() } else { exprs.join(", ") };
-        format!("SELECT {projection} FROM {}", sql::qualified(&alias, &table.schema, &table.table))
-    }
+/// `"catalog"."schema"."table"` of the scanned table.
+pub fn table_reference(relid: Oid) -> (String, TableOptions) {
+    // SAFETY: catalog lookup of an existing foreign table.
+    let server_oid = unsafe { (*pg_sys::GetForeignTable(relid)).serverid };
+    // SAFETY: as above.
+    (catalog_alias(server_oid), unsafe { TableOptions::of(relid) })
 }

@@ -87,7 +87,11 @@ impl Kind {
 
     /// DuckDB expression reading lake column `column` as this kind.
     pub fn duck_expression(self, column: &str) -> String {
-        let col = sql::ident(column);
+        self.duck_expression_of(&sql::ident(column))
+    }
+
+    /// DuckDB expression turning the SQL expression `col` into this kind's shape.
+    pub fn duck_expression_of(self, col: &str) -> String {
         match self {
             Kind::Json => format!("CAST(to_json({col}) AS VARCHAR)"),
             Kind::Array(element) => match Kind::of(element, -1) {
@@ -96,5 +100,28 @@ impl Kind {
             },
             other => format!("CAST({col} AS {})", other.duck_type()),
         }
+    }
+}
+
+/// DuckDB expression for a column's value exactly as Postgres sees it, in a type
+/// DuckDB compares the way Postgres does; `None` when there is no such expression.
+/// Casts to the lake column's own type are free in DuckDB (and keep its filter
+/// pushdown into Parquet statistics).
+pub fn comparable_expression(column: &str, type_oid: Oid, typmod: i32) -> Option<String> {
+    const VARHDRSZ: i32 = 4;
+    match type_oid {
+        pg_sys::NUMERICOID if typmod >= VARHDRSZ => {
+            let precision = ((typmod - VARHDRSZ) >> 16) & 0xffff;
+            let scale = (((typmod - VARHDRSZ) & 0x7ff) ^ 1024) - 1024;
+            // numeric(p,s) rounds on input; DuckDB's decimal cast rounds the same way.
+            (precision <= 38 && (0..=precision).contains(&scale))
+                .then(|| format!("CAST({} AS DECIMAL({precision},{scale}))", sql::ident(column)))
+        }
+        pg_sys::NUMERICOID => Some(sql::ident(column)),
+        pg_sys::VARCHAROID => Some(Kind::Text.duck_expression(column)),
+        _ => match Kind::of(type_oid, typmod) {
+            Kind::Json | Kind::Array(_) | Kind::ViaInput => None,
+            kind => Some(kind.duck_expression(column)),
+        },
     }
 }

@@ -1,0 +1,126 @@
+//! Which snapshot a scan reads, decided at execution time (so prepared statements
+//! follow the current settings):
+//! - a table reads the latest snapshot, or the one pinned by the foreign table's
+//!   `snapshot_id`/`as_of` options, or else by the `ducklake.snapshot_id` /
+//!   `ducklake.as_of` settings (`SET LOCAL` pins one transaction);
+//! - a change feed reads `ducklake_table_changes` over the range its `snapshot_id`
+//!   conditions allow, defaulting to everything up to the current snapshot.
+
+use std::ffi::CString;
+
+use pgrx::pg_sys;
+
+use crate::catalog::cache::Lake;
+use crate::duck::sql;
+use crate::error::{LakeError, LakeResult};
+use crate::gucs;
+use crate::options::TableOptions;
+use crate::scan::deparse;
+use crate::scan::plan::{Bound, BoundValue, ScanPlan, Source, table_reference};
+
+/// The FROM item of the scan; `None` when the change range is empty.
+/// `lake` is absent for EXPLAIN without execution.
+pub fn from_clause(plan: &ScanPlan, range_params: &[Option<i64>], lake: Option<&Lake>) -> LakeResult<Option<String>> {
+    let (alias, table) = table_reference(pg_sys::Oid::from(plan.relid));
+    match plan.source {
+        Source::Table => Ok(Some(format!(
+            "{}{}",
+            sql::qualified(&alias, &table.schema, &table.table),
+            at_clause(&table)?
+        ))),
+        Source::Changes => {
+            let lower = resolve(&plan.lower, range_params, i64::max)?;
+            let upper = match resolve(&plan.upper, range_params, i64::min)? {
+                Some(upper) => Some(upper),
+                None => match lake {
+                    Some(lake) => Some(current_snapshot(lake)?),
+                    None => None,
+                },
+            };
+            let lower = lower.unwrap_or(0).max(0);
+            if upper.is_some_and(|u| lower > u) {
+                return Ok(None);
+            }
+            let upper = upper.map_or_else(|| "<current snapshot>".to_owned(), |u| u.to_string());
+            Ok(Some(format!(
+                "ducklake_table_changes({}, {}, {}, {}, {upper})",
+                sql::literal(&alias),
+                sql::literal(&table.schema),
+                sql::literal(&table.table),
+                lower
+            )))
+        }
+    }
+}
+
+/// Combine bounds with `pick` (max for lower, min for upper). A NULL parameter
+/// matches no row, so it yields a bound that empties the range.
+fn resolve(bounds: &[Bound], params: &[Option<i64>], pick: fn(i64, i64) -> i64) -> LakeResult<Option<i64>> {
+    let mut result: Option<i64> = None;
+    for bound in bounds {
+        let value = match bound.value {
+            BoundValue::Const(v) => v,
+            BoundValue::Param(i) => match params.get(i).copied().flatten() {
+                Some(v) => v,
+                None => return Ok(Some(if pick(0, 1) == 1 { i64::MAX } else { i64::MIN })),
+            },
+        };
+        let value = value.saturating_add(bound.offset);
+        result = Some(result.map_or(value, |r| pick(r, value)));
+    }
+    Ok(result)
+}
+
+pub fn current_snapshot(lake: &Lake) -> LakeResult<i64> {
+    let query = format!("SELECT id FROM {}.current_snapshot()", sql::ident(&lake.instance.alias));
+    Ok(lake.instance.conn.query_row(&query, [], |row| row.get(0))?)
+}
+
+/// ` AT (VERSION => n)` / ` AT (TIMESTAMP => ...)`, or nothing for the latest snapshot.
+fn at_clause(table: &TableOptions) -> LakeResult<String> {
+    let (snapshot_id, as_of, origin) = if table.snapshot_id.is_some() || table.as_of.is_some() {
+        (table.snapshot_id.clone(), table.as_of.clone(), "foreign table options snapshot_id and as_of")
+    } else {
+        (gucs::snapshot_id(), gucs::as_of(), "settings ducklake.snapshot_id and ducklake.as_of")
+    };
+    match (snapshot_id, as_of) {
+        (None, None) => Ok(String::new()),
+        (Some(_), Some(_)) => Err(LakeError::InvalidOptionValue {
+            name: "snapshot_id".into(),
+            reason: format!("the {origin} are both set; set only one"),
+        }),
+        (Some(id), None) => {
+            let id: i64 = id.trim().parse().ok().filter(|v| *v >= 0).ok_or_else(|| LakeError::InvalidOptionValue {
+                name: "snapshot_id".into(),
+                reason: format!("\"{id}\" is not a snapshot id (a non-negative integer)"),
+            })?;
+            Ok(format!(" AT (VERSION => {id})"))
+        }
+        (None, Some(timestamp)) => Ok(format!(" AT (TIMESTAMP => {})", timestamptz_literal(&timestamp)?)),
+    }
+}
+
+/// Parse with Postgres' own timestamptz input (honouring TimeZone and DateStyle),
+/// then write it as a UTC DuckDB literal.
+fn timestamptz_literal(text: &str) -> LakeResult<String> {
+    let invalid = || LakeError::InvalidOptionValue {
+        name: "as_of".into(),
+        reason: format!("\"{text}\" is not a timestamp with time zone"),
+    };
+    let cstring = CString::new(text).map_err(|_| invalid())?;
+    // SAFETY: timestamptz_in takes (cstring, oid, int4); it raises a Postgres ERROR
+    // (with its own message naming the value) for malformed input.
+    let datum = unsafe {
+        pgrx::fcinfo::direct_function_call_as_datum(
+            pg_sys::timestamptz_in,
+            &[
+                Some(pg_sys::Datum::from(cstring.as_ptr())),
+                Some(pg_sys::Datum::from(pg_sys::InvalidOid)),
+                Some(pg_sys::Datum::from(-1i32)),
+            ],
+        )
+    }
+    .ok_or_else(invalid)?;
+    // SAFETY: a timestamptz datum.
+    unsafe { deparse::literal(datum, pg_sys::TIMESTAMPTZOID) }.ok_or_else(invalid)
+}
