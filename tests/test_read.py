@@ -217,3 +217,17 @@ def test_table_info(lake):
                          "FROM ducklake_table_info('analytics')")
     assert info == duck
     assert info == [("events", 2, True, 1)]
+
+
+def test_several_scans_of_one_lake_in_one_query(lake):
+    """Joins and subqueries scan one lake several times at once over its single DuckDB
+    connection; a result still streaming is buffered when another statement starts."""
+    lake.ref.execute("CREATE TABLE a AS SELECT range AS id, range % 100 AS k FROM range(20000)")
+    lake.ref.execute("CREATE TABLE b AS SELECT range AS k, 'k' || range AS label FROM range(100)")
+    lake.import_schema("a", "b")
+    lake.conn.execute("SET enable_hashjoin = off")
+    lake.conn.execute("SET enable_mergejoin = off")
+    assert lake.rows("SELECT count(*), count(DISTINCT b.label) FROM lake.a JOIN lake.b USING (k)") == [(20000, 100)]
+    assert lake.rows("SELECT count(*) FROM lake.a x JOIN lake.a y ON x.id = y.id + 1 WHERE x.id < 5000") == [(4999,)]
+    rows = lake.rows("SELECT id, ducklake.current_snapshot('lake') FROM lake.a WHERE id % 5000 = 0 ORDER BY id")
+    assert rows == [(0, 2), (5000, 2), (10000, 2), (15000, 2)]

@@ -10,7 +10,7 @@ use crate::types::lake_types::pg_type_for;
 
 pub fn create_statements(server_oid: pgrx::pg_sys::Oid, stmt: &ImportForeignSchemaStmt) -> LakeResult<Vec<String>> {
     let lake = lake_for(server_oid)?;
-    let conn = &lake.instance.conn;
+    let conn = lake.connection()?;
     let alias = &lake.instance.alias;
 
     let schema_exists: bool = conn.query_row(

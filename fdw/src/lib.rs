@@ -38,6 +38,17 @@ CREATE FUNCTION ducklake.create_table(foreign_table regclass, if_not_exists bool
 COMMENT ON FUNCTION ducklake.create_table(regclass, boolean)
   IS 'Create the DuckLake table behind a foreign table from its column definitions';
 
+CREATE FUNCTION ducklake.ducklake_latest_snapshot_id(foreign_table regclass)
+  RETURNS bigint STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'ducklake_latest_snapshot_id_wrapper';
+COMMENT ON FUNCTION ducklake.ducklake_latest_snapshot_id(regclass)
+  IS 'Current snapshot id of the lake behind a foreign table';
+
+CREATE FUNCTION ducklake.table_changes(foreign_table regclass, from_snapshot bigint, to_snapshot bigint)
+  RETURNS TABLE (snapshot_id bigint, rowid bigint, change_type text, row_data jsonb)
+  STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'table_changes_wrapper';
+COMMENT ON FUNCTION ducklake.table_changes(regclass, bigint, bigint)
+  IS 'Changes of a lake table between two snapshots (inclusive), rows as jsonb';
+
 -- Functions check their own privileges (server USAGE or ownership).
 GRANT USAGE ON SCHEMA ducklake TO PUBLIC;
 "#,

@@ -57,7 +57,7 @@ fn snapshots(
         sql::literal(&lake.instance.alias)
     );
     let rows: LakeResult<Vec<SnapshotRow>> = (|| {
-        let mut statement = lake.instance.conn.prepare(&query)?;
+        let mut statement = lake.connection()?.prepare(&query)?;
         let rows = statement.query_map([], |row| {
             let changes: String = row.get(3)?;
             Ok((
@@ -100,7 +100,7 @@ fn table_info(
     );
     type Row = (String, i64, i64, pgrx::Uuid, i64, i64, i64, i64);
     let rows: LakeResult<Vec<Row>> = (|| {
-        let mut statement = lake.instance.conn.prepare(&query)?;
+        let mut statement = lake.connection()?.prepare(&query)?;
         let rows = statement.query_map([], |row| {
             let uuid: String = row.get(3)?;
             let bytes = crate::types::decode::parse_uuid(&uuid).unwrap_or_default();
@@ -124,7 +124,90 @@ fn table_info(
 #[pg_extern]
 fn current_snapshot(server: &str) -> i64 {
     let lake = lake_named(server).or_raise();
-    let query = format!("SELECT id FROM {}.current_snapshot()", sql::ident(&lake.instance.alias));
-    let id: LakeResult<i64> = lake.instance.conn.query_row(&query, [], |row| row.get(0)).map_err(Into::into);
-    id.or_raise()
+    crate::scan::snapshot::current_snapshot(&lake).or_raise()
+}
+
+/// The lake of a foreign table, after checking the caller may read the table.
+fn lake_of_table(relid: pg_sys::Oid) -> LakeResult<(std::rc::Rc<Lake>, crate::options::TableOptions)> {
+    // SAFETY: catalog lookups; pg_class_aclcheck raises nothing for an existing relation.
+    unsafe {
+        if pg_sys::get_rel_relkind(relid) != pg_sys::RELKIND_FOREIGN_TABLE as std::ffi::c_char {
+            return Err(crate::error::LakeError::NotSupported(format!(
+                "relation with OID {} is not a foreign table",
+                relid.to_u32()
+            )));
+        }
+        if pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as _)
+            != pg_sys::AclResult::ACLCHECK_OK
+        {
+            return Err(crate::error::LakeError::PermissionDenied(format!(
+                "permission denied for table {}",
+                std::ffi::CStr::from_ptr(pg_sys::get_rel_name(relid)).to_string_lossy()
+            )));
+        }
+        let server_oid = (*pg_sys::GetForeignTable(relid)).serverid;
+        Ok((lake_for(server_oid)?, crate::options::TableOptions::of(relid)))
+    }
+}
+
+/// The lake's current snapshot id, for the lake behind a foreign table (the name
+/// pg_trickle's DuckLake change-feed adapter calls). Declared in lib.rs (regclass).
+#[pg_extern(sql = false)]
+fn ducklake_latest_snapshot_id(foreign_table: pg_sys::Oid) -> i64 {
+    let run = || -> LakeResult<i64> {
+        let (lake, _) = lake_of_table(foreign_table)?;
+        crate::scan::snapshot::current_snapshot(&lake)
+    };
+    run().or_raise()
+}
+
+/// Rows inserted, deleted and updated in the table behind `foreign_table` in the
+/// snapshots `from_snapshot..=to_snapshot`, each row as jsonb keyed by the foreign
+/// table's column names. For typed rows, use a foreign table with `changes 'true'`.
+/// Declared in lib.rs (regclass).
+#[pg_extern(sql = false)]
+fn table_changes(
+    foreign_table: pg_sys::Oid,
+    from_snapshot: i64,
+    to_snapshot: i64,
+) -> TableIterator<
+    'static,
+    (name!(snapshot_id, i64), name!(rowid, i64), name!(change_type, String), name!(row_data, JsonB)),
+> {
+    type Row = (i64, i64, String, JsonB);
+    let run = || -> LakeResult<Vec<Row>> {
+        let (lake, table) = lake_of_table(foreign_table)?;
+        // SAFETY: catalog lookup of an existing relation.
+        let relation = unsafe { pgrx::PgRelation::open(foreign_table) };
+        let fields: Vec<String> = relation
+            .tuple_desc()
+            .iter()
+            .filter(|a| !a.is_dropped())
+            .map(|a| {
+                // SAFETY: an existing column of the relation.
+                let lake_name = unsafe { crate::options::lake_column_name(foreign_table, a.attnum, a.name()) };
+                format!("{}: {}", sql::literal(a.name()), sql::ident(&lake_name))
+            })
+            .collect();
+        let query = format!(
+            "SELECT snapshot_id, rowid, change_type, CAST(to_json({{{}}}) AS VARCHAR) \
+             FROM ducklake_table_changes({}, {}, {}, {from_snapshot}, {to_snapshot}) ORDER BY snapshot_id, rowid",
+            fields.join(", "),
+            sql::literal(&lake.instance.alias),
+            sql::literal(&table.schema),
+            sql::literal(&table.table)
+        );
+        let mut statement = lake.connection()?.prepare(&query)?;
+        let rows = statement.query_map([], |row| {
+            let data: String = row.get(3)?;
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                JsonB(serde_json::from_str(&data).unwrap_or(serde_json::Value::Null)),
+            ))
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    };
+    TableIterator::new(run().or_raise())
 }

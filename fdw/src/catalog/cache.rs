@@ -14,9 +14,13 @@ use pgrx::pg_sys;
 use crate::catalog::config::LakeConfig;
 use crate::duck::cancel;
 use crate::duck::instance::LakeInstance;
+use crate::duck::stream::Stream;
 use crate::error::{LakeError, LakeResult};
 
 pub struct Lake {
+    /// The result still streaming on the connection, if any. Declared before
+    /// `instance`: it borrows the connection and must be dropped first.
+    streaming: RefCell<Option<Rc<Stream>>>,
     pub instance: LakeInstance,
     pub server_name: String,
     fingerprint: String,
@@ -30,15 +34,39 @@ thread_local! {
 }
 
 impl Lake {
+    /// The DuckDB connection, free for a new statement: a result still streaming on
+    /// it is first buffered (see `duck::stream`).
+    pub fn connection(&self) -> LakeResult<&duckdb::Connection> {
+        let streaming = self.streaming.borrow_mut().take();
+        if let Some(stream) = streaming {
+            stream.buffer_rest(&self.instance.interrupt)?;
+        }
+        Ok(&self.instance.conn)
+    }
+
+    /// Record `stream` as the result now streaming on the connection.
+    pub fn set_streaming(&self, stream: Rc<Stream>) {
+        *self.streaming.borrow_mut() = Some(stream);
+    }
+
+    /// Forget `stream` if it is the one streaming (its scan ended).
+    pub fn release(&self, stream: &Rc<Stream>) {
+        let mut streaming = self.streaming.borrow_mut();
+        if streaming.as_ref().is_some_and(|s| Rc::ptr_eq(s, stream)) {
+            *streaming = None;
+        }
+    }
+
     /// Run a statement that returns nothing, interruptibly.
     pub fn execute_batch(&self, sql: &str) -> LakeResult<()> {
-        cancel::interruptible(&self.instance.interrupt, || self.instance.conn.execute_batch(sql))?;
+        let conn = self.connection()?;
+        cancel::interruptible(&self.instance.interrupt, || conn.execute_batch(sql))?;
         Ok(())
     }
 
     fn begin(&self) -> LakeResult<()> {
         if !self.in_transaction.get() {
-            self.instance.conn.execute_batch("BEGIN TRANSACTION")?;
+            self.connection()?.execute_batch("BEGIN TRANSACTION")?;
             self.in_transaction.set(true);
         }
         Ok(())
@@ -48,6 +76,8 @@ impl Lake {
         if !self.in_transaction.replace(false) {
             return Ok(());
         }
+        // Scans of this transaction are over; their results need no buffering.
+        self.streaming.borrow_mut().take();
         if commit {
             cancel::interruptible(&self.instance.interrupt, || self.instance.conn.execute_batch("COMMIT"))?;
         } else {
@@ -79,6 +109,7 @@ pub fn lake_for(server_oid: pg_sys::Oid) -> LakeResult<Rc<Lake>> {
             }
             let instance = LakeInstance::open(&config)?;
             let lake = Rc::new(Lake {
+                streaming: RefCell::new(None),
                 instance,
                 server_name: config.server_name.clone(),
                 fingerprint,

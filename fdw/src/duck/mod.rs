@@ -7,3 +7,4 @@ pub mod extensions;
 pub mod instance;
 pub mod signals;
 pub mod sql;
+pub mod stream;

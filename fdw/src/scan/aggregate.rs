@@ -29,6 +29,8 @@ struct UpperPlan {
     select: Vec<String>,
     group_by: Vec<String>,
     outputs: Vec<Output>,
+    /// What the scan returns (`fdw_scan_tlist`): grouping keys, then aggregates.
+    scan_tlist: *mut pg_sys::List,
 }
 
 const STARTUP_COST: f64 = 25.0;
@@ -84,14 +86,33 @@ pub unsafe extern "C-unwind" fn get_foreign_upper_paths(
 }
 
 /// The DuckDB aggregation for the query's grouping target, if it can be pushed.
+///
+/// The scan returns a flat list: the grouping keys, then each distinct aggregate.
+/// Target expressions over those (`count(*) + 1`, `sum(x)::text`) are computed by
+/// Postgres from the scan's output, as the planner matches them to the list.
 unsafe fn plan_grouping(root: *mut pg_sys::PlannerInfo, base: &RelPlan) -> Option<UpperPlan> {
     unsafe {
         let parse = (*root).parse;
         if !base.local.is_empty() || !(*parse).groupingSets.is_null() || !(*parse).havingQual.is_null() {
             return None;
         }
-        // GROUP BY keys, by sortgroupref.
-        let mut keys: Vec<(pg_sys::Index, String, *mut pg_sys::Var)> = Vec::new();
+        let mut upper = UpperPlan {
+            base,
+            select: Vec::new(),
+            group_by: Vec::new(),
+            outputs: Vec::new(),
+            scan_tlist: std::ptr::null_mut(),
+        };
+        let mut aggregates: Vec<*mut pg_sys::Aggref> = Vec::new();
+        let add_entry = |upper: &mut UpperPlan, expr: *mut Node, sortgroupref: pg_sys::Index| {
+            let position = pg_sys::list_length(upper.scan_tlist) + 1;
+            let tle = pg_sys::makeTargetEntry(expr.cast(), position as pg_sys::AttrNumber, std::ptr::null_mut(), false);
+            (*tle).ressortgroupref = sortgroupref;
+            upper.scan_tlist = pg_sys::lappend(upper.scan_tlist, tle.cast());
+            (position - 1) as usize
+        };
+
+        // GROUP BY keys: each a column compared the same way in DuckDB.
         for clause in list_nodes((*parse).groupClause) {
             let sgc = clause as *mut pg_sys::SortGroupClause;
             let tle = pg_sys::get_sortgroupref_tle((*sgc).tleSortGroupRef, (*parse).targetList);
@@ -100,51 +121,52 @@ unsafe fn plan_grouping(root: *mut pg_sys::PlannerInfo, base: &RelPlan) -> Optio
             if collation != pg_sys::InvalidOid && !collation_is_deterministic(collation) {
                 return None;
             }
-            let sql = base.column_ref((*var).varattno)?.expr?;
-            keys.push(((*sgc).tleSortGroupRef, sql, var));
+            let key_sql = base.column_ref((*var).varattno)?.expr?;
+            let column = base.column((*var).varattno)?;
+            let slot_index = add_entry(&mut upper, (*tle).expr.cast(), (*sgc).tleSortGroupRef);
+            upper.select.push(Kind::of(column.type_oid, column.typmod).duck_expression_of(&key_sql));
+            upper.outputs.push(Output {
+                slot_index,
+                type_oid: column.type_oid.to_u32(),
+                typmod: column.typmod,
+                name: column.pg_name.clone(),
+                source: OutputSource::Column(upper.select.len() - 1),
+            });
+            upper.group_by.push(key_sql);
         }
 
+        // Aggregates used anywhere in the grouping target; other Vars there must be
+        // grouping keys, which the scan already returns.
         let target = (*root).upper_targets[pg_sys::UpperRelationKind::UPPERREL_GROUP_AGG as usize];
-        let exprs = list_nodes((*target).exprs);
-        let mut select = Vec::new();
-        let mut outputs = Vec::new();
-        for (i, expr) in exprs.iter().enumerate() {
+        for (i, expr) in list_nodes((*target).exprs).into_iter().enumerate() {
             let sortgroupref =
                 if (*target).sortgrouprefs.is_null() { 0 } else { *(*target).sortgrouprefs.add(i) };
-            let output = |source, type_oid: pg_sys::Oid, typmod: i32, name: String| Output {
-                slot_index: i,
-                type_oid: type_oid.to_u32(),
-                typmod,
-                name,
-                source,
-            };
-            if sortgroupref != 0 {
-                let (_, key_sql, var) = keys.iter().find(|(r, _, _)| *r == sortgroupref)?;
-                let column = base.column((**var).varattno)?;
-                select.push(Kind::of(column.type_oid, column.typmod).duck_expression_of(key_sql));
-                outputs.push(output(
-                    OutputSource::Column(select.len() - 1),
-                    column.type_oid,
-                    column.typmod,
-                    column.pg_name.clone(),
-                ));
+            if sortgroupref != 0 && !pg_sys::get_sortgroupref_clause_noerr(sortgroupref, (*parse).groupClause).is_null() {
                 continue;
             }
-            let node = *expr;
-            if (*node).type_ != pg_sys::NodeTag::T_Aggref {
-                return None;
+            let pulled = pg_sys::pull_var_clause(expr, pg_sys::PVC_INCLUDE_AGGREGATES as i32);
+            for node in list_nodes(pulled) {
+                if (*node).type_ != pg_sys::NodeTag::T_Aggref {
+                    continue;
+                }
+                let aggref = node as *mut pg_sys::Aggref;
+                if aggregates.iter().any(|a| pg_sys::equal((*a).cast(), aggref.cast())) {
+                    continue;
+                }
+                let (items, source) = aggregate_sql(base, aggref, upper.select.len())?;
+                let slot_index = add_entry(&mut upper, aggref.cast(), 0);
+                upper.select.extend(items);
+                upper.outputs.push(Output {
+                    slot_index,
+                    type_oid: (*aggref).aggtype.to_u32(),
+                    typmod: -1,
+                    name: function_name((*aggref).aggfnoid),
+                    source,
+                });
+                aggregates.push(aggref);
             }
-            let aggref = node as *mut pg_sys::Aggref;
-            let (items, source) = aggregate_sql(base, aggref, select.len())?;
-            select.extend(items);
-            outputs.push(output(source, (*aggref).aggtype, -1, function_name((*aggref).aggfnoid)));
         }
-        Some(UpperPlan {
-            base,
-            select,
-            group_by: keys.into_iter().map(|(_, sql, _)| sql).collect(),
-            outputs,
-        })
+        Some(upper)
     }
 }
 
@@ -238,15 +260,7 @@ pub unsafe fn plan_aggregate_scan(
     unsafe {
         let upper = &*((*foreignrel).fdw_private as *const UpperPlan);
         let base = &*upper.base;
-        let target = (*foreignrel).reltarget;
-        let mut scan_tlist: *mut pg_sys::List = std::ptr::null_mut();
-        for (i, expr) in list_nodes((*target).exprs).into_iter().enumerate() {
-            let tle = pg_sys::makeTargetEntry(expr.cast(), (i + 1) as pg_sys::AttrNumber, std::ptr::null_mut(), false);
-            if !(*target).sortgrouprefs.is_null() {
-                (*tle).ressortgroupref = *(*target).sortgrouprefs.add(i);
-            }
-            scan_tlist = pg_sys::lappend(scan_tlist, tle.cast());
-        }
+        let scan_tlist = upper.scan_tlist;
         let scan_plan = ScanPlan {
             relid: base.relid.to_u32(),
             source: base.source(),

@@ -9,6 +9,7 @@ use pgrx::pg_sys;
 
 use crate::catalog::cache::Lake;
 use crate::duck::cancel;
+use crate::duck::stream::Stream;
 use crate::error::{LakeError, LakeResult};
 use crate::scan::plan::OutputSource;
 use crate::types::decode::Decoder;
@@ -22,9 +23,9 @@ pub struct OutputColumn {
 }
 
 pub struct Cursor {
-    // Field order matters: `statement` borrows from `lake`'s connection and must be
+    // Field order matters: `stream` borrows from `lake`'s connection and must be
     // dropped first.
-    statement: Option<duckdb::Statement<'static>>,
+    stream: Option<Rc<Stream>>,
     batch: Option<RecordBatch>,
     row: usize,
     exhausted: bool,
@@ -35,7 +36,7 @@ pub struct Cursor {
 
 impl Cursor {
     pub fn new(lake: Rc<Lake>, table: String, columns: Vec<OutputColumn>) -> Cursor {
-        Cursor { statement: None, batch: None, row: 0, exhausted: false, columns, table, lake }
+        Cursor { stream: None, batch: None, row: 0, exhausted: false, columns, table, lake }
     }
 
     pub fn lake(&self) -> &Lake {
@@ -49,19 +50,23 @@ impl Cursor {
             self.exhausted = true;
             return Ok(());
         };
-        // SAFETY: the connection lives inside `self.lake` (an Rc that this cursor keeps
-        // alive and never moves), and `statement` is dropped before `lake` (field
-        // order, and `close`), so the extended borrow never outlives the connection.
-        let conn: &'static duckdb::Connection =
-            unsafe { &*(&self.lake.instance.conn as *const duckdb::Connection) };
-        let interrupt = self.lake.instance.interrupt.clone();
+        let lake = self.lake.clone();
+        let conn = lake.connection().map_err(|e| self.explain_error(e))?;
+        // SAFETY: the connection lives inside the Lake this cursor keeps alive (an Rc
+        // whose contents never move); the statement lives in a Stream that is
+        // dropped before the Lake: by this cursor (field order, `close`) and by the
+        // Lake itself (its `streaming` field is declared before its instance).
+        let conn: &'static duckdb::Connection = unsafe { &*(conn as *const duckdb::Connection) };
+        let interrupt = lake.instance.interrupt.clone();
         let statement = cancel::interruptible(&interrupt, || -> LakeResult<duckdb::Statement<'static>> {
             let mut statement = conn.prepare(sql)?;
             drop(statement.stream_arrow(duckdb::params_from_iter(params))?);
             Ok(statement)
         })
         .map_err(|e| self.explain_error(e))?;
-        self.statement = Some(statement);
+        let stream = Rc::new(Stream::new(statement));
+        lake.set_streaming(stream.clone());
+        self.stream = Some(stream);
         Ok(())
     }
 
@@ -79,7 +84,9 @@ impl Cursor {
     /// Release DuckDB's result early (the cursor itself lives until its memory context goes).
     pub fn close(&mut self) {
         self.batch = None;
-        self.statement = None;
+        if let Some(stream) = self.stream.take() {
+            self.lake.release(&stream);
+        }
         self.row = 0;
         self.exhausted = false;
     }
@@ -107,14 +114,13 @@ impl Cursor {
     }
 
     fn fetch(&mut self) -> LakeResult<()> {
-        let Some(statement) = self.statement.as_ref() else {
+        let Some(stream) = self.stream.as_ref() else {
             self.exhausted = true;
             return Ok(());
         };
-        let chunk = cancel::interruptible(&self.lake.instance.interrupt, || statement.step())?;
-        match chunk {
-            Some(array) => {
-                self.batch = Some(RecordBatch::from(&array));
+        match stream.next_batch(&self.lake.instance.interrupt)? {
+            Some(batch) => {
+                self.batch = Some(batch);
                 self.row = 0;
             }
             None => {
@@ -165,5 +171,11 @@ fn average(sum_decoder: &Decoder, sum: &dyn Array, count: &dyn Array, row: usize
     unsafe {
         let count = direct_function_call_as_datum(pg_sys::int8_numeric, &[Some(pg_sys::Datum::from(count))]);
         Ok(direct_function_call_as_datum(pg_sys::numeric_div, &[Some(sum), count]))
+    }
+}
+
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        self.close();
     }
 }

@@ -347,8 +347,8 @@ fn lake_rows(relid: Oid, table: &TableOptions) -> f64 {
     // SAFETY: catalog lookup of an existing foreign table.
     let server_oid = unsafe { (*pg_sys::GetForeignTable(relid)).serverid };
     let lake = lake_for(server_oid).or_raise();
-    lake.instance
-        .conn
+    lake.connection()
+        .or_raise()
         .query_row(
             "SELECT estimated_size FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? AND table_name = ?",
             [lake.instance.alias.as_str(), table.schema.as_str(), table.table.as_str()],

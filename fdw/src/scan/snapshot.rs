@@ -73,7 +73,7 @@ fn resolve(bounds: &[Bound], params: &[Option<i64>], pick: fn(i64, i64) -> i64) 
 
 pub fn current_snapshot(lake: &Lake) -> LakeResult<i64> {
     let query = format!("SELECT id FROM {}.current_snapshot()", sql::ident(&lake.instance.alias));
-    Ok(lake.instance.conn.query_row(&query, [], |row| row.get(0))?)
+    Ok(lake.connection()?.query_row(&query, [], |row| row.get(0))?)
 }
 
 /// ` AT (VERSION => n)` / ` AT (TIMESTAMP => ...)`, or nothing for the latest snapshot.
