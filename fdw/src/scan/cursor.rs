@@ -43,13 +43,9 @@ impl Cursor {
         &self.lake
     }
 
-    /// (Re)start with `sql` bound to `params`; `None` is a query known to be empty.
-    pub fn start(&mut self, sql: Option<&str>, params: Vec<duckdb::types::Value>) -> LakeResult<()> {
+    /// (Re)start with `sql` bound to `params`.
+    pub fn start(&mut self, sql: &str, params: Vec<duckdb::types::Value>) -> LakeResult<()> {
         self.close();
-        let Some(sql) = sql else {
-            self.exhausted = true;
-            return Ok(());
-        };
         let lake = self.lake.clone();
         let conn = lake.connection().map_err(|e| self.explain_error(e))?;
         // SAFETY: the connection lives inside the Lake this cursor keeps alive (an Rc

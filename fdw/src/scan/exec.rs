@@ -42,8 +42,7 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(node: *mut pg_sys::ForeignSca
         let relid = pg_sys::Oid::from(plan.relid);
         let mut state = ScanState { plan, sql: String::new(), params, cursor: None };
         if explain_only {
-            let from = from_clause(&state.plan, &[], None).or_raise();
-            state.sql = state.plan.sql(from.as_deref().unwrap_or("<empty snapshot range>"));
+            state.sql = state.plan.sql(&from_clause(&state.plan, &[], None).or_raise());
         } else {
             let server_oid = (*pg_sys::GetForeignTable(relid)).serverid;
             let columns = state
@@ -89,10 +88,8 @@ unsafe fn restart(state: &mut ScanState, node: *mut pg_sys::ForeignScanState) ->
             }
         }
         let cursor = state.cursor.as_mut().expect("a cursor outside EXPLAIN");
-        let from = from_clause(&state.plan, &range_params, Some(cursor.lake()))?;
-        state.sql = state.plan.sql(from.as_deref().unwrap_or("<empty snapshot range>"));
-        let sql = from.map(|_| state.sql.as_str());
-        cursor.start(sql, sql_params)
+        state.sql = state.plan.sql(&from_clause(&state.plan, &range_params, Some(cursor.lake()))?);
+        cursor.start(&state.sql, sql_params)
     }
 }
 

@@ -18,16 +18,12 @@ use crate::options::TableOptions;
 use crate::scan::deparse;
 use crate::scan::plan::{Bound, BoundValue, ScanPlan, Source, table_reference};
 
-/// The FROM item of the scan; `None` when the change range is empty.
-/// `lake` is absent for EXPLAIN without execution.
-pub fn from_clause(plan: &ScanPlan, range_params: &[Option<i64>], lake: Option<&Lake>) -> LakeResult<Option<String>> {
+/// The FROM item of the scan. `lake` is absent for EXPLAIN without execution.
+pub fn from_clause(plan: &ScanPlan, range_params: &[Option<i64>], lake: Option<&Lake>) -> LakeResult<String> {
     let (alias, table) = table_reference(pg_sys::Oid::from(plan.relid));
+    let qualified = sql::qualified(&alias, &table.schema, &table.table);
     match plan.source {
-        Source::Table => Ok(Some(format!(
-            "{}{}",
-            sql::qualified(&alias, &table.schema, &table.table),
-            at_clause(&table)?
-        ))),
+        Source::Table => Ok(format!("{qualified}{}", at_clause(&table)?)),
         Source::Changes => {
             let lower = resolve(&plan.lower, range_params, i64::max)?;
             let upper = match resolve(&plan.upper, range_params, i64::min)? {
@@ -39,16 +35,20 @@ pub fn from_clause(plan: &ScanPlan, range_params: &[Option<i64>], lake: Option<&
             };
             let lower = lower.unwrap_or(0).max(0);
             if upper.is_some_and(|u| lower > u) {
-                return Ok(None);
+                // An empty range still has the feed's columns (and an aggregate over
+                // it still returns its one row), without asking DuckLake for it.
+                return Ok(format!(
+                    "(SELECT CAST(NULL AS BIGINT) AS snapshot_id, CAST(NULL AS BIGINT) AS rowid, \
+                     CAST(NULL AS VARCHAR) AS change_type, * FROM {qualified} LIMIT 0)"
+                ));
             }
             let upper = upper.map_or_else(|| "<current snapshot>".to_owned(), |u| u.to_string());
-            Ok(Some(format!(
-                "ducklake_table_changes({}, {}, {}, {}, {upper})",
+            Ok(format!(
+                "ducklake_table_changes({}, {}, {}, {lower}, {upper})",
                 sql::literal(&alias),
                 sql::literal(&table.schema),
                 sql::literal(&table.table),
-                lower
-            )))
+            ))
         }
     }
 }

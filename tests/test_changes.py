@@ -1,0 +1,111 @@
+"""The change feed: rows inserted, deleted and updated between snapshots, typed, with
+the snapshot range handed to DuckLake."""
+
+import psycopg
+import pytest
+
+from compare import assert_same_rows
+
+CHANGES_TABLE = """CREATE FOREIGN TABLE lake.events_changes (
+    snapshot_id bigint, rowid bigint, change_type text, id bigint, event_type text, value bigint)
+    SERVER lake OPTIONS (table 'events', changes 'true')"""
+
+
+@pytest.fixture
+def feed(lake):
+    """Snapshots: 1 create, 2 inlined insert (3 rows), 3 file insert (2000 rows),
+    4 delete, 5 update, 6 inlined insert."""
+    lake.ref.execute("CREATE TABLE events (id BIGINT, event_type VARCHAR, value BIGINT)")
+    lake.ref.execute("INSERT INTO events VALUES (1, 'click', 10), (2, 'view', 20), (3, 'buy', 30)")
+    lake.ref.execute("INSERT INTO events SELECT i, 'bulk', i FROM range(100, 2100) t(i)")
+    lake.ref.execute("DELETE FROM events WHERE id IN (2, 100, 101)")
+    lake.ref.execute("UPDATE events SET value = -1 WHERE id IN (1, 102)")
+    lake.ref.execute("INSERT INTO events VALUES (4, 'click', 40)")
+    lake.conn.execute(CHANGES_TABLE)
+    return lake
+
+
+def duck_changes(lake, start, end):
+    return lake.ref.rows(f"SELECT * FROM table_changes('events', {start}, {end}) "
+                         "ORDER BY snapshot_id, rowid, change_type")
+
+
+def pg_changes(lake, where):
+    with lake.conn.cursor(binary=True) as cur:
+        return cur.execute(f"SELECT * FROM lake.events_changes WHERE {where} "
+                           "ORDER BY snapshot_id, rowid, change_type").fetchall()
+
+
+@pytest.mark.parametrize("where,start,end", [
+    ("snapshot_id > 1 AND snapshot_id <= 6", 2, 6),
+    ("snapshot_id BETWEEN 2 AND 2", 2, 2),
+    ("snapshot_id = 3", 3, 3),
+    ("snapshot_id >= 4", 4, 6),
+    ("snapshot_id < 3", 0, 2),
+    ("snapshot_id > 3 AND snapshot_id < 6 AND change_type <> 'insert'", 4, 5),
+])
+def test_changes_match_duckdb(feed, where, start, end):
+    expected = duck_changes(feed, start, end)
+    if "change_type" in where:
+        expected = [r for r in expected if r[2] != "insert"]
+    assert_same_rows(pg_changes(feed, where), expected)
+
+
+def test_change_kinds(feed):
+    rows = feed.rows("SELECT snapshot_id, change_type, id, value FROM lake.events_changes "
+                     "WHERE snapshot_id >= 4 AND id < 100 ORDER BY snapshot_id, change_type, id")
+    assert rows == [(4, "delete", 2, 20), (5, "update_postimage", 1, -1), (5, "update_preimage", 1, 10),
+                    (6, "insert", 4, 40)]
+    assert feed.rows("SELECT count(*) FROM lake.events_changes WHERE snapshot_id = 3") == [(2000,)]
+
+
+def test_range_is_pushed_into_ducklake(feed):
+    plan = "\n".join(r[0] for r in feed.rows(
+        "EXPLAIN (VERBOSE, COSTS OFF) SELECT * FROM lake.events_changes WHERE snapshot_id > 3 AND snapshot_id <= 5"))
+    assert "ducklake_table_changes('analytics', 'main', 'events', 4, 5)" in plan
+
+
+def test_empty_and_parameterised_ranges(feed):
+    assert feed.rows("SELECT count(*) FROM lake.events_changes WHERE snapshot_id > 5 AND snapshot_id < 6") == [(0,)]
+    assert feed.rows("SELECT count(*) FROM lake.events_changes WHERE snapshot_id > 100") == [(0,)]
+    feed.conn.execute("PREPARE delta(bigint, bigint) AS SELECT count(*) FROM lake.events_changes "
+                      "WHERE snapshot_id > $1 AND snapshot_id <= $2")
+    assert feed.rows("EXECUTE delta(2, 3)") == [(2000,)]
+    assert feed.rows("EXECUTE delta(3, 6)") == [(3 + 4 + 1,)]
+    assert feed.rows("EXECUTE delta(NULL, 6)") == [(0,)]
+
+
+def test_compaction_is_not_a_change(feed):
+    # two files without deletes, which DuckLake can merge
+    feed.ref.execute("INSERT INTO events SELECT i, 'more', i FROM range(5000, 7000) t(i)")
+    feed.ref.execute("INSERT INTO events SELECT i, 'more', i FROM range(7000, 9000) t(i)")
+    before = feed.rows("SELECT ducklake.current_snapshot('lake')")[0][0]
+    feed.ref.execute("CALL ducklake_merge_adjacent_files('analytics')")
+    after = feed.rows("SELECT ducklake.current_snapshot('lake')")[0][0]
+    assert after > before
+    assert feed.rows(f"SELECT count(*) FROM lake.events_changes WHERE snapshot_id > {before}") == [(0,)]
+    feed.import_schema("events")
+    assert feed.rows("SELECT count(*) FROM lake.events") == [(3 - 1 + 2000 - 2 + 1 + 4000,)]
+
+
+def test_expired_snapshot_in_range_is_an_error(feed):
+    feed.ref.execute("CALL ducklake_expire_snapshots('analytics', versions => [2, 3])")
+    with pytest.raises(psycopg.Error) as caught:
+        feed.conn.execute("SELECT count(*) FROM lake.events_changes WHERE snapshot_id >= 2 AND snapshot_id <= 4")
+    assert caught.value.sqlstate == "22023", str(caught.value)
+    assert "No snapshot found at version 2" in str(caught.value)
+    # a range after the expired snapshots still works
+    assert feed.rows("SELECT count(*) FROM lake.events_changes WHERE snapshot_id >= 4") == [(3 + 4 + 1,)]
+
+
+def test_table_changes_function_and_latest_snapshot(feed):
+    feed.import_schema("events")
+    rows = feed.rows("SELECT snapshot_id, change_type, row_data FROM ducklake.table_changes('lake.events', 5, 6) "
+                     "ORDER BY snapshot_id, rowid, change_type")
+    assert [r for r in rows if r[2]["id"] < 100] == [
+        (5, "update_postimage", {"id": 1, "event_type": "click", "value": -1}),
+        (5, "update_preimage", {"id": 1, "event_type": "click", "value": 10}),
+        (6, "insert", {"id": 4, "event_type": "click", "value": 40}),
+    ]
+    assert feed.rows("SELECT ducklake.ducklake_latest_snapshot_id('lake.events')") == [(6,)]
+    assert feed.rows("SELECT count(*) FROM ducklake.table_changes('lake.events', 2, 2)") == [(3,)]
