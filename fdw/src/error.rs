@@ -53,6 +53,10 @@ pub enum LakeError {
     #[error("DuckDB: {0}")]
     DuckDb(String),
 
+    /// The lake transaction cannot commit any more.
+    #[error("the DuckLake transaction cannot commit: {0}")]
+    TransactionDoomed(String),
+
     /// Feature not (yet) available.
     #[error("{0}")]
     NotSupported(String),
@@ -86,6 +90,7 @@ impl LakeError {
             LakeError::PermissionDenied(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
             LakeError::DuckDb(m) => duckdb_sqlstate(m),
             LakeError::NotSupported(_) => ERRCODE_FEATURE_NOT_SUPPORTED,
+            LakeError::TransactionDoomed(_) => ERRCODE_IN_FAILED_SQL_TRANSACTION,
         }
     }
 
@@ -103,8 +108,13 @@ impl LakeError {
 /// DuckDB reports errors as "<Kind> Error: message"; the kind picks the SQLSTATE.
 fn duckdb_sqlstate(message: &str) -> PgSqlErrorCode {
     use PgSqlErrorCode::*;
-    if message.contains("out of range") {
+    if message.contains("out of range")
+        || message.contains("Could not convert") && message.contains("to DECIMAL")
+    {
         return ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE;
+    }
+    if message.contains("Could not convert") {
+        return ERRCODE_INVALID_TEXT_REPRESENTATION;
     }
     if message.contains("No snapshot found") {
         return ERRCODE_INVALID_PARAMETER_VALUE;

@@ -9,7 +9,7 @@ use supabase_wrappers::FdwRoutine;
 use supabase_wrappers::prelude::*;
 
 use crate::error::LakeError;
-use crate::{import, options, scan};
+use crate::{import, modify, options, scan};
 
 #[wrappers_fdw(
     version = "0.1.0",
@@ -68,5 +68,6 @@ impl ForeignDataWrapper<LakeError> for DucklakeFdw {
 
     fn fdw_routine_hook(routine: &mut FdwRoutine<pgrx::AllocatedByRust>) {
         scan::install(routine);
+        modify::install(routine);
     }
 }

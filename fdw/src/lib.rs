@@ -14,6 +14,7 @@ mod error;
 mod fdw;
 mod gucs;
 mod import;
+mod modify;
 mod options;
 mod scan;
 mod types;

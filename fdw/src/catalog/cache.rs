@@ -25,6 +25,11 @@ pub struct Lake {
     pub server_name: String,
     fingerprint: String,
     in_transaction: Cell<bool>,
+    /// Subtransactions of the current transaction that wrote to the lake.
+    writers: RefCell<Vec<pg_sys::SubTransactionId>>,
+    /// Set when a subtransaction that wrote is rolled back: DuckDB has no
+    /// savepoints, so the lake transaction can no longer commit.
+    doomed: RefCell<Option<String>>,
 }
 
 type Key = (pg_sys::Oid, pg_sys::Oid);
@@ -64,7 +69,21 @@ impl Lake {
         Ok(())
     }
 
+    /// Record that the current (sub)transaction writes to this lake.
+    pub fn note_write(&self) {
+        // SAFETY: reads backend transaction state.
+        let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
+        self.writers.borrow_mut().push(subxact);
+    }
+
+    fn doomed_error(&self) -> Option<LakeError> {
+        self.doomed.borrow().as_ref().map(|reason| LakeError::TransactionDoomed(reason.clone()))
+    }
+
     fn begin(&self) -> LakeResult<()> {
+        if let Some(e) = self.doomed_error() {
+            return Err(e);
+        }
         if !self.in_transaction.get() {
             self.connection()?.execute_batch("BEGIN TRANSACTION")?;
             self.in_transaction.set(true);
@@ -73,8 +92,14 @@ impl Lake {
     }
 
     fn finish(&self, commit: bool) -> LakeResult<()> {
+        self.writers.borrow_mut().clear();
+        let doomed = self.doomed.borrow_mut().take();
         if !self.in_transaction.replace(false) {
             return Ok(());
+        }
+        if let (true, Some(reason)) = (commit, doomed) {
+            let _ = self.instance.conn.execute_batch("ROLLBACK");
+            return Err(LakeError::TransactionDoomed(reason));
         }
         // Scans of this transaction are over; their results need no buffering.
         self.streaming.borrow_mut().take();
@@ -114,14 +139,16 @@ pub fn lake_for(server_oid: pg_sys::Oid) -> LakeResult<Rc<Lake>> {
                 server_name: config.server_name.clone(),
                 fingerprint,
                 in_transaction: Cell::new(false),
+                writers: RefCell::new(Vec::new()),
+                doomed: RefCell::new(None),
             });
             LAKES.with(|lakes| lakes.borrow_mut().insert(key, lake.clone()));
             lake
         }
     };
-    lake.begin().map_err(|e| LakeError::AttachFailed {
-        server: lake.server_name.clone(),
-        message: config.scrub(&e.to_string()),
+    lake.begin().map_err(|e| match e {
+        LakeError::TransactionDoomed(_) => e,
+        other => LakeError::AttachFailed { server: lake.server_name.clone(), message: config.scrub(&other.to_string()) },
     })?;
     Ok(lake)
 }
@@ -156,4 +183,32 @@ pub fn any_in_transaction() -> bool {
 /// Close every instance (joins DuckDB's threads) before the process exits.
 pub fn close_all() {
     LAKES.with(|lakes| lakes.borrow_mut().clear());
+}
+
+/// A subtransaction was rolled back: a lake it (or a child) wrote to cannot commit.
+pub fn subtransaction_aborted(subxact: pg_sys::SubTransactionId) {
+    LAKES.with(|lakes| {
+        for lake in lakes.borrow().values() {
+            if lake.writers.borrow().iter().any(|w| *w >= subxact) {
+                *lake.doomed.borrow_mut() = Some(format!(
+                    "a rolled-back savepoint or exception block wrote to DuckLake server \"{}\", \
+                     and DuckDB cannot undo part of a transaction",
+                    lake.server_name
+                ));
+            }
+        }
+    });
+}
+
+/// A subtransaction committed: its writes now belong to its parent.
+pub fn subtransaction_committed(subxact: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
+    LAKES.with(|lakes| {
+        for lake in lakes.borrow().values() {
+            for w in lake.writers.borrow_mut().iter_mut() {
+                if *w >= subxact {
+                    *w = parent;
+                }
+            }
+        }
+    });
 }

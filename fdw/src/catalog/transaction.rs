@@ -11,6 +11,7 @@ pub fn register_callbacks() {
     // SAFETY: registering static callbacks once per backend, from _PG_init.
     unsafe {
         pg_sys::RegisterXactCallback(Some(on_transaction_event), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(on_subtransaction_event), std::ptr::null_mut());
         pg_sys::on_proc_exit(Some(on_exit), pg_sys::Datum::from(0));
     }
 }
@@ -39,4 +40,18 @@ unsafe extern "C-unwind" fn on_transaction_event(event: pg_sys::XactEvent::Type,
 #[pg_guard]
 unsafe extern "C-unwind" fn on_exit(_code: std::ffi::c_int, _arg: pg_sys::Datum) {
     cache::close_all();
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn on_subtransaction_event(
+    event: pg_sys::SubXactEvent::Type,
+    subxact: pg_sys::SubTransactionId,
+    parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    match event {
+        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => cache::subtransaction_aborted(subxact),
+        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => cache::subtransaction_committed(subxact, parent),
+        _ => {}
+    }
 }

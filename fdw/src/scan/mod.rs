@@ -20,9 +20,7 @@ pub mod snapshot;
 
 use supabase_wrappers::FdwRoutine;
 
-/// Replace the scan callbacks of `routine` with ours. Write callbacks are removed
-/// until they are implemented, so Postgres refuses those statements instead of
-/// silently doing nothing.
+/// Replace the scan callbacks of `routine` with ours.
 pub fn install(routine: &mut FdwRoutine<pgrx::AllocatedByRust>) {
     routine.GetForeignRelSize = Some(plan::get_foreign_rel_size);
     routine.GetForeignPaths = Some(plan::get_foreign_paths);
@@ -34,11 +32,4 @@ pub fn install(routine: &mut FdwRoutine<pgrx::AllocatedByRust>) {
     routine.EndForeignScan = Some(exec::end_foreign_scan);
     routine.GetForeignUpperPaths = Some(aggregate::get_foreign_upper_paths);
 
-    routine.AddForeignUpdateTargets = None;
-    routine.PlanForeignModify = None;
-    routine.BeginForeignModify = None;
-    routine.ExecForeignInsert = None;
-    routine.ExecForeignUpdate = None;
-    routine.ExecForeignDelete = None;
-    routine.EndForeignModify = None;
 }

@@ -7,5 +7,6 @@
 //!   and back (creating lake tables from Postgres definitions).
 
 pub mod decode;
+pub mod encode;
 pub mod kind;
 pub mod lake_types;

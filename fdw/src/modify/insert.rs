@@ -1,0 +1,260 @@
+//! INSERT (and COPY FROM) into a lake table.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use pgrx::prelude::*;
+use pgrx::{PgMemoryContexts, PgRelation, pg_sys};
+
+use crate::catalog::cache::{Lake, lake_for};
+use crate::duck::{cancel, sql};
+use crate::error::{LakeError, LakeResult, OrRaise};
+use crate::options::{TableOptions, lake_column_name};
+use crate::types::encode::Encoder;
+
+/// Rows converted before they are appended to the staging table in one go.
+const BATCH_ROWS: usize = 100_000;
+
+thread_local! {
+    static STAGING_COUNTER: Cell<u64> = const { Cell::new(0) };
+}
+
+struct Column {
+    attno: usize,
+    encoder: Encoder,
+}
+
+/// Lives in the executor's per-query memory context; dropping it drops the staging table.
+struct InsertState {
+    lake: Rc<Lake>,
+    table: String,
+    target: String,
+    column_list: String,
+    /// What the final INSERT selects from the staging table.
+    select_list: String,
+    staging: String,
+    columns: Vec<Column>,
+    rows: Vec<Vec<duckdb::types::Value>>,
+    written: bool,
+}
+
+impl InsertState {
+    unsafe fn new(relation: pg_sys::Relation) -> LakeResult<InsertState> {
+        unsafe {
+            let relation = PgRelation::from_pg(relation);
+            let relid = relation.oid();
+            let table = TableOptions::of(relid);
+            if table.changes {
+                return Err(LakeError::NotSupported(format!(
+                    "cannot insert into \"{}\": it is a change feed (option changes 'true')",
+                    relation.name()
+                )));
+            }
+            if table.snapshot_id.is_some() || table.as_of.is_some() {
+                return Err(LakeError::NotSupported(format!(
+                    "cannot insert into \"{}\": it is pinned to a past snapshot (option snapshot_id or as_of)",
+                    relation.name()
+                )));
+            }
+            let server_oid = (*pg_sys::GetForeignTable(relid)).serverid;
+            let lake = lake_for(server_oid)?;
+            lake.note_write();
+            let target = sql::qualified(&lake.instance.alias, &table.schema, &table.table);
+            let lake_types = lake_column_types(&lake, &table).map_err(|e| with_context(e, &table.display()))?;
+            let mut names = Vec::new();
+            let mut staged = Vec::new();
+            let mut selected = Vec::new();
+            let mut columns = Vec::new();
+            for attr in relation.tuple_desc().iter().filter(|a| !a.is_dropped()) {
+                let lake_name = lake_column_name(relid, attr.attnum, attr.name());
+                let name = sql::ident(&lake_name);
+                let encoder = Encoder::new(attr.type_oid().value());
+                if encoder.is_array() {
+                    let lake_type = lake_types.iter().find(|(n, _)| *n == lake_name).map(|(_, t)| t.clone());
+                    let lake_type = lake_type.ok_or_else(|| LakeError::DuckDb(format!(
+                        "column \"{lake_name}\" does not exist in DuckLake table {}", table.display()
+                    )))?;
+                    staged.push(format!("CAST(NULL AS VARCHAR) AS {name}"));
+                    selected.push(format!("CAST(CAST({name} AS JSON) AS {lake_type})"));
+                } else {
+                    staged.push(name.clone());
+                    selected.push(name.clone());
+                }
+                names.push(name);
+                columns.push(Column { attno: attr.attnum as usize, encoder });
+            }
+            let column_list = names.join(", ");
+            let staging = STAGING_COUNTER.with(|c| {
+                c.set(c.get() + 1);
+                format!("__ducklake_insert_{}", c.get())
+            });
+            lake.execute_batch(&format!(
+                "CREATE TEMP TABLE {} AS SELECT {} FROM {target} LIMIT 0",
+                sql::ident(&staging),
+                staged.join(", ")
+            ))
+            .map_err(|e| with_context(e, &table.display()))?;
+            Ok(InsertState {
+                lake,
+                table: table.display(),
+                target,
+                column_list,
+                staging,
+                select_list: selected.join(", "),
+                columns,
+                rows: Vec::with_capacity(1024),
+                written: false,
+            })
+        }
+    }
+
+    unsafe fn add(&mut self, slot: *mut pg_sys::TupleTableSlot) -> LakeResult<()> {
+        unsafe {
+            let natts = (*(*slot).tts_tupleDescriptor).natts;
+            if ((*slot).tts_nvalid as i32) < natts {
+                pg_sys::slot_getsomeattrs_int(slot, natts);
+            }
+            let values = std::slice::from_raw_parts((*slot).tts_values, natts as usize);
+            let nulls = std::slice::from_raw_parts((*slot).tts_isnull, natts as usize);
+            let row = self
+                .columns
+                .iter()
+                .map(|c| c.encoder.encode(values[c.attno - 1], nulls[c.attno - 1]))
+                .collect();
+            self.rows.push(row);
+        }
+        if self.rows.len() >= BATCH_ROWS {
+            self.append_buffered()?;
+        }
+        Ok(())
+    }
+
+    fn append_buffered(&mut self) -> LakeResult<()> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let conn = self.lake.connection()?;
+        let rows = std::mem::take(&mut self.rows);
+        cancel::interruptible(&self.lake.instance.interrupt, || -> LakeResult<()> {
+            let mut appender = conn.appender_to_catalog_and_db(&self.staging, "temp", "main")?;
+            for row in &rows {
+                appender.append_row(duckdb::appender_params_from_iter(row.iter()))?;
+            }
+            appender.flush()?;
+            Ok(())
+        })
+        .map_err(|e| with_context(e, &self.table))
+    }
+
+    /// Write everything staged into the lake table (inside the lake's transaction).
+    fn finish(&mut self) -> LakeResult<()> {
+        self.append_buffered()?;
+        self.written = true;
+        self.lake
+            .execute_batch(&format!(
+                "INSERT INTO {} ({}) SELECT {} FROM temp.main.{}; DROP TABLE temp.main.{}",
+                self.target,
+                self.column_list,
+                self.select_list,
+                sql::ident(&self.staging),
+                sql::ident(&self.staging)
+            ))
+            .map_err(|e| with_context(e, &self.table))
+    }
+}
+
+impl Drop for InsertState {
+    fn drop(&mut self) {
+        if !self.written {
+            // The statement failed: its staging table goes; the lake was not touched.
+            if let Ok(conn) = self.lake.connection() {
+                let _ = conn.execute_batch(&format!("DROP TABLE IF EXISTS temp.main.{}", sql::ident(&self.staging)));
+            }
+        }
+    }
+}
+
+/// (name, DuckDB type) of the lake table's columns.
+fn lake_column_types(lake: &Lake, table: &TableOptions) -> LakeResult<Vec<(String, String)>> {
+    let conn = lake.connection()?;
+    let mut statement = conn.prepare(
+        "SELECT column_name, data_type FROM duckdb_columns() \
+         WHERE database_name = ? AND schema_name = ? AND table_name = ? ORDER BY column_index",
+    )?;
+    let rows = statement.query_map([lake.instance.alias.as_str(), table.schema.as_str(), table.table.as_str()], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+fn with_context(e: LakeError, table: &str) -> LakeError {
+    match e {
+        LakeError::DuckDb(message) => LakeError::DuckDb(format!("writing to DuckLake table {table}: {message}")),
+        other => other,
+    }
+}
+
+unsafe fn state<'a>(rinfo: *mut pg_sys::ResultRelInfo) -> Option<&'a mut InsertState> {
+    unsafe { ((*rinfo).ri_FdwState as *mut InsertState).as_mut() }
+}
+
+unsafe fn begin(rinfo: *mut pg_sys::ResultRelInfo) {
+    unsafe {
+        let state = InsertState::new((*rinfo).ri_RelationDesc).or_raise();
+        (*rinfo).ri_FdwState = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state).cast();
+    }
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn begin_foreign_modify(
+    mtstate: *mut pg_sys::ModifyTableState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    _fdw_private: *mut pg_sys::List,
+    _subplan_index: std::ffi::c_int,
+    eflags: std::ffi::c_int,
+) {
+    unsafe {
+        if eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0 {
+            return;
+        }
+        if (*mtstate).operation != pg_sys::CmdType::CMD_INSERT {
+            crate::error::raise(LakeError::NotSupported("only INSERT is supported on DuckLake foreign tables".into()));
+        }
+        begin(rinfo);
+    }
+}
+
+/// COPY FROM and tuple routing into a foreign table.
+#[pg_guard]
+pub unsafe extern "C-unwind" fn begin_foreign_insert(_mtstate: *mut pg_sys::ModifyTableState, rinfo: *mut pg_sys::ResultRelInfo) {
+    unsafe { begin(rinfo) }
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn exec_foreign_insert(
+    _estate: *mut pg_sys::EState,
+    rinfo: *mut pg_sys::ResultRelInfo,
+    slot: *mut pg_sys::TupleTableSlot,
+    _plan_slot: *mut pg_sys::TupleTableSlot,
+) -> *mut pg_sys::TupleTableSlot {
+    unsafe {
+        if let Some(state) = state(rinfo) {
+            state.add(slot).or_raise();
+        }
+        slot
+    }
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn end_foreign_modify(_estate: *mut pg_sys::EState, rinfo: *mut pg_sys::ResultRelInfo) {
+    unsafe {
+        if let Some(state) = state(rinfo) {
+            state.finish().or_raise();
+        }
+    }
+}
+
+#[pg_guard]
+pub unsafe extern "C-unwind" fn end_foreign_insert(estate: *mut pg_sys::EState, rinfo: *mut pg_sys::ResultRelInfo) {
+    unsafe { end_foreign_modify(estate, rinfo) }
+}

@@ -1,0 +1,142 @@
+"""INSERT through the foreign tables: values round-trip with the reference client, one
+DuckLake snapshot per Postgres transaction, nothing on rollback."""
+
+import datetime
+import io
+import uuid
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from compare import assert_same_rows
+
+EVENTS = ("CREATE TABLE events (event_id UUID, event_type VARCHAR NOT NULL, value BIGINT, "
+          "amount DECIMAL(12,3), created_at TIMESTAMPTZ, tags VARCHAR[], payload JSON)")
+
+
+@pytest.fixture
+def events(lake):
+    lake.ref.execute(EVENTS)
+    lake.import_schema("events")
+    return lake
+
+
+def snapshot_count(lake):
+    return lake.rows("SELECT count(*) FROM ducklake.snapshots('lake')")[0][0]
+
+
+def test_insert_values_round_trip(events):
+    before = snapshot_count(events)
+    events.conn.execute("""INSERT INTO lake.events VALUES
+        ('6ba7b810-9dad-11d1-80b4-00c04fd430c8', 'click', 1, 12.345, '2025-01-06 10:00:00.123456+00',
+         ARRAY['a', NULL, 'it''s'], '{"k": [1, 2]}'),
+        (NULL, 'view', NULL, NULL, NULL, NULL, NULL),
+        (gen_random_uuid(), 'purchase', -9223372036854775808, -999999999.999, 'infinity', '{}', 'null')""")
+    assert snapshot_count(events) == before + 1
+    duck = events.ref.rows("SELECT event_type, event_id, value, amount, created_at, tags, payload "
+                           "FROM events ORDER BY event_type")
+    with events.conn.cursor(binary=True) as cur:
+        pg = cur.execute("SELECT event_type, event_id, value, amount, created_at, tags, payload "
+                         "FROM lake.events WHERE event_type <> 'purchase' ORDER BY event_type").fetchall()
+    assert_same_rows(pg, [r for r in duck if r[0] != "purchase"], json_columns={6})
+    assert duck[0][:4] == ("click", uuid.UUID("6ba7b810-9dad-11d1-80b4-00c04fd430c8"), 1, Decimal("12.345"))
+    assert duck[0][4] == datetime.datetime(2025, 1, 6, 10, 0, 0, 123456, tzinfo=datetime.timezone.utc)
+    assert events.rows("SELECT value, amount, created_at::text, tags FROM lake.events WHERE event_type = 'purchase'") == [
+        (-9223372036854775808, Decimal("-999999999.999"), "infinity", [])]
+
+
+def test_insert_select_is_one_snapshot(events):
+    before = snapshot_count(events)
+    events.conn.execute("INSERT INTO lake.events (event_id, event_type, value, created_at) "
+                        "SELECT gen_random_uuid(), 'bulk', g, now() FROM generate_series(1, 250000) g")
+    assert snapshot_count(events) == before + 1
+    assert events.ref.rows("SELECT count(*), sum(value), count(DISTINCT event_id) FROM events") == [
+        (250000, 250000 * 250001 // 2, 250000)]
+    files = events.ref.rows("SELECT count(*) FROM ducklake_list_files('analytics', 'events')")[0][0]
+    assert 1 <= files <= 4
+
+
+def test_transaction_sees_its_writes_and_commits_once(events):
+    before = snapshot_count(events)
+    with events.connect(autocommit=False) as conn:
+        conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('a', 1)")
+        conn.execute("INSERT INTO lake.events (event_type, value) SELECT 'b', g FROM generate_series(1, 100) g")
+        assert conn.execute("SELECT count(*) FROM lake.events").fetchone() == (101,)
+        assert events.ref.rows("SELECT count(*) FROM events") == [(0,)]  # not visible outside yet
+        conn.commit()
+    assert events.ref.rows("SELECT count(*) FROM events") == [(101,)]
+    assert snapshot_count(events) == before + 1
+
+
+def test_rollback_and_errors_write_nothing(events):
+    with events.connect(autocommit=False) as conn:
+        conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('a', 1)")
+        conn.rollback()
+    with events.connect(autocommit=False) as conn:
+        conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('a', 1)")
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT 1 / 0")
+        conn.rollback()
+    with pytest.raises(psycopg.Error):
+        events.conn.execute("INSERT INTO lake.events (event_type, value) SELECT 'x', 10 / (5 - g) "
+                            "FROM generate_series(1, 10) g")
+    assert events.ref.rows("SELECT count(*) FROM events") == [(0,)]
+    assert events.rows("SELECT count(*) FROM lake.events") == [(0,)]
+
+
+def test_rolled_back_savepoint_that_wrote_dooms_the_transaction(events):
+    with events.connect(autocommit=False) as conn:
+        conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('kept?', 1)")
+        conn.execute("SAVEPOINT s")
+        conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('undone', 2)")
+        conn.execute("ROLLBACK TO SAVEPOINT s")
+        with pytest.raises(psycopg.Error) as caught:
+            conn.execute("SELECT count(*) FROM lake.events")
+        assert caught.value.sqlstate == "25P02"
+        assert "rolled-back savepoint" in str(caught.value)
+        conn.rollback()
+    assert events.ref.rows("SELECT count(*) FROM events") == [(0,)]
+    # a savepoint that did not write is harmless
+    with events.connect(autocommit=False) as conn:
+        conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('kept', 1)")
+        conn.execute("SAVEPOINT s")
+        conn.execute("SELECT count(*) FROM lake.events")
+        conn.execute("ROLLBACK TO SAVEPOINT s")
+        conn.execute("SAVEPOINT t")
+        conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('kept too', 2)")
+        conn.execute("RELEASE SAVEPOINT t")
+        conn.commit()
+    assert events.ref.rows("SELECT event_type FROM events ORDER BY 1") == [("kept",), ("kept too",)]
+
+
+def test_copy_from_and_returning(events):
+    data = "".join(f"copy\t{i}\n" for i in range(1000))
+    with events.conn.cursor() as cur:
+        with cur.copy("COPY lake.events (event_type, value) FROM STDIN") as copy:
+            copy.write(data)
+    assert events.ref.rows("SELECT count(*), sum(value) FROM events WHERE event_type = 'copy'") == [(1000, 499500)]
+    rows = events.rows("INSERT INTO lake.events (event_type, value) VALUES ('r', 7), ('s', 8) "
+                       "RETURNING event_type, value * 2")
+    assert rows == [("r", 14), ("s", 16)]
+
+
+def test_constraint_and_type_errors_write_nothing(events):
+    with pytest.raises(psycopg.Error) as caught:
+        events.conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('ok', 1), (NULL, 2)")
+    assert "event_type" in str(caught.value)
+    events.conn.execute("CREATE FOREIGN TABLE lake.narrow (event_type text, amount numeric) SERVER lake "
+                        "OPTIONS (table 'events')")
+    with pytest.raises(psycopg.Error) as caught:
+        events.conn.execute("INSERT INTO lake.narrow VALUES ('big', 12345678901234.5)")
+    assert caught.value.sqlstate == "22003", str(caught.value)
+    assert events.ref.rows("SELECT count(*) FROM events") == [(0,)]
+
+
+def test_writes_refused_where_they_make_no_sense(events):
+    events.conn.execute("CREATE FOREIGN TABLE lake.old (event_type text) SERVER lake "
+                        "OPTIONS (table 'events', snapshot_id '1')")
+    with pytest.raises(psycopg.Error, match="pinned to a past snapshot"):
+        events.conn.execute("INSERT INTO lake.old VALUES ('x')")
+    with pytest.raises(psycopg.Error, match="cannot delete from foreign table|only INSERT"):
+        events.conn.execute("DELETE FROM lake.events")
