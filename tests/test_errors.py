@@ -152,3 +152,27 @@ def test_cancel_stops_a_long_scan(lake):
         timer.join()
         assert time.monotonic() - started < 2.5
     assert lake.rows("SELECT count(*) FROM lake.huge WHERE x < 10") == [(10,)]
+
+
+def test_unreachable_data_path(lake, pg):
+    """Data files that cannot be read give a clear error, and the backend stays usable."""
+    lake.ref.execute("CREATE TABLE t AS SELECT range AS x FROM range(5000)")
+    lake.import_schema("t")
+    assert lake.rows("SELECT count(*) FROM lake.t") == [(5000,)]
+    moved = lake.data_path.rstrip("/") + "-moved"
+    import os
+    os.rename(lake.data_path, moved)
+    try:
+        with pytest.raises(psycopg.Error) as caught:
+            lake.conn.execute("SELECT sum(x) FROM lake.t")
+        assert caught.value.sqlstate == "HV000", str(caught.value)
+        assert "No such file or directory" in str(caught.value) or "does not exist" in str(caught.value)
+        assert lake.rows("SELECT 1") == [(1,)]
+    finally:
+        os.rename(moved, lake.data_path)
+    assert lake.rows("SELECT sum(x) FROM lake.t") == [(sum(range(5000)),)]
+    # a data path the server cannot create
+    lake.conn.execute("CREATE SERVER nowhere FOREIGN DATA WRAPPER ducklake "
+                      "OPTIONS (catalog_name 'nowhere', data_path '/proc/no-such-dir/')")
+    expect_error(lake.conn, "SELECT ducklake.current_snapshot('nowhere')", "HV00N",
+                 'could not attach DuckLake catalog of server "nowhere": cannot create data path /proc/no-such-dir/')
