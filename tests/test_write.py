@@ -138,5 +138,62 @@ def test_writes_refused_where_they_make_no_sense(events):
                         "OPTIONS (table 'events', snapshot_id '1')")
     with pytest.raises(psycopg.Error, match="pinned to a past snapshot"):
         events.conn.execute("INSERT INTO lake.old VALUES ('x')")
-    with pytest.raises(psycopg.Error, match="cannot delete from foreign table|only INSERT"):
-        events.conn.execute("DELETE FROM lake.events")
+    with pytest.raises(psycopg.Error, match="change feed or pinned to a past snapshot"):
+        events.conn.execute("DELETE FROM lake.old")
+
+
+@pytest.fixture
+def filled(events):
+    events.conn.execute("INSERT INTO lake.events (event_type, value, amount) "
+                        "SELECT (ARRAY['click','view','buy'])[1 + g % 3], g, g / 10.0 FROM generate_series(1, 30000) g")
+    return events
+
+
+def test_delete_with_pushed_and_local_conditions(filled):
+    before = snapshot_count(filled)
+    filled.conn.execute("DELETE FROM lake.events WHERE value <= 100")
+    filled.conn.execute("DELETE FROM lake.events WHERE value % 1000 = 0 AND lower(event_type) = 'click'")
+    assert snapshot_count(filled) == before + 2
+    expected = [g for g in range(101, 30001) if not (g % 1000 == 0 and g % 3 == 0)]
+    assert filled.ref.rows("SELECT count(*), sum(value) FROM events") == [(len(expected), sum(expected))]
+    assert filled.rows("SELECT count(*), sum(value) FROM lake.events") == [(len(expected), sum(expected))]
+
+
+def test_update_assigned_columns_only(filled):
+    filled.conn.execute("UPDATE lake.events SET value = -value, event_type = 'changed' WHERE value BETWEEN 10 AND 19")
+    filled.conn.execute("UPDATE lake.events SET amount = amount * 2 WHERE event_type = 'buy' AND value < 30")
+    rows = filled.ref.rows("SELECT value, event_type, amount FROM events WHERE abs(value) < 30 ORDER BY abs(value)")
+    expected = []
+    for g in range(1, 30):
+        event_type = ["click", "view", "buy"][g % 3]
+        amount = Decimal(g) / 10
+        if 10 <= g <= 19:
+            expected.append((-g, "changed", amount))
+        elif event_type == "buy":
+            expected.append((g, "buy", amount * 2))
+        else:
+            expected.append((g, event_type, amount))
+    assert rows == expected
+    assert filled.ref.rows("SELECT count(*) FROM events") == [(30000,)]
+
+
+def test_update_and_delete_in_one_transaction(filled):
+    before = snapshot_count(filled)
+    with filled.connect(autocommit=False) as conn:
+        conn.execute("UPDATE lake.events SET value = 0 WHERE value > 29990")
+        conn.execute("DELETE FROM lake.events WHERE value = 0")
+        conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('new', 1)")
+        assert conn.execute("SELECT count(*) FROM lake.events").fetchone() == (29991,)
+        conn.commit()
+    assert snapshot_count(filled) == before + 1
+    assert filled.ref.rows("SELECT count(*) FROM events") == [(29991,)]
+    with filled.connect(autocommit=False) as conn:
+        conn.execute("DELETE FROM lake.events")
+        conn.rollback()
+    assert filled.ref.rows("SELECT count(*) FROM events") == [(29991,)]
+
+
+def test_update_delete_returning_is_refused(filled):
+    with pytest.raises(psycopg.Error, match="RETURNING is not supported"):
+        filled.conn.execute("DELETE FROM lake.events WHERE value = 1 RETURNING value")
+    assert filled.ref.rows("SELECT count(*) FROM events WHERE value = 1") == [(1,)]

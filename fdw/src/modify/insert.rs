@@ -3,12 +3,11 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use pgrx::prelude::*;
-use pgrx::{PgMemoryContexts, PgRelation, pg_sys};
+use pgrx::{PgRelation, pg_sys};
 
 use crate::catalog::cache::{Lake, lake_for};
 use crate::duck::{cancel, sql};
-use crate::error::{LakeError, LakeResult, OrRaise};
+use crate::error::{LakeError, LakeResult};
 use crate::options::{TableOptions, lake_column_name};
 use crate::types::encode::Encoder;
 
@@ -25,7 +24,7 @@ struct Column {
 }
 
 /// Lives in the executor's per-query memory context; dropping it drops the staging table.
-struct InsertState {
+pub struct InsertState {
     lake: Rc<Lake>,
     table: String,
     target: String,
@@ -39,7 +38,7 @@ struct InsertState {
 }
 
 impl InsertState {
-    unsafe fn new(relation: pg_sys::Relation) -> LakeResult<InsertState> {
+    pub unsafe fn new(relation: pg_sys::Relation) -> LakeResult<InsertState> {
         unsafe {
             let relation = PgRelation::from_pg(relation);
             let relid = relation.oid();
@@ -108,7 +107,7 @@ impl InsertState {
         }
     }
 
-    unsafe fn add(&mut self, slot: *mut pg_sys::TupleTableSlot) -> LakeResult<()> {
+    pub unsafe fn add(&mut self, slot: *mut pg_sys::TupleTableSlot) -> LakeResult<()> {
         unsafe {
             let natts = (*(*slot).tts_tupleDescriptor).natts;
             if ((*slot).tts_nvalid as i32) < natts {
@@ -147,7 +146,7 @@ impl InsertState {
     }
 
     /// Write everything staged into the lake table (inside the lake's transaction).
-    fn finish(&mut self) -> LakeResult<()> {
+    pub fn finish(&mut self) -> LakeResult<()> {
         self.append_buffered()?;
         self.written = true;
         self.lake
@@ -192,69 +191,4 @@ fn with_context(e: LakeError, table: &str) -> LakeError {
         LakeError::DuckDb(message) => LakeError::DuckDb(format!("writing to DuckLake table {table}: {message}")),
         other => other,
     }
-}
-
-unsafe fn state<'a>(rinfo: *mut pg_sys::ResultRelInfo) -> Option<&'a mut InsertState> {
-    unsafe { ((*rinfo).ri_FdwState as *mut InsertState).as_mut() }
-}
-
-unsafe fn begin(rinfo: *mut pg_sys::ResultRelInfo) {
-    unsafe {
-        let state = InsertState::new((*rinfo).ri_RelationDesc).or_raise();
-        (*rinfo).ri_FdwState = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state).cast();
-    }
-}
-
-#[pg_guard]
-pub unsafe extern "C-unwind" fn begin_foreign_modify(
-    mtstate: *mut pg_sys::ModifyTableState,
-    rinfo: *mut pg_sys::ResultRelInfo,
-    _fdw_private: *mut pg_sys::List,
-    _subplan_index: std::ffi::c_int,
-    eflags: std::ffi::c_int,
-) {
-    unsafe {
-        if eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0 {
-            return;
-        }
-        if (*mtstate).operation != pg_sys::CmdType::CMD_INSERT {
-            crate::error::raise(LakeError::NotSupported("only INSERT is supported on DuckLake foreign tables".into()));
-        }
-        begin(rinfo);
-    }
-}
-
-/// COPY FROM and tuple routing into a foreign table.
-#[pg_guard]
-pub unsafe extern "C-unwind" fn begin_foreign_insert(_mtstate: *mut pg_sys::ModifyTableState, rinfo: *mut pg_sys::ResultRelInfo) {
-    unsafe { begin(rinfo) }
-}
-
-#[pg_guard]
-pub unsafe extern "C-unwind" fn exec_foreign_insert(
-    _estate: *mut pg_sys::EState,
-    rinfo: *mut pg_sys::ResultRelInfo,
-    slot: *mut pg_sys::TupleTableSlot,
-    _plan_slot: *mut pg_sys::TupleTableSlot,
-) -> *mut pg_sys::TupleTableSlot {
-    unsafe {
-        if let Some(state) = state(rinfo) {
-            state.add(slot).or_raise();
-        }
-        slot
-    }
-}
-
-#[pg_guard]
-pub unsafe extern "C-unwind" fn end_foreign_modify(_estate: *mut pg_sys::EState, rinfo: *mut pg_sys::ResultRelInfo) {
-    unsafe {
-        if let Some(state) = state(rinfo) {
-            state.finish().or_raise();
-        }
-    }
-}
-
-#[pg_guard]
-pub unsafe extern "C-unwind" fn end_foreign_insert(estate: *mut pg_sys::EState, rinfo: *mut pg_sys::ResultRelInfo) {
-    unsafe { end_foreign_modify(estate, rinfo) }
 }

@@ -270,6 +270,7 @@ pub unsafe fn plan_aggregate_scan(
             order_by: Vec::new(),
             limit: None,
             outputs: upper.outputs.clone(),
+            rowid_column: None,
             sql_params: base.params.len(),
             lower: base.lower.clone(),
             upper: base.upper.clone(),

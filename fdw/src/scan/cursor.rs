@@ -30,13 +30,14 @@ pub struct Cursor {
     row: usize,
     exhausted: bool,
     columns: Vec<OutputColumn>,
+    rowid_column: Option<usize>,
     table: String,
     lake: Rc<Lake>,
 }
 
 impl Cursor {
-    pub fn new(lake: Rc<Lake>, table: String, columns: Vec<OutputColumn>) -> Cursor {
-        Cursor { stream: None, batch: None, row: 0, exhausted: false, columns, table, lake }
+    pub fn new(lake: Rc<Lake>, table: String, columns: Vec<OutputColumn>, rowid_column: Option<usize>) -> Cursor {
+        Cursor { stream: None, batch: None, row: 0, exhausted: false, columns, rowid_column, table, lake }
     }
 
     pub fn lake(&self) -> &Lake {
@@ -145,6 +146,13 @@ impl Cursor {
                     values[column.slot_index] = datum;
                     nulls[column.slot_index] = false;
                 }
+            }
+            if let Some(i) = self.rowid_column {
+                let rowids = batch
+                    .column(i)
+                    .as_primitive_opt::<Int64Type>()
+                    .ok_or_else(|| LakeError::DuckDb("rowid arrived in an unexpected Arrow type".into()))?;
+                crate::modify::rowid::encode(rowids.value(row), &mut (*slot).tts_tid)?;
             }
             pg_sys::ExecStoreVirtualTuple(slot);
         }

@@ -62,7 +62,7 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(node: *mut pg_sys::ForeignSca
                 })
                 .collect();
             let lake = lake_for(server_oid).or_raise();
-            state.cursor = Some(Cursor::new(lake, TableOptions::of(relid).display(), columns));
+            state.cursor = Some(Cursor::new(lake, TableOptions::of(relid).display(), columns, state.plan.rowid_column));
             restart(&mut state, node).or_raise();
         }
         let state = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state);

@@ -82,6 +82,9 @@ pub struct ScanPlan {
     pub order_by: Vec<String>,
     pub limit: Option<i64>,
     pub outputs: Vec<Output>,
+    /// Select position of DuckLake's rowid, returned in the ctid (for UPDATE/DELETE).
+    #[serde(default)]
+    pub rowid_column: Option<usize>,
     /// Number of `fdw_exprs` bound as `$1..$n` in the SQL; the rest are range parameters.
     pub sql_params: usize,
     pub lower: Vec<Bound>,
@@ -490,7 +493,7 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
             }
         }
 
-        let attnos = needed_attributes(foreignrel, local_quals, plan);
+        let (attnos, want_rowid) = needed_attributes(foreignrel, local_quals, plan);
         let outputs = attnos
             .iter()
             .enumerate()
@@ -505,10 +508,16 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
                 }
             })
             .collect();
+        let mut select: Vec<String> = attnos.iter().map(|a| plan.projection(*a)).collect();
+        let rowid_column = want_rowid.then(|| {
+            select.push("rowid".to_owned());
+            select.len() - 1
+        });
         let scan_plan = ScanPlan {
             relid: plan.relid.to_u32(),
             source: plan.source(),
-            select: attnos.iter().map(|a| plan.projection(*a)).collect(),
+            select,
+            rowid_column,
             filter: plan.remote_sql.clone(),
             group_by: Vec::new(),
             order_by: choice.order_by,
@@ -543,12 +552,13 @@ pub unsafe fn params_list(plan: &RelPlan) -> *mut pg_sys::List {
 }
 
 /// Attribute numbers the scan must fill: those in the target list and in the
-/// conditions Postgres evaluates. A whole-row reference needs every column.
+/// conditions Postgres evaluates (a whole-row reference needs every column), and
+/// whether the ctid (the row identity of UPDATE and DELETE) is needed.
 unsafe fn needed_attributes(
     baserel: *mut pg_sys::RelOptInfo,
     local_quals: *mut pg_sys::List,
     plan: &RelPlan,
-) -> Vec<i16> {
+) -> (Vec<i16>, bool) {
     unsafe {
         let relid = (*baserel).relid;
         let mut attrs: *mut pg_sys::Bitmapset = std::ptr::null_mut();
@@ -556,6 +566,8 @@ unsafe fn needed_attributes(
         pg_sys::pull_varattnos(local_quals.cast(), relid, &mut attrs);
         let offset = pg_sys::FirstLowInvalidHeapAttributeNumber;
         let mut attnos = Vec::new();
+        let mut whole_row = false;
+        let mut want_rowid = false;
         let mut member = -1;
         loop {
             member = pg_sys::bms_next_member(attrs, member);
@@ -563,14 +575,17 @@ unsafe fn needed_attributes(
                 break;
             }
             let attno = member + offset;
-            if attno == 0 {
-                return plan.columns.iter().flatten().map(|c| c.attno).collect();
-            }
-            if attno > 0 {
-                attnos.push(attno as i16);
+            match attno {
+                0 => whole_row = true,
+                a if a == pg_sys::SelfItemPointerAttributeNumber => want_rowid = true,
+                a if a > 0 => attnos.push(a as i16),
+                _ => {}
             }
         }
-        attnos
+        if whole_row {
+            attnos = plan.columns.iter().flatten().map(|c| c.attno).collect();
+        }
+        (attnos, want_rowid)
     }
 }
 
