@@ -5,19 +5,16 @@
 //! staged like inserts, and the statement ends with one
 //! `DELETE FROM t WHERE rowid IN (...)` or `UPDATE t SET ... FROM staging`.
 
-use std::rc::Rc;
-
 use pgrx::prelude::*;
 use pgrx::{PgRelation, pg_sys};
 
-use crate::catalog::cache::{Lake, lake_for};
-use crate::duck::{cancel, sql};
+use crate::catalog::cache::lake_for;
+use crate::duck::sql;
+use crate::modify::staging::Staging;
 use crate::error::{LakeError, LakeResult, raise};
 use crate::modify::rowid;
 use crate::options::{TableOptions, lake_column_name};
 use crate::types::encode::Encoder;
-
-const BATCH_ROWS: usize = 100_000;
 
 struct Column {
     attno: usize,
@@ -26,17 +23,14 @@ struct Column {
 }
 
 pub struct ChangeState {
-    lake: Rc<Lake>,
     table: String,
     target: String,
-    staging: String,
+    staging: Staging,
     /// Position of the ctid junk column in the subplan's output.
     ctid_attno: i16,
     /// Assigned columns (UPDATE only).
     columns: Vec<Column>,
-    rows: Vec<Vec<duckdb::types::Value>>,
     update: bool,
-    done: bool,
 }
 
 /// Row identity: the ctid system column, which our scans fill with the rowid.
@@ -154,26 +148,11 @@ impl ChangeState {
                 return Err(LakeError::NotSupported("UPDATE of array columns is not supported yet".into()));
             }
             let target = sql::qualified(&lake.instance.alias, &table.schema, &table.table);
-            let staging = format!("__ducklake_change_{}_{}", std::process::id(), relid.to_u32());
             let staged: Vec<String> = std::iter::once("CAST(NULL AS BIGINT) AS __rowid".to_owned())
                 .chain(columns.iter().map(|c| sql::ident(&c.name)))
                 .collect();
-            lake.execute_batch(&format!(
-                "CREATE OR REPLACE TEMP TABLE {} AS SELECT {} FROM {target} LIMIT 0",
-                sql::ident(&staging),
-                staged.join(", ")
-            ))?;
-            Ok(ChangeState {
-                lake,
-                table: table.display(),
-                target,
-                staging,
-                ctid_attno,
-                columns,
-                rows: Vec::new(),
-                update,
-                done: false,
-            })
+            let staging = Staging::create(lake, &staged.join(", "), &target)?;
+            Ok(ChangeState { table: table.display(), target, staging, ctid_attno, columns, update })
         }
     }
 
@@ -197,34 +176,12 @@ impl ChangeState {
                     row.push(c.encoder.encode(*(*slot).tts_values.add(c.attno - 1), *(*slot).tts_isnull.add(c.attno - 1)));
                 }
             }
-            self.rows.push(row);
+            self.staging.push(row)
         }
-        if self.rows.len() >= BATCH_ROWS {
-            self.append_buffered()?;
-        }
-        Ok(())
-    }
-
-    fn append_buffered(&mut self) -> LakeResult<()> {
-        if self.rows.is_empty() {
-            return Ok(());
-        }
-        let conn = self.lake.connection()?;
-        let rows = std::mem::take(&mut self.rows);
-        cancel::interruptible(&self.lake.instance.interrupt, || -> LakeResult<()> {
-            let mut appender = conn.appender_to_catalog_and_db(&self.staging, "temp", "main")?;
-            for row in &rows {
-                appender.append_row(duckdb::appender_params_from_iter(row.iter()))?;
-            }
-            appender.flush()?;
-            Ok(())
-        })
     }
 
     pub fn finish(&mut self) -> LakeResult<()> {
-        self.append_buffered()?;
-        self.done = true;
-        let staging = format!("temp.main.{}", sql::ident(&self.staging));
+        let staging = self.staging.table();
         let statement = if self.update {
             let assignments: Vec<String> = self
                 .columns
@@ -240,21 +197,11 @@ impl ChangeState {
         } else {
             format!("DELETE FROM {} WHERE rowid IN (SELECT __rowid FROM {staging})", self.target)
         };
-        self.lake
-            .execute_batch(&format!("{statement}; DROP TABLE {staging}"))
+        self.staging
+            .finish(&statement)
             .map_err(|e| match e {
                 LakeError::DuckDb(m) => LakeError::DuckDb(format!("changing DuckLake table {}: {m}", self.table)),
                 other => other,
             })
-    }
-}
-
-impl Drop for ChangeState {
-    fn drop(&mut self) {
-        if !self.done {
-            if let Ok(conn) = self.lake.connection() {
-                let _ = conn.execute_batch(&format!("DROP TABLE IF EXISTS temp.main.{}", sql::ident(&self.staging)));
-            }
-        }
     }
 }

@@ -1,40 +1,27 @@
 //! INSERT (and COPY FROM) into a lake table.
 
-use std::cell::Cell;
-use std::rc::Rc;
-
 use pgrx::{PgRelation, pg_sys};
 
 use crate::catalog::cache::{Lake, lake_for};
-use crate::duck::{cancel, sql};
+use crate::duck::sql;
+use crate::modify::staging::Staging;
 use crate::error::{LakeError, LakeResult};
 use crate::options::{TableOptions, lake_column_name};
 use crate::types::encode::Encoder;
-
-/// Rows converted before they are appended to the staging table in one go.
-const BATCH_ROWS: usize = 100_000;
-
-thread_local! {
-    static STAGING_COUNTER: Cell<u64> = const { Cell::new(0) };
-}
 
 struct Column {
     attno: usize,
     encoder: Encoder,
 }
 
-/// Lives in the executor's per-query memory context; dropping it drops the staging table.
 pub struct InsertState {
-    lake: Rc<Lake>,
     table: String,
     target: String,
     column_list: String,
     /// What the final INSERT selects from the staging table.
     select_list: String,
-    staging: String,
+    staging: Staging,
     columns: Vec<Column>,
-    rows: Vec<Vec<duckdb::types::Value>>,
-    written: bool,
 }
 
 impl InsertState {
@@ -82,27 +69,15 @@ impl InsertState {
                 names.push(name);
                 columns.push(Column { attno: attr.attnum as usize, encoder });
             }
-            let column_list = names.join(", ");
-            let staging = STAGING_COUNTER.with(|c| {
-                c.set(c.get() + 1);
-                format!("__ducklake_insert_{}", c.get())
-            });
-            lake.execute_batch(&format!(
-                "CREATE TEMP TABLE {} AS SELECT {} FROM {target} LIMIT 0",
-                sql::ident(&staging),
-                staged.join(", ")
-            ))
-            .map_err(|e| with_context(e, &table.display()))?;
+            let staging = Staging::create(lake, &staged.join(", "), &target)
+                .map_err(|e| with_context(e, &table.display()))?;
             Ok(InsertState {
-                lake,
                 table: table.display(),
                 target,
-                column_list,
-                staging,
+                column_list: names.join(", "),
                 select_list: selected.join(", "),
+                staging,
                 columns,
-                rows: Vec::with_capacity(1024),
-                written: false,
             })
         }
     }
@@ -120,56 +95,20 @@ impl InsertState {
                 .iter()
                 .map(|c| c.encoder.encode(values[c.attno - 1], nulls[c.attno - 1]))
                 .collect();
-            self.rows.push(row);
+            self.staging.push(row).map_err(|e| with_context(e, &self.table))
         }
-        if self.rows.len() >= BATCH_ROWS {
-            self.append_buffered()?;
-        }
-        Ok(())
-    }
-
-    fn append_buffered(&mut self) -> LakeResult<()> {
-        if self.rows.is_empty() {
-            return Ok(());
-        }
-        let conn = self.lake.connection()?;
-        let rows = std::mem::take(&mut self.rows);
-        cancel::interruptible(&self.lake.instance.interrupt, || -> LakeResult<()> {
-            let mut appender = conn.appender_to_catalog_and_db(&self.staging, "temp", "main")?;
-            for row in &rows {
-                appender.append_row(duckdb::appender_params_from_iter(row.iter()))?;
-            }
-            appender.flush()?;
-            Ok(())
-        })
-        .map_err(|e| with_context(e, &self.table))
     }
 
     /// Write everything staged into the lake table (inside the lake's transaction).
     pub fn finish(&mut self) -> LakeResult<()> {
-        self.append_buffered()?;
-        self.written = true;
-        self.lake
-            .execute_batch(&format!(
-                "INSERT INTO {} ({}) SELECT {} FROM temp.main.{}; DROP TABLE temp.main.{}",
-                self.target,
-                self.column_list,
-                self.select_list,
-                sql::ident(&self.staging),
-                sql::ident(&self.staging)
-            ))
-            .map_err(|e| with_context(e, &self.table))
-    }
-}
-
-impl Drop for InsertState {
-    fn drop(&mut self) {
-        if !self.written {
-            // The statement failed: its staging table goes; the lake was not touched.
-            if let Ok(conn) = self.lake.connection() {
-                let _ = conn.execute_batch(&format!("DROP TABLE IF EXISTS temp.main.{}", sql::ident(&self.staging)));
-            }
-        }
+        let statement = format!(
+            "INSERT INTO {} ({}) SELECT {} FROM {}",
+            self.target,
+            self.column_list,
+            self.select_list,
+            self.staging.table()
+        );
+        self.staging.finish(&statement).map_err(|e| with_context(e, &self.table))
     }
 }
 

@@ -11,6 +11,7 @@
 pub mod change;
 pub mod insert;
 pub mod rowid;
+pub mod staging;
 
 use pgrx::prelude::*;
 use pgrx::{PgMemoryContexts, pg_sys};
