@@ -16,11 +16,7 @@ use crate::scan::deparse::{collation_is_c, collation_is_deterministic, is_pushab
 use crate::scan::plan::{RelPlan, strip_relabel};
 
 /// DuckDB ORDER BY items for `pathkeys`, or `None` if any key cannot be sorted by DuckDB.
-pub unsafe fn order_by_sql(
-    _root: *mut pg_sys::PlannerInfo,
-    plan: &RelPlan,
-    pathkeys: *mut pg_sys::List,
-) -> Option<Vec<String>> {
+pub unsafe fn order_by_sql(plan: &RelPlan, pathkeys: *mut pg_sys::List) -> Option<Vec<String>> {
     unsafe {
         let keys = list_nodes(pathkeys);
         if keys.is_empty() {

@@ -456,7 +456,7 @@ pub unsafe extern "C-unwind" fn get_foreign_paths(
         });
 
         // Sorted by DuckDB, when every key of the query's order can be.
-        if let Some(order_by) = ordering::order_by_sql(root, plan, (*root).query_pathkeys) {
+        if let Some(order_by) = ordering::order_by_sql(plan, (*root).query_pathkeys) {
             let sorted_limit = if query_sorted { limit } else { None };
             let sorted_rows = sorted_limit.map_or(rows, |n| rows.min(n as f64));
             add_scan_path(root, baserel, sorted_rows, (*root).query_pathkeys, &PathChoice {

@@ -25,8 +25,8 @@ pub fn from_clause(plan: &ScanPlan, range_params: &[Option<i64>], lake: Option<&
     match plan.source {
         Source::Table => Ok(format!("{qualified}{}", at_clause(&table)?)),
         Source::Changes => {
-            let lower = resolve(&plan.lower, range_params, i64::max)?;
-            let upper = match resolve(&plan.upper, range_params, i64::min)? {
+            let lower = resolve(&plan.lower, range_params, Side::Lower);
+            let upper = match resolve(&plan.upper, range_params, Side::Upper) {
                 Some(upper) => Some(upper),
                 None => match lake {
                     Some(lake) => Some(current_snapshot(lake)?),
@@ -53,22 +53,33 @@ pub fn from_clause(plan: &ScanPlan, range_params: &[Option<i64>], lake: Option<&
     }
 }
 
-/// Combine bounds with `pick` (max for lower, min for upper). A NULL parameter
-/// matches no row, so it yields a bound that empties the range.
-fn resolve(bounds: &[Bound], params: &[Option<i64>], pick: fn(i64, i64) -> i64) -> LakeResult<Option<i64>> {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Lower,
+    Upper,
+}
+
+/// The tightest of `bounds` (the largest lower or the smallest upper bound).
+/// `snapshot_id` compared with a NULL parameter matches no row, so such a bound
+/// empties the range.
+fn resolve(bounds: &[Bound], params: &[Option<i64>], side: Side) -> Option<i64> {
     let mut result: Option<i64> = None;
     for bound in bounds {
         let value = match bound.value {
             BoundValue::Const(v) => v,
             BoundValue::Param(i) => match params.get(i).copied().flatten() {
                 Some(v) => v,
-                None => return Ok(Some(if pick(0, 1) == 1 { i64::MAX } else { i64::MIN })),
+                None => return Some(if side == Side::Lower { i64::MAX } else { i64::MIN }),
             },
         };
         let value = value.saturating_add(bound.offset);
-        result = Some(result.map_or(value, |r| pick(r, value)));
+        result = Some(match (result, side) {
+            (None, _) => value,
+            (Some(r), Side::Lower) => r.max(value),
+            (Some(r), Side::Upper) => r.min(value),
+        });
     }
-    Ok(result)
+    result
 }
 
 pub fn current_snapshot(lake: &Lake) -> LakeResult<i64> {
