@@ -345,10 +345,30 @@ pub unsafe fn rel_plan<'a>(rel: *mut pg_sys::RelOptInfo) -> Option<&'a RelPlan> 
     unsafe { ((*rel).fdw_private as *const RelPlan).as_ref() }
 }
 
+/// How long a row estimate is reused: asking DuckLake costs a catalog round trip
+/// (about as much as planning everything else), and estimates need not be exact.
+const ESTIMATE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+thread_local! {
+    static ESTIMATES: std::cell::RefCell<std::collections::HashMap<(Oid, String, String), (f64, std::time::Instant)>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
 /// Rows in the lake table according to the lake's statistics.
 fn lake_rows(relid: Oid, table: &TableOptions) -> f64 {
     // SAFETY: catalog lookup of an existing foreign table.
     let server_oid = unsafe { (*pg_sys::GetForeignTable(relid)).serverid };
+    let key = (server_oid, table.schema.clone(), table.table.clone());
+    let cached = ESTIMATES.with(|e| e.borrow().get(&key).copied());
+    if let Some((rows, _)) = cached.filter(|(_, at)| at.elapsed() < ESTIMATE_TTL) {
+        return rows;
+    }
+    let rows = lake_rows_uncached(server_oid, table);
+    ESTIMATES.with(|e| e.borrow_mut().insert(key, (rows, std::time::Instant::now())));
+    rows
+}
+
+fn lake_rows_uncached(server_oid: Oid, table: &TableOptions) -> f64 {
     let lake = lake_for(server_oid).or_raise();
     lake.connection()
         .or_raise()
