@@ -197,3 +197,36 @@ def test_update_delete_returning_is_refused(filled):
     with pytest.raises(psycopg.Error, match="RETURNING is not supported"):
         filled.conn.execute("DELETE FROM lake.events WHERE value = 1 RETURNING value")
     assert filled.ref.rows("SELECT count(*) FROM events WHERE value = 1") == [(1,)]
+
+
+def test_server_options_changed_mid_transaction(events):
+    with events.connect(autocommit=False) as conn:
+        conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('a', 1)")
+        conn.execute("ALTER SERVER lake OPTIONS (SET catalog_name 'renamed')")
+        with pytest.raises(psycopg.Error, match="changed during this transaction"):
+            conn.execute("SELECT count(*) FROM lake.events")
+        conn.rollback()
+    assert events.ref.rows("SELECT count(*) FROM events") == [(0,)]
+
+
+def test_commit_author_and_message(events):
+    with events.connect(autocommit=False) as conn:
+        conn.execute("SET LOCAL ducklake.commit_message = 'nightly load'")
+        conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('a', 1)")
+        conn.commit()
+    events.conn.execute("SET ducklake.commit_author = 'etl-bot'")
+    events.conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('b', 2)")
+    last = events.rows("SELECT author, commit_message FROM ducklake.snapshots('lake') ORDER BY snapshot_id DESC LIMIT 2")
+    assert last == [("etl-bot", None), ("postgres", "nightly load")]
+
+
+def test_data_inlining_row_limit_option(events):
+    events.conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('small', 1)")
+    files = "SELECT count(*) FROM ducklake_list_files('analytics', 'events')"
+    assert events.ref.rows(files) == [(0,)]  # inlined into the catalog by default
+    events.conn.execute("ALTER SERVER lake OPTIONS (ADD data_inlining_row_limit '0')")
+    events.conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('small', 2)")
+    assert events.ref.rows(files) == [(1,)]
+    assert events.rows("SELECT sum(value) FROM lake.events") == [(3,)]
+    with pytest.raises(psycopg.Error, match="must be a non-negative integer"):
+        events.conn.execute("ALTER SERVER lake OPTIONS (SET data_inlining_row_limit 'many')")

@@ -12,8 +12,26 @@ static MEMORY_LIMIT: GucSetting<Option<CString>> =
 static THREADS: GucSetting<i32> = GucSetting::<i32>::new(2);
 static SNAPSHOT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static AS_OF: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static COMMIT_AUTHOR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static COMMIT_MESSAGE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 pub fn init() {
+    GucRegistry::define_string_guc(
+        c"ducklake.commit_author",
+        c"Author recorded on the DuckLake snapshot a writing transaction creates (default: the Postgres user).",
+        c"",
+        &COMMIT_AUTHOR,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"ducklake.commit_message",
+        c"Commit message recorded on the DuckLake snapshot a writing transaction creates.",
+        c"SET LOCAL sets it for one transaction.",
+        &COMMIT_MESSAGE,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     GucRegistry::define_string_guc(
         c"ducklake.snapshot_id",
         c"Read DuckLake tables as of this snapshot id (empty: the latest).",
@@ -95,4 +113,12 @@ pub fn snapshot_id() -> Option<String> {
 
 pub fn as_of() -> Option<String> {
     string_setting(&AS_OF)
+}
+
+pub fn commit_author() -> Option<String> {
+    string_setting(&COMMIT_AUTHOR)
+}
+
+pub fn commit_message() -> Option<String> {
+    string_setting(&COMMIT_MESSAGE)
 }

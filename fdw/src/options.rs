@@ -14,7 +14,8 @@ use supabase_wrappers::prelude::{
 
 use crate::error::{LakeError, LakeResult};
 
-pub const SERVER_OPTIONS: &[&str] = &["catalog_connection", "catalog_name", "data_path", "metadata_schema"];
+pub const SERVER_OPTIONS: &[&str] =
+    &["catalog_connection", "catalog_name", "data_path", "metadata_schema", "data_inlining_row_limit"];
 pub const TABLE_OPTIONS: &[&str] = &["schema", "table", "snapshot_id", "as_of", "changes"];
 pub const COLUMN_OPTIONS: &[&str] = &["column_name"];
 pub const USER_MAPPING_OPTIONS: &[&str] = &["user", "password"];
@@ -62,6 +63,11 @@ fn validate_value(name: &str, value: &str) -> LakeResult<()> {
             }
             if conninfo_has_password(value) {
                 return invalid("must not contain a password; put it in a user mapping");
+            }
+        }
+        "data_inlining_row_limit" => {
+            if value.parse::<u32>().is_err() {
+                return invalid("must be a non-negative integer (rows per insert kept in the catalog)");
             }
         }
         "snapshot_id" => {

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use pgrx::pg_sys;
 
 use crate::catalog::config::LakeConfig;
-use crate::duck::cancel;
+use crate::duck::{cancel, sql};
 use crate::duck::instance::LakeInstance;
 use crate::duck::stream::Stream;
 use crate::error::{LakeError, LakeResult};
@@ -92,7 +92,7 @@ impl Lake {
     }
 
     fn finish(&self, commit: bool) -> LakeResult<()> {
-        self.writers.borrow_mut().clear();
+        let wrote = !std::mem::take(&mut *self.writers.borrow_mut()).is_empty();
         let doomed = self.doomed.borrow_mut().take();
         if !self.in_transaction.replace(false) {
             return Ok(());
@@ -104,6 +104,9 @@ impl Lake {
         // Scans of this transaction are over; their results need no buffering.
         self.streaming.borrow_mut().take();
         if commit {
+            if wrote {
+                self.instance.conn.execute_batch(&commit_message_call(&self.instance.alias))?;
+            }
             cancel::interruptible(&self.instance.interrupt, || self.instance.conn.execute_batch("COMMIT"))?;
         } else {
             // Not interruptible: a cancel that is still pending while Postgres aborts
@@ -127,9 +130,15 @@ pub fn lake_for(server_oid: pg_sys::Oid) -> LakeResult<Rc<Lake>> {
         Some(lake) if lake.fingerprint == fingerprint => lake,
         stale => {
             if let Some(old) = stale {
-                // Options changed: abandon the old attachment (its transaction, if
-                // any, has no writes that could still be committed consistently).
-                let _ = old.finish(false);
+                // Re-attaching mid-transaction would silently drop what the old
+                // attachment wrote and change the snapshot reads see.
+                if old.in_transaction.get() {
+                    return Err(LakeError::NotSupported(format!(
+                        "the options of server \"{}\" (or the user mapping) changed during this transaction; \
+                         finish the transaction first",
+                        old.server_name
+                    )));
+                }
                 LAKES.with(|lakes| lakes.borrow_mut().remove(&key));
             }
             let instance = LakeInstance::open(&config)?;
@@ -211,4 +220,19 @@ pub fn subtransaction_committed(subxact: pg_sys::SubTransactionId, parent: pg_sy
             }
         }
     });
+}
+
+/// Author (the setting, else the Postgres user) and message of the snapshot a
+/// writing transaction creates.
+fn commit_message_call(alias: &str) -> String {
+    let author = crate::gucs::commit_author().unwrap_or_else(|| {
+        // SAFETY: reads the current user's name from the catalog.
+        unsafe {
+            std::ffi::CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false))
+                .to_string_lossy()
+                .into_owned()
+        }
+    });
+    let message = crate::gucs::commit_message().map_or_else(|| "NULL".to_owned(), |m| sql::literal(&m));
+    format!("CALL ducklake_set_commit_message({}, {}, {message})", sql::literal(alias), sql::literal(&author))
 }

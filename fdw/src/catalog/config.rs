@@ -17,6 +17,8 @@ pub struct LakeConfig {
     /// `None`: use the path the catalog already records.
     pub data_path: Option<String>,
     pub metadata_schema: String,
+    /// Rows per insert that DuckLake keeps in the catalog instead of a Parquet file.
+    pub inlining_limit: Option<String>,
     pub temp_directory: String,
     password: Option<String>,
 }
@@ -60,6 +62,7 @@ impl LakeConfig {
             conninfo,
             data_path,
             metadata_schema,
+            inlining_limit: server_options.get("data_inlining_row_limit").cloned(),
             temp_directory,
             password,
         })
@@ -68,8 +71,8 @@ impl LakeConfig {
     /// Everything that requires re-attaching when it changes.
     pub fn fingerprint(&self) -> String {
         format!(
-            "{}\u{0}{}\u{0}{:?}\u{0}{}",
-            self.alias, self.conninfo, self.data_path, self.metadata_schema
+            "{}\u{0}{}\u{0}{:?}\u{0}{}\u{0}{:?}",
+            self.alias, self.conninfo, self.data_path, self.metadata_schema, self.inlining_limit
         )
     }
 

@@ -67,6 +67,10 @@ impl LakeInstance {
         if let Some(path) = &config.data_path {
             attach_options.push(format!("DATA_PATH {}", sql::literal(path)));
         }
+        if let Some(limit) = &config.inlining_limit {
+            // Validated as an integer by the option validator.
+            attach_options.push(format!("DATA_INLINING_ROW_LIMIT {}", limit.parse::<u32>().unwrap_or(10)));
+        }
         let attach = format!(
             "ATTACH {} AS {} ({})",
             sql::literal(&format!("ducklake:postgres:{}", config.conninfo)),
