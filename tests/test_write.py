@@ -3,6 +3,7 @@ DuckLake snapshot per Postgres transaction, nothing on rollback."""
 
 import datetime
 import io
+import pathlib
 import uuid
 from decimal import Decimal
 
@@ -230,3 +231,30 @@ def test_data_inlining_row_limit_option(events):
     assert events.rows("SELECT sum(value) FROM lake.events") == [(3,)]
     with pytest.raises(psycopg.Error, match="must be a non-negative integer"):
         events.conn.execute("ALTER SERVER lake OPTIONS (SET data_inlining_row_limit 'many')")
+
+
+def test_maintenance_compacts_and_expires(events):
+    for i in range(12):
+        events.conn.execute(f"INSERT INTO lake.events (event_type, value) VALUES ('small', {i})")  # inlined
+    for i in range(3):
+        events.conn.execute(f"INSERT INTO lake.events (event_type, value) SELECT 'batch', g FROM generate_series(1, 100) g")
+    snapshots_before = snapshot_count(events)
+    parquet = lambda: len(list(pathlib.Path(events.data_path).rglob("*.parquet")))
+    assert parquet() == 3
+    rows = dict(events.rows("SELECT step, affected FROM ducklake.maintain('lake', older_than => '0 seconds')"))
+    assert set(rows) == {"flush_inlined_data", "merge_adjacent_files", "expire_snapshots", "cleanup_old_files"}
+    assert rows["flush_inlined_data"] >= 1 and rows["merge_adjacent_files"] >= 1
+    assert rows["expire_snapshots"] >= snapshots_before - 2
+    assert events.rows("SELECT count(*), sum(value) FROM lake.events") == [(312, sum(range(12)) + 3 * 5050)]
+    assert events.ref.rows("SELECT count(*) FROM events") == [(312,)]
+    assert snapshot_count(events) < snapshots_before
+    # the merged files' sources belonged only to expired snapshots and are gone from disk
+    assert rows["cleanup_old_files"] >= 3
+    assert parquet() == 1
+    # with the default retention of 7 days nothing recent is expired
+    again = dict(events.rows("SELECT step, affected FROM ducklake.maintain('lake')"))
+    assert again["expire_snapshots"] == 0 and again["cleanup_old_files"] == 0
+    with events.connect(autocommit=False) as conn:
+        conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('x', 1)")
+        with pytest.raises(psycopg.Error, match="run it outside a transaction that wrote"):
+            conn.execute("SELECT * FROM ducklake.maintain('lake')")

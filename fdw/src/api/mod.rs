@@ -2,4 +2,5 @@
 
 pub mod ddl;
 pub mod lake_info;
+pub mod maintenance;
 pub mod servers;

@@ -62,6 +62,34 @@ impl Lake {
         }
     }
 
+    /// Run `sql` in a DuckDB transaction of its own, committed at once, and return the
+    /// number of rows it produced. Refused when this transaction already wrote to
+    /// the lake, whose changes would otherwise be committed early.
+    pub fn run_own_transaction(&self, sql: &str) -> LakeResult<usize> {
+        if !self.writers.borrow().is_empty() {
+            return Err(LakeError::NotSupported(
+                "lake maintenance commits on its own; run it outside a transaction that wrote to the lake".into(),
+            ));
+        }
+        let conn = self.connection()?;
+        if self.in_transaction.replace(false) {
+            conn.execute_batch("COMMIT")?;
+        }
+        let outcome = cancel::interruptible(&self.instance.interrupt, || -> LakeResult<usize> {
+            conn.execute_batch("BEGIN TRANSACTION")?;
+            let mut statement = conn.prepare(sql)?;
+            let rows = statement.query_map([], |_| Ok(()))?.count();
+            conn.execute_batch("COMMIT")?;
+            Ok(rows)
+        });
+        if outcome.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        // Back inside a transaction, as the rest of this Postgres transaction expects.
+        self.begin()?;
+        outcome
+    }
+
     /// Run a statement that returns nothing, interruptibly.
     pub fn execute_batch(&self, sql: &str) -> LakeResult<()> {
         let conn = self.connection()?;
