@@ -53,6 +53,9 @@ impl LakeInstance {
         setup.extend(extensions::load_statements()?);
         // Text forms of TIMESTAMPTZ values (and time-travel timestamps) are UTC.
         setup.push("SET TimeZone = 'UTC'".to_owned());
+        // Many backends commit to one lake at once; DuckLake retries commits that raced
+        // with another writer (default 10 times), which busy lakes exhaust.
+        setup.push("SET ducklake_max_retry_count = 100".to_owned());
         for statement in &setup {
             conn.execute_batch(statement)?;
         }
