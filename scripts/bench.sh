@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Run a benchmark against PostgreSQL 18 (builds and installs first):
 #   scripts/bench.sh read [--rows N] [--repeat N]
+#   scripts/bench.sh write [--rows N] [--commits N]
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
-which="${1:?usage: bench.sh read [options]}"; shift
+which="${1:?usage: bench.sh read|write [options]}"; shift
 "$PROJECT_ROOT/scripts/setup.sh"
 "$PROJECT_ROOT/scripts/install.sh" pg18
 exec "$PYTHON" "$PROJECT_ROOT/benches/${which}_bench.py" "$@"

@@ -56,6 +56,10 @@ impl LakeInstance {
         // Many backends commit to one lake at once; DuckLake retries commits that raced
         // with another writer (default 10 times), which busy lakes exhaust.
         setup.push("SET ducklake_max_retry_count = 100".to_owned());
+        // Racing commits only need to re-read the latest snapshot; a short wait keeps
+        // concurrent writers from idling (the default starts at 100 ms, x1.5 per retry).
+        setup.push("SET ducklake_retry_wait_ms = 5".to_owned());
+        setup.push("SET ducklake_retry_backoff = 1.2".to_owned());
         for statement in &setup {
             conn.execute_batch(statement)?;
         }

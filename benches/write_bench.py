@@ -1,0 +1,93 @@
+"""Write benchmark: bulk INSERT of 1M rows through the FDW vs standalone DuckDB into the
+same kind of lake vs a plain heap table; and the commit rate of small transactions
+(50 rows each, as the demo's generator writes) for 1 and 8 concurrent clients.
+
+    scripts/bench.sh write [--rows 1000000] [--commits 200]
+"""
+
+import argparse
+import sys
+import threading
+import time
+
+import psycopg
+
+from harness import Bench
+
+COLUMNS = "(event_id uuid, event_type text, value bigint, created_at timestamptz)"
+
+
+def small_commits(dsn, clients, commits_per_client):
+    def client(tag):
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("SELECT count(*) FROM lake.small")  # attach outside the timed loop
+            barrier.wait()
+            for i in range(commits_per_client):
+                conn.execute(f"INSERT INTO lake.small SELECT gen_random_uuid(), '{tag}', g, now() "
+                             f"FROM generate_series({i * 50}, {i * 50 + 49}) g")
+
+    barrier = threading.Barrier(clients + 1)
+    threads = [threading.Thread(target=client, args=(f"c{i}",)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    return clients * commits_per_client / (time.perf_counter() - started)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--commits", type=int, default=200)
+    args = parser.parse_args()
+    b = Bench()
+    try:
+        for table in ("bulk_fdw", "bulk_duck", "small"):
+            b.duck.execute(f"CREATE TABLE {table} (event_id UUID, event_type VARCHAR, value BIGINT, created_at TIMESTAMPTZ)")
+        b.pg.execute("IMPORT FOREIGN SCHEMA main FROM SERVER lake INTO lake")
+        b.pg.execute(f"CREATE TABLE heap_bulk {COLUMNS}")
+        b.pg.execute("SELECT count(*) FROM lake.bulk_fdw")  # attach before timing
+
+        def run(fn):
+            started = time.perf_counter()
+            fn()
+            return time.perf_counter() - started
+
+        n = args.rows
+        fdw = run(lambda: b.pg.execute(
+            f"INSERT INTO lake.bulk_fdw SELECT gen_random_uuid(), 'bulk', g, now() FROM generate_series(1, {n}) g"))
+        duck = run(lambda: b.duck.execute(
+            f"INSERT INTO bulk_duck SELECT uuid(), 'bulk', i, now() FROM range(1, {n} + 1) t(i)"))
+        heap = run(lambda: b.pg.execute(
+            f"INSERT INTO heap_bulk SELECT gen_random_uuid(), 'bulk', g, now() FROM generate_series(1, {n}) g"))
+        b.duck.execute("CREATE TABLE bulk_copy (event_id UUID, event_type VARCHAR, value BIGINT, created_at TIMESTAMPTZ)")
+        b.pg.execute("IMPORT FOREIGN SCHEMA main LIMIT TO (bulk_copy) FROM SERVER lake INTO lake")
+        b.pg.execute("SELECT count(*) FROM lake.bulk_copy")
+        from_heap = run(lambda: b.pg.execute("INSERT INTO lake.bulk_copy SELECT * FROM heap_bulk"))
+        heap_to_heap = run(lambda: b.pg.execute("CREATE TABLE heap_copy AS SELECT * FROM heap_bulk"))
+        assert b.pg.execute("SELECT count(*) FROM lake.bulk_fdw").fetchone() == (n,)
+        assert b.duck.execute("SELECT count(*) FROM bulk_fdw").fetchone() == (n,)
+
+        one = small_commits(b.dsn, 1, args.commits)
+        eight = small_commits(b.dsn, 8, args.commits // 4)
+        total = b.pg.execute("SELECT count(*) FROM lake.small").fetchone()[0]
+        assert total == 50 * (args.commits + 8 * (args.commits // 4)), total
+
+        print(b.machine())
+        print(f"Bulk insert of {n:,} rows (uuid, text, bigint, timestamptz); small commits of 50 rows "
+              f"({args.commits} for 1 client, {args.commits // 4} each for 8).\n")
+        print("| measurement | DuckDB | FDW | heap | FDW / DuckDB |")
+        # DuckDB generates its rows in-process; the FDW and heap rows come from generate_series.
+        print("|---|---:|---:|---:|---:|")
+        print(f"| bulk INSERT ... SELECT, rows/s | {n / duck:,.0f} | {n / fdw:,.0f} | {n / heap:,.0f} | {fdw / duck:.2f}x time |")
+        print(f"| bulk INSERT from a heap table, rows/s | – | {n / from_heap:,.0f} | {n / heap_to_heap:,.0f} | – |")
+        print(f"| small commits/s, 1 client | – | {one:.1f} | – | – |")
+        print(f"| small commits/s, 8 clients | – | {eight:.1f} | – | – |")
+    finally:
+        b.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
