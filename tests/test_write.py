@@ -131,6 +131,13 @@ def test_constraint_and_type_errors_write_nothing(events):
     with pytest.raises(psycopg.Error) as caught:
         events.conn.execute("INSERT INTO lake.narrow VALUES ('big', 12345678901234.5)")
     assert caught.value.sqlstate == "22003", str(caught.value)
+    assert 'value for column "amount" does not fit DuckLake type DECIMAL(12,3)' in str(caught.value)
+    events.conn.execute("CREATE FOREIGN TABLE lake.texty (event_id text, event_type text) SERVER lake "
+                        "OPTIONS (table 'events')")
+    with pytest.raises(psycopg.Error) as caught:
+        events.conn.execute("INSERT INTO lake.texty VALUES ('not-a-uuid', 'x')")
+    assert caught.value.sqlstate == "22P02", str(caught.value)
+    assert 'value for column "event_id" does not fit DuckLake type UUID' in str(caught.value)
     assert events.ref.rows("SELECT count(*) FROM events") == [(0,)]
 
 
@@ -258,3 +265,33 @@ def test_maintenance_compacts_and_expires(events):
         conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('x', 1)")
         with pytest.raises(psycopg.Error, match="run it outside a transaction that wrote"):
             conn.execute("SELECT * FROM ducklake.maintain('lake')")
+
+
+def test_schema_evolution_from_sql(lake):
+    lake.conn.execute("SELECT ducklake.execute('lake', 'CREATE TABLE evolving (id BIGINT, value BIGINT)')")
+    lake.import_schema("evolving")
+    lake.conn.execute("INSERT INTO lake.evolving VALUES (1, 10), (2, 20)")
+    v1 = lake.rows("SELECT ducklake.current_snapshot('lake')")[0][0]
+
+    lake.conn.execute("SELECT ducklake.execute('lake', 'ALTER TABLE evolving ADD COLUMN note VARCHAR')")
+    lake.conn.execute("SELECT ducklake.execute('lake', 'ALTER TABLE evolving RENAME COLUMN value TO amount')")
+    # the old definition now names a column the lake no longer has: a clear error
+    with pytest.raises(psycopg.Error) as caught:
+        lake.conn.execute("SELECT value FROM lake.evolving")
+    assert '"value"' in str(caught.value)
+    # re-import picks up the new shape
+    lake.conn.execute("DROP FOREIGN TABLE lake.evolving")
+    lake.import_schema("evolving")
+    lake.conn.execute("INSERT INTO lake.evolving VALUES (3, 30, 'new')")
+    assert lake.rows("SELECT id, amount, note FROM lake.evolving ORDER BY id") == [
+        (1, 10, None), (2, 20, None), (3, 30, "new")]
+
+    lake.conn.execute("SELECT ducklake.execute('lake', 'ALTER TABLE evolving DROP COLUMN note')")
+    lake.conn.execute("DROP FOREIGN TABLE lake.evolving")
+    lake.import_schema("evolving")
+    assert lake.rows("SELECT attname FROM pg_attribute WHERE attrelid = 'lake.evolving'::regclass "
+                     "AND attnum > 0 ORDER BY attnum") == [("id",), ("amount",)]
+    # the old snapshot stays readable with its old shape
+    lake.conn.execute(f"CREATE FOREIGN TABLE lake.evolving_v1 (id bigint, value bigint) SERVER lake "
+                      f"OPTIONS (table 'evolving', snapshot_id '{v1}')")
+    assert lake.rows("SELECT id, value FROM lake.evolving_v1 ORDER BY id") == [(1, 10), (2, 20)]

@@ -41,6 +41,10 @@ pub enum LakeError {
     #[error("value of column \"{column}\" does not fit Postgres type {pg_type}: {reason}")]
     ValueOutOfRange { column: String, pg_type: String, reason: String },
 
+    /// A value written to the lake that its column's DuckLake type refuses.
+    #[error("value for column \"{column}\" does not fit DuckLake type {lake_type}: {reason}")]
+    ValueRejected { column: String, lake_type: String, reason: String },
+
     /// Query cancel or statement timeout interrupted DuckDB.
     #[error("canceling statement due to user request")]
     Canceled,
@@ -86,6 +90,10 @@ impl LakeError {
             LakeError::MissingServer(_) => ERRCODE_UNDEFINED_OBJECT,
             LakeError::UnsupportedType { .. } => ERRCODE_FDW_INVALID_DATA_TYPE,
             LakeError::ValueOutOfRange { .. } => ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+            LakeError::ValueRejected { reason, .. } => match duckdb_sqlstate(reason) {
+                ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE => ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+                _ => ERRCODE_INVALID_TEXT_REPRESENTATION,
+            },
             LakeError::Canceled => ERRCODE_QUERY_CANCELED,
             LakeError::PermissionDenied(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
             LakeError::DuckDb(m) => duckdb_sqlstate(m),

@@ -11,7 +11,7 @@ use duckdb::types::Value;
 
 use crate::catalog::cache::Lake;
 use crate::duck::{cancel, sql};
-use crate::error::LakeResult;
+use crate::error::{LakeError, LakeResult};
 
 const BATCH_ROWS: usize = 100_000;
 
@@ -60,10 +60,30 @@ impl Staging {
         cancel::interruptible(&self.lake.instance.interrupt, || -> LakeResult<()> {
             let mut appender = conn.appender_to_catalog_and_db(&self.name, "temp", "main")?;
             for row in &rows {
-                appender.append_row(duckdb::appender_params_from_iter(row.iter()))?;
+                if let Err(e) = appender.append_row(duckdb::appender_params_from_iter(row.iter())) {
+                    return Err(self.explain_rejected_row(conn, row).unwrap_or_else(|| e.into()));
+                }
             }
             appender.flush()?;
             Ok(())
+        })
+    }
+
+    /// Which value of a row DuckDB refused, and why: each value is cast on its own to
+    /// its column's type (only on this error path).
+    fn explain_rejected_row(&self, conn: &duckdb::Connection, row: &[Value]) -> Option<LakeError> {
+        let mut statement = conn
+            .prepare(&format!("SELECT column_name, column_type FROM (DESCRIBE {})", self.table()))
+            .ok()?;
+        let columns: Vec<(String, String)> =
+            statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).ok()?.collect::<Result<_, _>>().ok()?;
+        columns.iter().zip(row).find_map(|((name, lake_type), value)| {
+            let cast = conn.query_row(&format!("SELECT CAST(? AS {lake_type})"), [value], |_| Ok(()));
+            cast.err().map(|e| LakeError::ValueRejected {
+                column: name.clone(),
+                lake_type: lake_type.clone(),
+                reason: e.to_string(),
+            })
         })
     }
 
