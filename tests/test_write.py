@@ -295,3 +295,20 @@ def test_schema_evolution_from_sql(lake):
     lake.conn.execute(f"CREATE FOREIGN TABLE lake.evolving_v1 (id bigint, value bigint) SERVER lake "
                       f"OPTIONS (table 'evolving', snapshot_id '{v1}')")
     assert lake.rows("SELECT id, value FROM lake.evolving_v1 ORDER BY id") == [(1, 10), (2, 20)]
+
+
+def test_pushable_delete_runs_as_one_duckdb_statement(filled):
+    plan = "\n".join(r[0] for r in filled.rows(
+        "EXPLAIN (VERBOSE, COSTS OFF) DELETE FROM lake.events WHERE value <= 100 AND event_type = 'click'"))
+    assert 'DuckDB SQL: DELETE FROM "analytics"."main"."events" WHERE' in plan
+    with filled.conn.cursor() as cur:
+        cur.execute("DELETE FROM lake.events WHERE value <= 100 AND event_type = 'click'")
+        assert cur.rowcount == len([g for g in range(1, 101) if g % 3 == 0])
+    # a condition Postgres evaluates keeps the rowid path, and the answers agree
+    plan = "\n".join(r[0] for r in filled.rows("EXPLAIN (VERBOSE, COSTS OFF) DELETE FROM lake.events WHERE lower(event_type) = 'view'"))
+    assert "Filter:" in plan
+    with filled.conn.cursor() as cur:
+        cur.execute("DELETE FROM lake.events WHERE lower(event_type) = 'view'")
+        assert cur.rowcount == 10000
+    assert filled.ref.rows("SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY 1") == [
+        ("buy", 10000), ("click", 10000 - 33)]

@@ -9,6 +9,7 @@
 //! snapshot when the Postgres transaction commits, and nothing when it aborts.
 
 pub mod change;
+pub mod direct;
 pub mod insert;
 pub mod rowid;
 pub mod staging;
@@ -29,6 +30,11 @@ pub fn install(routine: &mut FdwRoutine<pgrx::AllocatedByRust>) {
     routine.EndForeignModify = Some(end_foreign_modify);
     routine.BeginForeignInsert = Some(begin_foreign_insert);
     routine.EndForeignInsert = Some(end_foreign_modify);
+    routine.PlanDirectModify = Some(direct::plan_direct_modify);
+    routine.BeginDirectModify = Some(direct::begin_direct_modify);
+    routine.IterateDirectModify = Some(direct::iterate_direct_modify);
+    routine.EndDirectModify = Some(direct::end_direct_modify);
+    routine.ExplainDirectModify = Some(direct::explain_direct_modify);
 }
 
 /// What `ri_FdwState` points to; lives in the executor's per-query memory context.
