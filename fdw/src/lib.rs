@@ -16,6 +16,7 @@ mod gucs;
 mod import;
 mod modify;
 mod options;
+mod pg_nodes;
 mod scan;
 mod types;
 

@@ -13,6 +13,7 @@ use crate::duck::sql;
 use crate::modify::staging::Staging;
 use crate::error::{LakeError, LakeResult, raise};
 use crate::modify::rowid;
+use crate::pg_nodes::attribute_numbers;
 use crate::options::{TableOptions, lake_column_name};
 use crate::types::encode::Encoder;
 
@@ -70,18 +71,8 @@ pub unsafe extern "C-unwind" fn plan_foreign_modify(
         let mut attnos: *mut pg_sys::List = std::ptr::null_mut();
         if operation == pg_sys::CmdType::CMD_UPDATE {
             let rte = *(*root).simple_rte_array.add(result_relation as usize);
-            let updated = updated_columns(root, rte);
-            let offset = pg_sys::FirstLowInvalidHeapAttributeNumber;
-            let mut member = -1;
-            loop {
-                member = pg_sys::bms_next_member(updated, member);
-                if member < 0 {
-                    break;
-                }
-                let attno = member + offset;
-                if attno > 0 {
-                    attnos = pg_sys::lappend_int(attnos, attno);
-                }
+            for attno in attribute_numbers(updated_columns(root, rte)).into_iter().filter(|a| *a > 0) {
+                attnos = pg_sys::lappend_int(attnos, attno);
             }
         }
         attnos

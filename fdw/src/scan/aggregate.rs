@@ -19,7 +19,8 @@ use pgrx::pg_sys::{self, Node};
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
 
-use crate::scan::deparse::{collation_is_c, collation_is_deterministic, is_pushable_type, list_nodes};
+use crate::pg_nodes::list_nodes;
+use crate::scan::deparse::{collation_is_c, collation_is_deterministic, is_pushable_type};
 use crate::scan::plan::{Output, OutputSource, RelPlan, ScanPlan, params_list, rel_plan, strip_relabel};
 use crate::types::kind::Kind;
 

@@ -23,6 +23,7 @@ use pgrx::pg_sys::{self, Node, NodeTag, Oid};
 use pgrx::FromDatum;
 
 use crate::duck::sql;
+use crate::pg_nodes::list_nodes;
 
 /// A column of the scanned relation as conditions see it.
 #[derive(Clone, Debug)]
@@ -273,16 +274,6 @@ impl Deparser<'_> {
                 _ => None,
             }
         }
-    }
-}
-
-/// Members of a Postgres `List` of nodes.
-pub unsafe fn list_nodes(list: *mut pg_sys::List) -> Vec<*mut Node> {
-    unsafe {
-        if list.is_null() {
-            return Vec::new();
-        }
-        (0..(*list).length as usize).map(|i| (*(*list).elements.add(i)).ptr_value as *mut Node).collect()
     }
 }
 

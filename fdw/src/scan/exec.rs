@@ -7,7 +7,7 @@ use crate::catalog::cache::lake_for;
 use crate::error::{LakeResult, OrRaise};
 use crate::options::TableOptions;
 use crate::scan::cursor::{Cursor, OutputColumn};
-use crate::scan::deparse::list_nodes;
+use crate::pg_nodes::list_nodes;
 use crate::scan::plan::{OutputSource, ScanPlan};
 use crate::scan::snapshot::from_clause;
 use crate::types::decode::Decoder;

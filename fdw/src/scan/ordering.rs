@@ -12,7 +12,8 @@
 use pgrx::pg_sys::{self, Node};
 use pgrx::FromDatum;
 
-use crate::scan::deparse::{collation_is_c, collation_is_deterministic, is_pushable_type, list_nodes};
+use crate::pg_nodes::list_nodes;
+use crate::scan::deparse::{collation_is_c, collation_is_deterministic, is_pushable_type};
 use crate::scan::plan::{RelPlan, strip_relabel};
 
 /// DuckDB ORDER BY items for `pathkeys`, or `None` if any key cannot be sorted by DuckDB.

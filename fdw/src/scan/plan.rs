@@ -16,7 +16,8 @@ use crate::catalog::cache::lake_for;
 use crate::catalog::config::catalog_alias;
 use crate::error::OrRaise;
 use crate::options::{TableOptions, lake_column_name};
-use crate::scan::deparse::{ColumnRef, Deparser, list_nodes};
+use crate::pg_nodes::{attribute_numbers, list_nodes};
+use crate::scan::deparse::{ColumnRef, Deparser};
 use crate::scan::{aggregate, ordering};
 use crate::types::kind::{Kind, comparable_expression};
 
@@ -584,17 +585,10 @@ unsafe fn needed_attributes(
         let mut attrs: *mut pg_sys::Bitmapset = std::ptr::null_mut();
         pg_sys::pull_varattnos((*(*baserel).reltarget).exprs.cast(), relid, &mut attrs);
         pg_sys::pull_varattnos(local_quals.cast(), relid, &mut attrs);
-        let offset = pg_sys::FirstLowInvalidHeapAttributeNumber;
         let mut attnos = Vec::new();
         let mut whole_row = false;
         let mut want_rowid = false;
-        let mut member = -1;
-        loop {
-            member = pg_sys::bms_next_member(attrs, member);
-            if member < 0 {
-                break;
-            }
-            let attno = member + offset;
+        for attno in attribute_numbers(attrs) {
             match attno {
                 0 => whole_row = true,
                 a if a == pg_sys::SelfItemPointerAttributeNumber => want_rowid = true,
