@@ -231,3 +231,30 @@ def test_several_scans_of_one_lake_in_one_query(lake):
     assert lake.rows("SELECT count(*) FROM lake.a x JOIN lake.a y ON x.id = y.id + 1 WHERE x.id < 5000") == [(4999,)]
     rows = lake.rows("SELECT id, ducklake.current_snapshot('lake') FROM lake.a WHERE id % 5000 = 0 ORDER BY id")
     assert rows == [(0, 2), (5000, 2), (10000, 2), (15000, 2)]
+
+
+def test_lake_usable_after_a_caught_duckdb_error(lake):
+    """A DuckDB error caught by an exception block aborts DuckDB's transaction; reads
+    after the block work again."""
+    lake.ref.execute("CREATE TABLE big (x BIGINT)")
+    lake.ref.execute("INSERT INTO big VALUES (1), (3000000000)")
+    lake.conn.execute("CREATE FOREIGN TABLE lake.small (x int) SERVER lake OPTIONS (table 'big')")
+    lake.conn.execute("CREATE FOREIGN TABLE lake.big (x bigint) SERVER lake")
+    with lake.connect(autocommit=False) as conn:
+        result = conn.execute("""DO $$
+            DECLARE n bigint;
+            BEGIN
+              BEGIN
+                SELECT sum(x) INTO n FROM lake.small;   -- 3000000000 does not fit integer
+              EXCEPTION WHEN numeric_value_out_of_range THEN
+                RAISE NOTICE 'caught';
+              END;
+              SELECT sum(x) INTO n FROM lake.big;
+              IF n <> 3000000001 THEN RAISE EXCEPTION 'wrong sum %', n; END IF;
+            END $$""")
+        conn.execute("SAVEPOINT s")
+        with pytest.raises(psycopg.Error):
+            conn.execute("SELECT x FROM lake.small")
+        conn.execute("ROLLBACK TO SAVEPOINT s")
+        assert conn.execute("SELECT count(*) FROM lake.big").fetchone() == (2,)
+        conn.commit()

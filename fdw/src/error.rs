@@ -127,6 +127,9 @@ fn duckdb_sqlstate(message: &str) -> PgSqlErrorCode {
     if message.contains("No snapshot found") {
         return ERRCODE_INVALID_PARAMETER_VALUE;
     }
+    if message.contains("Current transaction is aborted") {
+        return ERRCODE_IN_FAILED_SQL_TRANSACTION;
+    }
     let kind = message.split(" Error:").next().unwrap_or("");
     match kind.trim_start_matches("DuckDB: ").trim() {
         "Constraint" => ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION,

@@ -223,9 +223,24 @@ pub fn close_all() {
 }
 
 /// A subtransaction was rolled back: a lake it (or a child) wrote to cannot commit.
+/// A lake this transaction only read from, whose DuckDB transaction a failed
+/// statement aborted, gets a fresh DuckDB transaction (later reads may then see a
+/// newer snapshot) so it stays usable after an exception block or ROLLBACK TO.
 pub fn subtransaction_aborted(subxact: pg_sys::SubTransactionId) {
     LAKES.with(|lakes| {
         for lake in lakes.borrow().values() {
+            if lake.in_transaction.get() && lake.writers.borrow().is_empty() {
+                // The aborted statement's scan is gone; its result needs no buffering.
+                lake.streaming.borrow_mut().take();
+                let conn = &lake.instance.conn;
+                if conn.execute_batch("SELECT 1").is_err() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    if conn.execute_batch("BEGIN TRANSACTION").is_err() {
+                        lake.in_transaction.set(false);
+                    }
+                }
+                continue;
+            }
             if lake.writers.borrow().iter().any(|w| *w >= subxact) {
                 *lake.doomed.borrow_mut() = Some(format!(
                     "a rolled-back savepoint or exception block wrote to DuckLake server \"{}\", \
