@@ -258,3 +258,20 @@ def test_lake_usable_after_a_caught_duckdb_error(lake):
         conn.execute("ROLLBACK TO SAVEPOINT s")
         assert conn.execute("SELECT count(*) FROM lake.big").fetchone() == (2,)
         conn.commit()
+
+
+def test_seed_playbook_commands_as_written(lake):
+    """The seed playbook's catalog commands, with ducklake on the search_path."""
+    lake.ref.execute("CREATE TABLE users (id INTEGER, name VARCHAR, email VARCHAR, created_at TIMESTAMP)")
+    for i in range(10):
+        lake.ref.execute(f"INSERT INTO users VALUES ({i}, 'user{i}', 'u{i}@example.com', NOW())")
+    lake.conn.execute("SET search_path = public, ducklake")
+    snapshots = lake.rows("SELECT * FROM ducklake_snapshots('analytics');")
+    assert [s[0] for s in snapshots] == list(range(12))
+    info = lake.rows("SELECT table_name, file_count FROM ducklake_table_info('analytics');")
+    assert info == [("users", 0)]  # ten single-row inserts, all inlined
+    changes = lake.rows("SELECT snapshot_id, change_type, row_data->>'name' FROM "
+                        "ducklake_table_changes('analytics', 'main', 'users', 0, 10);")
+    assert changes == [(s, "insert", f"user{s - 2}") for s in range(2, 11)]
+    with pytest.raises(psycopg.Error, match="DuckLake table main.nobody does not exist"):
+        lake.conn.execute("SELECT * FROM ducklake_table_changes('analytics', 'main', 'nobody', 0, 1)")

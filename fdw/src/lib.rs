@@ -51,6 +51,16 @@ CREATE FUNCTION ducklake.table_changes(foreign_table regclass, from_snapshot big
 COMMENT ON FUNCTION ducklake.table_changes(regclass, bigint, bigint)
   IS 'Changes of a lake table between two snapshots (inclusive), rows as jsonb';
 
+-- The seed playbook's names, for sessions with ducklake on the search_path.
+CREATE FUNCTION ducklake.ducklake_snapshots(catalog text)
+  RETURNS TABLE (snapshot_id bigint, snapshot_time timestamptz, schema_version bigint, changes jsonb,
+                 author text, commit_message text, commit_extra_info text)
+  LANGUAGE sql AS 'SELECT * FROM ducklake.snapshots(catalog)';
+CREATE FUNCTION ducklake.ducklake_table_info(catalog text)
+  RETURNS TABLE (table_name text, schema_id bigint, table_id bigint, table_uuid uuid, file_count bigint,
+                 file_size_bytes bigint, delete_file_count bigint, delete_file_size_bytes bigint)
+  LANGUAGE sql AS 'SELECT * FROM ducklake.table_info(catalog)';
+
 -- Functions check their own privileges (server USAGE or ownership).
 GRANT USAGE ON SCHEMA ducklake TO PUBLIC;
 "#,

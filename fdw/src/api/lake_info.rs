@@ -161,53 +161,91 @@ fn ducklake_latest_snapshot_id(foreign_table: pg_sys::Oid) -> i64 {
     run().or_raise()
 }
 
+type ChangeRow = (i64, i64, String, JsonB);
+
+/// Changes of lake table `schema.table` in snapshots `from..=to`, each row as a JSON
+/// object of `fields` (output key, lake column).
+fn changes_as_json(
+    lake: &Lake,
+    schema: &str,
+    table: &str,
+    fields: &[(String, String)],
+    from_snapshot: i64,
+    to_snapshot: i64,
+) -> LakeResult<Vec<ChangeRow>> {
+    let fields: Vec<String> =
+        fields.iter().map(|(key, column)| format!("{}: {}", sql::literal(key), sql::ident(column))).collect();
+    let query = format!(
+        "SELECT snapshot_id, rowid, change_type, CAST(to_json({{{}}}) AS VARCHAR) \
+         FROM ducklake_table_changes({}, {}, {}, {from_snapshot}, {to_snapshot}) ORDER BY snapshot_id, rowid",
+        fields.join(", "),
+        sql::literal(&lake.instance.alias),
+        sql::literal(schema),
+        sql::literal(table)
+    );
+    let mut statement = lake.connection()?.prepare(&query)?;
+    let rows = statement.query_map([], |row| {
+        let data: String = row.get(3)?;
+        Ok((row.get(0)?, row.get(1)?, row.get(2)?, JsonB(serde_json::from_str(&data).unwrap_or(serde_json::Value::Null))))
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
 /// Rows inserted, deleted and updated in the table behind `foreign_table` in the
 /// snapshots `from_snapshot..=to_snapshot`, each row as jsonb keyed by the foreign
 /// table's column names. For typed rows, use a foreign table with `changes 'true'`.
 /// Declared in lib.rs (regclass).
 #[pg_extern(sql = false)]
-fn table_changes(
-    foreign_table: pg_sys::Oid,
+fn table_changes(foreign_table: pg_sys::Oid, from_snapshot: i64, to_snapshot: i64) -> TableIterator<
+    'static,
+    (name!(snapshot_id, i64), name!(rowid, i64), name!(change_type, String), name!(row_data, JsonB)),
+> {
+    let run = || -> LakeResult<Vec<ChangeRow>> {
+        let (lake, table) = lake_of_table(foreign_table)?;
+        // SAFETY: catalog lookup of an existing relation.
+        let relation = unsafe { pgrx::PgRelation::open(foreign_table) };
+        let fields: Vec<(String, String)> = relation
+            .tuple_desc()
+            .iter()
+            .filter(|a| !a.is_dropped())
+            // SAFETY: an existing column of the relation.
+            .map(|a| (a.name().to_owned(), unsafe { crate::options::lake_column_name(foreign_table, a.attnum, a.name()) }))
+            .collect();
+        changes_as_json(&lake, &table.schema, &table.table, &fields, from_snapshot, to_snapshot)
+    };
+    TableIterator::new(run().or_raise())
+}
+
+/// The seed playbook's `ducklake_table_changes('analytics', 'main', 'users', 0, 10)`:
+/// changes of a lake table named by catalog (or server), schema and table.
+#[pg_extern]
+fn ducklake_table_changes(
+    catalog: &str,
+    schema: &str,
+    table: &str,
     from_snapshot: i64,
     to_snapshot: i64,
 ) -> TableIterator<
     'static,
     (name!(snapshot_id, i64), name!(rowid, i64), name!(change_type, String), name!(row_data, JsonB)),
 > {
-    type Row = (i64, i64, String, JsonB);
-    let run = || -> LakeResult<Vec<Row>> {
-        let (lake, table) = lake_of_table(foreign_table)?;
-        // SAFETY: catalog lookup of an existing relation.
-        let relation = unsafe { pgrx::PgRelation::open(foreign_table) };
-        let fields: Vec<String> = relation
-            .tuple_desc()
-            .iter()
-            .filter(|a| !a.is_dropped())
-            .map(|a| {
-                // SAFETY: an existing column of the relation.
-                let lake_name = unsafe { crate::options::lake_column_name(foreign_table, a.attnum, a.name()) };
-                format!("{}: {}", sql::literal(a.name()), sql::ident(&lake_name))
-            })
-            .collect();
-        let query = format!(
-            "SELECT snapshot_id, rowid, change_type, CAST(to_json({{{}}}) AS VARCHAR) \
-             FROM ducklake_table_changes({}, {}, {}, {from_snapshot}, {to_snapshot}) ORDER BY snapshot_id, rowid",
-            fields.join(", "),
-            sql::literal(&lake.instance.alias),
-            sql::literal(&table.schema),
-            sql::literal(&table.table)
-        );
-        let mut statement = lake.connection()?.prepare(&query)?;
-        let rows = statement.query_map([], |row| {
-            let data: String = row.get(3)?;
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                JsonB(serde_json::from_str(&data).unwrap_or(serde_json::Value::Null)),
-            ))
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    let run = || -> LakeResult<Vec<ChangeRow>> {
+        let lake = lake_named(catalog)?;
+        let mut statement = lake.connection()?.prepare(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND schema_name = ? AND table_name = ? \
+             ORDER BY column_index",
+        )?;
+        let columns: Vec<String> = statement
+            .query_map([lake.instance.alias.as_str(), schema, table], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        if columns.is_empty() {
+            return Err(crate::error::LakeError::MissingLakeTable {
+                server: lake.server_name.clone(),
+                table: format!("{schema}.{table}"),
+            });
+        }
+        let fields: Vec<(String, String)> = columns.into_iter().map(|c| (c.clone(), c)).collect();
+        changes_as_json(&lake, schema, table, &fields, from_snapshot, to_snapshot)
     };
     TableIterator::new(run().or_raise())
 }
