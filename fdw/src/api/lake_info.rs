@@ -231,20 +231,14 @@ fn ducklake_table_changes(
 > {
     let run = || -> LakeResult<Vec<ChangeRow>> {
         let lake = lake_named(catalog)?;
-        let mut statement = lake.connection()?.prepare(
-            "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND schema_name = ? AND table_name = ? \
-             ORDER BY column_index",
-        )?;
-        let columns: Vec<String> = statement
-            .query_map([lake.instance.alias.as_str(), schema, table], |row| row.get(0))?
-            .collect::<Result<_, _>>()?;
+        let columns = lake.table_columns(schema, table)?;
         if columns.is_empty() {
             return Err(crate::error::LakeError::MissingLakeTable {
                 server: lake.server_name.clone(),
                 table: format!("{schema}.{table}"),
             });
         }
-        let fields: Vec<(String, String)> = columns.into_iter().map(|c| (c.clone(), c)).collect();
+        let fields: Vec<(String, String)> = columns.into_iter().map(|(name, _)| (name.clone(), name)).collect();
         changes_as_json(&lake, schema, table, &fields, from_snapshot, to_snapshot)
     };
     TableIterator::new(run().or_raise())

@@ -97,6 +97,16 @@ impl Lake {
         Ok(())
     }
 
+    /// (name, DuckDB type) of a lake table's columns, in order; empty if it does not exist.
+    pub fn table_columns(&self, schema: &str, table: &str) -> LakeResult<Vec<(String, String)>> {
+        let mut statement = self.connection()?.prepare(
+            "SELECT column_name, data_type FROM duckdb_columns() \
+             WHERE database_name = ? AND schema_name = ? AND table_name = ? ORDER BY column_index",
+        )?;
+        let rows = statement.query_map([self.instance.alias.as_str(), schema, table], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     /// Record that the current (sub)transaction writes to this lake.
     pub fn note_write(&self) {
         // SAFETY: reads backend transaction state.

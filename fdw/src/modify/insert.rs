@@ -2,7 +2,7 @@
 
 use pgrx::{PgRelation, pg_sys};
 
-use crate::catalog::cache::{Lake, lake_for};
+use crate::catalog::cache::lake_for;
 use crate::duck::sql;
 use crate::modify::staging::Staging;
 use crate::error::{LakeError, LakeResult};
@@ -46,7 +46,7 @@ impl InsertState {
             let lake = lake_for(server_oid)?;
             lake.note_write();
             let target = sql::qualified(&lake.instance.alias, &table.schema, &table.table);
-            let lake_types = lake_column_types(&lake, &table).map_err(|e| with_context(e, &table.display()))?;
+            let lake_types = lake.table_columns(&table.schema, &table.table).map_err(|e| with_context(e, &table.display()))?;
             let mut names = Vec::new();
             let mut staged = Vec::new();
             let mut selected = Vec::new();
@@ -110,19 +110,6 @@ impl InsertState {
         );
         self.staging.finish(&statement).map_err(|e| with_context(e, &self.table))
     }
-}
-
-/// (name, DuckDB type) of the lake table's columns.
-fn lake_column_types(lake: &Lake, table: &TableOptions) -> LakeResult<Vec<(String, String)>> {
-    let conn = lake.connection()?;
-    let mut statement = conn.prepare(
-        "SELECT column_name, data_type FROM duckdb_columns() \
-         WHERE database_name = ? AND schema_name = ? AND table_name = ? ORDER BY column_index",
-    )?;
-    let rows = statement.query_map([lake.instance.alias.as_str(), table.schema.as_str(), table.table.as_str()], |row| {
-        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-    })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 fn with_context(e: LakeError, table: &str) -> LakeError {

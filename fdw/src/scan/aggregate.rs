@@ -119,7 +119,7 @@ unsafe fn plan_grouping(root: *mut pg_sys::PlannerInfo, base: &RelPlan) -> Optio
             let tle = pg_sys::get_sortgroupref_tle((*sgc).tleSortGroupRef, (*parse).targetList);
             let var = base_var(base, (*tle).expr.cast())?;
             let collation = (*var).varcollid;
-            if collation != pg_sys::InvalidOid && !collation_is_deterministic(collation) {
+            if !collation_is_deterministic(collation) {
                 return None;
             }
             let key_sql = base.column_ref((*var).varattno)?.expr?;
@@ -240,7 +240,7 @@ unsafe fn aggregate_sql(base: &RelPlan, aggref: *mut pg_sys::Aggref, first: usiz
             },
             "min" | "max" => {
                 let collation = (*aggref).inputcollid;
-                if collation != pg_sys::InvalidOid && !collation_is_c(collation) {
+                if !collation_is_c(collation) {
                     return None;
                 }
                 single(Kind::of(result, -1).duck_expression_of(&format!("{name}({arg_sql})")))

@@ -48,8 +48,8 @@ pub unsafe fn order_by_sql(plan: &RelPlan, pathkeys: *mut pg_sys::List) -> Optio
                 {
                     return None;
                 }
-                let collatable = collation != pg_sys::InvalidOid;
-                if collatable && !(collation_is_c(collation) && collation_is_deterministic(collation)) {
+                // Both are true for non-collatable types (InvalidOid).
+                if !(collation_is_c(collation) && collation_is_deterministic(collation)) {
                     return None;
                 }
                 plan.column_ref((*var).varattno)?.expr
