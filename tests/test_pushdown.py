@@ -226,3 +226,18 @@ def test_row_estimate_from_lake_statistics(items):
     plan = items.rows("EXPLAIN SELECT * FROM lake.items")[0][0]
     assert "rows=1000 " in plan
 
+
+
+@pytest.mark.parametrize("condition, expected", [
+    ("EXISTS (SELECT 1 FROM flags WHERE on_)", 1000),
+    ("NOT EXISTS (SELECT 1 FROM flags WHERE on_)", 0),
+    ("qty = (SELECT max(q) FROM flags)", 101),
+])
+def test_initplan_parameters_are_evaluated_before_the_scan(items, condition, expected):
+    # An uncorrelated subquery becomes an InitPlan whose value the pushed query binds;
+    # it must be computed first (regression: it was read as false/NULL at scan start).
+    items.conn.execute("CREATE TABLE flags AS SELECT true AS on_, 3 AS q")
+    for query in (f"SELECT count(*) FROM lake.items WHERE {condition}",
+                  f"SELECT count(*) FROM (SELECT id FROM lake.items WHERE {condition}) x"):
+        assert items.rows(query) == [(expected,)]
+        assert items.rows(query.replace("lake.items", "heap_items")) == [(expected,)]

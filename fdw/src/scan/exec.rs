@@ -20,6 +20,10 @@ struct ScanState {
     sql: String,
     params: Vec<(*mut pg_sys::ExprState, pg_sys::Oid)>,
     cursor: Option<Cursor>,
+    /// The query starts at the first row fetched, not in BeginForeignScan: the values of
+    /// InitPlan parameters (`WHERE EXISTS (...)`, `x = (SELECT ...)`) exist only once
+    /// the executor has initialised the node's InitPlans, after BeginForeignScan.
+    pending_start: bool,
 }
 
 unsafe fn state<'a>(node: *mut pg_sys::ForeignScanState) -> Option<&'a mut ScanState> {
@@ -40,7 +44,7 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(node: *mut pg_sys::ForeignSca
             .map(|(state, expr)| (state as *mut pg_sys::ExprState, pg_sys::exprType(expr)))
             .collect();
         let relid = pg_sys::Oid::from(plan.relid);
-        let mut state = ScanState { plan, sql: String::new(), params, cursor: None };
+        let mut state = ScanState { plan, sql: String::new(), params, cursor: None, pending_start: false };
         if explain_only {
             state.sql = state.plan.sql(&from_clause(&state.plan, &[], None).or_raise());
         } else {
@@ -63,7 +67,8 @@ pub unsafe extern "C-unwind" fn begin_foreign_scan(node: *mut pg_sys::ForeignSca
                 .collect();
             let lake = lake_for(server_oid).or_raise();
             state.cursor = Some(Cursor::new(lake, TableOptions::of(relid).display(), columns, state.plan.rowid_column));
-            restart(&mut state, node).or_raise();
+            state.sql = state.plan.sql(&from_clause(&state.plan, &[], None).or_raise());
+            state.pending_start = true;
         }
         let state = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state);
         (*node).fdw_state = state.cast();
@@ -142,8 +147,14 @@ pub unsafe extern "C-unwind" fn iterate_foreign_scan(node: *mut pg_sys::ForeignS
         if let Some(clear) = (*(*slot).tts_ops).clear {
             clear(slot);
         }
-        if let Some(cursor) = state(node).and_then(|s| s.cursor.as_mut()) {
-            cursor.next_into(slot).or_raise();
+        if let Some(state) = state(node) {
+            if state.pending_start {
+                state.pending_start = false;
+                restart(state, node).or_raise();
+            }
+            if let Some(cursor) = state.cursor.as_mut() {
+                cursor.next_into(slot).or_raise();
+            }
         }
         slot
     }
@@ -154,7 +165,7 @@ pub unsafe extern "C-unwind" fn rescan_foreign_scan(node: *mut pg_sys::ForeignSc
     unsafe {
         if let Some(state) = state(node) {
             if state.cursor.is_some() {
-                restart(state, node).or_raise();
+                state.pending_start = true;
             }
         }
     }
