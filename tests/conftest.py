@@ -82,7 +82,9 @@ def pg(request):
     base = pathlib.Path(tempfile.mkdtemp(prefix=f"ducklake-{version}-", dir="/tmp"))
     os.chmod(base, 0o777)
     port = free_port()
-    subprocess.run([str(SCRIPTS / "cluster.sh"), "start", str(base), str(port), version], check=True)
+    # The stream-table scheduler runs in every test cluster, as in production.
+    env = dict(os.environ, DUCKLAKE_PRELOAD="ducklake_ivm")
+    subprocess.run([str(SCRIPTS / "cluster.sh"), "start", str(base), str(port), version], check=True, env=env)
     cluster = Cluster(version, base, port)
     # A role that must authenticate with a password, for the credential tests.
     hba = cluster.data_directory / "pg_hba.conf"

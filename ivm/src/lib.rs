@@ -1,15 +1,89 @@
-//! `ducklake_ivm`: stream tables (the `pgtrickle` API) maintained incrementally from
-//! DuckLake change feeds read through `ducklake_fdw`.
+//! `ducklake_ivm`: stream tables (the `pgtrickle` API), query results kept current
+//! incrementally from DuckLake change feeds read through `ducklake_fdw`.
 //!
-//! This first slice only provides the schema and a version function; maintenance
-//! arrives with the stream-table work.
+//! - `analysis`: the defining query, understood through Postgres' parser/analyzer
+//! - `maintenance`: the relations behind a stream table, the delta rules, the refresh
+//! - `catalog`: `pgtrickle.pgt_stream_tables`
+//! - `scheduler`: the launcher and per-database background schedulers
+//! - `api`: the SQL functions
 
 use pgrx::prelude::*;
 
+mod analysis;
+mod api;
+mod catalog;
+mod error;
+mod gucs;
+mod maintenance;
+mod scheduler;
+mod sql;
+
 ::pgrx::pg_module_magic!();
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::register();
+    // SAFETY: reading a postmaster flag during library load.
+    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        scheduler::launcher::register_launcher();
+    }
+}
 
 /// Version of the installed extension library.
 #[pg_extern]
 fn version() -> &'static str {
     env!("CARGO_PKG_VERSION")
 }
+
+extension_sql!(
+    r#"
+CREATE SCHEMA pgtrickle_state;
+CREATE SCHEMA pgtrickle_changes;
+COMMENT ON SCHEMA pgtrickle_state IS 'Per-group state of DIFFERENTIAL stream tables (internal)';
+COMMENT ON SCHEMA pgtrickle_changes IS 'Change feeds and the change buffer of each stream table''s last refresh';
+GRANT USAGE, CREATE ON SCHEMA pgtrickle_state, pgtrickle_changes TO PUBLIC;
+
+CREATE TABLE pgtrickle.pgt_stream_tables (
+    pgt_id bigserial PRIMARY KEY,
+    pgt_relid oid NOT NULL UNIQUE,
+    pgt_name text NOT NULL,
+    pgt_schema text NOT NULL,
+    table_name text GENERATED ALWAYS AS (pgt_name) STORED,
+    defining_query text NOT NULL,
+    schedule text NOT NULL DEFAULT '1s',
+    refresh_mode text NOT NULL DEFAULT 'DIFFERENTIAL' CHECK (refresh_mode IN ('DIFFERENTIAL', 'FULL')),
+    status text NOT NULL DEFAULT 'INITIALIZING' CHECK (status IN ('INITIALIZING', 'ACTIVE', 'PAUSED', 'ERROR')),
+    frontier jsonb NOT NULL DEFAULT '{"sources": {}}',
+    last_refreshed_at timestamptz,
+    last_error text,
+    consecutive_errors integer NOT NULL DEFAULT 0,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE pgtrickle.pgt_stream_tables IS
+  'Stream tables: defining query, schedule, status and the frontier (last lake snapshot applied)';
+COMMENT ON COLUMN pgtrickle.pgt_stream_tables.frontier IS
+  '{"sources": {"ducklake:<schema>.<table>": {"snapshot_id": N}}}; editable, validated at the next refresh';
+SELECT pg_catalog.pg_extension_config_dump('pgtrickle.pgt_stream_tables', '');
+
+-- Each role sees and edits the rows of the stream tables it owns (or is a member of the owner).
+ALTER TABLE pgtrickle.pgt_stream_tables ENABLE ROW LEVEL SECURITY;
+CREATE POLICY owner_rows ON pgtrickle.pgt_stream_tables
+  USING (pg_catalog.pg_has_role((SELECT relowner FROM pg_catalog.pg_class WHERE oid = pgt_relid), 'USAGE'))
+  WITH CHECK (pg_catalog.pg_has_role((SELECT relowner FROM pg_catalog.pg_class WHERE oid = pgt_relid), 'USAGE'));
+GRANT SELECT, INSERT, UPDATE, DELETE ON pgtrickle.pgt_stream_tables TO PUBLIC;
+GRANT USAGE ON SEQUENCE pgtrickle.pgt_stream_tables_pgt_id_seq TO PUBLIC;
+
+-- DROP TABLE of a result table removes its catalog row too.
+CREATE FUNCTION pgtrickle.forget_dropped_stream_tables() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  DELETE FROM pgtrickle.pgt_stream_tables
+   WHERE pgt_relid IN (SELECT objid FROM pg_event_trigger_dropped_objects()
+                        WHERE classid = 'pg_class'::regclass AND objsubid = 0);
+END $$;
+CREATE EVENT TRIGGER pgtrickle_forget_dropped ON sql_drop
+  EXECUTE FUNCTION pgtrickle.forget_dropped_stream_tables();
+"#,
+    name = "catalog",
+    bootstrap
+);

@@ -1,0 +1,5 @@
+//! Understanding a defining query through Postgres' parser and analyzer.
+
+pub mod parse;
+pub mod shape;
+pub mod tree;

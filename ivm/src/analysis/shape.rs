@@ -1,0 +1,388 @@
+//! What a defining query computes, as far as differential maintenance needs to know:
+//! its one lake source, its filter, its grouping keys and its aggregates.
+//!
+//! Every stream table is maintained through a *state table* holding one row per
+//! group: the group key, the number of source rows in it (`__pgt_count`) and the
+//! running state of each aggregate. A query without aggregates is the special case of
+//! grouping by every output column (the count is the row's multiplicity).
+
+use super::parse::{LakeSource, lake_source};
+use super::tree::{deparse, equal, mutate, var_like};
+use crate::error::{IvmError, IvmResult};
+use pgrx::{PgList, pg_sys};
+use std::ffi::CStr;
+
+/// How result rows relate to state rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// SELECT without aggregates or DISTINCT: each state row appears `__pgt_count` times.
+    Plain,
+    /// SELECT DISTINCT: each state row with a positive count appears once.
+    Distinct,
+    /// GROUP BY: one row per group with a positive count that passes HAVING.
+    Grouped,
+    /// Aggregates without GROUP BY: always exactly one state row (key `__pgt_one`).
+    Scalar,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggKind {
+    CountStar,
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
+}
+
+/// One aggregate of the query, kept in state columns `a<n>`, `a<n>_n`, ...
+#[derive(Debug, Clone)]
+pub struct Aggregate {
+    pub kind: AggKind,
+    /// Column prefix in the state table, `a1`, `a2`, ...
+    pub column: String,
+    /// The argument over the source (alias `c`), None for count(*).
+    pub argument: Option<String>,
+    /// For avg: the type the running sum is kept in (`numeric` or `float8`).
+    pub avg_sum_type: Option<&'static str>,
+}
+
+impl Aggregate {
+    /// State columns of this aggregate, in table order.
+    pub fn state_columns(&self) -> Vec<String> {
+        let suffixes: &[&str] = match self.kind {
+            AggKind::CountStar | AggKind::Count => &[""],
+            AggKind::Sum | AggKind::Min | AggKind::Max => &["", "_n", "_ins", "_del"],
+            AggKind::Avg => &["", "_n", "_s", "_ins", "_del"],
+        };
+        suffixes.iter().map(|s| format!("{}{s}", self.column)).collect()
+    }
+}
+
+/// A grouping key: its expression over the source and where it appears in the result.
+#[derive(Debug, Clone)]
+pub struct Key {
+    /// SQL over the source, alias `c`.
+    pub expression: String,
+    /// State column name (`k1`, ...).
+    pub column: String,
+    /// The result column holding this key (None for the Scalar kind's constant key).
+    pub output: Option<String>,
+}
+
+/// A differential maintenance plan's view of the query.
+#[derive(Debug)]
+pub struct Shape {
+    pub source: LakeSource,
+    pub kind: Kind,
+    pub keys: Vec<Key>,
+    pub aggregates: Vec<Aggregate>,
+    /// WHERE over the source (alias `c`).
+    pub filter: Option<String>,
+    /// Result column names, in order.
+    pub outputs: Vec<String>,
+    /// Result expressions and HAVING rewritten onto state columns (Vars of relation 1);
+    /// deparsed once the state table exists (see `final_sql`).
+    output_trees: Vec<*mut pg_sys::Node>,
+    having_tree: Option<*mut pg_sys::Node>,
+}
+
+const STATE_KEY_PREFIX: &str = "k";
+
+impl Shape {
+    /// State-table column names in order: keys, `__pgt_count`, `__pgt_rescan`, aggregates.
+    pub fn state_columns(&self) -> Vec<String> {
+        let mut columns: Vec<String> = self.keys.iter().map(|k| k.column.clone()).collect();
+        columns.push("__pgt_count".into());
+        columns.push("__pgt_rescan".into());
+        for aggregate in &self.aggregates {
+            columns.extend(aggregate.state_columns());
+        }
+        columns
+    }
+
+    /// Result expressions and HAVING over the state table `state_relid`, alias `s`.
+    pub fn final_sql(&self, state_relid: pg_sys::Oid) -> (Vec<String>, Option<String>) {
+        let outputs = self.output_trees.iter().map(|t| deparse(*t, "s", state_relid)).collect();
+        let having = self.having_tree.map(|t| deparse(t, "s", state_relid));
+        (outputs, having)
+    }
+}
+
+fn name_of_function(oid: pg_sys::Oid) -> (String, bool) {
+    // SAFETY: syscache lookups; get_func_name returns NULL for a missing function.
+    unsafe {
+        let name = pg_sys::get_func_name(oid);
+        let name = if name.is_null() { String::new() } else { CStr::from_ptr(name).to_string_lossy().into_owned() };
+        (name, pg_sys::get_func_namespace(oid) == pg_sys::PG_CATALOG_NAMESPACE.into())
+    }
+}
+
+fn type_name(type_oid: pg_sys::Oid) -> String {
+    // SAFETY: format_type_be returns a palloc'd name for any type oid.
+    unsafe { CStr::from_ptr(pg_sys::format_type_be(type_oid)).to_string_lossy().into_owned() }
+}
+
+/// Types whose values can be state keys: those with a default btree equality (unique
+/// index, grouping and `=` agree on them).
+fn require_key_type(node: *mut pg_sys::Node, what: &str) -> IvmResult<()> {
+    // SAFETY: typcache lookup of an existing type.
+    unsafe {
+        let type_oid = pg_sys::exprType(node);
+        let cache = pg_sys::lookup_type_cache(type_oid, (pg_sys::TYPECACHE_BTREE_OPFAMILY | pg_sys::TYPECACHE_EQ_OPR) as i32);
+        if (*cache).btree_opf == pg_sys::InvalidOid || (*cache).eq_opr == pg_sys::InvalidOid {
+            return Err(IvmError::unsupported(format!("{what} of type {} (it has no btree equality)", type_name(type_oid))));
+        }
+    }
+    Ok(())
+}
+
+/// Analyze `query` for differential maintenance, or say which construct prevents it.
+pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
+    // SAFETY: reads an analyzed Query tree produced by parse::analyze.
+    unsafe {
+        let q = &*query;
+        if !q.cteList.is_null() {
+            return Err(IvmError::unsupported("WITH"));
+        }
+        if !q.setOperations.is_null() {
+            return Err(IvmError::unsupported("UNION/INTERSECT/EXCEPT"));
+        }
+        if q.hasSubLinks {
+            return Err(IvmError::unsupported("a subquery expression"));
+        }
+        if q.hasWindowFuncs {
+            return Err(IvmError::unsupported("a window function"));
+        }
+        if q.hasTargetSRFs {
+            return Err(IvmError::unsupported("a set-returning function in the select list"));
+        }
+        if !q.limitCount.is_null() || !q.limitOffset.is_null() {
+            return Err(IvmError::unsupported("LIMIT/OFFSET"));
+        }
+        if !q.rowMarks.is_null() {
+            return Err(IvmError::unsupported("FOR UPDATE/SHARE"));
+        }
+        if !q.groupingSets.is_null() {
+            return Err(IvmError::unsupported("GROUPING SETS/ROLLUP/CUBE"));
+        }
+        if q.hasDistinctOn {
+            return Err(IvmError::unsupported("DISTINCT ON"));
+        }
+        if pg_sys::contain_volatile_functions(query as *mut pg_sys::Node) {
+            return Err(IvmError::unsupported("a volatile function (its result would differ between refreshes)"));
+        }
+
+        let source = single_source(q)?;
+
+        #[cfg_attr(not(feature = "pg18"), allow(unused_mut))]
+        let mut target_list = q.targetList as *mut pg_sys::Node;
+        #[cfg_attr(not(feature = "pg18"), allow(unused_mut))]
+        let mut having = q.havingQual;
+        #[cfg(feature = "pg18")]
+        if q.hasGroupRTE {
+            target_list = pg_sys::flatten_group_exprs(std::ptr::null_mut(), query, target_list);
+            having = pg_sys::flatten_group_exprs(std::ptr::null_mut(), query, having);
+        }
+        let target_list = PgList::<pg_sys::TargetEntry>::from_pg(target_list as *mut pg_sys::List);
+        let visible: Vec<*mut pg_sys::TargetEntry> = target_list.iter_ptr().filter(|t| !(**t).resjunk).collect();
+        let outputs: Vec<String> = visible
+            .iter()
+            .map(|t| if (**t).resname.is_null() { "?column?".into() } else { CStr::from_ptr((**t).resname).to_string_lossy().into_owned() })
+            .collect();
+
+        let filter = {
+            let quals = (*q.jointree).quals;
+            if quals.is_null() { None } else { Some(deparse(quals, "c", source.relid)) }
+        };
+
+        let grouped = q.hasAggs || !q.groupClause.is_null();
+        let kind = if grouped {
+            if !q.distinctClause.is_null() {
+                return Err(IvmError::unsupported("DISTINCT together with GROUP BY or aggregates"));
+            }
+            if q.groupClause.is_null() { Kind::Scalar } else { Kind::Grouped }
+        } else if !q.distinctClause.is_null() {
+            Kind::Distinct
+        } else {
+            Kind::Plain
+        };
+
+        // Keys: the GROUP BY expressions, or every output column.
+        let mut key_trees: Vec<*mut pg_sys::Node> = Vec::new();
+        let mut keys: Vec<Key> = Vec::new();
+        match kind {
+            Kind::Grouped => {
+                for clause in PgList::<pg_sys::SortGroupClause>::from_pg(q.groupClause).iter_ptr() {
+                    let entry = target_list
+                        .iter_ptr()
+                        .find(|t| (**t).ressortgroupref == (*clause).tleSortGroupRef)
+                        .ok_or_else(|| IvmError::unsupported("a GROUP BY expression outside the select list"))?;
+                    let expression = (*entry).expr as *mut pg_sys::Node;
+                    let position = visible.iter().position(|t| equal((**t).expr as _, expression));
+                    let output = match position {
+                        Some(i) => outputs[i].clone(),
+                        None => {
+                            return Err(IvmError::unsupported(format!(
+                                "GROUP BY {} without that expression in the select list",
+                                deparse(expression, "c", source.relid)
+                            )));
+                        }
+                    };
+                    require_key_type(expression, &format!("grouping by {}", deparse(expression, "c", source.relid)))?;
+                    keys.push(Key {
+                        expression: deparse(expression, "c", source.relid),
+                        column: format!("{STATE_KEY_PREFIX}{}", keys.len() + 1),
+                        output: Some(output),
+                    });
+                    key_trees.push(expression);
+                }
+            }
+            Kind::Scalar => keys.push(Key { expression: "1".into(), column: "__pgt_one".into(), output: None }),
+            Kind::Plain | Kind::Distinct => {
+                for (i, entry) in visible.iter().enumerate() {
+                    let expression = (**entry).expr as *mut pg_sys::Node;
+                    require_key_type(expression, &format!("result column \"{}\"", outputs[i]))?;
+                    keys.push(Key {
+                        expression: deparse(expression, "c", source.relid),
+                        column: format!("{STATE_KEY_PREFIX}{}", i + 1),
+                        output: Some(outputs[i].clone()),
+                    });
+                    key_trees.push(expression);
+                }
+            }
+        }
+        if keys.len() > 32 {
+            return Err(IvmError::unsupported("more than 32 grouping keys"));
+        }
+
+        // Rewrite the result expressions and HAVING onto state columns, registering
+        // each distinct aggregate on the way.
+        let mut aggregates: Vec<(Aggregate, *mut pg_sys::Node, i16)> = Vec::new();
+        let mut next_attno = keys.len() as i16 + 3; // keys, __pgt_count, __pgt_rescan
+        let mut failure: Option<IvmError> = None;
+        let mut to_state = |node: *mut pg_sys::Node| -> Option<*mut pg_sys::Node> {
+            if let Some(i) = key_trees.iter().position(|k| equal(node, *k)) {
+                return Some(var_like(node, i as i16 + 1));
+            }
+            if pgrx::is_a(node, pg_sys::NodeTag::T_Aggref) {
+                if let Some((_, _, attno)) = aggregates.iter().find(|(_, n, _)| equal(*n, node)) {
+                    return Some(var_like(node, *attno));
+                }
+                match aggregate_of(node as *mut pg_sys::Aggref, aggregates.len() + 1, source.relid) {
+                    Ok(aggregate) => {
+                        let attno = next_attno;
+                        next_attno += aggregate.state_columns().len() as i16;
+                        aggregates.push((aggregate, node, attno));
+                        return Some(var_like(node, attno));
+                    }
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                        return Some(node);
+                    }
+                }
+            }
+            None
+        };
+        let output_trees: Vec<*mut pg_sys::Node> = visible.iter().map(|t| mutate((**t).expr as _, &mut to_state)).collect();
+        let having_tree = if having.is_null() { None } else { Some(mutate(having, &mut to_state)) };
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        Ok(Shape {
+            source,
+            kind,
+            keys,
+            aggregates: aggregates.into_iter().map(|(a, _, _)| a).collect(),
+            filter,
+            outputs,
+            output_trees,
+            having_tree,
+        })
+    }
+}
+
+/// The query must read exactly one relation, a DuckLake foreign table.
+unsafe fn single_source(q: &pg_sys::Query) -> IvmResult<LakeSource> {
+    unsafe {
+        let mut relations = Vec::new();
+        for rte in PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable).iter_ptr() {
+            match (*rte).rtekind {
+                pg_sys::RTEKind::RTE_RELATION => relations.push((*rte).relid),
+                #[cfg(feature = "pg18")]
+                pg_sys::RTEKind::RTE_GROUP => {}
+                pg_sys::RTEKind::RTE_JOIN => return Err(IvmError::unsupported("a join")),
+                pg_sys::RTEKind::RTE_SUBQUERY => return Err(IvmError::unsupported("a subquery in FROM")),
+                pg_sys::RTEKind::RTE_FUNCTION => return Err(IvmError::unsupported("a function in FROM")),
+                pg_sys::RTEKind::RTE_VALUES => return Err(IvmError::unsupported("VALUES in FROM")),
+                _ => return Err(IvmError::unsupported("this kind of FROM item")),
+            }
+        }
+        match relations.as_slice() {
+            [] => Err(IvmError::unsupported("a query without a DuckLake table in FROM")),
+            [relid] => match lake_source(*relid)? {
+                Some(source) => Ok(source),
+                None => Err(IvmError::unsupported(format!(
+                    "reading {} (not a DuckLake foreign table)",
+                    crate::sql::relation_name(*relid)
+                ))),
+            },
+            _ => Err(IvmError::unsupported("a join")),
+        }
+    }
+}
+
+/// Classify an aggregate call; only the plain forms of count, sum, avg, min and max.
+unsafe fn aggregate_of(aggref: *mut pg_sys::Aggref, number: usize, source: pg_sys::Oid) -> IvmResult<Aggregate> {
+    unsafe {
+        let a = &*aggref;
+        let (name, builtin) = name_of_function(a.aggfnoid);
+        if !builtin {
+            return Err(IvmError::unsupported(format!("aggregate {name}()")));
+        }
+        if !a.aggdistinct.is_null() {
+            return Err(IvmError::unsupported(format!("{name}(DISTINCT ...)")));
+        }
+        if !a.aggorder.is_null() {
+            return Err(IvmError::unsupported(format!("{name}(... ORDER BY ...)")));
+        }
+        if !a.aggfilter.is_null() {
+            return Err(IvmError::unsupported(format!("{name}(...) FILTER (...)")));
+        }
+        if a.aggkind != b'n' as std::ffi::c_char || a.agglevelsup != 0 {
+            return Err(IvmError::unsupported(format!("aggregate {name}()")));
+        }
+        let arguments = PgList::<pg_sys::TargetEntry>::from_pg(a.args);
+        let argument: Option<*mut pg_sys::Node> = arguments.get_ptr(0).map(|t| (*t).expr as *mut pg_sys::Node);
+        let kind = match (name.as_str(), a.aggstar, arguments.len()) {
+            ("count", true, 0) => AggKind::CountStar,
+            ("count", false, 1) => AggKind::Count,
+            ("sum", false, 1) => AggKind::Sum,
+            ("avg", false, 1) => AggKind::Avg,
+            ("min", false, 1) => AggKind::Min,
+            ("max", false, 1) => AggKind::Max,
+            _ => return Err(IvmError::unsupported(format!("aggregate {name}()"))),
+        };
+        let mut avg_sum_type = None;
+        if let (AggKind::Sum | AggKind::Avg, Some(arg)) = (kind, argument) {
+            let input = pg_sys::exprType(arg);
+            let numeric_input = [pg_sys::INT2OID, pg_sys::INT4OID, pg_sys::INT8OID, pg_sys::NUMERICOID].contains(&input);
+            let float_input = [pg_sys::FLOAT4OID, pg_sys::FLOAT8OID].contains(&input);
+            if !numeric_input && !float_input {
+                return Err(IvmError::unsupported(format!("{name}() over type {}", type_name(input))));
+            }
+            if kind == AggKind::Avg {
+                avg_sum_type = Some(if numeric_input { "numeric" } else { "float8" });
+            }
+        }
+        if let (AggKind::Min | AggKind::Max, Some(arg)) = (kind, argument) {
+            require_key_type(arg, &format!("{name}()"))?;
+        }
+        Ok(Aggregate {
+            kind,
+            column: format!("a{number}"),
+            argument: argument.map(|arg| deparse(arg, "c", source)),
+            avg_sum_type,
+        })
+    }
+}

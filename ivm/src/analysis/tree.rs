@@ -1,0 +1,76 @@
+//! Expression trees: rewriting onto the state table's columns, and deparsing back to
+//! SQL with Postgres' own ruleutils.
+
+use pgrx::pg_sys;
+use std::ffi::{CStr, CString, c_void};
+
+/// SQL text of `node`, whose Vars (varno 1) name columns of `relid`, written with `alias.`.
+pub fn deparse(node: *mut pg_sys::Node, alias: &str, relid: pg_sys::Oid) -> String {
+    let alias = CString::new(alias).expect("alias without NUL");
+    // SAFETY: deparse_context_for builds a one-relation namespace for an existing relation;
+    // deparse_expression returns a palloc'd string.
+    unsafe {
+        let context = pg_sys::deparse_context_for(alias.as_ptr(), relid);
+        let text = pg_sys::deparse_expression(node, context, true, false);
+        CStr::from_ptr(text).to_string_lossy().into_owned()
+    }
+}
+
+/// A Var of relation 1, column `attno`, typed like `node`.
+pub unsafe fn var_like(node: *mut pg_sys::Node, attno: i16) -> *mut pg_sys::Node {
+    unsafe {
+        pg_sys::makeVar(
+            1 as _,
+            attno,
+            pg_sys::exprType(node),
+            pg_sys::exprTypmod(node),
+            pg_sys::exprCollation(node),
+            0 as _,
+        ) as *mut pg_sys::Node
+    }
+}
+
+pub unsafe fn equal(a: *mut pg_sys::Node, b: *mut pg_sys::Node) -> bool {
+    unsafe { pg_sys::equal(a as *const c_void, b as *const c_void) }
+}
+
+/// Rebuild `node` bottom-up, calling `replace` on every sub-node first: when it returns
+/// Some, that replaces the sub-node and its children are not visited.
+pub fn mutate<F>(node: *mut pg_sys::Node, replace: &mut F) -> *mut pg_sys::Node
+where
+    F: FnMut(*mut pg_sys::Node) -> Option<*mut pg_sys::Node>,
+{
+    struct Context<'a> {
+        replace: &'a mut dyn FnMut(*mut pg_sys::Node) -> Option<*mut pg_sys::Node>,
+    }
+
+    #[pgrx::pg_guard]
+    unsafe extern "C-unwind" fn callback(node: *mut pg_sys::Node, context: *mut c_void) -> *mut pg_sys::Node {
+        if node.is_null() {
+            return node;
+        }
+        // SAFETY: context is the Context passed to the walk below.
+        let ctx = unsafe { &mut *(context as *mut Context) };
+        if let Some(replacement) = (ctx.replace)(node) {
+            return replacement;
+        }
+        unsafe { tree_mutator(node, context) }
+    }
+
+    #[cfg(not(feature = "pg15"))]
+    unsafe fn tree_mutator(node: *mut pg_sys::Node, context: *mut c_void) -> *mut pg_sys::Node {
+        unsafe { pg_sys::expression_tree_mutator_impl(node, Some(callback), context) }
+    }
+
+    #[cfg(feature = "pg15")]
+    unsafe fn tree_mutator(node: *mut pg_sys::Node, context: *mut c_void) -> *mut pg_sys::Node {
+        // PG15 declares the callback without a prototype.
+        let untyped: unsafe extern "C-unwind" fn() -> *mut pg_sys::Node =
+            unsafe { std::mem::transmute(callback as unsafe extern "C-unwind" fn(*mut pg_sys::Node, *mut c_void) -> *mut pg_sys::Node) };
+        unsafe { pg_sys::expression_tree_mutator(node, Some(untyped), context) }
+    }
+
+    let mut context = Context { replace };
+    // SAFETY: the callback only runs during this call, while `context` lives.
+    unsafe { callback(node, &mut context as *mut Context as *mut c_void) }
+}

@@ -1,0 +1,187 @@
+//! `pgtrickle.pgt_stream_tables`: one row per stream table, read and written through SPI.
+
+use crate::error::{IvmError, IvmResult};
+use pgrx::prelude::*;
+use pgrx::{JsonB, pg_sys};
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshMode {
+    Differential,
+    Full,
+}
+
+impl RefreshMode {
+    pub fn parse(text: &str) -> IvmResult<Self> {
+        match text.trim().to_ascii_uppercase().as_str() {
+            "DIFFERENTIAL" => Ok(RefreshMode::Differential),
+            "FULL" => Ok(RefreshMode::Full),
+            _ => Err(IvmError::invalid(format!(
+                "invalid refresh mode \"{text}\": expected 'DIFFERENTIAL' or 'FULL'"
+            ))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefreshMode::Differential => "DIFFERENTIAL",
+            RefreshMode::Full => "FULL",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+#[allow(dead_code)] // id and schedule are part of the row, kept for diagnostics
+pub struct StreamTable {
+    pub id: i64,
+    pub relid: pg_sys::Oid,
+    pub name: String,
+    pub query: String,
+    pub schedule: String,
+    pub mode: RefreshMode,
+    pub status: String,
+    pub frontier: Value,
+    pub consecutive_errors: i32,
+}
+
+fn spi_error(e: pgrx::spi::Error) -> IvmError {
+    IvmError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string())
+}
+
+const COLUMNS: &str = "pgt_id, pgt_relid, pgt_schema || '.' || pgt_name, defining_query, schedule, refresh_mode, \
+                       status, frontier, consecutive_errors";
+
+/// Lock modes for reading a catalog row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    None,
+    /// Wait for a concurrent refresh of the same table.
+    Wait,
+    /// Give up (None) when another session is refreshing it.
+    SkipLocked,
+}
+
+pub fn load(id: i64, lock: Lock) -> IvmResult<Option<StreamTable>> {
+    let suffix = match lock {
+        Lock::None => "",
+        Lock::Wait => " FOR UPDATE",
+        Lock::SkipLocked => " FOR UPDATE SKIP LOCKED",
+    };
+    let query = format!("SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1{suffix}");
+    // Not read-only: FOR UPDATE.
+    Spi::connect_mut(|client| {
+        let rows = client.update(&query, Some(1), &[id.into()])?;
+        for row in rows {
+            let frontier: Option<JsonB> = row.get(8)?;
+            return Ok(Some(StreamTable {
+                id: row.get(1)?.unwrap_or_default(),
+                relid: row.get(2)?.unwrap_or(pg_sys::InvalidOid),
+                name: row.get(3)?.unwrap_or_default(),
+                query: row.get(4)?.unwrap_or_default(),
+                schedule: row.get(5)?.unwrap_or_default(),
+                mode: RefreshMode::parse(&row.get::<String>(6)?.unwrap_or_default()).unwrap_or(RefreshMode::Full),
+                status: row.get(7)?.unwrap_or_default(),
+                frontier: frontier.map(|j| j.0).unwrap_or(Value::Null),
+                consecutive_errors: row.get(9)?.unwrap_or_default(),
+            }));
+        }
+        Ok(None)
+    })
+    .map_err(spi_error)
+}
+
+/// The stream table called `name`: a (schema-qualified) table name resolved on the
+/// search_path, or else a unique pgt_name.
+pub fn resolve(name: &str) -> IvmResult<i64> {
+    let found: Option<i64> = Spi::get_one_with_args(
+        "SELECT coalesce(
+            (SELECT pgt_id FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = to_regclass($1)),
+            (SELECT min(pgt_id) FROM pgtrickle.pgt_stream_tables WHERE pgt_name = $1 HAVING count(*) = 1))",
+        &[name.into()],
+    )
+    .map_err(spi_error)?;
+    found.ok_or_else(|| IvmError::no_such_stream_table(name))
+}
+
+/// Every stream table when `names` is NULL, else the named ones (each must exist).
+pub fn resolve_all(names: Option<Vec<Option<String>>>) -> IvmResult<Vec<i64>> {
+    match names {
+        None => Spi::connect(|client| {
+            let mut ids = Vec::new();
+            for row in client.select("SELECT pgt_id FROM pgtrickle.pgt_stream_tables ORDER BY pgt_id", None, &[])? {
+                ids.push(row.get::<i64>(1)?.unwrap_or_default());
+            }
+            Ok(ids)
+        })
+        .map_err(spi_error),
+        Some(names) => names.into_iter().flatten().map(|n| resolve(&n)).collect(),
+    }
+}
+
+pub fn set_status(id: i64, status: &str) -> IvmResult<()> {
+    Spi::run_with_args(
+        "UPDATE pgtrickle.pgt_stream_tables SET status = $2, last_error = CASE WHEN $2 = 'ERROR' THEN last_error END, \
+         consecutive_errors = CASE WHEN $2 = 'ERROR' THEN consecutive_errors ELSE 0 END WHERE pgt_id = $1",
+        &[id.into(), status.into()],
+    )
+    .map_err(spi_error)
+}
+
+/// Record a successful refresh that reached `frontier`.
+pub fn record_refresh(id: i64, frontier: &Value, note: Option<&str>) -> IvmResult<()> {
+    Spi::run_with_args(
+        "UPDATE pgtrickle.pgt_stream_tables SET frontier = $2, last_refreshed_at = clock_timestamp(), \
+         status = CASE WHEN status = 'PAUSED' THEN status ELSE 'ACTIVE' END, \
+         last_error = $3, consecutive_errors = 0 WHERE pgt_id = $1",
+        &[id.into(), JsonB(frontier.clone()).into(), note.into()],
+    )
+    .map_err(spi_error)
+}
+
+/// Record a failed scheduled refresh: status ERROR (unless paused) and the message.
+pub fn record_error(id: i64, message: &str) -> IvmResult<()> {
+    Spi::run_with_args(
+        "UPDATE pgtrickle.pgt_stream_tables SET status = CASE WHEN status = 'PAUSED' THEN status ELSE 'ERROR' END, \
+         last_error = $2, consecutive_errors = consecutive_errors + 1 WHERE pgt_id = $1",
+        &[id.into(), message.into()],
+    )
+    .map_err(spi_error)
+}
+
+/// Mark a healthy table again after an error, without a refresh having changed anything.
+pub fn clear_error(id: i64) -> IvmResult<()> {
+    Spi::run_with_args(
+        "UPDATE pgtrickle.pgt_stream_tables SET status = CASE WHEN status = 'PAUSED' THEN status ELSE 'ACTIVE' END, \
+         last_error = NULL, consecutive_errors = 0 WHERE pgt_id = $1 AND (status IN ('ERROR', 'INITIALIZING') OR consecutive_errors > 0)",
+        &[id.into()],
+    )
+    .map_err(spi_error)
+}
+
+/// The frontier's snapshot for source `key`. A frontier with a single source is read
+/// even when the key differs (the foreign table was renamed).
+pub fn frontier_snapshot(frontier: &Value, key: &str, table: &str) -> IvmResult<Option<i64>> {
+    let sources = match frontier.get("sources") {
+        Some(Value::Object(map)) => map,
+        None | Some(Value::Null) => return Ok(None),
+        Some(_) => return Err(IvmError::invalid(format!("frontier of {table}: \"sources\" must be a JSON object"))),
+    };
+    let entry = match sources.get(key) {
+        Some(entry) => entry,
+        None if sources.len() == 1 => sources.values().next().expect("one entry"),
+        None => return Ok(None),
+    };
+    match entry.get("snapshot_id") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) if n.as_i64().is_some_and(|v| v >= 0) => Ok(n.as_i64()),
+        Some(other) => Err(IvmError::invalid(format!(
+            "frontier of {table}: snapshot_id of \"{key}\" must be a non-negative integer, found {other}"
+        ))),
+    }
+}
+
+pub fn frontier_at(keys: &[String], snapshot: i64) -> Value {
+    let sources: serde_json::Map<String, Value> =
+        keys.iter().map(|k| (k.clone(), json!({ "snapshot_id": snapshot }))).collect();
+    json!({ "sources": sources })
+}

@@ -1,0 +1,243 @@
+//! One refresh of one stream table, inside the caller's transaction: DIFFERENTIAL
+//! folds the lake's changes since the frontier into the result; FULL rebuilds it from
+//! the lake as of the frontier's snapshot. Result, state and frontier change together
+//! or not at all.
+
+use super::context::{RefreshContext, describe, in_subtransaction};
+use super::objects::objects_for;
+use super::statements::{Objects, Statements};
+use crate::analysis::parse::{LakeSource, analyze, lake_sources};
+use crate::analysis::shape::{Kind, Shape, shape_of};
+use crate::catalog::{self, Lock, RefreshMode, StreamTable, frontier_at, frontier_snapshot};
+use crate::error::{IvmError, IvmResult};
+use pgrx::prelude::*;
+use pgrx::pg_sys;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requested {
+    /// Advance to the lake's current snapshot (differentially when the query allows).
+    Differential,
+    /// Rebuild at the frontier's snapshot (the current one when there is none).
+    Full,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing to do: the frontier is the lake's current snapshot.
+    UpToDate,
+    Refreshed { snapshot: Option<i64>, changes: i64 },
+}
+
+fn spi_error(e: pgrx::spi::Error) -> IvmError {
+    IvmError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string())
+}
+
+fn run(sql: &str) -> IvmResult<u64> {
+    Spi::connect_mut(|client| client.update(sql, None, &[]).map(|t| t.len() as u64)).map_err(spi_error)
+}
+
+fn exists(sql: &str) -> IvmResult<bool> {
+    Ok(Spi::get_one::<bool>(sql).map_err(spi_error)?.unwrap_or(false))
+}
+
+pub fn owner_of(relid: pg_sys::Oid) -> IvmResult<pg_sys::Oid> {
+    Spi::get_one_with_args::<pg_sys::Oid>("SELECT relowner FROM pg_class WHERE oid = $1", &[relid.into()])
+        .map_err(spi_error)?
+        .ok_or_else(|| IvmError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, "the stream table's result table no longer exists"))
+}
+
+pub fn latest_snapshot(source: &LakeSource) -> IvmResult<i64> {
+    Spi::get_one_with_args::<i64>("SELECT ducklake.ducklake_latest_snapshot_id($1::oid::regclass)", &[source.relid.into()])
+        .map_err(spi_error)?
+        .ok_or_else(|| IvmError::new(PgSqlErrorCode::ERRCODE_FDW_ERROR, "the lake reported no current snapshot"))
+}
+
+/// The query without trailing semicolons, for embedding as a subquery.
+fn embeddable(query: &str) -> &str {
+    query.trim_end().trim_end_matches(';').trim_end()
+}
+
+/// The plan for maintaining `table`: its shape (None for FULL-mode tables), sources and objects.
+pub struct Plan {
+    pub shape: Option<Shape>,
+    pub sources: Vec<LakeSource>,
+    pub objects: Objects,
+}
+
+pub fn plan_for(table: &StreamTable) -> IvmResult<Plan> {
+    let query = analyze(&table.query)?;
+    let sources = lake_sources(query)?;
+    let shape = match table.mode {
+        RefreshMode::Differential => Some(shape_of(query)?),
+        RefreshMode::Full => None,
+    };
+    let objects = objects_for(table.relid, shape.as_ref().map(|s| &s.source).or(sources.first()));
+    Ok(Plan { shape, sources, objects })
+}
+
+pub fn statements<'a>(shape: &'a Shape, objects: &'a Objects) -> IvmResult<Statements<'a>> {
+    let state_relid = super::objects::regclass(&objects.state)?;
+    let (outputs, having) = shape.final_sql(state_relid);
+    Ok(Statements { shape, objects, outputs, having })
+}
+
+/// Refresh stream table `id`. With `Lock::SkipLocked` returns Ok(None) when another
+/// session is refreshing it.
+pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Outcome>> {
+    let Some(table) = catalog::load(id, lock)? else {
+        return Ok(None);
+    };
+    let owner = owner_of(table.relid)?;
+    let (outcome, frontier, note) = {
+        let context = RefreshContext::enter(owner);
+        let plan = plan_for(&table)?;
+        let keys: Vec<String> = plan.sources.iter().map(|s| s.key.clone()).collect();
+        let Some(source) = plan.sources.first() else {
+            // No lake source: nothing to track, every refresh is a rebuild.
+            rebuild(&table, &plan, &context, None)?;
+            drop(context);
+            catalog::record_refresh(id, &serde_json::json!({"sources": {}}), None)?;
+            return Ok(Some(Outcome::Refreshed { snapshot: None, changes: 0 }));
+        };
+        let frontier = frontier_snapshot(&table.frontier, &source.key, &table.name)?;
+        let latest = latest_snapshot(source)?;
+        if let Some(f) = frontier {
+            if f > latest {
+                return Err(IvmError::invalid(format!(
+                    "frontier of {} is snapshot {f}, but the lake's current snapshot is {latest}",
+                    table.name
+                ))
+                .with_hint("Set the frontier to an existing snapshot (see ducklake.snapshots()) or to null."));
+            }
+        }
+        match (requested, table.mode, frontier, plan.shape.as_ref()) {
+            (Requested::Full, _, _, _) => {
+                let at = frontier.unwrap_or(latest);
+                rebuild(&table, &plan, &context, Some(at))?;
+                (Outcome::Refreshed { snapshot: Some(at), changes: 0 }, frontier_at(&keys, at), None)
+            }
+            (Requested::Differential, _, Some(f), _) if f == latest => {
+                drop(context);
+                if table.status != "ACTIVE" || table.consecutive_errors > 0 {
+                    catalog::clear_error(id)?;
+                }
+                return Ok(Some(Outcome::UpToDate));
+            }
+            (Requested::Differential, RefreshMode::Differential, Some(f), Some(shape)) => {
+                match differential(shape, &plan.objects, source, f, latest, &context)? {
+                    Some(changes) => (Outcome::Refreshed { snapshot: Some(latest), changes }, frontier_at(&keys, latest), None),
+                    None => {
+                        rebuild(&table, &plan, &context, Some(latest))?;
+                        let note = format!(
+                            "frontier snapshot {f} has expired from the lake; rebuilt in full at snapshot {latest}"
+                        );
+                        pgrx::warning!("stream table {}: {note}", table.name);
+                        (Outcome::Refreshed { snapshot: Some(latest), changes: 0 }, frontier_at(&keys, latest), Some(note))
+                    }
+                }
+            }
+            (Requested::Differential, _, _, _) => {
+                rebuild(&table, &plan, &context, Some(latest))?;
+                (Outcome::Refreshed { snapshot: Some(latest), changes: 0 }, frontier_at(&keys, latest), None)
+            }
+        }
+    };
+    catalog::record_refresh(id, &frontier, note.as_deref())?;
+    Ok(Some(outcome))
+}
+
+/// Replace the result (and state) with the query's result as of `snapshot`.
+fn rebuild(table: &StreamTable, plan: &Plan, context: &RefreshContext, snapshot: Option<i64>) -> IvmResult<()> {
+    if let Some(at) = snapshot {
+        context.pin_snapshot(at);
+    }
+    match &plan.shape {
+        Some(shape) => {
+            let statements = statements(shape, &plan.objects)?;
+            let columns = shape.state_columns().iter().map(|c| crate::sql::ident(c)).collect::<Vec<_>>().join(", ");
+            run(&format!("DELETE FROM {}", plan.objects.state))?;
+            run(&format!("INSERT INTO {} ({columns}) {}", plan.objects.state, statements.state_from_source(None)))?;
+            run(&format!("DELETE FROM {}", plan.objects.result))?;
+            run(&statements.insert_all_results())?;
+        }
+        None => {
+            run(&format!("DELETE FROM {}", plan.objects.result))?;
+            run(&format!("INSERT INTO {} SELECT * FROM ({}) AS q", plan.objects.result, embeddable(&table.query)))?;
+        }
+    }
+    context.unpin_snapshot();
+    Ok(())
+}
+
+/// Fold changes `(from, to]` into state and result. Ok(None) when `from` has expired
+/// from the lake (the caller rebuilds instead).
+fn differential(
+    shape: &Shape,
+    objects: &Objects,
+    source: &LakeSource,
+    from: i64,
+    to: i64,
+    context: &RefreshContext,
+) -> IvmResult<Option<i64>> {
+    let statements = statements(shape, objects)?;
+    let columns: String = Spi::get_one_with_args(
+        "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute \
+         WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
+        &[source.relid.into()],
+    )
+    .map_err(spi_error)?
+    .unwrap_or_default();
+    let fill = format!(
+        "INSERT INTO {buffer} (__pgt_snapshot_id, __pgt_rowid, __pgt_change, __pgt_weight, {columns}) \
+         SELECT f.snapshot_id, f.rowid, f.change_type, \
+                CASE WHEN f.change_type IN ('insert', 'update_postimage') THEN 1 ELSE -1 END, {feed_columns} \
+         FROM {feed} f WHERE f.snapshot_id > {from} AND f.snapshot_id <= {to}",
+        buffer = objects.buffer,
+        feed = objects.feed,
+        feed_columns = columns.split(", ").map(|c| format!("f.{c}")).collect::<Vec<_>>().join(", "),
+    );
+    run(&format!("DELETE FROM {}", objects.buffer))?;
+    let fetched = match in_subtransaction(|| run(&fill)) {
+        Ok(result) => result?,
+        Err(error) => {
+            let (code, message) = describe(&error);
+            if code == PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE && frontier_expired(source, from)? {
+                return Ok(None);
+            }
+            return Err(IvmError::new(code, message));
+        }
+    };
+    if fetched == 0 {
+        return Ok(Some(0));
+    }
+    run(&format!("DELETE FROM {}", objects.affected))?;
+    run(&statements.apply_delta())?;
+    if exists(&statements.needs_rescan())? {
+        context.pin_snapshot(to);
+        run(&statements.rescan())?;
+        context.unpin_snapshot();
+    }
+    let with_nulls = shape.kind != Kind::Scalar && exists(&statements.affected_has_null_key())?;
+    run(&statements.delete_affected_results(false))?;
+    if with_nulls {
+        run(&statements.delete_affected_results(true))?;
+    }
+    run(&statements.insert_affected_results())?;
+    if shape.kind != Kind::Scalar {
+        run(&statements.delete_empty_groups(false))?;
+        if with_nulls {
+            run(&statements.delete_empty_groups(true))?;
+        }
+    }
+    Ok(Some(fetched as i64))
+}
+
+/// Is `snapshot` older than the lake's oldest remaining snapshot?
+fn frontier_expired(source: &LakeSource, snapshot: i64) -> IvmResult<bool> {
+    let oldest: Option<i64> = Spi::get_one_with_args(
+        "SELECT min(snapshot_id) FROM ducklake.snapshots((SELECT srvname FROM pg_foreign_server WHERE oid = $1))",
+        &[source.server.into()],
+    )
+    .map_err(spi_error)?;
+    Ok(oldest.is_some_and(|oldest| snapshot < oldest))
+}

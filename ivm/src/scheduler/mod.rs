@@ -1,0 +1,6 @@
+//! Background refreshes: a launcher per cluster starts one scheduler per database,
+//! which refreshes each ACTIVE stream table when its schedule is due.
+
+pub mod launcher;
+pub mod schedule;
+pub mod worker;

@@ -1,0 +1,118 @@
+//! A database's scheduler: refreshes each due, non-paused stream table in its own
+//! transaction. A failing table is marked ERROR with the message and retried with
+//! backoff; it turns ACTIVE again by itself once a refresh succeeds.
+
+use super::schedule::{backoff, parse_schedule};
+use crate::catalog::{self, Lock};
+use crate::error::OrRaise;
+use crate::maintenance::context::{describe, in_subtransaction};
+use crate::maintenance::refresh::{Requested, refresh};
+use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
+use pgrx::prelude::*;
+use pgrx::pg_sys;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Longest sleep between catalog reads: new and resumed tables are noticed this fast.
+const MAX_IDLE: Duration = Duration::from_millis(500);
+
+struct Due {
+    id: i64,
+    interval: Duration,
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pgtrickle_scheduler_main(argument: pg_sys::Datum) {
+    let database = pg_sys::Oid::from(argument.value() as u32);
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    BackgroundWorker::connect_worker_to_spi_by_oid(Some(database), None);
+    // One scheduler per database: the session-level advisory lock decides.
+    let claimed = BackgroundWorker::transaction(|| {
+        Spi::get_one::<bool>(
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'ducklake_ivm') \
+             THEN pg_try_advisory_lock(hashtext('pgtrickle scheduler')) ELSE false END",
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+    });
+    if !claimed {
+        return;
+    }
+    let mut last_attempt: HashMap<i64, Instant> = HashMap::new();
+    loop {
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: reloading the configuration file from the worker's main loop.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        let Some(tables) = BackgroundWorker::transaction(active_tables) else {
+            return; // the extension was dropped
+        };
+        let now = Instant::now();
+        let mut next_wake = now + MAX_IDLE;
+        for table in &tables {
+            let due_at = last_attempt.get(&table.id).map(|t| *t + table.interval).unwrap_or(now);
+            if due_at <= Instant::now() {
+                last_attempt.insert(table.id, Instant::now());
+                refresh_one(table.id);
+                if BackgroundWorker::sigterm_received() {
+                    return;
+                }
+                next_wake = next_wake.min(Instant::now() + table.interval);
+            } else {
+                next_wake = next_wake.min(due_at);
+            }
+        }
+        last_attempt.retain(|id, _| tables.iter().any(|t| t.id == *id));
+        let wait = next_wake.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));
+        if !BackgroundWorker::wait_latch(Some(wait)) {
+            return;
+        }
+    }
+}
+
+/// Non-paused stream tables with their effective interval; None when the catalog is gone.
+fn active_tables() -> Option<Vec<Due>> {
+    Spi::connect(|client| {
+        let present = client
+            .select("SELECT to_regclass('pgtrickle.pgt_stream_tables') IS NOT NULL", None, &[])?
+            .first()
+            .get_one::<bool>()?
+            .unwrap_or(false);
+        if !present {
+            return Ok(None);
+        }
+        let mut tables = Vec::new();
+        for row in client.select(
+            "SELECT pgt_id, schedule, consecutive_errors FROM pgtrickle.pgt_stream_tables \
+             WHERE status <> 'PAUSED' ORDER BY pgt_id",
+            None,
+            &[],
+        )? {
+            let id: i64 = row.get(1)?.unwrap_or_default();
+            let schedule: String = row.get(2)?.unwrap_or_default();
+            let errors: i32 = row.get(3)?.unwrap_or_default();
+            let interval = parse_schedule(&schedule).unwrap_or(Duration::from_secs(60));
+            tables.push(Due { id, interval: backoff(interval, errors) });
+        }
+        Ok::<_, pgrx::spi::Error>(Some(tables))
+    })
+    .unwrap_or(None)
+}
+
+fn refresh_one(id: i64) {
+    BackgroundWorker::transaction(|| {
+        let activity = std::ffi::CString::new(format!("pgtrickle: refresh of stream table {id}")).expect("no NUL");
+        // SAFETY: reports this worker's activity in pg_stat_activity.
+        unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, activity.as_ptr()) };
+        let result = in_subtransaction(|| refresh(id, Requested::Differential, Lock::SkipLocked).or_raise());
+        if let Err(error) = result {
+            let (_, message) = describe(&error);
+            pgrx::log!("pgtrickle: refresh of stream table {id} failed: {message}");
+            let _ = catalog::record_error(id, &message);
+        }
+        // SAFETY: as above.
+        unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, std::ptr::null()) };
+    });
+}

@@ -1,0 +1,35 @@
+//! Quoting for generated SQL, done by Postgres' own quoting functions.
+
+use pgrx::pg_sys;
+use std::ffi::{CStr, CString};
+
+/// An identifier, quoted when Postgres would need it quoted.
+pub fn ident(name: &str) -> String {
+    let c = CString::new(name.replace('\0', "")).expect("no NUL after replace");
+    // SAFETY: quote_identifier reads a NUL-terminated string and returns either it or a palloc'd copy.
+    unsafe { CStr::from_ptr(pg_sys::quote_identifier(c.as_ptr())).to_string_lossy().into_owned() }
+}
+
+/// `schema.name`, both parts quoted.
+pub fn qualified(schema: &str, name: &str) -> String {
+    format!("{}.{}", ident(schema), ident(name))
+}
+
+/// The relation's schema-qualified, quoted name.
+pub fn relation_name(relid: pg_sys::Oid) -> String {
+    let (schema, name) = relation_parts(relid);
+    qualified(&schema, &name)
+}
+
+/// The relation's schema and name, unquoted.
+pub fn relation_parts(relid: pg_sys::Oid) -> (String, String) {
+    // SAFETY: catalog lookups; both return NULL for a missing relation.
+    unsafe {
+        let name = pg_sys::get_rel_name(relid);
+        let schema = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid));
+        let text = |p: *mut std::ffi::c_char| {
+            if p.is_null() { format!("{}", relid.to_u32()) } else { CStr::from_ptr(p).to_string_lossy().into_owned() }
+        };
+        (text(schema), text(name))
+    }
+}

@@ -1,0 +1,70 @@
+"""Helpers for stream-table tests: a lake with `lake.events`, full results at a
+snapshot, and waiting for the scheduler by condition (never by sleeping blindly)."""
+
+import time
+
+EVENTS_DDL = """
+CREATE FOREIGN TABLE lake.events (
+    event_id uuid, event_type text, value bigint, created_at timestamptz)
+  SERVER lake OPTIONS (table 'events');
+SELECT ducklake.create_table('lake.events');
+"""
+
+SUMMARY_QUERY = ("SELECT event_type, COUNT(*) AS event_count, SUM(value) AS total_value "
+                 "FROM lake.events GROUP BY event_type")
+
+
+def setup_events(lake):
+    lake.conn.execute(EVENTS_DDL)
+    lake.conn.execute("CREATE EXTENSION ducklake_ivm")
+
+
+def insert_events(conn, event_type, count, value):
+    conn.execute(
+        "INSERT INTO lake.events (event_id, event_type, value, created_at) "
+        "SELECT gen_random_uuid(), %s, %s, now() FROM generate_series(1, %s)",
+        (event_type, value, count))
+
+
+def latest(conn, table="lake.events"):
+    return conn.execute("SELECT ducklake.ducklake_latest_snapshot_id(%s)", (table,)).fetchone()[0]
+
+
+def frontier(conn, name, key="ducklake:lake.events"):
+    row = conn.execute(
+        "SELECT (frontier -> 'sources' -> %s ->> 'snapshot_id')::bigint FROM pgtrickle.pgt_stream_tables "
+        "WHERE pgt_name = %s", (key, name)).fetchone()
+    return row[0] if row else None
+
+
+def rows(conn, sql, params=None):
+    return sorted(conn.execute(sql, params).fetchall(), key=repr)
+
+
+def full_result(conn, query, snapshot):
+    """The query's own result, read from the lake as of `snapshot`."""
+    conn.execute("BEGIN")
+    try:
+        conn.execute(f"SET LOCAL ducklake.snapshot_id = {int(snapshot)}")
+        return rows(conn, query)
+    finally:
+        conn.execute("ROLLBACK")
+
+
+def wait_for(predicate, what, timeout=60.0):
+    """Poll `predicate` until true; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def wait_until_caught_up(conn, name, key="ducklake:lake.events", table="lake.events"):
+    target = latest(conn, table)
+    wait_for(lambda: (frontier(conn, name, key) or -1) >= target,
+             f"{name} to reach snapshot {target}")
+    return target
