@@ -27,3 +27,136 @@ def test_create_populates_and_scheduler_applies_inserts(events):
     snapshot = wait_until_caught_up(conn, "event_summary")
     assert rows(conn, "SELECT * FROM event_summary") == [("click", 4, 37), ("view", 2, 10)]
     assert rows(conn, "SELECT * FROM event_summary") == full_result(conn, SUMMARY_QUERY, snapshot)
+
+
+def error_of(conn, sql, params=None):
+    with pytest.raises(psycopg.Error) as info:
+        conn.execute(sql, params)
+    return info.value.sqlstate, info.value.diag.message_primary
+
+
+@pytest.mark.parametrize("query, construct", [
+    ("SELECT e.event_type FROM lake.events e JOIN lake.events f USING (event_id)", "a join"),
+    ("SELECT event_type, row_number() OVER () FROM lake.events", "a window function"),
+    ("SELECT event_type FROM lake.events LIMIT 5", "LIMIT/OFFSET"),
+    ("SELECT count(DISTINCT event_type) FROM lake.events", "count(DISTINCT ...)"),
+    ("SELECT event_type, random() FROM lake.events", "a volatile function"),
+    ("SELECT count(*) FROM lake.events GROUP BY event_type", "GROUP BY c.event_type without that expression"),
+    ("SELECT string_agg(event_type, ',') FROM lake.events", "aggregate string_agg()"),
+    ("SELECT relname FROM pg_class", "reading pg_catalog.pg_class (not a DuckLake foreign table)"),
+    ("SELECT event_type FROM lake.events WHERE value IN (SELECT 1)", "a subquery expression"),
+])
+def test_unsupported_queries_are_rejected_naming_the_construct(events, query, construct):
+    sqlstate, message = error_of(events.conn, "SELECT pgtrickle.create_stream_table('st', %s)", (query,))
+    assert sqlstate == "0A000"
+    assert message.startswith(construct) and message.endswith("is not supported in a DIFFERENTIAL stream table"), message
+    assert events.conn.execute("SELECT to_regclass('st'), count(*) FROM pgtrickle.pgt_stream_tables").fetchone() \
+        == (None, 0)
+
+
+def test_full_mode_runs_queries_differential_cannot(events):
+    conn = events.conn
+    insert_events(conn, "click", 3, 1)
+    insert_events(conn, "view", 1, 2)
+    query = "SELECT event_type, row_number() OVER (ORDER BY event_type) AS rank FROM lake.events GROUP BY event_type"
+    conn.execute("SELECT pgtrickle.create_stream_table('ranked', %s, '1h', 'FULL')", (query,))
+    assert rows(conn, "SELECT * FROM ranked") == [("click", 1), ("view", 2)]
+    insert_events(conn, "alpha", 1, 1)
+    conn.execute("SELECT pgtrickle.refresh('ranked')")
+    assert rows(conn, "SELECT * FROM ranked") == [("alpha", 1), ("click", 2), ("view", 3)]
+    assert frontier(conn, "ranked") == latest(conn)
+
+
+@pytest.mark.parametrize("call, sqlstate, message", [
+    ("SELECT pgtrickle.create_stream_table('st', 'SELECT event_type FROM lake.events', '5 parsecs')",
+     "22023", 'invalid schedule "5 parsecs"'),
+    ("SELECT pgtrickle.create_stream_table('st', 'SELECT event_type FROM lake.events', '1s', 'SOMETIMES')",
+     "22023", "invalid refresh mode \"SOMETIMES\": expected 'DIFFERENTIAL' or 'FULL'"),
+    ("SELECT pgtrickle.refresh('no_such_table')", "42P01", 'stream table "no_such_table" does not exist'),
+    ("SELECT pgtrickle.pause_scheduler(ARRAY['no_such_table'])", "42P01", 'stream table "no_such_table" does not exist'),
+    ("SELECT pgtrickle.create_stream_table('st', 'SELECT event_type FROM lake.nope')", "42P01",
+     'relation "lake.nope" does not exist'),
+    ("SELECT pgtrickle.create_stream_table('st', 'SELECT 1; SELECT 2')", "42601",
+     "the defining query must be exactly one SELECT statement, found 2"),
+])
+def test_bad_arguments_are_clear_errors(events, call, sqlstate, message):
+    assert error_of(events.conn, call) == (sqlstate, message)
+
+
+def test_invalid_frontier_is_an_error_then_recovers(events):
+    conn = events.conn
+    insert_events(conn, "click", 2, 1)
+    conn.execute("SELECT pgtrickle.create_stream_table('event_summary', %s, '1s')", (SUMMARY_QUERY,))
+    conn.execute("UPDATE pgtrickle.pgt_stream_tables SET frontier = jsonb_set(frontier, "
+                 "'{sources,ducklake:lake.events,snapshot_id}', '999999'::jsonb)")
+    current = latest(conn)
+    assert error_of(conn, "SELECT pgtrickle.refresh('event_summary')") == (
+        "22023", f"frontier of public.event_summary is snapshot 999999, but the lake's current snapshot is {current}")
+    # The scheduler marks it ERROR with the message, and keeps retrying.
+    wait_for(lambda: conn.execute("SELECT status FROM pgtrickle.pgt_stream_tables").fetchone()[0] == "ERROR",
+             "status ERROR")
+    status, error, errors = conn.execute(
+        "SELECT status, last_error, consecutive_errors FROM pgtrickle.pgt_stream_tables").fetchone()
+    assert error.startswith("frontier of public.event_summary is snapshot 999999") and errors >= 1
+    conn.execute("UPDATE pgtrickle.pgt_stream_tables SET frontier = '{\"sources\": {\"ducklake:lake.events\": "
+                 "{\"snapshot_id\": \"x\"}}}'")
+    assert error_of(conn, "SELECT pgtrickle.refresh('event_summary')") == (
+        "22023", 'frontier of public.event_summary: snapshot_id of "ducklake:lake.events" must be a non-negative integer, found "x"')
+    # Fixing the frontier heals it without anyone touching the status.
+    conn.execute("UPDATE pgtrickle.pgt_stream_tables SET frontier = jsonb_set(frontier, "
+                 "'{sources,ducklake:lake.events,snapshot_id}', %s::text::jsonb)", (str(current),))
+    insert_events(conn, "view", 1, 5)
+    wait_for(lambda: conn.execute("SELECT status FROM pgtrickle.pgt_stream_tables").fetchone()[0] == "ACTIVE",
+             "status ACTIVE again")
+    snapshot = wait_until_caught_up(conn, "event_summary")
+    assert conn.execute("SELECT last_error, consecutive_errors FROM pgtrickle.pgt_stream_tables").fetchone() == (None, 0)
+    assert rows(conn, "SELECT * FROM event_summary") == full_result(conn, SUMMARY_QUERY, snapshot)
+
+
+def test_rewind_function_and_schema_qualified_names(events):
+    conn = events.conn
+    conn.execute("CREATE SCHEMA analytics")
+    insert_events(conn, "click", 2, 1)
+    good = latest(conn)
+    insert_events(conn, "click", 5, 1)
+    conn.execute("SELECT pgtrickle.create_stream_table('analytics.summary', %s, '1h')", (SUMMARY_QUERY,))
+    assert conn.execute("SELECT pgt_schema, pgt_name FROM pgtrickle.pgt_stream_tables").fetchone() == ("analytics", "summary")
+    assert rows(conn, "SELECT * FROM analytics.summary") == [("click", 7, 7)]
+    conn.execute("SELECT pgtrickle.rewind('analytics.summary', %s)", (good,))
+    assert rows(conn, "SELECT * FROM analytics.summary") == [("click", 2, 2)]
+    assert conn.execute("SELECT status FROM pgtrickle.pgt_stream_tables").fetchone() == ("PAUSED",)
+    assert frontier(conn, "summary") == good
+    conn.execute("SELECT pgtrickle.resume_scheduler(ARRAY['analytics.summary'])")
+    conn.execute("SELECT pgtrickle.refresh_stream_table('analytics.summary')")
+    assert rows(conn, "SELECT * FROM analytics.summary") == [("click", 7, 7)]
+    assert error_of(conn, "SELECT pgtrickle.rewind('analytics.summary', 999999)")[0] == "22023"
+
+
+def test_drop_alter_and_dependencies(events):
+    conn = events.conn
+    insert_events(conn, "click", 2, 3)
+    conn.execute("SELECT pgtrickle.create_stream_table('event_summary', %s, '1h')", (SUMMARY_QUERY,))
+    relid = conn.execute("SELECT 'event_summary'::regclass::oid").fetchone()[0]
+    sqlstate, _ = error_of(conn, "DROP FOREIGN TABLE lake.events")
+    assert sqlstate == "2BP01"
+    # Same columns: the result table is kept.
+    conn.execute("SELECT pgtrickle.alter_stream_table('event_summary', query => %s, schedule => '5s')",
+                 (SUMMARY_QUERY + " HAVING count(*) > 5",))
+    assert conn.execute("SELECT 'event_summary'::regclass::oid").fetchone()[0] == relid
+    assert rows(conn, "SELECT * FROM event_summary") == []
+    assert conn.execute("SELECT schedule, defining_query LIKE '%%HAVING%%' FROM pgtrickle.pgt_stream_tables").fetchone() \
+        == ("5s", True)
+    # Different columns: recreated.
+    conn.execute("SELECT pgtrickle.alter_stream_table('event_summary', query => 'SELECT DISTINCT event_type FROM lake.events')")
+    assert rows(conn, "SELECT * FROM event_summary") == [("click",)]
+    relid = conn.execute("SELECT 'event_summary'::regclass::oid").fetchone()[0]
+    internals = f"SELECT count(*) FROM pg_class WHERE relname ~ '_{relid}$'"
+    assert conn.execute(internals).fetchone() == (5,)  # state, affected, changes, feed + state index
+    conn.execute("SELECT pgtrickle.drop_stream_table('event_summary')")
+    assert conn.execute(internals).fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM pgtrickle.pgt_stream_tables").fetchone() == (0,)
+    # DROP TABLE forgets the stream table as well.
+    conn.execute("SELECT pgtrickle.create_stream_table('s2', %s, '1h')", (SUMMARY_QUERY,))
+    conn.execute("DROP TABLE s2")
+    assert conn.execute("SELECT count(*) FROM pgtrickle.pgt_stream_tables").fetchone() == (0,)
+    conn.execute("DROP FOREIGN TABLE lake.events")

@@ -152,6 +152,9 @@ fn alter_stream_table(
         let (schema, table_name) = crate::sql::relation_parts(table.relid);
         let mut relid = table.relid;
         if !same_columns(relid, new_query)? {
+            // Detach the row first, or the drop event trigger would forget the stream table.
+            Spi::run_with_args("UPDATE pgtrickle.pgt_stream_tables SET pgt_relid = 0 WHERE pgt_id = $1", &[id.into()])
+                .map_err(spi_error)?;
             Spi::run(&format!("DROP TABLE {}", qualified(&schema, &table_name))).map_err(spi_error)?;
             relid = create_result(&schema, &table_name, new_query)?;
         } else {
