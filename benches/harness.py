@@ -37,11 +37,12 @@ def timed(fn, repeat):
 
 
 class Bench:
-    def __init__(self):
+    def __init__(self, preload=""):
         self.base = pathlib.Path(tempfile.mkdtemp(prefix="ducklake-bench-", dir="/var/tmp"))
         os.chmod(self.base, 0o777)
         self.port = free_port()
-        subprocess.run([str(SCRIPTS / "cluster.sh"), "start", str(self.base), str(self.port), "pg18"], check=True)
+        env = dict(os.environ, DUCKLAKE_PRELOAD=preload)
+        subprocess.run([str(SCRIPTS / "cluster.sh"), "start", str(self.base), str(self.port), "pg18"], check=True, env=env)
         self.dsn = f"host={self.base} port={self.port} dbname=postgres user=postgres"
         self.pg = psycopg.connect(self.dsn, autocommit=True)
         self.data = self.base / "lake"
@@ -79,6 +80,8 @@ class Bench:
                    i AS value,
                    TIMESTAMPTZ '2025-01-01 00:00:00+00' + to_seconds(i) AS created_at
             FROM range({rows}) t(i)""")
+        # The server runs as another user and writes into the same table directory.
+        subprocess.run(["chmod", "-R", "a+rwX", str(self.data)], check=True)
         self.pg.execute(f"IMPORT FOREIGN SCHEMA main LIMIT TO ({table}) FROM SERVER lake INTO lake")
         self.pg.execute(f"CREATE FOREIGN TABLE lake.{table}_changes (snapshot_id bigint, rowid bigint, "
                         f"change_type text, event_id uuid, event_type text, value bigint, created_at timestamptz) "

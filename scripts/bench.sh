@@ -2,9 +2,10 @@
 # Run a benchmark against PostgreSQL 18 (builds and installs first):
 #   scripts/bench.sh read [--rows N] [--repeat N]
 #   scripts/bench.sh write [--rows N] [--commits N]
+#   scripts/bench.sh ivm [--sizes 1000000,10000000] [--repeat N]
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
-which="${1:?usage: bench.sh read|write [options]}"; shift
+which="${1:?usage: bench.sh read|write|ivm [options]}"; shift
 "$PROJECT_ROOT/scripts/setup.sh"
 "$PROJECT_ROOT/scripts/install.sh" pg18
 exec "$PYTHON" "$PROJECT_ROOT/benches/${which}_bench.py" "$@"

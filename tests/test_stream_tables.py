@@ -160,3 +160,27 @@ def test_drop_alter_and_dependencies(events):
     conn.execute("DROP TABLE s2")
     assert conn.execute("SELECT count(*) FROM pgtrickle.pgt_stream_tables").fetchone() == (0,)
     conn.execute("DROP FOREIGN TABLE lake.events")
+
+
+def test_maintenance_keeps_snapshots_a_frontier_needs(events):
+    conn = events.conn
+    insert_events(conn, "click", 1, 1)
+    held = latest(conn)
+    conn.execute("SELECT pgtrickle.create_stream_table('event_summary', %s, '1h')", (SUMMARY_QUERY,))
+    conn.execute("SELECT pgtrickle.rewind('event_summary', %s)", (held,))  # paused at `held`
+    for _ in range(3):
+        insert_events(conn, "view", 1, 1)
+    assert conn.execute("SELECT server_oid = (SELECT oid FROM pg_foreign_server WHERE srvname = 'lake'), snapshot_id, "
+                        "stream_table::text FROM pgtrickle.snapshot_holds()").fetchall() == [(True, held, "event_summary")]
+    conn.execute("SELECT * FROM ducklake.maintain('lake', older_than => '0 seconds')")
+    remaining = [r[0] for r in conn.execute("SELECT snapshot_id FROM ducklake.snapshots('lake')").fetchall()]
+    assert min(remaining) == held
+    # The rewound table can still rebuild at its frontier and replay forward from it.
+    conn.execute("SELECT pgtrickle.refresh('event_summary', 'FULL')")
+    assert rows(conn, "SELECT * FROM event_summary") == [("click", 1, 1)]
+    conn.execute("SELECT pgtrickle.refresh('event_summary')")
+    assert rows(conn, "SELECT * FROM event_summary") == [("click", 1, 1), ("view", 3, 3)]
+    # Without stream tables nothing is held back.
+    conn.execute("SELECT pgtrickle.drop_stream_table('event_summary')")
+    conn.execute("SELECT * FROM ducklake.maintain('lake', older_than => '0 seconds')")
+    assert conn.execute("SELECT count(*) FROM ducklake.snapshots('lake')").fetchone() == (1,)

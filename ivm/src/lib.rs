@@ -81,6 +81,20 @@ BEGIN
    WHERE pgt_relid IN (SELECT objid FROM pg_event_trigger_dropped_objects()
                         WHERE classid = 'pg_class'::regclass AND objsubid = 0);
 END $$;
+-- Snapshots stream tables still need (their frontiers): ducklake.maintain() does not
+-- expire them. SECURITY DEFINER so a server owner sees every role's holds.
+CREATE FUNCTION pgtrickle.snapshot_holds()
+  RETURNS TABLE (server_oid oid, snapshot_id bigint, stream_table regclass)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+  SELECT ft.ftserver, (e.value ->> 'snapshot_id')::bigint, t.pgt_relid::regclass
+    FROM pgtrickle.pgt_stream_tables t
+   CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(t.frontier -> 'sources') = 'object'
+                                      THEN t.frontier -> 'sources' ELSE '{}' END) e
+    JOIN pg_foreign_table ft ON ft.ftrelid = to_regclass(substr(e.key, length('ducklake:') + 1))
+   WHERE jsonb_typeof(e.value -> 'snapshot_id') = 'number'
+$$;
+GRANT EXECUTE ON FUNCTION pgtrickle.snapshot_holds() TO PUBLIC;
+
 CREATE EVENT TRIGGER pgtrickle_forget_dropped ON sql_drop
   EXECUTE FUNCTION pgtrickle.forget_dropped_stream_tables();
 "#,

@@ -5,7 +5,6 @@
 
 use pgrx::prelude::*;
 
-
 use crate::api::servers::{require_owner, server_by_name};
 use crate::catalog::cache::lake_for;
 use crate::duck::sql;
@@ -37,6 +36,18 @@ fn run(server: &str, older_than: Interval, flush_inlined: bool, merge_files: boo
     }
     .expect("intervals always have a DuckDB literal");
     let cutoff = format!("now() - {retention}");
+    let expire_before = match held_snapshot(server_oid) {
+        None => cutoff.clone(),
+        Some(held) => {
+            // Snapshots at or after the oldest one a stream table still needs stay.
+            let query = format!(
+                "SELECT CAST(least({cutoff}, (SELECT min(snapshot_time) FROM ducklake_snapshots({alias}) \
+                 WHERE snapshot_id >= {held})) AS VARCHAR)"
+            );
+            let at: Option<String> = lake.connection()?.query_row(&query, [], |row| row.get(0))?;
+            at.map(|t| format!("CAST({} AS TIMESTAMPTZ)", sql::literal(&t))).unwrap_or_else(|| cutoff.clone())
+        }
+    };
     let mut steps = Vec::new();
     if flush_inlined {
         steps.push(("flush_inlined_data", format!("CALL ducklake_flush_inlined_data({alias})")));
@@ -44,10 +55,29 @@ fn run(server: &str, older_than: Interval, flush_inlined: bool, merge_files: boo
     if merge_files {
         steps.push(("merge_adjacent_files", format!("CALL ducklake_merge_adjacent_files({alias})")));
     }
-    steps.push(("expire_snapshots", format!("CALL ducklake_expire_snapshots({alias}, older_than => {cutoff})")));
+    steps.push(("expire_snapshots", format!("CALL ducklake_expire_snapshots({alias}, older_than => {expire_before})")));
     steps.push(("cleanup_old_files", format!("CALL ducklake_cleanup_old_files({alias}, older_than => {cutoff})")));
     steps
         .into_iter()
         .map(|(name, call)| Ok((name.to_owned(), lake.run_own_transaction(&call)? as i64)))
         .collect()
+}
+
+/// The oldest snapshot of this server's lake that a stream table's frontier needs,
+/// when the ducklake_ivm extension is installed in this database (it publishes them
+/// through `pgtrickle.snapshot_holds()`).
+fn held_snapshot(server_oid: pg_sys::Oid) -> Option<i64> {
+    let installed = Spi::get_one::<bool>("SELECT to_regprocedure('pgtrickle.snapshot_holds()') IS NOT NULL")
+        .ok()
+        .flatten()
+        .unwrap_or(false);
+    if !installed {
+        return None;
+    }
+    Spi::get_one_with_args::<i64>(
+        "SELECT min(snapshot_id) FROM pgtrickle.snapshot_holds() WHERE server_oid = $1",
+        &[server_oid.into()],
+    )
+    .ok()
+    .flatten()
 }
