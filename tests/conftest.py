@@ -32,6 +32,10 @@ def pytest_addoption(parser):
 def pytest_generate_tests(metafunc):
     if "pg" in metafunc.fixturenames:
         versions = metafunc.config.getoption("pg") or ["pg18"]
+        # A module may run on fewer versions (the demos are PostgreSQL 18 only).
+        only = getattr(metafunc.module, "PG_VERSIONS", None)
+        if only is not None:
+            versions = [v for v in versions if v in only]
         metafunc.parametrize("pg", versions, indirect=True, scope="session")
 
 
