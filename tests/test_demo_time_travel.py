@@ -60,9 +60,19 @@ def test_demo_readme_steps(demo):
     conn.execute(FULL)
     assert conn.execute(SUMMARY).fetchall() == rewound
     # Step 7: delete the bad rows, resume; the summary catches up without them.
-    conn.execute(CLEANUP)
+    # DuckLake refuses a delete that races a concurrent insert (40001): retry, as the README says.
+    def cleanup():
+        try:
+            conn.execute(CLEANUP)
+            return True
+        except psycopg.errors.SerializationFailure:
+            return False
+    wait_for(cleanup, "the DELETE to commit between generator batches")
     conn.execute(RESUME)
-    snapshot = wait_until_caught_up(conn, "event_summary")
+    wait_until_caught_up(conn, "event_summary")
+    # The generator keeps writing: hold the table still to compare it with its frontier.
+    conn.execute(PAUSE)
+    snapshot = conn.execute(CONFIRM).fetchone()[0]
     result = rows(conn, SUMMARY)
     assert all(r[0] != "CORRUPTED_EVENT" for r in result)
     assert result == full_result(conn, SUMMARY_QUERY, snapshot)
