@@ -5,15 +5,11 @@ use crate::analysis::shape::shape_of;
 use crate::catalog::{self, Lock, RefreshMode};
 use crate::error::{IvmError, IvmResult, OrRaise};
 use crate::maintenance::objects::{self, create_internals, depend_on_sources, drop_internals, objects_for};
-use crate::maintenance::refresh::{self, Requested, statements};
+use crate::maintenance::refresh::{self, Requested};
 use crate::scheduler::schedule::parse_schedule;
 use crate::sql::qualified;
 use pgrx::prelude::*;
 use pgrx::{JsonB, pg_sys};
-
-fn spi_error(e: pgrx::spi::Error) -> IvmError {
-    IvmError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string())
-}
 
 /// Schema and table of a possibly qualified name, parsed by Postgres' parse_ident.
 fn split_name(name: &str) -> IvmResult<(String, String)> {
@@ -22,7 +18,7 @@ fn split_name(name: &str) -> IvmResult<(String, String)> {
         .unwrap_or_default();
     match parts.as_slice() {
         [table] => {
-            let schema: Option<String> = Spi::get_one("SELECT current_schema()::text").map_err(spi_error)?;
+            let schema: Option<String> = Spi::get_one("SELECT current_schema()::text")?;
             let schema = schema.ok_or_else(|| {
                 IvmError::new(PgSqlErrorCode::ERRCODE_INVALID_SCHEMA_NAME, "no schema on the search_path to create the stream table in")
             })?;
@@ -46,8 +42,7 @@ fn validate(query: &str, mode: RefreshMode) -> IvmResult<()> {
 /// Create the result table (empty) from the query's output columns.
 fn create_result(schema: &str, table: &str, query: &str) -> IvmResult<pg_sys::Oid> {
     let name = qualified(schema, table);
-    Spi::run(&format!("CREATE TABLE {name} AS {} WITH NO DATA", query.trim_end().trim_end_matches(';')))
-        .map_err(spi_error)?;
+    Spi::run(&format!("CREATE TABLE {name} AS {} WITH NO DATA", query.trim_end().trim_end_matches(';')))?;
     objects::regclass(&name)
 }
 
@@ -57,16 +52,7 @@ fn build_internals(id: i64) -> IvmResult<()> {
     let plan = refresh::plan_for(&table)?;
     depend_on_sources(table.relid, &plan.sources);
     if let Some(shape) = &plan.shape {
-        // The state table is created first; the statements deparse against it.
-        Spi::run(&format!(
-            "CREATE TABLE {} AS {} WITH NO DATA",
-            plan.objects.state,
-            crate::maintenance::statements::Statements { shape, objects: &plan.objects, outputs: vec![], having: None }
-                .state_from_source(None)
-        ))
-        .map_err(spi_error)?;
-        let statements = statements(shape, &plan.objects)?;
-        create_internals(table.relid, &statements)?;
+        create_internals(table.relid, shape, &plan.objects)?;
     }
     Ok(())
 }
@@ -90,8 +76,7 @@ fn create_stream_table(
             "INSERT INTO pgtrickle.pgt_stream_tables (pgt_relid, pgt_name, pgt_schema, defining_query, schedule, refresh_mode) \
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING pgt_id",
             &[relid.into(), table.clone().into(), schema.clone().into(), query.into(), schedule.trim().into(), mode.as_str().into()],
-        )
-        .map_err(spi_error)?
+        )?
         .expect("INSERT RETURNING gives a row");
         build_internals(id)?;
         if initialize {
@@ -109,8 +94,8 @@ fn drop_stream_table(name: &str) {
     let run = || -> IvmResult<()> {
         let id = catalog::resolve(name)?;
         let table = catalog::load(id, Lock::Wait)?.ok_or_else(|| IvmError::no_such_stream_table(name))?;
-        Spi::run_with_args("DELETE FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1", &[id.into()]).map_err(spi_error)?;
-        Spi::run(&format!("DROP TABLE {}", crate::sql::relation_name(table.relid))).map_err(spi_error)?;
+        Spi::run_with_args("DELETE FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1", &[id.into()])?;
+        Spi::run(&format!("DROP TABLE {}", crate::sql::relation_name(table.relid)))?;
         Ok(())
     };
     run().or_raise()
@@ -133,8 +118,7 @@ fn alter_stream_table(
             Spi::run_with_args(
                 "UPDATE pgtrickle.pgt_stream_tables SET schedule = $2 WHERE pgt_id = $1",
                 &[id.into(), schedule.trim().into()],
-            )
-            .map_err(spi_error)?;
+            )?;
         }
         let mode = match refresh_mode {
             Some(m) => RefreshMode::parse(m)?,
@@ -153,9 +137,8 @@ fn alter_stream_table(
         let mut relid = table.relid;
         if !same_columns(relid, new_query)? {
             // Detach the row first, or the drop event trigger would forget the stream table.
-            Spi::run_with_args("UPDATE pgtrickle.pgt_stream_tables SET pgt_relid = 0 WHERE pgt_id = $1", &[id.into()])
-                .map_err(spi_error)?;
-            Spi::run(&format!("DROP TABLE {}", qualified(&schema, &table_name))).map_err(spi_error)?;
+            Spi::run_with_args("UPDATE pgtrickle.pgt_stream_tables SET pgt_relid = 0 WHERE pgt_id = $1", &[id.into()])?;
+            Spi::run(&format!("DROP TABLE {}", qualified(&schema, &table_name)))?;
             relid = create_result(&schema, &table_name, new_query)?;
         } else {
             // Old indexes may not fit the new keys; the new plan creates its own.
@@ -165,14 +148,12 @@ fn alter_stream_table(
             "UPDATE pgtrickle.pgt_stream_tables SET pgt_relid = $2, defining_query = $3, refresh_mode = $4, \
              frontier = '{\"sources\": {}}' WHERE pgt_id = $1",
             &[id.into(), relid.into(), new_query.into(), mode.as_str().into()],
-        )
-        .map_err(spi_error)?;
+        )?;
         Spi::run_with_args(
             "DELETE FROM pg_depend WHERE classid = 'pg_class'::regclass AND objid = $1 AND deptype = 'n' \
              AND refclassid = 'pg_class'::regclass AND refobjid IN (SELECT ftrelid FROM pg_foreign_table)",
             &[relid.into()],
-        )
-        .map_err(spi_error)?;
+        )?;
         build_internals(id)?;
         refresh::refresh(id, Requested::Full, Lock::Wait)?;
         Ok(())
@@ -181,18 +162,16 @@ fn alter_stream_table(
 }
 
 fn same_columns(relid: pg_sys::Oid, query: &str) -> IvmResult<bool> {
-    Spi::run(&format!("CREATE TEMP VIEW __pgt_probe AS {}", query.trim_end().trim_end_matches(';')))
-        .map_err(spi_error)?;
+    Spi::run(&format!("CREATE TEMP VIEW __pgt_probe AS {}", query.trim_end().trim_end_matches(';')))?;
     let same: bool = Spi::get_one_with_args(
         "SELECT (SELECT array_agg((attname, atttypid, atttypmod) ORDER BY attnum) FROM pg_attribute \
                  WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped)::text \
               = (SELECT array_agg((attname, atttypid, atttypmod) ORDER BY attnum) FROM pg_attribute \
                  WHERE attrelid = 'pg_temp.__pgt_probe'::regclass AND attnum > 0)::text",
         &[relid.into()],
-    )
-    .map_err(spi_error)?
+    )?
     .unwrap_or(false);
-    Spi::run("DROP VIEW pg_temp.__pgt_probe").map_err(spi_error)?;
+    Spi::run("DROP VIEW pg_temp.__pgt_probe")?;
     Ok(same)
 }
 
@@ -208,10 +187,9 @@ fn drop_result_indexes(relid: pg_sys::Oid) -> IvmResult<()> {
             names.push(row.get::<String>(1)?.unwrap_or_default());
         }
         Ok::<_, pgrx::spi::Error>(names)
-    })
-    .map_err(spi_error)?;
+    })?;
     for name in names {
-        Spi::run(&format!("DROP INDEX {name}")).map_err(spi_error)?;
+        Spi::run(&format!("DROP INDEX {name}"))?;
     }
     Ok(())
 }
@@ -259,8 +237,7 @@ fn resume_scheduler(names: default!(Option<Vec<Option<String>>>, "NULL")) {
                 "UPDATE pgtrickle.pgt_stream_tables SET status = 'ACTIVE', consecutive_errors = 0 \
                  WHERE pgt_id = $1 AND status = 'PAUSED'",
                 &[id.into()],
-            )
-            .map_err(spi_error)?;
+            )?;
         }
         crate::scheduler::launcher::wake_scheduler();
         Ok(())
@@ -280,8 +257,7 @@ fn rewind(name: &str, snapshot_id: i64) {
         Spi::run_with_args(
             "UPDATE pgtrickle.pgt_stream_tables SET frontier = $2 WHERE pgt_id = $1",
             &[id.into(), JsonB(catalog::frontier_at(&keys, snapshot_id)).into()],
-        )
-        .map_err(spi_error)?;
+        )?;
         refresh::refresh(id, Requested::Full, Lock::Wait)?;
         Ok(())
     };

@@ -44,10 +44,6 @@ pub struct StreamTable {
     pub consecutive_errors: i32,
 }
 
-fn spi_error(e: pgrx::spi::Error) -> IvmError {
-    IvmError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string())
-}
-
 const COLUMNS: &str = "pgt_id, pgt_relid, pgt_schema || '.' || pgt_name, defining_query, schedule, refresh_mode, \
                        status, frontier, consecutive_errors";
 
@@ -73,7 +69,7 @@ pub fn load(id: i64, lock: Lock) -> IvmResult<Option<StreamTable>> {
         let rows = client.update(&query, Some(1), &[id.into()])?;
         for row in rows {
             let frontier: Option<JsonB> = row.get(8)?;
-            return Ok(Some(StreamTable {
+            return Ok::<_, IvmError>(Some(StreamTable {
                 id: row.get(1)?.unwrap_or_default(),
                 relid: row.get(2)?.unwrap_or(pg_sys::InvalidOid),
                 name: row.get(3)?.unwrap_or_default(),
@@ -87,7 +83,6 @@ pub fn load(id: i64, lock: Lock) -> IvmResult<Option<StreamTable>> {
         }
         Ok(None)
     })
-    .map_err(spi_error)
 }
 
 /// The stream table called `name`: a (schema-qualified) table name resolved on the
@@ -98,8 +93,7 @@ pub fn resolve(name: &str) -> IvmResult<i64> {
             (SELECT pgt_id FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = to_regclass($1)),
             (SELECT min(pgt_id) FROM pgtrickle.pgt_stream_tables WHERE pgt_name = $1 HAVING count(*) = 1))",
         &[name.into()],
-    )
-    .map_err(spi_error)?;
+    )?;
     found.ok_or_else(|| IvmError::no_such_stream_table(name))
 }
 
@@ -111,9 +105,8 @@ pub fn resolve_all(names: Option<Vec<Option<String>>>) -> IvmResult<Vec<i64>> {
             for row in client.select("SELECT pgt_id FROM pgtrickle.pgt_stream_tables ORDER BY pgt_id", None, &[])? {
                 ids.push(row.get::<i64>(1)?.unwrap_or_default());
             }
-            Ok(ids)
-        })
-        .map_err(spi_error),
+            Ok::<_, IvmError>(ids)
+        }),
         Some(names) => names.into_iter().flatten().map(|n| resolve(&n)).collect(),
     }
 }
@@ -124,7 +117,7 @@ pub fn set_status(id: i64, status: &str) -> IvmResult<()> {
          consecutive_errors = CASE WHEN $2 = 'ERROR' THEN consecutive_errors ELSE 0 END WHERE pgt_id = $1",
         &[id.into(), status.into()],
     )
-    .map_err(spi_error)
+    .map_err(IvmError::from)
 }
 
 /// Record a successful refresh that reached `frontier`.
@@ -135,7 +128,7 @@ pub fn record_refresh(id: i64, frontier: &Value, note: Option<&str>) -> IvmResul
          last_error = $3, consecutive_errors = 0 WHERE pgt_id = $1",
         &[id.into(), JsonB(frontier.clone()).into(), note.into()],
     )
-    .map_err(spi_error)
+    .map_err(IvmError::from)
 }
 
 /// Record a failed scheduled refresh: status ERROR (unless paused) and the message.
@@ -145,7 +138,7 @@ pub fn record_error(id: i64, message: &str) -> IvmResult<()> {
          last_error = $2, consecutive_errors = consecutive_errors + 1 WHERE pgt_id = $1",
         &[id.into(), message.into()],
     )
-    .map_err(spi_error)
+    .map_err(IvmError::from)
 }
 
 /// Mark a healthy table again after an error, without a refresh having changed anything.
@@ -155,7 +148,7 @@ pub fn clear_error(id: i64) -> IvmResult<()> {
          last_error = NULL, consecutive_errors = 0 WHERE pgt_id = $1 AND (status IN ('ERROR', 'INITIALIZING') OR consecutive_errors > 0)",
         &[id.into()],
     )
-    .map_err(spi_error)
+    .map_err(IvmError::from)
 }
 
 /// The frontier's snapshot for source `key`. A frontier with a single source is read

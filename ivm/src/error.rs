@@ -50,6 +50,14 @@ impl IvmError {
     }
 }
 
+/// SPI's own failures (a result of an unexpected type, no connection); SQL errors
+/// inside SPI are Postgres ERRORs and propagate as such.
+impl From<pgrx::spi::Error> for IvmError {
+    fn from(e: pgrx::spi::Error) -> Self {
+        IvmError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string())
+    }
+}
+
 pub trait OrRaise<T> {
     fn or_raise(self) -> T;
 }

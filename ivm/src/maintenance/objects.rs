@@ -3,7 +3,8 @@
 //! foreign table. Internal relations depend on the result table (dropped with it); the
 //! result table depends on its lake source (which then cannot be dropped under it).
 
-use super::statements::{Objects, Statements};
+use super::statements::{Objects, Statements, state_from_source};
+use crate::analysis::shape::Shape;
 use crate::analysis::parse::LakeSource;
 use crate::error::{IvmError, IvmResult};
 use crate::sql::qualified;
@@ -51,9 +52,11 @@ pub fn depend_on_sources(result_relid: pg_sys::Oid, sources: &[LakeSource]) {
     }
 }
 
-/// Create the indexes, work, buffer and feed relations (the state table exists already) of a DIFFERENTIAL stream table.
-pub fn create_internals(result_relid: pg_sys::Oid, statements: &Statements) -> IvmResult<()> {
-    let objects = statements.objects;
+/// Create the state, work, buffer and feed relations of a DIFFERENTIAL stream table.
+pub fn create_internals(result_relid: pg_sys::Oid, shape: &Shape, objects: &Objects) -> IvmResult<()> {
+    run(&format!("CREATE TABLE {} AS {} WITH NO DATA", objects.state, state_from_source(shape, &objects.source, None)))?;
+    // The result expressions are deparsed against the state table, so it comes first.
+    let statements = Statements::new(shape, objects)?;
     run(&statements.state_index())?;
     run(&format!("CREATE UNLOGGED TABLE {} (LIKE {})", objects.affected, objects.state))?;
     if let Some(index) = statements.result_index() {
@@ -88,7 +91,7 @@ fn create_feed(source: pg_sys::Oid, feed: &str) -> IvmResult<()> {
          AND NOT attisdropped AND (attname IN ('snapshot_id', 'rowid', 'change_type') OR attname LIKE '\\_\\_pgt\\_%')",
         &[source.into()],
     )
-    .map_err(|e| IvmError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string()))?;
+    ?;
     if let Some(columns) = reserved {
         return Err(IvmError::new(
             PgSqlErrorCode::ERRCODE_DUPLICATE_COLUMN,
@@ -113,7 +116,7 @@ fn create_feed(source: pg_sys::Oid, feed: &str) -> IvmResult<()> {
         "#,
         &[source.into(), feed.into()],
     )
-    .map_err(|e| IvmError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string()))?
+    ?
     .unwrap_or_default();
     run(&ddl)
 }

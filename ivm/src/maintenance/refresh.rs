@@ -28,27 +28,21 @@ pub enum Outcome {
     Refreshed { snapshot: Option<i64>, changes: i64 },
 }
 
-fn spi_error(e: pgrx::spi::Error) -> IvmError {
-    IvmError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, e.to_string())
-}
-
 fn run(sql: &str) -> IvmResult<u64> {
-    Spi::connect_mut(|client| client.update(sql, None, &[]).map(|t| t.len() as u64)).map_err(spi_error)
+    Spi::connect_mut(|client| client.update(sql, None, &[]).map(|t| t.len() as u64)).map_err(IvmError::from)
 }
 
 fn exists(sql: &str) -> IvmResult<bool> {
-    Ok(Spi::get_one::<bool>(sql).map_err(spi_error)?.unwrap_or(false))
+    Ok(Spi::get_one::<bool>(sql)?.unwrap_or(false))
 }
 
 pub fn owner_of(relid: pg_sys::Oid) -> IvmResult<pg_sys::Oid> {
-    Spi::get_one_with_args::<pg_sys::Oid>("SELECT relowner FROM pg_class WHERE oid = $1", &[relid.into()])
-        .map_err(spi_error)?
+    Spi::get_one_with_args::<pg_sys::Oid>("SELECT relowner FROM pg_class WHERE oid = $1", &[relid.into()])?
         .ok_or_else(|| IvmError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, "the stream table's result table no longer exists"))
 }
 
 pub fn latest_snapshot(source: &LakeSource) -> IvmResult<i64> {
-    Spi::get_one_with_args::<i64>("SELECT ducklake.ducklake_latest_snapshot_id($1::oid::regclass)", &[source.relid.into()])
-        .map_err(spi_error)?
+    Spi::get_one_with_args::<i64>("SELECT ducklake.ducklake_latest_snapshot_id($1::oid::regclass)", &[source.relid.into()])?
         .ok_or_else(|| IvmError::new(PgSqlErrorCode::ERRCODE_FDW_ERROR, "the lake reported no current snapshot"))
 }
 
@@ -73,12 +67,6 @@ pub fn plan_for(table: &StreamTable) -> IvmResult<Plan> {
     };
     let objects = objects_for(table.relid, shape.as_ref().map(|s| &s.source).or(sources.first()));
     Ok(Plan { shape, sources, objects })
-}
-
-pub fn statements<'a>(shape: &'a Shape, objects: &'a Objects) -> IvmResult<Statements<'a>> {
-    let state_relid = super::objects::regclass(&objects.state)?;
-    let (outputs, having) = shape.final_sql(state_relid);
-    Ok(Statements { shape, objects, outputs, having })
 }
 
 /// Refresh stream table `id`. With `Lock::SkipLocked` returns Ok(None) when another
@@ -153,7 +141,7 @@ fn rebuild(table: &StreamTable, plan: &Plan, context: &RefreshContext, snapshot:
     }
     match &plan.shape {
         Some(shape) => {
-            let statements = statements(shape, &plan.objects)?;
+            let statements = Statements::new(shape, &plan.objects)?;
             let columns = shape.state_columns().iter().map(|c| crate::sql::ident(c)).collect::<Vec<_>>().join(", ");
             run(&format!("DELETE FROM {}", plan.objects.state))?;
             run(&format!("INSERT INTO {} ({columns}) {}", plan.objects.state, statements.state_from_source(None)))?;
@@ -179,13 +167,12 @@ fn differential(
     to: i64,
     context: &RefreshContext,
 ) -> IvmResult<Option<i64>> {
-    let statements = statements(shape, objects)?;
+    let statements = Statements::new(shape, objects)?;
     let columns: String = Spi::get_one_with_args(
         "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute \
          WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
         &[source.relid.into()],
-    )
-    .map_err(spi_error)?
+    )?
     .unwrap_or_default();
     let fill = format!(
         "INSERT INTO {buffer} (__pgt_snapshot_id, __pgt_rowid, __pgt_change, __pgt_weight, {columns}) \
@@ -237,7 +224,6 @@ fn frontier_expired(source: &LakeSource, snapshot: i64) -> IvmResult<bool> {
     let oldest: Option<i64> = Spi::get_one_with_args(
         "SELECT min(snapshot_id) FROM ducklake.snapshots((SELECT srvname FROM pg_foreign_server WHERE oid = $1))",
         &[source.server.into()],
-    )
-    .map_err(spi_error)?;
+    )?;
     Ok(oldest.is_some_and(|oldest| snapshot < oldest))
 }

@@ -3,6 +3,7 @@
 //! into the result table. Every name is quoted; expressions come from ruleutils.
 
 use crate::analysis::shape::{AggKind, Kind, Shape};
+use crate::error::IvmResult;
 use crate::sql::ident;
 
 /// Relations of one stream table.
@@ -23,73 +24,80 @@ pub struct Objects {
 }
 
 pub struct Statements<'a> {
-    pub shape: &'a Shape,
-    pub objects: &'a Objects,
+    shape: &'a Shape,
+    objects: &'a Objects,
     /// Result expressions and HAVING over the state (alias `s`).
-    pub outputs: Vec<String>,
-    pub having: Option<String>,
+    outputs: Vec<String>,
+    having: Option<String>,
 }
 
 fn list(items: impl IntoIterator<Item = String>) -> String {
     items.into_iter().collect::<Vec<_>>().join(", ")
 }
 
+fn where_clause(shape: &Shape, extra: Option<String>) -> String {
+    let mut conditions: Vec<String> = shape.filter.iter().map(|f| format!("({f})")).collect();
+    conditions.extend(extra);
+    if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) }
+}
+
+fn group_by(shape: &Shape) -> String {
+    if shape.kind == Kind::Scalar {
+        String::new()
+    } else {
+        format!(" GROUP BY {}", list((1..=shape.keys.len()).map(|i| i.to_string())))
+    }
+}
+
+/// The state computed from the lake `source` (alias `c`) itself: the state table's
+/// definition, the full rebuild, and (with `extra`) the rescan of groups whose min/max
+/// was deleted.
+pub fn state_from_source(shape: &Shape, source: &str, extra: Option<String>) -> String {
+    let mut columns: Vec<String> =
+        shape.keys.iter().map(|k| format!("{} AS {}", k.expression, ident(&k.column))).collect();
+    columns.push("count(*) AS __pgt_count".into());
+    columns.push("false AS __pgt_rescan".into());
+    for a in &shape.aggregates {
+        let arg = a.argument.clone().unwrap_or_default();
+        let col = |suffix: &str| ident(&format!("{}{suffix}", a.column));
+        match a.kind {
+            AggKind::CountStar => columns.push(format!("count(*) AS {}", col(""))),
+            AggKind::Count => columns.push(format!("count({arg}) AS {}", col(""))),
+            AggKind::Sum | AggKind::Min | AggKind::Max => {
+                let f = match a.kind { AggKind::Sum => "sum", AggKind::Min => "min", _ => "max" };
+                columns.push(format!("{f}({arg}) AS {}", col("")));
+                columns.push(format!("count({arg}) AS {}", col("_n")));
+                columns.push(format!("{f}({arg}) AS {}", col("_ins")));
+                columns.push(format!("{f}({arg}) AS {}", col("_del")));
+            }
+            AggKind::Avg => {
+                let t = a.avg_sum_type.unwrap_or("numeric");
+                columns.push(format!("avg({arg}) AS {}", col("")));
+                columns.push(format!("count({arg}) AS {}", col("_n")));
+                for suffix in ["_s", "_ins", "_del"] {
+                    columns.push(format!("sum(({arg})::{t}) AS {}", col(suffix)));
+                }
+            }
+        }
+    }
+    format!("SELECT {} FROM {source} c{}{}", list(columns), where_clause(shape, extra), group_by(shape))
+}
+
 impl<'a> Statements<'a> {
+    /// The statements of a stream table whose state table exists (the result
+    /// expressions are deparsed against it).
+    pub fn new(shape: &'a Shape, objects: &'a Objects) -> IvmResult<Self> {
+        let state_relid = super::objects::regclass(&objects.state)?;
+        let (outputs, having) = shape.final_sql(state_relid);
+        Ok(Statements { shape, objects, outputs, having })
+    }
+
     fn key_columns(&self) -> Vec<String> {
         self.shape.keys.iter().map(|k| ident(&k.column)).collect()
     }
 
-    fn where_clause(&self, extra: Option<String>) -> String {
-        let mut conditions: Vec<String> = self.shape.filter.iter().map(|f| format!("({f})")).collect();
-        conditions.extend(extra);
-        if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) }
-    }
-
-    fn group_by(&self) -> String {
-        if self.shape.kind == Kind::Scalar {
-            String::new()
-        } else {
-            format!(" GROUP BY {}", list((1..=self.shape.keys.len()).map(|i| i.to_string())))
-        }
-    }
-
-    /// The state computed from the source relation (alias `c`) itself: the full
-    /// rebuild, and (with `extra`) the rescan of groups whose min/max was deleted.
     pub fn state_from_source(&self, extra: Option<String>) -> String {
-        let mut columns: Vec<String> =
-            self.shape.keys.iter().map(|k| format!("{} AS {}", k.expression, ident(&k.column))).collect();
-        columns.push("count(*) AS __pgt_count".into());
-        columns.push("false AS __pgt_rescan".into());
-        for a in &self.shape.aggregates {
-            let arg = a.argument.clone().unwrap_or_default();
-            let col = |suffix: &str| ident(&format!("{}{suffix}", a.column));
-            match a.kind {
-                AggKind::CountStar => columns.push(format!("count(*) AS {}", col(""))),
-                AggKind::Count => columns.push(format!("count({arg}) AS {}", col(""))),
-                AggKind::Sum | AggKind::Min | AggKind::Max => {
-                    let f = match a.kind { AggKind::Sum => "sum", AggKind::Min => "min", _ => "max" };
-                    columns.push(format!("{f}({arg}) AS {}", col("")));
-                    columns.push(format!("count({arg}) AS {}", col("_n")));
-                    columns.push(format!("{f}({arg}) AS {}", col("_ins")));
-                    columns.push(format!("{f}({arg}) AS {}", col("_del")));
-                }
-                AggKind::Avg => {
-                    let t = a.avg_sum_type.unwrap_or("numeric");
-                    columns.push(format!("avg({arg}) AS {}", col("")));
-                    columns.push(format!("count({arg}) AS {}", col("_n")));
-                    for suffix in ["_s", "_ins", "_del"] {
-                        columns.push(format!("sum(({arg})::{t}) AS {}", col(suffix)));
-                    }
-                }
-            }
-        }
-        format!(
-            "SELECT {} FROM {} c{}{}",
-            list(columns),
-            self.objects.source,
-            self.where_clause(extra),
-            self.group_by()
-        )
+        state_from_source(self.shape, &self.objects.source, extra)
     }
 
     /// Net change per group in the buffer (alias `c`, weight +1/-1 per change row).
@@ -118,7 +126,7 @@ impl<'a> Statements<'a> {
                 }
             }
         }
-        format!("SELECT {} FROM {} c{}{}", list(columns), self.objects.buffer, self.where_clause(None), self.group_by())
+        format!("SELECT {} FROM {} c{}{}", list(columns), self.objects.buffer, where_clause(self.shape, None), group_by(self.shape))
     }
 
     /// Fold the buffer into the state; every state row touched lands in `affected`.
