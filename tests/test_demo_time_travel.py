@@ -12,8 +12,8 @@ import pytest
 
 from conftest import ROOT, free_port
 from streams import SUMMARY_QUERY, full_result, latest, rows, wait_for, wait_until_caught_up
-from test_stream_seed_demo import (BAD_BATCH, CLEANUP, CONFIRM, FULL, GOOD_SNAPSHOT, PAUSE, PAUSED, RESUME, REWIND,
-                                   STATUS, SUMMARY)
+from test_stream_seed_demo import (CONFIRM, PAUSE, RESUME, STATUS, SUMMARY, delete_bad_rows, inject_bug,
+                                   pause_rewind_and_verify, record_good_snapshot)
 
 DEMO = ROOT / "demos" / "ducklake-time-travel"
 PG_VERSIONS = ["pg18"]  # the demo is PostgreSQL 18
@@ -39,35 +39,11 @@ def test_demo_readme_steps(demo):
     wait_for(lambda: len(conn.execute(SUMMARY).fetchall()) == 3, "event_summary to show click, purchase, view")
     table_name, status, _, refreshed = conn.execute(STATUS).fetchone()
     assert (table_name, status) == ("event_summary", "ACTIVE") and refreshed is not None
-    # Step 3.
-    good, count = conn.execute(GOOD_SNAPSHOT).fetchone()
-    assert count == 3
-    good_rows = full_result(conn, SUMMARY_QUERY, good)
-    # Step 4: the bug appears after a refresh cycle (5 s schedule).
-    conn.execute(BAD_BATCH)
-    wait_for(lambda: ("CORRUPTED_EVENT", 1000, 999999000) in conn.execute(SUMMARY).fetchall(),
-             "CORRUPTED_EVENT in event_summary")
-    # Step 5.
-    conn.execute(PAUSE)
-    assert conn.execute(PAUSED).fetchone() == ("event_summary", "PAUSED")
-    conn.execute(REWIND.format(good=good, column="table_name"))
-    conn.execute(FULL)
-    # Step 6: gone, equal to the result at the good snapshot, frontier there, repeatable.
-    rewound = conn.execute(SUMMARY).fetchall()
-    assert sorted(rewound) == good_rows and all(r[0] != "CORRUPTED_EVENT" for r in rewound)
-    assert conn.execute(CONFIRM).fetchone() == (good,)
-    conn.execute(REWIND.format(good=good, column="table_name"))
-    conn.execute(FULL)
-    assert conn.execute(SUMMARY).fetchall() == rewound
+    good, good_rows = record_good_snapshot(conn)
+    inject_bug(conn)  # after a refresh cycle (5 s schedule)
+    pause_rewind_and_verify(conn, good, good_rows, "table_name")
     # Step 7: delete the bad rows, resume; the summary catches up without them.
-    # DuckLake refuses a delete that races a concurrent insert (40001): retry, as the README says.
-    def cleanup():
-        try:
-            conn.execute(CLEANUP)
-            return True
-        except psycopg.errors.SerializationFailure:
-            return False
-    wait_for(cleanup, "the DELETE to commit between generator batches")
+    delete_bad_rows(conn)
     conn.execute(RESUME)
     wait_until_caught_up(conn, "event_summary")
     # The generator keeps writing: hold the table still to compare it with its frontier.

@@ -3,6 +3,7 @@ against a live lake with a generator inserting batches through the FDW."""
 
 import threading
 
+import psycopg
 import pytest
 
 from streams import SUMMARY_QUERY, full_result, latest, rows, setup_events, wait_for, wait_until_caught_up
@@ -38,6 +39,48 @@ FROM pgtrickle.pgt_stream_tables
 WHERE table_name = 'event_summary';"""
 RESUME = "SELECT pgtrickle.resume_scheduler(ARRAY['event_summary']);"
 CLEANUP = "DELETE FROM lake.events WHERE event_type = 'CORRUPTED_EVENT';"
+
+
+def record_good_snapshot(conn):
+    """Step 3: the frontier now, and the query's result there."""
+    good, row_count = conn.execute(GOOD_SNAPSHOT).fetchone()
+    assert row_count == 3
+    return good, full_result(conn, SUMMARY_QUERY, good)
+
+
+def inject_bug(conn):
+    """Step 4: the bad batch shows up after a refresh cycle."""
+    conn.execute(BAD_BATCH)
+    wait_for(lambda: ("CORRUPTED_EVENT", 1000, 999999000) in conn.execute(SUMMARY).fetchall(),
+             "CORRUPTED_EVENT in event_summary")
+
+
+def pause_rewind_and_verify(conn, good, good_rows, name_column):
+    """Steps 5 and 6: pause, rewind the frontier, FULL refresh; the result is the one at
+    the good snapshot, and repeating the rewind gives the same rows."""
+    conn.execute(PAUSE)
+    assert conn.execute(PAUSED).fetchone() == ("event_summary", "PAUSED")
+    conn.execute(REWIND.format(good=good, column=name_column))
+    conn.execute(FULL)
+    rewound = conn.execute(SUMMARY).fetchall()
+    assert sorted(rewound) == good_rows
+    assert all(r[0] != "CORRUPTED_EVENT" for r in rewound)
+    assert conn.execute(CONFIRM).fetchone() == (good,)
+    conn.execute(REWIND.format(good=good, column=name_column))
+    conn.execute(FULL)
+    assert conn.execute(SUMMARY).fetchall() == rewound
+
+
+def delete_bad_rows(conn):
+    """Step 7's DELETE. DuckLake refuses a delete that races a concurrent insert (40001);
+    it is retried, as the demo README says."""
+    def attempt():
+        try:
+            conn.execute(CLEANUP)
+            return True
+        except psycopg.errors.SerializationFailure:
+            return False
+    wait_for(attempt, "the DELETE to commit between generator batches")
 
 
 class Generator(threading.Thread):
@@ -85,35 +128,17 @@ def test_time_travel_walkthrough(lake, name_column):
         status = conn.execute(STATUS).fetchone()
         assert status[0] == "event_summary" and status[1] == "ACTIVE" and status[3] is not None
         wait_for(lambda: len(conn.execute(SUMMARY).fetchall()) == 3, "the summary to show all three event types")
-        # Step 3: record the good snapshot.
-        good, row_count = conn.execute(GOOD_SNAPSHOT).fetchone()
-        assert row_count == 3
-        good_rows = full_result(conn, SUMMARY_QUERY, good)
-        # Step 4: the bad batch shows up after a refresh cycle.
-        conn.execute(BAD_BATCH)
-        wait_for(lambda: ("CORRUPTED_EVENT", 1000, 999999000) in conn.execute(SUMMARY).fetchall(),
-                 "CORRUPTED_EVENT in event_summary")
+        good, good_rows = record_good_snapshot(conn)
+        inject_bug(conn)
         if name_column == "pgt_name":
             assert conn.execute("SELECT COUNT(*) AS bugged_row_count FROM event_summary").fetchone() == (4,)
-        # Step 5: pause, rewind the frontier, FULL refresh.
-        conn.execute(PAUSE)
-        assert conn.execute(PAUSED).fetchone() == ("event_summary", "PAUSED")
-        conn.execute(REWIND.format(good=good, column=name_column))
-        conn.execute(FULL)
-        # Step 6: the result is the one at the good snapshot, and repeatable.
-        rewound = conn.execute(SUMMARY).fetchall()
-        assert sorted(rewound) == good_rows
-        assert all(r[0] != "CORRUPTED_EVENT" for r in rewound)
-        assert conn.execute(CONFIRM).fetchone() == (good,)
-        conn.execute(REWIND.format(good=good, column=name_column))
-        conn.execute(FULL)
-        assert conn.execute(SUMMARY).fetchall() == rewound
+        pause_rewind_and_verify(conn, good, good_rows, name_column)
         # Paused: the scheduler leaves it at the good snapshot while the generator writes on.
         before = latest(conn)
         wait_for(lambda: latest(conn) > before + 2, "more generator batches")
         assert conn.execute(CONFIRM).fetchone() == (good,)
         # Step 7: fix the source, resume, replay forward differentially.
-        conn.execute(CLEANUP)
+        delete_bad_rows(conn)
         conn.execute(RESUME)
         assert conn.execute(PAUSED).fetchone() == ("event_summary", "ACTIVE")
         wait_until_caught_up(conn, "event_summary")
