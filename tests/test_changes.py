@@ -75,6 +75,23 @@ def test_empty_and_parameterised_ranges(feed):
     assert feed.rows("EXECUTE delta(NULL, 6)") == [(0,)]
 
 
+def test_range_ending_after_the_current_snapshot_ends_now(feed):
+    # snapshots 7.. do not exist yet, so no change has their id (DuckLake itself would refuse them)
+    everything = pg_changes(feed, "true")
+    assert len(everything) == 3 + 2000 + 3 + 4 + 1
+    assert pg_changes(feed, "snapshot_id <= 20") == everything
+    assert pg_changes(feed, "snapshot_id BETWEEN 4 AND 1000") == pg_changes(feed, "snapshot_id >= 4")
+    assert feed.rows("SELECT count(*) FROM lake.events_changes WHERE snapshot_id BETWEEN 30 AND 40") == [(0,)]
+    feed.conn.execute("PREPARE upto(bigint) AS SELECT count(*) FROM lake.events_changes WHERE snapshot_id <= $1")
+    assert feed.rows("EXECUTE upto(100)") == [(len(everything),)]
+    feed.import_schema("events")
+    assert feed.rows("SELECT count(*) FROM ducklake.table_changes('lake.events', 5, 100)") == [(4 + 1,)]
+    assert feed.rows("SELECT count(*) FROM ducklake.table_changes('lake.events', 7, 100)") == [(0,)]
+    # the seed playbook's command, on a lake with fewer than 10 snapshots
+    assert feed.rows("SELECT count(*) FROM ducklake.ducklake_table_changes('analytics', 'main', 'events', 0, 10)") \
+        == [(len(everything),)]
+
+
 def test_compaction_is_not_a_change(feed):
     # two files without deletes, which DuckLake can merge
     feed.ref.execute("INSERT INTO events SELECT i, 'more', i FROM range(5000, 7000) t(i)")

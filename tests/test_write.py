@@ -111,6 +111,26 @@ def test_rolled_back_savepoint_that_wrote_dooms_the_transaction(events):
     assert events.ref.rows("SELECT event_type FROM events ORDER BY 1") == [("kept",), ("kept too",)]
 
 
+def test_lake_ddl_from_sql_is_a_write(events):
+    # ducklake.execute inside a rolled-back savepoint: the table must not appear
+    with events.connect(autocommit=False) as conn:
+        conn.execute("SAVEPOINT s")
+        conn.execute("SELECT ducklake.execute('lake', 'CREATE TABLE undone (a INTEGER)')")
+        conn.execute("ROLLBACK TO SAVEPOINT s")
+        with pytest.raises(psycopg.Error) as caught:
+            conn.commit()
+        assert caught.value.sqlstate == "25P02"
+    assert events.ref.rows("SELECT table_name FROM duckdb_tables() WHERE database_name = 'analytics' "
+                           "ORDER BY 1") == [("events",)]
+    # committed DDL has an author like any write; a read through execute makes no snapshot
+    before = snapshot_count(events)
+    events.conn.execute("SELECT ducklake.execute('lake', 'SELECT 1')")
+    assert snapshot_count(events) == before
+    events.conn.execute("SELECT ducklake.execute('lake', 'CREATE TABLE kept (a INTEGER)')")
+    assert events.rows("SELECT author, changes FROM ducklake.snapshots('lake') ORDER BY snapshot_id DESC LIMIT 1") \
+        == [("postgres", {"tables_created": ["main.kept"]})]
+
+
 def test_copy_from_and_returning(events):
     data = "".join(f"copy\t{i}\n" for i in range(1000))
     with events.conn.cursor() as cur:

@@ -20,7 +20,11 @@ fn execute(server: &str, statement: &str) {
     let run = || -> LakeResult<()> {
         let server_oid = server_by_name(server)?;
         require_owner(server_oid)?;
-        lake_for(server_oid)?.execute_batch(statement)
+        let lake = lake_for(server_oid)?;
+        // Counted as a write: the snapshot gets an author, and a rolled-back savepoint
+        // around it dooms the transaction like any other write.
+        lake.note_write();
+        lake.execute_batch(statement)
     };
     run().or_raise()
 }
@@ -58,6 +62,7 @@ fn create_lake_table(relid: pg_sys::Oid, if_not_exists: bool) -> LakeResult<()> 
     };
     require_owner(server_oid)?;
     let lake = lake_for(server_oid)?;
+    lake.note_write();
     lake.execute_batch(&format!("CREATE SCHEMA IF NOT EXISTS {}", sql::ident(&table.schema)))?;
     lake.execute_batch(&format!(
         "CREATE TABLE {}{}.{} ({})",

@@ -173,6 +173,12 @@ fn changes_as_json(
     from_snapshot: i64,
     to_snapshot: i64,
 ) -> LakeResult<Vec<ChangeRow>> {
+    // As for change-feed scans: an end after the current snapshot means "up to now".
+    let to_snapshot = to_snapshot.min(crate::scan::snapshot::current_snapshot(lake)?);
+    let from_snapshot = from_snapshot.max(0);
+    if from_snapshot > to_snapshot {
+        return Ok(Vec::new());
+    }
     let fields: Vec<String> =
         fields.iter().map(|(key, column)| format!("{}: {}", sql::literal(key), sql::ident(column))).collect();
     let query = format!(

@@ -26,12 +26,16 @@ pub fn from_clause(plan: &ScanPlan, range_params: &[Option<i64>], lake: Option<&
         Source::Table => Ok(format!("{qualified}{}", at_clause(&table)?)),
         Source::Changes => {
             let lower = resolve(&plan.lower, range_params, Side::Lower);
-            let upper = match resolve(&plan.upper, range_params, Side::Upper) {
-                Some(upper) => Some(upper),
-                None => match lake {
-                    Some(lake) => Some(current_snapshot(lake)?),
-                    None => None,
-                },
+            // Snapshots after the current one do not exist yet, so no change has their id:
+            // `snapshot_id <= 20` on a lake at snapshot 4 means "up to 4" (DuckLake itself
+            // would refuse the missing snapshot 20).
+            let requested = resolve(&plan.upper, range_params, Side::Upper);
+            let upper = match lake {
+                Some(lake) => {
+                    let current = current_snapshot(lake)?;
+                    Some(requested.map_or(current, |u| u.min(current)))
+                }
+                None => requested,
             };
             let lower = lower.unwrap_or(0).max(0);
             if upper.is_some_and(|u| lower > u) {
