@@ -181,9 +181,12 @@ fn changes_as_json(
     }
     let fields: Vec<String> =
         fields.iter().map(|(key, column)| format!("{}: {}", sql::literal(key), sql::ident(column))).collect();
+    // A stable order for callers that print or diff the feed: an update's preimage
+    // comes before its postimage.
     let query = format!(
         "SELECT snapshot_id, rowid, change_type, CAST(to_json({{{}}}) AS VARCHAR) \
-         FROM ducklake_table_changes({}, {}, {}, {from_snapshot}, {to_snapshot}) ORDER BY snapshot_id, rowid",
+         FROM ducklake_table_changes({}, {}, {}, {from_snapshot}, {to_snapshot}) \
+         ORDER BY snapshot_id, rowid, change_type = 'update_postimage'",
         fields.join(", "),
         sql::literal(&lake.instance.alias),
         sql::literal(schema),
