@@ -162,6 +162,47 @@ def test_drop_alter_and_dependencies(events):
     conn.execute("DROP FOREIGN TABLE lake.events")
 
 
+def test_cascade_drops_views_on_a_recreated_result(events):
+    conn = events.conn
+    insert_events(conn, "click", 2, 3)
+    conn.execute("SELECT pgtrickle.create_stream_table('event_summary', %s, '1h')", (SUMMARY_QUERY,))
+    conn.execute("CREATE VIEW busy AS SELECT event_type FROM event_summary WHERE event_count > 1")
+    other_columns = "SELECT DISTINCT event_type FROM lake.events"
+    with pytest.raises(psycopg.errors.DependentObjectsStillExist) as caught:
+        conn.execute("SELECT pgtrickle.alter_stream_table('event_summary', query => %s)", (other_columns,))
+    assert caught.value.diag.message_detail == "view busy depends on table event_summary"
+    assert conn.execute("SELECT defining_query FROM pgtrickle.pgt_stream_tables").fetchone() == (SUMMARY_QUERY,)
+    conn.execute("SELECT pgtrickle.alter_stream_table('event_summary', query => %s, cascade => true)", (other_columns,))
+    assert rows(conn, "SELECT * FROM event_summary") == [("click",)]
+    assert conn.execute("SELECT to_regclass('busy')").fetchone() == (None,)
+    conn.execute("CREATE VIEW everything AS SELECT * FROM event_summary")
+    assert error_of(conn, "SELECT pgtrickle.drop_stream_table('event_summary')")[0] == "2BP01"
+    conn.execute("SELECT pgtrickle.drop_stream_table('event_summary', cascade => true)")
+    assert conn.execute("SELECT to_regclass('everything'), count(*) FROM pgtrickle.pgt_stream_tables "
+                        "GROUP BY 1").fetchall() == []
+
+
+def test_verify_compares_with_the_query_at_the_frontier(events):
+    conn = events.conn
+    insert_events(conn, "click", 2, 3)
+    conn.execute("SELECT pgtrickle.create_stream_table('event_summary', %s, '1h')", (SUMMARY_QUERY,))
+    verify = "SELECT difference, row_data FROM pgtrickle.verify_stream_table('event_summary') ORDER BY 1, 2::text"
+    assert conn.execute(verify).fetchall() == []
+    # newer lake rows are not a difference: the table is checked at its frontier
+    insert_events(conn, "view", 1, 1)
+    assert conn.execute(verify).fetchall() == []
+    conn.execute("UPDATE event_summary SET total_value = 7")
+    conn.execute("INSERT INTO event_summary VALUES ('ghost', 1, 1)")
+    assert sorted(conn.execute(verify).fetchall(), key=repr) == [
+        ("extra", {"event_type": "click", "event_count": 2, "total_value": 7}),
+        ("extra", {"event_type": "ghost", "event_count": 1, "total_value": 1}),
+        ("missing", {"event_type": "click", "event_count": 2, "total_value": 6}),
+    ]
+    conn.execute("SELECT pgtrickle.refresh('event_summary', 'FULL')")
+    assert conn.execute(verify).fetchall() == []
+    assert error_of(conn, "SELECT * FROM pgtrickle.verify_stream_table('nope')")[0] == "42P01"
+
+
 def test_maintenance_keeps_snapshots_a_frontier_needs(events):
     conn = events.conn
     insert_events(conn, "click", 1, 1)

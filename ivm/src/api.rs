@@ -88,27 +88,34 @@ fn create_stream_table(
     run().or_raise()
 }
 
-/// Drop a stream table: its result table and everything behind it.
+fn drop_behaviour(cascade: bool) -> &'static str {
+    if cascade { " CASCADE" } else { "" }
+}
+
+/// Drop a stream table: its result table and everything behind it. With `cascade`,
+/// also the views and other objects that depend on the result table.
 #[pg_extern]
-fn drop_stream_table(name: &str) {
+fn drop_stream_table(name: &str, cascade: default!(bool, false)) {
     let run = || -> IvmResult<()> {
         let id = catalog::resolve(name)?;
         let table = catalog::load(id, Lock::Wait)?.ok_or_else(|| IvmError::no_such_stream_table(name))?;
         Spi::run_with_args("DELETE FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1", &[id.into()])?;
-        Spi::run(&format!("DROP TABLE {}", crate::sql::relation_name(table.relid)))?;
+        Spi::run(&format!("DROP TABLE {}{}", crate::sql::relation_name(table.relid), drop_behaviour(cascade)))?;
         Ok(())
     };
     run().or_raise()
 }
 
 /// Change a stream table's query, schedule or refresh mode. A new query or mode
-/// rebuilds it at the lake's current snapshot.
+/// rebuilds it at the lake's current snapshot. A query with other columns recreates
+/// the result table; `cascade` lets that drop the views on it.
 #[pg_extern]
 fn alter_stream_table(
     name: &str,
     query: default!(Option<&str>, "NULL"),
     schedule: default!(Option<&str>, "NULL"),
     refresh_mode: default!(Option<&str>, "NULL"),
+    cascade: default!(bool, false),
 ) {
     let run = || -> IvmResult<()> {
         let id = catalog::resolve(name)?;
@@ -138,7 +145,7 @@ fn alter_stream_table(
         if !same_columns(relid, new_query)? {
             // Detach the row first, or the drop event trigger would forget the stream table.
             Spi::run_with_args("UPDATE pgtrickle.pgt_stream_tables SET pgt_relid = 0 WHERE pgt_id = $1", &[id.into()])?;
-            Spi::run(&format!("DROP TABLE {}", qualified(&schema, &table_name)))?;
+            Spi::run(&format!("DROP TABLE {}{}", qualified(&schema, &table_name), drop_behaviour(cascade)))?;
             relid = create_result(&schema, &table_name, new_query)?;
         } else {
             // Old indexes may not fit the new keys; the new plan creates its own.
@@ -264,3 +271,16 @@ fn rewind(name: &str, snapshot_id: i64) {
     run().or_raise()
 }
 
+
+/// Rows where the stream table differs from its defining query evaluated at the
+/// table's frontier snapshot: `missing` (in the query's result only) or `extra` (in
+/// the table only), each as jsonb. No rows: the table is exactly its query's result.
+#[pg_extern]
+fn verify_stream_table(
+    name: &str,
+) -> TableIterator<'static, (name!(difference, String), name!(row_data, JsonB))> {
+    let run = || -> IvmResult<Vec<crate::maintenance::verify::Difference>> {
+        crate::maintenance::verify::differences(catalog::resolve(name)?)
+    };
+    TableIterator::new(run().or_raise())
+}

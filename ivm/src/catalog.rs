@@ -55,6 +55,9 @@ pub enum Lock {
     Wait,
     /// Give up (None) when another session is refreshing it.
     SkipLocked,
+    /// Wait for a running refresh, and keep others from committing until this
+    /// transaction ends (a consistent frontier and result for readers).
+    Share,
 }
 
 pub fn load(id: i64, lock: Lock) -> IvmResult<Option<StreamTable>> {
@@ -62,6 +65,7 @@ pub fn load(id: i64, lock: Lock) -> IvmResult<Option<StreamTable>> {
         Lock::None => "",
         Lock::Wait => " FOR UPDATE",
         Lock::SkipLocked => " FOR UPDATE SKIP LOCKED",
+        Lock::Share => " FOR SHARE",
     };
     let query = format!("SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1{suffix}");
     // Not read-only: FOR UPDATE.

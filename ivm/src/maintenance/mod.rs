@@ -1,7 +1,8 @@
 //! Keeping stream tables current: the relations behind them, the SQL of the delta
-//! rules, and the refresh that runs it.
+//! rules, the refresh that runs it, and the check of a result against its query.
 
 pub mod context;
 pub mod objects;
 pub mod refresh;
 pub mod statements;
+pub mod verify;
