@@ -26,7 +26,9 @@ class Project:
     """A copy of the example project wired to the test database."""
 
     def __init__(self, lake, directory):
-        shutil.copytree(ROOT / "dbt" / "example", directory)
+        # without what a run of the example in place leaves behind
+        shutil.copytree(ROOT / "dbt" / "example", directory,
+                        ignore=shutil.ignore_patterns("dbt_packages", "target", "logs", "package-lock.yml"))
         (directory / "packages.yml").write_text(f"packages:\n  - local: {ROOT / 'dbt'}\n")
         self.directory = directory
         self.env = dict(os.environ, PGHOST="127.0.0.1", PGPORT=str(lake.cluster.port), PGUSER="postgres",
