@@ -332,3 +332,43 @@ def test_pushable_delete_runs_as_one_duckdb_statement(filled):
         assert cur.rowcount == 10000
     assert filled.ref.rows("SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY 1") == [
         ("buy", 10000), ("click", 10000 - 33)]
+
+
+def test_update_with_constants_runs_as_one_duckdb_statement(filled):
+    update = "UPDATE lake.events SET event_type = 'changed', amount = 1.5, created_at = NULL WHERE value <= 100"
+    plan = "\n".join(r[0] for r in filled.rows(f"EXPLAIN (VERBOSE, COSTS OFF) {update}"))
+    assert ('DuckDB SQL: UPDATE "analytics"."main"."events" SET "event_type" = \'changed\', '
+            '"amount" = CAST(\'1.500\' AS DECIMAL(38,3)), "created_at" = NULL WHERE') in plan
+    before = snapshot_count(filled)
+    with filled.conn.cursor() as cur:
+        cur.execute(update)
+        assert cur.rowcount == 100
+    assert snapshot_count(filled) == before + 1
+    assert filled.ref.rows("SELECT event_type, amount, count(*), sum(value) FROM events WHERE value <= 100 GROUP BY ALL") \
+        == [("changed", Decimal("1.500"), 100, 5050)]
+    assert filled.ref.rows("SELECT count(*) FROM events WHERE event_type = 'changed'") == [(100,)]
+    # a constant that does not fit the lake column names it, and nothing is written
+    filled.conn.execute("CREATE FOREIGN TABLE lake.wide (value bigint, amount numeric(20,1)) SERVER lake "
+                        "OPTIONS (table 'events')")
+    with pytest.raises(psycopg.Error) as caught:
+        filled.conn.execute("UPDATE lake.wide SET amount = 12345678901234.5 WHERE value = 1")
+    assert caught.value.sqlstate == "22003", str(caught.value)
+    assert 'value for column "amount" does not fit DuckLake type DECIMAL(12,3)' in str(caught.value)
+    assert filled.ref.rows("SELECT amount FROM events WHERE value = 1") == [(Decimal("1.500"),)]
+
+
+def test_update_keeps_the_row_path_when_it_must(filled):
+    # computed values, and tables with row triggers, go row by row; the answers agree
+    plan = "\n".join(r[0] for r in filled.rows("EXPLAIN (VERBOSE, COSTS OFF) UPDATE lake.events SET value = value + 1 "
+                                               "WHERE value <= 10"))
+    assert "DuckDB SQL: SELECT" in plan and "DuckDB SQL: UPDATE" not in plan
+    filled.conn.execute("CREATE TABLE audit (n int)")
+    filled.conn.execute("CREATE FUNCTION count_row() RETURNS trigger LANGUAGE plpgsql AS "
+                        "$$BEGIN INSERT INTO audit VALUES (1); RETURN NEW; END$$")
+    filled.conn.execute("CREATE TRIGGER counted BEFORE UPDATE ON lake.events FOR EACH ROW EXECUTE FUNCTION count_row()")
+    plan = "\n".join(r[0] for r in filled.rows("EXPLAIN (VERBOSE, COSTS OFF) UPDATE lake.events SET event_type = 'x' "
+                                               "WHERE value <= 10"))
+    assert "DuckDB SQL: UPDATE" not in plan
+    filled.conn.execute("UPDATE lake.events SET event_type = 'x' WHERE value <= 10")
+    assert filled.rows("SELECT count(*) FROM audit") == [(10,)]
+    assert filled.ref.rows("SELECT count(*) FROM events WHERE event_type = 'x'") == [(10,)]

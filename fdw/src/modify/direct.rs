@@ -1,27 +1,34 @@
-//! A DELETE whose whole condition DuckDB evaluates runs as one DuckDB statement
-//! (`DELETE FROM t WHERE ...`) instead of sending every row's rowid through Postgres.
+//! A DELETE or UPDATE whose whole condition DuckDB evaluates runs as one DuckDB
+//! statement (`DELETE FROM t WHERE ...`, `UPDATE t SET c = <constant> WHERE ...`)
+//! instead of sending every row's rowid through Postgres.
 //!
 //! Taken only when the scan below the ModifyTable node is our plain table scan with
-//! no condition left to Postgres, no parameters and no RETURNING.
+//! no condition left to Postgres, no parameters, no RETURNING and no row triggers;
+//! an UPDATE also needs every new value to be a constant of a pushable type.
 
 use pgrx::prelude::*;
 use pgrx::{PgMemoryContexts, pg_sys};
 
-use crate::catalog::cache::lake_for;
+use crate::catalog::cache::{Lake, lake_for};
 use crate::duck::sql;
-use crate::error::OrRaise;
-use crate::options::TableOptions;
+use crate::error::{LakeError, OrRaise};
+use crate::options::{TableOptions, lake_column_name};
+use crate::pg_nodes::list_nodes;
+use crate::scan::deparse::{is_pushable_type, literal};
 use crate::scan::plan::{ScanPlan, Source};
 
 #[pg_guard]
 pub unsafe extern "C-unwind" fn plan_direct_modify(
-    _root: *mut pg_sys::PlannerInfo,
+    root: *mut pg_sys::PlannerInfo,
     plan: *mut pg_sys::ModifyTable,
     result_relation: pg_sys::Index,
     _subplan_index: std::ffi::c_int,
 ) -> bool {
     unsafe {
-        if (*plan).operation != pg_sys::CmdType::CMD_DELETE || !(*plan).returningLists.is_null() {
+        let operation = (*plan).operation;
+        if !matches!(operation, pg_sys::CmdType::CMD_DELETE | pg_sys::CmdType::CMD_UPDATE)
+            || !(*plan).returningLists.is_null()
+        {
             return false;
         }
         let subplan = (*plan).plan.lefttree;
@@ -35,29 +42,115 @@ pub unsafe extern "C-unwind" fn plan_direct_modify(
         {
             return false;
         }
-        let scan = ScanPlan::from_list((*fscan).fdw_private);
-        let table = TableOptions::of(pg_sys::Oid::from(scan.relid));
-        if scan.source != Source::Table || table.snapshot_id.is_some() || table.as_of.is_some() || scan.limit.is_some() {
+        let mut scan = ScanPlan::from_list((*fscan).fdw_private);
+        let relid = pg_sys::Oid::from(scan.relid);
+        let table = TableOptions::of(relid);
+        if scan.source != Source::Table
+            || table.snapshot_id.is_some()
+            || table.as_of.is_some()
+            || scan.limit.is_some()
+            || has_row_triggers(relid, operation)
+        {
             return false;
         }
-        (*fscan).operation = pg_sys::CmdType::CMD_DELETE;
+        if operation == pg_sys::CmdType::CMD_UPDATE {
+            // Only the plain case: the result relation is the query's own (no inheritance).
+            if (*(*root).parse).resultRelation as pg_sys::Index != result_relation {
+                return false;
+            }
+            match assignments(root, relid) {
+                Some(assignments) if !assignments.is_empty() => scan.assignments = assignments,
+                _ => return false,
+            }
+            (*fscan).fdw_private = scan.to_list();
+        }
+        (*fscan).operation = operation;
         (*fscan).resultRelation = result_relation;
         true
     }
 }
 
+/// Row triggers must see every row, so such tables keep the row-by-row path.
+unsafe fn has_row_triggers(relid: pg_sys::Oid, operation: pg_sys::CmdType::Type) -> bool {
+    unsafe {
+        let relation = pg_sys::RelationIdGetRelation(relid);
+        if relation.is_null() {
+            return true;
+        }
+        let triggers = (*relation).trigdesc;
+        let found = !triggers.is_null()
+            && match operation {
+                pg_sys::CmdType::CMD_UPDATE => {
+                    (*triggers).trig_update_before_row || (*triggers).trig_update_after_row || (*triggers).trig_update_instead_row
+                }
+                _ => {
+                    (*triggers).trig_delete_before_row || (*triggers).trig_delete_after_row || (*triggers).trig_delete_instead_row
+                }
+            };
+        pg_sys::RelationClose(relation);
+        found
+    }
+}
+
+/// `"column" = <literal>` for each column the UPDATE sets, or None when a new value
+/// is not a constant DuckDB can take as is.
+unsafe fn assignments(root: *mut pg_sys::PlannerInfo, relid: pg_sys::Oid) -> Option<Vec<String>> {
+    unsafe {
+        let targets: Vec<*mut pg_sys::TargetEntry> = list_nodes((*root).processed_tlist)
+            .into_iter()
+            .map(|n| n as *mut pg_sys::TargetEntry)
+            .filter(|t| !(**t).resjunk)
+            .collect();
+        let columns = (*root).update_colnos;
+        if columns.is_null() || (*columns).length as usize != targets.len() {
+            return None;
+        }
+        let mut result = Vec::with_capacity(targets.len());
+        for (i, target) in targets.into_iter().enumerate() {
+            let attnum = *(*columns).elements.add(i).cast::<i32>() as i16;
+            if attnum <= 0 {
+                return None;
+            }
+            let mut expr = (*target).expr as *mut pg_sys::Node;
+            while (*expr).type_ == pg_sys::NodeTag::T_RelabelType {
+                expr = (*(expr as *mut pg_sys::RelabelType)).arg.cast();
+            }
+            if (*expr).type_ != pg_sys::NodeTag::T_Const {
+                return None;
+            }
+            let constant = expr as *mut pg_sys::Const;
+            let value = if (*constant).constisnull {
+                "NULL".to_owned()
+            } else {
+                if !is_pushable_type((*constant).consttype) {
+                    return None;
+                }
+                literal((*constant).constvalue, (*constant).consttype)?
+            };
+            let name = std::ffi::CStr::from_ptr(pg_sys::get_attname(relid, attnum, false)).to_string_lossy().into_owned();
+            result.push(format!("{} = {value}", sql::ident(&lake_column_name(relid, attnum, &name))));
+        }
+        Some(result)
+    }
+}
+
 struct DirectState {
     sql: String,
-    deleted: u64,
+    changed: u64,
     reported: bool,
 }
 
-unsafe fn delete_sql(node: *mut pg_sys::ForeignScanState) -> String {
+unsafe fn statement_sql(node: *mut pg_sys::ForeignScanState) -> String {
     unsafe {
         let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
         let scan = ScanPlan::from_list((*plan).fdw_private);
         let (alias, table) = crate::scan::plan::table_reference(pg_sys::Oid::from(scan.relid));
-        let mut sql = format!("DELETE FROM {}", sql::qualified(&alias, &table.schema, &table.table));
+        let target = sql::qualified(&alias, &table.schema, &table.table);
+        let mut sql = if (*plan).operation == pg_sys::CmdType::CMD_UPDATE {
+            format!("UPDATE {target} SET {}", scan.assignments.join(", "))
+        } else {
+            format!("DELETE FROM {target}")
+        };
         if !scan.filter.is_empty() {
             sql.push_str(" WHERE ");
             sql.push_str(&scan.filter.join(" AND "));
@@ -69,17 +162,17 @@ unsafe fn delete_sql(node: *mut pg_sys::ForeignScanState) -> String {
 #[pg_guard]
 pub unsafe extern "C-unwind" fn begin_direct_modify(node: *mut pg_sys::ForeignScanState, eflags: std::ffi::c_int) {
     unsafe {
-        let sql = delete_sql(node);
-        let mut state = DirectState { sql, deleted: 0, reported: false };
+        let sql = statement_sql(node);
+        let mut state = DirectState { sql, changed: 0, reported: false };
         if eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 == 0 {
             let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
             let lake = lake_for((*plan).fs_server).or_raise();
             lake.note_write();
             let conn = lake.connection().or_raise();
-            let deleted = crate::duck::cancel::interruptible(&lake.instance.interrupt, || conn.execute(&state.sql, []))
-                .map_err(crate::error::LakeError::from)
+            let changed = crate::duck::cancel::interruptible(&lake.instance.interrupt, || conn.execute(&state.sql, []))
+                .map_err(|e| rejected_value(&lake, plan, e.into()))
                 .or_raise();
-            state.deleted = deleted as u64;
+            state.changed = changed as u64;
         }
         (*node).fdw_state = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state).cast();
     }
@@ -91,7 +184,7 @@ pub unsafe extern "C-unwind" fn iterate_direct_modify(node: *mut pg_sys::Foreign
         let state = &mut *((*node).fdw_state as *mut DirectState);
         if !state.reported {
             state.reported = true;
-            (*(*node).ss.ps.state).es_processed += state.deleted;
+            (*(*node).ss.ps.state).es_processed += state.changed;
         }
         let slot = (*node).ss.ss_ScanTupleSlot;
         if let Some(clear) = (*(*slot).tts_ops).clear {
@@ -108,8 +201,45 @@ pub unsafe extern "C-unwind" fn end_direct_modify(_node: *mut pg_sys::ForeignSca
 pub unsafe extern "C-unwind" fn explain_direct_modify(node: *mut pg_sys::ForeignScanState, es: *mut pg_sys::ExplainState) {
     unsafe {
         if (*es).verbose {
-            let sql = std::ffi::CString::new(delete_sql(node)).expect("SQL without NUL");
+            let sql = std::ffi::CString::new(statement_sql(node)).expect("SQL without NUL");
             pg_sys::ExplainPropertyText(c"DuckDB SQL".as_ptr(), sql.as_ptr(), es);
         }
+    }
+}
+
+/// An UPDATE's constant that does not fit its lake column is reported like a
+/// row-by-row write would: naming the column and its DuckLake type.
+unsafe fn rejected_value(lake: &Lake, plan: *mut pg_sys::ForeignScan, error: LakeError) -> LakeError {
+    unsafe {
+        let scan = ScanPlan::from_list((*plan).fdw_private);
+        if scan.assignments.is_empty() {
+            return error;
+        }
+        let (alias, table) = crate::scan::plan::table_reference(pg_sys::Oid::from(scan.relid));
+        // The failed UPDATE aborted this connection's transaction: check on a sibling one.
+        let Some(conn) = lake.connection().ok().and_then(|c| c.try_clone().ok()) else {
+            return error;
+        };
+        let columns: Vec<(String, String)> = match conn.prepare(
+            "SELECT column_name, data_type FROM duckdb_columns() \
+             WHERE database_name = ? AND schema_name = ? AND table_name = ? ORDER BY column_index",
+        ) {
+            Ok(mut statement) => match statement
+                .query_map([alias.as_str(), table.schema.as_str(), table.table.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+            {
+                Ok(rows) => rows.filter_map(Result::ok).collect(),
+                Err(_) => return error,
+            },
+            Err(_) => return error,
+        };
+        for assignment in &scan.assignments {
+            for (name, lake_type) in &columns {
+                let Some(value) = assignment.strip_prefix(&format!("{} = ", sql::ident(name))) else { continue };
+                if let Err(e) = conn.query_row(&format!("SELECT CAST({value} AS {lake_type})"), [], |_| Ok(())) {
+                    return LakeError::ValueRejected { column: name.clone(), lake_type: lake_type.clone(), reason: e.to_string() };
+                }
+            }
+        }
+        error
     }
 }

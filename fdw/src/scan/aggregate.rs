@@ -275,6 +275,7 @@ pub unsafe fn plan_aggregate_scan(
             sql_params: base.params.len(),
             lower: base.lower.clone(),
             upper: base.upper.clone(),
+            assignments: Vec::new(),
         };
         pg_sys::make_foreignscan(
             tlist,

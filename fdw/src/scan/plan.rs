@@ -90,6 +90,9 @@ pub struct ScanPlan {
     pub sql_params: usize,
     pub lower: Vec<Bound>,
     pub upper: Vec<Bound>,
+    /// `"lake column" = <DuckDB literal>` of a direct UPDATE (see modify/direct.rs).
+    #[serde(default)]
+    pub assignments: Vec<String>,
 }
 
 impl ScanPlan {
@@ -547,6 +550,7 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
             sql_params: plan.params.len(),
             lower: plan.lower.clone(),
             upper: plan.upper.clone(),
+            assignments: Vec::new(),
         };
         pg_sys::make_foreignscan(
             tlist,
