@@ -221,10 +221,27 @@ def test_update_and_delete_in_one_transaction(filled):
     assert filled.ref.rows("SELECT count(*) FROM events") == [(29991,)]
 
 
-def test_update_delete_returning_is_refused(filled):
-    with pytest.raises(psycopg.Error, match="RETURNING is not supported"):
-        filled.conn.execute("DELETE FROM lake.events WHERE value = 1 RETURNING value")
-    assert filled.ref.rows("SELECT count(*) FROM events WHERE value = 1") == [(1,)]
+def test_update_and_delete_returning(filled):
+    conn = filled.conn
+    # DELETE returns the old rows (here with a pushable condition, which RETURNING keeps row by row)
+    deleted = conn.execute("DELETE FROM lake.events WHERE value <= 3 RETURNING value, event_type, amount").fetchall()
+    assert sorted(deleted) == [(1, "view", Decimal("0.100")), (2, "buy", Decimal("0.200")), (3, "click", Decimal("0.300"))]
+    assert filled.ref.rows("SELECT count(*) FROM events WHERE value <= 3") == [(0,)]
+    # UPDATE returns the new row: assigned columns new, the others as they were
+    updated = conn.execute("UPDATE lake.events SET event_type = 'moved', value = value * 10 WHERE value BETWEEN 4 AND 5 "
+                           "RETURNING value, event_type, amount, amount * 2 AS doubled").fetchall()
+    assert sorted(updated) == [(40, "moved", Decimal("0.400"), Decimal("0.800")),
+                               (50, "moved", Decimal("0.500"), Decimal("1.000"))]
+    assert filled.ref.rows("SELECT value, event_type, amount FROM events WHERE event_type = 'moved' ORDER BY value") \
+        == [(40, "moved", Decimal("0.400")), (50, "moved", Decimal("0.500"))]
+    # RETURNING * and a whole-row reference, in a transaction that later rolls back
+    with filled.connect(autocommit=False) as other:
+        star = other.execute("DELETE FROM lake.events WHERE value = 6 RETURNING *").fetchall()
+        assert len(star) == 1 and star[0][1:4] == ("click", 6, Decimal("0.600"))
+        whole = other.execute("UPDATE lake.events e SET amount = 0 WHERE value = 7 RETURNING e").fetchall()
+        assert len(whole) == 1 and ",view,7,0.000," in whole[0][0]
+        other.rollback()
+    assert filled.ref.rows("SELECT count(*) FROM events WHERE value IN (6, 7) AND amount > 0") == [(2,)]
 
 
 def test_server_options_changed_mid_transaction(events):

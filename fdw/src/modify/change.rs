@@ -11,7 +11,7 @@ use pgrx::{PgRelation, pg_sys};
 use crate::catalog::cache::lake_for;
 use crate::duck::sql;
 use crate::modify::staging::Staging;
-use crate::error::{LakeError, LakeResult, raise};
+use crate::error::{LakeError, LakeResult};
 use crate::modify::rowid;
 use crate::pg_nodes::attribute_numbers;
 use crate::options::{TableOptions, lake_column_name};
@@ -32,15 +32,19 @@ pub struct ChangeState {
     /// Assigned columns (UPDATE only).
     columns: Vec<Column>,
     update: bool,
+    /// For RETURNING: (attno, position of its old value in the subplan's output).
+    old_values: Vec<(i16, i16)>,
 }
 
-/// Row identity: the ctid system column, which our scans fill with the rowid.
+/// Row identity: the ctid system column, which our scans fill with the rowid. With
+/// RETURNING, also the old values of the columns it reads, as junk columns named
+/// `ducklake_old_<attno>`: the executor gives an FDW no old row of its own.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn add_foreign_update_targets(
     root: *mut pg_sys::PlannerInfo,
     rtindex: pg_sys::Index,
     _target_rte: *mut pg_sys::RangeTblEntry,
-    _target_relation: pg_sys::Relation,
+    target_relation: pg_sys::Relation,
 ) {
     unsafe {
         let var = pg_sys::makeVar(
@@ -52,6 +56,38 @@ pub unsafe extern "C-unwind" fn add_foreign_update_targets(
             0,
         );
         pg_sys::add_row_identity_var(root, var, rtindex, c"ctid".as_ptr());
+        let desc = pgrx::PgTupleDesc::from_pg_unchecked((*target_relation).rd_att);
+        for attno in returned_columns(root, rtindex, &desc) {
+            let attr = desc.get(attno as usize - 1).expect("a column of the relation");
+            let var = pg_sys::makeVar(rtindex as _, attno, attr.atttypid, attr.atttypmod, attr.attcollation, 0);
+            let name = std::ffi::CString::new(old_value_name(attno)).expect("no NUL");
+            pg_sys::add_row_identity_var(root, var, rtindex, pg_sys::pstrdup(name.as_ptr()));
+        }
+    }
+}
+
+fn old_value_name(attno: i16) -> String {
+    format!("ducklake_old_{attno}")
+}
+
+/// The user columns of the result relation that RETURNING reads (all of them for a
+/// whole-row reference).
+unsafe fn returned_columns(root: *mut pg_sys::PlannerInfo, rtindex: pg_sys::Index, desc: &pgrx::PgTupleDesc) -> Vec<i16> {
+    unsafe {
+        let returning = (*(*root).parse).returningList;
+        if returning.is_null() {
+            return Vec::new();
+        }
+        let mut set: *mut pg_sys::Bitmapset = std::ptr::null_mut();
+        pg_sys::pull_varattnos(returning.cast(), rtindex, &mut set);
+        let numbers = attribute_numbers(set);
+        let natts = desc.len() as i16;
+        let live = |a: i16| desc.get(a as usize - 1).is_some_and(|attr| !attr.is_dropped());
+        if numbers.contains(&0) {
+            (1..=natts).filter(|a| live(*a)).collect()
+        } else {
+            numbers.into_iter().filter(|a| *a > 0).map(|a| a as i16).filter(|a| live(*a)).collect()
+        }
     }
 }
 
@@ -65,9 +101,6 @@ pub unsafe extern "C-unwind" fn plan_foreign_modify(
 ) -> *mut pg_sys::List {
     unsafe {
         let operation = (*plan).operation;
-        if operation != pg_sys::CmdType::CMD_INSERT && !(*plan).returningLists.is_null() {
-            raise(LakeError::NotSupported("RETURNING is not supported for UPDATE or DELETE on DuckLake tables".into()));
-        }
         let mut attnos: *mut pg_sys::List = std::ptr::null_mut();
         if operation == pg_sys::CmdType::CMD_UPDATE {
             let rte = *(*root).simple_rte_array.add(result_relation as usize);
@@ -143,15 +176,26 @@ impl ChangeState {
                 .chain(columns.iter().map(|c| sql::ident(&c.name)))
                 .collect();
             let staging = Staging::create(lake, &staged.join(", "), &target)?;
-            Ok(ChangeState { table: table.display(), target, staging, ctid_attno, columns, update })
+            // Present only with RETURNING (see add_foreign_update_targets); the
+            // executor sets up RETURNING only after this callback.
+            let mut old_values = Vec::new();
+            for attno in 1..=tupdesc.len() as i16 {
+                let name = std::ffi::CString::new(old_value_name(attno)).expect("no NUL");
+                let position = pg_sys::ExecFindJunkAttributeInTlist((*subplan).targetlist, name.as_ptr());
+                if position > 0 {
+                    old_values.push((attno, position));
+                }
+            }
+            Ok(ChangeState { table: table.display(), target, staging, ctid_attno, columns, update, old_values })
         }
     }
 
     pub unsafe fn add(&mut self, slot: *mut pg_sys::TupleTableSlot, plan_slot: *mut pg_sys::TupleTableSlot) -> LakeResult<()> {
         unsafe {
             let attno = self.ctid_attno as i32;
-            if ((*plan_slot).tts_nvalid as i32) < attno {
-                pg_sys::slot_getsomeattrs_int(plan_slot, attno);
+            let needed = self.old_values.iter().map(|(_, p)| *p as i32).chain([attno]).max().unwrap_or(attno);
+            if ((*plan_slot).tts_nvalid as i32) < needed {
+                pg_sys::slot_getsomeattrs_int(plan_slot, needed);
             }
             if *(*plan_slot).tts_isnull.add(attno as usize - 1) {
                 return Err(LakeError::NotSupported("internal error: a row without rowid".into()));
@@ -167,7 +211,43 @@ impl ChangeState {
                     row.push(c.encoder.encode(*(*slot).tts_values.add(c.attno - 1), *(*slot).tts_isnull.add(c.attno - 1)));
                 }
             }
+            if !self.old_values.is_empty() {
+                self.fill_returned_row(slot, plan_slot);
+            }
             self.staging.push(row)
+        }
+    }
+
+    /// The row RETURNING sees: for DELETE the old values; for UPDATE the new values of
+    /// the assigned columns and the old values of the others (which the executor
+    /// leaves NULL for a foreign table).
+    unsafe fn fill_returned_row(&self, slot: *mut pg_sys::TupleTableSlot, plan_slot: *mut pg_sys::TupleTableSlot) {
+        unsafe {
+            let natts = (*(*slot).tts_tupleDescriptor).natts as usize;
+            if self.update {
+                if ((*slot).tts_nvalid as usize) < natts {
+                    pg_sys::slot_getsomeattrs_int(slot, natts as i32);
+                }
+            } else {
+                if let Some(clear) = (*(*slot).tts_ops).clear {
+                    clear(slot);
+                }
+                for i in 0..natts {
+                    *(*slot).tts_values.add(i) = pg_sys::Datum::from(0);
+                    *(*slot).tts_isnull.add(i) = true;
+                }
+            }
+            for (attno, position) in &self.old_values {
+                if self.update && self.columns.iter().any(|c| c.attno == *attno as usize) {
+                    continue;
+                }
+                let i = *attno as usize - 1;
+                *(*slot).tts_values.add(i) = *(*plan_slot).tts_values.add(*position as usize - 1);
+                *(*slot).tts_isnull.add(i) = *(*plan_slot).tts_isnull.add(*position as usize - 1);
+            }
+            if !self.update {
+                pg_sys::ExecStoreVirtualTuple(slot);
+            }
         }
     }
 
