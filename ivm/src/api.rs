@@ -42,7 +42,7 @@ fn validate(query: &str, mode: RefreshMode) -> IvmResult<()> {
 /// Create the result table (empty) from the query's output columns.
 fn create_result(schema: &str, table: &str, query: &str) -> IvmResult<pg_sys::Oid> {
     let name = qualified(schema, table);
-    Spi::run(&format!("CREATE TABLE {name} AS {} WITH NO DATA", query.trim_end().trim_end_matches(';')))?;
+    Spi::run(&format!("CREATE TABLE {name} AS {} WITH NO DATA", refresh::embeddable(query)))?;
     objects::regclass(&name)
 }
 
@@ -169,7 +169,7 @@ fn alter_stream_table(
 }
 
 fn same_columns(relid: pg_sys::Oid, query: &str) -> IvmResult<bool> {
-    Spi::run(&format!("CREATE TEMP VIEW __pgt_probe AS {}", query.trim_end().trim_end_matches(';')))?;
+    Spi::run(&format!("CREATE TEMP VIEW __pgt_probe AS {}", refresh::embeddable(query)))?;
     let same: bool = Spi::get_one_with_args(
         "SELECT (SELECT array_agg((attname, atttypid, atttypmod) ORDER BY attnum) FROM pg_attribute \
                  WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped)::text \

@@ -24,40 +24,45 @@
   {{ run_hooks(pre_hooks, inside_transaction=True) }}
 
   {%- set stream_table = ducklake_streams.get_stream_table(target_relation) if existing_relation is not none else none -%}
+  {%- set name_literal = ducklake_streams.sql_literal(name) -%}
+  {%- set schedule_literal = ducklake_streams.sql_literal(schedule) -%}
+  {%- set altering_query = stream_table is not none
+        and (stream_table.query != query or stream_table.refresh_mode != refresh_mode) -%}
   {%- if stream_table is none -%}
     {%- if existing_relation is not none -%}
       {{ adapter.drop_relation(existing_relation) }}
     {%- endif -%}
     {%- set action -%}
-      select pgtrickle.create_stream_table({{ ducklake_streams.sql_literal(name) }}, {{ ducklake_streams.sql_literal(query) }},
-        schedule => {{ ducklake_streams.sql_literal(schedule) }}, refresh_mode => {{ ducklake_streams.sql_literal(refresh_mode) }})
+      select pgtrickle.create_stream_table({{ name_literal }}, {{ ducklake_streams.sql_literal(query) }},
+        schedule => {{ schedule_literal }}, refresh_mode => {{ ducklake_streams.sql_literal(refresh_mode) }})
     {%- endset -%}
-  {%- elif stream_table.query != query or stream_table.refresh_mode != refresh_mode -%}
+  {%- elif altering_query -%}
     {%- set action -%}
-      select pgtrickle.alter_stream_table({{ ducklake_streams.sql_literal(name) }}, query => {{ ducklake_streams.sql_literal(query) }},
-        schedule => {{ ducklake_streams.sql_literal(schedule) }}, refresh_mode => {{ ducklake_streams.sql_literal(refresh_mode) }},
+      select pgtrickle.alter_stream_table({{ name_literal }}, query => {{ ducklake_streams.sql_literal(query) }},
+        schedule => {{ schedule_literal }}, refresh_mode => {{ ducklake_streams.sql_literal(refresh_mode) }},
         cascade => true)
     {%- endset -%}
   {%- elif should_full_refresh() -%}
     {%- set action -%}
       {%- if stream_table.schedule != schedule %}
-      select pgtrickle.alter_stream_table({{ ducklake_streams.sql_literal(name) }}, schedule => {{ ducklake_streams.sql_literal(schedule) }});
+      select pgtrickle.alter_stream_table({{ name_literal }}, schedule => {{ schedule_literal }});
       {%- endif %}
       update pgtrickle.pgt_stream_tables set frontier = '{"sources": {}}'
-      where pgt_relid = to_regclass({{ ducklake_streams.sql_literal(name) }});
-      select pgtrickle.refresh({{ ducklake_streams.sql_literal(name) }}, 'FULL')
+      where pgt_relid = to_regclass({{ name_literal }});
+      select pgtrickle.refresh({{ name_literal }}, 'FULL')
     {%- endset -%}
   {%- elif stream_table.schedule != schedule -%}
     {%- set action -%}
-      select pgtrickle.alter_stream_table({{ ducklake_streams.sql_literal(name) }}, schedule => {{ ducklake_streams.sql_literal(schedule) }})
+      select pgtrickle.alter_stream_table({{ name_literal }}, schedule => {{ schedule_literal }})
     {%- endset -%}
   {%- else -%}
     {%- set action -%}
-      select 'stream table {{ name | replace("'", "''") }} is up to date with its model'
+      select {{ ducklake_streams.sql_literal('stream table ' ~ name ~ ' is up to date with its model') }}
     {%- endset -%}
   {%- endif -%}
 
-  {%- set relid_before = ducklake_streams.relation_oid(target_relation) if stream_table is not none else none -%}
+  {#- Only a new query can recreate the result table (when its columns change). -#}
+  {%- set relid_before = ducklake_streams.relation_oid(target_relation) if altering_query else none -%}
   {% call statement('main') -%}
     {{ action }}
   {%- endcall %}

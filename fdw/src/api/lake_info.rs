@@ -173,8 +173,7 @@ fn changes_as_json(
     from_snapshot: i64,
     to_snapshot: i64,
 ) -> LakeResult<Vec<ChangeRow>> {
-    // As for change-feed scans: an end after the current snapshot means "up to now".
-    let to_snapshot = to_snapshot.min(crate::scan::snapshot::current_snapshot(lake)?);
+    let to_snapshot = crate::scan::snapshot::readable_upper(lake, Some(to_snapshot))?;
     let from_snapshot = from_snapshot.max(0);
     if from_snapshot > to_snapshot {
         return Ok(Vec::new());

@@ -99,7 +99,12 @@ impl Lake {
 
     /// (name, DuckDB type) of a lake table's columns, in order; empty if it does not exist.
     pub fn table_columns(&self, schema: &str, table: &str) -> LakeResult<Vec<(String, String)>> {
-        let mut statement = self.connection()?.prepare(
+        self.table_columns_on(self.connection()?, schema, table)
+    }
+
+    /// `table_columns` read on `conn`, a connection to this lake's DuckDB instance.
+    pub fn table_columns_on(&self, conn: &duckdb::Connection, schema: &str, table: &str) -> LakeResult<Vec<(String, String)>> {
+        let mut statement = conn.prepare(
             "SELECT column_name, data_type FROM duckdb_columns() \
              WHERE database_name = ? AND schema_name = ? AND table_name = ? ORDER BY column_index",
         )?;

@@ -215,22 +215,13 @@ unsafe fn rejected_value(lake: &Lake, plan: *mut pg_sys::ForeignScan, error: Lak
         if scan.assignments.is_empty() {
             return error;
         }
-        let (alias, table) = crate::scan::plan::table_reference(pg_sys::Oid::from(scan.relid));
+        let (_, table) = crate::scan::plan::table_reference(pg_sys::Oid::from(scan.relid));
         // The failed UPDATE aborted this connection's transaction: check on a sibling one.
         let Some(conn) = lake.connection().ok().and_then(|c| c.try_clone().ok()) else {
             return error;
         };
-        let columns: Vec<(String, String)> = match conn.prepare(
-            "SELECT column_name, data_type FROM duckdb_columns() \
-             WHERE database_name = ? AND schema_name = ? AND table_name = ? ORDER BY column_index",
-        ) {
-            Ok(mut statement) => match statement
-                .query_map([alias.as_str(), table.schema.as_str(), table.table.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
-            {
-                Ok(rows) => rows.filter_map(Result::ok).collect(),
-                Err(_) => return error,
-            },
-            Err(_) => return error,
+        let Ok(columns) = lake.table_columns_on(&conn, &table.schema, &table.table) else {
+            return error;
         };
         for assignment in &scan.assignments {
             for (name, lake_type) in &columns {

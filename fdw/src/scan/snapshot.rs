@@ -26,15 +26,9 @@ pub fn from_clause(plan: &ScanPlan, range_params: &[Option<i64>], lake: Option<&
         Source::Table => Ok(format!("{qualified}{}", at_clause(&table)?)),
         Source::Changes => {
             let lower = resolve(&plan.lower, range_params, Side::Lower);
-            // Snapshots after the current one do not exist yet, so no change has their id:
-            // `snapshot_id <= 20` on a lake at snapshot 4 means "up to 4" (DuckLake itself
-            // would refuse the missing snapshot 20).
             let requested = resolve(&plan.upper, range_params, Side::Upper);
             let upper = match lake {
-                Some(lake) => {
-                    let current = current_snapshot(lake)?;
-                    Some(requested.map_or(current, |u| u.min(current)))
-                }
+                Some(lake) => Some(readable_upper(lake, requested)?),
                 None => requested,
             };
             let lower = lower.unwrap_or(0).max(0);
@@ -84,6 +78,15 @@ fn resolve(bounds: &[Bound], params: &[Option<i64>], side: Side) -> Option<i64> 
         });
     }
     result
+}
+
+/// The last snapshot a change-feed range ending at `requested` (None: no end) can
+/// read. Snapshots after the current one do not exist yet, so no change has their id:
+/// `snapshot_id <= 20` on a lake at snapshot 4 means "up to 4" (DuckLake itself would
+/// refuse the missing snapshot 20).
+pub fn readable_upper(lake: &Lake, requested: Option<i64>) -> LakeResult<i64> {
+    let current = current_snapshot(lake)?;
+    Ok(requested.map_or(current, |u| u.min(current)))
 }
 
 pub fn current_snapshot(lake: &Lake) -> LakeResult<i64> {

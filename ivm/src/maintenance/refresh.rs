@@ -47,7 +47,7 @@ pub fn latest_snapshot(source: &LakeSource) -> IvmResult<i64> {
 }
 
 /// The query without trailing semicolons, for embedding as a subquery.
-fn embeddable(query: &str) -> &str {
+pub fn embeddable(query: &str) -> &str {
     query.trim_end().trim_end_matches(';').trim_end()
 }
 

@@ -2,7 +2,7 @@
 //! the table's frontier must give exactly the table's rows (as a multiset).
 
 use super::context::RefreshContext;
-use super::refresh::{owner_of, plan_for};
+use super::refresh::{embeddable, owner_of, plan_for};
 use crate::catalog::{self, Lock, frontier_snapshot};
 use crate::error::{IvmError, IvmResult};
 use crate::sql::relation_name;
@@ -37,7 +37,7 @@ pub fn differences(id: i64) -> IvmResult<Vec<Difference>> {
          UNION ALL \
          SELECT 'missing', to_jsonb(m) FROM (SELECT * FROM q EXCEPT ALL SELECT * FROM st) m",
         result = relation_name(table.relid),
-        query = table.query.trim_end().trim_end_matches(';').trim_end(),
+        query = embeddable(&table.query),
     );
     let rows = Spi::connect(|client| {
         let mut rows = Vec::new();
@@ -46,7 +46,6 @@ pub fn differences(id: i64) -> IvmResult<Vec<Difference>> {
         }
         Ok::<_, IvmError>(rows)
     })?;
-    context.unpin_snapshot();
-    drop(context);
+    drop(context); // reverts the pinned snapshot
     Ok(rows)
 }
