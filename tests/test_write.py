@@ -4,6 +4,7 @@ DuckLake snapshot per Postgres transaction, nothing on rollback."""
 import datetime
 import io
 import pathlib
+import subprocess
 import uuid
 from decimal import Decimal
 
@@ -109,6 +110,64 @@ def test_rolled_back_savepoint_that_wrote_dooms_the_transaction(events):
         conn.execute("RELEASE SAVEPOINT t")
         conn.commit()
     assert events.ref.rows("SELECT event_type FROM events ORDER BY 1") == [("kept",), ("kept too",)]
+
+
+def test_savepoint_around_a_refused_write_keeps_the_transaction(events):
+    """A write the lake refuses (NOT NULL, a value its type cannot hold) is rejected
+    before the lake sees it, so rolling back to a savepoint carries on."""
+    events.conn.execute("CREATE FOREIGN TABLE lake.texty (event_id text, event_type text) SERVER lake "
+                        "OPTIONS (table 'events')")
+    events.conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('committed', 0)")
+    before = snapshot_count(events)
+    with events.connect(autocommit=False) as conn:
+        conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('first', 1)")
+        conn.execute("SAVEPOINT s")
+        with pytest.raises(psycopg.errors.NotNullViolation) as caught:
+            conn.execute("INSERT INTO lake.events (event_type, value) SELECT CASE WHEN g = 3 THEN NULL ELSE 'x' END, g "
+                         "FROM generate_series(1, 5) g")
+        assert str(caught.value).startswith(
+            'null value in column "event_type" of DuckLake table main.events violates not-null constraint')
+        conn.execute("ROLLBACK TO SAVEPOINT s")
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation) as caught:
+            conn.execute("INSERT INTO lake.texty VALUES (gen_random_uuid()::text, 'ok'), ('not-a-uuid', 'bad')")
+        assert 'value for column "event_id" does not fit DuckLake type UUID' in str(caught.value)
+        conn.execute("ROLLBACK TO SAVEPOINT s")
+        # row by row (random() stays in Postgres) and as one DuckDB statement
+        with pytest.raises(psycopg.errors.NotNullViolation):
+            conn.execute("UPDATE lake.events SET event_type = NULL WHERE value = 0 AND random() >= 0")
+        conn.execute("ROLLBACK TO SAVEPOINT s")
+        with pytest.raises(psycopg.errors.NotNullViolation):
+            conn.execute("UPDATE lake.events SET event_type = NULL WHERE value = 0")
+        conn.execute("ROLLBACK TO SAVEPOINT s")
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation) as caught:
+            conn.execute("UPDATE lake.texty SET event_id = 'not-a-uuid' WHERE event_type = 'committed'")
+        assert 'value for column "event_id" does not fit DuckLake type UUID' in str(caught.value)
+        conn.execute("ROLLBACK TO SAVEPOINT s")
+        conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('second', 2)")
+        conn.commit()
+    assert events.ref.rows("SELECT event_type, value FROM events ORDER BY value") == [
+        ("committed", 0), ("first", 1), ("second", 2)]
+    assert snapshot_count(events) == before + 1
+
+
+def test_psql_on_error_rollback(events):
+    """psql's ON_ERROR_ROLLBACK wraps each statement in a savepoint: the failed INSERT
+    is skipped and the rest of the transaction commits."""
+    bindir = subprocess.run([events.cluster.pg_config, "--bindir"], check=True, capture_output=True,
+                            text=True).stdout.strip()
+    script = """\\set ON_ERROR_ROLLBACK on
+BEGIN;
+INSERT INTO lake.events (event_type, value) VALUES ('before', 1);
+INSERT INTO lake.events (event_type, value) VALUES (NULL, 2);
+INSERT INTO lake.events (event_type, value) VALUES ('after', 3);
+COMMIT;
+"""
+    out = subprocess.run([str(pathlib.Path(bindir) / "psql"), "-X", "-q", events.cluster.dsn(events.dbname)],
+                         input=script, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert 'null value in column "event_type" of DuckLake table main.events violates not-null constraint' \
+        in out.stderr
+    assert events.ref.rows("SELECT event_type, value FROM events ORDER BY value") == [("before", 1), ("after", 3)]
 
 
 def test_lake_ddl_from_sql_is_a_write(events):
@@ -219,6 +278,28 @@ def test_update_and_delete_in_one_transaction(filled):
         conn.execute("DELETE FROM lake.events")
         conn.rollback()
     assert filled.ref.rows("SELECT count(*) FROM events") == [(29991,)]
+
+
+def test_change_rows_inserted_by_the_same_transaction(filled):
+    """Rows this transaction inserted have no stable DuckLake rowid yet (after an UPDATE
+    two of them can share one), so only a statement DuckDB runs whole may change them;
+    the row-by-row path refuses rather than touch the wrong row."""
+    with filled.connect(autocommit=False) as conn:
+        conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('mine', -1), ('mine', -2)")
+        conn.execute("INSERT INTO lake.events (event_type, value) SELECT 'many', -g FROM generate_series(3, 50000) g")
+        assert conn.execute("UPDATE lake.events SET event_type = 'mine too' WHERE value IN (-2, -49999, 5)").rowcount == 3
+        assert conn.execute("DELETE FROM lake.events WHERE value IN (-1, -50000, 6)").rowcount == 3
+        assert conn.execute("SELECT event_type, count(*) FROM lake.events WHERE value < 0 OR value IN (5, 6) "
+                            "GROUP BY 1 ORDER BY 1").fetchall() == [("many", 49996), ("mine too", 3)]
+        conn.execute("SAVEPOINT s")
+        # random() keeps the condition in Postgres: the row-by-row rowid path
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as caught:
+            conn.execute("DELETE FROM lake.events WHERE value = -3 AND random() >= 0")
+        assert "cannot UPDATE or DELETE rows inserted by the same transaction row by row" in str(caught.value)
+        conn.execute("ROLLBACK TO SAVEPOINT s")
+        conn.commit()
+    assert filled.ref.rows("SELECT event_type, count(*) FROM events WHERE value < 0 OR value IN (5, 6) "
+                           "GROUP BY 1 ORDER BY 1") == [("many", 49996), ("mine too", 3)]
 
 
 def test_update_and_delete_returning(filled):

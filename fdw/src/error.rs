@@ -45,6 +45,10 @@ pub enum LakeError {
     #[error("value for column \"{column}\" does not fit DuckLake type {lake_type}: {reason}")]
     ValueRejected { column: String, lake_type: String, reason: String },
 
+    /// A NULL written to a NOT NULL lake column.
+    #[error("null value in column \"{column}\" of DuckLake table {table} violates not-null constraint")]
+    NullValue { column: String, table: String },
+
     /// Query cancel or statement timeout interrupted DuckDB.
     #[error("canceling statement due to user request")]
     Canceled,
@@ -94,6 +98,7 @@ impl LakeError {
                 ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE => ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
                 _ => ERRCODE_INVALID_TEXT_REPRESENTATION,
             },
+            LakeError::NullValue { .. } => ERRCODE_NOT_NULL_VIOLATION,
             LakeError::Canceled => ERRCODE_QUERY_CANCELED,
             LakeError::PermissionDenied(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
             LakeError::DuckDb(m) => duckdb_sqlstate(m),

@@ -246,7 +246,7 @@ fn ducklake_table_changes(
                 table: format!("{schema}.{table}"),
             });
         }
-        let fields: Vec<(String, String)> = columns.into_iter().map(|(name, _)| (name.clone(), name)).collect();
+        let fields: Vec<(String, String)> = columns.into_iter().map(|c| (c.name.clone(), c.name)).collect();
         changes_as_json(&lake, schema, table, &fields, from_snapshot, to_snapshot)
     };
     TableIterator::new(run().or_raise())

@@ -97,18 +97,20 @@ impl Lake {
         Ok(())
     }
 
-    /// (name, DuckDB type) of a lake table's columns, in order; empty if it does not exist.
-    pub fn table_columns(&self, schema: &str, table: &str) -> LakeResult<Vec<(String, String)>> {
+    /// A lake table's columns, in order; empty if it does not exist.
+    pub fn table_columns(&self, schema: &str, table: &str) -> LakeResult<Vec<LakeColumn>> {
         self.table_columns_on(self.connection()?, schema, table)
     }
 
     /// `table_columns` read on `conn`, a connection to this lake's DuckDB instance.
-    pub fn table_columns_on(&self, conn: &duckdb::Connection, schema: &str, table: &str) -> LakeResult<Vec<(String, String)>> {
+    pub fn table_columns_on(&self, conn: &duckdb::Connection, schema: &str, table: &str) -> LakeResult<Vec<LakeColumn>> {
         let mut statement = conn.prepare(
-            "SELECT column_name, data_type FROM duckdb_columns() \
+            "SELECT column_name, data_type, is_nullable FROM duckdb_columns() \
              WHERE database_name = ? AND schema_name = ? AND table_name = ? ORDER BY column_index",
         )?;
-        let rows = statement.query_map([self.instance.alias.as_str(), schema, table], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        let rows = statement.query_map([self.instance.alias.as_str(), schema, table], |row| {
+            Ok(LakeColumn { name: row.get(0)?, lake_type: row.get(1)?, nullable: row.get(2)? })
+        })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
@@ -158,6 +160,15 @@ impl Lake {
         }
         Ok(())
     }
+}
+
+/// A column of a lake table as DuckDB describes it.
+#[derive(Clone, Debug)]
+pub struct LakeColumn {
+    pub name: String,
+    /// DuckDB's type name, e.g. `DECIMAL(12,3)` or `TIMESTAMP WITH TIME ZONE`.
+    pub lake_type: String,
+    pub nullable: bool,
 }
 
 /// The lake of `server_oid` for the current user, inside a DuckDB transaction that

@@ -10,18 +10,15 @@ use pgrx::{PgRelation, pg_sys};
 
 use crate::catalog::cache::lake_for;
 use crate::duck::sql;
-use crate::modify::staging::Staging;
+use crate::modify::staging::{StagedColumn, Staging};
 use crate::error::{LakeError, LakeResult};
 use crate::modify::rowid;
 use crate::pg_nodes::attribute_numbers;
 use crate::options::{TableOptions, lake_column_name};
 use crate::types::encode::Encoder;
 
-struct Column {
-    attno: usize,
-    name: String,
-    encoder: Encoder,
-}
+/// The staging column of the rowids.
+const ROWID: &str = "__rowid";
 
 pub struct ChangeState {
     table: String,
@@ -29,8 +26,8 @@ pub struct ChangeState {
     staging: Staging,
     /// Position of the ctid junk column in the subplan's output.
     ctid_attno: i16,
-    /// Assigned columns (UPDATE only).
-    columns: Vec<Column>,
+    /// Attribute numbers of the assigned columns (UPDATE only), staged after the rowid.
+    columns: Vec<usize>,
     update: bool,
     /// For RETURNING: (attno, position of its old value in the subplan's output).
     old_values: Vec<(i16, i16)>,
@@ -146,36 +143,27 @@ impl ChangeState {
             }
             let server_oid = (*pg_sys::GetForeignTable(relid)).serverid;
             let lake = lake_for(server_oid)?;
-            lake.note_write();
             let tupdesc = relation.tuple_desc();
-            let columns: Vec<Column> = if update {
-                let attnos: Vec<i16> = if fdw_private.is_null() {
-                    Vec::new()
-                } else {
-                    (0..(*fdw_private).length as usize).map(|i| (*(*fdw_private).elements.add(i)).int_value as i16).collect()
-                };
-                attnos
-                    .into_iter()
-                    .map(|attno| {
-                        let attr = tupdesc.get((attno - 1) as usize).expect("an assigned column");
-                        Column {
-                            attno: attno as usize,
-                            name: lake_column_name(relid, attno, attr.name()),
-                            encoder: Encoder::new(attr.type_oid().value()),
-                        }
-                    })
-                    .collect()
+            let attnos: Vec<i16> = if update && !fdw_private.is_null() {
+                (0..(*fdw_private).length as usize).map(|i| (*(*fdw_private).elements.add(i)).int_value as i16).collect()
             } else {
                 Vec::new()
             };
-            if columns.iter().any(|c| c.encoder.is_array()) {
-                return Err(LakeError::NotSupported("UPDATE of array columns is not supported yet".into()));
+            let lake_columns = if attnos.is_empty() { Vec::new() } else { lake.table_columns(&table.schema, &table.table)? };
+            let mut staged = vec![StagedColumn { name: ROWID.into(), encoder: Encoder::rowid(), lake: None }];
+            let mut columns = Vec::new();
+            for attno in attnos {
+                let attr = tupdesc.get((attno - 1) as usize).expect("an assigned column");
+                let name = lake_column_name(relid, attno, attr.name());
+                let encoder = Encoder::new(attr.type_oid().value());
+                let lake_column = lake_columns.iter().find(|c| c.name == name).cloned().ok_or_else(|| {
+                    LakeError::DuckDb(format!("column \"{name}\" does not exist in DuckLake table {}", table.display()))
+                })?;
+                staged.push(StagedColumn { name, encoder, lake: Some(lake_column) });
+                columns.push(attno as usize);
             }
             let target = sql::qualified(&lake.instance.alias, &table.schema, &table.table);
-            let staged: Vec<String> = std::iter::once("CAST(NULL AS BIGINT) AS __rowid".to_owned())
-                .chain(columns.iter().map(|c| sql::ident(&c.name)))
-                .collect();
-            let staging = Staging::create(lake, &staged.join(", "), &target)?;
+            let staging = Staging::create(lake, &table.display(), staged)?;
             // Present only with RETURNING (see add_foreign_update_targets); the
             // executor sets up RETURNING only after this callback.
             let mut old_values = Vec::new();
@@ -201,20 +189,19 @@ impl ChangeState {
                 return Err(LakeError::NotSupported("internal error: a row without rowid".into()));
             }
             let tid = (*(*plan_slot).tts_values.add(attno as usize - 1)).cast_mut_ptr::<pg_sys::ItemPointerData>();
-            let mut row = vec![duckdb::types::Value::BigInt(rowid::decode(&*tid))];
+            let rowid = pg_sys::Datum::from(rowid::decode(&*tid));
             if self.update {
                 let natts = (*(*slot).tts_tupleDescriptor).natts;
                 if ((*slot).tts_nvalid as i32) < natts {
                     pg_sys::slot_getsomeattrs_int(slot, natts);
                 }
-                for c in &self.columns {
-                    row.push(c.encoder.encode(*(*slot).tts_values.add(c.attno - 1), *(*slot).tts_isnull.add(c.attno - 1)));
-                }
             }
+            let assigned = self.columns.iter().map(|attno| (*(*slot).tts_values.add(attno - 1), *(*slot).tts_isnull.add(attno - 1)));
+            self.staging.push(std::iter::once((rowid, false)).chain(assigned))?;
             if !self.old_values.is_empty() {
                 self.fill_returned_row(slot, plan_slot);
             }
-            self.staging.push(row)
+            Ok(())
         }
     }
 
@@ -238,7 +225,7 @@ impl ChangeState {
                 }
             }
             for (attno, position) in &self.old_values {
-                if self.update && self.columns.iter().any(|c| c.attno == *attno as usize) {
+                if self.update && self.columns.contains(&(*attno as usize)) {
                     continue;
                 }
                 let i = *attno as usize - 1;
@@ -254,19 +241,18 @@ impl ChangeState {
     pub fn finish(&mut self) -> LakeResult<()> {
         let staging = self.staging.table();
         let statement = if self.update {
-            let assignments: Vec<String> = self
-                .columns
+            let assignments: Vec<String> = self.staging.columns()[1..]
                 .iter()
-                .map(|c| format!("{} = __staged.{}", sql::ident(&c.name), sql::ident(&c.name)))
+                .map(|c| format!("{} = {}", sql::ident(&c.name), c.value("__staged")))
                 .collect();
             format!(
-                "UPDATE {} SET {} FROM {staging} AS __staged WHERE {}.rowid = __staged.__rowid",
+                "UPDATE {} SET {} FROM {staging} AS __staged WHERE {}.rowid = __staged.{ROWID}",
                 self.target,
                 assignments.join(", "),
                 self.target
             )
         } else {
-            format!("DELETE FROM {} WHERE rowid IN (SELECT __rowid FROM {staging})", self.target)
+            format!("DELETE FROM {} WHERE rowid IN (SELECT {ROWID} FROM {staging})", self.target)
         };
         self.staging
             .finish(&statement)

@@ -11,7 +11,7 @@ use pgrx::{PgMemoryContexts, pg_sys};
 
 use crate::catalog::cache::{Lake, lake_for};
 use crate::duck::sql;
-use crate::error::{LakeError, OrRaise};
+use crate::error::{LakeError, LakeResult, OrRaise};
 use crate::options::{TableOptions, lake_column_name};
 use crate::pg_nodes::list_nodes;
 use crate::scan::deparse::{is_pushable_type, literal};
@@ -167,11 +167,11 @@ pub unsafe extern "C-unwind" fn begin_direct_modify(node: *mut pg_sys::ForeignSc
         if eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 == 0 {
             let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
             let lake = lake_for((*plan).fs_server).or_raise();
+            check_assignments(&lake, plan).or_raise();
             lake.note_write();
             let conn = lake.connection().or_raise();
-            let changed = crate::duck::cancel::interruptible(&lake.instance.interrupt, || conn.execute(&state.sql, []))
-                .map_err(|e| rejected_value(&lake, plan, e.into()))
-                .or_raise();
+            let changed =
+                crate::duck::cancel::interruptible(&lake.instance.interrupt, || conn.execute(&state.sql, [])).or_raise();
             state.changed = changed as u64;
         }
         (*node).fdw_state = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state).cast();
@@ -207,30 +207,41 @@ pub unsafe extern "C-unwind" fn explain_direct_modify(node: *mut pg_sys::Foreign
     }
 }
 
-/// An UPDATE's constant that does not fit its lake column is reported like a
-/// row-by-row write would: naming the column and its DuckLake type.
-unsafe fn rejected_value(lake: &Lake, plan: *mut pg_sys::ForeignScan, error: LakeError) -> LakeError {
+/// An UPDATE's constant that its lake column refuses (NULL into NOT NULL, a value
+/// the type cannot hold) is reported like a row-by-row write would, naming the
+/// column, and before the statement runs: a failed DuckDB statement would leave the
+/// lake transaction unable to commit even after a savepoint rollback.
+unsafe fn check_assignments(lake: &Lake, plan: *mut pg_sys::ForeignScan) -> LakeResult<()> {
     unsafe {
         let scan = ScanPlan::from_list((*plan).fdw_private);
         if scan.assignments.is_empty() {
-            return error;
+            return Ok(());
         }
         let (_, table) = crate::scan::plan::table_reference(pg_sys::Oid::from(scan.relid));
-        // The failed UPDATE aborted this connection's transaction: check on a sibling one.
-        let Some(conn) = lake.connection().ok().and_then(|c| c.try_clone().ok()) else {
-            return error;
-        };
-        let Ok(columns) = lake.table_columns_on(&conn, &table.schema, &table.table) else {
-            return error;
-        };
-        for assignment in &scan.assignments {
-            for (name, lake_type) in &columns {
-                let Some(value) = assignment.strip_prefix(&format!("{} = ", sql::ident(name))) else { continue };
-                if let Err(e) = conn.query_row(&format!("SELECT CAST({value} AS {lake_type})"), [], |_| Ok(())) {
-                    return LakeError::ValueRejected { column: name.clone(), lake_type: lake_type.clone(), reason: e.to_string() };
-                }
+        let conn = lake.connection()?;
+        for column in lake.table_columns(&table.schema, &table.table)? {
+            let prefix = format!("{} = ", sql::ident(&column.name));
+            let Some(value) = scan.assignments.iter().find_map(|a| a.strip_prefix(&prefix)) else { continue };
+            let refused: bool = conn.query_row(
+                &format!("SELECT {value} IS NOT NULL AND TRY_CAST({value} AS {}) IS NULL", column.lake_type),
+                [],
+                |row| row.get(0),
+            )?;
+            if value == "NULL" && !column.nullable {
+                return Err(LakeError::NullValue { column: column.name, table: table.display() });
+            }
+            if refused {
+                // DuckDB's reason, from a sibling connection: an error on this one
+                // would abort the lake transaction.
+                let reason = conn
+                    .try_clone()
+                    .map(|sibling| sibling.query_row(&format!("SELECT CAST({value} AS {})", column.lake_type), [], |_| Ok(())))
+                    .ok()
+                    .and_then(|outcome| outcome.err())
+                    .map_or_else(|| "DuckDB cannot convert the value".to_owned(), |e| e.to_string());
+                return Err(LakeError::ValueRejected { column: column.name, lake_type: column.lake_type, reason });
             }
         }
-        error
+        Ok(())
     }
 }

@@ -4,24 +4,17 @@ use pgrx::{PgRelation, pg_sys};
 
 use crate::catalog::cache::lake_for;
 use crate::duck::sql;
-use crate::modify::staging::Staging;
 use crate::error::{LakeError, LakeResult};
+use crate::modify::staging::{StagedColumn, Staging};
 use crate::options::{TableOptions, lake_column_name};
 use crate::types::encode::Encoder;
-
-struct Column {
-    attno: usize,
-    encoder: Encoder,
-}
 
 pub struct InsertState {
     table: String,
     target: String,
-    column_list: String,
-    /// What the final INSERT selects from the staging table.
-    select_list: String,
     staging: Staging,
-    columns: Vec<Column>,
+    /// Attribute number of each staged column.
+    attnos: Vec<usize>,
 }
 
 impl InsertState {
@@ -44,41 +37,20 @@ impl InsertState {
             }
             let server_oid = (*pg_sys::GetForeignTable(relid)).serverid;
             let lake = lake_for(server_oid)?;
-            lake.note_write();
             let target = sql::qualified(&lake.instance.alias, &table.schema, &table.table);
-            let lake_types = lake.table_columns(&table.schema, &table.table).map_err(|e| with_context(e, &table.display()))?;
-            let mut names = Vec::new();
-            let mut staged = Vec::new();
-            let mut selected = Vec::new();
+            let lake_columns = lake.table_columns(&table.schema, &table.table).map_err(|e| with_context(e, &table.display()))?;
             let mut columns = Vec::new();
+            let mut attnos = Vec::new();
             for attr in relation.tuple_desc().iter().filter(|a| !a.is_dropped()) {
-                let lake_name = lake_column_name(relid, attr.attnum, attr.name());
-                let name = sql::ident(&lake_name);
-                let encoder = Encoder::new(attr.type_oid().value());
-                if encoder.is_array() {
-                    let lake_type = lake_types.iter().find(|(n, _)| *n == lake_name).map(|(_, t)| t.clone());
-                    let lake_type = lake_type.ok_or_else(|| LakeError::DuckDb(format!(
-                        "column \"{lake_name}\" does not exist in DuckLake table {}", table.display()
-                    )))?;
-                    staged.push(format!("CAST(NULL AS VARCHAR) AS {name}"));
-                    selected.push(format!("CAST(CAST({name} AS JSON) AS {lake_type})"));
-                } else {
-                    staged.push(name.clone());
-                    selected.push(name.clone());
-                }
-                names.push(name);
-                columns.push(Column { attno: attr.attnum as usize, encoder });
+                let name = lake_column_name(relid, attr.attnum, attr.name());
+                let lake_column = lake_columns.iter().find(|c| c.name == name).cloned().ok_or_else(|| {
+                    LakeError::DuckDb(format!("column \"{name}\" does not exist in DuckLake table {}", table.display()))
+                })?;
+                columns.push(StagedColumn { name, encoder: Encoder::new(attr.type_oid().value()), lake: Some(lake_column) });
+                attnos.push(attr.attnum as usize);
             }
-            let staging = Staging::create(lake, &staged.join(", "), &target)
-                .map_err(|e| with_context(e, &table.display()))?;
-            Ok(InsertState {
-                table: table.display(),
-                target,
-                column_list: names.join(", "),
-                select_list: selected.join(", "),
-                staging,
-                columns,
-            })
+            let staging = Staging::create(lake, &table.display(), columns).map_err(|e| with_context(e, &table.display()))?;
+            Ok(InsertState { table: table.display(), target, staging, attnos })
         }
     }
 
@@ -90,22 +62,21 @@ impl InsertState {
             }
             let values = std::slice::from_raw_parts((*slot).tts_values, natts as usize);
             let nulls = std::slice::from_raw_parts((*slot).tts_isnull, natts as usize);
-            let row = self
-                .columns
-                .iter()
-                .map(|c| c.encoder.encode(values[c.attno - 1], nulls[c.attno - 1]))
-                .collect();
+            let row = self.attnos.iter().map(|attno| (values[attno - 1], nulls[attno - 1]));
             self.staging.push(row).map_err(|e| with_context(e, &self.table))
         }
     }
 
     /// Write everything staged into the lake table (inside the lake's transaction).
     pub fn finish(&mut self) -> LakeResult<()> {
+        let columns = self.staging.columns();
+        let names: Vec<String> = columns.iter().map(|c| sql::ident(&c.name)).collect();
+        let values: Vec<String> = columns.iter().map(|c| c.value("s")).collect();
         let statement = format!(
-            "INSERT INTO {} ({}) SELECT {} FROM {}",
+            "INSERT INTO {} ({}) SELECT {} FROM {} AS s",
             self.target,
-            self.column_list,
-            self.select_list,
+            names.join(", "),
+            values.join(", "),
             self.staging.table()
         );
         self.staging.finish(&statement).map_err(|e| with_context(e, &self.table))

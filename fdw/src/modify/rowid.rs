@@ -12,7 +12,19 @@ use crate::error::{LakeError, LakeResult};
 const OFFSET_BITS: u32 = 15;
 pub const MAX_ROWID: i64 = 1 << (32 + OFFSET_BITS);
 
+/// Where DuckLake numbers the rows the current transaction inserted. Those numbers
+/// are not stable: after an UPDATE in the same transaction two rows can share one.
+const LOCAL_ROWID_START: i64 = 1_000_000_000_000_000_000;
+
 pub fn encode(rowid: i64, tid: &mut pg_sys::ItemPointerData) -> LakeResult<()> {
+    if rowid >= LOCAL_ROWID_START {
+        return Err(LakeError::NotSupported(
+            "cannot UPDATE or DELETE rows inserted by the same transaction row by row: DuckLake gives them \
+             no stable rowid before they are committed; commit first, or use a condition DuckDB can evaluate \
+             on its own (see EXPLAIN VERBOSE: \"DuckDB SQL\")"
+                .into(),
+        ));
+    }
     if !(0..MAX_ROWID).contains(&rowid) {
         return Err(LakeError::NotSupported(format!(
             "DuckLake rowid {rowid} is beyond the {MAX_ROWID} rows UPDATE and DELETE can address"

@@ -1,41 +1,110 @@
 //! A DuckDB temp table that collects the rows of one write statement.
 //!
-//! Rows are converted as they arrive, kept in memory up to `BATCH_ROWS`, and
-//! appended in bulk; the statement's final SQL reads the table and drops it. A
-//! statement that fails drops its table without touching the lake.
+//! Rows are converted as they arrive into Arrow column builders (see
+//! `types::encode`) and appended a batch at a time. When the statement ends, the
+//! staged values are checked against the lake columns (types and NOT NULL) without
+//! touching the lake, and only then does one statement (which reads the table)
+//! write to it. A value the lake refuses is therefore reported before the lake's
+//! DuckDB transaction has seen any of the statement, so a savepoint around a
+//! failed write leaves the transaction usable.
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::Arc;
 
-use duckdb::types::Value;
+use arrow::datatypes::Schema;
+use arrow::record_batch::RecordBatch;
+use pgrx::pg_sys::Datum;
 
-use crate::catalog::cache::Lake;
+use crate::catalog::cache::{Lake, LakeColumn};
 use crate::duck::{cancel, sql};
 use crate::error::{LakeError, LakeResult};
+use crate::types::encode::{ColumnBuilder, Encoder};
 
-const BATCH_ROWS: usize = 100_000;
+const BATCH_ROWS: usize = 32_768;
 
 thread_local! {
     static COUNTER: Cell<u64> = const { Cell::new(0) };
 }
 
+/// One column of the staging table.
+pub struct StagedColumn {
+    /// Its name in the staging table: the lake column's, or e.g. `__rowid`.
+    pub name: String,
+    pub encoder: Encoder,
+    /// The lake column the value is written to (None for rowids).
+    pub lake: Option<LakeColumn>,
+}
+
+impl StagedColumn {
+    /// The staged value as the lake column's type, read from `<qualifier>.<name>`.
+    pub fn value(&self, qualifier: &str) -> String {
+        self.converted(qualifier, "CAST")
+    }
+
+    fn converted(&self, qualifier: &str, cast: &str) -> String {
+        self.convert(self.staged(qualifier), cast)
+    }
+
+    /// The staged value, as a value of the encoder's `staged_type()`.
+    fn staged(&self, qualifier: &str) -> String {
+        self.encoder.staged_value(&format!("{qualifier}.{}", sql::ident(&self.name)))
+    }
+
+    /// `column`, a value of the staged type, as the lake column's type.
+    fn convert(&self, column: String, cast: &str) -> String {
+        match &self.lake {
+            Some(lake) if self.encoder.via_json() && !matches!(lake.lake_type.as_str(), "VARCHAR" | "JSON") => {
+                format!("{cast}({cast}({column} AS JSON) AS {})", lake.lake_type)
+            }
+            Some(lake) if self.needs_cast() => format!("{cast}({column} AS {})", lake.lake_type),
+            _ => column,
+        }
+    }
+
+    fn needs_cast(&self) -> bool {
+        self.lake.as_ref().is_some_and(|lake| lake.lake_type != self.encoder.staged_type())
+    }
+
+    /// A condition true for a staged value the lake column refuses.
+    fn refused(&self, qualifier: &str) -> Option<String> {
+        let lake = self.lake.as_ref()?;
+        let column = self.staged(qualifier);
+        let mut conditions = Vec::new();
+        if !lake.nullable {
+            conditions.push(format!("{column} IS NULL"));
+        }
+        if self.needs_cast() {
+            conditions.push(format!("({column} IS NOT NULL AND {} IS NULL)", self.converted(qualifier, "TRY_CAST")));
+        }
+        (!conditions.is_empty()).then(|| conditions.join(" OR "))
+    }
+}
+
 pub struct Staging {
     lake: Rc<Lake>,
     name: String,
-    rows: Vec<Vec<Value>>,
+    /// The lake table, as named in errors.
+    table: String,
+    columns: Vec<StagedColumn>,
+    schema: Arc<Schema>,
+    builders: Vec<ColumnBuilder>,
+    buffered: usize,
     done: bool,
 }
 
 impl Staging {
-    /// A staging table with the columns of `SELECT <columns> FROM <source> LIMIT 0`,
-    /// so it has the lake table's own types.
-    pub fn create(lake: Rc<Lake>, columns: &str, source: &str) -> LakeResult<Staging> {
+    pub fn create(lake: Rc<Lake>, table: &str, columns: Vec<StagedColumn>) -> LakeResult<Staging> {
         let name = COUNTER.with(|c| {
             c.set(c.get() + 1);
             format!("__ducklake_staging_{}", c.get())
         });
-        lake.execute_batch(&format!("CREATE TEMP TABLE {} AS SELECT {columns} FROM {source} LIMIT 0", sql::ident(&name)))?;
-        Ok(Staging { lake, name, rows: Vec::with_capacity(1024), done: false })
+        let definitions: Vec<String> =
+            columns.iter().map(|c| format!("{} {}", sql::ident(&c.name), c.encoder.staging_column_type())).collect();
+        lake.execute_batch(&format!("CREATE TEMP TABLE {} ({})", sql::ident(&name), definitions.join(", ")))?;
+        let schema = Arc::new(Schema::new(columns.iter().map(|c| c.encoder.field(&c.name)).collect::<Vec<_>>()));
+        let builders = columns.iter().map(|c| c.encoder.builder(BATCH_ROWS)).collect();
+        Ok(Staging { lake, name, table: table.to_owned(), columns, schema, builders, buffered: 0, done: false })
     }
 
     /// `temp.main."<name>"`, for the final statement.
@@ -43,54 +112,105 @@ impl Staging {
         format!("temp.main.{}", sql::ident(&self.name))
     }
 
-    pub fn push(&mut self, row: Vec<Value>) -> LakeResult<()> {
-        self.rows.push(row);
-        if self.rows.len() >= BATCH_ROWS {
+    pub fn columns(&self) -> &[StagedColumn] {
+        &self.columns
+    }
+
+    /// Add a row: one (datum, isnull) per staged column, in order.
+    ///
+    /// # Safety
+    /// Each datum must be a value of its column's Postgres type.
+    pub unsafe fn push(&mut self, row: impl IntoIterator<Item = (Datum, bool)>) -> LakeResult<()> {
+        for ((column, builder), (datum, isnull)) in self.columns.iter().zip(self.builders.iter_mut()).zip(row) {
+            unsafe { column.encoder.append(builder, datum, isnull) };
+        }
+        self.buffered += 1;
+        if self.buffered >= BATCH_ROWS {
             self.append_buffered()?;
         }
         Ok(())
     }
 
     fn append_buffered(&mut self) -> LakeResult<()> {
-        if self.rows.is_empty() {
+        if self.buffered == 0 {
             return Ok(());
         }
+        self.buffered = 0;
+        let arrays = self.builders.iter_mut().map(|b| b.finish()).collect();
+        let batch = RecordBatch::try_new(self.schema.clone(), arrays)
+            .map_err(|e| LakeError::DuckDb(format!("staging rows: {e}")))?;
         let conn = self.lake.connection()?;
-        let rows = std::mem::take(&mut self.rows);
         cancel::interruptible(&self.lake.instance.interrupt, || -> LakeResult<()> {
             let mut appender = conn.appender_to_catalog_and_db(&self.name, "temp", "main")?;
-            for row in &rows {
-                if let Err(e) = appender.append_row(duckdb::appender_params_from_iter(row.iter())) {
-                    return Err(self.explain_rejected_row(conn, row).unwrap_or_else(|| e.into()));
-                }
-            }
+            appender.append_record_batch(batch)?;
             appender.flush()?;
             Ok(())
         })
     }
 
-    /// Which value of a row DuckDB refused, and why: each value is cast on its own to
-    /// its column's type (only on this error path).
-    fn explain_rejected_row(&self, conn: &duckdb::Connection, row: &[Value]) -> Option<LakeError> {
-        let mut statement = conn
-            .prepare(&format!("SELECT column_name, column_type FROM (DESCRIBE {})", self.table()))
-            .ok()?;
-        let columns: Vec<(String, String)> =
-            statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).ok()?.collect::<Result<_, _>>().ok()?;
-        columns.iter().zip(row).find_map(|((name, lake_type), value)| {
-            let cast = conn.query_row(&format!("SELECT CAST(? AS {lake_type})"), [value], |_| Ok(()));
-            cast.err().map(|e| LakeError::ValueRejected {
-                column: name.clone(),
-                lake_type: lake_type.clone(),
-                reason: e.to_string(),
-            })
-        })
+    /// Check the staged rows against the lake columns; the first refused value as an
+    /// error naming its column. Reads only the staging table.
+    fn check(&self) -> LakeResult<()> {
+        let checks: Vec<(usize, String)> =
+            self.columns.iter().enumerate().filter_map(|(i, c)| c.refused("s").map(|cond| (i, cond))).collect();
+        if checks.is_empty() {
+            return Ok(());
+        }
+        let probes: Vec<String> = checks.iter().map(|(_, cond)| format!("min(CASE WHEN {cond} THEN s.rowid END)")).collect();
+        let conn = self.lake.connection()?;
+        let query = format!("SELECT {} FROM {} AS s", probes.join(", "), self.table());
+        let found: Vec<Option<i64>> = cancel::interruptible(&self.lake.instance.interrupt, || {
+            conn.query_row(&query, [], |row| (0..checks.len()).map(|i| row.get(i)).collect())
+        })?;
+        let Some(((index, _), row)) = checks.iter().zip(found).find_map(|(check, row)| row.map(|r| (check, r))) else {
+            return Ok(());
+        };
+        Err(self.explain_refused(&self.columns[*index], row))
     }
 
-    /// Append what is left, run `statement` (which reads `table()`), drop the table.
+    fn explain_refused(&self, column: &StagedColumn, row: i64) -> LakeError {
+        let lake = column.lake.as_ref().expect("only lake columns are checked");
+        let fallback = LakeError::ValueRejected {
+            column: column.name.clone(),
+            lake_type: lake.lake_type.clone(),
+            reason: "DuckDB cannot convert the value".into(),
+        };
+        let Ok(conn) = self.lake.connection() else { return fallback };
+        let text: Option<String> = match conn.query_row(
+            &format!(
+                "SELECT CAST({} AS VARCHAR) FROM {} AS s WHERE rowid = ?",
+                column.staged("s"),
+                self.table()
+            ),
+            [row],
+            |r| r.get(0),
+        ) {
+            Ok(text) => text,
+            Err(_) => return fallback,
+        };
+        let Some(text) = text else {
+            return LakeError::NullValue { column: column.name.clone(), table: self.table.clone() };
+        };
+        // DuckDB's own message for the failed cast, from a sibling connection: an
+        // error on this one would abort the lake transaction.
+        let query = format!(
+            "SELECT {} FROM (SELECT CAST(? AS {}) AS v) AS p",
+            column.convert("p.v".into(), "CAST"),
+            column.encoder.staged_type()
+        );
+        match conn.try_clone().map(|sibling| sibling.query_row(&query, [&text], |_| Ok(()))) {
+            Ok(Err(e)) => LakeError::ValueRejected { column: column.name.clone(), lake_type: lake.lake_type.clone(), reason: e.to_string() },
+            _ => fallback,
+        }
+    }
+
+    /// Append what is left, check it, run `statement` (which reads `table()`), drop
+    /// the table. From the statement on, the lake transaction holds this write.
     pub fn finish(&mut self, statement: &str) -> LakeResult<()> {
         self.append_buffered()?;
+        self.check()?;
         self.done = true;
+        self.lake.note_write();
         self.lake.execute_batch(&format!("{statement}; DROP TABLE {}", self.table()))
     }
 }
