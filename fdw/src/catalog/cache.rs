@@ -11,6 +11,7 @@ use std::rc::Rc;
 
 use pgrx::pg_sys;
 
+use crate::catalog::commit_lock;
 use crate::catalog::config::LakeConfig;
 use crate::duck::{cancel, sql};
 use crate::duck::instance::LakeInstance;
@@ -24,6 +25,7 @@ pub struct Lake {
     pub instance: LakeInstance,
     pub server_name: String,
     fingerprint: String,
+    commit_lock_key: u64,
     in_transaction: Cell<bool>,
     /// Subtransactions of the current transaction that wrote to the lake.
     writers: RefCell<Vec<pg_sys::SubTransactionId>>,
@@ -104,14 +106,19 @@ impl Lake {
 
     /// `table_columns` read on `conn`, a connection to this lake's DuckDB instance.
     pub fn table_columns_on(&self, conn: &duckdb::Connection, schema: &str, table: &str) -> LakeResult<Vec<LakeColumn>> {
-        let mut statement = conn.prepare(
-            "SELECT column_name, data_type, is_nullable FROM duckdb_columns() \
-             WHERE database_name = ? AND schema_name = ? AND table_name = ? ORDER BY column_index",
-        )?;
-        let rows = statement.query_map([self.instance.alias.as_str(), schema, table], |row| {
-            Ok(LakeColumn { name: row.get(0)?, lake_type: row.get(1)?, nullable: row.get(2)? })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        // pragma_table_info looks up one table; duckdb_columns() would list every
+        // column of every attached catalog first (several ms per write statement).
+        let mut statement = conn.prepare("SELECT name, type, \"notnull\" FROM pragma_table_info(?) ORDER BY cid")?;
+        let qualified = sql::qualified(&self.instance.alias, schema, table);
+        let rows = statement.query_map([qualified.as_str()], |row| {
+            Ok(LakeColumn { name: row.get(0)?, lake_type: row.get(1)?, nullable: !row.get::<_, bool>(2)? })
+        });
+        match rows.and_then(|rows| rows.collect::<Result<Vec<_>, _>>()) {
+            Ok(columns) => Ok(columns),
+            // A missing table or schema (a catalog error leaves the DuckDB transaction usable).
+            Err(e) if e.to_string().starts_with("Catalog Error") => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Record that the current (sub)transaction writes to this lake.
@@ -201,6 +208,7 @@ pub fn lake_for(server_oid: pg_sys::Oid) -> LakeResult<Rc<Lake>> {
                 instance,
                 server_name: config.server_name.clone(),
                 fingerprint,
+                commit_lock_key: config.commit_lock_key,
                 in_transaction: Cell::new(false),
                 writers: RefCell::new(Vec::new()),
                 doomed: RefCell::new(None),
@@ -223,7 +231,14 @@ fn lakes_in_transaction() -> Vec<Rc<Lake>> {
 /// Commit every lake transaction of this backend; the first failure is returned
 /// (the Postgres transaction then aborts and the rest roll back).
 pub fn commit_all() -> LakeResult<()> {
-    for lake in lakes_in_transaction() {
+    let lakes = lakes_in_transaction();
+    let keys: Vec<u64> = lakes
+        .iter()
+        .filter(|l| !l.writers.borrow().is_empty() && l.doomed.borrow().is_none())
+        .map(|l| l.commit_lock_key)
+        .collect();
+    let _locks = commit_lock::acquire(keys);
+    for lake in lakes {
         lake.finish(true)?;
     }
     Ok(())

@@ -3,5 +3,6 @@
 //! transactions follow the Postgres transaction.
 
 pub mod cache;
+pub mod commit_lock;
 pub mod config;
 pub mod transaction;
