@@ -1,10 +1,11 @@
 //! A DELETE or UPDATE whose whole condition DuckDB evaluates runs as one DuckDB
-//! statement (`DELETE FROM t WHERE ...`, `UPDATE t SET c = <constant> WHERE ...`)
+//! statement (`DELETE FROM t WHERE ...`, `UPDATE t SET c = <value> WHERE ...`)
 //! instead of sending every row's rowid through Postgres.
 //!
 //! Taken only when the scan below the ModifyTable node is our plain table scan with
 //! no condition left to Postgres, no parameters, no RETURNING and no row triggers;
-//! an UPDATE also needs every new value to be a constant of a pushable type.
+//! an UPDATE also needs every new value to be a constant of a pushable type or an
+//! expression DuckDB computes exactly as Postgres (integer arithmetic, text `||`).
 
 use pgrx::prelude::*;
 use pgrx::{PgMemoryContexts, pg_sys};
@@ -14,8 +15,8 @@ use crate::duck::sql;
 use crate::error::{LakeError, LakeResult, OrRaise};
 use crate::options::{TableOptions, lake_column_name};
 use crate::pg_nodes::list_nodes;
-use crate::scan::deparse::{is_pushable_type, literal};
-use crate::scan::plan::{ScanPlan, Source};
+use crate::scan::deparse::{Deparser, is_pushable_type, literal};
+use crate::scan::plan::{Assignment, ScanPlan, Source, rel_plan};
 
 #[pg_guard]
 pub unsafe extern "C-unwind" fn plan_direct_modify(
@@ -58,7 +59,7 @@ pub unsafe extern "C-unwind" fn plan_direct_modify(
             if (*(*root).parse).resultRelation as pg_sys::Index != result_relation {
                 return false;
             }
-            match assignments(root, relid) {
+            match assignments(root, result_relation, relid) {
                 Some(assignments) if !assignments.is_empty() => scan.assignments = assignments,
                 _ => return false,
             }
@@ -92,9 +93,13 @@ unsafe fn has_row_triggers(relid: pg_sys::Oid, operation: pg_sys::CmdType::Type)
     }
 }
 
-/// `"column" = <literal>` for each column the UPDATE sets, or None when a new value
-/// is not a constant DuckDB can take as is.
-unsafe fn assignments(root: *mut pg_sys::PlannerInfo, relid: pg_sys::Oid) -> Option<Vec<String>> {
+/// The new value of each column the UPDATE sets, or None when one is not a constant
+/// or an expression DuckDB computes as Postgres would (see `Deparser::assigned_value`).
+unsafe fn assignments(
+    root: *mut pg_sys::PlannerInfo,
+    result_relation: pg_sys::Index,
+    relid: pg_sys::Oid,
+) -> Option<Vec<Assignment>> {
     unsafe {
         let targets: Vec<*mut pg_sys::TargetEntry> = list_nodes((*root).processed_tlist)
             .into_iter()
@@ -105,6 +110,8 @@ unsafe fn assignments(root: *mut pg_sys::PlannerInfo, relid: pg_sys::Oid) -> Opt
         if columns.is_null() || (*columns).length as usize != targets.len() {
             return None;
         }
+        let rel_plan = rel_plan(*(*root).simple_rel_array.add(result_relation as usize))?;
+        let mut deparser = Deparser { varno: result_relation, columns: &|attno| rel_plan.column_ref(attno), params: Vec::new() };
         let mut result = Vec::with_capacity(targets.len());
         for (i, target) in targets.into_iter().enumerate() {
             let attnum = *(*columns).elements.add(i).cast::<i32>() as i16;
@@ -115,20 +122,22 @@ unsafe fn assignments(root: *mut pg_sys::PlannerInfo, relid: pg_sys::Oid) -> Opt
             while (*expr).type_ == pg_sys::NodeTag::T_RelabelType {
                 expr = (*(expr as *mut pg_sys::RelabelType)).arg.cast();
             }
-            if (*expr).type_ != pg_sys::NodeTag::T_Const {
-                return None;
-            }
-            let constant = expr as *mut pg_sys::Const;
-            let value = if (*constant).constisnull {
-                "NULL".to_owned()
+            let (value, constant) = if (*expr).type_ == pg_sys::NodeTag::T_Const {
+                let constant = expr as *mut pg_sys::Const;
+                let value = if (*constant).constisnull {
+                    "NULL".to_owned()
+                } else {
+                    if !is_pushable_type((*constant).consttype) {
+                        return None;
+                    }
+                    literal((*constant).constvalue, (*constant).consttype)?
+                };
+                (value, true)
             } else {
-                if !is_pushable_type((*constant).consttype) {
-                    return None;
-                }
-                literal((*constant).constvalue, (*constant).consttype)?
+                (deparser.assigned_value(expr)?, false)
             };
             let name = std::ffi::CStr::from_ptr(pg_sys::get_attname(relid, attnum, false)).to_string_lossy().into_owned();
-            result.push(format!("{} = {value}", sql::ident(&lake_column_name(relid, attnum, &name))));
+            result.push(Assignment { column: lake_column_name(relid, attnum, &name), value, constant });
         }
         Some(result)
     }
@@ -147,7 +156,9 @@ unsafe fn statement_sql(node: *mut pg_sys::ForeignScanState) -> String {
         let (alias, table) = crate::scan::plan::table_reference(pg_sys::Oid::from(scan.relid));
         let target = sql::qualified(&alias, &table.schema, &table.table);
         let mut sql = if (*plan).operation == pg_sys::CmdType::CMD_UPDATE {
-            format!("UPDATE {target} SET {}", scan.assignments.join(", "))
+            let assignments: Vec<String> =
+                scan.assignments.iter().map(|a| format!("{} = {}", sql::ident(&a.column), a.value)).collect();
+            format!("UPDATE {target} SET {}", assignments.join(", "))
         } else {
             format!("DELETE FROM {target}")
         };
@@ -214,14 +225,16 @@ pub unsafe extern "C-unwind" fn explain_direct_modify(node: *mut pg_sys::Foreign
 unsafe fn check_assignments(lake: &Lake, plan: *mut pg_sys::ForeignScan) -> LakeResult<()> {
     unsafe {
         let scan = ScanPlan::from_list((*plan).fdw_private);
-        if scan.assignments.is_empty() {
+        if !scan.assignments.iter().any(|a| a.constant) {
             return Ok(());
         }
         let (_, table) = crate::scan::plan::table_reference(pg_sys::Oid::from(scan.relid));
         let conn = lake.connection()?;
         for column in lake.table_columns(&table.schema, &table.table)? {
-            let prefix = format!("{} = ", sql::ident(&column.name));
-            let Some(value) = scan.assignments.iter().find_map(|a| a.strip_prefix(&prefix)) else { continue };
+            let Some(value) = scan.assignments.iter().find(|a| a.constant && a.column == column.name).map(|a| &a.value)
+            else {
+                continue;
+            };
             let refused: bool = conn.query_row(
                 &format!("SELECT {value} IS NOT NULL AND TRY_CAST({value} AS {}) IS NULL", column.lake_type),
                 [],

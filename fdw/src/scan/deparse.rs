@@ -236,6 +236,52 @@ impl Deparser<'_> {
         }
     }
 
+    /// DuckDB SQL for the new value of an UPDATE's column: a scalar `value`, or
+    /// integer `+ - *` (and unary minus) or text `||` over such values. Integer
+    /// results are cast to the Postgres result type, so they overflow where Postgres
+    /// would. `None` for anything else (or a parameter, which a direct UPDATE cannot bind).
+    ///
+    /// # Safety
+    /// `node` must be a valid expression tree of the relation being planned.
+    pub unsafe fn assigned_value(&mut self, node: *mut Node) -> Option<String> {
+        unsafe {
+            let saved = self.params.len();
+            let result = self.computed(node).filter(|_| self.params.len() == saved);
+            self.params.truncate(saved);
+            result
+        }
+    }
+
+    unsafe fn computed(&mut self, node: *mut Node) -> Option<String> {
+        unsafe {
+            match (*node).type_ {
+                NodeTag::T_OpExpr => {
+                    let op = node as *mut pg_sys::OpExpr;
+                    let name = builtin_operator_name((*op).opno)?;
+                    let args = list_nodes((*op).args);
+                    let result_type = (*op).opresulttype;
+                    let all = |pred: fn(Oid) -> bool| args.iter().all(|a| pred(expr_type(*a)));
+                    match (name.as_str(), args.as_slice()) {
+                        ("+" | "-" | "*", [left, right]) if is_integer(result_type) && all(is_integer) => {
+                            let (left, right) = (self.computed(*left)?, self.computed(*right)?);
+                            Some(format!("CAST(({left} {name} {right}) AS {})", param_duck_type(result_type)?))
+                        }
+                        ("-", [arg]) if is_integer(result_type) && all(is_integer) => {
+                            let arg = self.computed(*arg)?;
+                            Some(format!("CAST((- {arg}) AS {})", param_duck_type(result_type)?))
+                        }
+                        ("||", [left, right]) if result_type == pg_sys::TEXTOID && all(is_text) => {
+                            Some(format!("({} || {})", self.computed(*left)?, self.computed(*right)?))
+                        }
+                        _ => None,
+                    }
+                }
+                NodeTag::T_RelabelType => self.computed((*(node as *mut pg_sys::RelabelType)).arg.cast()),
+                _ => self.value(node),
+            }
+        }
+    }
+
     /// A scalar value: column, constant, parameter, or a binary-compatible cast of one.
     unsafe fn value(&mut self, node: *mut Node) -> Option<String> {
         unsafe {
@@ -290,6 +336,14 @@ unsafe fn builtin_operator_name(opno: Oid) -> Option<String> {
         let name = pg_sys::get_opname(opno);
         (!name.is_null()).then(|| CStr::from_ptr(name).to_string_lossy().into_owned())
     }
+}
+
+fn is_integer(type_oid: Oid) -> bool {
+    matches!(type_oid, pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID)
+}
+
+fn is_text(type_oid: Oid) -> bool {
+    matches!(type_oid, pg_sys::TEXTOID | pg_sys::VARCHAROID)
 }
 
 fn is_collatable(type_oid: Oid) -> bool {

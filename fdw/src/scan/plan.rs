@@ -90,9 +90,19 @@ pub struct ScanPlan {
     pub sql_params: usize,
     pub lower: Vec<Bound>,
     pub upper: Vec<Bound>,
-    /// `"lake column" = <DuckDB literal>` of a direct UPDATE (see modify/direct.rs).
+    /// The new values of a direct UPDATE (see modify/direct.rs).
     #[serde(default)]
-    pub assignments: Vec<String>,
+    pub assignments: Vec<Assignment>,
+}
+
+/// `"lake column" = <DuckDB expression>` in a direct UPDATE.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Assignment {
+    pub column: String,
+    pub value: String,
+    /// A literal (checked against the lake column before the UPDATE runs), rather
+    /// than an expression over the row.
+    pub constant: bool,
 }
 
 impl ScanPlan {
