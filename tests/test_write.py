@@ -87,11 +87,47 @@ def test_rollback_and_errors_write_nothing(events):
     assert events.rows("SELECT count(*) FROM lake.events") == [(0,)]
 
 
-def test_rolled_back_savepoint_that_wrote_dooms_the_transaction(events):
+def test_rolled_back_savepoint_undoes_its_writes(events):
+    """Writes made inside a savepoint wait in their staging tables until the lake is next
+    used (or the transaction commits); rolling the savepoint back before that drops them."""
+    events.conn.execute("INSERT INTO lake.events (event_type, value) SELECT 'old', g FROM generate_series(1, 5) g")
+    before = snapshot_count(events)
+    with events.connect(autocommit=False) as conn:
+        conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('kept', 10)")
+        conn.execute("SAVEPOINT s")
+        # (a statement that reads the lake applies the writes deferred before it, so
+        # the UPDATE, which scans, comes first)
+        conn.execute("UPDATE lake.events SET event_type = 'undone' WHERE value = 1 AND random() >= 0")  # row by row
+        conn.execute("INSERT INTO lake.events (event_type, value) SELECT 'undone', g FROM generate_series(100, 199) g")
+        conn.execute("ROLLBACK TO SAVEPOINT s")
+        # nested: the inner savepoint's insert is undone, the outer one's is kept
+        conn.execute("SAVEPOINT a")
+        conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('outer', 20)")
+        conn.execute("SAVEPOINT b")
+        conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('inner', 30)")
+        conn.execute("ROLLBACK TO SAVEPOINT b")
+        conn.execute("RELEASE SAVEPOINT a")
+        # an exception block (a subtransaction) that wrote, then failed
+        conn.execute("""DO $$ BEGIN
+            DELETE FROM lake.events WHERE value = 2 AND random() >= 0;
+            INSERT INTO lake.events (event_type, value) VALUES ('in block', 40);
+            RAISE EXCEPTION 'give up';
+        EXCEPTION WHEN raise_exception THEN NULL; END $$""")
+        assert conn.execute("SELECT event_type, value FROM lake.events WHERE value >= 10 ORDER BY value").fetchall() \
+            == [("kept", 10), ("outer", 20)]
+        conn.commit()
+    assert events.ref.rows("SELECT event_type, value FROM events ORDER BY value") == [
+        ("old", 1), ("old", 2), ("old", 3), ("old", 4), ("old", 5), ("kept", 10), ("outer", 20)]
+    assert snapshot_count(events) == before + 1
+
+
+def test_rolled_back_savepoint_after_its_write_was_applied_dooms_the_transaction(events):
     with events.connect(autocommit=False) as conn:
         conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('kept?', 1)")
         conn.execute("SAVEPOINT s")
         conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('undone', 2)")
+        # reading the lake applies the savepoint's write, which DuckDB cannot undo
+        assert conn.execute("SELECT count(*) FROM lake.events").fetchone() == (2,)
         conn.execute("ROLLBACK TO SAVEPOINT s")
         with pytest.raises(psycopg.Error) as caught:
             conn.execute("SELECT count(*) FROM lake.events")

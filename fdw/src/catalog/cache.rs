@@ -4,6 +4,13 @@
 //!
 //! Within one Postgres transaction every statement on a lake runs inside one DuckDB
 //! transaction, so all reads of the lake see one snapshot.
+//!
+//! DuckDB has no savepoints, so a write made inside a Postgres subtransaction (a
+//! savepoint, an exception block, psql's ON_ERROR_ROLLBACK) is deferred: its rows
+//! wait in their staging table, and the statement that moves them into the lake runs
+//! when the lake is next used or the transaction commits. A subtransaction rolled
+//! back before that simply drops them. One rolled back after its write reached the
+//! lake leaves the lake transaction unable to commit (`doomed`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -29,12 +36,21 @@ pub struct Lake {
     in_transaction: Cell<bool>,
     /// Subtransactions of the current transaction that wrote to the lake.
     writers: RefCell<Vec<pg_sys::SubTransactionId>>,
+    /// Writes of subtransactions not yet applied, in statement order.
+    deferred: RefCell<Vec<DeferredWrite>>,
     /// Set when a subtransaction that wrote is rolled back: DuckDB has no
     /// savepoints, so the lake transaction can no longer commit.
     doomed: RefCell<Option<String>>,
 }
 
 type Key = (pg_sys::Oid, pg_sys::Oid);
+
+struct DeferredWrite {
+    subxact: pg_sys::SubTransactionId,
+    statement: String,
+    /// The staging table it reads, dropped if the write is undone.
+    staging: String,
+}
 
 thread_local! {
     static LAKES: RefCell<HashMap<Key, Rc<Lake>>> = RefCell::new(HashMap::new());
@@ -121,6 +137,43 @@ impl Lake {
         }
     }
 
+    /// Apply a write: `statement` moves staged rows (in table `staging`, which it
+    /// drops) into the lake. At the top level of the transaction it runs now; inside
+    /// a subtransaction it is deferred (see the module comment).
+    pub fn write(&self, statement: String, staging: String) -> LakeResult<()> {
+        // SAFETY: reads backend transaction state.
+        let (level, subxact) = unsafe { (pg_sys::GetCurrentTransactionNestLevel(), pg_sys::GetCurrentSubTransactionId()) };
+        if level > 1 {
+            self.deferred.borrow_mut().push(DeferredWrite { subxact, statement, staging });
+            return Ok(());
+        }
+        self.apply_deferred()?;
+        self.note_write();
+        self.execute_batch(&statement)
+    }
+
+    /// Run the deferred writes, in order; each now counts as a write of its subtransaction.
+    pub fn apply_deferred(&self) -> LakeResult<()> {
+        loop {
+            let Some(write) = ({
+                let mut deferred = self.deferred.borrow_mut();
+                (!deferred.is_empty()).then(|| deferred.remove(0))
+            }) else {
+                return Ok(());
+            };
+            self.writers.borrow_mut().push(write.subxact);
+            if let Err(e) = self.execute_batch(&write.statement) {
+                // The failed statement aborted the DuckDB transaction and its staging tables.
+                self.deferred.borrow_mut().clear();
+                *self.doomed.borrow_mut() = Some(format!(
+                    "a write made inside a savepoint failed when it was applied to DuckLake server \"{}\": {e}",
+                    self.server_name
+                ));
+                return Err(e);
+            }
+        }
+    }
+
     /// Record that the current (sub)transaction writes to this lake.
     pub fn note_write(&self) {
         // SAFETY: reads backend transaction state.
@@ -144,6 +197,8 @@ impl Lake {
     }
 
     fn finish(&self, commit: bool) -> LakeResult<()> {
+        // Applied by commit_all before a commit; a rollback drops them with the transaction.
+        self.deferred.borrow_mut().clear();
         let wrote = !std::mem::take(&mut *self.writers.borrow_mut()).is_empty();
         let doomed = self.doomed.borrow_mut().take();
         if !self.in_transaction.replace(false) {
@@ -179,8 +234,17 @@ pub struct LakeColumn {
 }
 
 /// The lake of `server_oid` for the current user, inside a DuckDB transaction that
-/// ends with the current Postgres transaction.
+/// ends with the current Postgres transaction, with the writes deferred by
+/// subtransactions applied (so what follows sees them).
 pub fn lake_for(server_oid: pg_sys::Oid) -> LakeResult<Rc<Lake>> {
+    let lake = lake_for_write(server_oid)?;
+    lake.apply_deferred()?;
+    Ok(lake)
+}
+
+/// `lake_for` for a statement that only adds a write (an INSERT): deferred writes
+/// stay deferred, since it reads nothing they could change.
+pub fn lake_for_write(server_oid: pg_sys::Oid) -> LakeResult<Rc<Lake>> {
     let config = LakeConfig::resolve(server_oid)?;
     // SAFETY: GetUserId only reads backend state.
     let key = (server_oid, unsafe { pg_sys::GetUserId() });
@@ -211,6 +275,7 @@ pub fn lake_for(server_oid: pg_sys::Oid) -> LakeResult<Rc<Lake>> {
                 commit_lock_key: config.commit_lock_key,
                 in_transaction: Cell::new(false),
                 writers: RefCell::new(Vec::new()),
+                deferred: RefCell::new(Vec::new()),
                 doomed: RefCell::new(None),
             });
             LAKES.with(|lakes| lakes.borrow_mut().insert(key, lake.clone()));
@@ -232,6 +297,9 @@ fn lakes_in_transaction() -> Vec<Rc<Lake>> {
 /// (the Postgres transaction then aborts and the rest roll back).
 pub fn commit_all() -> LakeResult<()> {
     let lakes = lakes_in_transaction();
+    for lake in &lakes {
+        lake.apply_deferred()?;
+    }
     let keys: Vec<u64> = lakes
         .iter()
         .filter(|l| !l.writers.borrow().is_empty() && l.doomed.borrow().is_none())
@@ -263,29 +331,50 @@ pub fn close_all() {
     LAKES.with(|lakes| lakes.borrow_mut().clear());
 }
 
-/// A subtransaction was rolled back: a lake it (or a child) wrote to cannot commit.
-/// A lake this transaction only read from, whose DuckDB transaction a failed
-/// statement aborted, gets a fresh DuckDB transaction (later reads may then see a
-/// newer snapshot) so it stays usable after an exception block or ROLLBACK TO.
+/// A subtransaction was rolled back. Its deferred writes are dropped. A lake it (or
+/// a child) wrote to cannot commit. A lake whose DuckDB transaction a failed
+/// statement aborted gets a fresh DuckDB transaction if this transaction holds no
+/// writes in it (later reads may then see a newer snapshot), so it stays usable
+/// after an exception block or ROLLBACK TO; otherwise it cannot commit either.
 pub fn subtransaction_aborted(subxact: pg_sys::SubTransactionId) {
     LAKES.with(|lakes| {
         for lake in lakes.borrow().values() {
-            if lake.in_transaction.get() && lake.writers.borrow().is_empty() {
-                // The aborted statement's scan is gone; its result needs no buffering.
-                lake.streaming.borrow_mut().take();
-                let conn = &lake.instance.conn;
-                if conn.execute_batch("SELECT 1").is_err() {
-                    let _ = conn.execute_batch("ROLLBACK");
-                    if conn.execute_batch("BEGIN TRANSACTION").is_err() {
-                        lake.in_transaction.set(false);
-                    }
-                }
+            if !lake.in_transaction.get() {
                 continue;
+            }
+            // The aborted statement's scan is gone; its result needs no buffering.
+            lake.streaming.borrow_mut().take();
+            let undone: Vec<DeferredWrite> = {
+                let mut deferred = lake.deferred.borrow_mut();
+                let (undone, kept) = std::mem::take(&mut *deferred).into_iter().partition(|w| w.subxact >= subxact);
+                *deferred = kept;
+                undone
+            };
+            let conn = &lake.instance.conn;
+            for write in undone {
+                let _ = conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", write.staging));
             }
             if lake.writers.borrow().iter().any(|w| *w >= subxact) {
                 *lake.doomed.borrow_mut() = Some(format!(
                     "a rolled-back savepoint or exception block wrote to DuckLake server \"{}\", \
                      and DuckDB cannot undo part of a transaction",
+                    lake.server_name
+                ));
+                continue;
+            }
+            if conn.execute_batch("SELECT 1").is_ok() {
+                continue;
+            }
+            if lake.writers.borrow().is_empty() && lake.deferred.borrow().is_empty() {
+                let _ = conn.execute_batch("ROLLBACK");
+                if conn.execute_batch("BEGIN TRANSACTION").is_err() {
+                    lake.in_transaction.set(false);
+                }
+            } else {
+                lake.deferred.borrow_mut().clear();
+                *lake.doomed.borrow_mut() = Some(format!(
+                    "a failed statement aborted the DuckDB transaction holding this transaction's writes \
+                     to DuckLake server \"{}\"",
                     lake.server_name
                 ));
             }
@@ -300,6 +389,11 @@ pub fn subtransaction_committed(subxact: pg_sys::SubTransactionId, parent: pg_sy
             for w in lake.writers.borrow_mut().iter_mut() {
                 if *w >= subxact {
                     *w = parent;
+                }
+            }
+            for w in lake.deferred.borrow_mut().iter_mut() {
+                if w.subxact >= subxact {
+                    w.subxact = parent;
                 }
             }
         }

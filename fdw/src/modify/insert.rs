@@ -2,7 +2,7 @@
 
 use pgrx::{PgRelation, pg_sys};
 
-use crate::catalog::cache::lake_for;
+use crate::catalog::cache::lake_for_write;
 use crate::duck::sql;
 use crate::error::{LakeError, LakeResult};
 use crate::modify::staging::{StagedColumn, Staging};
@@ -36,7 +36,7 @@ impl InsertState {
                 )));
             }
             let server_oid = (*pg_sys::GetForeignTable(relid)).serverid;
-            let lake = lake_for(server_oid)?;
+            let lake = lake_for_write(server_oid)?;
             let target = sql::qualified(&lake.instance.alias, &table.schema, &table.table);
             let lake_columns = lake.table_columns(&table.schema, &table.table).map_err(|e| with_context(e, &table.display()))?;
             let mut columns = Vec::new();

@@ -204,14 +204,13 @@ impl Staging {
         }
     }
 
-    /// Append what is left, check it, run `statement` (which reads `table()`), drop
-    /// the table. From the statement on, the lake transaction holds this write.
+    /// Append what is left, check it, and hand `statement` (which reads `table()`)
+    /// to the lake to apply, now or at the end of the savepoint (see `Lake::write`).
     pub fn finish(&mut self, statement: &str) -> LakeResult<()> {
         self.append_buffered()?;
         self.check()?;
         self.done = true;
-        self.lake.note_write();
-        self.lake.execute_batch(&format!("{statement}; DROP TABLE {}", self.table()))
+        self.lake.write(format!("{statement}; DROP TABLE {}", self.table()), self.table())
     }
 }
 
