@@ -100,6 +100,13 @@ def test_rolled_back_savepoint_undoes_its_writes(events):
         conn.execute("UPDATE lake.events SET event_type = 'undone' WHERE value = 1 AND random() >= 0")  # row by row
         conn.execute("INSERT INTO lake.events (event_type, value) SELECT 'undone', g FROM generate_series(100, 199) g")
         conn.execute("ROLLBACK TO SAVEPOINT s")
+        # one DuckDB statement each (counted now, applied later): undone as well
+        conn.execute("SAVEPOINT d")
+        assert conn.execute("DELETE FROM lake.events WHERE value <= 3").rowcount == 3
+        conn.execute("ROLLBACK TO SAVEPOINT d")
+        conn.execute("SAVEPOINT u")
+        assert conn.execute("UPDATE lake.events SET event_type = 'undone' WHERE value >= 4").rowcount == 3
+        conn.execute("ROLLBACK TO SAVEPOINT u")
         # nested: the inner savepoint's insert is undone, the outer one's is kept
         conn.execute("SAVEPOINT a")
         conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('outer', 20)")

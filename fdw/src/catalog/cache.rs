@@ -49,7 +49,7 @@ struct DeferredWrite {
     subxact: pg_sys::SubTransactionId,
     statement: String,
     /// The staging table it reads, dropped if the write is undone.
-    staging: String,
+    staging: Option<String>,
 }
 
 thread_local! {
@@ -137,13 +137,13 @@ impl Lake {
         }
     }
 
-    /// Apply a write: `statement` moves staged rows (in table `staging`, which it
-    /// drops) into the lake. At the top level of the transaction it runs now; inside
-    /// a subtransaction it is deferred (see the module comment).
-    pub fn write(&self, statement: String, staging: String) -> LakeResult<()> {
-        // SAFETY: reads backend transaction state.
-        let (level, subxact) = unsafe { (pg_sys::GetCurrentTransactionNestLevel(), pg_sys::GetCurrentSubTransactionId()) };
-        if level > 1 {
+    /// Apply a write: `statement` changes the lake (reading staged rows from table
+    /// `staging`, which it drops). At the top level of the transaction it runs now;
+    /// inside a subtransaction it is deferred (see the module comment).
+    pub fn write(&self, statement: String, staging: Option<String>) -> LakeResult<()> {
+        if in_subtransaction() {
+            // SAFETY: reads backend transaction state.
+            let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
             self.deferred.borrow_mut().push(DeferredWrite { subxact, statement, staging });
             return Ok(());
         }
@@ -231,6 +231,13 @@ pub struct LakeColumn {
     /// DuckDB's type name, e.g. `DECIMAL(12,3)` or `TIMESTAMP WITH TIME ZONE`.
     pub lake_type: String,
     pub nullable: bool,
+}
+
+/// Whether the current statement runs inside a savepoint or exception block, where
+/// writes are deferred (see `Lake::write`).
+pub fn in_subtransaction() -> bool {
+    // SAFETY: reads backend transaction state.
+    unsafe { pg_sys::GetCurrentTransactionNestLevel() > 1 }
 }
 
 /// The lake of `server_oid` for the current user, inside a DuckDB transaction that
@@ -351,8 +358,8 @@ pub fn subtransaction_aborted(subxact: pg_sys::SubTransactionId) {
                 undone
             };
             let conn = &lake.instance.conn;
-            for write in undone {
-                let _ = conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", write.staging));
+            for staging in undone.into_iter().filter_map(|w| w.staging) {
+                let _ = conn.execute_batch(&format!("DROP TABLE IF EXISTS {staging}"));
             }
             if lake.writers.borrow().iter().any(|w| *w >= subxact) {
                 *lake.doomed.borrow_mut() = Some(format!(

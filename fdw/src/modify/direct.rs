@@ -10,7 +10,7 @@
 use pgrx::prelude::*;
 use pgrx::{PgMemoryContexts, pg_sys};
 
-use crate::catalog::cache::{Lake, lake_for};
+use crate::catalog::cache::{Lake, in_subtransaction, lake_for};
 use crate::duck::sql;
 use crate::error::{LakeError, LakeResult, OrRaise};
 use crate::options::{TableOptions, lake_column_name};
@@ -149,7 +149,8 @@ struct DirectState {
     reported: bool,
 }
 
-unsafe fn statement_sql(node: *mut pg_sys::ForeignScanState) -> String {
+/// The DuckDB statement, and a query counting the rows it changes.
+unsafe fn statement_sql(node: *mut pg_sys::ForeignScanState) -> (String, String) {
     unsafe {
         let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
         let scan = ScanPlan::from_list((*plan).fdw_private);
@@ -162,28 +163,38 @@ unsafe fn statement_sql(node: *mut pg_sys::ForeignScanState) -> String {
         } else {
             format!("DELETE FROM {target}")
         };
+        let mut count = format!("SELECT count(*) FROM {target}");
         if !scan.filter.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&scan.filter.join(" AND "));
+            let condition = format!(" WHERE {}", scan.filter.join(" AND "));
+            sql.push_str(&condition);
+            count.push_str(&condition);
         }
-        sql
+        (sql, count)
     }
 }
 
 #[pg_guard]
 pub unsafe extern "C-unwind" fn begin_direct_modify(node: *mut pg_sys::ForeignScanState, eflags: std::ffi::c_int) {
     unsafe {
-        let sql = statement_sql(node);
+        let (sql, count) = statement_sql(node);
         let mut state = DirectState { sql, changed: 0, reported: false };
         if eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 == 0 {
             let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
             let lake = lake_for((*plan).fs_server).or_raise();
             check_assignments(&lake, plan).or_raise();
-            lake.note_write();
             let conn = lake.connection().or_raise();
-            let changed =
-                crate::duck::cancel::interruptible(&lake.instance.interrupt, || conn.execute(&state.sql, [])).or_raise();
-            state.changed = changed as u64;
+            let interrupt = &lake.instance.interrupt;
+            state.changed = if in_subtransaction() {
+                // Deferred like every write inside a savepoint, so rolling it back
+                // undoes it; the rows it will change are counted now.
+                let changed: i64 =
+                    crate::duck::cancel::interruptible(interrupt, || conn.query_row(&count, [], |row| row.get(0))).or_raise();
+                lake.write(state.sql.clone(), None).or_raise();
+                changed as u64
+            } else {
+                lake.note_write();
+                crate::duck::cancel::interruptible(interrupt, || conn.execute(&state.sql, [])).or_raise() as u64
+            };
         }
         (*node).fdw_state = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state).cast();
     }
@@ -212,7 +223,7 @@ pub unsafe extern "C-unwind" fn end_direct_modify(_node: *mut pg_sys::ForeignSca
 pub unsafe extern "C-unwind" fn explain_direct_modify(node: *mut pg_sys::ForeignScanState, es: *mut pg_sys::ExplainState) {
     unsafe {
         if (*es).verbose {
-            let sql = std::ffi::CString::new(statement_sql(node)).expect("SQL without NUL");
+            let sql = std::ffi::CString::new(statement_sql(node).0).expect("SQL without NUL");
             pg_sys::ExplainPropertyText(c"DuckDB SQL".as_ptr(), sql.as_ptr(), es);
         }
     }

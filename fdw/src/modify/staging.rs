@@ -210,7 +210,7 @@ impl Staging {
         self.append_buffered()?;
         self.check()?;
         self.done = true;
-        self.lake.write(format!("{statement}; DROP TABLE {}", self.table()), self.table())
+        self.lake.write(format!("{statement}; DROP TABLE {}", self.table()), Some(self.table()))
     }
 }
 
