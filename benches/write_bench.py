@@ -15,6 +15,30 @@ import psycopg
 from harness import Bench
 
 COLUMNS = "(event_id uuid, event_type text, value bigint, created_at timestamptz)"
+LAKE_COLUMNS = "(event_id UUID, event_type VARCHAR, value BIGINT, created_at TIMESTAMPTZ)"
+
+
+def timed_once(fn):
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def side_by_side(b, name, pg_uuid, duck_uuid, n):
+    """Seconds to insert the same n rows (uuids from `pg_uuid` / `duck_uuid`) with
+    standalone DuckDB into lake table <name>_duck, through the FDW into <name>_fdw,
+    and into heap table heap_<name>."""
+    for table in (f"{name}_fdw", f"{name}_duck"):
+        b.duck.execute(f"CREATE TABLE {table} {LAKE_COLUMNS}")
+    b.pg.execute(f"IMPORT FOREIGN SCHEMA main LIMIT TO ({name}_fdw) FROM SERVER lake INTO lake")
+    b.pg.execute(f"CREATE TABLE heap_{name} {COLUMNS}")
+    b.pg.execute(f"SELECT count(*) FROM lake.{name}_fdw")  # attach before timing
+    rows = f"SELECT {pg_uuid}, 'bulk', g, now() FROM generate_series(1, {n}) g"
+    fdw = timed_once(lambda: b.pg.execute(f"INSERT INTO lake.{name}_fdw {rows}"))
+    duck = timed_once(lambda: b.duck.execute(
+        f"INSERT INTO {name}_duck SELECT {duck_uuid}, 'bulk', g, now() FROM range(1, {n} + 1) t(g)"))
+    heap = timed_once(lambda: b.pg.execute(f"INSERT INTO heap_{name} {rows}"))
+    return duck, fdw, heap
 
 
 def small_commits(dsn, clients, commits_per_client):
@@ -44,42 +68,18 @@ def main():
     args = parser.parse_args()
     b = Bench()
     try:
-        for table in ("bulk_fdw", "bulk_duck", "small"):
-            b.duck.execute(f"CREATE TABLE {table} (event_id UUID, event_type VARCHAR, value BIGINT, created_at TIMESTAMPTZ)")
-        b.pg.execute("IMPORT FOREIGN SCHEMA main FROM SERVER lake INTO lake")
-        b.pg.execute(f"CREATE TABLE heap_bulk {COLUMNS}")
-        b.pg.execute("SELECT count(*) FROM lake.bulk_fdw")  # attach before timing
-
-        def run(fn):
-            started = time.perf_counter()
-            fn()
-            return time.perf_counter() - started
-
+        b.duck.execute(f"CREATE TABLE small {LAKE_COLUMNS}")
+        b.pg.execute("IMPORT FOREIGN SCHEMA main LIMIT TO (small) FROM SERVER lake INTO lake")
         n = args.rows
-        fdw = run(lambda: b.pg.execute(
-            f"INSERT INTO lake.bulk_fdw SELECT gen_random_uuid(), 'bulk', g, now() FROM generate_series(1, {n}) g"))
-        duck = run(lambda: b.duck.execute(
-            f"INSERT INTO bulk_duck SELECT uuid(), 'bulk', i, now() FROM range(1, {n} + 1) t(i)"))
-        heap = run(lambda: b.pg.execute(
-            f"INSERT INTO heap_bulk SELECT gen_random_uuid(), 'bulk', g, now() FROM generate_series(1, {n}) g"))
+        duck, fdw, heap = side_by_side(b, "bulk", "gen_random_uuid()", "uuid()", n)
         # The same, with uuids derived from md5 on both sides: gen_random_uuid() alone
         # costs Postgres several seconds per million rows on some builds.
-        for table in ("md5_fdw", "md5_duck"):
-            b.duck.execute(f"CREATE TABLE {table} (event_id UUID, event_type VARCHAR, value BIGINT, created_at TIMESTAMPTZ)")
-        b.pg.execute("IMPORT FOREIGN SCHEMA main LIMIT TO (md5_fdw) FROM SERVER lake INTO lake")
-        b.pg.execute(f"CREATE TABLE heap_md5 {COLUMNS}")
-        b.pg.execute("SELECT count(*) FROM lake.md5_fdw")
-        md5_fdw = run(lambda: b.pg.execute(
-            f"INSERT INTO lake.md5_fdw SELECT md5(g::text)::uuid, 'bulk', g, now() FROM generate_series(1, {n}) g"))
-        md5_duck = run(lambda: b.duck.execute(
-            f"INSERT INTO md5_duck SELECT md5(i::VARCHAR)::UUID, 'bulk', i, now() FROM range(1, {n} + 1) t(i)"))
-        md5_heap = run(lambda: b.pg.execute(
-            f"INSERT INTO heap_md5 SELECT md5(g::text)::uuid, 'bulk', g, now() FROM generate_series(1, {n}) g"))
-        b.duck.execute("CREATE TABLE bulk_copy (event_id UUID, event_type VARCHAR, value BIGINT, created_at TIMESTAMPTZ)")
+        md5_duck, md5_fdw, md5_heap = side_by_side(b, "md5", "md5(g::text)::uuid", "md5(g::VARCHAR)::UUID", n)
+        b.duck.execute(f"CREATE TABLE bulk_copy {LAKE_COLUMNS}")
         b.pg.execute("IMPORT FOREIGN SCHEMA main LIMIT TO (bulk_copy) FROM SERVER lake INTO lake")
         b.pg.execute("SELECT count(*) FROM lake.bulk_copy")
-        from_heap = run(lambda: b.pg.execute("INSERT INTO lake.bulk_copy SELECT * FROM heap_bulk"))
-        heap_to_heap = run(lambda: b.pg.execute("CREATE TABLE heap_copy AS SELECT * FROM heap_bulk"))
+        from_heap = timed_once(lambda: b.pg.execute("INSERT INTO lake.bulk_copy SELECT * FROM heap_bulk"))
+        heap_to_heap = timed_once(lambda: b.pg.execute("CREATE TABLE heap_copy AS SELECT * FROM heap_bulk"))
         assert b.pg.execute("SELECT count(*) FROM lake.bulk_fdw").fetchone() == (n,)
         assert b.duck.execute("SELECT count(*) FROM bulk_fdw").fetchone() == (n,)
         assert b.duck.execute("SELECT count(*) FROM (SELECT * FROM md5_fdw EXCEPT SELECT event_id, event_type, value, "

@@ -154,17 +154,12 @@ impl Lake {
 
     /// Run the deferred writes, in order; each now counts as a write of its subtransaction.
     pub fn apply_deferred(&self) -> LakeResult<()> {
-        loop {
-            let Some(write) = ({
-                let mut deferred = self.deferred.borrow_mut();
-                (!deferred.is_empty()).then(|| deferred.remove(0))
-            }) else {
-                return Ok(());
-            };
+        let writes = std::mem::take(&mut *self.deferred.borrow_mut());
+        for write in writes {
             self.writers.borrow_mut().push(write.subxact);
             if let Err(e) = self.execute_batch(&write.statement) {
-                // The failed statement aborted the DuckDB transaction and its staging tables.
-                self.deferred.borrow_mut().clear();
+                // The failed statement aborted the DuckDB transaction, with the staging
+                // tables of the writes not applied yet.
                 *self.doomed.borrow_mut() = Some(format!(
                     "a write made inside a savepoint failed when it was applied to DuckLake server \"{}\": {e}",
                     self.server_name
@@ -172,6 +167,7 @@ impl Lake {
                 return Err(e);
             }
         }
+        Ok(())
     }
 
     /// Record that the current (sub)transaction writes to this lake.
@@ -231,6 +227,23 @@ pub struct LakeColumn {
     /// DuckDB's type name, e.g. `DECIMAL(12,3)` or `TIMESTAMP WITH TIME ZONE`.
     pub lake_type: String,
     pub nullable: bool,
+}
+
+/// Why DuckDB cannot convert a value when nothing better is known.
+pub const UNCONVERTIBLE: &str = "DuckDB cannot convert the value";
+
+impl LakeColumn {
+    /// The error for a value this column refuses, with DuckDB's reason: the message
+    /// of `failing_cast` (a query casting the value to this column's type), run on a
+    /// sibling of `conn`, since a failed statement would abort the lake transaction.
+    pub fn refused<P: duckdb::Params>(&self, conn: &duckdb::Connection, failing_cast: &str, params: P) -> LakeError {
+        let reason = conn
+            .try_clone()
+            .ok()
+            .and_then(|sibling| sibling.query_row(failing_cast, params, |_| Ok(())).err())
+            .map_or_else(|| UNCONVERTIBLE.to_owned(), |e| e.to_string());
+        LakeError::ValueRejected { column: self.name.clone(), lake_type: self.lake_type.clone(), reason }
+    }
 }
 
 /// Whether the current statement runs inside a savepoint or exception block, where

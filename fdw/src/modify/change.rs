@@ -156,10 +156,7 @@ impl ChangeState {
                 let attr = tupdesc.get((attno - 1) as usize).expect("an assigned column");
                 let name = lake_column_name(relid, attno, attr.name());
                 let encoder = Encoder::new(attr.type_oid().value());
-                let lake_column = lake_columns.iter().find(|c| c.name == name).cloned().ok_or_else(|| {
-                    LakeError::DuckDb(format!("column \"{name}\" does not exist in DuckLake table {}", table.display()))
-                })?;
-                staged.push(StagedColumn { name, encoder, lake: Some(lake_column) });
+                staged.push(StagedColumn::for_lake(name, encoder, &lake_columns, &table.display())?);
                 columns.push(attno as usize);
             }
             let target = sql::qualified(&lake.instance.alias, &table.schema, &table.table);

@@ -15,7 +15,7 @@ use crate::duck::sql;
 use crate::error::{LakeError, LakeResult, OrRaise};
 use crate::options::{TableOptions, lake_column_name};
 use crate::pg_nodes::list_nodes;
-use crate::scan::deparse::{Deparser, is_pushable_type, literal};
+use crate::scan::deparse::Deparser;
 use crate::scan::plan::{Assignment, ScanPlan, Source, rel_plan};
 
 #[pg_guard]
@@ -122,19 +122,12 @@ unsafe fn assignments(
             while (*expr).type_ == pg_sys::NodeTag::T_RelabelType {
                 expr = (*(expr as *mut pg_sys::RelabelType)).arg.cast();
             }
-            let (value, constant) = if (*expr).type_ == pg_sys::NodeTag::T_Const {
-                let constant = expr as *mut pg_sys::Const;
-                let value = if (*constant).constisnull {
-                    "NULL".to_owned()
-                } else {
-                    if !is_pushable_type((*constant).consttype) {
-                        return None;
-                    }
-                    literal((*constant).constvalue, (*constant).consttype)?
-                };
-                (value, true)
+            let constant = (*expr).type_ == pg_sys::NodeTag::T_Const;
+            // NULL fits a column of any type, pushable or not.
+            let value = if constant && (*(expr as *mut pg_sys::Const)).constisnull {
+                "NULL".to_owned()
             } else {
-                (deparser.assigned_value(expr)?, false)
+                deparser.assigned_value(expr)?
             };
             let name = std::ffi::CStr::from_ptr(pg_sys::get_attname(relid, attnum, false)).to_string_lossy().into_owned();
             result.push(Assignment { column: lake_column_name(relid, attnum, &name), value, constant });
@@ -181,7 +174,7 @@ pub unsafe extern "C-unwind" fn begin_direct_modify(node: *mut pg_sys::ForeignSc
         if eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 == 0 {
             let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
             let lake = lake_for((*plan).fs_server).or_raise();
-            check_assignments(&lake, plan).or_raise();
+            check_assignments(&lake, &ScanPlan::from_list((*plan).fdw_private)).or_raise();
             let conn = lake.connection().or_raise();
             let interrupt = &lake.instance.interrupt;
             state.changed = if in_subtransaction() {
@@ -233,39 +226,28 @@ pub unsafe extern "C-unwind" fn explain_direct_modify(node: *mut pg_sys::Foreign
 /// the type cannot hold) is reported like a row-by-row write would, naming the
 /// column, and before the statement runs: a failed DuckDB statement would leave the
 /// lake transaction unable to commit even after a savepoint rollback.
-unsafe fn check_assignments(lake: &Lake, plan: *mut pg_sys::ForeignScan) -> LakeResult<()> {
-    unsafe {
-        let scan = ScanPlan::from_list((*plan).fdw_private);
-        if !scan.assignments.iter().any(|a| a.constant) {
-            return Ok(());
-        }
-        let (_, table) = crate::scan::plan::table_reference(pg_sys::Oid::from(scan.relid));
-        let conn = lake.connection()?;
-        for column in lake.table_columns(&table.schema, &table.table)? {
-            let Some(value) = scan.assignments.iter().find(|a| a.constant && a.column == column.name).map(|a| &a.value)
-            else {
-                continue;
-            };
-            let refused: bool = conn.query_row(
-                &format!("SELECT {value} IS NOT NULL AND TRY_CAST({value} AS {}) IS NULL", column.lake_type),
-                [],
-                |row| row.get(0),
-            )?;
-            if value == "NULL" && !column.nullable {
-                return Err(LakeError::NullValue { column: column.name, table: table.display() });
-            }
-            if refused {
-                // DuckDB's reason, from a sibling connection: an error on this one
-                // would abort the lake transaction.
-                let reason = conn
-                    .try_clone()
-                    .map(|sibling| sibling.query_row(&format!("SELECT CAST({value} AS {})", column.lake_type), [], |_| Ok(())))
-                    .ok()
-                    .and_then(|outcome| outcome.err())
-                    .map_or_else(|| "DuckDB cannot convert the value".to_owned(), |e| e.to_string());
-                return Err(LakeError::ValueRejected { column: column.name, lake_type: column.lake_type, reason });
-            }
-        }
-        Ok(())
+fn check_assignments(lake: &Lake, scan: &ScanPlan) -> LakeResult<()> {
+    if !scan.assignments.iter().any(|a| a.constant) {
+        return Ok(());
     }
+    let (_, table) = crate::scan::plan::table_reference(pg_sys::Oid::from(scan.relid));
+    let conn = lake.connection()?;
+    for column in lake.table_columns(&table.schema, &table.table)? {
+        let Some(value) = scan.assignments.iter().find(|a| a.constant && a.column == column.name).map(|a| &a.value)
+        else {
+            continue;
+        };
+        if value == "NULL" && !column.nullable {
+            return Err(LakeError::NullValue { column: column.name, table: table.display() });
+        }
+        let refused: bool = conn.query_row(
+            &format!("SELECT {value} IS NOT NULL AND TRY_CAST({value} AS {}) IS NULL", column.lake_type),
+            [],
+            |row| row.get(0),
+        )?;
+        if refused {
+            return Err(column.refused(conn, &format!("SELECT CAST({value} AS {})", column.lake_type), []));
+        }
+    }
+    Ok(())
 }

@@ -43,10 +43,8 @@ impl InsertState {
             let mut attnos = Vec::new();
             for attr in relation.tuple_desc().iter().filter(|a| !a.is_dropped()) {
                 let name = lake_column_name(relid, attr.attnum, attr.name());
-                let lake_column = lake_columns.iter().find(|c| c.name == name).cloned().ok_or_else(|| {
-                    LakeError::DuckDb(format!("column \"{name}\" does not exist in DuckLake table {}", table.display()))
-                })?;
-                columns.push(StagedColumn { name, encoder: Encoder::new(attr.type_oid().value()), lake: Some(lake_column) });
+                let encoder = Encoder::new(attr.type_oid().value());
+                columns.push(StagedColumn::for_lake(name, encoder, &lake_columns, &table.display())?);
                 attnos.push(attr.attnum as usize);
             }
             let staging = Staging::create(lake, &table.display(), columns).map_err(|e| with_context(e, &table.display()))?;

@@ -16,7 +16,7 @@ use arrow::datatypes::Schema;
 use arrow::record_batch::RecordBatch;
 use pgrx::pg_sys::Datum;
 
-use crate::catalog::cache::{Lake, LakeColumn};
+use crate::catalog::cache::{Lake, LakeColumn, UNCONVERTIBLE};
 use crate::duck::{cancel, sql};
 use crate::error::{LakeError, LakeResult};
 use crate::types::encode::{ColumnBuilder, Encoder};
@@ -37,6 +37,15 @@ pub struct StagedColumn {
 }
 
 impl StagedColumn {
+    /// The column holding values (of `encoder`'s type) for lake column `name`, one
+    /// of `lake_columns` of `table`.
+    pub fn for_lake(name: String, encoder: Encoder, lake_columns: &[LakeColumn], table: &str) -> LakeResult<StagedColumn> {
+        let lake = lake_columns.iter().find(|c| c.name == name).cloned().ok_or_else(|| {
+            LakeError::DuckDb(format!("column \"{name}\" does not exist in DuckLake table {table}"))
+        })?;
+        Ok(StagedColumn { name, encoder, lake: Some(lake) })
+    }
+
     /// The staged value as the lake column's type, read from `<qualifier>.<name>`.
     pub fn value(&self, qualifier: &str) -> String {
         self.converted(qualifier, "CAST")
@@ -170,38 +179,29 @@ impl Staging {
 
     fn explain_refused(&self, column: &StagedColumn, row: i64) -> LakeError {
         let lake = column.lake.as_ref().expect("only lake columns are checked");
-        let fallback = LakeError::ValueRejected {
+        let fallback = || LakeError::ValueRejected {
             column: column.name.clone(),
             lake_type: lake.lake_type.clone(),
-            reason: "DuckDB cannot convert the value".into(),
+            reason: UNCONVERTIBLE.into(),
         };
-        let Ok(conn) = self.lake.connection() else { return fallback };
+        let Ok(conn) = self.lake.connection() else { return fallback() };
         let text: Option<String> = match conn.query_row(
-            &format!(
-                "SELECT CAST({} AS VARCHAR) FROM {} AS s WHERE rowid = ?",
-                column.staged("s"),
-                self.table()
-            ),
+            &format!("SELECT CAST({} AS VARCHAR) FROM {} AS s WHERE rowid = ?", column.staged("s"), self.table()),
             [row],
             |r| r.get(0),
         ) {
             Ok(text) => text,
-            Err(_) => return fallback,
+            Err(_) => return fallback(),
         };
         let Some(text) = text else {
             return LakeError::NullValue { column: column.name.clone(), table: self.table.clone() };
         };
-        // DuckDB's own message for the failed cast, from a sibling connection: an
-        // error on this one would abort the lake transaction.
         let query = format!(
             "SELECT {} FROM (SELECT CAST(? AS {}) AS v) AS p",
             column.convert("p.v".into(), "CAST"),
             column.encoder.staged_type()
         );
-        match conn.try_clone().map(|sibling| sibling.query_row(&query, [&text], |_| Ok(()))) {
-            Ok(Err(e)) => LakeError::ValueRejected { column: column.name.clone(), lake_type: lake.lake_type.clone(), reason: e.to_string() },
-            _ => fallback,
-        }
+        lake.refused(conn, &query, [&text])
     }
 
     /// Append what is left, check it, and hand `statement` (which reads `table()`)

@@ -19,98 +19,58 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Fields, TimeUnit};
 use pgrx::pg_sys::{self, Datum, Oid};
 
+use crate::types::kind::Kind;
+
 const PG_EPOCH_DAYS: i32 = 10_957;
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 const UUID_BYTES: i32 = 16;
 
-/// How one Postgres type is staged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Form {
-    Bool,
-    Int16,
-    Int32,
-    Int64,
-    Float32,
-    Float64,
-    Text,
-    Bytes,
-    Date,
-    Time,
-    Timestamp,
-    TimestampTz,
-    Interval,
-    Uuid,
-    /// The Postgres output function's text; DuckDB casts it to the lake type.
-    TextForm,
-    /// json/jsonb text; cast through DuckDB's JSON when the lake type is a STRUCT,
-    /// MAP or LIST.
-    Json,
-    /// `array_to_json`; cast through DuckDB's JSON to the lake's list type.
-    ArrayJson,
-}
-
 /// Converts one column's datums; built once per statement.
 #[derive(Clone)]
 pub struct Encoder {
-    form: Form,
+    /// How the value is staged: as the kind a scan reads it as, text (through the
+    /// output function) for `ViaInput` and `Json`, JSON text for arrays.
+    kind: Kind,
     output_fn: Oid,
 }
 
 impl Encoder {
     pub fn new(type_oid: Oid) -> Encoder {
-        let form = match type_oid {
-            pg_sys::BOOLOID => Form::Bool,
-            pg_sys::INT2OID => Form::Int16,
-            pg_sys::INT4OID => Form::Int32,
-            pg_sys::INT8OID => Form::Int64,
-            pg_sys::FLOAT4OID => Form::Float32,
-            pg_sys::FLOAT8OID => Form::Float64,
-            pg_sys::TEXTOID | pg_sys::VARCHAROID | pg_sys::BPCHAROID => Form::Text,
-            pg_sys::BYTEAOID => Form::Bytes,
-            pg_sys::DATEOID => Form::Date,
-            pg_sys::TIMEOID => Form::Time,
-            pg_sys::TIMESTAMPOID => Form::Timestamp,
-            pg_sys::TIMESTAMPTZOID => Form::TimestampTz,
-            pg_sys::INTERVALOID => Form::Interval,
-            pg_sys::UUIDOID => Form::Uuid,
-            pg_sys::JSONOID | pg_sys::JSONBOID => Form::Json,
-            // SAFETY: catalog lookup of an existing type.
-            other if unsafe { pg_sys::get_element_type(other) } != pg_sys::InvalidOid => Form::ArrayJson,
-            _ => Form::TextForm,
-        };
+        // Postgres has already applied the column's typmod to the values written.
+        let kind = Kind::of(type_oid, -1);
         let mut output_fn = pg_sys::InvalidOid;
-        if matches!(form, Form::TextForm | Form::Json) {
+        if matches!(kind, Kind::ViaInput | Kind::Json) {
             let mut varlena = false;
             // SAFETY: catalog lookup of an existing type.
             unsafe { pg_sys::getTypeOutputInfo(type_oid, &mut output_fn, &mut varlena) };
         }
-        Encoder { form, output_fn }
+        Encoder { kind, output_fn }
     }
 
     /// An encoder for DuckLake rowids (int8 datums).
     pub fn rowid() -> Encoder {
-        Encoder { form: Form::Int64, output_fn: pg_sys::InvalidOid }
+        Encoder { kind: Kind::Int64, output_fn: pg_sys::InvalidOid }
     }
 
     /// Staged as JSON text, which reaches a nested lake type through DuckDB's JSON.
     pub fn via_json(&self) -> bool {
-        matches!(self.form, Form::Json | Form::ArrayJson)
+        matches!(self.kind, Kind::Json | Kind::Array(_))
     }
 
     /// The DuckDB type of the staging column.
     pub fn staging_column_type(&self) -> &'static str {
-        match self.form {
-            Form::Interval => "STRUCT(months INTEGER, days INTEGER, micros BIGINT)",
+        match self.kind {
+            Kind::Interval => "STRUCT(months INTEGER, days INTEGER, micros BIGINT)",
             _ => self.staged_type(),
         }
     }
 
     /// `column` (of the staging table) as a value of `staged_type()`.
     pub fn staged_value(&self, column: &str) -> String {
-        match self.form {
+        match self.kind {
             // duckdb-rs drops the nulls of Arrow interval arrays, so intervals are
             // staged as a struct of their three fields.
-            Form::Interval => {
+            Kind::Interval => {
                 format!("(to_months({column}.months) + to_days({column}.days) + to_microseconds({column}.micros))")
             }
             _ => column.to_owned(),
@@ -119,44 +79,44 @@ impl Encoder {
 
     /// The DuckDB type of the staged values.
     pub fn staged_type(&self) -> &'static str {
-        match self.form {
-            Form::Bool => "BOOLEAN",
-            Form::Int16 => "SMALLINT",
-            Form::Int32 => "INTEGER",
-            Form::Int64 => "BIGINT",
-            Form::Float32 => "FLOAT",
-            Form::Float64 => "DOUBLE",
-            Form::Text | Form::TextForm | Form::Json | Form::ArrayJson => "VARCHAR",
-            Form::Bytes => "BLOB",
-            Form::Date => "DATE",
-            Form::Time => "TIME",
-            Form::Timestamp => "TIMESTAMP",
-            Form::TimestampTz => "TIMESTAMP WITH TIME ZONE",
-            Form::Interval => "INTERVAL",
-            Form::Uuid => "UUID",
+        match self.kind {
+            Kind::Bool => "BOOLEAN",
+            Kind::Int16 => "SMALLINT",
+            Kind::Int32 => "INTEGER",
+            Kind::Int64 => "BIGINT",
+            Kind::Float32 => "FLOAT",
+            Kind::Float64 => "DOUBLE",
+            Kind::Text | Kind::ViaInput | Kind::Json | Kind::Array(_) => "VARCHAR",
+            Kind::Bytea => "BLOB",
+            Kind::Date => "DATE",
+            Kind::Time => "TIME",
+            Kind::Timestamp => "TIMESTAMP",
+            Kind::TimestampTz => "TIMESTAMP WITH TIME ZONE",
+            Kind::Interval => "INTERVAL",
+            Kind::Uuid => "UUID",
         }
     }
 
     /// The Arrow field DuckDB's appender maps to `staged_type()`.
     pub fn field(&self, name: &str) -> Field {
-        let data_type = match self.form {
-            Form::Bool => DataType::Boolean,
-            Form::Int16 => DataType::Int16,
-            Form::Int32 => DataType::Int32,
-            Form::Int64 => DataType::Int64,
-            Form::Float32 => DataType::Float32,
-            Form::Float64 => DataType::Float64,
-            Form::Text | Form::TextForm | Form::Json | Form::ArrayJson => DataType::Utf8,
-            Form::Bytes => DataType::Binary,
-            Form::Date => DataType::Date32,
-            Form::Time => DataType::Time64(TimeUnit::Microsecond),
-            Form::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
-            Form::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            Form::Interval => DataType::Struct(interval_fields()),
-            Form::Uuid => DataType::FixedSizeBinary(UUID_BYTES),
+        let data_type = match self.kind {
+            Kind::Bool => DataType::Boolean,
+            Kind::Int16 => DataType::Int16,
+            Kind::Int32 => DataType::Int32,
+            Kind::Int64 => DataType::Int64,
+            Kind::Float32 => DataType::Float32,
+            Kind::Float64 => DataType::Float64,
+            Kind::Text | Kind::ViaInput | Kind::Json | Kind::Array(_) => DataType::Utf8,
+            Kind::Bytea => DataType::Binary,
+            Kind::Date => DataType::Date32,
+            Kind::Time => DataType::Time64(TimeUnit::Microsecond),
+            Kind::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            Kind::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            Kind::Interval => DataType::Struct(interval_fields()),
+            Kind::Uuid => DataType::FixedSizeBinary(UUID_BYTES),
         };
         let field = Field::new(name, data_type, true);
-        if self.form == Form::Uuid {
+        if self.kind == Kind::Uuid {
             field.with_metadata(HashMap::from([("ARROW:extension:name".to_owned(), "arrow.uuid".to_owned())]))
         } else {
             field
@@ -164,25 +124,25 @@ impl Encoder {
     }
 
     pub fn builder(&self, capacity: usize) -> ColumnBuilder {
-        match self.form {
-            Form::Bool => ColumnBuilder::Bool(BooleanBuilder::with_capacity(capacity)),
-            Form::Int16 => ColumnBuilder::Int16(Int16Builder::with_capacity(capacity)),
-            Form::Int32 => ColumnBuilder::Int32(Int32Builder::with_capacity(capacity)),
-            Form::Int64 => ColumnBuilder::Int64(Int64Builder::with_capacity(capacity)),
-            Form::Float32 => ColumnBuilder::Float32(Float32Builder::with_capacity(capacity)),
-            Form::Float64 => ColumnBuilder::Float64(Float64Builder::with_capacity(capacity)),
-            Form::Text | Form::TextForm | Form::Json | Form::ArrayJson => {
+        match self.kind {
+            Kind::Bool => ColumnBuilder::Bool(BooleanBuilder::with_capacity(capacity)),
+            Kind::Int16 => ColumnBuilder::Int16(Int16Builder::with_capacity(capacity)),
+            Kind::Int32 => ColumnBuilder::Int32(Int32Builder::with_capacity(capacity)),
+            Kind::Int64 => ColumnBuilder::Int64(Int64Builder::with_capacity(capacity)),
+            Kind::Float32 => ColumnBuilder::Float32(Float32Builder::with_capacity(capacity)),
+            Kind::Float64 => ColumnBuilder::Float64(Float64Builder::with_capacity(capacity)),
+            Kind::Text | Kind::ViaInput | Kind::Json | Kind::Array(_) => {
                 ColumnBuilder::Text(StringBuilder::with_capacity(capacity, capacity * 16))
             }
-            Form::Bytes => ColumnBuilder::Bytes(BinaryBuilder::with_capacity(capacity, capacity * 16)),
-            Form::Date => ColumnBuilder::Date(Date32Builder::with_capacity(capacity)),
-            Form::Time => ColumnBuilder::Time(Time64MicrosecondBuilder::with_capacity(capacity)),
-            Form::Timestamp => ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity)),
-            Form::TimestampTz => {
+            Kind::Bytea => ColumnBuilder::Bytes(BinaryBuilder::with_capacity(capacity, capacity * 16)),
+            Kind::Date => ColumnBuilder::Date(Date32Builder::with_capacity(capacity)),
+            Kind::Time => ColumnBuilder::Time(Time64MicrosecondBuilder::with_capacity(capacity)),
+            Kind::Timestamp => ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity)),
+            Kind::TimestampTz => {
                 ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"))
             }
-            Form::Interval => ColumnBuilder::Interval(StructBuilder::from_fields(interval_fields(), capacity)),
-            Form::Uuid => ColumnBuilder::Uuid(FixedSizeBinaryBuilder::with_capacity(capacity, UUID_BYTES)),
+            Kind::Interval => ColumnBuilder::Interval(StructBuilder::from_fields(interval_fields(), capacity)),
+            Kind::Uuid => ColumnBuilder::Uuid(FixedSizeBinaryBuilder::with_capacity(capacity, UUID_BYTES)),
         }
     }
 
@@ -196,48 +156,48 @@ impl Encoder {
             return;
         }
         unsafe {
-            match (self.form, builder) {
-                (Form::Bool, ColumnBuilder::Bool(b)) => b.append_value(datum.value() != 0),
-                (Form::Int16, ColumnBuilder::Int16(b)) => b.append_value(datum.value() as i16),
-                (Form::Int32, ColumnBuilder::Int32(b)) => b.append_value(datum.value() as i32),
-                (Form::Int64, ColumnBuilder::Int64(b)) => b.append_value(datum.value() as i64),
-                (Form::Float32, ColumnBuilder::Float32(b)) => b.append_value(f32::from_bits(datum.value() as u32)),
-                (Form::Float64, ColumnBuilder::Float64(b)) => b.append_value(f64::from_bits(datum.value() as u64)),
-                (Form::Text, ColumnBuilder::Text(b)) => {
+            match (self.kind, builder) {
+                (Kind::Bool, ColumnBuilder::Bool(b)) => b.append_value(datum.value() != 0),
+                (Kind::Int16, ColumnBuilder::Int16(b)) => b.append_value(datum.value() as i16),
+                (Kind::Int32, ColumnBuilder::Int32(b)) => b.append_value(datum.value() as i32),
+                (Kind::Int64, ColumnBuilder::Int64(b)) => b.append_value(datum.value() as i64),
+                (Kind::Float32, ColumnBuilder::Float32(b)) => b.append_value(f32::from_bits(datum.value() as u32)),
+                (Kind::Float64, ColumnBuilder::Float64(b)) => b.append_value(f64::from_bits(datum.value() as u64)),
+                (Kind::Text, ColumnBuilder::Text(b)) => {
                     with_varlena_bytes(datum, |bytes| b.append_value(String::from_utf8_lossy(bytes)))
                 }
-                (Form::Bytes, ColumnBuilder::Bytes(b)) => with_varlena_bytes(datum, |bytes| b.append_value(bytes)),
-                (Form::Date, ColumnBuilder::Date(b)) => b.append_value(match datum.value() as i32 {
+                (Kind::Bytea, ColumnBuilder::Bytes(b)) => with_varlena_bytes(datum, |bytes| b.append_value(bytes)),
+                (Kind::Date, ColumnBuilder::Date(b)) => b.append_value(match datum.value() as i32 {
                     i32::MAX => i32::MAX,
                     i32::MIN => -i32::MAX,
                     days => days + PG_EPOCH_DAYS,
                 }),
-                (Form::Time, ColumnBuilder::Time(b)) => b.append_value(datum.value() as i64),
-                (Form::Timestamp | Form::TimestampTz, ColumnBuilder::Timestamp(b)) => {
+                (Kind::Time, ColumnBuilder::Time(b)) => b.append_value(datum.value() as i64),
+                (Kind::Timestamp | Kind::TimestampTz, ColumnBuilder::Timestamp(b)) => {
                     b.append_value(match datum.value() as i64 {
                         i64::MAX => i64::MAX,
                         i64::MIN => -i64::MAX,
                         micros => micros + PG_EPOCH_MICROS,
                     })
                 }
-                (Form::Interval, ColumnBuilder::Interval(b)) => {
+                (Kind::Interval, ColumnBuilder::Interval(b)) => {
                     let interval = &*datum.cast_mut_ptr::<pg_sys::Interval>();
                     interval_field::<Int32Builder>(b, 0).append_value(interval.month);
                     interval_field::<Int32Builder>(b, 1).append_value(interval.day);
                     interval_field::<Int64Builder>(b, 2).append_value(interval.time);
                     b.append(true);
                 }
-                (Form::Uuid, ColumnBuilder::Uuid(b)) => {
+                (Kind::Uuid, ColumnBuilder::Uuid(b)) => {
                     let bytes = std::slice::from_raw_parts(datum.cast_mut_ptr::<u8>(), UUID_BYTES as usize);
                     b.append_value(bytes).expect("a uuid has 16 bytes")
                 }
-                (Form::TextForm | Form::Json, ColumnBuilder::Text(b)) => {
+                (Kind::ViaInput | Kind::Json, ColumnBuilder::Text(b)) => {
                     let text = pg_sys::OidOutputFunctionCall(self.output_fn, datum);
                     b.append_value(CStr::from_ptr(text).to_string_lossy());
                     pg_sys::pfree(text.cast());
                 }
-                (Form::ArrayJson, ColumnBuilder::Text(b)) => b.append_value(array_json(datum)),
-                (form, _) => unreachable!("a {form:?} encoder appends to its own builder"),
+                (Kind::Array(_), ColumnBuilder::Text(b)) => b.append_value(array_json(datum)),
+                (kind, _) => unreachable!("a {kind:?} encoder appends to its own builder"),
             }
         }
     }
