@@ -78,6 +78,42 @@ def test_concurrent_writers_lose_and_duplicate_nothing(shared, pg):
         shutil.rmtree(base, ignore_errors=True)
 
 
+def catalog_commit_retries(pg):
+    """How often a DuckLake commit has lost the race for the next snapshot id in this
+    cluster's catalog (each loss is logged as a unique violation, then retried)."""
+    return (pg.base / "server.log").read_text().count('"ducklake_snapshot_pkey"')
+
+
+def test_commits_of_one_cluster_take_turns_without_failed_attempts(shared, pg):
+    # Small writes read the lake's snapshot only under the commit lock, so no commit
+    # attempt of one cluster's backends is built on a snapshot another has superseded.
+    before = catalog_commit_retries(pg)
+    failures = []
+    threads = [threading.Thread(target=writer, args=(pg.dsn(shared.dbname), f"w{i}", 30, failures)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert shared.rows("SELECT count(*), count(DISTINCT (writer, value)) FROM lake.events") == [(2400, 2400)]
+    assert catalog_commit_retries(pg) == before
+
+
+def test_table_altered_between_write_and_commit_is_a_serialization_failure(shared):
+    shared.ref.execute("CREATE TABLE narrow (writer VARCHAR, value INTEGER)")
+    shared.import_schema("narrow")
+    with shared.connect(autocommit=False) as conn:
+        conn.execute("INSERT INTO lake.narrow VALUES ('early', 1)")
+        shared.ref.execute("ALTER TABLE narrow ALTER COLUMN value SET TYPE BIGINT")
+        with pytest.raises(errors.SerializationFailure) as caught:
+            conn.commit()
+        assert str(caught.value) == ('DuckLake table main.narrow changed while this transaction wrote to it: '
+                                     'column "value" is now BIGINT; retry the transaction')
+        conn.execute("INSERT INTO lake.narrow VALUES ('retried', 1)")
+        conn.commit()
+    assert shared.ref.rows("SELECT writer, value FROM narrow") == [("retried", 1)]
+
+
 def test_conflicting_deletes_fail_cleanly(shared):
     shared.conn.execute("INSERT INTO lake.events SELECT 'x', g FROM generate_series(1, 1000) g")
     with shared.connect(autocommit=False) as one, shared.connect(autocommit=False) as two:

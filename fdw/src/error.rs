@@ -65,6 +65,11 @@ pub enum LakeError {
     #[error("the DuckLake transaction cannot commit: {0}")]
     TransactionDoomed(String),
 
+    /// The lake changed under this transaction in a way it cannot apply its writes
+    /// to; retrying the transaction resolves it.
+    #[error("{0}")]
+    ConcurrentChange(String),
+
     /// Feature not (yet) available.
     #[error("{0}")]
     NotSupported(String),
@@ -104,6 +109,7 @@ impl LakeError {
             LakeError::DuckDb(m) => duckdb_sqlstate(m),
             LakeError::NotSupported(_) => ERRCODE_FEATURE_NOT_SUPPORTED,
             LakeError::TransactionDoomed(_) => ERRCODE_IN_FAILED_SQL_TRANSACTION,
+            LakeError::ConcurrentChange(_) => ERRCODE_T_R_SERIALIZATION_FAILURE,
         }
     }
 

@@ -5,12 +5,24 @@
 //! Within one Postgres transaction every statement on a lake runs inside one DuckDB
 //! transaction, so all reads of the lake see one snapshot.
 //!
-//! DuckDB has no savepoints, so a write made inside a Postgres subtransaction (a
-//! savepoint, an exception block, psql's ON_ERROR_ROLLBACK) is deferred: its rows
-//! wait in their staging table, and the statement that moves them into the lake runs
-//! when the lake is next used or the transaction commits. A subtransaction rolled
-//! back before that simply drops them. One rolled back after its write reached the
-//! lake leaves the lake transaction unable to commit (`doomed`).
+//! Writes are deferred in two cases; their rows wait in their staging table, and
+//! the statement that moves them into the lake runs when the lake is next read or
+//! the transaction commits:
+//! - Inside a Postgres subtransaction (a savepoint, an exception block, psql's
+//!   ON_ERROR_ROLLBACK), since DuckDB has no savepoints: a subtransaction rolled back
+//!   before its write is applied simply drops it. One rolled back after its write
+//!   reached the lake leaves the lake transaction unable to commit (`doomed`).
+//! - A small write (at most `SMALL_WRITE_ROWS` rows) in a transaction that has not
+//!   read the lake yet. It is applied at commit, under the commit lock, so the
+//!   DuckLake transaction reads the latest snapshot only then. Applied earlier, its
+//!   snapshot would be stale by the time the lock is granted whenever other backends
+//!   commit meanwhile, and DuckLake's first commit attempt would fail and be retried
+//!   with a conflict check: under many concurrent writers, that doubles the time
+//!   each commit holds the lock. Until the lake is read, such a transaction looks up
+//!   lake columns on a sibling connection, outside its own DuckDB transaction; when
+//!   the write is applied, the columns it was staged for are compared with the
+//!   table's columns at that snapshot, and a difference (another session altered
+//!   the table in between) fails with a serialization error (40001).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -34,6 +46,9 @@ pub struct Lake {
     fingerprint: String,
     commit_lock_key: u64,
     in_transaction: Cell<bool>,
+    /// Whether the DuckDB transaction has used the lake (and so holds a DuckLake
+    /// snapshot), rather than only staging tables.
+    touched: Cell<bool>,
     /// Subtransactions of the current transaction that wrote to the lake.
     writers: RefCell<Vec<pg_sys::SubTransactionId>>,
     /// Writes of subtransactions not yet applied, in statement order.
@@ -45,11 +60,34 @@ pub struct Lake {
 
 type Key = (pg_sys::Oid, pg_sys::Oid);
 
+/// The largest write (in rows) that a transaction which has not read the lake
+/// defers to its commit (see the module comment): one staging batch. A larger one is
+/// applied at once, so that writing its Parquet files does not hold the commit lock.
+const SMALL_WRITE_ROWS: usize = crate::modify::staging::BATCH_ROWS;
+
+/// Rows a write statement staged: the DuckDB table holding them, how many, and the
+/// lake columns they were checked against.
+pub struct StagedRows {
+    pub table: String,
+    pub rows: usize,
+    pub target: StagedFor,
+}
+
+/// The lake table rows were staged for, with the columns they were checked against.
+pub struct StagedFor {
+    pub schema: String,
+    pub table: String,
+    /// As named in errors.
+    pub display: String,
+    pub columns: Vec<LakeColumn>,
+}
+
 struct DeferredWrite {
     subxact: pg_sys::SubTransactionId,
     statement: String,
     /// The staging table it reads, dropped if the write is undone.
     staging: Option<String>,
+    target: Option<StagedFor>,
 }
 
 thread_local! {
@@ -115,9 +153,21 @@ impl Lake {
         Ok(())
     }
 
-    /// A lake table's columns, in order; empty if it does not exist.
+    /// A lake table's columns, in order; empty if it does not exist. Read as of the
+    /// transaction's snapshot once it has one; before that, on a sibling connection,
+    /// so the transaction does not take its snapshot yet (see the module comment).
     pub fn table_columns(&self, schema: &str, table: &str) -> LakeResult<Vec<LakeColumn>> {
-        self.table_columns_on(self.connection()?, schema, table)
+        if self.touched.get() {
+            return self.table_columns_on(self.connection()?, schema, table);
+        }
+        let sibling = self.instance.conn.try_clone()?;
+        let interrupt = std::sync::Arc::new(sibling.interrupt_handle());
+        cancel::interruptible(&interrupt, || self.table_columns_on(&sibling, schema, table))
+    }
+
+    /// Note that the DuckDB transaction reads the lake from now on.
+    fn touch(&self) {
+        self.touched.set(true);
     }
 
     /// `table_columns` read on `conn`, a connection to this lake's DuckDB instance.
@@ -137,31 +187,64 @@ impl Lake {
         }
     }
 
-    /// Apply a write: `statement` changes the lake (reading staged rows from table
-    /// `staging`, which it drops). At the top level of the transaction it runs now;
-    /// inside a subtransaction it is deferred (see the module comment).
-    pub fn write(&self, statement: String, staging: Option<String>) -> LakeResult<()> {
-        if in_subtransaction() {
+    /// Apply a write: `statement` changes the lake (reading the rows `staged`, whose
+    /// table it drops). It runs now, or is deferred inside a subtransaction or when
+    /// small (see the module comment).
+    pub fn write(&self, statement: String, staged: Option<StagedRows>) -> LakeResult<()> {
+        let small = staged.as_ref().is_some_and(|s| s.rows <= SMALL_WRITE_ROWS);
+        if in_subtransaction() || (small && !self.touched.get()) {
             // SAFETY: reads backend transaction state.
             let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
-            self.deferred.borrow_mut().push(DeferredWrite { subxact, statement, staging });
+            let (staging, target) = staged.map_or((None, None), |s| (Some(s.table), Some(s.target)));
+            self.deferred.borrow_mut().push(DeferredWrite { subxact, statement, staging, target });
             return Ok(());
         }
         self.apply_deferred()?;
         self.note_write();
+        if let Some(staged) = &staged {
+            self.check_unchanged(&staged.target)?;
+        }
         self.execute_batch(&statement)
+    }
+
+    /// Fail with 40001 if the lake columns `target` was staged for are not those the
+    /// transaction now sees (another session altered the table since the lookup).
+    fn check_unchanged(&self, target: &StagedFor) -> LakeResult<()> {
+        let current = self.table_columns(&target.schema, &target.table)?;
+        for expected in &target.columns {
+            if current.iter().any(|c| c == expected) {
+                continue;
+            }
+            let now = current.iter().find(|c| c.name == expected.name).map_or_else(
+                || "no longer exists".to_owned(),
+                |c| format!("is now {}{}", c.lake_type, if c.nullable { "" } else { " NOT NULL" }),
+            );
+            return Err(LakeError::ConcurrentChange(format!(
+                "DuckLake table {} changed while this transaction wrote to it: column \"{}\" {now}; retry the transaction",
+                target.display, expected.name
+            )));
+        }
+        Ok(())
     }
 
     /// Run the deferred writes, in order; each now counts as a write of its subtransaction.
     pub fn apply_deferred(&self) -> LakeResult<()> {
         let writes = std::mem::take(&mut *self.deferred.borrow_mut());
+        if !writes.is_empty() {
+            self.touch();
+        }
         for write in writes {
             self.writers.borrow_mut().push(write.subxact);
-            if let Err(e) = self.execute_batch(&write.statement) {
-                // The failed statement aborted the DuckDB transaction, with the staging
-                // tables of the writes not applied yet.
+            let applied = match &write.target {
+                Some(target) => self.check_unchanged(target),
+                None => Ok(()),
+            }
+            .and_then(|()| self.execute_batch(&write.statement));
+            if let Err(e) = applied {
+                // The writes not applied yet are gone with this error (and a failed
+                // statement aborted the DuckDB transaction).
                 *self.doomed.borrow_mut() = Some(format!(
-                    "a write made inside a savepoint failed when it was applied to DuckLake server \"{}\": {e}",
+                    "an earlier write of this transaction failed when it was applied to DuckLake server \"{}\": {e}",
                     self.server_name
                 ));
                 return Err(e);
@@ -172,6 +255,7 @@ impl Lake {
 
     /// Record that the current (sub)transaction writes to this lake.
     pub fn note_write(&self) {
+        self.touch();
         // SAFETY: reads backend transaction state.
         let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
         self.writers.borrow_mut().push(subxact);
@@ -197,6 +281,7 @@ impl Lake {
         self.deferred.borrow_mut().clear();
         let wrote = !std::mem::take(&mut *self.writers.borrow_mut()).is_empty();
         let doomed = self.doomed.borrow_mut().take();
+        self.touched.set(false);
         if !self.in_transaction.replace(false) {
             return Ok(());
         }
@@ -221,7 +306,7 @@ impl Lake {
 }
 
 /// A column of a lake table as DuckDB describes it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LakeColumn {
     pub name: String,
     /// DuckDB's type name, e.g. `DECIMAL(12,3)` or `TIMESTAMP WITH TIME ZONE`.
@@ -259,11 +344,13 @@ pub fn in_subtransaction() -> bool {
 pub fn lake_for(server_oid: pg_sys::Oid) -> LakeResult<Rc<Lake>> {
     let lake = lake_for_write(server_oid)?;
     lake.apply_deferred()?;
+    lake.touch();
     Ok(lake)
 }
 
 /// `lake_for` for a statement that only adds a write (an INSERT): deferred writes
-/// stay deferred, since it reads nothing they could change.
+/// stay deferred, since it reads nothing they could change, and the DuckDB
+/// transaction does not read the lake's snapshot yet.
 pub fn lake_for_write(server_oid: pg_sys::Oid) -> LakeResult<Rc<Lake>> {
     let config = LakeConfig::resolve(server_oid)?;
     // SAFETY: GetUserId only reads backend state.
@@ -294,6 +381,7 @@ pub fn lake_for_write(server_oid: pg_sys::Oid) -> LakeResult<Rc<Lake>> {
                 fingerprint,
                 commit_lock_key: config.commit_lock_key,
                 in_transaction: Cell::new(false),
+                touched: Cell::new(false),
                 writers: RefCell::new(Vec::new()),
                 deferred: RefCell::new(Vec::new()),
                 doomed: RefCell::new(None),
@@ -314,18 +402,19 @@ fn lakes_in_transaction() -> Vec<Rc<Lake>> {
 }
 
 /// Commit every lake transaction of this backend; the first failure is returned
-/// (the Postgres transaction then aborts and the rest roll back).
+/// (the Postgres transaction then aborts and the rest roll back). Deferred writes
+/// are applied under the commit lock (see the module comment).
 pub fn commit_all() -> LakeResult<()> {
     let lakes = lakes_in_transaction();
-    for lake in &lakes {
-        lake.apply_deferred()?;
-    }
     let keys: Vec<u64> = lakes
         .iter()
-        .filter(|l| !l.writers.borrow().is_empty() && l.doomed.borrow().is_none())
+        .filter(|l| (!l.writers.borrow().is_empty() || !l.deferred.borrow().is_empty()) && l.doomed.borrow().is_none())
         .map(|l| l.commit_lock_key)
         .collect();
     let _locks = commit_lock::acquire(keys);
+    for lake in &lakes {
+        lake.apply_deferred()?;
+    }
     for lake in lakes {
         lake.finish(true)?;
     }
@@ -387,6 +476,7 @@ pub fn subtransaction_aborted(subxact: pg_sys::SubTransactionId) {
             }
             if lake.writers.borrow().is_empty() && lake.deferred.borrow().is_empty() {
                 let _ = conn.execute_batch("ROLLBACK");
+                lake.touched.set(false);
                 if conn.execute_batch("BEGIN TRANSACTION").is_err() {
                     lake.in_transaction.set(false);
                 }

@@ -56,10 +56,12 @@ impl LakeInstance {
         // Many backends commit to one lake at once; DuckLake retries commits that raced
         // with another writer (default 10 times), which busy lakes exhaust.
         setup.push("SET ducklake_max_retry_count = 100".to_owned());
-        // Racing commits only need to re-read the latest snapshot; a short wait keeps
-        // concurrent writers from idling (the default starts at 100 ms, x1.5 per retry).
-        setup.push("SET ducklake_retry_wait_ms = 5".to_owned());
-        setup.push("SET ducklake_retry_backoff = 1.2".to_owned());
+        // A commit that lost the race learns it only once the winner has committed (the
+        // catalog's unique index waits for it), so retrying almost at once makes
+        // progress; the wait still grows x1.5 per retry to spread out many writers.
+        // DuckLake's default starts at 100 ms.
+        setup.push("SET ducklake_retry_wait_ms = 1".to_owned());
+        setup.push("SET ducklake_retry_backoff = 1.5".to_owned());
         for statement in &setup {
             conn.execute_batch(statement)?;
         }

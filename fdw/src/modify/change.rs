@@ -160,7 +160,7 @@ impl ChangeState {
                 columns.push(attno as usize);
             }
             let target = sql::qualified(&lake.instance.alias, &table.schema, &table.table);
-            let staging = Staging::create(lake, &table.display(), staged)?;
+            let staging = Staging::create(lake, &table, staged)?;
             // Present only with RETURNING (see add_foreign_update_targets); the
             // executor sets up RETURNING only after this callback.
             let mut old_values = Vec::new();

@@ -47,7 +47,7 @@ impl InsertState {
                 columns.push(StagedColumn::for_lake(name, encoder, &lake_columns, &table.display())?);
                 attnos.push(attr.attnum as usize);
             }
-            let staging = Staging::create(lake, &table.display(), columns).map_err(|e| with_context(e, &table.display()))?;
+            let staging = Staging::create(lake, &table, columns).map_err(|e| with_context(e, &table.display()))?;
             Ok(InsertState { table: table.display(), target, staging, attnos })
         }
     }

@@ -16,12 +16,14 @@ use arrow::datatypes::Schema;
 use arrow::record_batch::RecordBatch;
 use pgrx::pg_sys::Datum;
 
-use crate::catalog::cache::{Lake, LakeColumn, UNCONVERTIBLE};
+use crate::catalog::cache::{Lake, LakeColumn, StagedFor, StagedRows, UNCONVERTIBLE};
 use crate::duck::{cancel, sql};
 use crate::error::{LakeError, LakeResult};
+use crate::options::TableOptions;
 use crate::types::encode::{ColumnBuilder, Encoder};
 
-const BATCH_ROWS: usize = 32_768;
+/// Rows appended to the staging table at a time.
+pub const BATCH_ROWS: usize = 32_768;
 
 thread_local! {
     static COUNTER: Cell<u64> = const { Cell::new(0) };
@@ -93,17 +95,21 @@ impl StagedColumn {
 pub struct Staging {
     lake: Rc<Lake>,
     name: String,
+    /// The lake table.
+    schema_name: String,
+    table_name: String,
     /// The lake table, as named in errors.
     table: String,
     columns: Vec<StagedColumn>,
     schema: Arc<Schema>,
     builders: Vec<ColumnBuilder>,
     buffered: usize,
+    rows: usize,
     done: bool,
 }
 
 impl Staging {
-    pub fn create(lake: Rc<Lake>, table: &str, columns: Vec<StagedColumn>) -> LakeResult<Staging> {
+    pub fn create(lake: Rc<Lake>, target: &TableOptions, columns: Vec<StagedColumn>) -> LakeResult<Staging> {
         let name = COUNTER.with(|c| {
             c.set(c.get() + 1);
             format!("__ducklake_staging_{}", c.get())
@@ -113,7 +119,19 @@ impl Staging {
         lake.execute_batch(&format!("CREATE TEMP TABLE {} ({})", sql::ident(&name), definitions.join(", ")))?;
         let schema = Arc::new(Schema::new(columns.iter().map(|c| c.encoder.field(&c.name)).collect::<Vec<_>>()));
         let builders = columns.iter().map(|c| c.encoder.builder(BATCH_ROWS)).collect();
-        Ok(Staging { lake, name, table: table.to_owned(), columns, schema, builders, buffered: 0, done: false })
+        Ok(Staging {
+            lake,
+            name,
+            schema_name: target.schema.clone(),
+            table_name: target.table.clone(),
+            table: target.display(),
+            columns,
+            schema,
+            builders,
+            buffered: 0,
+            rows: 0,
+            done: false,
+        })
     }
 
     /// `temp.main."<name>"`, for the final statement.
@@ -134,6 +152,7 @@ impl Staging {
             unsafe { column.encoder.append(builder, datum, isnull) };
         }
         self.buffered += 1;
+        self.rows += 1;
         if self.buffered >= BATCH_ROWS {
             self.append_buffered()?;
         }
@@ -210,7 +229,14 @@ impl Staging {
         self.append_buffered()?;
         self.check()?;
         self.done = true;
-        self.lake.write(format!("{statement}; DROP TABLE {}", self.table()), Some(self.table()))
+        let target = StagedFor {
+            schema: self.schema_name.clone(),
+            table: self.table_name.clone(),
+            display: self.table.clone(),
+            columns: self.columns.iter().filter_map(|c| c.lake.clone()).collect(),
+        };
+        let staged = StagedRows { table: self.table(), rows: self.rows, target };
+        self.lake.write(format!("{statement}; DROP TABLE {}", self.table()), Some(staged))
     }
 }
 
