@@ -41,13 +41,21 @@ def side_by_side(b, name, pg_uuid, duck_uuid, n):
     return duck, fdw, heap
 
 
-def small_commits(dsn, clients, commits_per_client):
+def small_commits(b, clients, commits_per_client, threads=None):
+    """Commits/s of `clients` clients each committing 50-row INSERTs, into a fresh
+    table (so each measurement starts from the same lake state)."""
+    table = f"small_{clients}_{threads or 'default'}"
+    b.duck.execute(f"CREATE TABLE {table} {LAKE_COLUMNS}")
+    b.pg.execute(f"IMPORT FOREIGN SCHEMA main LIMIT TO ({table}) FROM SERVER lake INTO lake")
+
     def client(tag):
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("SELECT count(*) FROM lake.small")  # attach outside the timed loop
+        with psycopg.connect(b.dsn, autocommit=True) as conn:
+            if threads:
+                conn.execute(f"SET ducklake.threads = {threads}")
+            conn.execute(f"SELECT count(*) FROM lake.{table}")  # attach outside the timed loop
             barrier.wait()
             for i in range(commits_per_client):
-                conn.execute(f"INSERT INTO lake.small SELECT gen_random_uuid(), '{tag}', g, now() "
+                conn.execute(f"INSERT INTO lake.{table} SELECT gen_random_uuid(), '{tag}', g, now() "
                              f"FROM generate_series({i * 50}, {i * 50 + 49}) g")
 
     barrier = threading.Barrier(clients + 1)
@@ -58,7 +66,10 @@ def small_commits(dsn, clients, commits_per_client):
     started = time.perf_counter()
     for t in threads:
         t.join()
-    return clients * commits_per_client / (time.perf_counter() - started)
+    rate = clients * commits_per_client / (time.perf_counter() - started)
+    total = b.pg.execute(f"SELECT count(*) FROM lake.{table}").fetchone()[0]
+    assert total == 50 * clients * commits_per_client, total
+    return rate
 
 
 def main():
@@ -68,8 +79,6 @@ def main():
     args = parser.parse_args()
     b = Bench()
     try:
-        b.duck.execute(f"CREATE TABLE small {LAKE_COLUMNS}")
-        b.pg.execute("IMPORT FOREIGN SCHEMA main LIMIT TO (small) FROM SERVER lake INTO lake")
         n = args.rows
         duck, fdw, heap = side_by_side(b, "bulk", "gen_random_uuid()", "uuid()", n)
         # The same, with uuids derived from md5 on both sides: gen_random_uuid() alone
@@ -85,10 +94,8 @@ def main():
         assert b.duck.execute("SELECT count(*) FROM (SELECT * FROM md5_fdw EXCEPT SELECT event_id, event_type, value, "
                               "created_at FROM md5_fdw WHERE event_id <> md5(value::VARCHAR)::UUID)").fetchone() == (n,)
 
-        one = small_commits(b.dsn, 1, args.commits)
-        eight = small_commits(b.dsn, 8, args.commits // 4)
-        total = b.pg.execute("SELECT count(*) FROM lake.small").fetchone()[0]
-        assert total == 50 * (args.commits + 8 * (args.commits // 4)), total
+        commits = {(clients, threads): small_commits(b, clients, args.commits // (1 if clients == 1 else 4), threads)
+                   for threads in (None, 1) for clients in (1, 8)}
 
         print(b.machine())
         print(f"Bulk insert of {n:,} rows (uuid, text, bigint, timestamptz); small commits of 50 rows "
@@ -99,8 +106,9 @@ def main():
         print(f"| bulk INSERT ... SELECT, rows/s | {n / duck:,.0f} | {n / fdw:,.0f} | {n / heap:,.0f} | {fdw / duck:.2f}x time |")
         print(f"| bulk INSERT ... SELECT, md5 uuids, rows/s | {n / md5_duck:,.0f} | {n / md5_fdw:,.0f} | {n / md5_heap:,.0f} | {md5_fdw / md5_duck:.2f}x time |")
         print(f"| bulk INSERT from a heap table, rows/s | – | {n / from_heap:,.0f} | {n / heap_to_heap:,.0f} | – |")
-        print(f"| small commits/s, 1 client | – | {one:.1f} | – | – |")
-        print(f"| small commits/s, 8 clients | – | {eight:.1f} | – | – |")
+        for (clients, threads), rate in commits.items():
+            setting = "" if threads is None else f", ducklake.threads = {threads}"
+            print(f"| small commits/s, {clients} client{'s' if clients > 1 else ''}{setting} | – | {rate:.1f} | – | – |")
     finally:
         b.close()
 

@@ -71,6 +71,20 @@ def test_transaction_sees_its_writes_and_commits_once(events):
     assert snapshot_count(events) == before + 1
 
 
+def test_many_small_statements_in_one_transaction_are_one_snapshot(events):
+    # The first 64 wait for the commit; the rest are applied as they come.
+    before = snapshot_count(events)
+    with events.connect(autocommit=False) as conn:
+        for i in range(100):
+            conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('one', %s)", (i,))
+        conn.execute("INSERT INTO lake.events (event_type, value) SELECT 'many', g FROM generate_series(1, 40000) g")
+        conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('last', 0)")
+        conn.commit()
+    assert snapshot_count(events) == before + 1
+    assert events.ref.rows("SELECT event_type, count(*), sum(value) FROM events GROUP BY ALL ORDER BY ALL") == [
+        ("last", 1, 0), ("many", 40000, 40000 * 40001 // 2), ("one", 100, 4950)]
+
+
 def test_rollback_and_errors_write_nothing(events):
     with events.connect(autocommit=False) as conn:
         conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('a', 1)")

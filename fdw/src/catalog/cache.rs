@@ -12,8 +12,9 @@
 //!   ON_ERROR_ROLLBACK), since DuckDB has no savepoints: a subtransaction rolled back
 //!   before its write is applied simply drops it. One rolled back after its write
 //!   reached the lake leaves the lake transaction unable to commit (`doomed`).
-//! - A small write (at most `SMALL_WRITE_ROWS` rows) in a transaction that has not
-//!   read the lake yet. It is applied at commit, under the commit lock, so the
+//! - Small writes (together at most `SMALL_WRITE_ROWS` rows in at most
+//!   `SMALL_WRITES` statements) of a transaction that has not read the lake yet.
+//!   They are applied at commit, under the commit lock, so the
 //!   DuckLake transaction reads the latest snapshot only then. Applied earlier, its
 //!   snapshot would be stale by the time the lock is granted whenever other backends
 //!   commit meanwhile, and DuckLake's first commit attempt would fail and be retried
@@ -60,10 +61,12 @@ pub struct Lake {
 
 type Key = (pg_sys::Oid, pg_sys::Oid);
 
-/// The largest write (in rows) that a transaction which has not read the lake
-/// defers to its commit (see the module comment): one staging batch. A larger one is
-/// applied at once, so that writing its Parquet files does not hold the commit lock.
+/// How much a transaction which has not read the lake defers to its commit (see the
+/// module comment): at most one staging batch of rows, in at most this many
+/// statements. Beyond that, writes are applied at once, so that writing their
+/// Parquet files does not hold the commit lock.
 const SMALL_WRITE_ROWS: usize = crate::modify::staging::BATCH_ROWS;
+const SMALL_WRITES: usize = 64;
 
 /// Rows a write statement staged: the DuckDB table holding them, how many, and the
 /// lake columns they were checked against.
@@ -87,6 +90,7 @@ struct DeferredWrite {
     statement: String,
     /// The staging table it reads, dropped if the write is undone.
     staging: Option<String>,
+    rows: usize,
     target: Option<StagedFor>,
 }
 
@@ -191,12 +195,15 @@ impl Lake {
     /// table it drops). It runs now, or is deferred inside a subtransaction or when
     /// small (see the module comment).
     pub fn write(&self, statement: String, staged: Option<StagedRows>) -> LakeResult<()> {
-        let small = staged.as_ref().is_some_and(|s| s.rows <= SMALL_WRITE_ROWS);
+        let small = staged.as_ref().is_some_and(|s| {
+            let deferred = self.deferred.borrow();
+            deferred.len() < SMALL_WRITES && s.rows + deferred.iter().map(|w| w.rows).sum::<usize>() <= SMALL_WRITE_ROWS
+        });
         if in_subtransaction() || (small && !self.touched.get()) {
             // SAFETY: reads backend transaction state.
             let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
-            let (staging, target) = staged.map_or((None, None), |s| (Some(s.table), Some(s.target)));
-            self.deferred.borrow_mut().push(DeferredWrite { subxact, statement, staging, target });
+            let (staging, rows, target) = staged.map_or((None, 0, None), |s| (Some(s.table), s.rows, Some(s.target)));
+            self.deferred.borrow_mut().push(DeferredWrite { subxact, statement, staging, rows, target });
             return Ok(());
         }
         self.apply_deferred()?;
