@@ -41,17 +41,17 @@ def side_by_side(b, name, pg_uuid, duck_uuid, n):
     return duck, fdw, heap
 
 
-def small_commits(b, clients, commits_per_client, threads=None):
+def small_commits(b, clients, commits_per_client, duck_threads=None):
     """Commits/s of `clients` clients each committing 50-row INSERTs, into a fresh
     table (so each measurement starts from the same lake state)."""
-    table = f"small_{clients}_{threads or 'default'}"
+    table = f"small_{clients}_{duck_threads or 'default'}"
     b.duck.execute(f"CREATE TABLE {table} {LAKE_COLUMNS}")
     b.pg.execute(f"IMPORT FOREIGN SCHEMA main LIMIT TO ({table}) FROM SERVER lake INTO lake")
 
     def client(tag):
         with psycopg.connect(b.dsn, autocommit=True) as conn:
-            if threads:
-                conn.execute(f"SET ducklake.threads = {threads}")
+            if duck_threads:
+                conn.execute(f"SET ducklake.threads = {duck_threads}")
             conn.execute(f"SELECT count(*) FROM lake.{table}")  # attach outside the timed loop
             barrier.wait()
             for i in range(commits_per_client):

@@ -107,11 +107,28 @@ def test_table_altered_between_write_and_commit_is_a_serialization_failure(share
         shared.ref.execute("ALTER TABLE narrow ALTER COLUMN value SET TYPE BIGINT")
         with pytest.raises(errors.SerializationFailure) as caught:
             conn.commit()
-        assert str(caught.value) == ('DuckLake table main.narrow changed while this transaction wrote to it: '
+        assert str(caught.value) == ('DuckLake table main.narrow was altered by another session: '
                                      'column "value" is now BIGINT; retry the transaction')
         conn.execute("INSERT INTO lake.narrow VALUES ('retried', 1)")
         conn.commit()
     assert shared.ref.rows("SELECT writer, value FROM narrow") == [("retried", 1)]
+
+
+def test_value_the_altered_table_accepts_is_not_refused_by_an_outdated_column_cache(shared):
+    shared.ref.execute("CREATE TABLE narrow (writer VARCHAR, value INTEGER)")
+    shared.conn.execute("CREATE FOREIGN TABLE lake.narrow (writer text, value bigint) SERVER lake")
+    shared.conn.execute("INSERT INTO lake.narrow VALUES ('before', 1)")  # this backend caches INTEGER
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange) as caught:
+        shared.conn.execute("INSERT INTO lake.narrow VALUES ('too big', 5000000000)")
+    assert 'column "value"' in str(caught.value) and "INTEGER" in str(caught.value)
+    shared.ref.execute("ALTER TABLE narrow ALTER COLUMN value SET TYPE BIGINT")
+    with pytest.raises(errors.SerializationFailure) as caught:
+        shared.conn.execute("INSERT INTO lake.narrow VALUES ('fits now', 5000000000)")
+    assert str(caught.value) == ('DuckLake table main.narrow was altered by another session: '
+                                 'column "value" is now BIGINT; retry the transaction')
+    shared.conn.execute("INSERT INTO lake.narrow VALUES ('fits now', 5000000000)")
+    assert shared.ref.rows("SELECT writer, value FROM narrow ORDER BY value") == [
+        ("before", 1), ("fits now", 5000000000)]
 
 
 def test_conflicting_deletes_fail_cleanly(shared):

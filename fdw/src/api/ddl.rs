@@ -24,6 +24,7 @@ fn execute(server: &str, statement: &str) {
         // Counted as a write: the snapshot gets an author, and a rolled-back savepoint
         // around it dooms the transaction like any other write.
         lake.note_write();
+        lake.forget_columns();
         lake.execute_batch(statement)
     };
     run().or_raise()

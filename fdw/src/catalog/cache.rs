@@ -19,11 +19,13 @@
 //!   snapshot would be stale by the time the lock is granted whenever other backends
 //!   commit meanwhile, and DuckLake's first commit attempt would fail and be retried
 //!   with a conflict check: under many concurrent writers, that doubles the time
-//!   each commit holds the lock. Until the lake is read, such a transaction looks up
-//!   lake columns on a sibling connection, outside its own DuckDB transaction; when
-//!   the write is applied, the columns it was staged for are compared with the
-//!   table's columns at that snapshot, and a difference (another session altered
-//!   the table in between) fails with a serialization error (40001).
+//!   each commit holds the lock. Until the lake is read, such a transaction takes
+//!   lake columns from a per-backend cache (filled on a sibling connection, outside
+//!   its own DuckDB transaction, since a lookup there costs a catalog transaction of
+//!   its own). When the write is applied, and before a value is reported as refused,
+//!   the columns it was staged for are compared with the table's current columns; a
+//!   difference (another session altered the table) refreshes the cache and fails
+//!   with a serialization error (40001), so a retry succeeds.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -57,6 +59,8 @@ pub struct Lake {
     /// Set when a subtransaction that wrote is rolled back: DuckDB has no
     /// savepoints, so the lake transaction can no longer commit.
     doomed: RefCell<Option<String>>,
+    /// Columns of lake tables as last looked up, by (schema, table).
+    known_columns: RefCell<HashMap<(String, String), Vec<LakeColumn>>>,
 }
 
 type Key = (pg_sys::Oid, pg_sys::Oid);
@@ -158,15 +162,34 @@ impl Lake {
     }
 
     /// A lake table's columns, in order; empty if it does not exist. Read as of the
-    /// transaction's snapshot once it has one; before that, on a sibling connection,
-    /// so the transaction does not take its snapshot yet (see the module comment).
+    /// transaction's snapshot once it has one; before that, from the cache (see the
+    /// module comment).
     pub fn table_columns(&self, schema: &str, table: &str) -> LakeResult<Vec<LakeColumn>> {
-        if self.touched.get() {
-            return self.table_columns_on(self.connection()?, schema, table);
+        if !self.touched.get() {
+            if let Some(known) = self.known_columns.borrow().get(&(schema.to_owned(), table.to_owned())) {
+                return Ok(known.clone());
+            }
         }
-        let sibling = self.instance.conn.try_clone()?;
-        let interrupt = std::sync::Arc::new(sibling.interrupt_handle());
-        cancel::interruptible(&interrupt, || self.table_columns_on(&sibling, schema, table))
+        self.current_columns(schema, table)
+    }
+
+    /// Empty the column cache (before DDL this backend runs on the lake).
+    pub fn forget_columns(&self) {
+        self.known_columns.borrow_mut().clear();
+    }
+
+    /// `table_columns`, never from the cache (which it refreshes).
+    pub fn current_columns(&self, schema: &str, table: &str) -> LakeResult<Vec<LakeColumn>> {
+        let columns = if self.touched.get() {
+            self.table_columns_on(self.connection()?, schema, table)?
+        } else {
+            // On a sibling, so the transaction does not take its snapshot yet.
+            let sibling = self.instance.conn.try_clone()?;
+            let interrupt = std::sync::Arc::new(sibling.interrupt_handle());
+            cancel::interruptible(&interrupt, || self.table_columns_on(&sibling, schema, table))?
+        };
+        self.known_columns.borrow_mut().insert((schema.to_owned(), table.to_owned()), columns.clone());
+        Ok(columns)
     }
 
     /// Note that the DuckDB transaction reads the lake from now on.
@@ -214,10 +237,10 @@ impl Lake {
         self.execute_batch(&statement)
     }
 
-    /// Fail with 40001 if the lake columns `target` was staged for are not those the
-    /// transaction now sees (another session altered the table since the lookup).
-    fn check_unchanged(&self, target: &StagedFor) -> LakeResult<()> {
-        let current = self.table_columns(&target.schema, &target.table)?;
+    /// Fail with 40001 if the lake columns `target` was staged for are not the
+    /// table's current ones (another session altered it since they were looked up).
+    pub fn check_unchanged(&self, target: &StagedFor) -> LakeResult<()> {
+        let current = self.current_columns(&target.schema, &target.table)?;
         for expected in &target.columns {
             if current.iter().any(|c| c == expected) {
                 continue;
@@ -227,7 +250,7 @@ impl Lake {
                 |c| format!("is now {}{}", c.lake_type, if c.nullable { "" } else { " NOT NULL" }),
             );
             return Err(LakeError::ConcurrentChange(format!(
-                "DuckLake table {} changed while this transaction wrote to it: column \"{}\" {now}; retry the transaction",
+                "DuckLake table {} was altered by another session: column \"{}\" {now}; retry the transaction",
                 target.display, expected.name
             )));
         }
@@ -392,6 +415,7 @@ pub fn lake_for_write(server_oid: pg_sys::Oid) -> LakeResult<Rc<Lake>> {
                 writers: RefCell::new(Vec::new()),
                 deferred: RefCell::new(Vec::new()),
                 doomed: RefCell::new(None),
+                known_columns: RefCell::new(HashMap::new()),
             });
             LAKES.with(|lakes| lakes.borrow_mut().insert(key, lake.clone()));
             lake

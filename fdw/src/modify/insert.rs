@@ -38,14 +38,23 @@ impl InsertState {
             let server_oid = (*pg_sys::GetForeignTable(relid)).serverid;
             let lake = lake_for_write(server_oid)?;
             let target = sql::qualified(&lake.instance.alias, &table.schema, &table.table);
-            let lake_columns = lake.table_columns(&table.schema, &table.table).map_err(|e| with_context(e, &table.display()))?;
+            let written: Vec<(String, Encoder, usize)> = relation
+                .tuple_desc()
+                .iter()
+                .filter(|a| !a.is_dropped())
+                .map(|a| (lake_column_name(relid, a.attnum, a.name()), Encoder::new(a.type_oid().value()), a.attnum as usize))
+                .collect();
+            let context = |e| with_context(e, &table.display());
+            let mut lake_columns = lake.table_columns(&table.schema, &table.table).map_err(context)?;
+            if !written.iter().all(|(name, ..)| lake_columns.iter().any(|c| &c.name == name)) {
+                // The cached columns may predate another session's ALTER.
+                lake_columns = lake.current_columns(&table.schema, &table.table).map_err(context)?;
+            }
             let mut columns = Vec::new();
             let mut attnos = Vec::new();
-            for attr in relation.tuple_desc().iter().filter(|a| !a.is_dropped()) {
-                let name = lake_column_name(relid, attr.attnum, attr.name());
-                let encoder = Encoder::new(attr.type_oid().value());
+            for (name, encoder, attno) in written {
                 columns.push(StagedColumn::for_lake(name, encoder, &lake_columns, &table.display())?);
-                attnos.push(attr.attnum as usize);
+                attnos.push(attno);
             }
             let staging = Staging::create(lake, &table, columns).map_err(|e| with_context(e, &table.display()))?;
             Ok(InsertState { table: table.display(), target, staging, attnos })

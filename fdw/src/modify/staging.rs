@@ -193,7 +193,19 @@ impl Staging {
         let Some(((index, _), row)) = checks.iter().zip(found).find_map(|(check, row)| row.map(|r| (check, r))) else {
             return Ok(());
         };
+        // The columns may come from a cache that another session's ALTER outdated.
+        self.lake.check_unchanged(&self.target())?;
         Err(self.explain_refused(&self.columns[*index], row))
+    }
+
+    /// The lake table and the columns the rows are checked against.
+    fn target(&self) -> StagedFor {
+        StagedFor {
+            schema: self.schema_name.clone(),
+            table: self.table_name.clone(),
+            display: self.table.clone(),
+            columns: self.columns.iter().filter_map(|c| c.lake.clone()).collect(),
+        }
     }
 
     fn explain_refused(&self, column: &StagedColumn, row: i64) -> LakeError {
@@ -229,13 +241,7 @@ impl Staging {
         self.append_buffered()?;
         self.check()?;
         self.done = true;
-        let target = StagedFor {
-            schema: self.schema_name.clone(),
-            table: self.table_name.clone(),
-            display: self.table.clone(),
-            columns: self.columns.iter().filter_map(|c| c.lake.clone()).collect(),
-        };
-        let staged = StagedRows { table: self.table(), rows: self.rows, target };
+        let staged = StagedRows { table: self.table(), rows: self.rows, target: self.target() };
         self.lake.write(format!("{statement}; DROP TABLE {}", self.table()), Some(staged))
     }
 }
