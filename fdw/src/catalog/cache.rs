@@ -241,20 +241,7 @@ impl Lake {
     /// table's current ones (another session altered it since they were looked up).
     pub fn check_unchanged(&self, target: &StagedFor) -> LakeResult<()> {
         let current = self.current_columns(&target.schema, &target.table)?;
-        for expected in &target.columns {
-            if current.iter().any(|c| c == expected) {
-                continue;
-            }
-            let now = current.iter().find(|c| c.name == expected.name).map_or_else(
-                || "no longer exists".to_owned(),
-                |c| format!("is now {}{}", c.lake_type, if c.nullable { "" } else { " NOT NULL" }),
-            );
-            return Err(LakeError::ConcurrentChange(format!(
-                "DuckLake table {} was altered by another session: column \"{}\" {now}; retry the transaction",
-                target.display, expected.name
-            )));
-        }
-        Ok(())
+        unchanged(target, &current)
     }
 
     /// Run the deferred writes, in order; each now counts as a write of its subtransaction.
@@ -263,13 +250,19 @@ impl Lake {
         if !writes.is_empty() {
             self.touch();
         }
+        // All of them see one snapshot: each table's columns are read once.
+        let mut current: HashMap<(String, String), Vec<LakeColumn>> = HashMap::new();
         for write in writes {
             self.writers.borrow_mut().push(write.subxact);
-            let applied = match &write.target {
-                Some(target) => self.check_unchanged(target),
-                None => Ok(()),
-            }
-            .and_then(|()| self.execute_batch(&write.statement));
+            let checked = write.target.as_ref().map_or(Ok(()), |target| {
+                let key = (target.schema.clone(), target.table.clone());
+                if !current.contains_key(&key) {
+                    let columns = self.current_columns(&target.schema, &target.table)?;
+                    current.insert(key.clone(), columns);
+                }
+                unchanged(target, &current[&key])
+            });
+            let applied = checked.and_then(|()| self.execute_batch(&write.statement));
             if let Err(e) = applied {
                 // The writes not applied yet are gone with this error (and a failed
                 // statement aborted the DuckDB transaction).
@@ -359,6 +352,21 @@ impl LakeColumn {
             .map_or_else(|| UNCONVERTIBLE.to_owned(), |e| e.to_string());
         LakeError::ValueRejected { column: self.name.clone(), lake_type: self.lake_type.clone(), reason }
     }
+}
+
+/// Fail with 40001 if a lake column `target` was staged for differs in `current`.
+fn unchanged(target: &StagedFor, current: &[LakeColumn]) -> LakeResult<()> {
+    let Some(expected) = target.columns.iter().find(|expected| !current.contains(expected)) else {
+        return Ok(());
+    };
+    let now = current.iter().find(|c| c.name == expected.name).map_or_else(
+        || "no longer exists".to_owned(),
+        |c| format!("is now {}{}", c.lake_type, if c.nullable { "" } else { " NOT NULL" }),
+    );
+    Err(LakeError::ConcurrentChange(format!(
+        "DuckLake table {} was altered by another session: column \"{}\" {now}; retry the transaction",
+        target.display, expected.name
+    )))
 }
 
 /// Whether the current statement runs inside a savepoint or exception block, where

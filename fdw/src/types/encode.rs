@@ -77,24 +77,9 @@ impl Encoder {
         }
     }
 
-    /// The DuckDB type of the staged values.
+    /// The DuckDB type of the staged values (arrays, json and text forms as VARCHAR).
     pub fn staged_type(&self) -> &'static str {
-        match self.kind {
-            Kind::Bool => "BOOLEAN",
-            Kind::Int16 => "SMALLINT",
-            Kind::Int32 => "INTEGER",
-            Kind::Int64 => "BIGINT",
-            Kind::Float32 => "FLOAT",
-            Kind::Float64 => "DOUBLE",
-            Kind::Text | Kind::ViaInput | Kind::Json | Kind::Array(_) => "VARCHAR",
-            Kind::Bytea => "BLOB",
-            Kind::Date => "DATE",
-            Kind::Time => "TIME",
-            Kind::Timestamp => "TIMESTAMP",
-            Kind::TimestampTz => "TIMESTAMP WITH TIME ZONE",
-            Kind::Interval => "INTERVAL",
-            Kind::Uuid => "UUID",
-        }
+        self.kind.duck_type()
     }
 
     /// The Arrow field DuckDB's appender maps to `staged_type()`.

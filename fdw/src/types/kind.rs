@@ -65,8 +65,9 @@ impl Kind {
         }
     }
 
-    /// The DuckDB type the column is cast to (for arrays: the element's).
-    fn duck_type(self) -> &'static str {
+    /// The DuckDB type the column is cast to (for arrays: the element's), spelled as
+    /// DuckDB names it in `pragma_table_info`.
+    pub fn duck_type(self) -> &'static str {
         match self {
             Kind::Bool => "BOOLEAN",
             Kind::Int16 => "SMALLINT",
@@ -78,7 +79,7 @@ impl Kind {
             Kind::Date => "DATE",
             Kind::Time => "TIME",
             Kind::Timestamp => "TIMESTAMP",
-            Kind::TimestampTz => "TIMESTAMPTZ",
+            Kind::TimestampTz => "TIMESTAMP WITH TIME ZONE",
             Kind::Interval => "INTERVAL",
             Kind::Uuid => "UUID",
             Kind::Text | Kind::Json | Kind::ViaInput | Kind::Array(_) => "VARCHAR",
