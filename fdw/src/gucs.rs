@@ -14,6 +14,7 @@ static SNAPSHOT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>:
 static AS_OF: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static COMMIT_AUTHOR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static COMMIT_MESSAGE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static SAVEPOINT_REPLAY_MEMORY: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024);
 
 pub fn init() {
     GucRegistry::define_string_guc(
@@ -82,6 +83,17 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"ducklake.savepoint_replay_memory",
+        c"Memory a transaction may use to keep the rows it wrote, so that rolling back a savepoint can replay them.",
+        c"DuckDB has no savepoints: rolling one back after its writes reached the lake restarts the lake's \
+          transaction and replays the writes made before it, which needs their rows. 0 keeps none.",
+        &SAVEPOINT_REPLAY_MEMORY,
+        0,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::UNIT_KB,
+    );
 }
 
 fn string_setting(setting: &GucSetting<Option<CString>>) -> Option<String> {
@@ -105,6 +117,11 @@ pub fn memory_limit() -> String {
 
 pub fn threads() -> i32 {
     THREADS.get()
+}
+
+/// In bytes.
+pub fn savepoint_replay_memory() -> usize {
+    SAVEPOINT_REPLAY_MEMORY.get().max(0) as usize * 1024
 }
 
 pub fn snapshot_id() -> Option<String> {

@@ -22,10 +22,9 @@ fn execute(server: &str, statement: &str) {
         require_owner(server_oid)?;
         let lake = lake_for(server_oid)?;
         // Counted as a write: the snapshot gets an author, and a rolled-back savepoint
-        // around it dooms the transaction like any other write.
-        lake.note_write();
+        // around it undoes it like any other write.
         lake.forget_columns();
-        lake.execute_batch(statement)
+        lake.run_write(statement, |conn, sql| conn.execute_batch(sql))
     };
     run().or_raise()
 }
@@ -63,15 +62,14 @@ fn create_lake_table(relid: pg_sys::Oid, if_not_exists: bool) -> LakeResult<()> 
     };
     require_owner(server_oid)?;
     let lake = lake_for(server_oid)?;
-    lake.note_write();
-    lake.execute_batch(&format!("CREATE SCHEMA IF NOT EXISTS {}", sql::ident(&table.schema)))?;
-    lake.execute_batch(&format!(
-        "CREATE TABLE {}{}.{} ({})",
+    let statement = format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema}; CREATE TABLE {}{schema}.{} ({})",
         if if_not_exists { "IF NOT EXISTS " } else { "" },
-        sql::ident(&table.schema),
         sql::ident(&table.table),
-        columns.join(", ")
-    ))
+        columns.join(", "),
+        schema = sql::ident(&table.schema),
+    );
+    lake.run_write(&statement, |conn, sql| conn.execute_batch(sql))
 }
 
 fn relation_name(relid: pg_sys::Oid) -> String {

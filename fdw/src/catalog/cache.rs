@@ -11,7 +11,10 @@
 //! - Inside a Postgres subtransaction (a savepoint, an exception block, psql's
 //!   ON_ERROR_ROLLBACK), since DuckDB has no savepoints: a subtransaction rolled back
 //!   before its write is applied simply drops it. One rolled back after its write
-//!   reached the lake leaves the lake transaction unable to commit (`doomed`).
+//!   reached the lake (or after a failed DuckDB statement aborted the lake's
+//!   transaction) restarts the DuckDB transaction and replays the surviving writes
+//!   in order, from copies of their staged rows, on the same DuckLake snapshot (see
+//!   `restart`).
 //! - Small writes (together at most `SMALL_WRITE_ROWS` rows in at most
 //!   `SMALL_WRITES` statements) of a transaction that has not read the lake yet.
 //!   They are applied at commit, under the commit lock, so the
@@ -31,6 +34,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use arrow::record_batch::RecordBatch;
 use pgrx::pg_sys;
 
 use crate::catalog::commit_lock;
@@ -52,13 +56,17 @@ pub struct Lake {
     /// Whether the DuckDB transaction has used the lake (and so holds a DuckLake
     /// snapshot), rather than only staging tables.
     touched: Cell<bool>,
-    /// Subtransactions of the current transaction that wrote to the lake.
-    writers: RefCell<Vec<pg_sys::SubTransactionId>>,
-    /// Writes of subtransactions not yet applied, in statement order.
-    deferred: RefCell<Vec<DeferredWrite>>,
-    /// Set when a subtransaction that wrote is rolled back: DuckDB has no
-    /// savepoints, so the lake transaction can no longer commit.
-    doomed: RefCell<Option<String>>,
+    /// The DuckLake snapshot the DuckDB transaction reads, once touched.
+    snapshot: Cell<Option<u64>>,
+    /// Writes applied to the DuckDB transaction, in order.
+    applied: RefCell<Vec<Write>>,
+    /// Writes not yet applied, in statement order.
+    deferred: RefCell<Vec<Write>>,
+    /// Set when a rolled-back subtransaction undid writes the DuckDB transaction
+    /// holds, or a failed statement aborted it: the next use restarts it.
+    restart_pending: Cell<bool>,
+    /// Set when the lake transaction can no longer commit.
+    doomed: RefCell<Option<Doom>>,
     /// Columns of lake tables as last looked up, by (schema, table).
     known_columns: RefCell<HashMap<(String, String), Vec<LakeColumn>>>,
 }
@@ -72,12 +80,24 @@ type Key = (pg_sys::Oid, pg_sys::Oid);
 const SMALL_WRITE_ROWS: usize = crate::modify::staging::BATCH_ROWS;
 const SMALL_WRITES: usize = 64;
 
-/// Rows a write statement staged: the DuckDB table holding them, how many, and the
-/// lake columns they were checked against.
+/// Rows a write statement staged: the DuckDB table holding them, how many, the
+/// lake columns they were checked against, and a copy to replay them from.
 pub struct StagedRows {
     pub table: String,
     pub rows: usize,
     pub target: StagedFor,
+    /// None when the transaction's copies outgrew `ducklake.savepoint_replay_memory`.
+    pub copy: Option<StagedCopy>,
+}
+
+/// The staged rows as Arrow batches, and how to re-create their staging table from
+/// them in a fresh DuckDB transaction (which a ROLLBACK of the old one dropped).
+pub struct StagedCopy {
+    /// The staging table's name in DuckDB's `temp.main`.
+    pub name: String,
+    pub create: String,
+    pub batches: Vec<RecordBatch>,
+    pub bytes: usize,
 }
 
 /// The lake table rows were staged for, with the columns they were checked against.
@@ -89,13 +109,35 @@ pub struct StagedFor {
     pub columns: Vec<LakeColumn>,
 }
 
-struct DeferredWrite {
+/// A write of the current transaction: the statement that changes the lake (and
+/// drops the staging table it reads, if any).
+struct Write {
     subxact: pg_sys::SubTransactionId,
     statement: String,
-    /// The staging table it reads, dropped if the write is undone.
-    staging: Option<String>,
-    rows: usize,
-    target: Option<StagedFor>,
+    staged: Option<StagedRows>,
+}
+
+impl Write {
+    fn rows(&self) -> usize {
+        self.staged.as_ref().map_or(0, |s| s.rows)
+    }
+
+    fn kept_bytes(&self) -> usize {
+        self.staged.as_ref().and_then(|s| s.copy.as_ref()).map_or(0, |c| c.bytes)
+    }
+
+    /// Whether it can be replayed (its staged rows, if any, were kept).
+    fn replayable(&self) -> bool {
+        self.staged.as_ref().is_none_or(|s| s.copy.is_some())
+    }
+}
+
+/// Why the lake transaction can no longer commit.
+enum Doom {
+    Failed(String),
+    /// Another session committed between the snapshot the transaction read and its
+    /// restart: a retry of the whole transaction succeeds.
+    Overtaken(String),
 }
 
 thread_local! {
@@ -130,7 +172,7 @@ impl Lake {
     /// number of rows it produced. Refused when this transaction already wrote to
     /// the lake, whose changes would otherwise be committed early.
     pub fn run_own_transaction(&self, sql: &str) -> LakeResult<usize> {
-        if !self.writers.borrow().is_empty() {
+        if !self.applied.borrow().is_empty() {
             return Err(LakeError::NotSupported(
                 "lake maintenance commits on its own; run it outside a transaction that wrote to the lake".into(),
             ));
@@ -149,7 +191,10 @@ impl Lake {
         if outcome.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
-        // Back inside a transaction, as the rest of this Postgres transaction expects.
+        // Back inside a transaction, as the rest of this Postgres transaction expects;
+        // a new one, which reads the lake's snapshot afresh.
+        self.touched.set(false);
+        self.snapshot.set(None);
         self.begin()?;
         outcome
     }
@@ -192,9 +237,17 @@ impl Lake {
         Ok(columns)
     }
 
-    /// Note that the DuckDB transaction reads the lake from now on.
-    fn touch(&self) {
-        self.touched.set(true);
+    /// Note that the DuckDB transaction reads the lake from now on, and record the
+    /// snapshot it reads (its first access takes it), which a restart must find again.
+    fn touch(&self) -> LakeResult<()> {
+        if self.touched.replace(true) {
+            return Ok(());
+        }
+        let query = format!("SELECT id FROM ducklake_current_snapshot({})", sql::literal(&self.instance.alias));
+        let conn = self.connection()?;
+        let id: u64 = cancel::interruptible(&self.instance.interrupt, || conn.query_row(&query, [], |row| row.get(0)))?;
+        self.snapshot.set(Some(id));
+        Ok(())
     }
 
     /// `table_columns` read on `conn`, a connection to this lake's DuckDB instance.
@@ -220,21 +273,47 @@ impl Lake {
     pub fn write(&self, statement: String, staged: Option<StagedRows>) -> LakeResult<()> {
         let small = staged.as_ref().is_some_and(|s| {
             let deferred = self.deferred.borrow();
-            deferred.len() < SMALL_WRITES && s.rows + deferred.iter().map(|w| w.rows).sum::<usize>() <= SMALL_WRITE_ROWS
+            deferred.len() < SMALL_WRITES && s.rows + deferred.iter().map(Write::rows).sum::<usize>() <= SMALL_WRITE_ROWS
         });
+        let write = Write { subxact: current_subtransaction(), statement, staged };
         if in_subtransaction() || (small && !self.touched.get()) {
-            // SAFETY: reads backend transaction state.
-            let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
-            let (staging, rows, target) = staged.map_or((None, 0, None), |s| (Some(s.table), s.rows, Some(s.target)));
-            self.deferred.borrow_mut().push(DeferredWrite { subxact, statement, staging, rows, target });
+            self.deferred.borrow_mut().push(write);
             return Ok(());
         }
         self.apply_deferred()?;
-        self.note_write();
-        if let Some(staged) = &staged {
+        self.touch()?;
+        if let Some(staged) = &write.staged {
             self.check_unchanged(&staged.target)?;
         }
-        self.execute_batch(&statement)
+        self.execute_batch(&write.statement)?;
+        self.applied.borrow_mut().push(write);
+        Ok(())
+    }
+
+    /// Run `statement`, a change to the lake that reads no staged rows (a one-statement
+    /// UPDATE or DELETE, DDL), now, with `run`; it counts as a write of the current
+    /// (sub)transaction.
+    pub fn run_write<T>(
+        &self,
+        statement: &str,
+        run: impl FnOnce(&duckdb::Connection, &str) -> duckdb::Result<T>,
+    ) -> LakeResult<T> {
+        self.apply_deferred()?;
+        self.touch()?;
+        let conn = self.connection()?;
+        let result = cancel::interruptible(&self.instance.interrupt, || run(conn, statement))?;
+        self.applied.borrow_mut().push(Write { subxact: current_subtransaction(), statement: statement.to_owned(), staged: None });
+        Ok(result)
+    }
+
+    /// Whether the DuckDB transaction holds writes (and so may hold rows it inserted).
+    pub fn wrote(&self) -> bool {
+        !self.applied.borrow().is_empty()
+    }
+
+    /// Bytes of staged rows this transaction keeps to replay its writes.
+    pub fn kept_bytes(&self) -> usize {
+        self.applied.borrow().iter().chain(self.deferred.borrow().iter()).map(Write::kept_bytes).sum()
     }
 
     /// Fail with 40001 if the lake columns `target` was staged for are not the
@@ -244,48 +323,142 @@ impl Lake {
         unchanged(target, &current)
     }
 
-    /// Run the deferred writes, in order; each now counts as a write of its subtransaction.
+    /// Run the deferred writes, in order (after a pending restart).
     pub fn apply_deferred(&self) -> LakeResult<()> {
+        self.restart_if_pending()?;
         let writes = std::mem::take(&mut *self.deferred.borrow_mut());
-        if !writes.is_empty() {
-            self.touch();
+        if writes.is_empty() {
+            return Ok(());
+        }
+        // What is not applied stays deferred, with its subtransactions: rolling those
+        // back drops it, and otherwise the next use tries it again (after restarting
+        // the DuckDB transaction if the failure aborted it).
+        let keep_deferred = |rest: Vec<Write>| {
+            self.deferred.borrow_mut().splice(0..0, rest);
+        };
+        if let Err(e) = self.touch() {
+            keep_deferred(writes);
+            return Err(e);
         }
         // All of them see one snapshot: each table's columns are read once.
-        let mut current: HashMap<(String, String), Vec<LakeColumn>> = HashMap::new();
-        for write in writes {
-            self.writers.borrow_mut().push(write.subxact);
-            let checked = write.target.as_ref().map_or(Ok(()), |target| {
-                let key = (target.schema.clone(), target.table.clone());
-                if !current.contains_key(&key) {
-                    let columns = self.current_columns(&target.schema, &target.table)?;
-                    current.insert(key.clone(), columns);
-                }
-                unchanged(target, &current[&key])
-            });
-            let applied = checked.and_then(|()| self.execute_batch(&write.statement));
-            if let Err(e) = applied {
-                // The writes not applied yet are gone with this error (and a failed
-                // statement aborted the DuckDB transaction).
-                *self.doomed.borrow_mut() = Some(format!(
-                    "an earlier write of this transaction failed when it was applied to DuckLake server \"{}\": {e}",
-                    self.server_name
-                ));
+        let mut columns: HashMap<(String, String), Vec<LakeColumn>> = HashMap::new();
+        let mut writes = writes.into_iter();
+        while let Some(write) = writes.next() {
+            if let Err(e) = self.apply(&write, &mut columns) {
+                keep_deferred(std::iter::once(write).chain(writes).collect());
                 return Err(e);
             }
+            self.applied.borrow_mut().push(write);
         }
         Ok(())
     }
 
-    /// Record that the current (sub)transaction writes to this lake.
-    pub fn note_write(&self) {
-        self.touch();
-        // SAFETY: reads backend transaction state.
-        let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
-        self.writers.borrow_mut().push(subxact);
+    /// Apply one deferred write, checking first that the lake columns its rows were
+    /// staged for are current (`columns` caches them for the one snapshot).
+    fn apply(&self, write: &Write, columns: &mut HashMap<(String, String), Vec<LakeColumn>>) -> LakeResult<()> {
+        if let Some(target) = write.staged.as_ref().map(|s| &s.target) {
+            let key = (target.schema.clone(), target.table.clone());
+            if !columns.contains_key(&key) {
+                let current = self.current_columns(&target.schema, &target.table)?;
+                columns.insert(key.clone(), current);
+            }
+            unchanged(target, &columns[&key])?;
+        }
+        self.execute_batch(&write.statement)
+    }
+
+    /// After a rolled-back subtransaction undid writes the DuckDB transaction holds
+    /// (or a failed statement aborted it): roll the DuckDB transaction back, begin a
+    /// new one, and replay the surviving writes into it, in order. They are replayed
+    /// only on the snapshot the old transaction read, on which they were computed
+    /// (an UPDATE's rows, a DELETE's condition); if another session committed since,
+    /// the transaction fails with 40001. With nothing to replay, later reads may see
+    /// a newer snapshot.
+    fn restart_if_pending(&self) -> LakeResult<()> {
+        if !self.restart_pending.replace(false) {
+            return Ok(());
+        }
+        if let Err(doom) = self.restart() {
+            *self.doomed.borrow_mut() = Some(doom);
+            return Err(self.doomed_error().expect("just doomed"));
+        }
+        Ok(())
+    }
+
+    fn restart(&self) -> Result<(), Doom> {
+        let conn = &self.instance.conn;
+        self.streaming.borrow_mut().take();
+        let survivors = !self.applied.borrow().is_empty() || !self.deferred.borrow().is_empty();
+        let read_snapshot = self.snapshot.take();
+        let was_touched = self.touched.replace(false);
+        let server = &self.server_name;
+        if survivors {
+            if !self.applied.borrow().iter().chain(self.deferred.borrow().iter()).all(Write::replayable) {
+                return Err(Doom::Failed(format!(
+                    "a rolled-back savepoint or exception block undid part of this transaction's writes to DuckLake \
+                     server \"{server}\", and replaying the rest needs their rows, which outgrew \
+                     ducklake.savepoint_replay_memory ({} kB)",
+                    crate::gucs::savepoint_replay_memory() / 1024
+                )));
+            }
+            if was_touched && read_snapshot.is_none() {
+                return Err(Doom::Failed(format!(
+                    "a rolled-back savepoint or exception block undid part of this transaction's writes to DuckLake \
+                     server \"{server}\", and the snapshot the rest were made on is unknown"
+                )));
+            }
+        }
+        let failed = |e: LakeError| {
+            Doom::Failed(format!("replaying this transaction's writes to DuckLake server \"{server}\" failed: {e}"))
+        };
+        let _ = conn.execute_batch("ROLLBACK");
+        // Lake DDL may be among what is undone or replayed.
+        self.forget_columns();
+        if let Err(e) = conn.execute_batch("BEGIN TRANSACTION") {
+            self.in_transaction.set(false);
+            return Err(failed(e.into()));
+        }
+        if let (true, Some(read)) = (survivors, read_snapshot) {
+            self.touch().map_err(failed)?;
+            let now = self.snapshot.get().expect("touch records the snapshot");
+            if now != read {
+                return Err(Doom::Overtaken(format!(
+                    "a rolled-back savepoint or exception block undid part of this transaction's writes to DuckLake \
+                     server \"{server}\", and the rest cannot be replayed: they were made on snapshot {read}, and \
+                     another session has committed since (snapshot {now}); retry the transaction"
+                )));
+            }
+        }
+        for write in self.deferred.borrow().iter() {
+            self.restage(write).map_err(failed)?;
+        }
+        for write in self.applied.borrow().iter() {
+            self.restage(write).map_err(failed)?;
+            self.execute_batch(&write.statement).map_err(failed)?;
+        }
+        Ok(())
+    }
+
+    /// Re-create the staging table of `write` from its copy.
+    fn restage(&self, write: &Write) -> LakeResult<()> {
+        let Some(copy) = write.staged.as_ref().and_then(|s| s.copy.as_ref()) else { return Ok(()) };
+        self.execute_batch(&copy.create)?;
+        let conn = self.connection()?;
+        cancel::interruptible(&self.instance.interrupt, || -> LakeResult<()> {
+            let mut appender = conn.appender_to_catalog_and_db(&copy.name, "temp", "main")?;
+            for batch in &copy.batches {
+                appender.append_record_batch(batch.clone())?;
+            }
+            appender.flush()?;
+            Ok(())
+        })
     }
 
     fn doomed_error(&self) -> Option<LakeError> {
-        self.doomed.borrow().as_ref().map(|reason| LakeError::TransactionDoomed(reason.clone()))
+        self.doomed.borrow().as_ref().map(|doom| match doom {
+            Doom::Failed(reason) => LakeError::TransactionDoomed(reason.clone()),
+            Doom::Overtaken(reason) => LakeError::ConcurrentChange(reason.clone()),
+        })
     }
 
     fn begin(&self) -> LakeResult<()> {
@@ -302,15 +475,18 @@ impl Lake {
     fn finish(&self, commit: bool) -> LakeResult<()> {
         // Applied by commit_all before a commit; a rollback drops them with the transaction.
         self.deferred.borrow_mut().clear();
-        let wrote = !std::mem::take(&mut *self.writers.borrow_mut()).is_empty();
-        let doomed = self.doomed.borrow_mut().take();
+        let wrote = !std::mem::take(&mut *self.applied.borrow_mut()).is_empty();
+        let doomed = self.doomed_error();
+        self.doomed.borrow_mut().take();
         self.touched.set(false);
+        self.snapshot.set(None);
+        self.restart_pending.set(false);
         if !self.in_transaction.replace(false) {
             return Ok(());
         }
-        if let (true, Some(reason)) = (commit, doomed) {
+        if let (true, Some(e)) = (commit, doomed) {
             let _ = self.instance.conn.execute_batch("ROLLBACK");
-            return Err(LakeError::TransactionDoomed(reason));
+            return Err(e);
         }
         // Scans of this transaction are over; their results need no buffering.
         self.streaming.borrow_mut().take();
@@ -382,7 +558,7 @@ pub fn in_subtransaction() -> bool {
 pub fn lake_for(server_oid: pg_sys::Oid) -> LakeResult<Rc<Lake>> {
     let lake = lake_for_write(server_oid)?;
     lake.apply_deferred()?;
-    lake.touch();
+    lake.touch()?;
     Ok(lake)
 }
 
@@ -420,8 +596,10 @@ pub fn lake_for_write(server_oid: pg_sys::Oid) -> LakeResult<Rc<Lake>> {
                 commit_lock_key: config.commit_lock_key,
                 in_transaction: Cell::new(false),
                 touched: Cell::new(false),
-                writers: RefCell::new(Vec::new()),
+                snapshot: Cell::new(None),
+                applied: RefCell::new(Vec::new()),
                 deferred: RefCell::new(Vec::new()),
+                restart_pending: Cell::new(false),
                 doomed: RefCell::new(None),
                 known_columns: RefCell::new(HashMap::new()),
             });
@@ -430,9 +608,10 @@ pub fn lake_for_write(server_oid: pg_sys::Oid) -> LakeResult<Rc<Lake>> {
         }
     };
     lake.begin().map_err(|e| match e {
-        LakeError::TransactionDoomed(_) => e,
+        LakeError::TransactionDoomed(_) | LakeError::ConcurrentChange(_) => e,
         other => LakeError::AttachFailed { server: lake.server_name.clone(), message: config.scrub(&other.to_string()) },
     })?;
+    lake.restart_if_pending()?;
     Ok(lake)
 }
 
@@ -447,11 +626,14 @@ pub fn commit_all() -> LakeResult<()> {
     let lakes = lakes_in_transaction();
     let keys: Vec<u64> = lakes
         .iter()
-        .filter(|l| (!l.writers.borrow().is_empty() || !l.deferred.borrow().is_empty()) && l.doomed.borrow().is_none())
+        .filter(|l| (!l.applied.borrow().is_empty() || !l.deferred.borrow().is_empty()) && l.doomed.borrow().is_none())
         .map(|l| l.commit_lock_key)
         .collect();
     let _locks = commit_lock::acquire(keys);
     for lake in &lakes {
+        lake.restart_if_pending()?;
+        // Nothing can be rolled back to any more: the snapshot needs no recording.
+        lake.touched.set(true);
         lake.apply_deferred()?;
     }
     for lake in lakes {
@@ -479,53 +661,36 @@ pub fn close_all() {
     LAKES.with(|lakes| lakes.borrow_mut().clear());
 }
 
-/// A subtransaction was rolled back. Its deferred writes are dropped. A lake it (or
-/// a child) wrote to cannot commit. A lake whose DuckDB transaction a failed
-/// statement aborted gets a fresh DuckDB transaction if this transaction holds no
-/// writes in it (later reads may then see a newer snapshot), so it stays usable
-/// after an exception block or ROLLBACK TO; otherwise it cannot commit either.
+/// A subtransaction was rolled back. Its deferred writes are dropped. A lake holding
+/// writes it (or a child) applied, or whose DuckDB transaction a failed statement
+/// aborted, is restarted when next used (see `Lake::restart_if_pending`), so it stays
+/// usable after an exception block or ROLLBACK TO.
 pub fn subtransaction_aborted(subxact: pg_sys::SubTransactionId) {
     LAKES.with(|lakes| {
         for lake in lakes.borrow().values() {
-            if !lake.in_transaction.get() {
+            if !lake.in_transaction.get() || lake.doomed.borrow().is_some() {
                 continue;
             }
             // The aborted statement's scan is gone; its result needs no buffering.
             lake.streaming.borrow_mut().take();
-            let undone: Vec<DeferredWrite> = {
+            let undone: Vec<Write> = {
                 let mut deferred = lake.deferred.borrow_mut();
                 let (undone, kept) = std::mem::take(&mut *deferred).into_iter().partition(|w| w.subxact >= subxact);
                 *deferred = kept;
                 undone
             };
             let conn = &lake.instance.conn;
-            for staging in undone.into_iter().filter_map(|w| w.staging) {
-                let _ = conn.execute_batch(&format!("DROP TABLE IF EXISTS {staging}"));
+            for staged in undone.into_iter().filter_map(|w| w.staged) {
+                let _ = conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", staged.table));
             }
-            if lake.writers.borrow().iter().any(|w| *w >= subxact) {
-                *lake.doomed.borrow_mut() = Some(format!(
-                    "a rolled-back savepoint or exception block wrote to DuckLake server \"{}\", \
-                     and DuckDB cannot undo part of a transaction",
-                    lake.server_name
-                ));
-                continue;
-            }
-            if conn.execute_batch("SELECT 1").is_ok() {
-                continue;
-            }
-            if lake.writers.borrow().is_empty() && lake.deferred.borrow().is_empty() {
-                let _ = conn.execute_batch("ROLLBACK");
-                lake.touched.set(false);
-                if conn.execute_batch("BEGIN TRANSACTION").is_err() {
-                    lake.in_transaction.set(false);
-                }
-            } else {
-                lake.deferred.borrow_mut().clear();
-                *lake.doomed.borrow_mut() = Some(format!(
-                    "a failed statement aborted the DuckDB transaction holding this transaction's writes \
-                     to DuckLake server \"{}\"",
-                    lake.server_name
-                ));
+            let undid_applied = {
+                let mut applied = lake.applied.borrow_mut();
+                let before = applied.len();
+                applied.retain(|w| w.subxact < subxact);
+                applied.len() < before
+            };
+            if undid_applied || lake.restart_pending.get() || conn.execute_batch("SELECT 1").is_err() {
+                lake.restart_pending.set(true);
             }
         }
     });
@@ -535,18 +700,18 @@ pub fn subtransaction_aborted(subxact: pg_sys::SubTransactionId) {
 pub fn subtransaction_committed(subxact: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
     LAKES.with(|lakes| {
         for lake in lakes.borrow().values() {
-            for w in lake.writers.borrow_mut().iter_mut() {
-                if *w >= subxact {
-                    *w = parent;
-                }
-            }
-            for w in lake.deferred.borrow_mut().iter_mut() {
+            for w in lake.applied.borrow_mut().iter_mut().chain(lake.deferred.borrow_mut().iter_mut()) {
                 if w.subxact >= subxact {
                     w.subxact = parent;
                 }
             }
         }
     });
+}
+
+fn current_subtransaction() -> pg_sys::SubTransactionId {
+    // SAFETY: reads backend transaction state.
+    unsafe { pg_sys::GetCurrentSubTransactionId() }
 }
 
 /// Author (the setting, else the Postgres user) and message of the snapshot a

@@ -12,7 +12,8 @@ use pgrx::{PgMemoryContexts, pg_sys};
 
 use crate::catalog::cache::{Lake, in_subtransaction, lake_for};
 use crate::duck::sql;
-use crate::error::{LakeError, LakeResult, OrRaise};
+use crate::error::{LakeError, LakeResult, OrRaise, raise};
+use crate::modify::rowid::LOCAL_ROWID_START;
 use crate::options::{TableOptions, lake_column_name};
 use crate::pg_nodes::list_nodes;
 use crate::scan::deparse::Deparser;
@@ -142,8 +143,9 @@ struct DirectState {
     reported: bool,
 }
 
-/// The DuckDB statement, and a query counting the rows it changes.
-unsafe fn statement_sql(node: *mut pg_sys::ForeignScanState) -> (String, String) {
+/// The DuckDB statement, a query counting the rows it changes, and one counting
+/// those of them the current transaction inserted.
+unsafe fn statement_sql(node: *mut pg_sys::ForeignScanState) -> (String, String, String) {
     unsafe {
         let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
         let scan = ScanPlan::from_list((*plan).fdw_private);
@@ -162,14 +164,25 @@ unsafe fn statement_sql(node: *mut pg_sys::ForeignScanState) -> (String, String)
             sql.push_str(&condition);
             count.push_str(&condition);
         }
-        (sql, count)
+        let own_rows = format!(
+            "{count} {} rowid >= {LOCAL_ROWID_START}",
+            if scan.filter.is_empty() { "WHERE" } else { "AND" }
+        );
+        (sql, count, own_rows)
     }
 }
+
+/// DuckLake (1.5.5) renumbers rows a transaction inserted when it updates them, so
+/// that two can share a rowid, and a later DELETE or UPDATE of one also removes the
+/// other: the transaction would silently lose rows.
+const UPDATE_OF_OWN_ROWS: &str = "cannot UPDATE rows inserted by the same transaction: DuckLake renumbers them, \
+     and a later change in the transaction could then remove other rows; commit first, or write the new values \
+     in the INSERT";
 
 #[pg_guard]
 pub unsafe extern "C-unwind" fn begin_direct_modify(node: *mut pg_sys::ForeignScanState, eflags: std::ffi::c_int) {
     unsafe {
-        let (sql, count) = statement_sql(node);
+        let (sql, count, own_rows) = statement_sql(node);
         let mut state = DirectState { sql, changed: 0, reported: false };
         if eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 == 0 {
             let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
@@ -177,6 +190,14 @@ pub unsafe extern "C-unwind" fn begin_direct_modify(node: *mut pg_sys::ForeignSc
             check_assignments(&lake, &ScanPlan::from_list((*plan).fdw_private)).or_raise();
             let conn = lake.connection().or_raise();
             let interrupt = &lake.instance.interrupt;
+            if (*plan).operation == pg_sys::CmdType::CMD_UPDATE && lake.wrote() {
+                let own: i64 =
+                    crate::duck::cancel::interruptible(interrupt, || conn.query_row(&own_rows, [], |row| row.get(0)))
+                        .or_raise();
+                if own > 0 {
+                    raise(LakeError::NotSupported(UPDATE_OF_OWN_ROWS.into()));
+                }
+            }
             state.changed = if in_subtransaction() {
                 // Deferred like every write inside a savepoint, so rolling it back
                 // undoes it; the rows it will change are counted now.
@@ -185,8 +206,7 @@ pub unsafe extern "C-unwind" fn begin_direct_modify(node: *mut pg_sys::ForeignSc
                 lake.write(state.sql.clone(), None).or_raise();
                 changed as u64
             } else {
-                lake.note_write();
-                crate::duck::cancel::interruptible(interrupt, || conn.execute(&state.sql, [])).or_raise() as u64
+                lake.run_write(&state.sql, |conn, sql| conn.execute(sql, [])).or_raise() as u64
             };
         }
         (*node).fdw_state = PgMemoryContexts::CurrentMemoryContext.leak_and_drop_on_delete(state).cast();

@@ -14,7 +14,7 @@ pub const MAX_ROWID: i64 = 1 << (32 + OFFSET_BITS);
 
 /// Where DuckLake numbers the rows the current transaction inserted. Those numbers
 /// are not stable: after an UPDATE in the same transaction two rows can share one.
-const LOCAL_ROWID_START: i64 = 1_000_000_000_000_000_000;
+pub const LOCAL_ROWID_START: i64 = 1_000_000_000_000_000_000;
 
 pub fn encode(rowid: i64, tid: &mut pg_sys::ItemPointerData) -> LakeResult<()> {
     if rowid >= LOCAL_ROWID_START {

@@ -16,7 +16,7 @@ use arrow::datatypes::Schema;
 use arrow::record_batch::RecordBatch;
 use pgrx::pg_sys::Datum;
 
-use crate::catalog::cache::{Lake, LakeColumn, StagedFor, StagedRows, UNCONVERTIBLE};
+use crate::catalog::cache::{Lake, LakeColumn, StagedCopy, StagedFor, StagedRows, UNCONVERTIBLE};
 use crate::duck::{cancel, sql};
 use crate::error::{LakeError, LakeResult};
 use crate::options::TableOptions;
@@ -105,6 +105,9 @@ pub struct Staging {
     builders: Vec<ColumnBuilder>,
     buffered: usize,
     rows: usize,
+    /// The appended batches, kept (within `ducklake.savepoint_replay_memory` for the
+    /// whole transaction) so that the write can be replayed after a savepoint rollback.
+    copy: Option<StagedCopy>,
     done: bool,
 }
 
@@ -116,7 +119,9 @@ impl Staging {
         });
         let definitions: Vec<String> =
             columns.iter().map(|c| format!("{} {}", sql::ident(&c.name), c.encoder.staging_column_type())).collect();
-        lake.execute_batch(&format!("CREATE TEMP TABLE {} ({})", sql::ident(&name), definitions.join(", ")))?;
+        let create = format!("CREATE TEMP TABLE {} ({})", sql::ident(&name), definitions.join(", "));
+        lake.execute_batch(&create)?;
+        let copy = Some(StagedCopy { name: name.clone(), create, batches: Vec::new(), bytes: 0 });
         let schema = Arc::new(Schema::new(columns.iter().map(|c| c.encoder.field(&c.name)).collect::<Vec<_>>()));
         let builders = columns.iter().map(|c| c.encoder.builder(BATCH_ROWS)).collect();
         Ok(Staging {
@@ -130,6 +135,7 @@ impl Staging {
             builders,
             buffered: 0,
             rows: 0,
+            copy,
             done: false,
         })
     }
@@ -167,6 +173,15 @@ impl Staging {
         let arrays = self.builders.iter_mut().map(|b| b.finish()).collect();
         let batch = RecordBatch::try_new(self.schema.clone(), arrays)
             .map_err(|e| LakeError::DuckDb(format!("staging rows: {e}")))?;
+        if let Some(copy) = &mut self.copy {
+            let bytes = batch.get_array_memory_size();
+            if self.lake.kept_bytes() + copy.bytes + bytes <= crate::gucs::savepoint_replay_memory() {
+                copy.batches.push(batch.clone());
+                copy.bytes += bytes;
+            } else {
+                self.copy = None;
+            }
+        }
         let conn = self.lake.connection()?;
         cancel::interruptible(&self.lake.instance.interrupt, || -> LakeResult<()> {
             let mut appender = conn.appender_to_catalog_and_db(&self.name, "temp", "main")?;
@@ -241,7 +256,7 @@ impl Staging {
         self.append_buffered()?;
         self.check()?;
         self.done = true;
-        let staged = StagedRows { table: self.table(), rows: self.rows, target: self.target() };
+        let staged = StagedRows { table: self.table(), rows: self.rows, target: self.target(), copy: self.copy.take() };
         self.lake.write(format!("{statement}; DROP TABLE {}", self.table()), Some(staged))
     }
 }
