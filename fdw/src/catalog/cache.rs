@@ -237,10 +237,17 @@ impl Lake {
         Ok(columns)
     }
 
-    /// Note that the DuckDB transaction reads the lake from now on, and record the
-    /// snapshot it reads (its first access takes it), which a restart must find again.
-    fn touch(&self) -> LakeResult<()> {
-        if self.touched.replace(true) {
+    /// Note that the DuckDB transaction reads the lake from now on.
+    fn touch(&self) {
+        self.touched.set(true);
+    }
+
+    /// `touch`, and record the snapshot the DuckDB transaction reads (its first access
+    /// takes it): a restart must find it again to replay the transaction's writes.
+    /// Done once the transaction writes, so transactions that only read never pay it.
+    fn record_snapshot(&self) -> LakeResult<()> {
+        self.touch();
+        if self.snapshot.get().is_some() {
             return Ok(());
         }
         let query = format!("SELECT id FROM ducklake_current_snapshot({})", sql::literal(&self.instance.alias));
@@ -277,11 +284,14 @@ impl Lake {
         });
         let write = Write { subxact: current_subtransaction(), statement, staged };
         if in_subtransaction() || (small && !self.touched.get()) {
+            if self.touched.get() {
+                self.record_snapshot()?;
+            }
             self.deferred.borrow_mut().push(write);
             return Ok(());
         }
         self.apply_deferred()?;
-        self.touch()?;
+        self.record_snapshot()?;
         if let Some(staged) = &write.staged {
             self.check_unchanged(&staged.target)?;
         }
@@ -299,7 +309,7 @@ impl Lake {
         run: impl FnOnce(&duckdb::Connection, &str) -> duckdb::Result<T>,
     ) -> LakeResult<T> {
         self.apply_deferred()?;
-        self.touch()?;
+        self.record_snapshot()?;
         let conn = self.connection()?;
         let result = cancel::interruptible(&self.instance.interrupt, || run(conn, statement))?;
         self.applied.borrow_mut().push(Write { subxact: current_subtransaction(), statement: statement.to_owned(), staged: None });
@@ -325,6 +335,12 @@ impl Lake {
 
     /// Run the deferred writes, in order (after a pending restart).
     pub fn apply_deferred(&self) -> LakeResult<()> {
+        self.apply_deferred_recording(true)
+    }
+
+    /// `apply_deferred`; the snapshot is recorded unless `record` is false (at commit,
+    /// when nothing can be rolled back to any more).
+    fn apply_deferred_recording(&self, record: bool) -> LakeResult<()> {
         self.restart_if_pending()?;
         let writes = std::mem::take(&mut *self.deferred.borrow_mut());
         if writes.is_empty() {
@@ -336,7 +352,8 @@ impl Lake {
         let keep_deferred = |rest: Vec<Write>| {
             self.deferred.borrow_mut().splice(0..0, rest);
         };
-        if let Err(e) = self.touch() {
+        self.touch();
+        if let Err(e) = if record { self.record_snapshot() } else { Ok(()) } {
             keep_deferred(writes);
             return Err(e);
         }
@@ -419,8 +436,8 @@ impl Lake {
             return Err(failed(e.into()));
         }
         if let (true, Some(read)) = (survivors, read_snapshot) {
-            self.touch().map_err(failed)?;
-            let now = self.snapshot.get().expect("touch records the snapshot");
+            self.record_snapshot().map_err(failed)?;
+            let now = self.snapshot.get().expect("just recorded");
             if now != read {
                 return Err(Doom::Overtaken(format!(
                     "a rolled-back savepoint or exception block undid part of this transaction's writes to DuckLake \
@@ -558,7 +575,7 @@ pub fn in_subtransaction() -> bool {
 pub fn lake_for(server_oid: pg_sys::Oid) -> LakeResult<Rc<Lake>> {
     let lake = lake_for_write(server_oid)?;
     lake.apply_deferred()?;
-    lake.touch()?;
+    lake.touch();
     Ok(lake)
 }
 
@@ -631,10 +648,7 @@ pub fn commit_all() -> LakeResult<()> {
         .collect();
     let _locks = commit_lock::acquire(keys);
     for lake in &lakes {
-        lake.restart_if_pending()?;
-        // Nothing can be rolled back to any more: the snapshot needs no recording.
-        lake.touched.set(true);
-        lake.apply_deferred()?;
+        lake.apply_deferred_recording(false)?;
     }
     for lake in lakes {
         lake.finish(true)?;
