@@ -265,6 +265,31 @@ def test_duckdb_error_caught_by_a_savepoint_keeps_earlier_writes(events):
         ("committed", 0), ("first", 1), ("second", 2)]
 
 
+def test_cursor_stays_readable_across_savepoint_rollbacks(events):
+    """A cursor declared before the savepoints keeps its rows: after an error that left
+    the lake alone, and after a rollback that restarted the lake's transaction."""
+    events.conn.execute("INSERT INTO lake.events (event_type, value) SELECT 'old', g FROM generate_series(1, 100000) g")
+    with events.connect(autocommit=False) as conn:
+        conn.execute("DECLARE c CURSOR FOR SELECT value FROM lake.events ORDER BY value")
+        assert conn.execute("FETCH 3 FROM c").fetchall() == [(1,), (2,), (3,)]
+        conn.execute("SAVEPOINT s")
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT 1 / 0")
+        conn.execute("ROLLBACK TO SAVEPOINT s")
+        assert conn.execute("FETCH 3 FROM c").fetchall() == [(4,), (5,), (6,)]
+        conn.execute("INSERT INTO lake.events (event_type, value) SELECT 'new', g FROM generate_series(1, 40000) g")
+        conn.execute("SAVEPOINT t")
+        conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('undone', 0)")
+        assert conn.execute("SELECT count(*) FROM lake.events").fetchone() == (140001,)
+        conn.execute("ROLLBACK TO SAVEPOINT t")
+        assert conn.execute("FETCH 3 FROM c").fetchall() == [(7,), (8,), (9,)]
+        assert conn.execute("SELECT count(*) FROM lake.events").fetchone() == (140000,)
+        assert len(conn.execute("FETCH ALL FROM c").fetchall()) == 100000 - 9
+        conn.commit()
+    assert events.ref.rows("SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY 1") == [
+        ("new", 40000), ("old", 100000)]
+
+
 def test_savepoint_around_a_refused_write_keeps_the_transaction(events):
     """A write the lake refuses (NOT NULL, a value its type cannot hold) is rejected
     before the lake sees it, so rolling back to a savepoint carries on."""

@@ -45,9 +45,10 @@ use crate::duck::stream::Stream;
 use crate::error::{LakeError, LakeResult};
 
 pub struct Lake {
-    /// The result still streaming on the connection, if any. Declared before
-    /// `instance`: it borrows the connection and must be dropped first.
-    streaming: RefCell<Option<Rc<Stream>>>,
+    /// The result still streaming on the connection, if any, and the subtransaction
+    /// whose statement opened it. Declared before `instance`: it borrows the
+    /// connection and must be dropped first.
+    streaming: RefCell<Option<(Rc<Stream>, pg_sys::SubTransactionId)>>,
     pub instance: LakeInstance,
     pub server_name: String,
     fingerprint: String,
@@ -149,7 +150,7 @@ impl Lake {
     /// it is first buffered (see `duck::stream`).
     pub fn connection(&self) -> LakeResult<&duckdb::Connection> {
         let streaming = self.streaming.borrow_mut().take();
-        if let Some(stream) = streaming {
+        if let Some((stream, _)) = streaming {
             stream.buffer_rest(&self.instance.interrupt)?;
         }
         Ok(&self.instance.conn)
@@ -157,13 +158,13 @@ impl Lake {
 
     /// Record `stream` as the result now streaming on the connection.
     pub fn set_streaming(&self, stream: Rc<Stream>) {
-        *self.streaming.borrow_mut() = Some(stream);
+        *self.streaming.borrow_mut() = Some((stream, current_subtransaction()));
     }
 
     /// Forget `stream` if it is the one streaming (its scan ended).
     pub fn release(&self, stream: &Rc<Stream>) {
         let mut streaming = self.streaming.borrow_mut();
-        if streaming.as_ref().is_some_and(|s| Rc::ptr_eq(s, stream)) {
+        if streaming.as_ref().is_some_and(|(s, _)| Rc::ptr_eq(s, stream)) {
             *streaming = None;
         }
     }
@@ -404,7 +405,9 @@ impl Lake {
 
     fn restart(&self) -> Result<(), Doom> {
         let conn = &self.instance.conn;
-        self.streaming.borrow_mut().take();
+        // A cursor still streaming keeps what it can read (a failed statement may have
+        // broken it; it then fails when read).
+        let _ = self.connection();
         let survivors = !self.applied.borrow().is_empty() || !self.deferred.borrow().is_empty();
         let read_snapshot = self.snapshot.take();
         let was_touched = self.touched.replace(false);
@@ -685,8 +688,15 @@ pub fn subtransaction_aborted(subxact: pg_sys::SubTransactionId) {
             if !lake.in_transaction.get() || lake.doomed.borrow().is_some() {
                 continue;
             }
-            // The aborted statement's scan is gone; its result needs no buffering.
-            lake.streaming.borrow_mut().take();
+            // The aborted statement's scan is gone, and its result needs no buffering;
+            // a cursor of an enclosing (sub)transaction keeps its rows before the
+            // connection runs anything else.
+            let streaming = lake.streaming.borrow_mut().take();
+            if let Some((stream, opened_in)) = streaming {
+                if opened_in < subxact {
+                    let _ = stream.buffer_rest(&lake.instance.interrupt);
+                }
+            }
             let undone: Vec<Write> = {
                 let mut deferred = lake.deferred.borrow_mut();
                 let (undone, kept) = std::mem::take(&mut *deferred).into_iter().partition(|w| w.subxact >= subxact);
