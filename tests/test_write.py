@@ -290,6 +290,42 @@ def test_cursor_stays_readable_across_savepoint_rollbacks(events):
         ("new", 40000), ("old", 100000)]
 
 
+def test_statement_timeout_inside_savepoints_loses_no_write(events):
+    """A cancel can cut short applying a deferred write or replaying the writes after a
+    savepoint rollback; rolling back to a savepoint around it leaves every write made
+    before it in place, exactly once."""
+    events.conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('committed', 0)")
+    with events.connect(autocommit=False) as conn:
+        conn.execute("SET ducklake.savepoint_replay_memory = '256MB'")
+        # deferred inside a savepoint, then owned by the transaction
+        conn.execute("SAVEPOINT a")
+        conn.execute("INSERT INTO lake.events (event_type, value) SELECT 'bulk', g FROM generate_series(1, 1000000) g")
+        conn.execute("RELEASE SAVEPOINT a")
+        conn.execute("SAVEPOINT b")
+        conn.execute("SET LOCAL statement_timeout = '50ms'")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            # reading applies the deferred million rows first
+            conn.execute("SELECT count(*) FROM lake.events")
+        conn.execute("ROLLBACK TO SAVEPOINT b")
+        assert conn.execute("SELECT event_type, count(*) FROM lake.events GROUP BY 1 ORDER BY 1").fetchall() \
+            == [("bulk", 1000000), ("committed", 1)]
+        conn.execute("SAVEPOINT c")
+        conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('undone', 1)")
+        assert conn.execute("SELECT count(*) FROM lake.events").fetchone() == (1000002,)
+        conn.execute("ROLLBACK TO SAVEPOINT c")
+        conn.execute("SAVEPOINT d")
+        conn.execute("SET LOCAL statement_timeout = '50ms'")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            # reading first replays the million rows in a new DuckDB transaction
+            conn.execute("SELECT count(*) FROM lake.events")
+        conn.execute("ROLLBACK TO SAVEPOINT d")
+        assert conn.execute("SELECT event_type, count(*) FROM lake.events GROUP BY 1 ORDER BY 1").fetchall() \
+            == [("bulk", 1000000), ("committed", 1)]
+        conn.commit()
+    assert events.ref.rows("SELECT event_type, count(*), sum(value) FROM events GROUP BY 1 ORDER BY 1") == [
+        ("bulk", 1000000, 500000500000), ("committed", 1, 0)]
+
+
 def test_savepoint_around_a_refused_write_keeps_the_transaction(events):
     """A write the lake refuses (NOT NULL, a value its type cannot hold) is rejected
     before the lake sees it, so rolling back to a savepoint carries on."""

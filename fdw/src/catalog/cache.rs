@@ -5,14 +5,15 @@
 //! Within one Postgres transaction every statement on a lake runs inside one DuckDB
 //! transaction, so all reads of the lake see one snapshot.
 //!
-//! Writes are deferred in two cases; their rows wait in their staging table, and
+//! Lake DDL runs at once, also inside a subtransaction. Other writes are deferred
+//! in two cases; their rows (if any) wait in their staging table, and
 //! the statement that moves them into the lake runs when the lake is next read or
 //! the transaction commits:
 //! - Inside a Postgres subtransaction (a savepoint, an exception block, psql's
 //!   ON_ERROR_ROLLBACK), since DuckDB has no savepoints: a subtransaction rolled back
 //!   before its write is applied simply drops it. One rolled back after its write
 //!   reached the lake (or after a failed DuckDB statement aborted the lake's
-//!   transaction) restarts the DuckDB transaction and replays the surviving writes
+//!   transaction, or a cancel cut a write short) restarts the DuckDB transaction and replays the surviving writes
 //!   in order, from copies of their staged rows, on the same DuckLake snapshot (see
 //!   `restart`).
 //! - Small writes (together at most `SMALL_WRITE_ROWS` rows in at most
@@ -31,7 +32,7 @@
 //!   with a serialization error (40001), so a retry succeeds.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use arrow::record_batch::RecordBatch;
@@ -251,11 +252,16 @@ impl Lake {
         if self.snapshot.get().is_some() {
             return Ok(());
         }
-        let query = format!("SELECT id FROM ducklake_current_snapshot({})", sql::literal(&self.instance.alias));
-        let conn = self.connection()?;
-        let id: u64 = cancel::interruptible(&self.instance.interrupt, || conn.query_row(&query, [], |row| row.get(0)))?;
+        let id = self.current_snapshot(self.connection()?)?;
         self.snapshot.set(Some(id));
         Ok(())
+    }
+
+    /// The DuckLake snapshot the DuckDB transaction on `conn` reads (taken by its
+    /// first access to the lake, which this may be).
+    fn current_snapshot(&self, conn: &duckdb::Connection) -> LakeResult<u64> {
+        let query = format!("SELECT id FROM ducklake_current_snapshot({})", sql::literal(&self.instance.alias));
+        Ok(cancel::interruptible(&self.instance.interrupt, || conn.query_row(&query, [], |row| row.get(0)))?)
     }
 
     /// `table_columns` read on `conn`, a connection to this lake's DuckDB instance.
@@ -296,9 +302,11 @@ impl Lake {
         if let Some(staged) = &write.staged {
             self.check_unchanged(&staged.target)?;
         }
-        self.execute_batch(&write.statement)?;
-        self.applied.borrow_mut().push(write);
-        Ok(())
+        self.changing(|| {
+            self.execute_batch(&write.statement)?;
+            self.applied.borrow_mut().push(write);
+            Ok(())
+        })
     }
 
     /// Run `statement`, a change to the lake that reads no staged rows (a one-statement
@@ -312,9 +320,23 @@ impl Lake {
         self.apply_deferred()?;
         self.record_snapshot()?;
         let conn = self.connection()?;
-        let result = cancel::interruptible(&self.instance.interrupt, || run(conn, statement))?;
-        self.applied.borrow_mut().push(Write { subxact: current_subtransaction(), statement: statement.to_owned(), staged: None });
-        Ok(result)
+        self.changing(|| {
+            let result = cancel::interruptible(&self.instance.interrupt, || run(conn, statement))?;
+            self.applied.borrow_mut().push(Write { subxact: current_subtransaction(), statement: statement.to_owned(), staged: None });
+            Ok(result)
+        })
+    }
+
+    /// Run `work`, which changes the DuckDB transaction and records the change in
+    /// `applied`. Cut short (a failed statement, or a cancel raised as a Postgres
+    /// ERROR once DuckDB returned, which unwinds past the recording), the DuckDB
+    /// transaction may hold a change the records lack: it is then restarted when next
+    /// used, which rebuilds it from the records alone.
+    fn changing<T>(&self, work: impl FnOnce() -> LakeResult<T>) -> LakeResult<T> {
+        self.restart_pending.set(true);
+        let outcome = work()?;
+        self.restart_pending.set(false);
+        Ok(outcome)
     }
 
     /// Whether the DuckDB transaction holds writes (and so may hold rows it inserted).
@@ -343,32 +365,38 @@ impl Lake {
     /// when nothing can be rolled back to any more).
     fn apply_deferred_recording(&self, record: bool) -> LakeResult<()> {
         self.restart_if_pending()?;
-        let writes = std::mem::take(&mut *self.deferred.borrow_mut());
-        if writes.is_empty() {
+        if self.deferred.borrow().is_empty() {
             return Ok(());
         }
-        // What is not applied stays deferred, with its subtransactions: rolling those
-        // back drops it, and otherwise the next use tries it again (after restarting
-        // the DuckDB transaction if the failure aborted it).
-        let keep_deferred = |rest: Vec<Write>| {
-            self.deferred.borrow_mut().splice(0..0, rest);
-        };
         self.touch();
-        if let Err(e) = if record { self.record_snapshot() } else { Ok(()) } {
-            keep_deferred(writes);
-            return Err(e);
+        if record {
+            self.record_snapshot()?;
         }
-        // All of them see one snapshot: each table's columns are read once.
-        let mut columns: HashMap<(String, String), Vec<LakeColumn>> = HashMap::new();
-        let mut writes = writes.into_iter();
-        while let Some(write) = writes.next() {
-            if let Err(e) = self.apply(&write, &mut columns) {
-                keep_deferred(std::iter::once(write).chain(writes).collect());
-                return Err(e);
+        self.changing(|| {
+            // What is not applied stays deferred, with its subtransactions, however
+            // the apply ends: rolling those back drops it, and otherwise the next use
+            // tries it again, in a restarted DuckDB transaction.
+            struct Unapplied<'a> {
+                lake: &'a Lake,
+                writes: VecDeque<Write>,
             }
-            self.applied.borrow_mut().push(write);
-        }
-        Ok(())
+            impl Drop for Unapplied<'_> {
+                fn drop(&mut self) {
+                    if let Ok(mut deferred) = self.lake.deferred.try_borrow_mut() {
+                        deferred.splice(0..0, self.writes.drain(..));
+                    }
+                }
+            }
+            let mut unapplied = Unapplied { lake: self, writes: std::mem::take(&mut *self.deferred.borrow_mut()).into() };
+            // All of them see one snapshot: each table's columns are read once.
+            let mut columns: HashMap<(String, String), Vec<LakeColumn>> = HashMap::new();
+            while let Some(write) = unapplied.writes.front() {
+                self.apply(write, &mut columns)?;
+                let write = unapplied.writes.pop_front().expect("just applied");
+                self.applied.borrow_mut().push(write);
+            }
+            Ok(())
+        })
     }
 
     /// Apply one deferred write, checking first that the lake columns its rows were
@@ -386,20 +414,28 @@ impl Lake {
     }
 
     /// After a rolled-back subtransaction undid writes the DuckDB transaction holds
-    /// (or a failed statement aborted it): roll the DuckDB transaction back, begin a
+    /// (or a failed statement aborted it, or a write was cut short: see `changing`):
+    /// roll the DuckDB transaction back, begin a
     /// new one, and replay the surviving writes into it, in order. They are replayed
     /// only on the snapshot the old transaction read, on which they were computed
     /// (an UPDATE's rows, a DELETE's condition); if another session committed since,
     /// the transaction fails with 40001. With nothing to replay, later reads may see
     /// a newer snapshot.
+    ///
+    /// The flag is cleared only once the restart is done: one cut short (a cancel
+    /// raised as a Postgres ERROR) is started over at the next use. Until then the
+    /// records it works from (`applied`, `deferred`, `snapshot`, `touched`) are left
+    /// as they are, so starting over finds the same snapshot to check.
     fn restart_if_pending(&self) -> LakeResult<()> {
-        if !self.restart_pending.replace(false) {
+        if !self.restart_pending.get() {
             return Ok(());
         }
         if let Err(doom) = self.restart() {
             *self.doomed.borrow_mut() = Some(doom);
+            self.restart_pending.set(false);
             return Err(self.doomed_error().expect("just doomed"));
         }
+        self.restart_pending.set(false);
         Ok(())
     }
 
@@ -409,8 +445,7 @@ impl Lake {
         // broken it; it then fails when read).
         let _ = self.connection();
         let survivors = !self.applied.borrow().is_empty() || !self.deferred.borrow().is_empty();
-        let read_snapshot = self.snapshot.take();
-        let was_touched = self.touched.replace(false);
+        let read_snapshot = self.snapshot.get();
         let server = &self.server_name;
         if survivors {
             if !self.applied.borrow().iter().chain(self.deferred.borrow().iter()).all(Write::replayable) {
@@ -421,7 +456,7 @@ impl Lake {
                     crate::gucs::savepoint_replay_memory() / 1024
                 )));
             }
-            if was_touched && read_snapshot.is_none() {
+            if self.touched.get() && read_snapshot.is_none() {
                 return Err(Doom::Failed(format!(
                     "a rolled-back savepoint or exception block undid part of this transaction's writes to DuckLake \
                      server \"{server}\", and the snapshot the rest were made on is unknown"
@@ -434,13 +469,10 @@ impl Lake {
         let _ = conn.execute_batch("ROLLBACK");
         // Lake DDL may be among what is undone or replayed.
         self.forget_columns();
-        if let Err(e) = conn.execute_batch("BEGIN TRANSACTION") {
-            self.in_transaction.set(false);
-            return Err(failed(e.into()));
-        }
+        // On failure the lake stays in the transaction, doomed: the commit reports it.
+        conn.execute_batch("BEGIN TRANSACTION").map_err(|e| failed(e.into()))?;
         if let (true, Some(read)) = (survivors, read_snapshot) {
-            self.record_snapshot().map_err(failed)?;
-            let now = self.snapshot.get().expect("just recorded");
+            let now = self.current_snapshot(conn).map_err(failed)?;
             if now != read {
                 return Err(Doom::Overtaken(format!(
                     "a rolled-back savepoint or exception block undid part of this transaction's writes to DuckLake \
@@ -455,6 +487,11 @@ impl Lake {
         for write in self.applied.borrow().iter() {
             self.restage(write).map_err(failed)?;
             self.execute_batch(&write.statement).map_err(failed)?;
+        }
+        if !survivors {
+            // Nothing was replayed on the old snapshot: later reads may see a newer one.
+            self.touched.set(false);
+            self.snapshot.set(None);
         }
         Ok(())
     }
@@ -504,9 +541,11 @@ impl Lake {
         if !self.in_transaction.replace(false) {
             return Ok(());
         }
-        if let (true, Some(e)) = (commit, doomed) {
+        if let Some(e) = doomed {
+            // A doomed transaction may have no DuckDB transaction left (a restart
+            // that failed to begin one).
             let _ = self.instance.conn.execute_batch("ROLLBACK");
-            return Err(e);
+            return if commit { Err(e) } else { Ok(()) };
         }
         // Scans of this transaction are over; their results need no buffering.
         self.streaming.borrow_mut().take();
@@ -584,7 +623,8 @@ pub fn lake_for(server_oid: pg_sys::Oid) -> LakeResult<Rc<Lake>> {
 
 /// `lake_for` for a statement that only adds a write (an INSERT): deferred writes
 /// stay deferred, since it reads nothing they could change, and the DuckDB
-/// transaction does not read the lake's snapshot yet.
+/// transaction does not read the lake's snapshot yet (unless a pending restart
+/// replays writes, which reads it).
 pub fn lake_for_write(server_oid: pg_sys::Oid) -> LakeResult<Rc<Lake>> {
     let config = LakeConfig::resolve(server_oid)?;
     // SAFETY: GetUserId only reads backend state.
@@ -646,9 +686,13 @@ pub fn commit_all() -> LakeResult<()> {
     let lakes = lakes_in_transaction();
     let keys: Vec<u64> = lakes
         .iter()
-        .filter(|l| (!l.applied.borrow().is_empty() || !l.deferred.borrow().is_empty()) && l.doomed.borrow().is_none())
+        .filter(|l| !l.applied.borrow().is_empty() || !l.deferred.borrow().is_empty())
         .map(|l| l.commit_lock_key)
         .collect();
+    // A doomed lake fails the commit before any lake commits (or applies writes).
+    if let Some(e) = lakes.iter().find_map(|l| l.doomed_error()) {
+        return Err(e);
+    }
     let _locks = commit_lock::acquire(keys);
     for lake in &lakes {
         lake.apply_deferred_recording(false)?;

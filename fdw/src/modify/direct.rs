@@ -244,8 +244,9 @@ pub unsafe extern "C-unwind" fn explain_direct_modify(node: *mut pg_sys::Foreign
 
 /// An UPDATE's constant that its lake column refuses (NULL into NOT NULL, a value
 /// the type cannot hold) is reported like a row-by-row write would, naming the
-/// column, and before the statement runs: a failed DuckDB statement would leave the
-/// lake transaction unable to commit even after a savepoint rollback.
+/// column, and before the statement runs: a failed DuckDB statement aborts the lake
+/// transaction, which then has to be restarted and its writes replayed (see
+/// `catalog::cache`).
 fn check_assignments(lake: &Lake, scan: &ScanPlan) -> LakeResult<()> {
     if !scan.assignments.iter().any(|a| a.constant) {
         return Ok(());
