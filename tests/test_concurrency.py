@@ -78,6 +78,53 @@ def test_concurrent_writers_lose_and_duplicate_nothing(shared, pg):
         shutil.rmtree(base, ignore_errors=True)
 
 
+def savepoint_writer(dsn, tag, transactions, problems):
+    """Each transaction writes half its rows, reads in a savepoint that wrote a row and
+    rolls it back (so the lake's DuckDB transaction is restarted and the first half
+    replayed), then writes the other half. A replay that another session's commit
+    overtook is a 40001, and the whole transaction is retried."""
+    with psycopg.connect(dsn) as conn:
+        for txn in range(transactions):
+            first = txn * ROWS_PER_TXN
+            half = first + ROWS_PER_TXN // 2
+            mine = f"SELECT count(*) FROM lake.events WHERE writer = '{tag}' AND value < {half}"
+            while True:
+                try:
+                    conn.execute(f"INSERT INTO lake.events (writer, value) SELECT '{tag}', g "
+                                 f"FROM generate_series({first}, {half - 1}) g")
+                    conn.execute("SAVEPOINT s")
+                    conn.execute(f"INSERT INTO lake.events (writer, value) VALUES ('{tag}', -1)")
+                    if (seen := conn.execute(mine).fetchone()[0]) != half + 1:
+                        problems.append((tag, txn, "before rollback", seen))
+                    conn.execute("ROLLBACK TO SAVEPOINT s")
+                    if (seen := conn.execute(mine).fetchone()[0]) != half:
+                        problems.append((tag, txn, "after rollback", seen))
+                    conn.execute(f"INSERT INTO lake.events (writer, value) SELECT '{tag}', g "
+                                 f"FROM generate_series({half}, {first + ROWS_PER_TXN - 1}) g")
+                    conn.commit()
+                    break
+                except errors.SerializationFailure:
+                    conn.rollback()
+
+
+def test_savepoint_rollbacks_among_concurrent_writers_lose_and_duplicate_nothing(shared, pg):
+    problems, failures = [], []
+    threads = [threading.Thread(target=savepoint_writer, args=(pg.dsn(shared.dbname), f"s{i}", 10, problems))
+               for i in range(4)]
+    threads += [threading.Thread(target=writer, args=(pg.dsn(shared.dbname), f"w{i}", 30, failures))
+                for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert problems == []
+    expected = [(f"s{i}", 10 * ROWS_PER_TXN, sum(range(10 * ROWS_PER_TXN))) for i in range(4)]
+    expected += [(f"w{i}", 30 * ROWS_PER_TXN, sum(range(30 * ROWS_PER_TXN))) for i in range(4)]
+    assert shared.ref.rows("SELECT writer, count(*), sum(value) FROM events GROUP BY writer ORDER BY writer") \
+        == expected
+    assert shared.ref.rows("SELECT count(*), count(DISTINCT (writer, value)) FROM events") == [(1600, 1600)]
+
+
 def catalog_commit_retries(pg):
     """How often a DuckLake commit has lost the race for the next snapshot id in this
     cluster's catalog (each loss is logged as a unique violation, then retried)."""
