@@ -212,6 +212,40 @@ def test_savepoint_rolled_back_after_another_session_committed_is_a_serializatio
     assert events.ref.rows("SELECT event_type, value FROM events ORDER BY value") == [("mine", 1), ("other", 3)]
 
 
+def test_lake_that_cannot_replay_fails_the_commit_before_another_lake_commits(events):
+    """Two lakes in one transaction: when one cannot replay its writes after a savepoint
+    rollback (another session committed to it), the commit fails with 40001 and the
+    other lake's writes are not committed either."""
+    side_path = pathlib.Path(events.data_path.rstrip("/") + "_side")
+    side_path.mkdir(mode=0o777)
+    events.conn.execute(f"CREATE SERVER side FOREIGN DATA WRAPPER ducklake "
+                        f"OPTIONS (catalog_name 'side', data_path '{side_path}/')")
+    events.conn.execute("SELECT ducklake.execute('side', 'CREATE TABLE t (a INTEGER)')")
+    events.conn.execute("CREATE SCHEMA side")
+    events.conn.execute("IMPORT FOREIGN SCHEMA main FROM SERVER side INTO side")
+    with events.connect(autocommit=False) as conn:
+        conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('not committed', 1)")
+        conn.execute("INSERT INTO side.t VALUES (1)")
+        conn.execute("SAVEPOINT s")
+        conn.execute("INSERT INTO side.t VALUES (2)")
+        assert conn.execute("SELECT count(*) FROM side.t").fetchone() == (2,)
+        conn.execute("ROLLBACK TO SAVEPOINT s")
+        events.conn.execute("INSERT INTO side.t VALUES (100)")
+        conn.execute("SAVEPOINT x")
+        with pytest.raises(psycopg.errors.SerializationFailure):
+            conn.execute("SELECT count(*) FROM side.t")
+        conn.execute("ROLLBACK TO SAVEPOINT x")
+        with pytest.raises(psycopg.errors.SerializationFailure) as caught:
+            conn.commit()
+        assert "another session has committed since" in str(caught.value)
+        # both lakes are usable in the next transaction
+        conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('retried', 2)")
+        conn.execute("INSERT INTO side.t VALUES (3)")
+        conn.commit()
+    assert events.rows("SELECT event_type FROM lake.events") == [("retried",)]
+    assert events.rows("SELECT a FROM side.t ORDER BY a") == [(3,), (100,)]
+
+
 def test_savepoint_rollback_beyond_the_replay_memory_dooms_the_transaction(events):
     with events.connect(autocommit=False) as conn:
         conn.execute("SET LOCAL ducklake.savepoint_replay_memory = '1MB'")
