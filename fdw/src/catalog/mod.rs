@@ -3,6 +3,9 @@
 //! transactions follow the Postgres transaction.
 
 pub mod cache;
+pub mod columns;
 pub mod commit_lock;
 pub mod config;
+pub mod replay;
 pub mod transaction;
+pub mod writes;

@@ -4,7 +4,7 @@
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::catalog::cache;
+use crate::catalog::{cache, replay};
 use crate::error::{LakeError, raise};
 
 pub fn register_callbacks() {
@@ -50,8 +50,8 @@ unsafe extern "C-unwind" fn on_subtransaction_event(
     _arg: *mut std::ffi::c_void,
 ) {
     match event {
-        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => cache::subtransaction_aborted(subxact),
-        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => cache::subtransaction_committed(subxact, parent),
+        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => replay::subtransaction_aborted(subxact),
+        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => replay::subtransaction_committed(subxact, parent),
         _ => {}
     }
 }

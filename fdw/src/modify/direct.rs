@@ -10,7 +10,8 @@
 use pgrx::prelude::*;
 use pgrx::{PgMemoryContexts, pg_sys};
 
-use crate::catalog::cache::{Lake, in_subtransaction, lake_for};
+use crate::catalog::cache::{Lake, lake_for};
+use crate::catalog::writes::in_subtransaction;
 use crate::duck::sql;
 use crate::error::{LakeError, LakeResult, OrRaise, raise};
 use crate::modify::rowid::LOCAL_ROWID_START;

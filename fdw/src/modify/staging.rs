@@ -16,7 +16,9 @@ use arrow::datatypes::Schema;
 use arrow::record_batch::RecordBatch;
 use pgrx::pg_sys::Datum;
 
-use crate::catalog::cache::{Lake, LakeColumn, StagedCopy, StagedFor, StagedRows, UNCONVERTIBLE};
+use crate::catalog::cache::Lake;
+use crate::catalog::columns::{LakeColumn, UNCONVERTIBLE};
+use crate::catalog::writes::{StagedCopy, StagedFor, StagedRows};
 use crate::duck::{cancel, sql};
 use crate::error::{LakeError, LakeResult};
 use crate::options::TableOptions;
