@@ -5,6 +5,7 @@ attached to the same catalog and data path.
 Every test that takes `pg` runs once per PostgreSQL version given with --pg.
 """
 
+import contextlib
 import os
 import pathlib
 import re
@@ -12,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
 
 import duckdb
@@ -101,6 +103,45 @@ def pg(request):
     yield cluster
     subprocess.run([str(SCRIPTS / "cluster.sh"), "stop", str(base), version], check=False)
     shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def another_cluster(pg):
+    """A second cluster of `pg`'s version with the extensions installed (and no scheduler)."""
+    base = pathlib.Path(tempfile.mkdtemp(prefix="ducklake-second-", dir="/tmp"))
+    os.chmod(base, 0o777)
+    port = free_port()
+    subprocess.run([str(SCRIPTS / "cluster.sh"), "start", str(base), str(port), pg.version], check=True)
+    try:
+        yield Cluster(pg.version, base, port)
+    finally:
+        subprocess.run([str(SCRIPTS / "cluster.sh"), "stop", str(base), pg.version], check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def attach_remote_lake(conn, catalog_cluster, lake):
+    """On `conn` (a database of another cluster, with ducklake_fdw), server `lake` and
+    schema `lake` for `lake`'s catalog and data path, its tables imported."""
+    conn.execute(f"CREATE SERVER lake FOREIGN DATA WRAPPER ducklake OPTIONS (catalog_name 'analytics', "
+                 f"catalog_connection 'host={catalog_cluster.base} port={catalog_cluster.port} "
+                 f"dbname={lake.dbname} user=postgres', data_path '{lake.data_path}')")
+    conn.execute("CREATE SCHEMA lake")
+    conn.execute("IMPORT FOREIGN SCHEMA main FROM SERVER lake INTO lake")
+
+
+def wait_until_accepting(cluster, dbname="postgres", timeout=60):
+    """After a backend crashed, the postmaster restarts every backend: wait until the
+    cluster accepts connections again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with cluster.connect(dbname) as check:
+                check.execute("SELECT 1")
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 class Reference:

@@ -616,19 +616,28 @@ def test_maintenance_compacts_and_expires(events):
     for i in range(12):
         events.conn.execute(f"INSERT INTO lake.events (event_type, value) VALUES ('small', {i})")  # inlined
     for i in range(3):
-        events.conn.execute(f"INSERT INTO lake.events (event_type, value) SELECT 'batch', g FROM generate_series(1, 100) g")
-    snapshots_before = snapshot_count(events)
+        events.conn.execute(f"INSERT INTO lake.events (event_type, value) SELECT 'batch{i}', g FROM generate_series(1, 100) g")
     parquet = lambda: len(list(pathlib.Path(events.data_path).rglob("*.parquet")))
     assert parquet() == 3
+    # 97% of the rows of the first batch's file are deleted: a delete file, then a rewrite
+    events.conn.execute("DELETE FROM lake.events WHERE event_type = 'batch0' AND value <= 97")
+    assert parquet() == 4
+    snapshots_before = snapshot_count(events)
+    remaining = events.rows("SELECT count(*), sum(value) FROM lake.events")
+    assert remaining == [(12 + 3 + 200, sum(range(12)) + 98 + 99 + 100 + 2 * 5050)]
     rows = dict(events.rows("SELECT step, affected FROM ducklake.maintain('lake', older_than => '0 seconds')"))
-    assert set(rows) == {"flush_inlined_data", "merge_adjacent_files", "expire_snapshots", "cleanup_old_files"}
-    assert rows["flush_inlined_data"] >= 1 and rows["merge_adjacent_files"] >= 1
+    assert list(rows) == ["delete_unreferenced_files", "flush_inlined_data", "rewrite_data_files",
+                          "merge_adjacent_files", "expire_snapshots", "cleanup_old_files"]
+    assert rows["delete_unreferenced_files"] == 0
+    assert rows["flush_inlined_data"] >= 1 and rows["rewrite_data_files"] == 1 and rows["merge_adjacent_files"] >= 1
     assert rows["expire_snapshots"] >= snapshots_before - 2
-    assert events.rows("SELECT count(*), sum(value) FROM lake.events") == [(312, sum(range(12)) + 3 * 5050)]
-    assert events.ref.rows("SELECT count(*) FROM events") == [(312,)]
+    assert events.rows("SELECT count(*), sum(value) FROM lake.events") == remaining
+    assert events.ref.rows("SELECT count(*) FROM events") == [(215,)]
     assert snapshot_count(events) < snapshots_before
-    # the merged files' sources belonged only to expired snapshots and are gone from disk
-    assert rows["cleanup_old_files"] >= 3
+    assert events.rows("SELECT delete_file_count FROM ducklake.table_info('lake')") == [(0,)]
+    # the merged and rewritten files' sources (and the delete file) belonged only to
+    # expired snapshots and are gone from disk
+    assert rows["cleanup_old_files"] >= 4
     assert parquet() == 1
     # with the default retention of 7 days nothing recent is expired
     again = dict(events.rows("SELECT step, affected FROM ducklake.maintain('lake')"))
@@ -637,6 +646,10 @@ def test_maintenance_compacts_and_expires(events):
         conn.execute("INSERT INTO lake.events (event_type, value) VALUES ('x', 1)")
         with pytest.raises(psycopg.Error, match="run it outside a transaction that wrote"):
             conn.execute("SELECT * FROM ducklake.maintain('lake')")
+    for bad in ("-0.5", "'NaN'"):
+        with pytest.raises(psycopg.errors.InvalidParameterValue,
+                           match='invalid value for argument "delete_threshold": .* is not a fraction of rows'):
+            events.conn.execute(f"SELECT * FROM ducklake.maintain('lake', delete_threshold => {bad})")
 
 
 def test_schema_evolution_from_sql(lake):

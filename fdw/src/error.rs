@@ -17,6 +17,10 @@ pub enum LakeError {
     #[error("invalid value for option \"{name}\": {reason}")]
     InvalidOptionValue { name: String, reason: String },
 
+    /// An argument of a SQL function that cannot be used.
+    #[error("invalid value for argument \"{name}\": {reason}")]
+    InvalidArgument { name: String, reason: String },
+
     /// A file DuckDB needs (one of its extensions) is not where it should be.
     #[error("DuckDB extension file \"{path}\" is missing")]
     MissingExtensionFile { path: String, hint: String },
@@ -93,6 +97,7 @@ impl LakeError {
         match self {
             LakeError::UnknownOption { .. } => ERRCODE_FDW_INVALID_OPTION_NAME,
             LakeError::InvalidOptionValue { .. } => ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE,
+            LakeError::InvalidArgument { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
             LakeError::MissingExtensionFile { .. } => ERRCODE_UNDEFINED_FILE,
             LakeError::AttachFailed { .. } => ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION,
             LakeError::MissingLakeTable { .. } => ERRCODE_FDW_TABLE_NOT_FOUND,

@@ -15,7 +15,7 @@ use std::rc::Rc;
 use pgrx::pg_sys;
 
 use crate::catalog::columns::LakeColumn;
-use crate::catalog::commit_lock;
+use crate::catalog::lake_locks;
 use crate::catalog::config::LakeConfig;
 use crate::catalog::replay::Doom;
 use crate::catalog::writes::{Write, current_subtransaction};
@@ -32,8 +32,12 @@ pub struct Lake {
     pub instance: LakeInstance,
     pub server_name: String,
     fingerprint: String,
-    commit_lock_key: u64,
+    /// Identifies the lake for `lake_locks`.
+    pub(super) lock_key: u64,
     pub(super) in_transaction: Cell<bool>,
+    /// Whether this transaction holds its writer mark (see `lake_locks`), taken once
+    /// it changes the lake.
+    pub(super) marked_writer: Cell<bool>,
     /// Whether the DuckDB transaction has used the lake (and so holds a DuckLake
     /// snapshot), rather than only staging tables.
     pub(super) touched: Cell<bool>,
@@ -86,11 +90,8 @@ impl Lake {
     /// number of rows it produced. Refused when this transaction already wrote to
     /// the lake, whose changes would otherwise be committed early.
     pub fn run_own_transaction(&self, sql: &str) -> LakeResult<usize> {
-        if !self.applied.borrow().is_empty() {
-            return Err(LakeError::NotSupported(
-                "lake maintenance commits on its own; run it outside a transaction that wrote to the lake".into(),
-            ));
-        }
+        self.refuse_after_writes()?;
+        self.mark_writer();
         let conn = self.connection()?;
         if self.in_transaction.replace(false) {
             conn.execute_batch("COMMIT")?;
@@ -111,6 +112,21 @@ impl Lake {
         self.snapshot.set(None);
         self.begin()?;
         outcome
+    }
+
+    /// The time before which a file of the lake that no snapshot references can be
+    /// deleted (see `lake_locks::unreferenced_files_cutoff`).
+    pub fn unreferenced_files_cutoff(&self, retention: pgrx::datum::Interval) -> LakeResult<String> {
+        lake_locks::unreferenced_files_cutoff(self.lock_key, retention)
+    }
+
+    fn refuse_after_writes(&self) -> LakeResult<()> {
+        if !self.applied.borrow().is_empty() || !self.deferred.borrow().is_empty() {
+            return Err(LakeError::NotSupported(
+                "lake maintenance commits on its own; run it outside a transaction that wrote to the lake".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Run a statement that returns nothing, interruptibly.
@@ -140,6 +156,8 @@ impl Lake {
         self.touched.set(false);
         self.snapshot.set(None);
         self.restart_pending.set(false);
+        // Released by Postgres with the transaction.
+        self.marked_writer.set(false);
         if !self.in_transaction.replace(false) {
             return Ok(());
         }
@@ -207,8 +225,9 @@ pub fn lake_for_write(server_oid: pg_sys::Oid) -> LakeResult<Rc<Lake>> {
                 instance,
                 server_name: config.server_name.clone(),
                 fingerprint,
-                commit_lock_key: config.commit_lock_key,
+                lock_key: config.lock_key,
                 in_transaction: Cell::new(false),
+                marked_writer: Cell::new(false),
                 touched: Cell::new(false),
                 snapshot: Cell::new(None),
                 applied: RefCell::new(Vec::new()),
@@ -241,13 +260,13 @@ pub fn commit_all() -> LakeResult<()> {
     let keys: Vec<u64> = lakes
         .iter()
         .filter(|l| !l.applied.borrow().is_empty() || !l.deferred.borrow().is_empty())
-        .map(|l| l.commit_lock_key)
+        .map(|l| l.lock_key)
         .collect();
     // A doomed lake fails the commit before any lake commits (or applies writes).
     if let Some(e) = lakes.iter().find_map(|l| l.doomed_error()) {
         return Err(e);
     }
-    let _locks = commit_lock::acquire(keys);
+    let _locks = lake_locks::acquire_commit(keys);
     for lake in &lakes {
         lake.apply_deferred_recording(false)?;
     }

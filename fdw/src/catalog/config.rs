@@ -21,8 +21,8 @@ pub struct LakeConfig {
     pub inlining_limit: Option<String>,
     pub temp_directory: String,
     /// Identifies the lake (catalog connection without credentials, metadata
-    /// schema) for `commit_lock`.
-    pub commit_lock_key: u64,
+    /// schema) for `lake_locks`.
+    pub lock_key: u64,
     password: Option<String>,
 }
 
@@ -56,7 +56,7 @@ impl LakeConfig {
                 ),
             ),
         };
-        let commit_lock_key = crate::catalog::commit_lock::key(&format!("{base}\u{0}{metadata_schema}"));
+        let lock_key = crate::catalog::lake_locks::key(&format!("{base}\u{0}{metadata_schema}"));
         let conninfo = with_credentials(&base, user.as_deref(), password.as_deref());
         let temp_directory =
             format!("{data_dir}/ducklake/tmp/{}_{}", std::process::id(), server_oid.to_u32());
@@ -68,7 +68,7 @@ impl LakeConfig {
             metadata_schema,
             inlining_limit: server_options.get("data_inlining_row_limit").cloned(),
             temp_directory,
-            commit_lock_key,
+            lock_key,
             password,
         })
     }

@@ -4,7 +4,7 @@
 
 pub mod cache;
 pub mod columns;
-pub mod commit_lock;
+pub mod lake_locks;
 pub mod config;
 pub mod replay;
 pub mod transaction;

@@ -31,6 +31,7 @@ use pgrx::pg_sys;
 
 use crate::catalog::cache::Lake;
 use crate::catalog::columns::LakeColumn;
+use crate::catalog::lake_locks;
 use crate::duck::{cancel, sql};
 use crate::error::{LakeError, LakeResult};
 
@@ -171,10 +172,19 @@ impl Lake {
     /// transaction may hold a change the records lack: it is then restarted when next
     /// used, which rebuilds it from the records alone.
     fn changing<T>(&self, work: impl FnOnce() -> LakeResult<T>) -> LakeResult<T> {
+        self.mark_writer();
         self.restart_pending.set(true);
         let outcome = work()?;
         self.restart_pending.set(false);
         Ok(outcome)
+    }
+
+    /// Mark this transaction as a writer of the lake until it ends: a change may
+    /// write files that only its commit will reference (see `lake_locks`).
+    pub(super) fn mark_writer(&self) {
+        if !self.marked_writer.replace(true) {
+            lake_locks::mark_writer(self.lock_key);
+        }
     }
 
     /// Whether the DuckDB transaction holds writes (and so may hold rows it inserted).
