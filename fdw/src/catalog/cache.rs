@@ -99,7 +99,11 @@ impl Lake {
         let outcome = cancel::interruptible(&self.instance.interrupt, || -> LakeResult<usize> {
             conn.execute_batch("BEGIN TRANSACTION")?;
             let mut statement = conn.prepare(sql)?;
-            let rows = statement.query_map([], |_| Ok(()))?.count();
+            let rows = {
+                // Not for the commit, a chain of catalog round trips (see `duck::workers`).
+                let _lent = self.instance.lend_threads();
+                statement.query_map([], |_| Ok(()))?.count()
+            };
             conn.execute_batch("COMMIT")?;
             Ok(rows)
         });

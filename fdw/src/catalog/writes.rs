@@ -142,6 +142,11 @@ impl Lake {
             self.check_unchanged(&staged.target)?;
         }
         self.changing(|| {
+            // The lake was read above (`record_snapshot`): DuckLake's catalog reads are
+            // done, and the threads go to writing the files. A scan still streaming is
+            // buffered first, ending its own lending.
+            self.connection()?;
+            let _lent = self.instance.lend_threads();
             self.execute_batch(&write.statement)?;
             self.applied.borrow_mut().push(write);
             Ok(())
@@ -160,6 +165,7 @@ impl Lake {
         self.record_snapshot()?;
         let conn = self.connection()?;
         self.changing(|| {
+            let _lent = self.instance.lend_threads();
             let result = cancel::interruptible(&self.instance.interrupt, || run(conn, statement))?;
             self.applied.borrow_mut().push(Write { subxact: current_subtransaction(), statement: statement.to_owned(), staged: None });
             Ok(result)

@@ -5,33 +5,37 @@
 //! except for the lake's directories, and the configuration is locked, so no query
 //! (and no file path recorded in a hostile catalog) can read other files of the server.
 
+use std::ffi::{CStr, CString};
+use std::rc::Rc;
 use std::sync::Arc;
 
-use duckdb::{Connection, InterruptHandle};
+use duckdb::{Connection, InterruptHandle, ffi};
 
 use crate::catalog::config::LakeConfig;
+use crate::duck::workers::{Lent, Pool};
 use crate::duck::{cancel, extensions, signals::SignalsBlocked, sql};
 use crate::error::{LakeError, LakeResult};
 use crate::gucs;
 
 pub struct LakeInstance {
+    // Field order matters: the connection is closed before the database.
     pub conn: Connection,
     pub interrupt: Arc<InterruptHandle>,
     /// Name of the attached DuckLake catalog inside DuckDB.
     pub alias: String,
+    /// Threads lent to DuckDB next to the backend's own (see `workers`); stopped
+    /// before the database closes.
+    pool: Rc<Pool>,
+    /// Kept open for the connection, the pool and the lent threads; closed last.
+    _database: OwnedDatabase,
 }
 
 impl LakeInstance {
     pub fn open(config: &LakeConfig) -> LakeResult<Self> {
-        let conn = {
-            // DuckDB starts its worker threads here; they inherit the blocked mask.
-            let _blocked = SignalsBlocked::new();
-            let duck_config = duckdb::Config::default()
-                .enable_autoload_extension(false)?
-                .threads(gucs::threads() as i64)?
-                .max_memory(&gucs::memory_limit())?;
-            Connection::open_in_memory_with_flags(duck_config)?
-        };
+        let threads = gucs::threads() as usize;
+        let database = OwnedDatabase::open(threads, &gucs::memory_limit())?;
+        // SAFETY: the database outlives the connection (field order).
+        let conn = unsafe { Connection::open_from_raw(database.0) }?;
         let interrupt = conn.interrupt_handle();
         let attach_error = |e: LakeError| LakeError::AttachFailed {
             server: config.server_name.clone(),
@@ -51,6 +55,11 @@ impl LakeInstance {
             format!("SET temp_directory = {}", sql::literal(&config.temp_directory)),
         ];
         setup.extend(extensions::load_statements()?);
+        // The catalog connection pool's reaper thread would be started by ATTACH, on
+        // the backend's thread with its signals unblocked, and Postgres' signal
+        // handlers could then run on it. Idle connections are still closed: the pool
+        // checks them when it hands them out.
+        setup.push("SET pg_pool_enable_reaper_thread = false".to_owned());
         // Text forms of TIMESTAMPTZ values (and time-travel timestamps) are UTC.
         setup.push("SET TimeZone = 'UTC'".to_owned());
         // Many backends commit to one lake at once; DuckLake retries commits that raced
@@ -104,7 +113,73 @@ impl LakeInstance {
             allowed.join(", ")
         ))?;
 
-        Ok(LakeInstance { conn, interrupt, alias: config.alias.clone() })
+        let pool = Pool::new(database.0, threads.saturating_sub(1));
+        Ok(LakeInstance { conn, interrupt, alias: config.alias.clone(), pool, _database: database })
+    }
+
+    /// Lend threads to DuckDB for as long as the result lives: for statements whose
+    /// work DuckDB parallelizes (scans, writes into the lake, maintenance).
+    pub fn lend_threads(&self) -> Lent {
+        self.pool.lend()
+    }
+}
+
+/// An in-memory DuckDB database without worker threads of its own (see `workers`).
+struct OwnedDatabase(ffi::duckdb_database);
+
+impl OwnedDatabase {
+    fn open(threads: usize, memory_limit: &str) -> LakeResult<OwnedDatabase> {
+        let threads = threads.max(1).to_string();
+        let settings = [
+            ("autoinstall_known_extensions", "false"),
+            ("autoload_known_extensions", "false"),
+            ("threads", threads.as_str()),
+            // Every thread counts as external: DuckDB starts none (see `workers`).
+            ("external_threads", threads.as_str()),
+            ("max_memory", memory_limit),
+        ];
+        // SAFETY: the config is created, filled and destroyed here; the database handle
+        // is owned by the result and closed in drop.
+        unsafe {
+            let mut duck_config: ffi::duckdb_config = std::ptr::null_mut();
+            if ffi::duckdb_create_config(&mut duck_config) != ffi::DuckDBSuccess {
+                return Err(LakeError::DuckDb("cannot create a DuckDB configuration".into()));
+            }
+            for (name, value) in settings {
+                let (c_name, c_value) = (CString::new(name).expect("no NUL"), CString::new(value).unwrap_or_default());
+                if ffi::duckdb_set_config(duck_config, c_name.as_ptr(), c_value.as_ptr()) != ffi::DuckDBSuccess {
+                    ffi::duckdb_destroy_config(&mut duck_config);
+                    return Err(LakeError::DuckDb(format!("invalid DuckDB setting {name} = '{value}'")));
+                }
+            }
+            let mut database: ffi::duckdb_database = std::ptr::null_mut();
+            let mut error: *mut std::ffi::c_char = std::ptr::null_mut();
+            let state = {
+                // Threads DuckDB starts here (if any) inherit the blocked mask.
+                let _blocked = SignalsBlocked::new();
+                ffi::duckdb_open_ext(c":memory:".as_ptr(), &mut database, duck_config, &mut error)
+            };
+            ffi::duckdb_destroy_config(&mut duck_config);
+            if state != ffi::DuckDBSuccess {
+                let message = if error.is_null() {
+                    "cannot open an in-memory DuckDB database".to_owned()
+                } else {
+                    let text = CStr::from_ptr(error).to_string_lossy().into_owned();
+                    ffi::duckdb_free(error.cast());
+                    text
+                };
+                return Err(LakeError::DuckDb(message));
+            }
+            Ok(OwnedDatabase(database))
+        }
+    }
+}
+
+impl Drop for OwnedDatabase {
+    fn drop(&mut self) {
+        // SAFETY: every connection to it is closed (LakeInstance's field order) and
+        // every lent thread joined.
+        unsafe { ffi::duckdb_close(&mut self.0) };
     }
 }
 

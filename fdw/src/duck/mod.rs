@@ -1,5 +1,5 @@
 //! The embedded DuckDB runtime: how an instance is opened, locked down, interrupted,
-//! and how SQL text for it is quoted. Nothing in here calls Postgres from a DuckDB
+//! which threads run its work, and how SQL text for it is quoted. Nothing in here calls Postgres from a DuckDB
 //! thread.
 
 pub mod cancel;
@@ -8,3 +8,4 @@ pub mod instance;
 pub mod signals;
 pub mod sql;
 pub mod stream;
+pub mod workers;

@@ -15,17 +15,19 @@ use arrow::array::RecordBatch;
 use duckdb::InterruptHandle;
 
 use crate::duck::cancel;
+use crate::duck::workers::Lent;
 use crate::error::LakeResult;
 
 pub struct Stream {
     /// Borrows the lake's connection; see `Cursor::start` for why 'static is sound.
-    statement: RefCell<Option<duckdb::Statement<'static>>>,
+    /// With it, the threads lent to DuckDB while it runs (dropped after it).
+    statement: RefCell<Option<(duckdb::Statement<'static>, Lent)>>,
     buffered: RefCell<VecDeque<RecordBatch>>,
 }
 
 impl Stream {
-    pub fn new(statement: duckdb::Statement<'static>) -> Stream {
-        Stream { statement: RefCell::new(Some(statement)), buffered: RefCell::new(VecDeque::new()) }
+    pub fn new(statement: duckdb::Statement<'static>, lent: Lent) -> Stream {
+        Stream { statement: RefCell::new(Some((statement, lent))), buffered: RefCell::new(VecDeque::new()) }
     }
 
     /// The next batch: from the buffer if the result was buffered, else from DuckDB.
@@ -34,7 +36,7 @@ impl Stream {
             return Ok(Some(batch));
         }
         let mut statement = self.statement.borrow_mut();
-        let Some(active) = statement.as_ref() else { return Ok(None) };
+        let Some((active, _)) = statement.as_ref() else { return Ok(None) };
         match cancel::interruptible(interrupt, || active.step())? {
             Some(chunk) => Ok(Some(RecordBatch::from(&chunk))),
             None => {
@@ -47,7 +49,7 @@ impl Stream {
     /// Read the rest of the result into memory and release the connection.
     pub fn buffer_rest(&self, interrupt: &Arc<InterruptHandle>) -> LakeResult<()> {
         let mut statement = self.statement.borrow_mut();
-        if let Some(active) = statement.as_ref() {
+        if let Some((active, _)) = statement.as_ref() {
             let mut buffered = self.buffered.borrow_mut();
             while let Some(chunk) = cancel::interruptible(interrupt, || active.step())? {
                 buffered.push_back(RecordBatch::from(&chunk));

@@ -205,6 +205,9 @@ impl Staging {
         let conn = self.lake.connection()?;
         let query = format!("SELECT {} FROM {} AS s", probes.join(", "), self.table());
         let found: Vec<Option<i64>> = cancel::interruptible(&self.lake.instance.interrupt, || {
+            // Threads help beyond one batch; small writes (and so their commits) never
+            // start one.
+            let _lent = (self.rows > BATCH_ROWS).then(|| self.lake.instance.lend_threads());
             conn.query_row(&query, [], |row| (0..checks.len()).map(|i| row.get(i)).collect())
         })?;
         let Some(((index, _), row)) = checks.iter().zip(found).find_map(|(check, row)| row.map(|r| (check, r))) else {

@@ -55,13 +55,16 @@ impl Cursor {
         // Lake itself (its `streaming` field is declared before its instance).
         let conn: &'static duckdb::Connection = unsafe { &*(conn as *const duckdb::Connection) };
         let interrupt = lake.instance.interrupt.clone();
-        let statement = cancel::interruptible(&interrupt, || -> LakeResult<duckdb::Statement<'static>> {
+        let (statement, lent) = cancel::interruptible(&interrupt, || -> LakeResult<_> {
             let mut statement = conn.prepare(sql)?;
+            // Lent once binding (and DuckLake's catalog reads for it) is done, before
+            // the query runs: aggregates run to completion before the first batch.
+            let lent = lake.instance.lend_threads();
             drop(statement.stream_arrow(duckdb::params_from_iter(params))?);
-            Ok(statement)
+            Ok((statement, lent))
         })
         .map_err(|e| self.explain_error(e))?;
-        let stream = Rc::new(Stream::new(statement));
+        let stream = Rc::new(Stream::new(statement, lent));
         lake.set_streaming(stream.clone());
         self.stream = Some(stream);
         Ok(())

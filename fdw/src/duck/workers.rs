@@ -1,0 +1,127 @@
+//! DuckDB runs its tasks only on the backend's thread and on threads lent to it while
+//! a statement that benefits from them runs.
+//!
+//! DuckDB's own worker threads take any task scheduled on the instance, including the
+//! only task of a one-task query; the thread that started that query then finds no
+//! task of its own to run and spins until the worker is done. A DuckLake commit is a
+//! chain of such queries to the Postgres catalog, each a network round trip, so with
+//! a worker every round trip also burns the backend's core while the catalog's
+//! backend and the other writers wait for one. The instance is therefore opened with
+//! no workers of its own (`external_threads` = `threads`), and `ducklake.threads - 1`
+//! threads of a per-instance pool are lent to it for the length of a scan, a write
+//! into the lake or a maintenance step; commits and catalog lookups run on the
+//! backend's thread alone. Between lendings the threads wait on a channel (their
+//! allocator caches stay warm, unlike threads started per statement).
+//!
+//! A lent thread only executes DuckDB tasks: it never calls Postgres, and it starts
+//! with every signal blocked.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread::JoinHandle;
+
+use duckdb::ffi;
+
+use super::signals::SignalsBlocked;
+
+struct TaskState(ffi::duckdb_task_state);
+
+// SAFETY: DuckDB's task state is shared by the threads executing tasks with it and
+// the thread that finishes it; its marker is atomic.
+unsafe impl Send for TaskState {}
+
+struct Worker {
+    /// A task state to execute until it is finished; closed to stop the thread.
+    work: Option<Sender<TaskState>>,
+    done: Receiver<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The threads an instance lends to DuckDB, started on first use.
+pub struct Pool {
+    database: ffi::duckdb_database,
+    size: usize,
+    workers: std::cell::RefCell<Vec<Worker>>,
+    lent: Cell<bool>,
+}
+
+impl Pool {
+    /// A pool of `size` threads for `database`, which must outlive it.
+    pub fn new(database: ffi::duckdb_database, size: usize) -> Rc<Pool> {
+        Rc::new(Pool { database, size, workers: std::cell::RefCell::new(Vec::new()), lent: Cell::new(false) })
+    }
+
+    /// Lend the pool's threads to DuckDB until the result is dropped. Inside another
+    /// lending (a write that first buffers a running scan) this lends nothing more.
+    pub fn lend(self: &Rc<Pool>) -> Lent {
+        if self.size == 0 || self.lent.get() {
+            return Lent { pool: None, state: None };
+        }
+        // SAFETY: a valid, open database; the state is destroyed when the lending ends.
+        let state = unsafe { ffi::duckdb_create_task_state(self.database) };
+        if state.is_null() {
+            return Lent { pool: None, state: None };
+        }
+        self.start_workers();
+        let mut workers = self.workers.borrow_mut();
+        workers.retain(|w| w.work.as_ref().is_some_and(|tx| tx.send(TaskState(state)).is_ok()));
+        self.lent.set(true);
+        Lent { pool: Some(self.clone()), state: Some(state) }
+    }
+
+    fn start_workers(&self) {
+        let mut workers = self.workers.borrow_mut();
+        if !workers.is_empty() {
+            return;
+        }
+        let _blocked = SignalsBlocked::new();
+        for _ in 0..self.size {
+            let (work, tasks) = channel::<TaskState>();
+            let (finished, done) = channel::<()>();
+            let spawned = std::thread::Builder::new().name("ducklake-duckdb".into()).spawn(move || {
+                while let Ok(state) = tasks.recv() {
+                    // SAFETY: the state lives until this thread reports `done`; this
+                    // returns once `duckdb_finish_execution` was called on it.
+                    unsafe { ffi::duckdb_execute_tasks_state(state.0) };
+                    if finished.send(()).is_err() {
+                        break;
+                    }
+                }
+            });
+            // Threads the system refuses to start are simply not lent.
+            if let Ok(thread) = spawned {
+                workers.push(Worker { work: Some(work), done, thread: Some(thread) });
+            }
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        for worker in self.workers.get_mut().iter_mut() {
+            worker.work.take();
+            if let Some(thread) = worker.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+/// The pool's threads execute the instance's tasks for as long as this value lives.
+pub struct Lent {
+    pool: Option<Rc<Pool>>,
+    state: Option<ffi::duckdb_task_state>,
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        let (Some(pool), Some(state)) = (self.pool.take(), self.state.take()) else { return };
+        // SAFETY: stops the lent threads once their current task ends (and wakes those
+        // waiting for one); each reports back before the state is destroyed.
+        unsafe { ffi::duckdb_finish_execution(state) };
+        pool.workers.borrow_mut().retain(|worker| worker.done.recv().is_ok());
+        unsafe { ffi::duckdb_destroy_task_state(state) };
+        pool.lent.set(false);
+    }
+}
