@@ -1,11 +1,14 @@
 """Write benchmark: bulk INSERT of 1M rows through the FDW vs standalone DuckDB into the
 same kind of lake vs a plain heap table; and the commit rate of small transactions
-(50 rows each, as the demo's generator writes) for 1 and 8 concurrent clients.
+(50 rows each, as the demo's generator writes) for 1 and 8 concurrent clients, in
+interleaved rounds, with the CPU time one commit costs the whole machine.
 
-    scripts/bench.sh write [--rows 1000000] [--commits 200]
+    scripts/bench.sh write [--rows 1000000] [--commits 200] [--rounds 3]
 """
 
 import argparse
+import os
+import statistics
 import sys
 import threading
 import time
@@ -41,10 +44,18 @@ def side_by_side(b, name, pg_uuid, duck_uuid, n):
     return duck, fdw, heap
 
 
-def small_commits(b, clients, commits_per_client, duck_threads=None):
-    """Commits/s of `clients` clients each committing 50-row INSERTs, into a fresh
-    table (so each measurement starts from the same lake state)."""
-    table = f"small_{clients}_{duck_threads or 'default'}"
+def cpu_seconds():
+    """(busy, total) CPU seconds of the whole machine so far."""
+    fields = [int(v) for v in open("/proc/stat").readline().split()[1:]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (sum(fields) - fields[3] - fields[4]) / ticks, sum(fields) / ticks
+
+
+def small_commits(b, clients, commits_per_client, duck_threads=None, tag="0"):
+    """(commits/s, busy CPU seconds per commit of the whole machine) of `clients`
+    clients each committing 50-row INSERTs, into a fresh table (so each measurement
+    starts from the same lake state)."""
+    table = f"small_{clients}_{duck_threads or 'default'}_{tag}"
     b.duck.execute(f"CREATE TABLE {table} {LAKE_COLUMNS}")
     b.pg.execute(f"IMPORT FOREIGN SCHEMA main LIMIT TO ({table}) FROM SERVER lake INTO lake")
 
@@ -63,19 +74,22 @@ def small_commits(b, clients, commits_per_client, duck_threads=None):
     for t in threads:
         t.start()
     barrier.wait()
-    started = time.perf_counter()
+    started, busy_before = time.perf_counter(), cpu_seconds()[0]
     for t in threads:
         t.join()
-    rate = clients * commits_per_client / (time.perf_counter() - started)
+    commits = clients * commits_per_client
+    rate = commits / (time.perf_counter() - started)
+    cpu = (cpu_seconds()[0] - busy_before) / commits
     total = b.pg.execute(f"SELECT count(*) FROM lake.{table}").fetchone()[0]
-    assert total == 50 * clients * commits_per_client, total
-    return rate
+    assert total == 50 * commits, total
+    return rate, cpu
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--commits", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     b = Bench()
     try:
@@ -94,21 +108,33 @@ def main():
         assert b.duck.execute("SELECT count(*) FROM (SELECT * FROM md5_fdw EXCEPT SELECT event_id, event_type, value, "
                               "created_at FROM md5_fdw WHERE event_id <> md5(value::VARCHAR)::UUID)").fetchone() == (n,)
 
-        commits = {(clients, threads): small_commits(b, clients, args.commits // (1 if clients == 1 else 4), threads)
-                   for threads in (None, 1) for clients in (1, 8)}
+        # Interleaved rounds: this host's speed drifts by tens of percent within minutes.
+        commits = {1: [], 8: []}
+        for round_ in range(args.rounds):
+            for clients in (1, 8):
+                per_client = args.commits if clients == 1 else args.commits // 4
+                commits[clients].append(small_commits(b, clients, per_client, tag=str(round_)))
 
         print(b.machine())
         print(f"Bulk insert of {n:,} rows (uuid, text, bigint, timestamptz); small commits of 50 rows "
-              f"({args.commits} for 1 client, {args.commits // 4} each for 8).\n")
+              f"({args.commits} for 1 client, {args.commits // 4} each for 8, in {args.rounds} interleaved rounds).\n")
         print("| measurement | DuckDB | FDW | heap | FDW / DuckDB |")
         # DuckDB generates its rows in-process; the FDW and heap rows come from generate_series.
         print("|---|---:|---:|---:|---:|")
         print(f"| bulk INSERT ... SELECT, rows/s | {n / duck:,.0f} | {n / fdw:,.0f} | {n / heap:,.0f} | {fdw / duck:.2f}x time |")
         print(f"| bulk INSERT ... SELECT, md5 uuids, rows/s | {n / md5_duck:,.0f} | {n / md5_fdw:,.0f} | {n / md5_heap:,.0f} | {md5_fdw / md5_duck:.2f}x time |")
         print(f"| bulk INSERT from a heap table, rows/s | – | {n / from_heap:,.0f} | {n / heap_to_heap:,.0f} | – |")
-        for (clients, threads), rate in commits.items():
-            setting = "" if threads is None else f", ducklake.threads = {threads}"
-            print(f"| small commits/s, {clients} client{'s' if clients > 1 else ''}{setting} | – | {rate:.1f} | – | – |")
+        rates = {clients: [rate for rate, _ in runs] for clients, runs in commits.items()}
+        for clients, runs in rates.items():
+            print(f"| small commits/s, {clients} client{'s' if clients > 1 else ''} (median; rounds) | – | "
+                  f"{statistics.median(runs):.1f} ({', '.join(f'{r:.1f}' for r in runs)}) | – | – |")
+        ratios = [eight / one for one, eight in zip(rates[1], rates[8])]
+        print(f"| 8 clients / 1 client, per round | – | {statistics.median(ratios):.2f}x "
+              f"({', '.join(f'{r:.2f}' for r in ratios)}) | – | – |")
+        cpu = statistics.median(cpu for _, cpu in commits[1])
+        cores = os.cpu_count()
+        print(f"| CPU per small commit, whole machine (1 client) | – | {cpu * 1000:.1f} ms | – | – |")
+        print(f"| commits/s the {cores} cores allow at that cost | – | {cores / cpu:.0f} | – | – |")
     finally:
         b.close()
 

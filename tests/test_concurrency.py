@@ -11,6 +11,7 @@ from psycopg import errors
 from conftest import another_cluster, attach_remote_lake
 
 ROWS_PER_TXN = 10
+TRANSACTIONS = 200
 
 
 def writer(dsn, tag, transactions, failures):
@@ -34,28 +35,29 @@ def shared(lake):
 
 
 def test_concurrent_writers_lose_and_duplicate_nothing(shared, pg):
-    # a second PostgreSQL cluster with the FDW, on the same catalog and data path
+    # 8 backends of this cluster and 2 of a second cluster with the FDW, on the same
+    # catalog and data path, TRANSACTIONS commits each
     with another_cluster(pg) as other, other.connect() as second:
         second.execute("CREATE EXTENSION ducklake_fdw")
         attach_remote_lake(second, pg, shared)
         failures = []
         first_dsn, second_dsn = pg.dsn(shared.dbname), other.dsn()
-        threads = [threading.Thread(target=writer, args=(first_dsn, f"a{i}", 100, failures)) for i in range(8)]
-        threads += [threading.Thread(target=writer, args=(second_dsn, f"b{i}", 100, failures)) for i in range(2)]
+        threads = [threading.Thread(target=writer, args=(first_dsn, f"a{i}", TRANSACTIONS, failures)) for i in range(8)]
+        threads += [threading.Thread(target=writer, args=(second_dsn, f"b{i}", TRANSACTIONS, failures)) for i in range(2)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        expected = [(f"{side}{i}", 100 * ROWS_PER_TXN, sum(range(100 * ROWS_PER_TXN)))
+        expected = [(f"{side}{i}", TRANSACTIONS * ROWS_PER_TXN, sum(range(TRANSACTIONS * ROWS_PER_TXN)))
                     for side, n in (("a", 8), ("b", 2)) for i in range(n)]
         query = "SELECT writer, count(*), sum(value) FROM lake.events GROUP BY writer ORDER BY writer"
         assert shared.rows(query) == expected
         # each cluster sees the other's commits, and so does the reference client
         assert second.execute(query).fetchall() == expected
-        assert shared.ref.rows("SELECT count(*), count(DISTINCT (writer, value)) FROM events") == [(10000, 10000)]
+        assert shared.ref.rows("SELECT count(*), count(DISTINCT (writer, value)) FROM events") == [(10 * TRANSACTIONS * ROWS_PER_TXN,) * 2]
         commits = shared.rows("SELECT count(*) FROM ducklake.snapshots('lake') WHERE changes ? 'inlined_insert' "
                               "OR changes ? 'tables_inserted_into'")[0][0]
-        assert commits == 1000
+        assert commits == 10 * TRANSACTIONS
 
 
 def savepoint_writer(dsn, tag, transactions, problems):
