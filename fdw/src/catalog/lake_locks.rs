@@ -55,7 +55,8 @@ impl Drop for CommitLocks {
 pub fn acquire_commit(mut keys: Vec<u64>) -> CommitLocks {
     keys.sort_unstable();
     keys.dedup();
-    let tags: Vec<pg_sys::LOCKTAG> = keys.iter().map(|key| tag(*key, COMMIT_SPACE)).collect();
+    let tags: Vec<pg_sys::LOCKTAG> =
+        keys.iter().map(|key| advisory_tag([0, (key >> 32) as u32, *key as u32], COMMIT_SPACE)).collect();
     for tag in &tags {
         // SAFETY: a transaction-level lock of the user lock method.
         unsafe { pg_sys::LockAcquire(tag, pg_sys::ExclusiveLock as pg_sys::LOCKMODE, false, false) };
@@ -71,7 +72,7 @@ pub fn mark_writer(key: u64) {
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64);
-    let tag = writer_tag(key, since);
+    let tag = advisory_tag([folded(key), (since >> 32) as u32, since as u32], WRITERS_SPACE);
     // SAFETY: switches the resource owner only around the acquisition, to the top
     // transaction's (always set while a transaction is in progress).
     unsafe {
@@ -104,20 +105,12 @@ fn folded(key: u64) -> u32 {
     (key >> 32) as u32 ^ key as u32
 }
 
-fn writer_tag(key: u64, since_micros: u64) -> pg_sys::LOCKTAG {
-    let mut tag = tag(0, WRITERS_SPACE);
-    tag.locktag_field1 = folded(key);
-    tag.locktag_field2 = (since_micros >> 32) as u32;
-    tag.locktag_field3 = since_micros as u32;
-    tag
-}
-
-fn tag(key: u64, space: u16) -> pg_sys::LOCKTAG {
+fn advisory_tag(fields: [u32; 3], space: u16) -> pg_sys::LOCKTAG {
     // SAFETY: LOCKTAG is plain data; every field is set below.
     let mut tag: pg_sys::LOCKTAG = unsafe { std::mem::zeroed() };
-    tag.locktag_field1 = 0;
-    tag.locktag_field2 = (key >> 32) as u32;
-    tag.locktag_field3 = key as u32;
+    tag.locktag_field1 = fields[0];
+    tag.locktag_field2 = fields[1];
+    tag.locktag_field3 = fields[2];
     tag.locktag_field4 = space;
     tag.locktag_type = pg_sys::LockTagType::LOCKTAG_ADVISORY as u8;
     tag.locktag_lockmethodid = pg_sys::USER_LOCKMETHOD as u8;

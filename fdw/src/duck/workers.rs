@@ -16,7 +16,7 @@
 //! A lent thread only executes DuckDB tasks: it never calls Postgres, and it starts
 //! with every signal blocked.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
@@ -42,14 +42,14 @@ struct Worker {
 pub struct Pool {
     database: ffi::duckdb_database,
     size: usize,
-    workers: std::cell::RefCell<Vec<Worker>>,
+    workers: RefCell<Vec<Worker>>,
     lent: Cell<bool>,
 }
 
 impl Pool {
     /// A pool of `size` threads for `database`, which must outlive it.
     pub fn new(database: ffi::duckdb_database, size: usize) -> Rc<Pool> {
-        Rc::new(Pool { database, size, workers: std::cell::RefCell::new(Vec::new()), lent: Cell::new(false) })
+        Rc::new(Pool { database, size, workers: RefCell::new(Vec::new()), lent: Cell::new(false) })
     }
 
     /// Lend the pool's threads to DuckDB until the result is dropped. Inside another
