@@ -75,8 +75,8 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"ducklake.threads",
-        c"Threads that run a statement's DuckDB work: the backend's own, plus this many minus one lent to DuckDB while a scan, a write or a maintenance step runs.",
-        c"Commits and catalog lookups always run on the backend's thread alone.",
+        c"Threads that run a statement's DuckDB work: the backend's own, plus this many minus one lent to DuckDB while a scan, a write reaching the lake as its statement runs, or a maintenance step runs.",
+        c"Commits (with the small writes deferred to them) and catalog lookups always run on the backend's thread alone.",
         &THREADS,
         1,
         256,

@@ -1,6 +1,6 @@
 //! The embedded DuckDB runtime: how an instance is opened, locked down, interrupted,
-//! which threads run its work, and how SQL text for it is quoted. Nothing in here calls Postgres from a DuckDB
-//! thread.
+//! which threads run its work, and how SQL text for it is quoted. Nothing in here
+//! calls Postgres from a DuckDB thread.
 
 pub mod cancel;
 pub mod extensions;

@@ -9,9 +9,10 @@
 //! backend and the other writers wait for one. The instance is therefore opened with
 //! no workers of its own (`external_threads` = `threads`), and `ducklake.threads - 1`
 //! threads of a per-instance pool are lent to it for the length of a scan, a write
-//! into the lake or a maintenance step; commits and catalog lookups run on the
-//! backend's thread alone. Between lendings the threads wait on a channel (their
-//! allocator caches stay warm, unlike threads started per statement).
+//! reaching the lake as its statement runs, or a maintenance step; commits (with the
+//! small writes deferred to them) and catalog lookups run on the backend's thread
+//! alone. Between lendings the threads wait on a channel (their allocator caches
+//! stay warm, unlike threads started per statement).
 //!
 //! A lent thread only executes DuckDB tasks: it never calls Postgres, and it starts
 //! with every signal blocked.
