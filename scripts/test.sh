@@ -13,6 +13,8 @@ for version in $versions; do
     fi
     "$PROJECT_ROOT/scripts/install.sh" "$version"
 done
+log "cargo test -p ducklake_formats (unit tests of the pure functions)"
+(cd "$PROJECT_ROOT" && cargo test -q -p ducklake_formats)
 pg_args=()
 for version in $versions; do pg_args+=(--pg "$version"); done
 cd "$PROJECT_ROOT"

@@ -1,15 +1,4 @@
-//! Quoting for SQL text sent to DuckDB. Every identifier and literal that reaches a
-//! generated statement goes through one of these.
+//! Quoting for SQL text sent to DuckDB (see `ducklake_formats::duck_sql`). Every
+//! identifier and literal that reaches a generated statement goes through one of these.
 
-pub fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-pub fn literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
-
-/// `"catalog"."schema"."table"`
-pub fn qualified(catalog: &str, schema: &str, table: &str) -> String {
-    format!("{}.{}.{}", ident(catalog), ident(schema), ident(table))
-}
+pub use ducklake_formats::duck_sql::{ident, literal, qualified};

@@ -1,0 +1,17 @@
+//! The text forms `ducklake_fdw` and `ducklake_ivm` read and write, as pure functions:
+//! no Postgres and no DuckDB, so `cargo test -p ducklake_formats` checks them in
+//! seconds, edge values included.
+//!
+//! - `duck_sql`: quoting identifiers and literals for DuckDB
+//! - `conninfo`: libpq connection strings (both forms), their secrets and options
+//! - `paths`: lexical normalization of data paths and the roots they must lie under
+//! - `rowid`: DuckLake's 64-bit rowid packed into a Postgres tuple id
+//! - `calendar`: days and microseconds since an epoch as ISO dates and times
+//! - `schedule`: stream-table schedules ('500ms', '5s') and the backoff after failures
+
+pub mod calendar;
+pub mod conninfo;
+pub mod duck_sql;
+pub mod paths;
+pub mod rowid;
+pub mod schedule;
