@@ -102,7 +102,9 @@ def pg(request):
     cluster.execute("CREATE ROLE lake_pw LOGIN SUPERUSER PASSWORD 'right-password'")
     yield cluster
     subprocess.run([str(SCRIPTS / "cluster.sh"), "stop", str(base), version], check=False)
-    shutil.rmtree(base, ignore_errors=True)
+    # DUCKLAKE_KEEP_CLUSTERS=1 keeps the cluster's directory (and its server.log) for a look.
+    if not os.environ.get("DUCKLAKE_KEEP_CLUSTERS"):
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -149,6 +151,7 @@ class Reference:
 
     def __init__(self, cluster, dbname, data_path, alias="analytics", metadata_schema=None):
         self.alias = alias
+        self.data_path = data_path
         self.con = duckdb.connect()
         for name in ("ducklake", "postgres_scanner", "icu"):
             self.con.execute(f"LOAD '{cluster.extension_dir / (name + '.duckdb_extension')}'")
@@ -163,10 +166,24 @@ class Reference:
         self.con.execute(f"USE {alias}")
 
     def execute(self, sql, params=None):
-        return self.con.execute(sql, params or [])
+        result = self.con.execute(sql, params or [])
+        self._share_directories()
+        return result
 
     def rows(self, sql, params=None):
-        return self.con.execute(sql, params or []).fetchall()
+        rows = self.con.execute(sql, params or []).fetchall()
+        self._share_directories()
+        return rows
+
+    def _share_directories(self):
+        """DuckDB creates directories 0755 whatever the umask: let the server's user
+        write files next to the ones this (root) process wrote."""
+        if self.data_path is None:
+            return
+        for directory, subdirectories, _ in os.walk(self.data_path):
+            for path in [directory] + [os.path.join(directory, d) for d in subdirectories]:
+                if os.stat(path).st_mode & 0o777 != 0o777:
+                    os.chmod(path, 0o777)
 
     def close(self):
         self.con.close()
@@ -216,6 +233,20 @@ def database_name(request):
     return f"t_{base}_{uuid.uuid4().hex[:6]}"
 
 
+def drop_database(cluster, dbname):
+    """DROP DATABASE ... WITH (FORCE), which ends the database's sessions and waits five
+    seconds for them to exit. A scheduler the launcher starts meanwhile (it keeps one
+    running in every database) can still be connecting: try again."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            cluster.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+            return
+        except psycopg.errors.ObjectInUse:
+            if time.monotonic() > deadline:
+                raise
+
+
 @pytest.fixture
 def lake(pg, request):
     dbname = database_name(request)
@@ -225,7 +256,7 @@ def lake(pg, request):
     lk = Lake(pg, dbname, f"{data_path}/")
     yield lk
     lk.close()
-    pg.execute(f'DROP DATABASE "{dbname}" WITH (FORCE)')
+    drop_database(pg, dbname)
     shutil.rmtree(data_path, ignore_errors=True)
 
 
@@ -238,4 +269,4 @@ def database(pg, request):
     conn.execute("CREATE EXTENSION ducklake_fdw")
     yield conn, dbname
     conn.close()
-    pg.execute(f'DROP DATABASE "{dbname}" WITH (FORCE)')
+    drop_database(pg, dbname)

@@ -73,11 +73,20 @@ LOCAL_CONDITIONS = [
     "id + 1 = 5",  # arithmetic
     "name < 'n5'",  # ordering under a linguistic collation
     "tstz::date = '2025-01-06'",  # time zone dependent cast
+    # timestamp against timestamptz converts with TimeZone, in every operator form
+    "ts = '2025-01-06 05:00:00+00'::timestamptz",
+    "ts IN ('2025-01-06 05:00:00+00'::timestamptz, '2025-01-06 06:00:00+00'::timestamptz)",
+    "ts = ANY(ARRAY['2025-01-06 05:00:00+00'::timestamptz])",
+    "ts <> ALL(ARRAY['2025-01-06 05:00:00+00'::timestamptz])",
+    "tstz IN ('2025-01-06 05:00:00'::timestamp)",
+    "day IN ('2025-01-06 05:00:00+00'::timestamptz)",
 ]
 
 
 @pytest.mark.parametrize("condition", LOCAL_CONDITIONS)
 def test_local_condition_stays_with_postgres(items, condition):
+    # A zone far from UTC, where conversions between timestamp and timestamptz show.
+    items.conn.execute("SET TimeZone = 'America/New_York'")
     query = f"SELECT id FROM {{t}} WHERE {condition} ORDER BY id"
     same_as_heap(items, query)
     plan = plan_of(items, query.replace("{t}", "lake.items"))
@@ -241,3 +250,15 @@ def test_initplan_parameters_are_evaluated_before_the_scan(items, condition, exp
                   f"SELECT count(*) FROM (SELECT id FROM lake.items WHERE {condition}) x"):
         assert items.rows(query) == [(expected,)]
         assert items.rows(query.replace("lake.items", "heap_items")) == [(expected,)]
+
+
+def test_timestamp_in_timestamptz_list_under_a_time_zone(items):
+    """`ts IN (timestamptz, ...)` converts `ts` with the session's zone: in New York
+    05:00 UTC is midnight (no row: ts starts at 00:01) and 10:00 UTC is 05:00 (id 300).
+    Pushed to DuckDB, which converts in UTC, it would also match id 600."""
+    query = ("SELECT id FROM {t} WHERE ts IN ('2025-01-06 05:00:00+00'::timestamptz, "
+             "'2025-01-06 10:00:00+00'::timestamptz) ORDER BY id")
+    items.conn.execute("SET TimeZone = 'America/New_York'")
+    assert same_as_heap(items, query) == [(300,)]
+    items.conn.execute("SET TimeZone = 'UTC'")
+    assert same_as_heap(items, query) == [(300,), (600,)]

@@ -6,6 +6,8 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 
 use crate::api::servers::{require_usage, server_by_name};
+use std::rc::Rc;
+
 use crate::catalog::cache::{Lake, lake_for};
 use crate::duck::sql;
 use crate::error::{LakeResult, OrRaise};
@@ -141,7 +143,7 @@ fn lake_of_table(relid: pg_sys::Oid) -> LakeResult<(std::rc::Rc<Lake>, crate::op
             != pg_sys::AclResult::ACLCHECK_OK
         {
             return Err(crate::error::LakeError::PermissionDenied(format!(
-                "permission denied for table {}",
+                "permission denied for foreign table {}",
                 std::ffi::CStr::from_ptr(pg_sys::get_rel_name(relid)).to_string_lossy()
             )));
         }
@@ -164,19 +166,20 @@ fn ducklake_latest_snapshot_id(foreign_table: pg_sys::Oid) -> i64 {
 type ChangeRow = (i64, i64, String, JsonB);
 
 /// Changes of lake table `schema.table` in snapshots `from..=to`, each row as a JSON
-/// object of `fields` (output key, lake column).
+/// object of `fields` (output key, lake column), streamed from DuckDB as the caller
+/// fetches them.
 fn changes_as_json(
-    lake: &Lake,
+    lake: Rc<Lake>,
     schema: &str,
     table: &str,
     fields: &[(String, String)],
     from_snapshot: i64,
     to_snapshot: i64,
-) -> LakeResult<Vec<ChangeRow>> {
-    let to_snapshot = crate::scan::snapshot::readable_upper(lake, Some(to_snapshot))?;
+) -> LakeResult<ChangeRows> {
+    let to_snapshot = crate::scan::snapshot::readable_upper(&lake, Some(to_snapshot))?;
     let from_snapshot = from_snapshot.max(0);
     if from_snapshot > to_snapshot {
-        return Ok(Vec::new());
+        return Ok(ChangeRows { lake, stream: None, batch: None, row: 0 });
     }
     let fields: Vec<String> =
         fields.iter().map(|(key, column)| format!("{}: {}", sql::literal(key), sql::ident(column))).collect();
@@ -184,19 +187,99 @@ fn changes_as_json(
     // comes before its postimage.
     let query = format!(
         "SELECT snapshot_id, rowid, change_type, CAST(to_json({{{}}}) AS VARCHAR) \
-         FROM ducklake_table_changes({}, {}, {}, {from_snapshot}, {to_snapshot}) \
-         ORDER BY snapshot_id, rowid, change_type = 'update_postimage'",
+         FROM {} c ORDER BY snapshot_id, rowid, change_type = 'update_postimage'",
         fields.join(", "),
-        sql::literal(&lake.instance.alias),
-        sql::literal(schema),
-        sql::literal(table)
+        crate::scan::snapshot::changes_between(
+            &lake.instance.alias,
+            schema,
+            table,
+            &from_snapshot.to_string(),
+            &to_snapshot.to_string()
+        ),
     );
-    let mut statement = lake.connection()?.prepare(&query)?;
-    let rows = statement.query_map([], |row| {
-        let data: String = row.get(3)?;
-        Ok((row.get(0)?, row.get(1)?, row.get(2)?, JsonB(serde_json::from_str(&data).unwrap_or(serde_json::Value::Null))))
-    })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    let stream = lake.stream(&query, Vec::new())?;
+    Ok(ChangeRows { lake, stream: Some(stream), batch: None, row: 0 })
+}
+
+/// The rows of `changes_as_json`, read batch by batch (a result DuckDB still streams
+/// when the lake is needed for something else is buffered, see `duck::stream`).
+struct ChangeRows {
+    lake: Rc<Lake>,
+    stream: Option<Rc<crate::duck::stream::Stream>>,
+    batch: Option<arrow::array::RecordBatch>,
+    row: usize,
+}
+
+impl ChangeRows {
+    fn next_row(&mut self) -> LakeResult<Option<ChangeRow>> {
+        use arrow::array::AsArray;
+        use arrow::datatypes::Int64Type;
+        loop {
+            if let Some(batch) = &self.batch {
+                if self.row < batch.num_rows() {
+                    let row = self.row;
+                    self.row += 1;
+                    let int = |i: usize| {
+                        batch.column(i).as_primitive_opt::<Int64Type>().map(|a| a.value(row)).ok_or_else(unexpected)
+                    };
+                    let data = text_at(batch.column(3).as_ref(), row)?;
+                    return Ok(Some((
+                        int(0)?,
+                        int(1)?,
+                        text_at(batch.column(2).as_ref(), row)?,
+                        JsonB(serde_json::from_str(&data).unwrap_or(serde_json::Value::Null)),
+                    )));
+                }
+            }
+            let Some(stream) = &self.stream else { return Ok(None) };
+            match stream.next_batch(&self.lake.instance.interrupt)? {
+                Some(batch) => {
+                    self.batch = Some(batch);
+                    self.row = 0;
+                }
+                None => {
+                    self.close();
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        self.batch = None;
+        if let Some(stream) = self.stream.take() {
+            self.lake.release(&stream);
+        }
+    }
+}
+
+impl Iterator for ChangeRows {
+    type Item = ChangeRow;
+
+    fn next(&mut self) -> Option<ChangeRow> {
+        self.next_row().or_raise()
+    }
+}
+
+impl Drop for ChangeRows {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn unexpected() -> crate::error::LakeError {
+    crate::error::LakeError::DuckDb("a change row arrived in an unexpected Arrow type".into())
+}
+
+fn text_at(array: &dyn arrow::array::Array, row: usize) -> LakeResult<String> {
+    use arrow::array::AsArray;
+    if let Some(a) = array.as_string_opt::<i32>() {
+        return Ok(a.value(row).to_owned());
+    }
+    if let Some(a) = array.as_string_opt::<i64>() {
+        return Ok(a.value(row).to_owned());
+    }
+    array.as_string_view_opt().map(|a| a.value(row).to_owned()).ok_or_else(unexpected)
 }
 
 /// Rows inserted, deleted and updated in the table behind `foreign_table` in the
@@ -208,7 +291,7 @@ fn table_changes(foreign_table: pg_sys::Oid, from_snapshot: i64, to_snapshot: i6
     'static,
     (name!(snapshot_id, i64), name!(rowid, i64), name!(change_type, String), name!(row_data, JsonB)),
 > {
-    let run = || -> LakeResult<Vec<ChangeRow>> {
+    let run = || -> LakeResult<ChangeRows> {
         let (lake, table) = lake_of_table(foreign_table)?;
         // SAFETY: catalog lookup of an existing relation.
         let relation = unsafe { pgrx::PgRelation::open(foreign_table) };
@@ -219,7 +302,7 @@ fn table_changes(foreign_table: pg_sys::Oid, from_snapshot: i64, to_snapshot: i6
             // SAFETY: an existing column of the relation.
             .map(|a| (a.name().to_owned(), unsafe { crate::options::lake_column_name(foreign_table, a.attnum, a.name()) }))
             .collect();
-        changes_as_json(&lake, &table.schema, &table.table, &fields, from_snapshot, to_snapshot)
+        changes_as_json(lake, &table.schema, &table.table, &fields, from_snapshot, to_snapshot)
     };
     TableIterator::new(run().or_raise())
 }
@@ -237,7 +320,7 @@ fn ducklake_table_changes(
     'static,
     (name!(snapshot_id, i64), name!(rowid, i64), name!(change_type, String), name!(row_data, JsonB)),
 > {
-    let run = || -> LakeResult<Vec<ChangeRow>> {
+    let run = || -> LakeResult<ChangeRows> {
         let lake = lake_named(catalog)?;
         let columns = lake.table_columns(schema, table)?;
         if columns.is_empty() {
@@ -247,7 +330,7 @@ fn ducklake_table_changes(
             });
         }
         let fields: Vec<(String, String)> = columns.into_iter().map(|c| (c.name.clone(), c.name)).collect();
-        changes_as_json(&lake, schema, table, &fields, from_snapshot, to_snapshot)
+        changes_as_json(lake, schema, table, &fields, from_snapshot, to_snapshot)
     };
     TableIterator::new(run().or_raise())
 }

@@ -22,6 +22,8 @@ use std::ffi::CStr;
 use pgrx::pg_sys::{self, Node, NodeTag, Oid};
 use pgrx::FromDatum;
 
+use ducklake_formats::calendar;
+
 use crate::duck::sql;
 use crate::pg_nodes::list_nodes;
 
@@ -173,6 +175,12 @@ impl Deparser<'_> {
             };
             let lt = expr_type(*left);
             if is_collatable(lt) && !collation_is_deterministic((*op).inputcollid) {
+                return None;
+            }
+            // Each element is compared with the left side as by the plain operator:
+            // the same type-family rule applies (`timestamp IN (timestamptz, ...)`
+            // converts with TimeZone in Postgres, in UTC in DuckDB).
+            if !comparable(lt, pg_sys::get_element_type(expr_type(*right))) {
                 return None;
             }
             let left_sql = self.value(*left)?;
@@ -443,10 +451,10 @@ pub unsafe fn literal(datum: pg_sys::Datum, type_oid: Oid) -> Option<String> {
                 match days {
                     i32::MAX => "CAST('infinity' AS DATE)".into(),
                     i32::MIN => "CAST('-infinity' AS DATE)".into(),
-                    d => format!("DATE '{}'", civil_date(d as i64 + 10_957)?),
+                    d => format!("DATE '{}'", calendar::date_from_unix_days(d as i64 + calendar::PG_EPOCH_DAYS)?),
                 }
             }
-            pg_sys::TIMEOID => format!("TIME '{}'", time_of_day(datum.value() as i64)),
+            pg_sys::TIMEOID => format!("TIME '{}'", calendar::time_of_day(datum.value() as i64)),
             pg_sys::TIMESTAMPOID | pg_sys::TIMESTAMPTZOID => {
                 let micros = datum.value() as i64;
                 let (keyword, suffix) =
@@ -455,10 +463,8 @@ pub unsafe fn literal(datum: pg_sys::Datum, type_oid: Oid) -> Option<String> {
                     i64::MAX => format!("CAST('infinity' AS {keyword})"),
                     i64::MIN => format!("CAST('-infinity' AS {keyword})"),
                     m => {
-                        let unix = m.checked_add(946_684_800_000_000)?;
-                        let days = unix.div_euclid(86_400_000_000);
-                        let rest = unix.rem_euclid(86_400_000_000);
-                        format!("{keyword} '{} {}{suffix}'", civil_date(days)?, time_of_day(rest))
+                        let (date, time) = calendar::timestamp_parts(m)?;
+                        format!("{keyword} '{date} {time}{suffix}'")
                     }
                 }
             }
@@ -494,26 +500,6 @@ unsafe fn output_text(datum: pg_sys::Datum, type_oid: Oid) -> String {
         pg_sys::getTypeOutputInfo(type_oid, &mut output, &mut varlena);
         CStr::from_ptr(pg_sys::OidOutputFunctionCall(output, datum)).to_string_lossy().into_owned()
     }
-}
-
-/// `YYYY-MM-DD` for days since 1970-01-01 (proleptic Gregorian), years 1..=9999 only.
-fn civil_date(days_since_unix_epoch: i64) -> Option<String> {
-    // Howard Hinnant's days_from_civil inverse.
-    let z = days_since_unix_epoch + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
-    (1..=9999).contains(&year).then(|| format!("{year:04}-{month:02}-{day:02}"))
-}
-
-fn time_of_day(micros: i64) -> String {
-    let (secs, us) = (micros / 1_000_000, micros % 1_000_000);
-    format!("{:02}:{:02}:{:02}.{us:06}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 pub fn collation_is_deterministic(collation: Oid) -> bool {

@@ -41,14 +41,31 @@ pub fn from_clause(plan: &ScanPlan, range_params: &[Option<i64>], lake: Option<&
                 ));
             }
             let upper = upper.map_or_else(|| "<current snapshot>".to_owned(), |u| u.to_string());
-            Ok(format!(
-                "ducklake_table_changes({}, {}, {}, {lower}, {upper})",
-                sql::literal(&alias),
-                sql::literal(&table.schema),
-                sql::literal(&table.table),
-            ))
+            Ok(changes_between(&alias, &table.schema, &table.table, &lower.to_string(), &upper))
         }
     }
+}
+
+/// The change feed of `schema.table` in snapshots `lower..=upper`, as a FROM item that
+/// no condition of the enclosing query reaches into.
+///
+/// DuckLake 1.5.5's `ducklake_table_changes` is a macro joining
+/// `ducklake_table_insertions` and `ducklake_table_deletions` on (snapshot_id, rowid).
+/// DuckDB pushes a condition on the macro's result into both scans, and once a data
+/// file has a delete file those scans answer wrongly under a pushed filter: the
+/// deletions with `snapshot_id > n` return nothing, the insertions filtered on a data
+/// column lose the rows the join matches, so an update's images come out as plain
+/// inserts (or vanish). Without a filter the macro is right, and the snapshot range,
+/// given as its arguments, is no filter. DuckDB never moves a filter below a LIMIT or
+/// OFFSET (it would change the result), so `OFFSET 0` keeps every condition above
+/// the macro while columns are still pruned and rows still stream (a streaming limit).
+pub fn changes_between(alias: &str, schema: &str, table: &str, lower: &str, upper: &str) -> String {
+    format!(
+        "(SELECT * FROM ducklake_table_changes({}, {}, {}, {lower}, {upper}) OFFSET 0)",
+        sql::literal(alias),
+        sql::literal(schema),
+        sql::literal(table),
+    )
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
