@@ -165,7 +165,8 @@ def test_embedded_default_server(database, pg):
     assert schemas[0] > 20
     data_path = conn.execute("SELECT value FROM __ducklake_metadata_lake.ducklake_metadata "
                              "WHERE key = 'data_path'").fetchone()[0]
-    assert data_path == f"{pg.data_directory}/ducklake/lake/"
+    database_oid = conn.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()[0]
+    assert data_path == f"{pg.data_directory}/ducklake/{database_oid}/lake/"
 
 
 def test_create_table_from_foreign_table_definition(lake):

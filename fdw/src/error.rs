@@ -29,6 +29,11 @@ pub enum LakeError {
     #[error("could not attach DuckLake catalog of server \"{server}\": {message}")]
     AttachFailed { server: String, message: String },
 
+    /// A user that is not a superuser connects to a catalog without a password
+    /// that the catalog's server checks.
+    #[error("password is required to connect to the catalog of server \"{server}\"{}", .detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
+    PasswordRequired { server: String, detail: Option<String> },
+
     /// No DuckLake server has the given name (or catalog name).
     #[error("DuckLake server \"{0}\" does not exist")]
     MissingServer(String),
@@ -36,6 +41,10 @@ pub enum LakeError {
     /// A lake table referenced by a foreign table does not exist.
     #[error("DuckLake table {table} does not exist on server \"{server}\"")]
     MissingLakeTable { server: String, table: String },
+
+    /// A column a foreign table reads is not (or no longer) in its lake table.
+    #[error("DuckLake table {table} on server \"{server}\" has no column \"{column}\"")]
+    MissingLakeColumn { server: String, table: String, column: String },
 
     /// A type with no faithful mapping between DuckLake and Postgres.
     #[error("column \"{column}\" of {table} has type {type_name}, which {direction}")]
@@ -100,7 +109,9 @@ impl LakeError {
             LakeError::InvalidArgument { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
             LakeError::MissingExtensionFile { .. } => ERRCODE_UNDEFINED_FILE,
             LakeError::AttachFailed { .. } => ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION,
+            LakeError::PasswordRequired { .. } => ERRCODE_S_R_E_PROHIBITED_SQL_STATEMENT_ATTEMPTED,
             LakeError::MissingLakeTable { .. } => ERRCODE_FDW_TABLE_NOT_FOUND,
+            LakeError::MissingLakeColumn { .. } => ERRCODE_FDW_COLUMN_NAME_NOT_FOUND,
             LakeError::MissingServer(_) => ERRCODE_UNDEFINED_OBJECT,
             LakeError::UnsupportedType { .. } => ERRCODE_FDW_INVALID_DATA_TYPE,
             LakeError::ValueOutOfRange { .. } => ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
@@ -124,6 +135,15 @@ impl LakeError {
                 format!("Valid options in this context are: {valid}")
             }
             LakeError::MissingExtensionFile { hint, .. } => hint.clone(),
+            LakeError::MissingLakeColumn { column, .. } => format!(
+                "If the lake column was renamed, point the foreign table's column at its new name: ALTER FOREIGN \
+                 TABLE ... ALTER COLUMN \"{column}\" OPTIONS (ADD column_name '<new name>'); if it was dropped, \
+                 drop the column from the foreign table."
+            ),
+            LakeError::PasswordRequired { server, .. } => format!(
+                "Users that are not superusers must give a password in their user mapping: CREATE USER MAPPING \
+                 FOR CURRENT_USER SERVER {server} OPTIONS (user '...', password '...')"
+            ),
             _ => String::new(),
         }
     }
@@ -192,72 +212,4 @@ impl<T, E: Into<LakeError>> OrRaise<T> for Result<T, E> {
     }
 }
 
-/// Remove passwords from text that may quote a connection string: libpq key/value
-/// (`password=...`, quoted or not) and URIs (`scheme://user:secret@host`).
-pub fn scrub_secrets(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(pos) = find_ascii_ci(rest, "password") {
-        let after_key = &rest[pos + "password".len()..];
-        let trimmed = after_key.trim_start();
-        if let Some(value) = trimmed.strip_prefix('=') {
-            out.push_str(&rest[..pos]);
-            out.push_str("password=********");
-            let value = value.trim_start();
-            rest = skip_conninfo_value(value);
-        } else {
-            out.push_str(&rest[..pos + "password".len()]);
-            rest = after_key;
-        }
-    }
-    out.push_str(rest);
-    scrub_uri_passwords(&out)
-}
-
-fn find_ascii_ci(haystack: &str, needle: &str) -> Option<usize> {
-    haystack.to_ascii_lowercase().find(needle)
-}
-
-/// Skip one libpq conninfo value (`'quoted \' value'` or `bare`), returning what follows.
-fn skip_conninfo_value(value: &str) -> &str {
-    if let Some(quoted) = value.strip_prefix('\'') {
-        let mut escaped = false;
-        for (i, c) in quoted.char_indices() {
-            match c {
-                '\\' if !escaped => escaped = true,
-                '\'' if !escaped => return &quoted[i + 1..],
-                _ => escaped = false,
-            }
-        }
-        ""
-    } else {
-        let end = value
-            .find(|c: char| c.is_whitespace() || c == '&' || c == '\'' || c == '"')
-            .unwrap_or(value.len());
-        &value[end..]
-    }
-}
-
-fn scrub_uri_passwords(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(pos) = rest.find("://") {
-        let (head, tail) = rest.split_at(pos + 3);
-        out.push_str(head);
-        let authority_end = tail
-            .find(|c: char| c == '/' || c == '?' || c.is_whitespace() || c == '\'' || c == '"')
-            .unwrap_or(tail.len());
-        let authority = &tail[..authority_end];
-        match (authority.rfind('@'), authority.find(':')) {
-            (Some(at), Some(colon)) if colon < at => {
-                out.push_str(&authority[..colon]);
-                out.push_str(":********");
-                out.push_str(&authority[at..]);
-            }
-            _ => out.push_str(authority),
-        }
-        rest = &tail[authority_end..];
-    }
-    out.push_str(rest);
-    out
-}
+pub use ducklake_formats::conninfo::scrub_secrets;

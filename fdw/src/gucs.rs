@@ -14,6 +14,7 @@ static SNAPSHOT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>:
 static AS_OF: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static COMMIT_AUTHOR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static COMMIT_MESSAGE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static ALLOWED_DATA_PATHS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static SAVEPOINT_REPLAY_MEMORY: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024);
 
 pub fn init() {
@@ -57,6 +58,14 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    GucRegistry::define_string_guc(
+        c"ducklake.allowed_data_paths",
+        c"Directories under which servers owned by roles that are not superusers may keep their lakes' data.",
+        c"A comma-separated list of absolute directories. Servers owned by superusers may use any data path.",
+        &ALLOWED_DATA_PATHS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     GucRegistry::define_bool_guc(
         c"ducklake.install_extensions",
         c"Fetch the DuckDB extensions with INSTALL instead of loading them from a directory.",
@@ -91,7 +100,7 @@ pub fn init() {
         &SAVEPOINT_REPLAY_MEMORY,
         0,
         i32::MAX,
-        GucContext::Userset,
+        GucContext::Suset,
         GucFlags::UNIT_KB,
     );
 }
@@ -105,6 +114,10 @@ fn string_setting(setting: &GucSetting<Option<CString>>) -> Option<String> {
 
 pub fn extension_directory() -> Option<String> {
     string_setting(&EXTENSION_DIRECTORY)
+}
+
+pub fn allowed_data_paths() -> Option<String> {
+    string_setting(&ALLOWED_DATA_PATHS)
 }
 
 pub fn install_extensions() -> bool {

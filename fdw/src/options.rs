@@ -12,6 +12,7 @@ use supabase_wrappers::prelude::{
     FOREIGN_DATA_WRAPPER_RELATION_ID, FOREIGN_SERVER_RELATION_ID, FOREIGN_TABLE_RELATION_ID,
 };
 
+use crate::catalog::access;
 use crate::error::{LakeError, LakeResult};
 
 pub const SERVER_OPTIONS: &[&str] =
@@ -51,7 +52,41 @@ pub fn validate(options: &[(String, String)], catalog: pg_sys::Oid) -> LakeResul
         }
         validate_value(name, value)?;
     }
+    if catalog == FOREIGN_SERVER_RELATION_ID {
+        validate_server(options)?;
+    }
     Ok(())
+}
+
+/// What a server's options must satisfy together: checked when a server is created
+/// or altered, and again whenever a lake is attached (an owner or a setting may have
+/// changed since).
+fn validate_server(options: &[(String, String)]) -> LakeResult<()> {
+    access::require_utf8_database()?;
+    // SAFETY: reads the current user's role.
+    if unsafe { pg_sys::superuser() } {
+        return Ok(());
+    }
+    let option = |name: &str| options.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    if let Some(connection) = option("catalog_connection") {
+        access::check_catalog_connection(None, connection)?;
+    }
+    let data_path = match (option("data_path"), option("catalog_connection")) {
+        (Some(path), _) => Some(access::normalized_data_path(path)?),
+        // The embedded default is named after the catalog, else after the server,
+        // whose name a validator is not told: then the directory of every database's
+        // lakes stands in for it.
+        (None, None) => Some(match option("catalog_name") {
+            Some(name) => crate::catalog::config::embedded_data_path(name),
+            None => crate::catalog::config::embedded_data_path("."),
+        }),
+        // The path the catalog records, checked once it is attached.
+        (None, Some(_)) => None,
+    };
+    match data_path {
+        Some(path) => access::check_data_path(None, &access::normalized_data_path(&path)?, &access::data_path_roots()?),
+        None => Ok(()),
+    }
 }
 
 fn validate_value(name: &str, value: &str) -> LakeResult<()> {
@@ -61,7 +96,7 @@ fn validate_value(name: &str, value: &str) -> LakeResult<()> {
             if value.trim().is_empty() {
                 return invalid("must not be empty; omit it to keep the catalog in this database");
             }
-            if conninfo_has_password(value) {
+            if ducklake_formats::conninfo::has_password(value) {
                 return invalid("must not contain a password; put it in a user mapping");
             }
         }
@@ -81,11 +116,10 @@ fn validate_value(name: &str, value: &str) -> LakeResult<()> {
             }
         }
         "data_path" => {
-            if !value.starts_with('/') {
-                return invalid("must be an absolute path");
-            }
+            access::normalized_data_path(value)?;
         }
-        "catalog_name" | "metadata_schema" | "schema" | "table" | "column_name" | "user" | "as_of" => {
+        "catalog_name" => access::check_catalog_name(value)?,
+        "metadata_schema" | "schema" | "table" | "column_name" | "user" | "as_of" => {
             if value.is_empty() {
                 return invalid("must not be empty");
             }
@@ -93,30 +127,6 @@ fn validate_value(name: &str, value: &str) -> LakeResult<()> {
         _ => {}
     }
     Ok(())
-}
-
-/// True when a libpq key/value string or URI carries a password.
-pub fn conninfo_has_password(conninfo: &str) -> bool {
-    if let Some(rest) = uri_rest(conninfo) {
-        let authority = rest.split(['/', '?']).next().unwrap_or("");
-        let userinfo_has_password =
-            authority.rfind('@').is_some_and(|at| authority[..at].contains(':'));
-        let query_has_password = rest
-            .split_once('?')
-            .is_some_and(|(_, q)| q.split('&').any(|kv| kv.starts_with("password=")));
-        return userinfo_has_password || query_has_password;
-    }
-    conninfo
-        .split_whitespace()
-        .any(|part| part.to_ascii_lowercase().starts_with("password") && part.contains('=')
-            || part.eq_ignore_ascii_case("password"))
-}
-
-/// The part after `postgres://` or `postgresql://`, when `conninfo` is a URI.
-pub fn uri_rest(conninfo: &str) -> Option<&str> {
-    conninfo
-        .strip_prefix("postgresql://")
-        .or_else(|| conninfo.strip_prefix("postgres://"))
 }
 
 /// Options of a `pg_foreign_*`/`pg_user_mapping` list as name → value.

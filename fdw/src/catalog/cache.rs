@@ -54,13 +54,23 @@ pub struct Lake {
     pub(super) doomed: RefCell<Option<Doom>>,
     /// Columns of lake tables as last looked up, by (schema, table).
     pub(super) known_columns: RefCell<HashMap<(String, String), Vec<LakeColumn>>>,
+    /// When this backend last used the lake (see `evict_idle`).
+    last_used: Cell<u64>,
 }
 
 type Key = (pg_sys::Oid, pg_sys::Oid);
 
 thread_local! {
     pub(super) static LAKES: RefCell<HashMap<Key, Rc<Lake>>> = RefCell::new(HashMap::new());
+    /// Counts uses of lakes, to find the least recently used one.
+    static USES: Cell<u64> = const { Cell::new(0) };
 }
+
+/// Instances a backend keeps between transactions. Each holds a DuckDB database (up
+/// to `ducklake.memory_limit`) and connections to its catalog, and a session that
+/// reaches many lakes, or many roles' lakes (the scheduler refreshes stream tables as
+/// their owners), would otherwise keep all of them for its lifetime.
+const CACHED_INSTANCES: usize = 8;
 
 impl Lake {
     /// The DuckDB connection, free for a new statement: a result still streaming on
@@ -68,9 +78,32 @@ impl Lake {
     pub fn connection(&self) -> LakeResult<&duckdb::Connection> {
         let streaming = self.streaming.borrow_mut().take();
         if let Some((stream, _)) = streaming {
-            stream.buffer_rest(&self.instance.interrupt)?;
+            stream.buffer_rest(&self.instance.interrupt, self.instance.temp_directory())?;
         }
         Ok(&self.instance.conn)
+    }
+
+    /// Start `sql`, bound to `params`, as the result streaming on the connection; it
+    /// lends threads to DuckDB while it runs and is buffered when the connection is
+    /// next needed for something else.
+    pub fn stream(self: &Rc<Self>, sql: &str, params: Vec<duckdb::types::Value>) -> LakeResult<Rc<Stream>> {
+        let conn = self.connection()?;
+        // SAFETY: the connection lives inside this Lake (an Rc whose contents never
+        // move); the statement lives in a Stream that is dropped before the Lake: by
+        // its holders, which keep the Lake alive and release the stream first, and by
+        // the Lake itself (its `streaming` field is declared before its instance).
+        let conn: &'static duckdb::Connection = unsafe { &*(conn as *const duckdb::Connection) };
+        let (statement, lent) = cancel::interruptible(&self.instance.interrupt, || -> LakeResult<_> {
+            let mut statement = conn.prepare(sql)?;
+            // Lent once binding (and DuckLake's catalog reads for it) is done, before
+            // the query runs: aggregates run to completion before the first batch.
+            let lent = self.instance.lend_threads();
+            drop(statement.stream_arrow(duckdb::params_from_iter(params))?);
+            Ok((statement, lent))
+        })?;
+        let stream = Rc::new(Stream::new(statement, lent));
+        self.set_streaming(stream.clone());
+        Ok(stream)
     }
 
     /// Record `stream` as the result now streaming on the connection.
@@ -226,10 +259,10 @@ pub fn lake_for_write(server_oid: pg_sys::Oid) -> LakeResult<Rc<Lake>> {
             let instance = LakeInstance::open(&config)?;
             let lake = Rc::new(Lake {
                 streaming: RefCell::new(None),
+                lock_key: lake_locks::key(&instance.data_path),
                 instance,
                 server_name: config.server_name.clone(),
                 fingerprint,
-                lock_key: config.lock_key,
                 in_transaction: Cell::new(false),
                 marked_writer: Cell::new(false),
                 touched: Cell::new(false),
@@ -239,11 +272,16 @@ pub fn lake_for_write(server_oid: pg_sys::Oid) -> LakeResult<Rc<Lake>> {
                 restart_pending: Cell::new(false),
                 doomed: RefCell::new(None),
                 known_columns: RefCell::new(HashMap::new()),
+                last_used: Cell::new(0),
             });
             LAKES.with(|lakes| lakes.borrow_mut().insert(key, lake.clone()));
             lake
         }
     };
+    lake.last_used.set(USES.with(|uses| {
+        uses.set(uses.get() + 1);
+        uses.get()
+    }));
     lake.begin().map_err(|e| match e {
         LakeError::TransactionDoomed(_) | LakeError::ConcurrentChange(_) => e,
         other => LakeError::AttachFailed { server: lake.server_name.clone(), message: config.scrub(&other.to_string()) },
@@ -277,7 +315,27 @@ pub fn commit_all() -> LakeResult<()> {
     for lake in lakes {
         lake.finish(true)?;
     }
+    evict_idle();
     Ok(())
+}
+
+/// Close the least recently used instances beyond `CACHED_INSTANCES`, between
+/// transactions (an instance in a transaction is never closed).
+fn evict_idle() {
+    LAKES.with(|lakes| {
+        let mut lakes = lakes.borrow_mut();
+        while lakes.len() > CACHED_INSTANCES {
+            let oldest = lakes
+                .iter()
+                .filter(|(_, lake)| !lake.in_transaction.get())
+                .min_by_key(|(_, lake)| lake.last_used.get())
+                .map(|(key, _)| *key);
+            match oldest {
+                Some(key) => drop(lakes.remove(&key)),
+                None => break,
+            }
+        }
+    });
 }
 
 /// Roll back every lake transaction; failures are only logged, since this runs
@@ -288,6 +346,7 @@ pub fn rollback_all() {
             pgrx::warning!("rolling back DuckLake transaction on server \"{}\": {e}", lake.server_name);
         }
     }
+    evict_idle();
 }
 
 pub fn any_in_transaction() -> bool {

@@ -1,12 +1,15 @@
-//! What a foreign server (plus the current user's mapping) resolves to.
+//! What a foreign server (plus the current user's mapping) resolves to: the catalog
+//! connection DuckDB opens, the data path, and the rules of `access` applied to both.
 
 use std::ffi::CStr;
 
+use ducklake_formats::conninfo;
 use pgrx::pg_sys;
 use pgrx::{PgSqlErrorCode, PgTryBuilder};
 
+use crate::catalog::access;
 use crate::error::{LakeResult, scrub_secrets};
-use crate::options::{options_from_list, uri_rest};
+use crate::options::options_from_list;
 
 pub struct LakeConfig {
     pub server_name: String,
@@ -16,59 +19,93 @@ pub struct LakeConfig {
     pub conninfo: String,
     /// `None`: use the path the catalog already records.
     pub data_path: Option<String>,
+    /// Roots the data path must lie under (the server's owner is not a superuser),
+    /// also when it is the path the catalog records; None: anywhere.
+    pub data_path_roots: Option<Vec<String>>,
     pub metadata_schema: String,
     /// Rows per insert that DuckLake keeps in the catalog instead of a Parquet file.
     pub inlining_limit: Option<String>,
+    /// This backend's own directory for DuckDB's temporary files (removed with the instance).
     pub temp_directory: String,
-    /// Identifies the lake (catalog connection without credentials, metadata
-    /// schema) for `lake_locks`.
-    pub lock_key: u64,
     password: Option<String>,
 }
 
 impl LakeConfig {
     /// Resolve the server's options and the current user's mapping.
     pub fn resolve(server_oid: pg_sys::Oid) -> LakeResult<Self> {
+        access::require_utf8_database()?;
         // SAFETY: plain catalog lookups inside a transaction.
-        let (server_name, server_options, mapping) = unsafe {
+        let (server_name, owner, server_options, mapping) = unsafe {
             let server = pg_sys::GetForeignServer(server_oid);
             let name = CStr::from_ptr((*server).servername).to_string_lossy().into_owned();
-            (name, options_from_list((*server).options), user_mapping_options(server_oid))
+            (name, (*server).owner, options_from_list((*server).options), user_mapping_options(server_oid))
         };
         let alias = alias_from(&server_name, &server_options);
+        access::check_catalog_name(&alias)?;
         let metadata_schema = server_options
             .get("metadata_schema")
             .cloned()
             .unwrap_or_else(|| format!("__ducklake_metadata_{alias}"));
-        let data_dir = data_directory();
         let user = mapping.get("user").cloned();
         let password = mapping.get("password").cloned();
 
-        let (base, data_path) = match server_options.get("catalog_connection") {
-            Some(conninfo) => (conninfo.clone(), server_options.get("data_path").cloned()),
+        let (base, data_path, embedded) = match server_options.get("catalog_connection") {
+            Some(conninfo) => (conninfo.clone(), server_options.get("data_path").cloned(), false),
             None => (
                 embedded_conninfo(),
-                Some(
-                    server_options
-                        .get("data_path")
-                        .cloned()
-                        .unwrap_or_else(|| format!("{data_dir}/ducklake/{alias}/")),
-                ),
+                Some(server_options.get("data_path").cloned().unwrap_or_else(|| embedded_data_path(&alias))),
+                true,
             ),
         };
-        let lock_key = crate::catalog::lake_locks::key(&format!("{base}\u{0}{metadata_schema}"));
-        let conninfo = with_credentials(&base, user.as_deref(), password.as_deref());
+        let owner_trusted = is_superuser(owner);
+        if !owner_trusted {
+            access::check_catalog_connection(Some(&server_name), &base)?;
+        }
+        let data_path_roots = if owner_trusted { None } else { Some(access::data_path_roots()?) };
+        let data_path = match data_path {
+            Some(path) => {
+                let path = access::normalized_data_path(&path)?;
+                if let Some(roots) = &data_path_roots {
+                    access::check_data_path(Some(&server_name), &path, roots)?;
+                }
+                Some(path)
+            }
+            None => None,
+        };
+
+        let mut credentials: Vec<(&str, String)> = Vec::new();
+        if let Some(user) = &user {
+            credentials.push(("user", user.clone()));
+        }
+        if let Some(password) = &password {
+            credentials.push(("password", password.clone()));
+        }
+        // SAFETY: reads the current user's role.
+        if !is_superuser(unsafe { pg_sys::GetUserId() }) {
+            // Connecting to the embedded catalog as oneself proves nothing it needs
+            // to; connecting as anyone else must be proven with a password.
+            let as_self = embedded && user.as_deref().is_none_or(|u| u == current_user_name());
+            if !as_self {
+                credentials.extend(access::password_authentication(&server_name, password.as_deref())?);
+            }
+        }
+        if conninfo::value_of(&base, "connect_timeout").ok().flatten().is_none() {
+            credentials.push(("connect_timeout", "10".to_owned()));
+        }
+        let conninfo = conninfo::with_params(&base, &credentials);
+        // SAFETY: reads backend state.
+        let (pid, user_oid) = (std::process::id(), unsafe { pg_sys::GetUserId() });
         let temp_directory =
-            format!("{data_dir}/ducklake/tmp/{}_{}", std::process::id(), server_oid.to_u32());
+            format!("{}/ducklake/tmp/{pid}_{}_{}", data_directory(), server_oid.to_u32(), user_oid.to_u32());
         Ok(LakeConfig {
             server_name,
             alias,
             conninfo,
             data_path,
+            data_path_roots,
             metadata_schema,
             inlining_limit: server_options.get("data_inlining_row_limit").cloned(),
             temp_directory,
-            lock_key,
             password,
         })
     }
@@ -76,8 +113,8 @@ impl LakeConfig {
     /// Everything that requires re-attaching when it changes.
     pub fn fingerprint(&self) -> String {
         format!(
-            "{}\u{0}{}\u{0}{:?}\u{0}{}\u{0}{:?}",
-            self.alias, self.conninfo, self.data_path, self.metadata_schema, self.inlining_limit
+            "{}\u{0}{}\u{0}{:?}\u{0}{:?}\u{0}{}\u{0}{:?}",
+            self.alias, self.conninfo, self.data_path, self.data_path_roots, self.metadata_schema, self.inlining_limit
         )
     }
 
@@ -115,9 +152,23 @@ unsafe fn user_mapping_options(server_oid: pg_sys::Oid) -> std::collections::Has
     .execute()
 }
 
-fn data_directory() -> String {
+fn is_superuser(role: pg_sys::Oid) -> bool {
+    // SAFETY: a syscache lookup of the role.
+    unsafe { pg_sys::superuser_arg(role) }
+}
+
+pub fn data_directory() -> String {
     // SAFETY: DataDir is set (absolute) before any backend runs queries.
     unsafe { CStr::from_ptr(pg_sys::DataDir).to_string_lossy().into_owned() }
+}
+
+/// Where an embedded lake keeps its files: under the cluster's data directory, one
+/// directory per database and catalog, so that two databases' lakes of one name never
+/// share files (each would take the other's for unreferenced ones).
+pub fn embedded_data_path(alias: &str) -> String {
+    // SAFETY: MyDatabaseId is set in every backend connected to a database.
+    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
+    format!("{}/ducklake/{database}/{alias}/", data_directory())
 }
 
 fn setting(name: &CStr) -> Option<String> {
@@ -126,6 +177,11 @@ fn setting(name: &CStr) -> Option<String> {
         let value = pg_sys::GetConfigOption(name.as_ptr(), true, false);
         (!value.is_null()).then(|| CStr::from_ptr(value).to_string_lossy().into_owned())
     }
+}
+
+fn current_user_name() -> String {
+    // SAFETY: reads the current user's name from the catalog.
+    unsafe { CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false)).to_string_lossy().into_owned() }
 }
 
 /// The catalog lives in the current database of this very server, reached over its
@@ -137,68 +193,16 @@ fn embedded_conninfo() -> String {
         })
         .unwrap_or_else(|| "127.0.0.1".into());
     // SAFETY: simple reads of backend globals / catalog lookups.
-    let (port, dbname, user) = unsafe {
+    let (port, dbname) = unsafe {
         (
             pg_sys::PostPortNumber,
             CStr::from_ptr(pg_sys::get_database_name(pg_sys::MyDatabaseId)).to_string_lossy().into_owned(),
-            CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false))
-                .to_string_lossy()
-                .into_owned(),
         )
     };
-    format!(
-        "host={} port={port} dbname={} user={}",
-        conninfo_value(&host),
-        conninfo_value(&dbname),
-        conninfo_value(&user)
+    conninfo::with_params(
+        "",
+        &[("host", host), ("port", port.to_string()), ("dbname", dbname), ("user", current_user_name())],
     )
-}
-
-/// Add the user mapping's credentials (and a connect timeout) to a connection string.
-/// For key/value strings later keywords win, so they override what the server says.
-fn with_credentials(base: &str, user: Option<&str>, password: Option<&str>) -> String {
-    let mut pairs: Vec<(&str, String)> = Vec::new();
-    if let Some(user) = user {
-        pairs.push(("user", user.to_owned()));
-    }
-    if let Some(password) = password {
-        pairs.push(("password", password.to_owned()));
-    }
-    if !base.contains("connect_timeout") {
-        pairs.push(("connect_timeout", "10".to_owned()));
-    }
-    if uri_rest(base).is_some() {
-        let mut uri = base.to_owned();
-        for (key, value) in pairs {
-            uri.push(if uri.contains('?') { '&' } else { '?' });
-            uri.push_str(key);
-            uri.push('=');
-            uri.push_str(&percent_encode(&value));
-        }
-        uri
-    } else {
-        let mut kv = base.to_owned();
-        for (key, value) in pairs {
-            kv.push(' ');
-            kv.push_str(key);
-            kv.push('=');
-            kv.push_str(&conninfo_value(&value));
-        }
-        kv
-    }
-}
-
-/// A libpq key/value value: single-quoted, with `\` and `'` escaped.
-fn conninfo_value(value: &str) -> String {
-    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
-}
-
-fn percent_encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    .trim_start()
+    .to_owned()
 }

@@ -17,8 +17,8 @@
 //!
 //! Both are advisory locks in key spaces of their own (field 4 = 3 and 4; the SQL
 //! functions use 1 and 2), so applications' advisory locks never collide with them.
-//! They are cluster-wide (not per database): two databases whose servers name the
-//! same catalog share them. `pg_locks` shows them as `advisory` with `objsubid` 3
+//! They are cluster-wide (not per database) and keyed by the lake's data path: two
+//! databases, or two roles, whose servers reach the same lake share them. `pg_locks` shows them as `advisory` with `objsubid` 3
 //! (the lake's key in `classid` and `objid`) or 4 (a 32-bit key in `database`, the
 //! first change in microseconds since 1970 in `classid` and `objid`).
 
@@ -30,10 +30,12 @@ use crate::error::{LakeError, LakeResult};
 const COMMIT_SPACE: u16 = 3;
 const WRITERS_SPACE: u16 = 4;
 
-/// A stable key for the lake at `identity` (catalog connection and metadata schema).
-pub fn key(identity: &str) -> u64 {
+/// A stable key for the lake whose files are in `data_path` (normalized). The files
+/// identify a lake to every backend whatever role, catalog connection string or
+/// database reaches it, and the writer marks protect exactly those files.
+pub fn key(data_path: &str) -> u64 {
     // FNV-1a: stable across processes, unlike the standard library's hasher.
-    identity.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ byte as u64).wrapping_mul(0x100_0000_01b3))
+    data_path.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ byte as u64).wrapping_mul(0x100_0000_01b3))
 }
 
 /// The commit locks this transaction holds; released when dropped (right after the

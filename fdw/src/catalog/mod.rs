@@ -2,6 +2,7 @@
 //! the per-backend cache of attached DuckDB instances, and how their DuckDB
 //! transactions follow the Postgres transaction.
 
+pub mod access;
 pub mod cache;
 pub mod columns;
 pub mod lake_locks;

@@ -144,7 +144,7 @@ pub fn subtransaction_aborted(subxact: pg_sys::SubTransactionId) {
             let streaming = lake.streaming.borrow_mut().take();
             if let Some((stream, opened_in)) = streaming {
                 if opened_in < subxact {
-                    let _ = stream.buffer_rest(&lake.instance.interrupt);
+                    let _ = stream.buffer_rest(&lake.instance.interrupt, lake.instance.temp_directory());
                 }
             }
             let undone: Vec<Write> = {

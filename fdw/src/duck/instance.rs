@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use duckdb::{Connection, InterruptHandle, ffi};
 
+use crate::catalog::access;
 use crate::catalog::config::LakeConfig;
 use crate::duck::workers::{Lent, Pool};
 use crate::duck::{cancel, extensions, signals::SignalsBlocked, sql};
@@ -23,9 +24,14 @@ pub struct LakeInstance {
     pub interrupt: Arc<InterruptHandle>,
     /// Name of the attached DuckLake catalog inside DuckDB.
     pub alias: String,
+    /// The directory of the lake's files (normalized, trailing slash): what identifies
+    /// the lake to the backends of this cluster (see `lake_locks`).
+    pub data_path: String,
     /// Threads lent to DuckDB next to the backend's own (see `workers`); stopped
     /// before the database closes.
     pool: Rc<Pool>,
+    /// This instance's directory for DuckDB's temporary files, removed with it.
+    temp_dir: TempDirectory,
     /// Kept open for the connection, the pool and the lent threads; closed last.
     _database: OwnedDatabase,
 }
@@ -37,15 +43,16 @@ impl LakeInstance {
         // SAFETY: the database outlives the connection (field order).
         let conn = unsafe { Connection::open_from_raw(database.0) }?;
         let interrupt = conn.interrupt_handle();
-        let attach_error = |e: LakeError| LakeError::AttachFailed {
-            server: config.server_name.clone(),
-            message: match e {
+        let attach_error = |e: LakeError| {
+            let message = match e {
                 LakeError::DuckDb(m) => config.scrub(&m),
                 other => config.scrub(&other.to_string()),
-            },
+            };
+            access::explain_authentication_failure(&config.server_name, &message)
+                .unwrap_or(LakeError::AttachFailed { server: config.server_name.clone(), message })
         };
 
-        std::fs::create_dir_all(&config.temp_directory).map_err(|e| LakeError::AttachFailed {
+        let temp_directory = TempDirectory::create(&config.temp_directory).map_err(|e| LakeError::AttachFailed {
             server: config.server_name.clone(),
             message: format!("cannot create temp directory {}: {e}", config.temp_directory),
         })?;
@@ -101,7 +108,14 @@ impl LakeInstance {
 
         let data_path = match &config.data_path {
             Some(path) => path.clone(),
-            None => stored_data_path(&conn, config).map_err(attach_error)?,
+            None => {
+                // A path a catalog records is held to the rules of one a server gives.
+                let path = access::normalized_data_path(&stored_data_path(&conn, config).map_err(attach_error)?)?;
+                if let Some(roots) = &config.data_path_roots {
+                    access::check_data_path(Some(&config.server_name), &path, roots)?;
+                }
+                path
+            }
         };
 
         let allowed: Vec<String> = [&data_path, &config.temp_directory]
@@ -114,7 +128,20 @@ impl LakeInstance {
         ))?;
 
         let pool = Pool::new(database.0, threads.saturating_sub(1));
-        Ok(LakeInstance { conn, interrupt, alias: config.alias.clone(), pool, _database: database })
+        Ok(LakeInstance {
+            conn,
+            interrupt,
+            alias: config.alias.clone(),
+            data_path,
+            pool,
+            temp_dir: temp_directory,
+            _database: database,
+        })
+    }
+
+    /// The instance's private directory for temporary files.
+    pub fn temp_directory(&self) -> &std::path::Path {
+        &self.temp_dir.0
     }
 
     /// Lend threads to DuckDB for as long as the result lives: for statements whose
@@ -200,4 +227,44 @@ fn stored_data_path(conn: &Connection, config: &LakeConfig) -> LakeResult<String
 
 fn with_trailing_slash(dir: &str) -> String {
     if dir.ends_with('/') { dir.to_owned() } else { format!("{dir}/") }
+}
+
+/// A backend's directory for an instance's temporary files, under
+/// `<data directory>/ducklake/tmp/` and named `<pid>_<server>_<user>`: created with
+/// the instance and removed with it. Directories that killed backends left behind
+/// are removed when the next instance of the cluster is created.
+struct TempDirectory(std::path::PathBuf);
+
+impl TempDirectory {
+    fn create(path: &str) -> std::io::Result<TempDirectory> {
+        let path = std::path::PathBuf::from(path);
+        if let Some(parent) = path.parent() {
+            remove_orphans(parent);
+        }
+        std::fs::create_dir_all(&path)?;
+        Ok(TempDirectory(path))
+    }
+}
+
+impl Drop for TempDirectory {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Remove the temp directories of backends that no longer run. A pid still in use
+/// (maybe reused by another process) keeps its directory until that process is gone.
+fn remove_orphans(parent: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.split('_').next()).and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks whether the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }

@@ -6,6 +6,7 @@ pub mod cancel;
 pub mod extensions;
 pub mod instance;
 pub mod signals;
+pub mod spill;
 pub mod sql;
 pub mod stream;
 pub mod workers;

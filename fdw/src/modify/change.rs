@@ -156,7 +156,7 @@ impl ChangeState {
                 let attr = tupdesc.get((attno - 1) as usize).expect("an assigned column");
                 let name = lake_column_name(relid, attno, attr.name());
                 let encoder = Encoder::new(attr.type_oid().value());
-                staged.push(StagedColumn::for_lake(name, encoder, &lake_columns, &table.display())?);
+                staged.push(StagedColumn::for_lake(name, encoder, &lake_columns, &lake.server_name, &table.display())?);
                 columns.push(attno as usize);
             }
             let target = sql::qualified(&lake.instance.alias, &table.schema, &table.table);

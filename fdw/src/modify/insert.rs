@@ -53,7 +53,7 @@ impl InsertState {
             let mut columns = Vec::new();
             let mut attnos = Vec::new();
             for (name, encoder, attno) in written {
-                columns.push(StagedColumn::for_lake(name, encoder, &lake_columns, &table.display())?);
+                columns.push(StagedColumn::for_lake(name, encoder, &lake_columns, &lake.server_name, &table.display())?);
                 attnos.push(attno);
             }
             let staging = Staging::create(lake, &table, columns).map_err(|e| with_context(e, &table.display()))?;

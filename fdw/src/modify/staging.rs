@@ -42,10 +42,20 @@ pub struct StagedColumn {
 
 impl StagedColumn {
     /// The column holding values (of `encoder`'s type) for lake column `name`, one
-    /// of `lake_columns` of `table`.
-    pub fn for_lake(name: String, encoder: Encoder, lake_columns: &[LakeColumn], table: &str) -> LakeResult<StagedColumn> {
+    /// of `lake_columns` of `table` on `server`.
+    pub fn for_lake(
+        name: String,
+        encoder: Encoder,
+        lake_columns: &[LakeColumn],
+        server: &str,
+        table: &str,
+    ) -> LakeResult<StagedColumn> {
         let lake = lake_columns.iter().find(|c| c.name == name).cloned().ok_or_else(|| {
-            LakeError::DuckDb(format!("column \"{name}\" does not exist in DuckLake table {table}"))
+            if lake_columns.is_empty() {
+                LakeError::MissingLakeTable { server: server.to_owned(), table: table.to_owned() }
+            } else {
+                LakeError::MissingLakeColumn { server: server.to_owned(), table: table.to_owned(), column: name.clone() }
+            }
         })?;
         Ok(StagedColumn { name, encoder, lake: Some(lake) })
     }

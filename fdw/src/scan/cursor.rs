@@ -8,7 +8,6 @@ use pgrx::fcinfo::direct_function_call_as_datum;
 use pgrx::pg_sys;
 
 use crate::catalog::cache::Lake;
-use crate::duck::cancel;
 use crate::duck::stream::Stream;
 use crate::error::{LakeError, LakeResult};
 use crate::scan::plan::OutputSource;
@@ -47,25 +46,7 @@ impl Cursor {
     /// (Re)start with `sql` bound to `params`.
     pub fn start(&mut self, sql: &str, params: Vec<duckdb::types::Value>) -> LakeResult<()> {
         self.close();
-        let lake = self.lake.clone();
-        let conn = lake.connection().map_err(|e| self.explain_error(e))?;
-        // SAFETY: the connection lives inside the Lake this cursor keeps alive (an Rc
-        // whose contents never move); the statement lives in a Stream that is
-        // dropped before the Lake: by this cursor (field order, `close`) and by the
-        // Lake itself (its `streaming` field is declared before its instance).
-        let conn: &'static duckdb::Connection = unsafe { &*(conn as *const duckdb::Connection) };
-        let interrupt = lake.instance.interrupt.clone();
-        let (statement, lent) = cancel::interruptible(&interrupt, || -> LakeResult<_> {
-            let mut statement = conn.prepare(sql)?;
-            // Lent once binding (and DuckLake's catalog reads for it) is done, before
-            // the query runs: aggregates run to completion before the first batch.
-            let lent = lake.instance.lend_threads();
-            drop(statement.stream_arrow(duckdb::params_from_iter(params))?);
-            Ok((statement, lent))
-        })
-        .map_err(|e| self.explain_error(e))?;
-        let stream = Rc::new(Stream::new(statement, lent));
-        lake.set_streaming(stream.clone());
+        let stream = self.lake.stream(sql, params).map_err(|e| self.explain_error(e))?;
         self.stream = Some(stream);
         Ok(())
     }
@@ -76,6 +57,18 @@ impl Cursor {
                 if message.contains("Table with name") && message.contains("does not exist") =>
             {
                 LakeError::MissingLakeTable { server: self.lake.server_name.clone(), table: self.table.clone() }
+            }
+            // The lake table lost (or renamed) a column the foreign table reads.
+            LakeError::DuckDb(message) if message.contains("Referenced column \"") => {
+                let column = message.split("Referenced column \"").nth(1).and_then(|rest| rest.split('"').next());
+                match column {
+                    Some(column) => LakeError::MissingLakeColumn {
+                        server: self.lake.server_name.clone(),
+                        table: self.table.clone(),
+                        column: column.to_owned(),
+                    },
+                    None => LakeError::DuckDb(message),
+                }
             }
             other => other,
         }
