@@ -1,24 +1,28 @@
-//! The `pgtrickle` SQL API.
+//! The `pgtrickle` SQL API. Every function that changes a stream table requires its
+//! caller to own it (see `privileges`); `verify_stream_table` is in
+//! `maintenance::verify`.
 
 use crate::analysis::parse::{analyze, lake_sources};
 use crate::analysis::shape::shape_of;
 use crate::catalog::{self, Lock, RefreshMode};
+use crate::definition;
 use crate::error::{IvmError, IvmResult, OrRaise};
-use crate::maintenance::objects::{self, create_internals, depend_on_sources, drop_internals, objects_for};
+use crate::maintenance::context::RefreshContext;
+use crate::maintenance::objects::{self, create_internals, drop_internals, objects_for};
 use crate::maintenance::refresh::{self, Requested};
-use crate::scheduler::schedule::parse_schedule;
+use crate::privileges::{as_extension_owner, owner_of};
 use crate::sql::qualified;
 use pgrx::prelude::*;
 use pgrx::{JsonB, pg_sys};
 
 /// Schema and table of a possibly qualified name, parsed by Postgres' parse_ident.
 fn split_name(name: &str) -> IvmResult<(String, String)> {
-    let parts: Vec<String> = Spi::get_one_with_args::<Vec<String>>("SELECT parse_ident($1)", &[name.into()])
+    let parts: Vec<String> = Spi::get_one_with_args::<Vec<String>>("SELECT pg_catalog.parse_ident($1)", &[name.into()])
         .map_err(|_| IvmError::invalid(format!("invalid stream table name \"{name}\"")))?
         .unwrap_or_default();
     match parts.as_slice() {
         [table] => {
-            let schema: Option<String> = Spi::get_one("SELECT current_schema()::text")?;
+            let schema: Option<String> = Spi::get_one("SELECT pg_catalog.current_schema()::text")?;
             let schema = schema.ok_or_else(|| {
                 IvmError::new(PgSqlErrorCode::ERRCODE_INVALID_SCHEMA_NAME, "no schema on the search_path to create the stream table in")
             })?;
@@ -29,7 +33,12 @@ fn split_name(name: &str) -> IvmResult<(String, String)> {
     }
 }
 
-/// Check the query and mode before anything is created: errors name the construct.
+fn parse_schedule(text: &str) -> IvmResult<std::time::Duration> {
+    crate::scheduler::schedule::parse(text)
+}
+
+/// Check the query and mode before anything is created, as the caller (who must be
+/// able to resolve every name in it): errors name the construct.
 fn validate(query: &str, mode: RefreshMode) -> IvmResult<()> {
     let tree = analyze(query)?;
     lake_sources(tree)?;
@@ -39,18 +48,19 @@ fn validate(query: &str, mode: RefreshMode) -> IvmResult<()> {
     Ok(())
 }
 
-/// Create the result table (empty) from the query's output columns.
-fn create_result(schema: &str, table: &str, query: &str) -> IvmResult<pg_sys::Oid> {
+/// Create the result table (empty) with the columns of stream table `id`'s definition,
+/// as the caller (who needs CREATE on the schema).
+fn create_result(schema: &str, table: &str, id: i64) -> IvmResult<pg_sys::Oid> {
     let name = qualified(schema, table);
-    Spi::run(&format!("CREATE TABLE {name} AS {} WITH NO DATA", refresh::embeddable(query)))?;
+    Spi::run(&format!("CREATE TABLE {name} AS {} WITH NO DATA", definition::select_all(id)))?;
     objects::regclass(&name)
 }
 
-/// Internal relations and dependencies for the stream table `id`.
+/// Internal relations of stream table `id`, built under its recorded settings.
 fn build_internals(id: i64) -> IvmResult<()> {
     let table = catalog::load(id, Lock::None)?.ok_or_else(|| IvmError::no_such_stream_table(&id.to_string()))?;
+    let _context = RefreshContext::enter(owner_of(table.relid)?, &table.settings)?;
     let plan = refresh::plan_for(&table)?;
-    depend_on_sources(table.relid, &plan.sources);
     if let Some(shape) = &plan.shape {
         create_internals(table.relid, shape, &plan.objects)?;
     }
@@ -71,13 +81,30 @@ fn create_stream_table(
         let mode = RefreshMode::parse(refresh_mode)?;
         validate(query, mode)?;
         let (schema, table) = split_name(name)?;
-        let relid = create_result(&schema, &table, query)?;
-        let id: i64 = Spi::get_one_with_args(
-            "INSERT INTO pgtrickle.pgt_stream_tables (pgt_relid, pgt_name, pgt_schema, defining_query, schedule, refresh_mode) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING pgt_id",
-            &[relid.into(), table.clone().into(), schema.clone().into(), query.into(), schedule.trim().into(), mode.as_str().into()],
-        )?
-        .expect("INSERT RETURNING gives a row");
+        let settings = crate::settings::capture()?;
+        let id: i64 = as_extension_owner(|| {
+            Ok(Spi::get_one::<i64>("SELECT pg_catalog.nextval('pgtrickle.pgt_stream_tables_pgt_id_seq')")?
+                .expect("nextval gives a value"))
+        })?;
+        // SAFETY: reads the current user.
+        let view = definition::define(id, query, unsafe { pg_sys::GetUserId() })?;
+        let relid = create_result(&schema, &table, id)?;
+        definition::bind(view, relid);
+        catalog::write(
+            "INSERT INTO pgtrickle.pgt_stream_tables \
+             (pgt_id, pgt_relid, pgt_name, pgt_schema, defining_query, schedule, refresh_mode, settings) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                id.into(),
+                relid.into(),
+                table.clone().into(),
+                schema.clone().into(),
+                query.into(),
+                schedule.trim().into(),
+                mode.as_str().into(),
+                JsonB(settings).into(),
+            ],
+        )?;
         build_internals(id)?;
         if initialize {
             refresh::refresh(id, Requested::Full, Lock::Wait)?;
@@ -99,7 +126,7 @@ fn drop_stream_table(name: &str, cascade: default!(bool, false)) {
     let run = || -> IvmResult<()> {
         let id = catalog::resolve(name)?;
         let table = catalog::load(id, Lock::Wait)?.ok_or_else(|| IvmError::no_such_stream_table(name))?;
-        Spi::run_with_args("DELETE FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1", &[id.into()])?;
+        catalog::write("DELETE FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1", &[id.into()])?;
         Spi::run(&format!("DROP TABLE {}{}", crate::sql::relation_name(table.relid), drop_behaviour(cascade)))?;
         Ok(())
     };
@@ -107,8 +134,9 @@ fn drop_stream_table(name: &str, cascade: default!(bool, false)) {
 }
 
 /// Change a stream table's query, schedule or refresh mode. A new query or mode
-/// rebuilds it at the lake's current snapshot. A query with other columns recreates
-/// the result table; `cascade` lets that drop the views on it.
+/// rebuilds it at the lake's current snapshot, under the settings of the calling
+/// session (recorded anew, as for a new stream table). A query with other columns
+/// recreates the result table; `cascade` lets that drop the views on it.
 #[pg_extern]
 fn alter_stream_table(
     name: &str,
@@ -122,7 +150,7 @@ fn alter_stream_table(
         let table = catalog::load(id, Lock::Wait)?.ok_or_else(|| IvmError::no_such_stream_table(name))?;
         if let Some(schedule) = schedule {
             parse_schedule(schedule)?;
-            Spi::run_with_args(
+            catalog::write(
                 "UPDATE pgtrickle.pgt_stream_tables SET schedule = $2 WHERE pgt_id = $1",
                 &[id.into(), schedule.trim().into()],
             )?;
@@ -136,30 +164,28 @@ fn alter_stream_table(
             return Ok(());
         }
         validate(new_query, mode)?;
+        let settings = crate::settings::capture()?;
         // Internals of the old definition go; the result table stays when the new
         // query has the same columns, else it is recreated (views on it must be dropped first).
-        let old_plan_objects = objects_for(table.relid, None);
-        drop_internals(&old_plan_objects)?;
+        drop_internals(&objects_for(table.relid, None))?;
+        definition::drop_definition(id, table.relid)?;
+        let view = definition::define(id, new_query, owner_of(table.relid)?)?;
         let (schema, table_name) = crate::sql::relation_parts(table.relid);
         let mut relid = table.relid;
-        if !same_columns(relid, new_query)? {
+        if !definition::same_columns_as(id, relid)? {
             // Detach the row first, or the drop event trigger would forget the stream table.
-            Spi::run_with_args("UPDATE pgtrickle.pgt_stream_tables SET pgt_relid = 0 WHERE pgt_id = $1", &[id.into()])?;
+            catalog::write("UPDATE pgtrickle.pgt_stream_tables SET pgt_relid = 0 WHERE pgt_id = $1", &[id.into()])?;
             Spi::run(&format!("DROP TABLE {}{}", qualified(&schema, &table_name), drop_behaviour(cascade)))?;
-            relid = create_result(&schema, &table_name, new_query)?;
+            relid = create_result(&schema, &table_name, id)?;
         } else {
             // Old indexes may not fit the new keys; the new plan creates its own.
             drop_result_indexes(relid)?;
         }
-        Spi::run_with_args(
+        definition::bind(view, relid);
+        catalog::write(
             "UPDATE pgtrickle.pgt_stream_tables SET pgt_relid = $2, defining_query = $3, refresh_mode = $4, \
-             frontier = '{\"sources\": {}}' WHERE pgt_id = $1",
-            &[id.into(), relid.into(), new_query.into(), mode.as_str().into()],
-        )?;
-        Spi::run_with_args(
-            "DELETE FROM pg_depend WHERE classid = 'pg_class'::regclass AND objid = $1 AND deptype = 'n' \
-             AND refclassid = 'pg_class'::regclass AND refobjid IN (SELECT ftrelid FROM pg_foreign_table)",
-            &[relid.into()],
+             frontier = '{\"sources\": {}}', settings = $5 WHERE pgt_id = $1",
+            &[id.into(), relid.into(), new_query.into(), mode.as_str().into(), JsonB(settings).into()],
         )?;
         build_internals(id)?;
         refresh::refresh(id, Requested::Full, Lock::Wait)?;
@@ -168,26 +194,13 @@ fn alter_stream_table(
     run().or_raise()
 }
 
-fn same_columns(relid: pg_sys::Oid, query: &str) -> IvmResult<bool> {
-    Spi::run(&format!("CREATE TEMP VIEW __pgt_probe AS {}", refresh::embeddable(query)))?;
-    let same: bool = Spi::get_one_with_args(
-        "SELECT (SELECT array_agg((attname, atttypid, atttypmod) ORDER BY attnum) FROM pg_attribute \
-                 WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped)::text \
-              = (SELECT array_agg((attname, atttypid, atttypmod) ORDER BY attnum) FROM pg_attribute \
-                 WHERE attrelid = 'pg_temp.__pgt_probe'::regclass AND attnum > 0)::text",
-        &[relid.into()],
-    )?
-    .unwrap_or(false);
-    Spi::run("DROP VIEW pg_temp.__pgt_probe")?;
-    Ok(same)
-}
-
 fn drop_result_indexes(relid: pg_sys::Oid) -> IvmResult<()> {
     let names: Vec<String> = Spi::connect(|client| {
         let mut names = Vec::new();
         for row in client.select(
-            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
-             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE i.indrelid = $1",
+            "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_index i \
+             JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE i.indrelid = $1",
             None,
             &[relid.into()],
         )? {
@@ -223,7 +236,7 @@ fn refresh_stream_table(name: &str) {
     refresh(name, "DIFFERENTIAL")
 }
 
-/// Stop scheduled refreshes of the named stream tables (all when NULL). Persistent.
+/// Stop scheduled refreshes of the named stream tables (all the caller's when NULL). Persistent.
 #[pg_extern]
 fn pause_scheduler(names: default!(Option<Vec<Option<String>>>, "NULL")) {
     let run = || -> IvmResult<()> {
@@ -240,7 +253,7 @@ fn pause_scheduler(names: default!(Option<Vec<Option<String>>>, "NULL")) {
 fn resume_scheduler(names: default!(Option<Vec<Option<String>>>, "NULL")) {
     let run = || -> IvmResult<()> {
         for id in catalog::resolve_all(names)? {
-            Spi::run_with_args(
+            catalog::write(
                 "UPDATE pgtrickle.pgt_stream_tables SET status = 'ACTIVE', consecutive_errors = 0 \
                  WHERE pgt_id = $1 AND status = 'PAUSED'",
                 &[id.into()],
@@ -258,10 +271,12 @@ fn rewind(name: &str, snapshot_id: i64) {
     let run = || -> IvmResult<()> {
         let id = catalog::resolve(name)?;
         let table = catalog::load(id, Lock::Wait)?.ok_or_else(|| IvmError::no_such_stream_table(name))?;
-        let plan = refresh::plan_for(&table)?;
-        let keys: Vec<String> = plan.sources.iter().map(|s| s.key.clone()).collect();
+        let keys: Vec<String> = {
+            let _context = RefreshContext::enter(owner_of(table.relid)?, &table.settings)?;
+            refresh::plan_for(&table)?.sources.iter().map(|s| s.key.clone()).collect()
+        };
         catalog::set_status(id, "PAUSED")?;
-        Spi::run_with_args(
+        catalog::write(
             "UPDATE pgtrickle.pgt_stream_tables SET frontier = $2 WHERE pgt_id = $1",
             &[id.into(), JsonB(catalog::frontier_at(&keys, snapshot_id)).into()],
         )?;
@@ -269,18 +284,4 @@ fn rewind(name: &str, snapshot_id: i64) {
         Ok(())
     };
     run().or_raise()
-}
-
-
-/// Rows where the stream table differs from its defining query evaluated at the
-/// table's frontier snapshot: `missing` (in the query's result only) or `extra` (in
-/// the table only), each as jsonb. No rows: the table is exactly its query's result.
-#[pg_extern]
-fn verify_stream_table(
-    name: &str,
-) -> TableIterator<'static, (name!(difference, String), name!(row_data, JsonB))> {
-    let run = || -> IvmResult<Vec<crate::maintenance::verify::Difference>> {
-        crate::maintenance::verify::differences(catalog::resolve(name)?)
-    };
-    TableIterator::new(run().or_raise())
 }

@@ -1,6 +1,9 @@
-//! `pgtrickle.pgt_stream_tables`: one row per stream table, read and written through SPI.
+//! `pgtrickle.pgt_stream_tables`: one row per stream table, read and written through
+//! SPI as the extension's owner (see `privileges`): callers reach only the stream
+//! tables they own, which `resolve` checks.
 
 use crate::error::{IvmError, IvmResult};
+use crate::privileges::{as_extension_owner, require_owner};
 use pgrx::prelude::*;
 use pgrx::{JsonB, pg_sys};
 use serde_json::{Value, json};
@@ -42,10 +45,12 @@ pub struct StreamTable {
     pub status: String,
     pub frontier: Value,
     pub consecutive_errors: i32,
+    /// Settings every refresh runs under (see `settings`).
+    pub settings: Value,
 }
 
 const COLUMNS: &str = "pgt_id, pgt_relid, pgt_schema || '.' || pgt_name, defining_query, schedule, refresh_mode, \
-                       status, frontier, consecutive_errors";
+                       status, frontier, consecutive_errors, settings";
 
 /// Lock modes for reading a catalog row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,10 +74,11 @@ pub fn load(id: i64, lock: Lock) -> IvmResult<Option<StreamTable>> {
     };
     let query = format!("SELECT {COLUMNS} FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1{suffix}");
     // Not read-only: FOR UPDATE.
-    Spi::connect_mut(|client| {
+    as_extension_owner(|| Spi::connect_mut(|client| {
         let rows = client.update(&query, Some(1), &[id.into()])?;
         for row in rows {
             let frontier: Option<JsonB> = row.get(8)?;
+            let settings: Option<JsonB> = row.get(10)?;
             return Ok::<_, IvmError>(Some(StreamTable {
                 id: row.get(1)?.unwrap_or_default(),
                 relid: row.get(2)?.unwrap_or(pg_sys::InvalidOid),
@@ -83,76 +89,100 @@ pub fn load(id: i64, lock: Lock) -> IvmResult<Option<StreamTable>> {
                 status: row.get(7)?.unwrap_or_default(),
                 frontier: frontier.map(|j| j.0).unwrap_or(Value::Null),
                 consecutive_errors: row.get(9)?.unwrap_or_default(),
+                settings: settings.map(|j| j.0).unwrap_or(Value::Null),
             }));
         }
         Ok(None)
-    })
+    }))
 }
 
-/// The stream table called `name`: a (schema-qualified) table name resolved on the
-/// search_path, or else a unique pgt_name.
+/// The stream table called `name`, which the current user must own: a
+/// (schema-qualified) table name resolved on the caller's search_path, or else a
+/// unique pgt_name among the caller's stream tables.
 pub fn resolve(name: &str) -> IvmResult<i64> {
-    let found: Option<i64> = Spi::get_one_with_args(
-        "SELECT coalesce(
-            (SELECT pgt_id FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = to_regclass($1)),
-            (SELECT min(pgt_id) FROM pgtrickle.pgt_stream_tables WHERE pgt_name = $1 HAVING count(*) = 1))",
-        &[name.into()],
-    )?;
-    found.ok_or_else(|| IvmError::no_such_stream_table(name))
+    let relid: Option<pg_sys::Oid> = Spi::get_one_with_args("SELECT pg_catalog.to_regclass($1)::oid", &[name.into()])
+        .ok()
+        .flatten();
+    let found = as_extension_owner(|| {
+        Ok(Spi::get_two_with_args::<i64, pg_sys::Oid>(
+            "SELECT t.pgt_id, t.pgt_relid FROM (SELECT coalesce( \
+               (SELECT pgt_id FROM pgtrickle.pgt_stream_tables WHERE pgt_relid = $1), \
+               (SELECT min(pgt_id) FROM pgtrickle.pgt_stream_tables WHERE pgt_name = $2 \
+                  AND pg_catalog.pg_has_role((SELECT relowner FROM pg_catalog.pg_class WHERE oid = pgt_relid), 'USAGE') \
+                HAVING count(*) = 1)) AS id) found \
+             LEFT JOIN pgtrickle.pgt_stream_tables t ON t.pgt_id = found.id",
+            &[relid.into(), name.into()],
+        )?)
+    })?;
+    match found {
+        (Some(id), Some(relid)) => {
+            require_owner(relid, name)?;
+            Ok(id)
+        }
+        _ => Err(IvmError::no_such_stream_table(name)),
+    }
 }
 
-/// Every stream table when `names` is NULL, else the named ones (each must exist).
+/// Every stream table of the current user when `names` is NULL, else the named ones
+/// (each must exist and be the user's).
 pub fn resolve_all(names: Option<Vec<Option<String>>>) -> IvmResult<Vec<i64>> {
     match names {
-        None => Spi::connect(|client| {
+        None => as_extension_owner(|| Spi::connect(|client| {
             let mut ids = Vec::new();
-            for row in client.select("SELECT pgt_id FROM pgtrickle.pgt_stream_tables ORDER BY pgt_id", None, &[])? {
+            for row in client.select(
+                "SELECT pgt_id FROM pgtrickle.pgt_stream_tables \
+                  WHERE pg_catalog.pg_has_role((SELECT relowner FROM pg_catalog.pg_class WHERE oid = pgt_relid), 'USAGE') \
+                  ORDER BY pgt_id",
+                None,
+                &[],
+            )? {
                 ids.push(row.get::<i64>(1)?.unwrap_or_default());
             }
             Ok::<_, IvmError>(ids)
-        }),
+        })),
         Some(names) => names.into_iter().flatten().map(|n| resolve(&n)).collect(),
     }
 }
 
+/// Run a statement on the catalog as the extension's owner.
+pub fn write(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> IvmResult<()> {
+    as_extension_owner(|| Ok(Spi::run_with_args(sql, args)?))
+}
+
 pub fn set_status(id: i64, status: &str) -> IvmResult<()> {
-    Spi::run_with_args(
+    write(
         "UPDATE pgtrickle.pgt_stream_tables SET status = $2, last_error = CASE WHEN $2 = 'ERROR' THEN last_error END, \
          consecutive_errors = CASE WHEN $2 = 'ERROR' THEN consecutive_errors ELSE 0 END WHERE pgt_id = $1",
         &[id.into(), status.into()],
     )
-    .map_err(IvmError::from)
 }
 
 /// Record a successful refresh that reached `frontier`.
 pub fn record_refresh(id: i64, frontier: &Value, note: Option<&str>) -> IvmResult<()> {
-    Spi::run_with_args(
+    write(
         "UPDATE pgtrickle.pgt_stream_tables SET frontier = $2, last_refreshed_at = clock_timestamp(), \
          status = CASE WHEN status = 'PAUSED' THEN status ELSE 'ACTIVE' END, \
          last_error = $3, consecutive_errors = 0 WHERE pgt_id = $1",
         &[id.into(), JsonB(frontier.clone()).into(), note.into()],
     )
-    .map_err(IvmError::from)
 }
 
 /// Record a failed scheduled refresh: status ERROR (unless paused) and the message.
 pub fn record_error(id: i64, message: &str) -> IvmResult<()> {
-    Spi::run_with_args(
+    write(
         "UPDATE pgtrickle.pgt_stream_tables SET status = CASE WHEN status = 'PAUSED' THEN status ELSE 'ERROR' END, \
          last_error = $2, consecutive_errors = consecutive_errors + 1 WHERE pgt_id = $1",
         &[id.into(), message.into()],
     )
-    .map_err(IvmError::from)
 }
 
 /// Mark a healthy table again after an error, without a refresh having changed anything.
 pub fn clear_error(id: i64) -> IvmResult<()> {
-    Spi::run_with_args(
+    write(
         "UPDATE pgtrickle.pgt_stream_tables SET status = CASE WHEN status = 'PAUSED' THEN status ELSE 'ACTIVE' END, \
          last_error = NULL, consecutive_errors = 0 WHERE pgt_id = $1 AND (status IN ('ERROR', 'INITIALIZING') OR consecutive_errors > 0)",
         &[id.into()],
     )
-    .map_err(IvmError::from)
 }
 
 /// The frontier's snapshot for source `key`. A frontier with a single source is read

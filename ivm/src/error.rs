@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 pub struct IvmError {
     pub code: PgSqlErrorCode,
     pub message: String,
+    pub detail: Option<String>,
     pub hint: Option<String>,
 }
 
@@ -14,7 +15,7 @@ pub type IvmResult<T> = Result<T, IvmError>;
 
 impl IvmError {
     pub fn new(code: PgSqlErrorCode, message: impl Into<String>) -> Self {
-        IvmError { code, message: message.into(), hint: None }
+        IvmError { code, message: message.into(), detail: None, hint: None }
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
@@ -42,6 +43,9 @@ impl IvmError {
 
     pub fn raise(self) -> ! {
         let mut report = ErrorReport::new(self.code, self.message, "");
+        if let Some(detail) = self.detail {
+            report = report.set_detail(detail);
+        }
         if let Some(hint) = self.hint {
             report = report.set_hint(hint);
         }

@@ -4,6 +4,8 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 use std::ffi::CString;
 
 static LAUNCHER_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+static REFRESH_LOCK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(5_000);
+static REFRESH_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 pub fn register() {
     GucRegistry::define_string_guc(
@@ -14,6 +16,27 @@ pub fn register() {
         GucContext::Postmaster,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"pgtrickle.refresh_lock_timeout",
+        c"Longest wait of a scheduled refresh for a lock (0: no limit).",
+        c"A refresh that waits longer fails (status ERROR, retried with backoff), so a table locked by another \
+          session does not hold up the refreshes of every other stream table of the database.",
+        &REFRESH_LOCK_TIMEOUT,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"pgtrickle.refresh_timeout",
+        c"Longest run of a scheduled refresh (0: no limit).",
+        c"A refresh that runs longer is canceled (status ERROR, retried with backoff).",
+        &REFRESH_TIMEOUT,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
 }
 
 pub fn launcher_database() -> String {
@@ -21,4 +44,12 @@ pub fn launcher_database() -> String {
         .get()
         .and_then(|c| c.into_string().ok())
         .unwrap_or_else(|| "postgres".into())
+}
+
+pub fn refresh_lock_timeout_ms() -> i32 {
+    REFRESH_LOCK_TIMEOUT.get()
+}
+
+pub fn refresh_timeout_ms() -> i32 {
+    REFRESH_TIMEOUT.get()
 }

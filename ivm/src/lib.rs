@@ -12,10 +12,13 @@ use pgrx::prelude::*;
 mod analysis;
 mod api;
 mod catalog;
+mod definition;
 mod error;
 mod gucs;
 mod maintenance;
+mod privileges;
 mod scheduler;
+mod settings;
 mod sql;
 
 ::pgrx::pg_module_magic!();
@@ -41,7 +44,10 @@ CREATE SCHEMA pgtrickle_state;
 CREATE SCHEMA pgtrickle_changes;
 COMMENT ON SCHEMA pgtrickle_state IS 'Per-group state of DIFFERENTIAL stream tables (internal)';
 COMMENT ON SCHEMA pgtrickle_changes IS 'Change feeds and the change buffer of each stream table''s last refresh';
-GRANT USAGE, CREATE ON SCHEMA pgtrickle_state, pgtrickle_changes TO PUBLIC;
+-- The internal relations are created by the extension's functions (as the extension's
+-- owner) and then owned by the stream table's owner, whose refreshes use them; nobody
+-- else may create anything in these schemas.
+GRANT USAGE ON SCHEMA pgtrickle, pgtrickle_state, pgtrickle_changes TO PUBLIC;
 
 CREATE TABLE pgtrickle.pgt_stream_tables (
     pgt_id bigserial PRIMARY KEY,
@@ -54,6 +60,7 @@ CREATE TABLE pgtrickle.pgt_stream_tables (
     refresh_mode text NOT NULL DEFAULT 'DIFFERENTIAL' CHECK (refresh_mode IN ('DIFFERENTIAL', 'FULL')),
     status text NOT NULL DEFAULT 'INITIALIZING' CHECK (status IN ('INITIALIZING', 'ACTIVE', 'PAUSED', 'ERROR')),
     frontier jsonb NOT NULL DEFAULT '{"sources": {}}',
+    settings jsonb NOT NULL DEFAULT '{}',
     last_refreshed_at timestamptz,
     last_error text,
     consecutive_errors integer NOT NULL DEFAULT 0,
@@ -63,15 +70,18 @@ COMMENT ON TABLE pgtrickle.pgt_stream_tables IS
   'Stream tables: defining query, schedule, status and the frontier (last lake snapshot applied)';
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.frontier IS
   '{"sources": {"ducklake:<schema>.<table>": {"snapshot_id": N}}}; editable, validated at the next refresh';
+COMMENT ON COLUMN pgtrickle.pgt_stream_tables.settings IS
+  'Settings recorded when the query was defined (TimeZone, DateStyle, search_path, ...); every refresh runs under them';
 SELECT pg_catalog.pg_extension_config_dump('pgtrickle.pgt_stream_tables', '');
 
--- Each role sees and edits the rows of the stream tables it owns (or is a member of the owner).
+-- Each role sees the rows of the stream tables it owns (or is a member of the owner),
+-- and may edit their frontier (the seed demo's jsonb_set); everything else changes
+-- only through the functions, which check ownership themselves.
 ALTER TABLE pgtrickle.pgt_stream_tables ENABLE ROW LEVEL SECURITY;
 CREATE POLICY owner_rows ON pgtrickle.pgt_stream_tables
   USING (pg_catalog.pg_has_role((SELECT relowner FROM pg_catalog.pg_class WHERE oid = pgt_relid), 'USAGE'))
   WITH CHECK (pg_catalog.pg_has_role((SELECT relowner FROM pg_catalog.pg_class WHERE oid = pgt_relid), 'USAGE'));
-GRANT SELECT, INSERT, UPDATE, DELETE ON pgtrickle.pgt_stream_tables TO PUBLIC;
-GRANT USAGE ON SEQUENCE pgtrickle.pgt_stream_tables_pgt_id_seq TO PUBLIC;
+GRANT SELECT, UPDATE (frontier) ON pgtrickle.pgt_stream_tables TO PUBLIC;
 
 -- DROP TABLE of a result table removes its catalog row too.
 CREATE FUNCTION pgtrickle.forget_dropped_stream_tables() RETURNS event_trigger
@@ -82,7 +92,9 @@ BEGIN
                         WHERE classid = 'pg_class'::regclass AND objsubid = 0);
 END $$;
 -- Snapshots stream tables still need (their frontiers): ducklake.maintain() does not
--- expire them. SECURITY DEFINER so a server owner sees every role's holds.
+-- expire them. SECURITY DEFINER so a server owner sees every role's holds. Only a
+-- source the stream table's query reads (a dependency of its definition view) holds
+-- anything, whatever else an owner writes into a frontier.
 CREATE FUNCTION pgtrickle.snapshot_holds()
   RETURNS TABLE (server_oid oid, snapshot_id bigint, stream_table regclass)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -92,6 +104,10 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
                                       THEN t.frontier -> 'sources' ELSE '{}' END) e
     JOIN pg_foreign_table ft ON ft.ftrelid = to_regclass(substr(e.key, length('ducklake:') + 1))
    WHERE jsonb_typeof(e.value -> 'snapshot_id') = 'number'
+     AND EXISTS (SELECT 1 FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+                  WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+                    AND d.refobjid = ft.ftrelid
+                    AND r.ev_class = to_regclass(format('pgtrickle_state.query_%s', t.pgt_id)))
 $$;
 GRANT EXECUTE ON FUNCTION pgtrickle.snapshot_holds() TO PUBLIC;
 

@@ -35,6 +35,20 @@ pub enum AggKind {
     Max,
 }
 
+impl AggKind {
+    /// The built-in aggregate, qualified so that no look-alike on the search path
+    /// can stand in for it in the generated SQL.
+    pub fn function(self) -> &'static str {
+        match self {
+            AggKind::CountStar | AggKind::Count => "pg_catalog.count",
+            AggKind::Sum => "pg_catalog.sum",
+            AggKind::Avg => "pg_catalog.avg",
+            AggKind::Min => "pg_catalog.min",
+            AggKind::Max => "pg_catalog.max",
+        }
+    }
+}
+
 /// One aggregate of the query, kept in state columns `a<n>`, `a<n>_n`, ...
 #[derive(Debug, Clone)]
 pub struct Aggregate {
@@ -45,6 +59,9 @@ pub struct Aggregate {
     pub argument: Option<String>,
     /// For avg: the type the running sum is kept in (`numeric` or `float8`).
     pub avg_sum_type: Option<&'static str>,
+    /// A sum or average of floats: its running value is not exact under deletions,
+    /// so a group that lost rows is recomputed.
+    pub inexact: bool,
 }
 
 impl Aggregate {
@@ -364,6 +381,7 @@ unsafe fn aggregate_of(aggref: *mut pg_sys::Aggref, number: usize, source: pg_sy
             _ => return Err(IvmError::unsupported(format!("aggregate {name}()"))),
         };
         let mut avg_sum_type = None;
+        let mut inexact = false;
         if let (AggKind::Sum | AggKind::Avg, Some(arg)) = (kind, argument) {
             let input = pg_sys::exprType(arg);
             let numeric_input = [pg_sys::INT2OID, pg_sys::INT4OID, pg_sys::INT8OID, pg_sys::NUMERICOID].contains(&input);
@@ -374,6 +392,7 @@ unsafe fn aggregate_of(aggref: *mut pg_sys::Aggref, number: usize, source: pg_sy
             if kind == AggKind::Avg {
                 avg_sum_type = Some(if numeric_input { "numeric" } else { "float8" });
             }
+            inexact = float_input;
         }
         if let (AggKind::Min | AggKind::Max, Some(arg)) = (kind, argument) {
             require_key_type(arg, &format!("{name}()"))?;
@@ -383,6 +402,7 @@ unsafe fn aggregate_of(aggref: *mut pg_sys::Aggref, number: usize, source: pg_sy
             column: format!("a{number}"),
             argument: argument.map(|arg| deparse(arg, "c", source)),
             avg_sum_type,
+            inexact,
         })
     }
 }

@@ -1,13 +1,15 @@
 //! The execution context of a refresh: run as the stream table's owner (like REFRESH
-//! MATERIALIZED VIEW), with lake time-travel settings scoped to the refresh, and
-//! subtransactions for the steps whose failure is handled.
+//! MATERIALIZED VIEW), under the settings recorded with its query (see `settings`),
+//! with lake time-travel settings scoped to the refresh, and subtransactions for the
+//! steps whose failure is handled.
 
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 
-/// While alive: current user is the owner, in a security-restricted operation, and
-/// GUCs set through `pin_snapshot` revert when it is dropped.
+/// While alive: current user is the owner, in a security-restricted operation, the
+/// recorded settings apply, and all of them (and those set through `pin_snapshot`)
+/// revert when it is dropped.
 pub struct RefreshContext {
     saved_user: pg_sys::Oid,
     saved_security: i32,
@@ -15,7 +17,7 @@ pub struct RefreshContext {
 }
 
 impl RefreshContext {
-    pub fn enter(owner: pg_sys::Oid) -> Self {
+    pub fn enter(owner: pg_sys::Oid, settings: &serde_json::Value) -> crate::error::IvmResult<Self> {
         let mut saved_user = pg_sys::InvalidOid;
         let mut saved_security = 0;
         // SAFETY: plain backend state; restored in Drop or by transaction abort.
@@ -29,15 +31,16 @@ impl RefreshContext {
                     | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
             );
             let context = RefreshContext { saved_user, saved_security, nest_level };
+            crate::settings::apply(settings)?;
             // A session's own time-travel settings must not leak into maintenance.
             context.set("ducklake.snapshot_id", "");
             context.set("ducklake.as_of", "");
-            context
+            Ok(context)
         }
     }
 
     fn set(&self, name: &str, value: &str) {
-        let _ = Spi::run_with_args("SELECT set_config($1, $2, true)", &[name.into(), value.into()]);
+        let _ = Spi::run_with_args("SELECT pg_catalog.set_config($1, $2, true)", &[name.into(), value.into()]);
     }
 
     /// Read the lake as of `snapshot` for the rest of this refresh.
@@ -95,9 +98,23 @@ pub fn in_subtransaction<T>(body: impl FnOnce() -> T) -> Result<T, CaughtError> 
 
 /// SQLSTATE and message of a caught error.
 pub fn describe(error: &CaughtError) -> (PgSqlErrorCode, String) {
+    let report = report_of(error);
+    (report.sql_error_code(), report.message().to_string())
+}
+
+/// A caught error as an error of ours, with its SQLSTATE, message, detail and hint.
+pub fn to_ivm_error(error: &CaughtError) -> crate::error::IvmError {
+    let report = report_of(error);
+    let mut ivm = crate::error::IvmError::new(report.sql_error_code(), report.message());
+    ivm.detail = report.detail().map(str::to_owned);
+    ivm.hint = report.hint().map(str::to_owned);
+    ivm
+}
+
+fn report_of(error: &CaughtError) -> &pgrx::pg_sys::panic::ErrorReportWithLevel {
     match error {
         CaughtError::PostgresError(report)
         | CaughtError::ErrorReport(report)
-        | CaughtError::RustPanic { ereport: report, .. } => (report.sql_error_code(), report.message().to_string()),
+        | CaughtError::RustPanic { ereport: report, .. } => report,
     }
 }

@@ -4,12 +4,14 @@
 //! or not at all.
 
 use super::context::{RefreshContext, describe, in_subtransaction};
-use super::objects::objects_for;
+use super::objects::{objects_for, refresh_change_relations};
 use super::statements::{Objects, Statements};
 use crate::analysis::parse::{LakeSource, analyze, lake_sources};
 use crate::analysis::shape::{Kind, Shape, shape_of};
 use crate::catalog::{self, Lock, RefreshMode, StreamTable, frontier_at, frontier_snapshot};
+use crate::definition;
 use crate::error::{IvmError, IvmResult};
+use crate::privileges::owner_of;
 use pgrx::prelude::*;
 use pgrx::pg_sys;
 
@@ -36,19 +38,9 @@ fn exists(sql: &str) -> IvmResult<bool> {
     Ok(Spi::get_one::<bool>(sql)?.unwrap_or(false))
 }
 
-pub fn owner_of(relid: pg_sys::Oid) -> IvmResult<pg_sys::Oid> {
-    Spi::get_one_with_args::<pg_sys::Oid>("SELECT relowner FROM pg_class WHERE oid = $1", &[relid.into()])?
-        .ok_or_else(|| IvmError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, "the stream table's result table no longer exists"))
-}
-
 pub fn latest_snapshot(source: &LakeSource) -> IvmResult<i64> {
     Spi::get_one_with_args::<i64>("SELECT ducklake.ducklake_latest_snapshot_id($1::oid::regclass)", &[source.relid.into()])?
         .ok_or_else(|| IvmError::new(PgSqlErrorCode::ERRCODE_FDW_ERROR, "the lake reported no current snapshot"))
-}
-
-/// The query without trailing semicolons, for embedding as a subquery.
-pub fn embeddable(query: &str) -> &str {
-    query.trim_end().trim_end_matches(';').trim_end()
 }
 
 /// The plan for maintaining `table`: its shape (None for FULL-mode tables), sources and objects.
@@ -58,8 +50,11 @@ pub struct Plan {
     pub objects: Objects,
 }
 
+/// The plan of `table`, from its definition as the current search path spells it
+/// (inside a `RefreshContext`: the recorded one), so that every expression deparsed
+/// from it resolves to the objects the view is bound to.
 pub fn plan_for(table: &StreamTable) -> IvmResult<Plan> {
-    let query = analyze(&table.query)?;
+    let query = analyze(&definition::query_text(table.id)?)?;
     let sources = lake_sources(query)?;
     let shape = match table.mode {
         RefreshMode::Differential => Some(shape_of(query)?),
@@ -77,7 +72,7 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
     };
     let owner = owner_of(table.relid)?;
     let (outcome, frontier, note) = {
-        let context = RefreshContext::enter(owner);
+        let context = RefreshContext::enter(owner, &table.settings)?;
         let plan = plan_for(&table)?;
         let keys: Vec<String> = plan.sources.iter().map(|s| s.key.clone()).collect();
         let Some(source) = plan.sources.first() else {
@@ -112,7 +107,7 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
                 return Ok(Some(Outcome::UpToDate));
             }
             (Requested::Differential, RefreshMode::Differential, Some(f), Some(shape)) => {
-                match differential(shape, &plan.objects, source, f, latest, &context)? {
+                match differential(table.relid, shape, &plan.objects, source, f, latest, &context)? {
                     Some(changes) => (Outcome::Refreshed { snapshot: Some(latest), changes }, frontier_at(&keys, latest), None),
                     None => {
                         rebuild(&table, &plan, &context, Some(latest))?;
@@ -150,7 +145,7 @@ fn rebuild(table: &StreamTable, plan: &Plan, context: &RefreshContext, snapshot:
         }
         None => {
             run(&format!("DELETE FROM {}", plan.objects.result))?;
-            run(&format!("INSERT INTO {} SELECT * FROM ({}) AS q", plan.objects.result, embeddable(&table.query)))?;
+            run(&format!("INSERT INTO {} {}", plan.objects.result, definition::select_all(table.id)))?;
         }
     }
     context.unpin_snapshot();
@@ -160,6 +155,7 @@ fn rebuild(table: &StreamTable, plan: &Plan, context: &RefreshContext, snapshot:
 /// Fold changes `(from, to]` into state and result. Ok(None) when `from` has expired
 /// from the lake (the caller rebuilds instead).
 fn differential(
+    result_relid: pg_sys::Oid,
     shape: &Shape,
     objects: &Objects,
     source: &LakeSource,
@@ -167,9 +163,10 @@ fn differential(
     to: i64,
     context: &RefreshContext,
 ) -> IvmResult<Option<i64>> {
+    refresh_change_relations(result_relid, objects)?;
     let statements = Statements::new(shape, objects)?;
-    let columns: String = Spi::get_one_with_args(
-        "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute \
+    let columns: Vec<String> = Spi::get_one_with_args::<Vec<String>>(
+        "SELECT pg_catalog.array_agg(pg_catalog.quote_ident(attname) ORDER BY attnum) FROM pg_catalog.pg_attribute \
          WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
         &[source.relid.into()],
     )?
@@ -181,17 +178,19 @@ fn differential(
          FROM {feed} f WHERE f.snapshot_id > {from} AND f.snapshot_id <= {to}",
         buffer = objects.buffer,
         feed = objects.feed,
-        feed_columns = columns.split(", ").map(|c| format!("f.{c}")).collect::<Vec<_>>().join(", "),
+        columns = columns.join(", "),
+        feed_columns = columns.iter().map(|c| format!("f.{c}")).collect::<Vec<_>>().join(", "),
     );
     run(&format!("DELETE FROM {}", objects.buffer))?;
     let fetched = match in_subtransaction(|| run(&fill)) {
         Ok(result) => result?,
         Err(error) => {
-            let (code, message) = describe(&error);
+            let (code, _) = describe(&error);
             if code == PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE && frontier_expired(source, from)? {
                 return Ok(None);
             }
-            return Err(IvmError::new(code, message));
+            // As it was raised: SQLSTATE, message, detail and hint.
+            return Err(super::context::to_ivm_error(&error));
         }
     };
     if fetched == 0 {

@@ -55,27 +55,27 @@ fn group_by(shape: &Shape) -> String {
 pub fn state_from_source(shape: &Shape, source: &str, extra: Option<String>) -> String {
     let mut columns: Vec<String> =
         shape.keys.iter().map(|k| format!("{} AS {}", k.expression, ident(&k.column))).collect();
-    columns.push("count(*) AS __pgt_count".into());
+    columns.push("pg_catalog.count(*) AS __pgt_count".into());
     columns.push("false AS __pgt_rescan".into());
     for a in &shape.aggregates {
         let arg = a.argument.clone().unwrap_or_default();
         let col = |suffix: &str| ident(&format!("{}{suffix}", a.column));
         match a.kind {
-            AggKind::CountStar => columns.push(format!("count(*) AS {}", col(""))),
-            AggKind::Count => columns.push(format!("count({arg}) AS {}", col(""))),
+            AggKind::CountStar => columns.push(format!("pg_catalog.count(*) AS {}", col(""))),
+            AggKind::Count => columns.push(format!("pg_catalog.count({arg}) AS {}", col(""))),
             AggKind::Sum | AggKind::Min | AggKind::Max => {
-                let f = match a.kind { AggKind::Sum => "sum", AggKind::Min => "min", _ => "max" };
+                let f = a.kind.function();
                 columns.push(format!("{f}({arg}) AS {}", col("")));
-                columns.push(format!("count({arg}) AS {}", col("_n")));
+                columns.push(format!("pg_catalog.count({arg}) AS {}", col("_n")));
                 columns.push(format!("{f}({arg}) AS {}", col("_ins")));
                 columns.push(format!("{f}({arg}) AS {}", col("_del")));
             }
             AggKind::Avg => {
                 let t = a.avg_sum_type.unwrap_or("numeric");
-                columns.push(format!("avg({arg}) AS {}", col("")));
-                columns.push(format!("count({arg}) AS {}", col("_n")));
+                columns.push(format!("pg_catalog.avg({arg}) AS {}", col("")));
+                columns.push(format!("pg_catalog.count({arg}) AS {}", col("_n")));
                 for suffix in ["_s", "_ins", "_del"] {
-                    columns.push(format!("sum(({arg})::{t}) AS {}", col(suffix)));
+                    columns.push(format!("pg_catalog.sum(({arg})::{t}) AS {}", col(suffix)));
                 }
             }
         }
@@ -104,16 +104,16 @@ impl<'a> Statements<'a> {
     fn delta(&self) -> String {
         let mut columns: Vec<String> =
             self.shape.keys.iter().map(|k| format!("{} AS {}", k.expression, ident(&k.column))).collect();
-        columns.push("coalesce(sum(c.__pgt_weight), 0)::bigint AS __pgt_count".into());
+        columns.push("coalesce(pg_catalog.sum(c.__pgt_weight), 0)::bigint AS __pgt_count".into());
         for a in &self.shape.aggregates {
             let arg = a.argument.clone().unwrap_or_default();
             let col = |suffix: &str| ident(&format!("d{}{suffix}", a.column));
-            let nonnull = format!("coalesce(sum(c.__pgt_weight) FILTER (WHERE ({arg}) IS NOT NULL), 0)::bigint AS {}", col("_n"));
+            let nonnull = format!("coalesce(pg_catalog.sum(c.__pgt_weight) FILTER (WHERE ({arg}) IS NOT NULL), 0)::bigint AS {}", col("_n"));
             match a.kind {
                 AggKind::CountStar => {}
                 AggKind::Count => columns.push(nonnull),
                 AggKind::Sum | AggKind::Min | AggKind::Max => {
-                    let f = match a.kind { AggKind::Sum => "sum", AggKind::Min => "min", _ => "max" };
+                    let f = a.kind.function();
                     columns.push(nonnull);
                     columns.push(format!("{f}({arg}) FILTER (WHERE c.__pgt_weight > 0) AS {}", col("_ins")));
                     columns.push(format!("{f}({arg}) FILTER (WHERE c.__pgt_weight < 0) AS {}", col("_del")));
@@ -121,8 +121,8 @@ impl<'a> Statements<'a> {
                 AggKind::Avg => {
                     let t = a.avg_sum_type.unwrap_or("numeric");
                     columns.push(nonnull);
-                    columns.push(format!("sum(({arg})::{t}) FILTER (WHERE c.__pgt_weight > 0) AS {}", col("_ins")));
-                    columns.push(format!("sum(({arg})::{t}) FILTER (WHERE c.__pgt_weight < 0) AS {}", col("_del")));
+                    columns.push(format!("pg_catalog.sum(({arg})::{t}) FILTER (WHERE c.__pgt_weight > 0) AS {}", col("_ins")));
+                    columns.push(format!("pg_catalog.sum(({arg})::{t}) FILTER (WHERE c.__pgt_weight < 0) AS {}", col("_del")));
                 }
             }
         }
@@ -167,6 +167,12 @@ impl<'a> Statements<'a> {
                         c(""), s(""), x("_ins"), x("_del")
                     ));
                     updates.push(format!("{} = {n_after}", c("_n")));
+                    if a.inexact {
+                        // old + inserted - deleted is not the float sum of the remaining
+                        // rows (rounding; inf - inf is NaN): such groups are recomputed.
+                        rescan_new.push(format!("{} IS NOT NULL", d("_del")));
+                        rescan_update.push(format!("({n_after} > 0 AND {} IS NOT NULL)", x("_del")));
+                    }
                 }
                 AggKind::Avg => {
                     insert_columns.extend([c(""), c("_n"), c("_s"), c("_ins"), c("_del")]);
@@ -179,6 +185,10 @@ impl<'a> Statements<'a> {
                     updates.push(format!("{} = CASE WHEN {n_after} > 0 THEN {updated_sum} / {n_after} END", c("")));
                     updates.push(format!("{} = CASE WHEN {n_after} > 0 THEN {updated_sum} END", c("_s")));
                     updates.push(format!("{} = {n_after}", c("_n")));
+                    if a.inexact {
+                        rescan_new.push(format!("{} IS NOT NULL", d("_del")));
+                        rescan_update.push(format!("({n_after} > 0 AND {} IS NOT NULL)", x("_del")));
+                    }
                 }
                 AggKind::Min | AggKind::Max => {
                     let (pick, cmp) = if a.kind == AggKind::Min { ("least", "<=") } else { ("greatest", ">=") };
@@ -255,7 +265,7 @@ impl<'a> Statements<'a> {
 
     /// Result rows of the state rows in `from` (alias `s`).
     fn project(&self, from: &str, extra: Option<&str>) -> String {
-        let repeat = if self.shape.kind == Kind::Plain { " CROSS JOIN LATERAL generate_series(1, s.__pgt_count) AS __pgt_copy" } else { "" };
+        let repeat = if self.shape.kind == Kind::Plain { " CROSS JOIN LATERAL pg_catalog.generate_series(1::bigint, s.__pgt_count) AS __pgt_copy" } else { "" };
         let mut conditions: Vec<String> = extra.iter().map(|e| e.to_string()).collect();
         if self.shape.kind != Kind::Scalar {
             conditions.push("s.__pgt_count > 0".into());
@@ -296,10 +306,13 @@ impl<'a> Statements<'a> {
         self.delete_matching(&self.objects.result, &self.keyed_result_columns(), None, with_nulls)
     }
 
-    /// Drop state rows of groups that became empty.
+    /// Drop state rows of groups that became empty. Whatever else such a row holds
+    /// (a min flagged for recomputing, the running values of rows inserted and
+    /// deleted within one refresh) describes no row any more: a group that is
+    /// refilled later starts afresh.
     pub fn delete_empty_groups(&self, with_nulls: bool) -> String {
         let pairs: Vec<(String, String)> = self.key_columns().into_iter().map(|k| (k.clone(), k)).collect();
-        self.delete_matching(&self.objects.state, &pairs, Some("a.__pgt_count = 0 AND NOT a.__pgt_rescan"), with_nulls)
+        self.delete_matching(&self.objects.state, &pairs, Some("a.__pgt_count = 0"), with_nulls)
     }
 
     fn delete_matching(&self, target: &str, pairs: &[(String, String)], condition: Option<&str>, with_nulls: bool) -> String {

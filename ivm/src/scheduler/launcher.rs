@@ -2,7 +2,7 @@
 //! database that accepts connections. Schedulers exit at once where the extension is
 //! not installed, and are restarted on the next round.
 
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker, SignalWakeFlags};
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker};
 use pgrx::prelude::*;
 use pgrx::pg_sys;
 use std::collections::HashMap;
@@ -49,7 +49,7 @@ pub fn wake_scheduler() {
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pgtrickle_launcher_main(_argument: pg_sys::Datum) {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    super::process::attach_signal_handlers();
     let database = crate::gucs::launcher_database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
     let mut schedulers: HashMap<u32, DynamicBackgroundWorker> = HashMap::new();
@@ -77,8 +77,9 @@ pub extern "C-unwind" fn pgtrickle_launcher_main(_argument: pg_sys::Datum) {
             }
         }
         if !BackgroundWorker::wait_latch(Some(LAUNCHER_ROUND)) {
-            break;
+            break; // the postmaster died
         }
+        super::process::check_for_interrupts();
         if BackgroundWorker::sighup_received() {
             // SAFETY: reloading the configuration file from the worker's main loop.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };

@@ -2,5 +2,6 @@
 //! which refreshes each ACTIVE stream table when its schedule is due.
 
 pub mod launcher;
+pub mod process;
 pub mod schedule;
 pub mod worker;

@@ -2,12 +2,13 @@
 //! transaction. A failing table is marked ERROR with the message and retried with
 //! backoff; it turns ACTIVE again by itself once a refresh succeeds.
 
-use super::schedule::{backoff, parse_schedule};
+use super::process;
+use super::schedule::{backoff, parse};
 use crate::catalog::{self, Lock};
 use crate::error::OrRaise;
 use crate::maintenance::context::{describe, in_subtransaction};
 use crate::maintenance::refresh::{Requested, refresh};
-use pgrx::bgworkers::{BackgroundWorker, SignalWakeFlags};
+use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use pgrx::pg_sys;
 use std::collections::HashMap;
@@ -25,17 +26,15 @@ struct Due {
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pgtrickle_scheduler_main(argument: pg_sys::Datum) {
     let database = pg_sys::Oid::from(argument.value() as u32);
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    process::attach_signal_handlers();
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(database), None);
-    // One scheduler per database: the session-level advisory lock decides.
+    // One scheduler per database: a session lock no SQL function can take decides.
     let claimed = BackgroundWorker::transaction(|| {
-        Spi::get_one::<bool>(
-            "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'ducklake_ivm') \
-             THEN pg_try_advisory_lock(hashtext('pgtrickle scheduler')) ELSE false END",
-        )
-        .ok()
-        .flatten()
-        .unwrap_or(false)
+        let installed = Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'ducklake_ivm')")
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+        installed && process::claim_database()
     });
     if !claimed {
         return;
@@ -56,9 +55,7 @@ pub extern "C-unwind" fn pgtrickle_scheduler_main(argument: pg_sys::Datum) {
             if due_at <= Instant::now() {
                 last_attempt.insert(table.id, Instant::now());
                 refresh_one(table.id);
-                if BackgroundWorker::sigterm_received() {
-                    return;
-                }
+                process::check_for_interrupts();
                 next_wake = next_wake.min(Instant::now() + table.interval);
             } else {
                 next_wake = next_wake.min(due_at);
@@ -67,8 +64,9 @@ pub extern "C-unwind" fn pgtrickle_scheduler_main(argument: pg_sys::Datum) {
         last_attempt.retain(|id, _| tables.iter().any(|t| t.id == *id));
         let wait = next_wake.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));
         if !BackgroundWorker::wait_latch(Some(wait)) {
-            return;
+            return; // the postmaster died
         }
+        process::check_for_interrupts();
     }
 }
 
@@ -93,7 +91,7 @@ fn active_tables() -> Option<Vec<Due>> {
             let id: i64 = row.get(1)?.unwrap_or_default();
             let schedule: String = row.get(2)?.unwrap_or_default();
             let errors: i32 = row.get(3)?.unwrap_or_default();
-            let interval = parse_schedule(&schedule).unwrap_or(Duration::from_secs(60));
+            let interval = parse(&schedule).unwrap_or(Duration::from_secs(60));
             tables.push(Due { id, interval: backoff(interval, errors) });
         }
         Ok::<_, pgrx::spi::Error>(Some(tables))
@@ -101,11 +99,20 @@ fn active_tables() -> Option<Vec<Due>> {
     .unwrap_or(None)
 }
 
+/// One scheduled refresh, in a transaction of its own, bounded by
+/// `pgtrickle.refresh_lock_timeout` (a table locked by another session fails this
+/// refresh instead of stalling every stream table of the database) and
+/// `pgtrickle.refresh_timeout`.
 fn refresh_one(id: i64) {
     BackgroundWorker::transaction(|| {
         let activity = std::ffi::CString::new(format!("pgtrickle: refresh of stream table {id}")).expect("no NUL");
         // SAFETY: reports this worker's activity in pg_stat_activity.
         unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, activity.as_ptr()) };
+        let _ = Spi::run_with_args(
+            "SELECT pg_catalog.set_config('lock_timeout', $1, true)",
+            &[format!("{}ms", crate::gucs::refresh_lock_timeout_ms()).into()],
+        );
+        let _timeout = RefreshTimeout::start(crate::gucs::refresh_timeout_ms());
         let result = in_subtransaction(|| refresh(id, Requested::Differential, Lock::SkipLocked).or_raise());
         if let Err(error) = result {
             let (_, message) = describe(&error);
@@ -115,4 +122,37 @@ fn refresh_one(id: i64) {
         // SAFETY: as above.
         unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, std::ptr::null()) };
     });
+}
+
+/// Postgres' statement timeout, which no client statement arms in a background
+/// worker, armed for the length of one refresh (0: none).
+struct RefreshTimeout(bool);
+
+/// `utils/timeout.h`, which pgrx does not bind. `STATEMENT_TIMEOUT` is the fourth
+/// `TimeoutId` in PostgreSQL 15 to 18.
+const STATEMENT_TIMEOUT: std::ffi::c_int = 3;
+
+unsafe extern "C-unwind" {
+    fn enable_timeout_after(id: std::ffi::c_int, delay_ms: std::ffi::c_int);
+    fn disable_timeout(id: std::ffi::c_int, keep_indicator: bool);
+}
+
+impl RefreshTimeout {
+    fn start(milliseconds: i32) -> RefreshTimeout {
+        if milliseconds <= 0 {
+            return RefreshTimeout(false);
+        }
+        // SAFETY: the timeout is registered by InitPostgres for every backend.
+        unsafe { enable_timeout_after(STATEMENT_TIMEOUT, milliseconds) };
+        RefreshTimeout(true)
+    }
+}
+
+impl Drop for RefreshTimeout {
+    fn drop(&mut self) {
+        if self.0 {
+            // SAFETY: disarms the timeout armed in `start`.
+            unsafe { disable_timeout(STATEMENT_TIMEOUT, false) };
+        }
+    }
 }
