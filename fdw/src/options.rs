@@ -77,8 +77,8 @@ fn validate_server(options: &[(String, String)]) -> LakeResult<()> {
         // whose name a validator is not told: then the directory of every database's
         // lakes stands in for it.
         (None, None) => Some(match option("catalog_name") {
-            Some(name) => crate::catalog::config::embedded_data_path(name),
-            None => crate::catalog::config::embedded_data_path("."),
+            Some(name) => crate::catalog::locations::embedded_data_path(name),
+            None => crate::catalog::locations::embedded_data_path("."),
         }),
         // The path the catalog records, checked once it is attached.
         (None, Some(_)) => None,

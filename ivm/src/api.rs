@@ -8,7 +8,7 @@ use crate::catalog::{self, Lock, RefreshMode};
 use crate::definition;
 use crate::error::{IvmError, IvmResult, OrRaise};
 use crate::maintenance::context::RefreshContext;
-use crate::maintenance::objects::{self, create_internals, drop_internals, objects_for};
+use crate::maintenance::objects::{create_internals, drop_internals, objects_for};
 use crate::maintenance::refresh::{self, Requested};
 use crate::privileges::{as_extension_owner, owner_of};
 use crate::sql::qualified;
@@ -53,7 +53,7 @@ fn validate(query: &str, mode: RefreshMode) -> IvmResult<()> {
 fn create_result(schema: &str, table: &str, id: i64) -> IvmResult<pg_sys::Oid> {
     let name = qualified(schema, table);
     Spi::run(&format!("CREATE TABLE {name} AS {} WITH NO DATA", definition::select_all(id)))?;
-    objects::regclass(&name)
+    crate::sql::regclass(&name)
 }
 
 /// Internal relations of stream table `id`, built under its recorded settings.

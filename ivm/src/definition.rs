@@ -26,7 +26,7 @@ pub fn view_name(id: i64) -> String {
 }
 
 pub fn view_oid(id: i64) -> IvmResult<pg_sys::Oid> {
-    crate::maintenance::objects::regclass(&view_name(id)).map_err(|_| {
+    crate::sql::regclass(&view_name(id)).map_err(|_| {
         IvmError::new(
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
             format!("the definition of stream table {id} ({}) no longer exists", view_name(id)),

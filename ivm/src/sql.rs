@@ -1,6 +1,9 @@
-//! Quoting for generated SQL, done by Postgres' own quoting functions.
+//! Quoting for generated SQL, done by Postgres' own quoting functions, and looking
+//! relations up by name.
 
+use crate::error::{IvmError, IvmResult};
 use pgrx::pg_sys;
+use pgrx::prelude::*;
 use std::ffi::{CStr, CString};
 
 /// An identifier, quoted when Postgres would need it quoted.
@@ -32,4 +35,12 @@ pub fn relation_parts(relid: pg_sys::Oid) -> (String, String) {
         };
         (text(schema), text(name))
     }
+}
+
+/// The relation called `name` (as `to_regclass` resolves it), or an error naming it.
+pub fn regclass(name: &str) -> IvmResult<pg_sys::Oid> {
+    Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[name.into()])
+        .ok()
+        .flatten()
+        .ok_or_else(|| IvmError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("relation {name} does not exist")))
 }

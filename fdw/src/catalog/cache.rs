@@ -3,10 +3,11 @@
 //! mapping change.
 //!
 //! Within one Postgres transaction every statement on a lake runs inside one DuckDB
-//! transaction, so all reads of the lake see one snapshot. What the transaction
-//! writes is recorded and applied as `writes` describes, and rebuilt after a
-//! savepoint rollback as `replay` describes; the DuckDB transaction commits at the
-//! Postgres pre-commit, after every lake has applied its pending writes.
+//! transaction, so all reads of the lake see one snapshot. Its state is a
+//! `LakeTransaction` (see there for its phases); what it writes is recorded and
+//! applied as `writes` describes, and rebuilt after a savepoint rollback as `replay`
+//! describes; the DuckDB transaction commits at the Postgres pre-commit, after every
+//! lake has applied its pending writes.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -14,11 +15,10 @@ use std::rc::Rc;
 
 use pgrx::pg_sys;
 
-use crate::catalog::columns::LakeColumn;
-use crate::catalog::lake_locks;
+use crate::catalog::column_cache::ColumnCache;
 use crate::catalog::config::LakeConfig;
-use crate::catalog::replay::Doom;
-use crate::catalog::writes::{Write, current_subtransaction};
+use crate::catalog::lake_locks;
+use crate::catalog::lake_transaction::{LakeTransaction, current_subtransaction};
 use crate::duck::instance::LakeInstance;
 use crate::duck::stream::Stream;
 use crate::duck::{cancel, sql};
@@ -34,26 +34,11 @@ pub struct Lake {
     fingerprint: String,
     /// Identifies the lake for `lake_locks`.
     pub(super) lock_key: u64,
-    pub(super) in_transaction: Cell<bool>,
-    /// Whether this transaction holds its writer mark (see `lake_locks`), taken once
-    /// it changes the lake.
-    pub(super) marked_writer: Cell<bool>,
-    /// Whether the DuckDB transaction has used the lake (and so holds a DuckLake
-    /// snapshot), rather than only staging tables.
-    pub(super) touched: Cell<bool>,
-    /// The DuckLake snapshot the DuckDB transaction reads, once touched.
-    pub(super) snapshot: Cell<Option<u64>>,
-    /// Writes applied to the DuckDB transaction, in order.
-    pub(super) applied: RefCell<Vec<Write>>,
-    /// Writes not yet applied, in statement order.
-    pub(super) deferred: RefCell<Vec<Write>>,
-    /// Set when a rolled-back subtransaction undid writes the DuckDB transaction
-    /// holds, or a failed statement aborted it: the next use restarts it.
-    pub(super) restart_pending: Cell<bool>,
-    /// Set when the lake transaction can no longer commit.
-    pub(super) doomed: RefCell<Option<Doom>>,
-    /// Columns of lake tables as last looked up, by (schema, table).
-    pub(super) known_columns: RefCell<HashMap<(String, String), Vec<LakeColumn>>>,
+    /// This lake's part in the current Postgres transaction. Borrowed only for the
+    /// length of a transition, never across a DuckDB call.
+    pub(super) tx: RefCell<LakeTransaction>,
+    /// Lake columns as last looked up.
+    pub(super) columns: ColumnCache,
     /// When this backend last used the lake (see `evict_idle`).
     last_used: Cell<u64>,
 }
@@ -126,7 +111,7 @@ impl Lake {
         self.refuse_after_writes()?;
         self.mark_writer();
         let conn = self.connection()?;
-        if self.in_transaction.replace(false) {
+        if self.tx.borrow_mut().closed_early() {
             conn.execute_batch("COMMIT")?;
         }
         let outcome = cancel::interruptible(&self.instance.interrupt, || -> LakeResult<usize> {
@@ -145,8 +130,6 @@ impl Lake {
         }
         // Back inside a transaction, as the rest of this Postgres transaction expects;
         // a new one, which reads the lake's snapshot afresh.
-        self.touched.set(false);
-        self.snapshot.set(None);
         self.begin()?;
         outcome
     }
@@ -158,7 +141,7 @@ impl Lake {
     }
 
     fn refuse_after_writes(&self) -> LakeResult<()> {
-        if !self.applied.borrow().is_empty() || !self.deferred.borrow().is_empty() {
+        if self.tx.borrow().has_writes() {
             return Err(LakeError::NotSupported(
                 "lake maintenance commits on its own; run it outside a transaction that wrote to the lake".into(),
             ));
@@ -173,37 +156,38 @@ impl Lake {
         Ok(())
     }
 
+    /// The error a doomed lake transaction fails with.
+    pub(super) fn doomed_error(&self) -> Option<LakeError> {
+        self.tx.borrow().doom().map(|doom| doom.error())
+    }
+
+    /// Idle → Staging.
     fn begin(&self) -> LakeResult<()> {
         if let Some(e) = self.doomed_error() {
             return Err(e);
         }
-        if !self.in_transaction.get() {
+        if !self.tx.borrow().is_open() {
             self.connection()?.execute_batch("BEGIN TRANSACTION")?;
-            self.in_transaction.set(true);
+            self.tx.borrow_mut().began();
         }
         Ok(())
     }
 
+    /// Any phase → Idle: commit or roll back the DuckDB transaction. Deferred writes
+    /// were applied by `commit_all` before a commit; a rollback drops them. The writer
+    /// mark is released by Postgres with the transaction.
     fn finish(&self, commit: bool) -> LakeResult<()> {
-        // Applied by commit_all before a commit; a rollback drops them with the transaction.
-        self.deferred.borrow_mut().clear();
-        let wrote = !std::mem::take(&mut *self.applied.borrow_mut()).is_empty();
-        let doomed = self.doomed_error();
-        self.doomed.borrow_mut().take();
-        self.touched.set(false);
-        self.snapshot.set(None);
-        self.restart_pending.set(false);
-        // Released by Postgres with the transaction.
-        self.marked_writer.set(false);
-        if !self.in_transaction.replace(false) {
+        let ended = self.tx.borrow_mut().finish();
+        if !ended.open {
             return Ok(());
         }
-        if let Some(e) = doomed {
+        if let Some(doom) = ended.doom {
             // A doomed transaction may have no DuckDB transaction left (a restart
             // that failed to begin one).
             let _ = self.instance.conn.execute_batch("ROLLBACK");
-            return if commit { Err(e) } else { Ok(()) };
+            return if commit { Err(doom.error()) } else { Ok(()) };
         }
+        let wrote = ended.wrote;
         // Scans of this transaction are over; their results need no buffering.
         self.streaming.borrow_mut().take();
         if commit {
@@ -226,7 +210,7 @@ impl Lake {
 pub fn lake_for(server_oid: pg_sys::Oid) -> LakeResult<Rc<Lake>> {
     let lake = lake_for_write(server_oid)?;
     lake.apply_deferred()?;
-    lake.touch();
+    lake.tx.borrow_mut().read();
     Ok(lake)
 }
 
@@ -247,7 +231,7 @@ pub fn lake_for_write(server_oid: pg_sys::Oid) -> LakeResult<Rc<Lake>> {
             if let Some(old) = stale {
                 // Re-attaching mid-transaction would silently drop what the old
                 // attachment wrote and change the snapshot reads see.
-                if old.in_transaction.get() {
+                if old.tx.borrow().is_open() {
                     return Err(LakeError::NotSupported(format!(
                         "the options of server \"{}\" (or the user mapping) changed during this transaction; \
                          finish the transaction first",
@@ -263,15 +247,8 @@ pub fn lake_for_write(server_oid: pg_sys::Oid) -> LakeResult<Rc<Lake>> {
                 instance,
                 server_name: config.server_name.clone(),
                 fingerprint,
-                in_transaction: Cell::new(false),
-                marked_writer: Cell::new(false),
-                touched: Cell::new(false),
-                snapshot: Cell::new(None),
-                applied: RefCell::new(Vec::new()),
-                deferred: RefCell::new(Vec::new()),
-                restart_pending: Cell::new(false),
-                doomed: RefCell::new(None),
-                known_columns: RefCell::new(HashMap::new()),
+                tx: RefCell::new(LakeTransaction::default()),
+                columns: ColumnCache::default(),
                 last_used: Cell::new(0),
             });
             LAKES.with(|lakes| lakes.borrow_mut().insert(key, lake.clone()));
@@ -291,7 +268,7 @@ pub fn lake_for_write(server_oid: pg_sys::Oid) -> LakeResult<Rc<Lake>> {
 }
 
 fn lakes_in_transaction() -> Vec<Rc<Lake>> {
-    LAKES.with(|lakes| lakes.borrow().values().filter(|l| l.in_transaction.get()).cloned().collect())
+    LAKES.with(|lakes| lakes.borrow().values().filter(|l| l.tx.borrow().is_open()).cloned().collect())
 }
 
 /// Commit every lake transaction of this backend; the first failure is returned
@@ -301,7 +278,7 @@ pub fn commit_all() -> LakeResult<()> {
     let lakes = lakes_in_transaction();
     let keys: Vec<u64> = lakes
         .iter()
-        .filter(|l| !l.applied.borrow().is_empty() || !l.deferred.borrow().is_empty())
+        .filter(|l| l.tx.borrow().has_writes())
         .map(|l| l.lock_key)
         .collect();
     // A doomed lake fails the commit before any lake commits (or applies writes).
@@ -327,7 +304,7 @@ fn evict_idle() {
         while lakes.len() > CACHED_INSTANCES {
             let oldest = lakes
                 .iter()
-                .filter(|(_, lake)| !lake.in_transaction.get())
+                .filter(|(_, lake)| !lake.tx.borrow().is_open())
                 .min_by_key(|(_, lake)| lake.last_used.get())
                 .map(|(key, _)| *key);
             match oldest {

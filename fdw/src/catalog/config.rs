@@ -8,6 +8,7 @@ use pgrx::pg_sys;
 use pgrx::{PgSqlErrorCode, PgTryBuilder};
 
 use crate::catalog::access;
+use crate::catalog::locations::{data_directory, embedded_data_path};
 use crate::error::{LakeResult, scrub_secrets};
 use crate::options::options_from_list;
 
@@ -155,20 +156,6 @@ unsafe fn user_mapping_options(server_oid: pg_sys::Oid) -> std::collections::Has
 fn is_superuser(role: pg_sys::Oid) -> bool {
     // SAFETY: a syscache lookup of the role.
     unsafe { pg_sys::superuser_arg(role) }
-}
-
-pub fn data_directory() -> String {
-    // SAFETY: DataDir is set (absolute) before any backend runs queries.
-    unsafe { CStr::from_ptr(pg_sys::DataDir).to_string_lossy().into_owned() }
-}
-
-/// Where an embedded lake keeps its files: under the cluster's data directory, one
-/// directory per database and catalog, so that two databases' lakes of one name never
-/// share files (each would take the other's for unreferenced ones).
-pub fn embedded_data_path(alias: &str) -> String {
-    // SAFETY: MyDatabaseId is set in every backend connected to a database.
-    let database = unsafe { pg_sys::MyDatabaseId }.to_u32();
-    format!("{}/ducklake/{database}/{alias}/", data_directory())
 }
 
 fn setting(name: &CStr) -> Option<String> {

@@ -9,17 +9,9 @@
 use pgrx::pg_sys;
 
 use crate::catalog::cache::{Lake, LAKES};
-use crate::catalog::writes::Write;
+use crate::catalog::lake_transaction::{Doom, Write};
 use crate::duck::cancel;
 use crate::error::{LakeError, LakeResult};
-
-/// Why the lake transaction can no longer commit.
-pub(super) enum Doom {
-    Failed(String),
-    /// Another session committed between the snapshot the transaction read and its
-    /// restart: a retry of the whole transaction succeeds.
-    Overtaken(String),
-}
 
 impl Lake {
     /// After a rolled-back subtransaction undid writes the DuckDB transaction holds
@@ -31,33 +23,41 @@ impl Lake {
     /// transaction fails with 40001. With nothing to replay, later reads may see a
     /// newer snapshot.
     ///
-    /// The flag is cleared only once the restart is done: one cut short (a cancel
-    /// raised as a Postgres ERROR) is started over at the next use. Until then the
-    /// records it works from (`applied`, `deferred`, `snapshot`, `touched`) are left
-    /// as they are, so starting over finds the same snapshot to check.
+    /// The transaction leaves Restarting only once the restart is done: one cut short
+    /// (a cancel raised as a Postgres ERROR) is started over at the next use. Until
+    /// then the records it works from (the writes, the snapshot, whether the lake was
+    /// read) are left as they are, so starting over finds the same snapshot to check.
     pub(super) fn restart_if_pending(&self) -> LakeResult<()> {
-        if !self.restart_pending.get() {
+        if !self.tx.borrow().restart_pending() {
             return Ok(());
         }
-        if let Err(doom) = self.restart() {
-            *self.doomed.borrow_mut() = Some(doom);
-            self.restart_pending.set(false);
-            return Err(self.doomed_error().expect("just doomed"));
+        match self.restart() {
+            Ok(replayed) => {
+                self.tx.borrow_mut().restarted(replayed);
+                Ok(())
+            }
+            Err(doom) => {
+                let error = doom.error();
+                self.tx.borrow_mut().doomed(doom);
+                Err(error)
+            }
         }
-        self.restart_pending.set(false);
-        Ok(())
     }
 
-    fn restart(&self) -> Result<(), Doom> {
+    /// Roll back, begin anew and replay the records; whether anything was replayed.
+    fn restart(&self) -> Result<bool, Doom> {
         let conn = &self.instance.conn;
         // A cursor still streaming keeps what it can read (a failed statement may have
         // broken it; it then fails when read).
         let _ = self.connection();
-        let survivors = !self.applied.borrow().is_empty() || !self.deferred.borrow().is_empty();
-        let read_snapshot = self.snapshot.get();
+        let (survivors, read_snapshot, had_read) = {
+            let tx = self.tx.borrow();
+            (tx.has_writes(), tx.snapshot(), tx.has_read())
+        };
         let server = &self.server_name;
         if survivors {
-            if !self.applied.borrow().iter().chain(self.deferred.borrow().iter()).all(Write::replayable) {
+            let tx = self.tx.borrow();
+            if !tx.applied().iter().chain(tx.deferred().iter()).all(Write::replayable) {
                 return Err(Doom::Failed(format!(
                     "a rolled-back savepoint or exception block undid part of this transaction's writes to DuckLake \
                      server \"{server}\", and replaying the rest needs their rows, which outgrew \
@@ -65,7 +65,7 @@ impl Lake {
                     crate::gucs::savepoint_replay_memory() / 1024
                 )));
             }
-            if self.touched.get() && read_snapshot.is_none() {
+            if had_read && read_snapshot.is_none() {
                 return Err(Doom::Failed(format!(
                     "a rolled-back savepoint or exception block undid part of this transaction's writes to DuckLake \
                      server \"{server}\", and the snapshot the rest were made on is unknown"
@@ -90,19 +90,17 @@ impl Lake {
                 )));
             }
         }
-        for write in self.deferred.borrow().iter() {
+        // Borrowed across the replay: nothing it calls changes the records.
+        let tx = self.tx.borrow();
+        for write in tx.deferred() {
             self.restage(write).map_err(failed)?;
         }
-        for write in self.applied.borrow().iter() {
+        for write in tx.applied() {
             self.restage(write).map_err(failed)?;
             self.execute_batch(&write.statement).map_err(failed)?;
         }
-        if !survivors {
-            // Nothing was replayed on the old snapshot: later reads may see a newer one.
-            self.touched.set(false);
-            self.snapshot.set(None);
-        }
-        Ok(())
+        // Nothing replayed on the old snapshot: later reads may see a newer one.
+        Ok(survivors)
     }
 
     /// Re-create the staging table of `write` from its copy.
@@ -120,12 +118,6 @@ impl Lake {
         })
     }
 
-    pub(super) fn doomed_error(&self) -> Option<LakeError> {
-        self.doomed.borrow().as_ref().map(|doom| match doom {
-            Doom::Failed(reason) => LakeError::TransactionDoomed(reason.clone()),
-            Doom::Overtaken(reason) => LakeError::ConcurrentChange(reason.clone()),
-        })
-    }
 }
 
 /// A subtransaction was rolled back. Its deferred writes are dropped. A lake holding
@@ -135,8 +127,11 @@ impl Lake {
 pub fn subtransaction_aborted(subxact: pg_sys::SubTransactionId) {
     LAKES.with(|lakes| {
         for lake in lakes.borrow().values() {
-            if !lake.in_transaction.get() || lake.doomed.borrow().is_some() {
-                continue;
+            {
+                let tx = lake.tx.borrow();
+                if !tx.is_open() || tx.doom().is_some() {
+                    continue;
+                }
             }
             // The aborted statement's scan is gone, and its result needs no buffering;
             // a cursor of an enclosing (sub)transaction keeps its rows before the
@@ -147,24 +142,15 @@ pub fn subtransaction_aborted(subxact: pg_sys::SubTransactionId) {
                     let _ = stream.buffer_rest(&lake.instance.interrupt, lake.instance.temp_directory());
                 }
             }
-            let undone: Vec<Write> = {
-                let mut deferred = lake.deferred.borrow_mut();
-                let (undone, kept) = std::mem::take(&mut *deferred).into_iter().partition(|w| w.subxact >= subxact);
-                *deferred = kept;
-                undone
-            };
+            let (undone, undid_applied) = lake.tx.borrow_mut().roll_back_subtransaction(subxact);
             let conn = &lake.instance.conn;
             for staged in undone.into_iter().filter_map(|w| w.staged) {
                 let _ = conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", staged.table));
             }
-            let undid_applied = {
-                let mut applied = lake.applied.borrow_mut();
-                let before = applied.len();
-                applied.retain(|w| w.subxact < subxact);
-                applied.len() < before
-            };
-            if undid_applied || lake.restart_pending.get() || conn.execute_batch("SELECT 1").is_err() {
-                lake.restart_pending.set(true);
+            // The DuckDB transaction lost writes it holds, or a failed statement
+            // aborted it (it then refuses even `SELECT 1`).
+            if undid_applied || conn.execute_batch("SELECT 1").is_err() {
+                lake.tx.borrow_mut().needs_restart();
             }
         }
     });
@@ -174,11 +160,7 @@ pub fn subtransaction_aborted(subxact: pg_sys::SubTransactionId) {
 pub fn subtransaction_committed(subxact: pg_sys::SubTransactionId, parent: pg_sys::SubTransactionId) {
     LAKES.with(|lakes| {
         for lake in lakes.borrow().values() {
-            for w in lake.applied.borrow_mut().iter_mut().chain(lake.deferred.borrow_mut().iter_mut()) {
-                if w.subxact >= subxact {
-                    w.subxact = parent;
-                }
-            }
+            lake.tx.borrow_mut().commit_subtransaction(subxact, parent);
         }
     });
 }

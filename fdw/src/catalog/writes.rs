@@ -26,12 +26,10 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use arrow::record_batch::RecordBatch;
-use pgrx::pg_sys;
-
 use crate::catalog::cache::Lake;
-use crate::catalog::columns::LakeColumn;
 use crate::catalog::lake_locks;
+use crate::catalog::lake_transaction::{Write, current_subtransaction, in_subtransaction};
+use crate::catalog::staged::{BATCH_ROWS, LakeColumn, StagedFor, StagedRows};
 use crate::duck::{cancel, sql};
 use crate::error::{LakeError, LakeResult};
 
@@ -39,77 +37,21 @@ use crate::error::{LakeError, LakeResult};
 /// module comment): at most one staging batch of rows, in at most this many
 /// statements. Beyond that, writes are applied at once, so that writing their
 /// Parquet files does not hold the commit lock.
-const SMALL_WRITE_ROWS: usize = crate::modify::staging::BATCH_ROWS;
+const SMALL_WRITE_ROWS: usize = BATCH_ROWS;
 const SMALL_WRITES: usize = 64;
 
-/// Rows a write statement staged: the DuckDB table holding them, how many, the
-/// lake columns they were checked against, and a copy to replay them from.
-pub struct StagedRows {
-    pub table: String,
-    pub rows: usize,
-    pub target: StagedFor,
-    /// None when the transaction's copies outgrew `ducklake.savepoint_replay_memory`.
-    pub copy: Option<StagedCopy>,
-}
-
-/// The staged rows as Arrow batches, and how to re-create their staging table from
-/// them in a fresh DuckDB transaction (which a ROLLBACK of the old one dropped).
-pub struct StagedCopy {
-    /// The staging table's name in DuckDB's `temp.main`.
-    pub name: String,
-    pub create: String,
-    pub batches: Vec<RecordBatch>,
-    pub bytes: usize,
-}
-
-/// The lake table rows were staged for, with the columns they were checked against.
-pub struct StagedFor {
-    pub schema: String,
-    pub table: String,
-    /// As named in errors.
-    pub display: String,
-    pub columns: Vec<LakeColumn>,
-}
-
-/// A write of the current transaction: the statement that changes the lake (and
-/// drops the staging table it reads, if any).
-pub(super) struct Write {
-    pub(super) subxact: pg_sys::SubTransactionId,
-    pub(super) statement: String,
-    pub(super) staged: Option<StagedRows>,
-}
-
-impl Write {
-    fn rows(&self) -> usize {
-        self.staged.as_ref().map_or(0, |s| s.rows)
-    }
-
-    fn kept_bytes(&self) -> usize {
-        self.staged.as_ref().and_then(|s| s.copy.as_ref()).map_or(0, |c| c.bytes)
-    }
-
-    /// Whether it can be replayed (its staged rows, if any, were kept).
-    pub(super) fn replayable(&self) -> bool {
-        self.staged.as_ref().is_none_or(|s| s.copy.is_some())
-    }
-}
-
 impl Lake {
-    /// Note that the DuckDB transaction reads the lake from now on.
-    pub(super) fn touch(&self) {
-        self.touched.set(true);
-    }
-
-    /// `touch`, and record the snapshot the DuckDB transaction reads (its first access
-    /// takes it): a restart must find it again to replay the transaction's writes.
-    /// Done once the transaction writes, so transactions that only read never pay it.
+    /// Read the lake, and record the snapshot the DuckDB transaction reads (its first
+    /// access takes it): a restart must find it again to replay the transaction's
+    /// writes. Done once the transaction writes, so transactions that only read never
+    /// pay it.
     fn record_snapshot(&self) -> LakeResult<()> {
-        self.touch();
-        if self.snapshot.get().is_some() {
+        self.tx.borrow_mut().read();
+        if self.tx.borrow().snapshot().is_some() {
             return Ok(());
         }
         let id = self.current_snapshot(self.connection()?)?;
-        self.snapshot.set(Some(id));
+        self.tx.borrow_mut().record_snapshot(id);
         Ok(())
     }
 
@@ -125,15 +67,17 @@ impl Lake {
     /// small (see the module comment).
     pub fn write(&self, statement: String, staged: Option<StagedRows>) -> LakeResult<()> {
         let small = staged.as_ref().is_some_and(|s| {
-            let deferred = self.deferred.borrow();
+            let tx = self.tx.borrow();
+            let deferred = tx.deferred();
             deferred.len() < SMALL_WRITES && s.rows + deferred.iter().map(Write::rows).sum::<usize>() <= SMALL_WRITE_ROWS
         });
         let write = Write { subxact: current_subtransaction(), statement, staged };
-        if in_subtransaction() || (small && !self.touched.get()) {
-            if self.touched.get() {
+        let has_read = self.tx.borrow().has_read();
+        if in_subtransaction() || (small && !has_read) {
+            if has_read {
                 self.record_snapshot()?;
             }
-            self.deferred.borrow_mut().push(write);
+            self.tx.borrow_mut().defer(write);
             return Ok(());
         }
         self.apply_deferred()?;
@@ -148,7 +92,7 @@ impl Lake {
             self.connection()?;
             let _lent = self.instance.lend_threads();
             self.execute_batch(&write.statement)?;
-            self.applied.borrow_mut().push(write);
+            self.tx.borrow_mut().applied_one(write);
             Ok(())
         })
     }
@@ -167,40 +111,44 @@ impl Lake {
         self.changing(|| {
             let _lent = self.instance.lend_threads();
             let result = cancel::interruptible(&self.instance.interrupt, || run(conn, statement))?;
-            self.applied.borrow_mut().push(Write { subxact: current_subtransaction(), statement: statement.to_owned(), staged: None });
+            self.tx.borrow_mut().applied_one(Write {
+                subxact: current_subtransaction(),
+                statement: statement.to_owned(),
+                staged: None,
+            });
             Ok(result)
         })
     }
 
-    /// Run `work`, which changes the DuckDB transaction and records the change in
-    /// `applied`. Cut short (a failed statement, or a cancel raised as a Postgres
-    /// ERROR once DuckDB returned, which unwinds past the recording), the DuckDB
-    /// transaction may hold a change the records lack: it is then restarted when next
-    /// used, which rebuilds it from the records alone.
+    /// Run `work`, which changes the DuckDB transaction and records the change.
+    /// Cut short (a failed statement, or a cancel raised as a Postgres ERROR once
+    /// DuckDB returned, which unwinds past the recording), the transaction stays
+    /// Restarting: its DuckDB transaction may hold a change the records lack, so the
+    /// next use rebuilds it from the records alone.
     fn changing<T>(&self, work: impl FnOnce() -> LakeResult<T>) -> LakeResult<T> {
         self.mark_writer();
-        self.restart_pending.set(true);
+        self.tx.borrow_mut().change_starts();
         let outcome = work()?;
-        self.restart_pending.set(false);
+        self.tx.borrow_mut().change_done();
         Ok(outcome)
     }
 
     /// Mark this transaction as a writer of the lake until it ends: a change may
     /// write files that only its commit will reference (see `lake_locks`).
     pub(super) fn mark_writer(&self) {
-        if !self.marked_writer.replace(true) {
+        if self.tx.borrow_mut().mark_writer() {
             lake_locks::mark_writer(self.lock_key);
         }
     }
 
     /// Whether the DuckDB transaction holds writes (and so may hold rows it inserted).
     pub fn wrote(&self) -> bool {
-        !self.applied.borrow().is_empty()
+        !self.tx.borrow().applied().is_empty()
     }
 
     /// Bytes of staged rows this transaction keeps to replay its writes.
     pub fn kept_bytes(&self) -> usize {
-        self.applied.borrow().iter().chain(self.deferred.borrow().iter()).map(Write::kept_bytes).sum()
+        self.tx.borrow().kept_bytes()
     }
 
     /// Fail with 40001 if the lake columns `target` was staged for are not the
@@ -219,10 +167,10 @@ impl Lake {
     /// when nothing can be rolled back to any more).
     pub(super) fn apply_deferred_recording(&self, record: bool) -> LakeResult<()> {
         self.restart_if_pending()?;
-        if self.deferred.borrow().is_empty() {
+        if self.tx.borrow().deferred().is_empty() {
             return Ok(());
         }
-        self.touch();
+        self.tx.borrow_mut().read();
         if record {
             self.record_snapshot()?;
         }
@@ -236,18 +184,19 @@ impl Lake {
             }
             impl Drop for Unapplied<'_> {
                 fn drop(&mut self) {
-                    if let Ok(mut deferred) = self.lake.deferred.try_borrow_mut() {
-                        deferred.splice(0..0, self.writes.drain(..));
+                    if let Ok(mut tx) = self.lake.tx.try_borrow_mut() {
+                        tx.return_unapplied(self.writes.drain(..));
                     }
                 }
             }
-            let mut unapplied = Unapplied { lake: self, writes: std::mem::take(&mut *self.deferred.borrow_mut()).into() };
+            let taken = self.tx.borrow_mut().take_deferred();
+            let mut unapplied = Unapplied { lake: self, writes: taken.into() };
             // All of them see one snapshot: each table's columns are read once.
             let mut columns: HashMap<(String, String), Vec<LakeColumn>> = HashMap::new();
             while let Some(write) = unapplied.writes.front() {
                 self.apply(write, &mut columns)?;
                 let write = unapplied.writes.pop_front().expect("just applied");
-                self.applied.borrow_mut().push(write);
+                self.tx.borrow_mut().applied_one(write);
             }
             Ok(())
         })
@@ -281,16 +230,4 @@ fn unchanged(target: &StagedFor, current: &[LakeColumn]) -> LakeResult<()> {
         "DuckLake table {} was altered by another session: column \"{}\" {now}; retry the transaction",
         target.display, expected.name
     )))
-}
-
-/// Whether the current statement runs inside a savepoint or exception block, where
-/// writes are deferred (see `Lake::write`).
-pub fn in_subtransaction() -> bool {
-    // SAFETY: reads backend transaction state.
-    unsafe { pg_sys::GetCurrentTransactionNestLevel() > 1 }
-}
-
-pub(super) fn current_subtransaction() -> pg_sys::SubTransactionId {
-    // SAFETY: reads backend transaction state.
-    unsafe { pg_sys::GetCurrentSubTransactionId() }
 }

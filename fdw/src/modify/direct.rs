@@ -11,14 +11,14 @@ use pgrx::prelude::*;
 use pgrx::{PgMemoryContexts, pg_sys};
 
 use crate::catalog::cache::{Lake, lake_for};
-use crate::catalog::writes::in_subtransaction;
+use crate::catalog::lake_transaction::in_subtransaction;
 use crate::duck::sql;
 use crate::error::{LakeError, LakeResult, OrRaise, raise};
 use crate::modify::rowid::LOCAL_ROWID_START;
 use crate::options::{TableOptions, lake_column_name};
 use crate::pg_nodes::list_nodes;
 use crate::scan::deparse::Deparser;
-use crate::scan::plan::{Assignment, ScanPlan, Source, rel_plan};
+use crate::scan::model::{Assignment, ScanPlan, Source, rel_plan};
 
 #[pg_guard]
 pub unsafe extern "C-unwind" fn plan_direct_modify(
@@ -150,7 +150,7 @@ unsafe fn statement_sql(node: *mut pg_sys::ForeignScanState) -> (String, String,
     unsafe {
         let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
         let scan = ScanPlan::from_list((*plan).fdw_private);
-        let (alias, table) = crate::scan::plan::table_reference(pg_sys::Oid::from(scan.relid));
+        let (alias, table) = crate::scan::model::table_reference(pg_sys::Oid::from(scan.relid));
         let target = sql::qualified(&alias, &table.schema, &table.table);
         let mut sql = if (*plan).operation == pg_sys::CmdType::CMD_UPDATE {
             let assignments: Vec<String> =
@@ -252,7 +252,7 @@ fn check_assignments(lake: &Lake, scan: &ScanPlan) -> LakeResult<()> {
     if !scan.assignments.iter().any(|a| a.constant) {
         return Ok(());
     }
-    let (_, table) = crate::scan::plan::table_reference(pg_sys::Oid::from(scan.relid));
+    let (_, table) = crate::scan::model::table_reference(pg_sys::Oid::from(scan.relid));
     let conn = lake.connection()?;
     for column in lake.table_columns(&table.schema, &table.table)? {
         let Some(value) = scan.assignments.iter().find(|a| a.constant && a.column == column.name).map(|a| &a.value)

@@ -17,15 +17,13 @@ use arrow::record_batch::RecordBatch;
 use pgrx::pg_sys::Datum;
 
 use crate::catalog::cache::Lake;
-use crate::catalog::columns::{LakeColumn, UNCONVERTIBLE};
-use crate::catalog::writes::{StagedCopy, StagedFor, StagedRows};
+use crate::catalog::staged::{LakeColumn, StagedCopy, StagedFor, StagedRows, UNCONVERTIBLE};
 use crate::duck::{cancel, sql};
 use crate::error::{LakeError, LakeResult};
 use crate::options::TableOptions;
 use crate::types::encode::{ColumnBuilder, Encoder};
 
-/// Rows appended to the staging table at a time.
-pub const BATCH_ROWS: usize = 32_768;
+pub use crate::catalog::staged::BATCH_ROWS;
 
 thread_local! {
     static COUNTER: Cell<u64> = const { Cell::new(0) };

@@ -21,7 +21,7 @@ use pgrx::PgMemoryContexts;
 
 use crate::pg_nodes::list_nodes;
 use crate::scan::deparse::{collation_is_c, collation_is_deterministic, is_pushable_type};
-use crate::scan::plan::{Output, OutputSource, RelPlan, ScanPlan, params_list, rel_plan, strip_relabel};
+use crate::scan::model::{Output, OutputSource, RelPlan, ScanPlan, params_list, rel_plan, strip_relabel};
 use crate::types::kind::Kind;
 
 /// The pushed aggregation, in the grouped relation's `fdw_private`.

@@ -10,7 +10,7 @@ use pgrx::pg_sys;
 use crate::catalog::cache::Lake;
 use crate::duck::stream::Stream;
 use crate::error::{LakeError, LakeResult};
-use crate::scan::plan::OutputSource;
+use crate::scan::model::OutputSource;
 use crate::types::decode::Decoder;
 
 /// One attribute the scan fills: its slot index, where its value comes from and how

@@ -8,7 +8,7 @@ use crate::error::{LakeResult, OrRaise};
 use crate::options::TableOptions;
 use crate::scan::cursor::{Cursor, OutputColumn};
 use crate::pg_nodes::list_nodes;
-use crate::scan::plan::{OutputSource, ScanPlan};
+use crate::scan::model::{OutputSource, ScanPlan};
 use crate::scan::snapshot::from_clause;
 use crate::types::decode::Decoder;
 

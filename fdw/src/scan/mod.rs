@@ -3,8 +3,9 @@
 //! whose per-row `Cell` conversion covers too few types).
 //!
 //! - `deparse`: Postgres conditions to DuckDB SQL, where the meaning is the same.
-//! - `plan`: planner callbacks; what DuckDB does is fixed at plan time and kept in
-//!   the plan as text, so cached plans can be executed any number of times.
+//! - `model`: what the planner knows of a foreign table and what it freezes into
+//!   the plan (kept as text, so cached plans can be executed any number of times).
+//! - `plan`: planner callbacks, which decide what DuckDB does.
 //! - `ordering`: ORDER BY / LIMIT pushdown; `aggregate`: GROUP BY pushdown.
 //! - `snapshot`: time travel and change-feed ranges, resolved at execution.
 //! - `exec`: executor callbacks; `cursor`: a streaming DuckDB query whose Arrow
@@ -14,6 +15,7 @@ pub mod aggregate;
 pub mod cursor;
 pub mod deparse;
 pub mod exec;
+pub mod model;
 pub mod ordering;
 pub mod plan;
 pub mod snapshot;

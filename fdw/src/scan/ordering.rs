@@ -14,7 +14,7 @@ use pgrx::FromDatum;
 
 use crate::pg_nodes::list_nodes;
 use crate::scan::deparse::{collation_is_c, collation_is_deterministic, is_pushable_type};
-use crate::scan::plan::{RelPlan, strip_relabel};
+use crate::scan::model::{RelPlan, strip_relabel};
 
 /// DuckDB ORDER BY items for `pathkeys`, or `None` if any key cannot be sorted by DuckDB.
 pub unsafe fn order_by_sql(plan: &RelPlan, pathkeys: *mut pg_sys::List) -> Option<Vec<String>> {

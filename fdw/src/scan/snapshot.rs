@@ -16,7 +16,7 @@ use crate::error::{LakeError, LakeResult};
 use crate::gucs;
 use crate::options::TableOptions;
 use crate::scan::deparse;
-use crate::scan::plan::{Bound, BoundValue, ScanPlan, Source, table_reference};
+use crate::scan::model::{Bound, BoundValue, ScanPlan, Source, table_reference};
 
 /// The FROM item of the scan. `lake` is absent for EXPLAIN without execution.
 pub fn from_clause(plan: &ScanPlan, range_params: &[Option<i64>], lake: Option<&Lake>) -> LakeResult<String> {

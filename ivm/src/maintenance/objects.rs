@@ -10,7 +10,7 @@ use crate::analysis::parse::LakeSource;
 use crate::analysis::shape::Shape;
 use crate::error::{IvmError, IvmResult};
 use crate::privileges::as_extension_owner;
-use crate::sql::qualified;
+use crate::sql::{qualified, regclass};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
@@ -28,13 +28,6 @@ pub fn objects_for(result_relid: pg_sys::Oid, source: Option<&LakeSource>) -> Ob
         feed: qualified(CHANGES_SCHEMA, &format!("feed_{id}")),
         source: source.map(|s| crate::sql::relation_name(s.relid)).unwrap_or_default(),
     }
-}
-
-pub fn regclass(name: &str) -> IvmResult<pg_sys::Oid> {
-    Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[name.into()])
-        .ok()
-        .flatten()
-        .ok_or_else(|| IvmError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("relation {name} does not exist")))
 }
 
 fn run(sql: &str) -> IvmResult<()> {

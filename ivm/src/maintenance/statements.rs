@@ -87,7 +87,7 @@ impl<'a> Statements<'a> {
     /// The statements of a stream table whose state table exists (the result
     /// expressions are deparsed against it).
     pub fn new(shape: &'a Shape, objects: &'a Objects) -> IvmResult<Self> {
-        let state_relid = super::objects::regclass(&objects.state)?;
+        let state_relid = crate::sql::regclass(&objects.state)?;
         let (outputs, having) = shape.final_sql(state_relid);
         Ok(Statements { shape, objects, outputs, having })
     }
