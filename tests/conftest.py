@@ -5,7 +5,9 @@ attached to the same catalog and data path.
 Every test that takes `pg` runs once per PostgreSQL version given with --pg.
 """
 
+import collections
 import contextlib
+import copy
 import os
 import pathlib
 import re
@@ -27,8 +29,33 @@ SCRIPTS = ROOT / "scripts"
 os.umask(0)
 
 
+def pytest_configure(config):
+    # dbt-core 1.10 imports a parser that Click deprecates (tests/test_dbt.py runs dbt in-process).
+    config.addinivalue_line("filterwarnings", "ignore:'parser.ParsingState' is deprecated:DeprecationWarning")
+
+
 def pytest_addoption(parser):
     parser.addoption("--pg", action="append", default=[], help="PostgreSQL to test against: pg18, pg15")
+
+
+# Seconds spent in each test file (setup, call and teardown of its tests: a session
+# fixture's cluster start counts for the file that needed it first), for the test command's
+# summary of where the time went (scripts/test.sh sets DUCKLAKE_PHASES).
+_seconds_per_file = collections.defaultdict(float)
+
+
+def pytest_runtest_logreport(report):
+    _seconds_per_file[report.nodeid.split("::")[0]] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    phases = os.environ.get("DUCKLAKE_PHASES")
+    if not phases:
+        return
+    versions = "+".join(config.getoption("pg") or ["pg18"])
+    with open(phases, "a") as out:
+        for path, seconds in _seconds_per_file.items():
+            out.write(f"{seconds:.1f}\t{path} ({versions})\n")
 
 
 def pytest_generate_tests(metafunc):
@@ -108,12 +135,14 @@ def pg(request):
 
 
 @contextlib.contextmanager
-def another_cluster(pg):
-    """A second cluster of `pg`'s version with the extensions installed (and no scheduler)."""
+def another_cluster(pg, scheduler=False):
+    """A second cluster of `pg`'s version with the extensions installed (the stream-table
+    scheduler only when asked for)."""
     base = pathlib.Path(tempfile.mkdtemp(prefix="ducklake-second-", dir="/tmp"))
     os.chmod(base, 0o777)
     port = free_port()
-    subprocess.run([str(SCRIPTS / "cluster.sh"), "start", str(base), str(port), pg.version], check=True)
+    env = dict(os.environ, DUCKLAKE_PRELOAD="ducklake_ivm" if scheduler else "")
+    subprocess.run([str(SCRIPTS / "cluster.sh"), "start", str(base), str(port), pg.version], check=True, env=env)
     try:
         yield Cluster(pg.version, base, port)
     finally:
@@ -218,6 +247,14 @@ class Lake:
     def connect(self, **kw):
         return self.cluster.connect(self.dbname, **kw)
 
+    def session(self):
+        """The same lake through a connection of its own: its settings, prepared
+        statements and temporary tables are its own. Closing it leaves the lake."""
+        other = copy.copy(self)
+        other.conn = self.cluster.connect(self.dbname)
+        other.close = other.conn.close
+        return other
+
     def import_schema(self, *tables):
         limit = f" LIMIT TO ({', '.join(tables)})" if tables else ""
         self.conn.execute(f"IMPORT FOREIGN SCHEMA main{limit} FROM SERVER lake INTO lake")
@@ -247,17 +284,26 @@ def drop_database(cluster, dbname):
                 raise
 
 
-@pytest.fixture
-def lake(pg, request):
+@contextlib.contextmanager
+def new_lake(pg, request):
+    """A Lake in a database of its own, dropped afterwards."""
     dbname = database_name(request)
     pg.execute(f'CREATE DATABASE "{dbname}"')
     data_path = pg.base / "lakes" / dbname
     data_path.mkdir(parents=True, mode=0o777)
     lk = Lake(pg, dbname, f"{data_path}/")
-    yield lk
-    lk.close()
-    drop_database(pg, dbname)
-    shutil.rmtree(data_path, ignore_errors=True)
+    try:
+        yield lk
+    finally:
+        lk.close()
+        drop_database(pg, dbname)
+        shutil.rmtree(data_path, ignore_errors=True)
+
+
+@pytest.fixture
+def lake(pg, request):
+    with new_lake(pg, request) as lk:
+        yield lk
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@ own evaluation of the same query on a heap copy, and EXPLAIN shows what DuckDB r
 
 import pytest
 
+from conftest import new_lake
+
 ITEMS = """
 CREATE TABLE items AS
 SELECT i AS id,
@@ -20,12 +22,23 @@ FROM range(1, 1001) t(i)
 """
 
 
+@pytest.fixture(scope="module")
+def items_lake(pg, request):
+    """One lake for the module: no test changes it (tables a test needs are temporary)."""
+    with new_lake(pg, request) as lake:
+        lake.ref.execute(ITEMS)
+        lake.import_schema("items")
+        lake.conn.execute("CREATE TABLE heap_items AS SELECT * FROM lake.items")
+        yield lake
+
+
 @pytest.fixture
-def items(lake):
-    lake.ref.execute(ITEMS)
-    lake.import_schema("items")
-    lake.conn.execute("CREATE TABLE heap_items AS SELECT * FROM lake.items")
-    return lake
+def items(items_lake):
+    """The module's lake through a fresh session, so settings and prepared statements
+    do not carry over from one test to the next."""
+    session = items_lake.session()
+    yield session
+    session.close()
 
 
 def plan_of(lake, query):
@@ -132,7 +145,7 @@ def test_limit_not_pushed_with_local_condition(items):
 
 
 def test_limit_not_pushed_past_a_join(items):
-    items.conn.execute("CREATE TABLE few AS SELECT generate_series(1, 3)::bigint AS id")
+    items.conn.execute("CREATE TEMP TABLE few AS SELECT generate_series(1, 3)::bigint AS id")
     query = "SELECT i.id FROM {t} i JOIN few USING (id) ORDER BY i.id LIMIT 2"
     assert same_as_heap(items, query) == [(1,), (2,)]
     assert "LIMIT" not in duckdb_sql(plan_of(items, query.replace("{t}", "lake.items")))
@@ -220,7 +233,7 @@ def test_prepared_statement_parameters(items):
 
 
 def test_parameterised_rescans_in_nested_loops(items):
-    items.conn.execute("CREATE TABLE keys AS SELECT generate_series(0, 9) AS k")
+    items.conn.execute("CREATE TEMP TABLE keys AS SELECT generate_series(0, 9) AS k")
     for query in [
         "SELECT k, (SELECT count(*) FROM {t} i WHERE i.qty = keys.k) FROM keys ORDER BY k",
         "SELECT k, x.id FROM keys CROSS JOIN LATERAL "
@@ -245,7 +258,7 @@ def test_row_estimate_from_lake_statistics(items):
 def test_initplan_parameters_are_evaluated_before_the_scan(items, condition, expected):
     # An uncorrelated subquery becomes an InitPlan whose value the pushed query binds;
     # it must be computed first (regression: it was read as false/NULL at scan start).
-    items.conn.execute("CREATE TABLE flags AS SELECT true AS on_, 3 AS q")
+    items.conn.execute("CREATE TEMP TABLE flags AS SELECT true AS on_, 3 AS q")
     for query in (f"SELECT count(*) FROM lake.items WHERE {condition}",
                   f"SELECT count(*) FROM (SELECT id FROM lake.items WHERE {condition}) x"):
         assert items.rows(query) == [(expected,)]
