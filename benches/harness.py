@@ -53,6 +53,8 @@ class Bench:
         self.pg.execute("CREATE SCHEMA lake")
         sharedir = subprocess.run(["bash", "-c", f'source "{SCRIPTS}/env.sh"; "$(pg18_config)" --sharedir'],
                                   check=True, capture_output=True, text=True).stdout.strip()
+        self.site_packages = subprocess.run(["bash", "-c", f'source "{SCRIPTS}/env.sh"; site_packages'],
+                                            check=True, capture_output=True, text=True).stdout.strip()
         self.duck = duckdb.connect()
         for name in ("ducklake", "postgres_scanner", "icu"):
             self.duck.execute(f"LOAD '{sharedir}/ducklake_fdw/{name}.duckdb_extension'")
@@ -80,12 +82,16 @@ class Bench:
                    i AS value,
                    TIMESTAMPTZ '2025-01-01 00:00:00+00' + to_seconds(i) AS created_at
             FROM range({rows}) t(i)""")
-        # The server runs as another user and writes into the same table directory.
-        subprocess.run(["chmod", "-R", "a+rwX", str(self.data)], check=True)
+        self.share_data_files()
         self.pg.execute(f"IMPORT FOREIGN SCHEMA main LIMIT TO ({table}) FROM SERVER lake INTO lake")
         self.pg.execute(f"CREATE FOREIGN TABLE lake.{table}_changes (snapshot_id bigint, rowid bigint, "
                         f"change_type text, event_id uuid, event_type text, value bigint, created_at timestamptz) "
                         f"SERVER lake OPTIONS (table '{table}', changes 'true')")
+
+    def share_data_files(self):
+        """The server runs as another user and writes into the table directories this
+        process created."""
+        subprocess.run(["chmod", "-R", "a+rwX", str(self.data)], check=True)
 
     def pg_query(self, sql):
         return lambda: self.pg.execute(sql).fetchall()
