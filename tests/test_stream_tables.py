@@ -1,6 +1,9 @@
 """Stream tables over a DuckLake table: creation, differential refresh by the
 scheduler, FULL rebuilds at the frontier, pause/resume/rewind, and errors."""
 
+import threading
+import time
+
 import psycopg
 import pytest
 
@@ -225,3 +228,39 @@ def test_maintenance_keeps_snapshots_a_frontier_needs(events):
     conn.execute("SELECT pgtrickle.drop_stream_table('event_summary')")
     conn.execute("SELECT * FROM ducklake.maintain('lake', older_than => '0 seconds')")
     assert conn.execute("SELECT count(*) FROM ducklake.snapshots('lake')").fetchone() == (1,)
+
+
+def test_drop_table_during_a_refresh_waits_instead_of_deadlocking(events):
+    """A refresh locks the result table before its catalog row, in DROP TABLE's order
+    (DROP locks the table, then its event trigger deletes the row): a DROP that comes
+    while a refresh's transaction is open waits for it. In the other order, the DROP held
+    the table and waited for the row while the refresh waited for the table: a deadlock,
+    which a concurrent scheduler refresh hit in the suite."""
+    conn = events.conn
+    insert_events(conn, "click", 2, 3)
+    conn.execute("SELECT pgtrickle.create_stream_table('event_summary', %s, '1h')", (SUMMARY_QUERY,))
+    refresher = events.connect(autocommit=False)
+    refresher.execute("SELECT pgtrickle.refresh('event_summary')")  # up to date: only reads and locks
+    outcome = []
+
+    def drop():
+        try:
+            with events.connect() as dropper:
+                dropper.execute("DROP TABLE event_summary")
+            outcome.append("dropped")
+        except psycopg.Error as e:
+            outcome.append(e.sqlstate)
+
+    thread = threading.Thread(target=drop)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not conn.execute("SELECT 1 FROM pg_locks WHERE NOT granted AND relation = 'event_summary'::regclass").fetchone():
+        assert time.monotonic() < deadline, "the DROP does not wait for the refresh"
+        time.sleep(0.01)
+    # the refresh's transaction goes on using the table while the DROP waits
+    assert rows(refresher, "SELECT * FROM event_summary") == [("click", 2, 6)]
+    refresher.commit()
+    thread.join(timeout=30)
+    assert outcome == ["dropped"]
+    assert conn.execute("SELECT count(*) FROM pgtrickle.pgt_stream_tables").fetchone() == (0,)
+    refresher.close()

@@ -125,6 +125,7 @@ fn drop_behaviour(cascade: bool) -> &'static str {
 fn drop_stream_table(name: &str, cascade: default!(bool, false)) {
     let run = || -> IvmResult<()> {
         let id = catalog::resolve(name)?;
+        catalog::lock_result_table(id, pg_sys::AccessExclusiveLock)?;
         let table = catalog::load(id, Lock::Wait)?.ok_or_else(|| IvmError::no_such_stream_table(name))?;
         catalog::write("DELETE FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1", &[id.into()])?;
         Spi::run(&format!("DROP TABLE {}{}", crate::sql::relation_name(table.relid), drop_behaviour(cascade)))?;
@@ -147,6 +148,10 @@ fn alter_stream_table(
 ) {
     let run = || -> IvmResult<()> {
         let id = catalog::resolve(name)?;
+        if query.is_some() || refresh_mode.is_some() {
+            // a rebuild, or a new result table
+            catalog::lock_result_table(id, pg_sys::AccessExclusiveLock)?;
+        }
         let table = catalog::load(id, Lock::Wait)?.ok_or_else(|| IvmError::no_such_stream_table(name))?;
         if let Some(schedule) = schedule {
             parse_schedule(schedule)?;

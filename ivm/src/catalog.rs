@@ -65,6 +65,24 @@ pub enum Lock {
     Share,
 }
 
+/// Lock stream table `id`'s result table in `mode` before its catalog row is locked:
+/// DROP TABLE locks the table first and then deletes the row (from its event trigger),
+/// so the other order deadlocks with a concurrent DROP. A table dropped meanwhile
+/// leaves no catalog row, which the caller's `load` then finds.
+pub fn lock_result_table(id: i64, mode: u32) -> IvmResult<()> {
+    let relid = as_extension_owner(|| {
+        Ok(Spi::get_one_with_args::<pg_sys::Oid>(
+            "SELECT pgt_relid FROM pgtrickle.pgt_stream_tables WHERE pgt_id = $1",
+            &[id.into()],
+        )?)
+    })?;
+    if let Some(relid) = relid {
+        // SAFETY: a heavyweight lock on a relation's oid, held until the transaction ends.
+        unsafe { pg_sys::LockRelationOid(relid, mode as pg_sys::LOCKMODE) };
+    }
+    Ok(())
+}
+
 pub fn load(id: i64, lock: Lock) -> IvmResult<Option<StreamTable>> {
     let suffix = match lock {
         Lock::None => "",

@@ -67,6 +67,9 @@ pub fn plan_for(table: &StreamTable) -> IvmResult<Plan> {
 /// Refresh stream table `id`. With `Lock::SkipLocked` returns Ok(None) when another
 /// session is refreshing it.
 pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Outcome>> {
+    if !matches!(lock, Lock::None) {
+        catalog::lock_result_table(id, pg_sys::RowExclusiveLock)?;
+    }
     let Some(table) = catalog::load(id, lock)? else {
         return Ok(None);
     };
