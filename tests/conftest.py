@@ -12,6 +12,7 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -158,6 +159,14 @@ def attach_remote_lake(conn, catalog_cluster, lake):
                  f"dbname={lake.dbname} user=postgres', data_path '{lake.data_path}')")
     conn.execute("CREATE SCHEMA lake")
     conn.execute("IMPORT FOREIGN SCHEMA main FROM SERVER lake INTO lake")
+
+
+def kill_backend(pid):
+    """SIGKILL one server backend. libpq reports pid 0 for a connection it already counts
+    as lost, and os.kill(0, ...) would kill this process's whole group (the test run
+    itself): refuse it."""
+    assert pid > 0, "no backend to kill: the connection is already lost"
+    os.kill(pid, signal.SIGKILL)
 
 
 def wait_until_accepting(cluster, dbname="postgres", timeout=60):

@@ -3,17 +3,15 @@ every snapshot of the lake readable and every transaction either wholly committe
 absent. The Parquet files they wrote are deleted by ducklake.maintain, which never
 deletes the files of a transaction still in progress."""
 
-import os
 import pathlib
 import random
-import signal
 import threading
 import time
 
 import psycopg
 import pytest
 
-from conftest import another_cluster, attach_remote_lake, wait_until_accepting
+from conftest import another_cluster, attach_remote_lake, kill_backend, wait_until_accepting
 
 METADATA = "__ducklake_metadata_analytics"
 # More rows than a write deferred to the commit: its Parquet file is written when the
@@ -95,10 +93,11 @@ def test_writer_killed_mid_insert_leaves_no_trace(shared, pg):
     shared.conn.execute("INSERT INTO lake.events SELECT 'before', g FROM generate_series(1, 100) g")
     for delay in (0.2, 0.5, 0.9):
         victim = shared.connect()
+        pid = victim.info.backend_pid
         thread, outcome = run_until_killed(
             victim, "INSERT INTO lake.events SELECT 'doomed', g FROM generate_series(1, 6000000) g")
         time.sleep(delay)  # the kill point, well inside the statement
-        os.kill(victim.info.backend_pid, signal.SIGKILL)
+        kill_backend(pid)
         thread.join(timeout=30)
         assert outcome == ["connection lost"]
         victim.close()
@@ -133,7 +132,7 @@ def test_writer_killed_mid_commit_commits_nothing(shared, pg):
     blocker = shared.connect(autocommit=False)
     # the catalog is in this cluster: killing the writer restarts every backend,
     # including the catalog session inside DuckLake's commit
-    killed_while_committing(writer, blocker, lambda: os.kill(writer.info.backend_pid, signal.SIGKILL))
+    killed_while_committing(writer, blocker, lambda pid=writer.info.backend_pid: kill_backend(pid))
     wait_until_accepting(pg, shared.dbname)
     # the big insert's file stays behind, referenced by no snapshot
     assert len(parquet_files(shared) - files) == 1
@@ -159,7 +158,7 @@ def test_writer_killed_mid_commit_with_the_catalog_on_another_cluster(shared, pg
         writer = other.connect(autocommit=False)
         blocker = shared.connect(autocommit=False)
         catalog_session = killed_while_committing(
-            writer, blocker, lambda: os.kill(writer.info.backend_pid, signal.SIGKILL))
+            writer, blocker, lambda pid=writer.info.backend_pid: kill_backend(pid))
         # the catalog session outlives its client and carries on once the lock is
         # released: without the client's COMMIT, its transaction is rolled back
         blocker.rollback()
@@ -232,11 +231,12 @@ def test_writers_killed_at_random_points_leave_whole_transactions(shared, pg):
     for _ in range(6):
         victim = Victim(rng, next_tag)
         conn = shared.connect(autocommit=False)
+        pid = conn.info.backend_pid
         thread = threading.Thread(target=victim.run, args=(conn, deletable))
         thread.start()
         victim.started.wait()
         time.sleep(rng.uniform(0.05, 1.5))  # the kill point: anywhere in the stream of transactions
-        os.kill(conn.info.backend_pid, signal.SIGKILL)
+        kill_backend(pid)
         thread.join(timeout=60)
         assert not thread.is_alive()
         next_tag = victim.next_tag
@@ -276,7 +276,7 @@ def test_unreferenced_files_of_transactions_in_progress_are_kept(shared, pg):
     files = parquet_files(shared)
     writer = shared.connect(autocommit=False)
     blocker = shared.connect(autocommit=False)
-    killed_while_committing(writer, blocker, lambda: os.kill(writer.info.backend_pid, signal.SIGKILL))
+    killed_while_committing(writer, blocker, lambda pid=writer.info.backend_pid: kill_backend(pid))
     wait_until_accepting(pg, shared.dbname)
     leftover = parquet_files(shared) - files
     assert len(leftover) == 1
