@@ -35,6 +35,38 @@ pub fn view_oid(id: i64) -> IvmResult<pg_sys::Oid> {
     })
 }
 
+/// Lock the relations stream table `id`'s query reads (AccessShareLock), found through
+/// the view's dependencies without opening it. Opening the view locks it and then its
+/// relations, while DROP of a source locks the source and then the view that depends
+/// on it: a refresh that opened the view first deadlocked with such a DROP, which
+/// should fail plainly (2BP01) instead.
+pub fn lock_sources(id: i64) -> IvmResult<()> {
+    let sources: Vec<pg_sys::Oid> = as_extension_owner(|| {
+        Spi::connect(|client| {
+            let rows = client.select(
+                "SELECT DISTINCT d.refobjid FROM pg_catalog.pg_rewrite r \
+                   JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
+                    AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+                  WHERE r.ev_class = pg_catalog.to_regclass($1) AND d.refobjid <> r.ev_class ORDER BY 1",
+                None,
+                &[view_name(id).into()],
+            )?;
+            let mut oids = Vec::new();
+            for row in rows {
+                if let Some(oid) = row.get::<pg_sys::Oid>(1)? {
+                    oids.push(oid);
+                }
+            }
+            Ok::<_, IvmError>(oids)
+        })
+    })?;
+    for oid in sources {
+        // SAFETY: a heavyweight lock on a relation's oid, held until the transaction ends.
+        unsafe { pg_sys::LockRelationOid(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+    }
+    Ok(())
+}
+
 /// Create the view of `query` for stream table `id`, owned by `owner`. The query's
 /// names resolve as the caller's (already checked by analyzing it as the caller).
 pub fn define(id: i64, query: &str, owner: pg_sys::Oid) -> IvmResult<pg_sys::Oid> {

@@ -69,6 +69,7 @@ pub fn plan_for(table: &StreamTable) -> IvmResult<Plan> {
 pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Outcome>> {
     if !matches!(lock, Lock::None) {
         catalog::lock_result_table(id, pg_sys::RowExclusiveLock)?;
+        definition::lock_sources(id)?;
     }
     let Some(table) = catalog::load(id, lock)? else {
         return Ok(None);

@@ -57,6 +57,7 @@ pub unsafe extern "C-unwind" fn verify_stream_table_wrapper(fcinfo: pg_sys::Func
 /// between reading the frontier and reading the table.
 pub fn differences(id: i64, mut emit: impl FnMut(&str, JsonB)) -> IvmResult<()> {
     catalog::lock_result_table(id, pg_sys::AccessShareLock)?;
+    crate::definition::lock_sources(id)?;
     let table = catalog::load(id, Lock::Share)?.ok_or_else(|| IvmError::no_such_stream_table(&id.to_string()))?;
     let context = RefreshContext::enter(owner_of(table.relid)?, &table.settings)?;
     let plan = super::refresh::plan_for(&table)?;
