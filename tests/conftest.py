@@ -167,6 +167,17 @@ def kill_backend(pid):
     itself): refuse it."""
     assert pid > 0, "no backend to kill: the connection is already lost"
     os.kill(pid, signal.SIGKILL)
+    # Until the postmaster reaps it (and so starts its crash restart), the cluster still
+    # accepts connections that the restart then ends: wait_until_accepting would pass
+    # too early.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        assert time.monotonic() < deadline, f"backend {pid} was not reaped"
+        time.sleep(0.01)
 
 
 def wait_until_accepting(cluster, dbname="postgres", timeout=60):
