@@ -74,6 +74,10 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
     let Some(table) = catalog::load(id, lock)? else {
         return Ok(None);
     };
+    // Paused (or rewound) since the scheduler listed it: the row, now locked, is current.
+    if matches!(lock, Lock::SkipLocked) && table.status == "PAUSED" {
+        return Ok(None);
+    }
     let owner = owner_of(table.relid)?;
     let (outcome, frontier, note) = {
         let context = RefreshContext::enter(owner, &table.settings)?;
