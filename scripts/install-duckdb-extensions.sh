@@ -12,5 +12,6 @@ install -m 0644 "$sp/duckdb_extension_ducklake/extensions/v$PINNED_DUCKDB/duckla
 # Its entry point is postgres_scanner_*: DuckDB only finds it under this name.
 install -m 0644 "$sp/duckdb_extension_postgres/extensions/v$PINNED_DUCKDB/postgres.duckdb_extension" \
     "$target/postgres_scanner.duckdb_extension"
-# Time zones for TIMESTAMPTZ arithmetic: the DuckDB that duckdb-rs bundles has no ICU.
+# Time zones for TIMESTAMPTZ arithmetic. The official libduckdb the FDW links to has ICU
+# built in (loading this file there is a no-op); the reference client, Python's DuckDB, loads it.
 install -m 0644 "$sp/duckdb_extension_icu/extensions/v$PINNED_DUCKDB/icu.duckdb_extension" "$target/icu.duckdb_extension"
