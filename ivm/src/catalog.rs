@@ -77,8 +77,7 @@ pub fn lock_result_table(id: i64, mode: u32) -> IvmResult<()> {
         )?)
     })?;
     if let Some(relid) = relid {
-        // SAFETY: a heavyweight lock on a relation's oid, held until the transaction ends.
-        unsafe { pg_sys::LockRelationOid(relid, mode as pg_sys::LOCKMODE) };
+        crate::sql::lock_relation(relid, mode);
     }
     Ok(())
 }

@@ -61,8 +61,7 @@ pub fn lock_sources(id: i64) -> IvmResult<()> {
         })
     })?;
     for oid in sources {
-        // SAFETY: a heavyweight lock on a relation's oid, held until the transaction ends.
-        unsafe { pg_sys::LockRelationOid(oid, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+        crate::sql::lock_relation(oid, pg_sys::AccessShareLock);
     }
     Ok(())
 }

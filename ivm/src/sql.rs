@@ -44,3 +44,10 @@ pub fn regclass(name: &str) -> IvmResult<pg_sys::Oid> {
         .flatten()
         .ok_or_else(|| IvmError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("relation {name} does not exist")))
 }
+
+/// Take a heavyweight lock on relation `oid` in `mode` (a `pg_sys::*Lock`), held until the
+/// transaction ends; honours lock_timeout.
+pub fn lock_relation(oid: pgrx::pg_sys::Oid, mode: u32) {
+    // SAFETY: locks an oid in the lock manager; a dropped relation's oid is just a key.
+    unsafe { pgrx::pg_sys::LockRelationOid(oid, mode as pgrx::pg_sys::LOCKMODE) };
+}
