@@ -24,6 +24,8 @@ fsync = off
 shared_buffers = 128MB
 max_connections = 200
 shared_preload_libraries = '${DUCKLAKE_PRELOAD:-}'
+# Whole-query pushdown plans from a session's first query (see fdw/README.md).
+session_preload_libraries = 'ducklake_fdw'
 CONF
     fi
     as_server_user "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null

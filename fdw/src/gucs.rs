@@ -7,6 +7,7 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
 static EXTENSION_DIRECTORY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static INSTALL_EXTENSIONS: GucSetting<bool> = GucSetting::<bool>::new(false);
+static QUERY_PUSHDOWN: GucSetting<bool> = GucSetting::<bool>::new(true);
 static MEMORY_LIMIT: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"1GB"));
 static THREADS: GucSetting<i32> = GucSetting::<i32>::new(2);
@@ -18,6 +19,14 @@ static ALLOWED_DATA_PATHS: GucSetting<Option<CString>> = GucSetting::<Option<CSt
 static SAVEPOINT_REPLAY_MEMORY: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024);
 
 pub fn init() {
+    GucRegistry::define_bool_guc(
+        c"ducklake.query_pushdown",
+        c"Run a whole query in DuckDB when it reads only lake tables of one server and DuckDB computes exactly Postgres' answer.",
+        c"Off: each lake table is scanned on its own and Postgres does the rest.",
+        &QUERY_PUSHDOWN,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     GucRegistry::define_string_guc(
         c"ducklake.commit_author",
         c"Author recorded on the DuckLake snapshot a writing transaction creates (default: the Postgres user).",
@@ -135,6 +144,10 @@ pub fn threads() -> i32 {
 /// In bytes.
 pub fn savepoint_replay_memory() -> usize {
     SAVEPOINT_REPLAY_MEMORY.get().max(0) as usize * 1024
+}
+
+pub fn query_pushdown() -> bool {
+    QUERY_PUSHDOWN.get()
 }
 
 pub fn snapshot_id() -> Option<String> {

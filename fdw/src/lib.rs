@@ -3,6 +3,7 @@
 //! Layout: `fdw` (the wrapper as supabase-wrappers sees it), `options`, `catalog`
 //! (server configuration, the per-backend cache of attached lakes, transactions),
 //! `duck` (the embedded DuckDB runtime), `scan` (planner and executor callbacks),
+//! `query` (whole queries run in DuckDB),
 //! `types` (type mapping), `import` (IMPORT FOREIGN SCHEMA), `api` (SQL functions).
 
 use pgrx::prelude::*;
@@ -17,6 +18,7 @@ mod import;
 mod modify;
 mod options;
 mod pg_nodes;
+mod query;
 mod scan;
 mod types;
 
@@ -26,6 +28,7 @@ mod types;
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     catalog::transaction::register_callbacks();
+    query::install();
 }
 
 extension_sql!(

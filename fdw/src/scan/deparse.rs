@@ -194,7 +194,7 @@ impl Deparser<'_> {
     }
 
     /// Elements of a constant array or an ARRAY[...] of pushable values.
-    unsafe fn array_elements(&mut self, node: *mut Node) -> Option<Vec<String>> {
+    pub unsafe fn array_elements(&mut self, node: *mut Node) -> Option<Vec<String>> {
         unsafe {
             match (*node).type_ {
                 NodeTag::T_Const => {
@@ -336,7 +336,7 @@ pub unsafe fn expr_type(node: *mut Node) -> Oid {
 }
 
 /// The operator's name if it is one of Postgres' own (pg_catalog) operators.
-unsafe fn builtin_operator_name(opno: Oid) -> Option<String> {
+pub unsafe fn builtin_operator_name(opno: Oid) -> Option<String> {
     unsafe {
         if opno.to_u32() >= pg_sys::FirstNormalObjectId {
             return None;
@@ -346,7 +346,7 @@ unsafe fn builtin_operator_name(opno: Oid) -> Option<String> {
     }
 }
 
-fn is_integer(type_oid: Oid) -> bool {
+pub fn is_integer(type_oid: Oid) -> bool {
     matches!(type_oid, pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID)
 }
 
@@ -354,7 +354,7 @@ fn is_text(type_oid: Oid) -> bool {
     matches!(type_oid, pg_sys::TEXTOID | pg_sys::VARCHAROID)
 }
 
-fn is_collatable(type_oid: Oid) -> bool {
+pub fn is_collatable(type_oid: Oid) -> bool {
     matches!(type_oid, pg_sys::TEXTOID | pg_sys::VARCHAROID | pg_sys::BPCHAROID | pg_sys::NAMEOID)
 }
 
@@ -383,7 +383,7 @@ pub fn is_pushable_type(type_oid: Oid) -> bool {
 
 /// Both sides are of one family (numbers with numbers, text with text, ...), so
 /// DuckDB's implicit casts cannot change the comparison.
-fn comparable(a: Oid, b: Oid) -> bool {
+pub fn comparable(a: Oid, b: Oid) -> bool {
     fn family(t: Oid) -> u8 {
         match t {
             pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID | pg_sys::FLOAT4OID | pg_sys::FLOAT8OID
@@ -404,7 +404,7 @@ fn comparable(a: Oid, b: Oid) -> bool {
 }
 
 /// The DuckDB type a parameter of `type_oid` is bound as.
-fn param_duck_type(type_oid: Oid) -> Option<&'static str> {
+pub fn param_duck_type(type_oid: Oid) -> Option<&'static str> {
     Some(match type_oid {
         pg_sys::BOOLOID => "BOOLEAN",
         pg_sys::INT2OID => "SMALLINT",
@@ -493,7 +493,7 @@ fn float_literal(value: f64, duck_type: &str) -> String {
     }
 }
 
-unsafe fn output_text(datum: pg_sys::Datum, type_oid: Oid) -> String {
+pub unsafe fn output_text(datum: pg_sys::Datum, type_oid: Oid) -> String {
     unsafe {
         let mut output = pg_sys::InvalidOid;
         let mut varlena = false;

@@ -109,7 +109,7 @@ unsafe fn integer_value(datum: pg_sys::Datum, type_oid: pg_sys::Oid) -> Option<i
 
 /// A parameter's value for DuckDB; the SQL casts it to the column's DuckDB type
 /// (see `deparse::param_duck_type`).
-unsafe fn duck_value(datum: pg_sys::Datum, isnull: bool, type_oid: pg_sys::Oid) -> duckdb::types::Value {
+pub unsafe fn duck_value(datum: pg_sys::Datum, isnull: bool, type_oid: pg_sys::Oid) -> duckdb::types::Value {
     use duckdb::types::{TimeUnit, Value};
     if isnull {
         return Value::Null;

@@ -112,7 +112,7 @@ pub fn current_snapshot(lake: &Lake) -> LakeResult<i64> {
 }
 
 /// ` AT (VERSION => n)` / ` AT (TIMESTAMP => ...)`, or nothing for the latest snapshot.
-fn at_clause(table: &TableOptions) -> LakeResult<String> {
+pub fn at_clause(table: &TableOptions) -> LakeResult<String> {
     let (snapshot_id, as_of, origin) = if table.snapshot_id.is_some() || table.as_of.is_some() {
         (table.snapshot_id.clone(), table.as_of.clone(), "foreign table options snapshot_id and as_of")
     } else {

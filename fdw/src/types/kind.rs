@@ -109,6 +109,11 @@ impl Kind {
 /// Casts to the lake column's own type are free in DuckDB (and keep its filter
 /// pushdown into Parquet statistics).
 pub fn comparable_expression(column: &str, type_oid: Oid, typmod: i32) -> Option<String> {
+    comparable_expression_of(&sql::ident(column), type_oid, typmod)
+}
+
+/// `comparable_expression` of an already quoted (possibly qualified) column.
+pub fn comparable_expression_of(column: &str, type_oid: Oid, typmod: i32) -> Option<String> {
     const VARHDRSZ: i32 = 4;
     match type_oid {
         pg_sys::NUMERICOID if typmod >= VARHDRSZ => {
@@ -116,13 +121,13 @@ pub fn comparable_expression(column: &str, type_oid: Oid, typmod: i32) -> Option
             let scale = (((typmod - VARHDRSZ) & 0x7ff) ^ 1024) - 1024;
             // numeric(p,s) rounds on input; DuckDB's decimal cast rounds the same way.
             (precision <= 38 && (0..=precision).contains(&scale))
-                .then(|| format!("CAST({} AS DECIMAL({precision},{scale}))", sql::ident(column)))
+                .then(|| format!("CAST({column} AS DECIMAL({precision},{scale}))"))
         }
-        pg_sys::NUMERICOID => Some(sql::ident(column)),
-        pg_sys::VARCHAROID => Some(Kind::Text.duck_expression(column)),
+        pg_sys::NUMERICOID => Some(column.to_owned()),
+        pg_sys::VARCHAROID => Some(Kind::Text.duck_expression_of(column)),
         _ => match Kind::of(type_oid, typmod) {
             Kind::Json | Kind::Array(_) | Kind::ViaInput => None,
-            kind => Some(kind.duck_expression(column)),
+            kind => Some(kind.duck_expression_of(column)),
         },
     }
 }

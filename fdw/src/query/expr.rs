@@ -1,0 +1,599 @@
+//! Expressions of an analyzed query, translated to DuckDB SQL with their Postgres
+//! meaning, or refused (`None`). Each construct says why DuckDB's answer is Postgres':
+//!
+//! - Values: columns, constants and parameters of the types whose values and
+//!   comparisons agree (`deparse::is_pushable_type`); numeric constants get the
+//!   narrowest DECIMAL holding them, so DuckDB's result scales are Postgres' display
+//!   scales (+ - keep the larger scale, * adds them, in both).
+//! - Comparisons, LIKE, IN lists, IS [NOT] NULL/TRUE/FALSE, AND/OR/NOT: the rules of
+//!   the single-table scan (`scan::deparse`): text ordering only under the C collation,
+//!   equality only under deterministic ones.
+//! - Integer `+ - *` are cast to Postgres' result type (DuckDB raises on overflow, as
+//!   Postgres does); `/` and `%` truncate toward zero in both, division by zero raises.
+//! - Numeric `+ - *`: DuckDB decimals are exact; a product that could exceed DuckDB's
+//!   64-bit decimal is computed in 128 bits, and one whose scale would pass 38 (where
+//!   DuckDB refuses) is not pushed. Numeric division rounds to a value-dependent
+//!   scale in Postgres and is refused here (the top of a query computes it in
+//!   Postgres, see `translate`).
+//! - `CASE`/`COALESCE` only when every branch has the same type (and, for numeric,
+//!   the same scale: Postgres keeps each value's own display scale).
+//! - Casts between integers and from integers to numeric; `extract` of year, month,
+//!   day or quarter from a date (numeric in Postgres); `substring(text, s, n)` with
+//!   constant s ≥ 1 and n ≥ 0.
+//! - Aggregates count, count(DISTINCT), sum (int → bigint, bigint → numeric, numeric
+//!   keeps its scale), min/max, with FILTER; avg only at the top of a query.
+//! - Sub-selects: EXISTS, `x = ANY (SELECT ...)` (IN; NOT IN with SQL's NULL rule, as
+//!   DuckDB implements it), and scalar sub-selects; DuckDB decorrelates them.
+
+use pgrx::pg_sys::{self, Node, NodeTag, Oid};
+
+use crate::pg_nodes::list_nodes;
+use crate::query::translate::Translator;
+use crate::scan::deparse::{
+    Deparser, builtin_operator_name, collation_is_c, collation_is_deterministic, comparable, is_integer, is_pushable_type,
+    literal, output_text, param_duck_type,
+};
+
+/// A translated expression: DuckDB SQL and what Postgres' value is.
+#[derive(Clone, Debug)]
+pub struct Typed {
+    pub sql: String,
+    pub ty: Ty,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ty {
+    pub oid: Oid,
+    /// For numeric: the DuckDB DECIMAL(width, scale) computing it, whose scale is
+    /// Postgres' display scale of every value.
+    pub decimal: Option<(u32, u32)>,
+}
+
+impl Ty {
+    pub fn of(oid: Oid) -> Ty {
+        Ty { oid, decimal: None }
+    }
+
+    fn decimal(width: u32, scale: u32) -> Ty {
+        Ty { oid: pg_sys::NUMERICOID, decimal: Some((width.min(38), scale)) }
+    }
+
+    /// The type of a foreign table column as `kind::comparable_expression` reads it.
+    pub fn column(oid: Oid, typmod: i32) -> Option<Ty> {
+        if oid == pg_sys::NUMERICOID {
+            const VARHDRSZ: i32 = 4;
+            if typmod < VARHDRSZ {
+                return None; // the lake's own scale, unknown here
+            }
+            let precision = ((typmod - VARHDRSZ) >> 16) & 0xffff;
+            let scale = (((typmod - VARHDRSZ) & 0x7ff) ^ 1024) - 1024;
+            return (precision <= 38 && (0..=precision).contains(&scale))
+                .then(|| Ty::decimal(precision as u32, scale as u32));
+        }
+        is_pushable_type(oid).then(|| Ty::of(oid))
+    }
+}
+
+fn typed(sql: String, ty: Ty) -> Option<Typed> {
+    Some(Typed { sql, ty })
+}
+
+/// Types whose equality (GROUP BY, DISTINCT, joins) is the same in DuckDB. Floats
+/// are left out: Postgres groups all NaNs together and -0 with 0.
+pub fn groupable(ty: Ty) -> bool {
+    is_pushable_type(ty.oid) && !matches!(ty.oid, pg_sys::FLOAT4OID | pg_sys::FLOAT8OID)
+}
+
+impl Translator {
+    /// DuckDB SQL for `node`, or `None` when its meaning in DuckDB could differ.
+    pub unsafe fn expr(&mut self, node: *mut Node) -> Option<Typed> {
+        unsafe {
+            if node.is_null() {
+                return None;
+            }
+            match (*node).type_ {
+                NodeTag::T_Var => self.var(node as *mut pg_sys::Var),
+                NodeTag::T_Const => self.constant(node as *mut pg_sys::Const),
+                NodeTag::T_Param => self.param(node as *mut pg_sys::Param),
+                NodeTag::T_RelabelType => {
+                    let r = node as *mut pg_sys::RelabelType;
+                    let inner = self.expr((*r).arg.cast())?;
+                    // varchar ↔ text: one type in DuckDB.
+                    let same = inner.ty.oid == (*r).resulttype
+                        || matches!(((*r).resulttype, inner.ty.oid), (pg_sys::TEXTOID | pg_sys::VARCHAROID, pg_sys::TEXTOID | pg_sys::VARCHAROID));
+                    same.then(|| Typed { sql: inner.sql, ty: Ty { oid: (*r).resulttype, ..inner.ty } })
+                }
+                NodeTag::T_BoolExpr => {
+                    let b = node as *mut pg_sys::BoolExpr;
+                    let mut parts = Vec::new();
+                    for arg in list_nodes((*b).args) {
+                        let t = self.expr(arg)?;
+                        if t.ty.oid != pg_sys::BOOLOID {
+                            return None;
+                        }
+                        parts.push(t.sql);
+                    }
+                    let sql = match (*b).boolop {
+                        pg_sys::BoolExprType::AND_EXPR => format!("({})", parts.join(" AND ")),
+                        pg_sys::BoolExprType::OR_EXPR => format!("({})", parts.join(" OR ")),
+                        pg_sys::BoolExprType::NOT_EXPR => format!("(NOT {})", parts.first()?),
+                        _ => return None,
+                    };
+                    typed(sql, Ty::of(pg_sys::BOOLOID))
+                }
+                NodeTag::T_NullTest => {
+                    let t = node as *mut pg_sys::NullTest;
+                    if (*t).argisrow {
+                        return None;
+                    }
+                    let arg = self.expr((*t).arg.cast())?;
+                    let not = if (*t).nulltesttype == pg_sys::NullTestType::IS_NULL { "" } else { "NOT " };
+                    typed(format!("({} IS {not}NULL)", arg.sql), Ty::of(pg_sys::BOOLOID))
+                }
+                NodeTag::T_BooleanTest => {
+                    let t = node as *mut pg_sys::BooleanTest;
+                    let arg = self.expr((*t).arg.cast())?.sql;
+                    use pg_sys::BoolTestType::*;
+                    let sql = match (*t).booltesttype {
+                        IS_TRUE => format!("({arg} IS NOT DISTINCT FROM TRUE)"),
+                        IS_NOT_TRUE => format!("({arg} IS DISTINCT FROM TRUE)"),
+                        IS_FALSE => format!("({arg} IS NOT DISTINCT FROM FALSE)"),
+                        IS_NOT_FALSE => format!("({arg} IS DISTINCT FROM FALSE)"),
+                        IS_UNKNOWN => format!("({arg} IS NULL)"),
+                        IS_NOT_UNKNOWN => format!("({arg} IS NOT NULL)"),
+                        _ => return None,
+                    };
+                    typed(sql, Ty::of(pg_sys::BOOLOID))
+                }
+                NodeTag::T_OpExpr => self.op_expr(node as *mut pg_sys::OpExpr),
+                NodeTag::T_ScalarArrayOpExpr => self.in_list(node as *mut pg_sys::ScalarArrayOpExpr),
+                NodeTag::T_CaseExpr => self.case_expr(node as *mut pg_sys::CaseExpr),
+                NodeTag::T_CaseTestExpr => self.case_value.last().cloned().flatten(),
+                NodeTag::T_CoalesceExpr => {
+                    let c = node as *mut pg_sys::CoalesceExpr;
+                    let args = list_nodes((*c).args);
+                    let items = args.into_iter().map(|a| self.expr(a)).collect::<Option<Vec<_>>>()?;
+                    let ty = same_type(&items)?;
+                    typed(format!("COALESCE({})", items.iter().map(|t| t.sql.as_str()).collect::<Vec<_>>().join(", ")), ty)
+                }
+                NodeTag::T_FuncExpr => self.func_expr(node as *mut pg_sys::FuncExpr),
+                NodeTag::T_Aggref => self.aggregate(node as *mut pg_sys::Aggref),
+                NodeTag::T_SubLink => self.sublink(node as *mut pg_sys::SubLink),
+                _ => None,
+            }
+        }
+    }
+
+    unsafe fn constant(&mut self, c: *mut pg_sys::Const) -> Option<Typed> {
+        unsafe {
+            let oid = (*c).consttype;
+            if !is_pushable_type(oid) {
+                return None;
+            }
+            if oid == pg_sys::NUMERICOID {
+                if (*c).constisnull {
+                    return None; // no scale to give it
+                }
+                let text = output_text((*c).constvalue, oid);
+                let unsigned = text.trim_start_matches('-');
+                if !unsigned.chars().all(|ch| ch.is_ascii_digit() || ch == '.') {
+                    return None; // NaN, Infinity
+                }
+                let (int_part, frac) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+                let int_digits = int_part.trim_start_matches('0').len() as u32;
+                let scale = frac.len() as u32;
+                let width = (int_digits + scale).max(1);
+                if width > 38 {
+                    return None;
+                }
+                return typed(format!("CAST('{text}' AS DECIMAL({width},{scale}))"), Ty::decimal(width, scale));
+            }
+            if (*c).constisnull {
+                let duck = crate::types::kind::Kind::of(oid, -1).duck_type();
+                return typed(format!("CAST(NULL AS {duck})"), Ty::of(oid));
+            }
+            let sql = literal((*c).constvalue, oid)?;
+            if sql.contains(crate::query::model::SLOT_OPEN) || sql.contains(crate::query::model::SLOT_CLOSE) {
+                return None;
+            }
+            typed(sql, Ty::of(oid))
+        }
+    }
+
+    unsafe fn param(&mut self, p: *mut pg_sys::Param) -> Option<Typed> {
+        unsafe {
+            if (*p).paramkind != pg_sys::ParamKind::PARAM_EXTERN {
+                return None;
+            }
+            let duck_type = param_duck_type((*p).paramtype)?;
+            self.params.push(p.cast());
+            typed(format!("CAST(${} AS {duck_type})", self.params.len()), Ty::of((*p).paramtype))
+        }
+    }
+
+    unsafe fn op_expr(&mut self, op: *mut pg_sys::OpExpr) -> Option<Typed> {
+        unsafe {
+            let name = builtin_operator_name((*op).opno)?;
+            let args = list_nodes((*op).args);
+            let result = (*op).opresulttype;
+            let collation = (*op).inputcollid;
+            let bool_ty = Ty::of(pg_sys::BOOLOID);
+            match (name.as_str(), args.as_slice()) {
+                ("=" | "<>" | "<" | "<=" | ">" | ">=", [l, r]) => {
+                    let (left, right) = (self.expr(*l)?, self.expr(*r)?);
+                    if !comparable(left.ty.oid, right.ty.oid) {
+                        return None;
+                    }
+                    let text = crate::scan::deparse::is_collatable(left.ty.oid);
+                    if text && !collation_is_deterministic(collation) {
+                        return None;
+                    }
+                    if text && !matches!(name.as_str(), "=" | "<>") && !collation_is_c(collation) {
+                        return None;
+                    }
+                    // Decimals compare in a common DECIMAL; a value it cannot hold makes
+                    // DuckDB raise an out-of-range error, never answer differently.
+                    if (left.ty.oid == pg_sys::NUMERICOID || right.ty.oid == pg_sys::NUMERICOID)
+                        && (left.ty.decimal.is_none() || right.ty.decimal.is_none())
+                    {
+                        return None;
+                    }
+                    let sql_op = if name == "<>" { "<>" } else { name.as_str() };
+                    typed(format!("({} {sql_op} {})", left.sql, right.sql), bool_ty)
+                }
+                ("~~" | "!~~" | "~~*" | "!~~*", [l, r]) => {
+                    let (left, pattern) = (self.expr(*l)?, self.expr(*r)?);
+                    if !matches!(left.ty.oid, pg_sys::TEXTOID | pg_sys::VARCHAROID) || !collation_is_deterministic(collation) {
+                        return None;
+                    }
+                    let keyword = match name.as_str() {
+                        "~~" => "LIKE",
+                        "!~~" => "NOT LIKE",
+                        "~~*" => "ILIKE",
+                        _ => "NOT ILIKE",
+                    };
+                    typed(format!("({} {keyword} {} ESCAPE '\\')", left.sql, pattern.sql), bool_ty)
+                }
+                ("||", [l, r]) if result == pg_sys::TEXTOID => {
+                    let (left, right) = (self.expr(*l)?, self.expr(*r)?);
+                    let text = |t: &Typed| matches!(t.ty.oid, pg_sys::TEXTOID | pg_sys::VARCHAROID);
+                    (text(&left) && text(&right))
+                        .then(|| Typed { sql: format!("({} || {})", left.sql, right.sql), ty: Ty::of(pg_sys::TEXTOID) })
+                }
+                ("+" | "-" | "*" | "/" | "%", [l, r]) => {
+                    let (left, right) = (self.expr(*l)?, self.expr(*r)?);
+                    self.arithmetic(&name, left, right, result)
+                }
+                ("-", [arg]) => {
+                    let arg = self.expr(*arg)?;
+                    if is_integer(result) && is_integer(arg.ty.oid) {
+                        return typed(format!("CAST((- {}) AS {})", arg.sql, param_duck_type(result)?), Ty::of(result));
+                    }
+                    (arg.ty.decimal.is_some() && result == pg_sys::NUMERICOID)
+                        .then(|| Typed { sql: format!("(- {})", arg.sql), ty: arg.ty })
+                }
+                _ => None,
+            }
+        }
+    }
+
+    fn arithmetic(&mut self, op: &str, left: Typed, right: Typed, result: Oid) -> Option<Typed> {
+        if is_integer(result) && is_integer(left.ty.oid) && is_integer(right.ty.oid) {
+            let duck = param_duck_type(result)?;
+            let sql = match op {
+                "+" | "-" | "*" => format!("CAST(({} {op} {}) AS {duck})", left.sql, right.sql),
+                // DuckDB's // and % truncate toward zero like Postgres; both give NULL
+                // for a zero divisor in DuckDB, an error in Postgres.
+                "/" | "%" => {
+                    let duck_op = if op == "/" { "//" } else { "%" };
+                    format!(
+                        "CAST((CASE WHEN {r} = 0 THEN error('division by zero') ELSE {l} {duck_op} {r} END) AS {duck})",
+                        l = left.sql,
+                        r = right.sql
+                    )
+                }
+                _ => return None,
+            };
+            return typed(sql, Ty::of(result));
+        }
+        if result == pg_sys::NUMERICOID {
+            let ((w1, s1), (w2, s2)) = (left.ty.decimal?, right.ty.decimal?);
+            return match op {
+                "+" | "-" => typed(
+                    format!("({} {op} {})", left.sql, right.sql),
+                    Ty::decimal((w1 - s1).max(w2 - s2) + s1.max(s2) + 1, s1.max(s2)),
+                ),
+                "*" => {
+                    if s1 + s2 > 38 {
+                        return None;
+                    }
+                    // DuckDB keeps a product of two 64-bit decimals in 64 bits (and
+                    // raises past 18 digits); widen one side when it could get there.
+                    let l = if w1 + w2 > 18 { format!("CAST({} AS DECIMAL(38,{s1}))", left.sql) } else { left.sql };
+                    typed(format!("({l} * {})", right.sql), Ty::decimal(w1 + w2, s1 + s2))
+                }
+                _ => None,
+            };
+        }
+        None
+    }
+
+    unsafe fn in_list(&mut self, op: *mut pg_sys::ScalarArrayOpExpr) -> Option<Typed> {
+        unsafe {
+            let args = list_nodes((*op).args);
+            let [left, right] = args.as_slice() else { return None };
+            let keyword = match (builtin_operator_name((*op).opno)?.as_str(), (*op).useOr) {
+                ("=", true) => "IN",
+                ("<>", false) => "NOT IN",
+                _ => return None,
+            };
+            let left = self.expr(*left)?;
+            if left.ty.oid == pg_sys::NUMERICOID
+                || (crate::scan::deparse::is_collatable(left.ty.oid) && !collation_is_deterministic((*op).inputcollid))
+            {
+                return None;
+            }
+            if !comparable(left.ty.oid, pg_sys::get_element_type(pg_sys::exprType(*right))) {
+                return None;
+            }
+            let elements = match (**right).type_ {
+                NodeTag::T_ArrayExpr => {
+                    let a = *right as *mut pg_sys::ArrayExpr;
+                    if (*a).multidims {
+                        return None;
+                    }
+                    list_nodes((*a).elements).into_iter().map(|e| self.expr(e).map(|t| t.sql)).collect::<Option<Vec<_>>>()?
+                }
+                NodeTag::T_Const => {
+                    let mut deparser = Deparser { varno: 0, columns: &|_| None, params: Vec::new() };
+                    deparser.array_elements(*right)?
+                }
+                _ => return None,
+            };
+            if elements.is_empty() {
+                return typed((if keyword == "IN" { "FALSE" } else { "TRUE" }).into(), Ty::of(pg_sys::BOOLOID));
+            }
+            typed(format!("({} {keyword} ({}))", left.sql, elements.join(", ")), Ty::of(pg_sys::BOOLOID))
+        }
+    }
+
+    unsafe fn case_expr(&mut self, c: *mut pg_sys::CaseExpr) -> Option<Typed> {
+        unsafe {
+            let subject = if (*c).arg.is_null() { None } else { Some(self.expr((*c).arg.cast())?) };
+            self.case_value.push(subject);
+            let result = (|| {
+                let mut branches = Vec::new();
+                let mut sql = String::from("(CASE");
+                for when in list_nodes((*c).args) {
+                    let w = when as *mut pg_sys::CaseWhen;
+                    let condition = self.expr((*w).expr.cast())?;
+                    let value = self.expr((*w).result.cast())?;
+                    sql.push_str(&format!(" WHEN {} THEN {}", condition.sql, value.sql));
+                    branches.push(value);
+                }
+                let default = if (*c).defresult.is_null() {
+                    return None;
+                } else {
+                    self.expr((*c).defresult.cast())?
+                };
+                sql.push_str(&format!(" ELSE {} END)", default.sql));
+                branches.push(default);
+                let ty = same_type(&branches)?;
+                typed(sql, ty)
+            })();
+            self.case_value.pop();
+            result
+        }
+    }
+
+    unsafe fn func_expr(&mut self, f: *mut pg_sys::FuncExpr) -> Option<Typed> {
+        unsafe {
+            if (*f).funcid.to_u32() >= pg_sys::FirstNormalObjectId || (*f).funcretset || (*f).funcvariadic {
+                return None;
+            }
+            let name = std::ffi::CStr::from_ptr(pg_sys::get_func_name((*f).funcid)).to_string_lossy().into_owned();
+            let args = list_nodes((*f).args);
+            let result = (*f).funcresulttype;
+            match (name.as_str(), args.as_slice()) {
+                // Integer widening and narrowing casts (DuckDB raises out of range).
+                ("int2" | "int4" | "int8", [arg]) if is_integer(result) => {
+                    let a = self.expr(*arg)?;
+                    is_integer(a.ty.oid).then(|| Typed {
+                        sql: format!("CAST({} AS {})", a.sql, param_duck_type(result).unwrap_or("BIGINT")),
+                        ty: Ty::of(result),
+                    })
+                }
+                ("numeric", [arg]) if result == pg_sys::NUMERICOID => {
+                    let a = self.expr(*arg)?;
+                    let width = match a.ty.oid {
+                        pg_sys::INT2OID => 5,
+                        pg_sys::INT4OID => 10,
+                        pg_sys::INT8OID => 19,
+                        _ => return None,
+                    };
+                    typed(format!("CAST({} AS DECIMAL({width},0))", a.sql), Ty::decimal(width, 0))
+                }
+                ("extract" | "date_part", [field, source]) if name == "extract" => {
+                    let field = const_text(*field)?;
+                    let source = self.expr(*source)?;
+                    if source.ty.oid != pg_sys::DATEOID || !matches!(field.as_str(), "year" | "month" | "day" | "quarter") {
+                        return None;
+                    }
+                    // Dates before year 1 are BC in Postgres, negative years in DuckDB.
+                    typed(
+                        format!(
+                            "CAST((CASE WHEN year({s}) <= 0 THEN error('extract of a BC date is not pushed') ELSE extract({field} FROM {s}) END) AS DECIMAL(18,0))",
+                            s = source.sql
+                        ),
+                        Ty::decimal(18, 0),
+                    )
+                }
+                ("substring" | "substr", [text, start, length]) => {
+                    let text = self.expr(*text)?;
+                    let (start, length) = (const_int(*start)?, const_int(*length)?);
+                    if !matches!(text.ty.oid, pg_sys::TEXTOID | pg_sys::VARCHAROID) || start < 1 || length < 0 {
+                        return None;
+                    }
+                    typed(format!("substring({}, {start}, {length})", text.sql), Ty::of(pg_sys::TEXTOID))
+                }
+                _ => None,
+            }
+        }
+    }
+
+    unsafe fn aggregate(&mut self, a: *mut pg_sys::Aggref) -> Option<Typed> {
+        unsafe {
+            let name = std::ffi::CStr::from_ptr(pg_sys::get_func_name((*a).aggfnoid)).to_string_lossy().into_owned();
+            self.aggregate_as(a, &name)
+        }
+    }
+
+    /// Aggregate call `a` (its arguments, DISTINCT and FILTER) with function `name`.
+    pub unsafe fn aggregate_as(&mut self, a: *mut pg_sys::Aggref, name: &str) -> Option<Typed> {
+        unsafe {
+            if (*a).agglevelsup != 0
+                || !(*a).aggorder.is_null()
+                || (*a).aggvariadic
+                || (*a).aggkind != b'n' as std::ffi::c_char
+                || (*a).aggfnoid.to_u32() >= pg_sys::FirstNormalObjectId
+            {
+                return None;
+            }
+            let name = name.to_owned();
+            let filter = if (*a).aggfilter.is_null() {
+                String::new()
+            } else {
+                let f = self.expr((*a).aggfilter.cast())?;
+                format!(" FILTER (WHERE {})", f.sql)
+            };
+            let distinct = !(*a).aggdistinct.is_null();
+            if (*a).aggstar {
+                return (name == "count" && !distinct)
+                    .then(|| Typed { sql: format!("count(*){filter}"), ty: Ty::of(pg_sys::INT8OID) });
+            }
+            let args = list_nodes((*a).args);
+            let [arg] = args.as_slice() else { return None };
+            let arg = self.expr((*(*arg as *mut pg_sys::TargetEntry)).expr.cast())?;
+            if distinct && (name != "count" || !groupable(arg.ty)) {
+                return None;
+            }
+            let d = if distinct { "DISTINCT " } else { "" };
+            let call = |f: &str| format!("{f}({d}{}){filter}", arg.sql);
+            match name.as_str() {
+                "count" => typed(call("count"), Ty::of(pg_sys::INT8OID)),
+                "sum" => match arg.ty.oid {
+                    pg_sys::INT2OID | pg_sys::INT4OID => typed(format!("CAST({} AS BIGINT)", call("sum")), Ty::of(pg_sys::INT8OID)),
+                    pg_sys::INT8OID => typed(format!("CAST({} AS DECIMAL(38,0))", call("sum")), Ty::decimal(38, 0)),
+                    pg_sys::NUMERICOID => {
+                        let (_, s) = arg.ty.decimal?;
+                        typed(format!("CAST({} AS DECIMAL(38,{s}))", call("sum")), Ty::decimal(38, s))
+                    }
+                    pg_sys::FLOAT8OID => typed(call("sum"), Ty::of(pg_sys::FLOAT8OID)),
+                    _ => None,
+                },
+                "min" | "max" => {
+                    if crate::scan::deparse::is_collatable(arg.ty.oid) && !collation_is_c((*a).inputcollid) {
+                        return None;
+                    }
+                    if matches!(arg.ty.oid, pg_sys::FLOAT4OID | pg_sys::FLOAT8OID) {
+                        return None;
+                    }
+                    typed(call(&name), arg.ty)
+                }
+                _ => None,
+            }
+        }
+    }
+
+    unsafe fn sublink(&mut self, s: *mut pg_sys::SubLink) -> Option<Typed> {
+        unsafe {
+            let sub = (*s).subselect as *mut pg_sys::Query;
+            let bool_ty = Ty::of(pg_sys::BOOLOID);
+            match (*s).subLinkType {
+                pg_sys::SubLinkType::EXISTS_SUBLINK => {
+                    let (sql, _) = self.query_sql(sub)?;
+                    typed(format!("(EXISTS ({sql}))"), bool_ty)
+                }
+                pg_sys::SubLinkType::EXPR_SUBLINK => {
+                    let (sql, types) = self.query_sql(sub)?;
+                    let [Some(ty)] = types.as_slice() else { return None };
+                    typed(format!("({sql})"), *ty)
+                }
+                pg_sys::SubLinkType::ANY_SUBLINK => {
+                    // testexpr: `lhs = $param` for a one-column IN.
+                    let test = (*s).testexpr as *mut Node;
+                    if test.is_null() || (*test).type_ != NodeTag::T_OpExpr {
+                        return None;
+                    }
+                    let op = test as *mut pg_sys::OpExpr;
+                    if builtin_operator_name((*op).opno)?.as_str() != "=" {
+                        return None;
+                    }
+                    let args = list_nodes((*op).args);
+                    let [lhs, _] = args.as_slice() else { return None };
+                    let lhs = self.expr(*lhs)?;
+                    let (sql, types) = self.query_sql(sub)?;
+                    let [Some(ty)] = types.as_slice() else { return None };
+                    if !groupable(lhs.ty) || !comparable(lhs.ty.oid, ty.oid) || lhs.ty.oid == pg_sys::NUMERICOID && lhs.ty.decimal.is_none() {
+                        return None;
+                    }
+                    if crate::scan::deparse::is_collatable(lhs.ty.oid) && !collation_is_deterministic((*op).inputcollid) {
+                        return None;
+                    }
+                    typed(format!("({} IN ({sql}))", lhs.sql), bool_ty)
+                }
+                _ => None,
+            }
+        }
+    }
+}
+
+/// The common type of CASE/COALESCE branches: one type, and for numeric one scale.
+fn same_type(items: &[Typed]) -> Option<Ty> {
+    let first = items.first()?.ty;
+    let mut width = first.decimal.map(|(w, _)| w);
+    for item in items {
+        if item.ty.oid != first.oid {
+            let text = |o: Oid| matches!(o, pg_sys::TEXTOID | pg_sys::VARCHAROID);
+            if !(text(item.ty.oid) && text(first.oid)) {
+                return None;
+            }
+        }
+        match (first.decimal, item.ty.decimal) {
+            (Some((_, s1)), Some((w2, s2))) if s1 == s2 => width = width.map(|w| w.max(w2)),
+            (None, None) => {}
+            _ => return None,
+        }
+    }
+    Some(Ty { oid: first.oid, decimal: width.zip(first.decimal.map(|(_, s)| s)) })
+}
+
+unsafe fn const_text(node: *mut Node) -> Option<String> {
+    unsafe {
+        if (*node).type_ != NodeTag::T_Const {
+            return None;
+        }
+        let c = node as *mut pg_sys::Const;
+        if (*c).constisnull || (*c).consttype != pg_sys::TEXTOID {
+            return None;
+        }
+        Some(output_text((*c).constvalue, pg_sys::TEXTOID).to_lowercase())
+    }
+}
+
+unsafe fn const_int(node: *mut Node) -> Option<i64> {
+    unsafe {
+        if (*node).type_ != NodeTag::T_Const {
+            return None;
+        }
+        let c = node as *mut pg_sys::Const;
+        if (*c).constisnull {
+            return None;
+        }
+        match (*c).consttype {
+            pg_sys::INT4OID => Some((*c).constvalue.value() as i32 as i64),
+            pg_sys::INT8OID => Some((*c).constvalue.value() as i64),
+            _ => None,
+        }
+    }
+}

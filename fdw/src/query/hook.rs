@@ -1,0 +1,373 @@
+//! The planner hook. Postgres plans every query as usual (that gives permission
+//! checks, plan invalidation on DDL and the parameters' types); when the query can
+//! run whole in DuckDB, the plan tree is then replaced by one custom scan.
+//!
+//! Taken over: SELECTs translated completely (see `translate`), except a plain scan
+//! of one lake table without aggregates, sub-selects or DISTINCT, which the
+//! single-table scan already runs in DuckDB (with its filters, order and limit). The
+//! outermost select list may keep in Postgres what DuckDB cannot compute exactly over
+//! DuckDB's outputs: numeric division and avg() (as numeric_div(sum, count), which is
+//! how Postgres computes avg), and any other operator or function over pushed values.
+
+use std::ffi::CString;
+
+use pgrx::pg_sys::{self, Node, NodeTag};
+use pgrx::prelude::*;
+
+use crate::gucs;
+use crate::pg_nodes::list_nodes;
+use crate::query::exec;
+use crate::query::model::{PushedOutput, PushedQuery};
+use crate::query::translate::Translator;
+use crate::types::kind::Kind;
+
+static mut PREVIOUS_PLANNER: pg_sys::planner_hook_type = None;
+
+pub fn install() {
+    // SAFETY: _PG_init runs once per backend, before any planning.
+    unsafe {
+        PREVIOUS_PLANNER = pg_sys::planner_hook;
+        pg_sys::planner_hook = Some(plan_query);
+    }
+    exec::register();
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn plan_query(
+    parse: *mut pg_sys::Query,
+    query_string: *const std::ffi::c_char,
+    cursor_options: std::ffi::c_int,
+    bound_params: pg_sys::ParamListInfo,
+) -> *mut pg_sys::PlannedStmt {
+    unsafe {
+        let pushed = if gucs::query_pushdown() && cursor_options & pg_sys::CURSOR_OPT_SCROLL as i32 == 0 {
+            // The planner rewrites the tree it is given; translate a copy of its own.
+            let copy = pg_sys::copyObjectImpl(parse.cast()) as *mut pg_sys::Query;
+            if worth_pushing(copy) { translate_top(copy) } else { None }
+        } else {
+            None
+        };
+        let stmt = match PREVIOUS_PLANNER {
+            Some(previous) => previous(parse, query_string, cursor_options, bound_params),
+            None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
+        };
+        if let Some(top) = pushed {
+            let estimate = (*stmt).planTree;
+            (*stmt).planTree = top.plan(estimate);
+            (*stmt).subplans = std::ptr::null_mut();
+            (*stmt).rewindPlanIDs = std::ptr::null_mut();
+            (*stmt).parallelModeNeeded = false;
+        }
+        stmt
+    }
+}
+
+/// Whether the query does more than the single-table scan already runs in DuckDB.
+unsafe fn worth_pushing(q: *mut pg_sys::Query) -> bool {
+    unsafe {
+        if (*q).commandType != pg_sys::CmdType::CMD_SELECT || !(*q).utilityStmt.is_null() {
+            return false;
+        }
+        let relations = list_nodes((*q).rtable)
+            .into_iter()
+            .filter(|rte| (*(*rte as *mut pg_sys::RangeTblEntry)).rtekind != pg_sys::RTEKind::RTE_RESULT)
+            .count();
+        relations > 1
+            || (*q).hasAggs
+            || (*q).hasSubLinks
+            || !(*q).cteList.is_null()
+            || !(*q).groupClause.is_null()
+            || !(*q).distinctClause.is_null()
+    }
+}
+
+/// The translated outermost query.
+struct Top {
+    query: PushedQuery,
+    params: Vec<*mut Node>,
+    /// The plan's target list: Postgres expressions over the scan's outputs.
+    targets: Vec<Target>,
+    /// The outermost ORDER BY and LIMIT/OFFSET, when Postgres applies them.
+    postgres_sort: Option<*mut pg_sys::Query>,
+}
+
+struct Target {
+    expr: *mut Node,
+    name: *mut std::ffi::c_char,
+    sortgroupref: pg_sys::Index,
+    junk: bool,
+}
+
+/// Outputs under construction: DuckDB select items and their Postgres types.
+#[derive(Default)]
+struct Outputs {
+    items: Vec<String>,
+    outputs: Vec<PushedOutput>,
+}
+
+impl Outputs {
+    /// A DuckDB output of Postgres type `type_oid`; returns the Var reading it.
+    unsafe fn add(&mut self, sql: &str, type_oid: pg_sys::Oid, typmod: i32, collation: pg_sys::Oid) -> *mut Node {
+        unsafe {
+            let position = self.items.len() + 1;
+            let name = format!("c{position}");
+            self.items.push(format!("{} AS {}", Kind::of(type_oid, typmod).duck_expression_of(sql), crate::duck::sql::ident(&name)));
+            self.outputs.push(PushedOutput { name, type_oid: type_oid.to_u32(), typmod });
+            pg_sys::makeVar(pg_sys::INDEX_VAR as i32, position as i16, type_oid, typmod, collation, 0).cast()
+        }
+    }
+}
+
+unsafe fn translate_top(q: *mut pg_sys::Query) -> Option<Top> {
+    unsafe {
+        let mut translator = Translator::new();
+        let outputs = std::cell::RefCell::new(Outputs::default());
+        let targets = std::cell::RefCell::new(Vec::new());
+        let make_items = |t: &mut Translator| -> Option<Vec<String>> {
+            let order_keys: Vec<pg_sys::Index> = list_nodes((*q).sortClause)
+                .into_iter()
+                .map(|c| (*(c as *mut pg_sys::SortGroupClause)).tleSortGroupRef)
+                .collect();
+            for tle in list_nodes((*q).targetList) {
+                let tle = tle as *mut pg_sys::TargetEntry;
+                let sort_key = (*tle).ressortgroupref != 0 && order_keys.contains(&(*tle).ressortgroupref);
+                if (*tle).resjunk && !sort_key {
+                    continue;
+                }
+                let expr = (*tle).expr as *mut Node;
+                let target = boundary(t, &mut outputs.borrow_mut(), expr)?;
+                // What Postgres computes on top is sorted by Postgres, and cannot be
+                // de-duplicated in DuckDB.
+                let computed_on_top = (*target).type_ != NodeTag::T_Var;
+                if computed_on_top && !(*q).distinctClause.is_null() {
+                    return None;
+                }
+                if computed_on_top && sort_key {
+                    t.sort_in_postgres = true;
+                }
+                targets.borrow_mut().push(Target {
+                    expr: target,
+                    name: (*tle).resname,
+                    sortgroupref: (*tle).ressortgroupref,
+                    junk: (*tle).resjunk,
+                });
+            }
+            Some(std::mem::take(&mut outputs.borrow_mut().items))
+        };
+        let (sql, _) = translator.select(q, Some(&make_items))?;
+        if sql.contains('\0') {
+            return None;
+        }
+        let server = translator.server?;
+        let outputs = outputs.into_inner();
+        Some(Top {
+            query: PushedQuery {
+                server_oid: server.to_u32(),
+                sql,
+                tables: translator.tables.clone(),
+                outputs: outputs.outputs,
+                params: translator.params.len(),
+            },
+            params: translator.params.clone(),
+            targets: targets.into_inner(),
+            postgres_sort: (translator.sort_in_postgres && !(*q).sortClause.is_null()).then_some(q),
+        })
+    }
+}
+
+/// The outermost select item `expr` as a Postgres expression over DuckDB outputs:
+/// a Var of one output when DuckDB computes it exactly, else Postgres' own operator
+/// or function over such pieces (avg(x) becoming numeric_div(sum(x), count(x))).
+unsafe fn boundary(t: &mut Translator, outputs: &mut Outputs, expr: *mut Node) -> Option<*mut Node> {
+    unsafe {
+        let saved_params = t.params.len();
+        if let Some(typed) = t.expr(expr) {
+            return Some(outputs.add(&typed.sql, pg_sys::exprType(expr), pg_sys::exprTypmod(expr), pg_sys::exprCollation(expr)));
+        }
+        t.params.truncate(saved_params);
+        match (*expr).type_ {
+            NodeTag::T_Aggref => average(t, outputs, expr as *mut pg_sys::Aggref),
+            NodeTag::T_OpExpr => {
+                let op = pg_sys::copyObjectImpl(expr.cast()) as *mut pg_sys::OpExpr;
+                if (*op).opno.to_u32() >= pg_sys::FirstNormalObjectId || pg_sys::op_volatile((*op).opno) as u8 == b'v' {
+                    return None;
+                }
+                (*op).args = boundary_list(t, outputs, (*op).args)?;
+                Some(op.cast())
+            }
+            NodeTag::T_FuncExpr => {
+                let f = pg_sys::copyObjectImpl(expr.cast()) as *mut pg_sys::FuncExpr;
+                if (*f).funcid.to_u32() >= pg_sys::FirstNormalObjectId || (*f).funcretset || pg_sys::func_volatile((*f).funcid) as u8 == b'v' {
+                    return None;
+                }
+                (*f).args = boundary_list(t, outputs, (*f).args)?;
+                Some(f.cast())
+            }
+            _ => None,
+        }
+    }
+}
+
+unsafe fn boundary_list(t: &mut Translator, outputs: &mut Outputs, args: *mut pg_sys::List) -> Option<*mut pg_sys::List> {
+    unsafe {
+        let mut list: *mut pg_sys::List = std::ptr::null_mut();
+        for arg in list_nodes(args) {
+            list = pg_sys::lappend(list, boundary(t, outputs, arg)?.cast());
+        }
+        Some(list)
+    }
+}
+
+/// avg() of integers or numerics: DuckDB's exact sum and count, divided by Postgres'
+/// numeric_div, which is what Postgres' avg does (NULL sum over no rows: NULL).
+unsafe fn average(t: &mut Translator, outputs: &mut Outputs, a: *mut pg_sys::Aggref) -> Option<*mut Node> {
+    unsafe {
+        let name = std::ffi::CStr::from_ptr(pg_sys::get_func_name((*a).aggfnoid)).to_string_lossy().into_owned();
+        if name != "avg" || (*a).aggfnoid.to_u32() >= pg_sys::FirstNormalObjectId || (*a).aggtype != pg_sys::NUMERICOID {
+            return None;
+        }
+        // sum(x) and count(x) of the same aggregate call (DISTINCT and FILTER included).
+        let arg_type = pg_sys::exprType((*(list_nodes((*a).args)[0] as *mut pg_sys::TargetEntry)).expr.cast());
+        let sum_sql = sum_sql(t, a, arg_type)?;
+        let count_sql = count_sql(t, a)?;
+        let sum_var = outputs.add(&sum_sql, pg_sys::NUMERICOID, -1, pg_sys::InvalidOid);
+        let count_var = outputs.add(&count_sql, pg_sys::INT8OID, -1, pg_sys::InvalidOid);
+        let count_numeric = pg_sys::makeFuncExpr(
+            pg_sys::Oid::from(pg_sys::F_NUMERIC_INT8),
+            pg_sys::NUMERICOID,
+            pg_sys::lappend(std::ptr::null_mut(), count_var.cast()),
+            pg_sys::InvalidOid,
+            pg_sys::InvalidOid,
+            pg_sys::CoercionForm::COERCE_EXPLICIT_CAST,
+        );
+        let mut args = pg_sys::lappend(std::ptr::null_mut(), sum_var.cast());
+        args = pg_sys::lappend(args, count_numeric.cast());
+        Some(
+            pg_sys::makeFuncExpr(
+                pg_sys::Oid::from(pg_sys::F_NUMERIC_DIV),
+                pg_sys::NUMERICOID,
+                args,
+                pg_sys::InvalidOid,
+                pg_sys::InvalidOid,
+                pg_sys::CoercionForm::COERCE_EXPLICIT_CALL,
+            )
+            .cast(),
+        )
+    }
+}
+
+/// sum() over avg's argument, as a numeric.
+unsafe fn sum_sql(t: &mut Translator, a: *mut pg_sys::Aggref, arg_type: pg_sys::Oid) -> Option<String> {
+    unsafe {
+        let typed = t.aggregate_as(a, "sum")?;
+        match arg_type {
+            pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID => Some(format!("CAST({} AS DECIMAL(38,0))", typed.sql)),
+            pg_sys::NUMERICOID => typed.ty.decimal.map(|_| typed.sql),
+            _ => None,
+        }
+    }
+}
+
+unsafe fn count_sql(t: &mut Translator, a: *mut pg_sys::Aggref) -> Option<String> {
+    unsafe { t.aggregate_as(a, "count").map(|typed| typed.sql) }
+}
+
+impl Top {
+    /// The custom scan node, with `estimate` (Postgres' own plan) for its costs.
+    unsafe fn plan(self, estimate: *mut pg_sys::Plan) -> *mut pg_sys::Plan {
+        unsafe {
+            let scan = pg_sys::palloc0(std::mem::size_of::<pg_sys::CustomScan>()) as *mut pg_sys::CustomScan;
+            (*scan).scan.plan.type_ = NodeTag::T_CustomScan;
+            if !estimate.is_null() {
+                (*scan).scan.plan.startup_cost = (*estimate).startup_cost;
+                (*scan).scan.plan.total_cost = (*estimate).total_cost;
+                (*scan).scan.plan.plan_rows = (*estimate).plan_rows;
+                (*scan).scan.plan.plan_width = (*estimate).plan_width;
+            }
+            let mut tlist: *mut pg_sys::List = std::ptr::null_mut();
+            for (i, target) in self.targets.iter().enumerate() {
+                let name = if target.name.is_null() { std::ptr::null_mut() } else { pg_sys::pstrdup(target.name) };
+                let tle = pg_sys::makeTargetEntry(target.expr.cast(), (i + 1) as i16, name, target.junk);
+                (*tle).ressortgroupref = target.sortgroupref;
+                tlist = pg_sys::lappend(tlist, tle.cast());
+            }
+            (*scan).scan.plan.targetlist = tlist;
+            let mut scan_tlist: *mut pg_sys::List = std::ptr::null_mut();
+            for (i, output) in self.query.outputs.iter().enumerate() {
+                // The outputs' Postgres expressions may name joins, sub-selects and
+                // outer levels that the final plan's range table cannot print; EXPLAIN
+                // VERBOSE shows the DuckDB query instead, and typed NULLs here.
+                let expr: *mut Node =
+                    pg_sys::makeNullConst(pg_sys::Oid::from(output.type_oid), output.typmod, pg_sys::InvalidOid).cast();
+                let name = CString::new(output.name.as_str()).expect("no NUL");
+                let tle = pg_sys::makeTargetEntry(expr.cast(), (i + 1) as i16, pg_sys::pstrdup(name.as_ptr()), false);
+                scan_tlist = pg_sys::lappend(scan_tlist, tle.cast());
+            }
+            (*scan).custom_scan_tlist = scan_tlist;
+            let mut params: *mut pg_sys::List = std::ptr::null_mut();
+            for p in &self.params {
+                params = pg_sys::lappend(params, pg_sys::copyObjectImpl((*p).cast()));
+            }
+            (*scan).custom_exprs = params;
+            (*scan).custom_private = self.query.to_list();
+            (*scan).methods = exec::scan_methods();
+            match self.postgres_sort {
+                Some(q) => sort_and_limit(q, scan.cast(), estimate),
+                None => scan.cast(),
+            }
+        }
+    }
+}
+
+/// Postgres' Sort (and Limit) over the scan, for an ORDER BY DuckDB cannot apply
+/// exactly. Plans built here skip the planner's final pass, so the upper nodes'
+/// target lists are written as it would: each column a Var of the node below.
+unsafe fn sort_and_limit(q: *mut pg_sys::Query, scan: *mut pg_sys::Plan, estimate: *mut pg_sys::Plan) -> *mut pg_sys::Plan {
+    unsafe {
+        let sort = pg_sys::make_sort_from_sortclauses((*q).sortClause, scan) as *mut pg_sys::Plan;
+        (*sort).targetlist = outer_references((*scan).targetlist);
+        let mut top = sort;
+        if !(*q).limitCount.is_null() || !(*q).limitOffset.is_null() {
+            top = pg_sys::make_limit(
+                sort,
+                (*q).limitOffset,
+                (*q).limitCount,
+                (*q).limitOption,
+                0,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            ) as *mut pg_sys::Plan;
+            (*top).targetlist = outer_references((*sort).targetlist);
+        }
+        for node in [sort, top] {
+            (*node).startup_cost = (*scan).total_cost;
+            (*node).total_cost = (*scan).total_cost;
+            (*node).plan_rows = if estimate.is_null() { (*scan).plan_rows } else { (*estimate).plan_rows };
+            (*node).plan_width = (*scan).plan_width;
+        }
+        top
+    }
+}
+
+unsafe fn outer_references(tlist: *mut pg_sys::List) -> *mut pg_sys::List {
+    unsafe {
+        let mut result: *mut pg_sys::List = std::ptr::null_mut();
+        for tle in list_nodes(tlist) {
+            let tle = tle as *mut pg_sys::TargetEntry;
+            let expr = (*tle).expr as *mut Node;
+            let var = pg_sys::makeVar(
+                pg_sys::OUTER_VAR as i32,
+                (*tle).resno,
+                pg_sys::exprType(expr),
+                pg_sys::exprTypmod(expr),
+                pg_sys::exprCollation(expr),
+                0,
+            );
+            let copy = pg_sys::flatCopyTargetEntry(tle);
+            (*copy).expr = var.cast();
+            result = pg_sys::lappend(result, copy.cast());
+        }
+        result
+    }
+}

@@ -1,0 +1,18 @@
+//! Whole-query pushdown: a SELECT whose relations are all lake tables of one server
+//! runs as one DuckDB query, when DuckDB computes exactly Postgres' answer.
+//!
+//! - `hook`: the planner hook; Postgres plans the query as usual (permissions, plan
+//!   invalidation, parameters), then the plan tree is replaced by one custom scan.
+//! - `translate` (query structure) and `expr` (expressions): Postgres' analyzed
+//!   `Query` to DuckDB SQL, refusing (`None`) anything whose meaning could differ;
+//!   the query then runs as before, each lake table scanned on its own.
+//! - `model`: what the plan keeps (`PushedQuery`), and the one place its SQL is printed.
+//! - `exec`: the custom scan's executor, streaming DuckDB's result into tuple slots.
+
+pub mod exec;
+pub mod expr;
+pub mod hook;
+pub mod model;
+pub mod translate;
+
+pub use hook::install;

@@ -1,0 +1,87 @@
+//! The pushed query as the plan keeps it: DuckDB SQL in which each lake table is a
+//! slot, filled at execution (so time travel settings and foreign table options are
+//! read when the query runs, as for a single-table scan), plus what each output is.
+
+use serde::{Deserialize, Serialize};
+
+use crate::duck::sql;
+use crate::error::LakeResult;
+use crate::options::TableOptions;
+use crate::scan::model::table_reference;
+use crate::scan::snapshot::at_clause;
+
+/// Marks a table slot in `PushedQuery::sql`: the two bytes cannot occur in quoted
+/// identifiers or literals the translator writes (it refuses text containing them).
+pub const SLOT_OPEN: char = '\u{1}';
+pub const SLOT_CLOSE: char = '\u{2}';
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct PushedOutput {
+    pub name: String,
+    pub type_oid: u32,
+    pub typmod: i32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct PushedQuery {
+    pub server_oid: u32,
+    /// DuckDB SQL with `SLOT_OPEN <n> SLOT_CLOSE` where lake table `tables[n]` is read.
+    pub sql: String,
+    /// The foreign tables (relation oids) read, by slot.
+    pub tables: Vec<u32>,
+    pub outputs: Vec<PushedOutput>,
+    /// Number of parameters (`custom_exprs`), bound as `$1..$n`.
+    pub params: usize,
+}
+
+impl PushedQuery {
+    pub fn slot(n: usize) -> String {
+        format!("{SLOT_OPEN}{n}{SLOT_CLOSE}")
+    }
+
+    /// The DuckDB query, each table read at the snapshot its options and the
+    /// `ducklake.snapshot_id`/`ducklake.as_of` settings select.
+    pub fn sql(&self) -> LakeResult<String> {
+        let mut out = String::with_capacity(self.sql.len() + 64 * self.tables.len());
+        let mut rest = self.sql.as_str();
+        while let Some(start) = rest.find(SLOT_OPEN) {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 1..];
+            let end = after.find(SLOT_CLOSE).expect("a closed table slot");
+            let n: usize = after[..end].parse().expect("a slot number");
+            out.push_str(&table_source(self.tables[n])?);
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+}
+
+fn table_source(relid: u32) -> LakeResult<String> {
+    let (alias, table): (String, TableOptions) = table_reference(pgrx::pg_sys::Oid::from(relid));
+    let qualified = sql::qualified(&alias, &table.schema, &table.table);
+    // DuckDB takes no alias after an AT clause: time travel reads through a sub-select.
+    Ok(match at_clause(&table)? {
+        at if at.is_empty() => qualified,
+        at => format!("(SELECT * FROM {qualified}{at})"),
+    })
+}
+
+impl PushedQuery {
+    pub unsafe fn to_list(&self) -> *mut pgrx::pg_sys::List {
+        let json = serde_json::to_string(self).expect("a PushedQuery serializes");
+        let text = std::ffi::CString::new(json).expect("JSON without NUL");
+        unsafe {
+            let node = pgrx::pg_sys::makeString(pgrx::pg_sys::pstrdup(text.as_ptr()));
+            pgrx::pg_sys::lappend(std::ptr::null_mut(), node.cast())
+        }
+    }
+
+    pub unsafe fn from_list(list: *mut pgrx::pg_sys::List) -> PushedQuery {
+        unsafe {
+            let node = (*(*list).elements).ptr_value as *mut pgrx::pg_sys::String;
+            let json = std::ffi::CStr::from_ptr((*node).sval).to_string_lossy();
+            serde_json::from_str(&json).expect("a PushedQuery written by the planner hook")
+        }
+    }
+}

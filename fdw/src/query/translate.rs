@@ -1,0 +1,471 @@
+//! The structure of an analyzed query in DuckDB SQL: FROM lists and joins (inner,
+//! outer; semi and anti joins come as EXISTS/IN sub-selects, which DuckDB turns back
+//! into joins), sub-selects in FROM, non-recursive CTEs, WHERE, GROUP BY, HAVING,
+//! DISTINCT, ORDER BY and constant LIMIT/OFFSET. Anything else (window functions,
+//! grouping sets, set operations, LATERAL, recursive CTEs, row locks, tables that are
+//! not lake tables of the query's one server) refuses the whole query.
+//!
+//! Every relation gets a fresh alias `t<n>`, every sub-select output the name
+//! `c<resno>`, so no user identifier needs to survive DuckDB's name resolution.
+
+use std::collections::HashMap;
+
+use pgrx::pg_sys::{self, Node, NodeTag, Oid};
+use pgrx::PgRelation;
+
+use crate::duck::sql;
+use crate::options::lake_column_name;
+use crate::pg_nodes::list_nodes;
+use crate::query::expr::{Ty, Typed, groupable};
+use crate::query::model::PushedQuery;
+use crate::scan::deparse::{builtin_operator_name, collation_is_c, collation_is_deterministic, is_collatable};
+use crate::types::kind::comparable_expression_of;
+
+/// How a range-table entry of one query level is referred to.
+enum Relation {
+    Lake { alias: String, relid: Oid },
+    /// A sub-select or CTE reference: `alias."c<n>"`, with the outputs' types.
+    Derived { alias: String, types: Vec<Option<Ty>> },
+    /// A join's alias columns stand for expressions of its inputs.
+    Join { rte: *mut pg_sys::RangeTblEntry },
+    #[cfg(feature = "pg18")]
+    Group { query: *mut pg_sys::Query },
+    /// Not referable (a view kept for permission checks, an empty FROM).
+    None,
+}
+
+struct Level {
+    rtable: *mut pg_sys::List,
+    relations: Vec<Relation>,
+    /// CTEs defined at this level: name → (alias, output types).
+    ctes: HashMap<String, (String, Vec<Option<Ty>>)>,
+}
+
+pub struct Translator {
+    levels: Vec<Level>,
+    pub params: Vec<*mut Node>,
+    pub tables: Vec<u32>,
+    pub server: Option<Oid>,
+    /// The subject of the CASE being translated (`CASE x WHEN ...`).
+    pub case_value: Vec<Option<Typed>>,
+    aliases: usize,
+    /// The outermost ORDER BY (and so its LIMIT/OFFSET) runs in Postgres: DuckDB
+    /// cannot sort exactly as Postgres does (text under a non-C collation), or a key
+    /// is computed by Postgres on top.
+    pub sort_in_postgres: bool,
+}
+
+impl Translator {
+    pub fn new() -> Translator {
+        Translator { levels: Vec::new(), params: Vec::new(), tables: Vec::new(), server: None, case_value: Vec::new(), aliases: 0, sort_in_postgres: false }
+    }
+
+    fn alias(&mut self, prefix: &str) -> String {
+        self.aliases += 1;
+        format!("{prefix}{}", self.aliases)
+    }
+
+    /// DuckDB SQL for a sub-select, and the types of its outputs `c1..cn`.
+    pub unsafe fn query_sql(&mut self, query: *mut pg_sys::Query) -> Option<(String, Vec<Option<Ty>>)> {
+        unsafe { self.select(query, None) }
+    }
+
+    /// A SELECT at a new level. `top_items` replaces the select list (the outermost
+    /// query's outputs, chosen by the planner hook).
+    pub unsafe fn select(
+        &mut self,
+        q: *mut pg_sys::Query,
+        top_items: Option<&dyn Fn(&mut Translator) -> Option<Vec<String>>>,
+    ) -> Option<(String, Vec<Option<Ty>>)> {
+        unsafe {
+            if !supported_shape(q) {
+                return None;
+            }
+            self.levels.push(Level { rtable: (*q).rtable, relations: Vec::new(), ctes: HashMap::new() });
+            let result = self.select_at_level(q, top_items);
+            self.levels.pop();
+            result
+        }
+    }
+
+    unsafe fn select_at_level(
+        &mut self,
+        q: *mut pg_sys::Query,
+        top_items: Option<&dyn Fn(&mut Translator) -> Option<Vec<String>>>,
+    ) -> Option<(String, Vec<Option<Ty>>)> {
+        unsafe {
+            let mut sql = String::new();
+            // CTEs see no outer query level (Postgres allows none in a CTE we push).
+            let mut ctes = Vec::new();
+            for cte in list_nodes((*q).cteList) {
+                let cte = cte as *mut pg_sys::CommonTableExpr;
+                let saved = std::mem::take(&mut self.levels);
+                let translated = self.query_sql((*cte).ctequery.cast());
+                self.levels = saved;
+                let (cte_sql, types) = translated?;
+                let alias = self.alias("w");
+                ctes.push(format!("{} AS ({cte_sql})", sql::ident(&alias)));
+                let name = std::ffi::CStr::from_ptr((*cte).ctename).to_string_lossy().into_owned();
+                self.levels.last_mut()?.ctes.insert(name, (alias, types));
+            }
+            if !ctes.is_empty() {
+                sql.push_str(&format!("WITH {} ", ctes.join(", ")));
+            }
+            self.register_relations(q)?;
+
+            let mut from = Vec::new();
+            let jointree = (*q).jointree;
+            for item in list_nodes((*jointree).fromlist) {
+                if let Some(item_sql) = self.from_item(item)? {
+                    from.push(item_sql);
+                }
+            }
+            let items = match top_items {
+                Some(make) => {
+                    let items = make(self)?;
+                    (items, Vec::new())
+                }
+                None => {
+                    let mut items = Vec::new();
+                    let mut types = Vec::new();
+                    for tle in list_nodes((*q).targetList) {
+                        let tle = tle as *mut pg_sys::TargetEntry;
+                        if (*tle).resjunk {
+                            continue;
+                        }
+                        let t = self.expr((*tle).expr.cast())?;
+                        items.push(format!("{} AS {}", t.sql, sql::ident(&format!("c{}", (*tle).resno))));
+                        while types.len() + 1 < (*tle).resno as usize {
+                            types.push(None);
+                        }
+                        types.push(Some(t.ty));
+                    }
+                    (items, types)
+                }
+            };
+            let (items, types) = items;
+            let distinct = if (*q).distinctClause.is_null() {
+                ""
+            } else {
+                for clause in list_nodes((*q).distinctClause) {
+                    self.grouping_key(q, clause as *mut pg_sys::SortGroupClause)?;
+                }
+                "DISTINCT "
+            };
+            sql.push_str(&format!("SELECT {distinct}{}", if items.is_empty() { "NULL".into() } else { items.join(", ") }));
+            if !from.is_empty() {
+                sql.push_str(&format!(" FROM {}", from.join(", ")));
+            }
+            if !(*jointree).quals.is_null() {
+                sql.push_str(&format!(" WHERE {}", self.condition((*jointree).quals)?));
+            }
+            let mut group_by = Vec::new();
+            for clause in list_nodes((*q).groupClause) {
+                group_by.push(self.grouping_key(q, clause as *mut pg_sys::SortGroupClause)?);
+            }
+            if !group_by.is_empty() {
+                sql.push_str(&format!(" GROUP BY {}", group_by.join(", ")));
+            }
+            if !(*q).havingQual.is_null() {
+                sql.push_str(&format!(" HAVING {}", self.condition((*q).havingQual)?));
+            }
+            let is_top = top_items.is_some();
+            let order_by = match self.order_by(q) {
+                Some(items) if !(is_top && self.sort_in_postgres) => items,
+                None if is_top => {
+                    self.sort_in_postgres = true;
+                    Vec::new()
+                }
+                Some(_) => Vec::new(),
+                None => return None,
+            };
+            if is_top && self.sort_in_postgres {
+                return Some((sql, types)); // Postgres sorts and limits the result
+            }
+            if !order_by.is_empty() {
+                sql.push_str(&format!(" ORDER BY {}", order_by.join(", ")));
+            }
+            if let Some(limit) = limit_value((*q).limitCount)? {
+                sql.push_str(&format!(" LIMIT {limit}"));
+            }
+            if let Some(offset) = limit_value((*q).limitOffset)? {
+                sql.push_str(&format!(" OFFSET {offset}"));
+            }
+            Some((sql, types))
+        }
+    }
+
+    /// A boolean condition.
+    pub unsafe fn condition(&mut self, node: *mut Node) -> Option<String> {
+        unsafe {
+            // Fold constants first, as the planner would (`date '...' - interval '...'`).
+            let node = pg_sys::eval_const_expressions(std::ptr::null_mut(), pg_sys::copyObjectImpl(node.cast()).cast());
+            let t = self.expr(node)?;
+            (t.ty.oid == pg_sys::BOOLOID).then_some(t.sql)
+        }
+    }
+
+    /// A GROUP BY or DISTINCT key: an expression whose equality DuckDB shares.
+    unsafe fn grouping_key(&mut self, q: *mut pg_sys::Query, clause: *mut pg_sys::SortGroupClause) -> Option<String> {
+        unsafe {
+            let tle = pg_sys::get_sortgroupref_tle((*clause).tleSortGroupRef, (*q).targetList);
+            let expr = (*tle).expr as *mut Node;
+            let t = self.expr(expr)?;
+            if !groupable(t.ty) || (t.ty.oid == pg_sys::NUMERICOID && t.ty.decimal.is_none()) {
+                return None;
+            }
+            if is_collatable(t.ty.oid) && !collation_is_deterministic(pg_sys::exprCollation(expr)) {
+                return None;
+            }
+            if builtin_operator_name((*clause).eqop).as_deref() != Some("=") {
+                return None;
+            }
+            Some(t.sql)
+        }
+    }
+
+    /// ORDER BY items, each with the direction and NULLS placement Postgres uses.
+    pub unsafe fn order_by(&mut self, q: *mut pg_sys::Query) -> Option<Vec<String>> {
+        unsafe {
+            let mut items = Vec::new();
+            for clause in list_nodes((*q).sortClause) {
+                let clause = clause as *mut pg_sys::SortGroupClause;
+                let tle = pg_sys::get_sortgroupref_tle((*clause).tleSortGroupRef, (*q).targetList);
+                let expr = (*tle).expr as *mut Node;
+                let t = self.expr(expr)?;
+                if matches!(t.ty.oid, pg_sys::FLOAT4OID | pg_sys::FLOAT8OID) {
+                    return None;
+                }
+                if is_collatable(t.ty.oid) && !collation_is_c(pg_sys::exprCollation(expr)) {
+                    return None;
+                }
+                let direction = match builtin_operator_name((*clause).sortop)?.as_str() {
+                    "<" => "ASC",
+                    ">" => "DESC",
+                    _ => return None,
+                };
+                let nulls = if (*clause).nulls_first { "NULLS FIRST" } else { "NULLS LAST" };
+                items.push(format!("{} {direction} {nulls}", t.sql));
+            }
+            Some(items)
+        }
+    }
+
+    unsafe fn register_relations(&mut self, q: *mut pg_sys::Query) -> Option<()> {
+        unsafe {
+            let mut relations = Vec::new();
+            for rte in list_nodes((*q).rtable) {
+                let rte = rte as *mut pg_sys::RangeTblEntry;
+                let relation = match (*rte).rtekind {
+                    pg_sys::RTEKind::RTE_RELATION => {
+                        let relkind = pg_sys::get_rel_relkind((*rte).relid) as u8;
+                        if relkind == pg_sys::RELKIND_VIEW {
+                            Relation::None
+                        } else {
+                            self.lake_relation(rte)?
+                        }
+                    }
+                    pg_sys::RTEKind::RTE_SUBQUERY => {
+                        if (*rte).lateral {
+                            return None;
+                        }
+                        // Translated where the FROM list names it (see from_item).
+                        Relation::Derived { alias: String::new(), types: Vec::new() }
+                    }
+                    pg_sys::RTEKind::RTE_JOIN => Relation::Join { rte },
+                    pg_sys::RTEKind::RTE_CTE => {
+                        if (*rte).self_reference {
+                            return None;
+                        }
+                        Relation::Derived { alias: String::new(), types: Vec::new() }
+                    }
+                    #[cfg(feature = "pg18")]
+                    pg_sys::RTEKind::RTE_GROUP => Relation::Group { query: q },
+                    pg_sys::RTEKind::RTE_RESULT => Relation::None,
+                    _ => return None,
+                };
+                relations.push(relation);
+            }
+            self.levels.last_mut()?.relations = relations;
+            Some(())
+        }
+    }
+
+    unsafe fn lake_relation(&mut self, rte: *mut pg_sys::RangeTblEntry) -> Option<Relation> {
+        unsafe {
+            let relid = (*rte).relid;
+            if pg_sys::get_rel_relkind(relid) as u8 != pg_sys::RELKIND_FOREIGN_TABLE || !(*rte).tablesample.is_null() {
+                return None;
+            }
+            let relation = PgRelation::open(relid);
+            if (*relation.rd_rel).relhassubclass {
+                return None; // inheritance children are not lake tables of this scan
+            }
+            drop(relation);
+            let table = pg_sys::GetForeignTable(relid);
+            let server = pg_sys::GetForeignServer((*table).serverid);
+            let wrapper = pg_sys::GetForeignDataWrapper((*server).fdwid);
+            if std::ffi::CStr::from_ptr((*wrapper).fdwname).to_bytes() != b"ducklake" {
+                return None;
+            }
+            if *self.server.get_or_insert((*table).serverid) != (*table).serverid {
+                return None;
+            }
+            if crate::options::TableOptions::of(relid).changes {
+                return None; // change feeds keep their own scan (snapshot ranges)
+            }
+            let alias = self.alias("t");
+            Some(Relation::Lake { alias, relid })
+        }
+    }
+
+    /// A FROM-list item; `Some(None)` for an item that reads nothing (`RTE_RESULT`).
+    unsafe fn from_item(&mut self, node: *mut Node) -> Option<Option<String>> {
+        unsafe {
+            match (*node).type_ {
+                NodeTag::T_RangeTblRef => {
+                    let index = (*(node as *mut pg_sys::RangeTblRef)).rtindex as usize;
+                    let level = self.levels.len() - 1;
+                    let q_rte = self.rte_of(index)?;
+                    match (*q_rte).rtekind {
+                        pg_sys::RTEKind::RTE_RELATION => match &self.levels[level].relations[index - 1] {
+                            Relation::Lake { alias, relid } => {
+                                let slot = self.tables.len();
+                                self.tables.push(relid.to_u32());
+                                Some(Some(format!("{} AS {}", PushedQuery::slot(slot), sql::ident(alias))))
+                            }
+                            _ => None,
+                        },
+                        pg_sys::RTEKind::RTE_SUBQUERY => {
+                            let (sub_sql, types) = self.query_sql((*q_rte).subquery)?;
+                            let alias = self.alias("t");
+                            self.levels[level].relations[index - 1] = Relation::Derived { alias: alias.clone(), types };
+                            Some(Some(format!("({sub_sql}) AS {}", sql::ident(&alias))))
+                        }
+                        pg_sys::RTEKind::RTE_CTE => {
+                            let up = (*q_rte).ctelevelsup as usize;
+                            let cte_level = level.checked_sub(up)?;
+                            let name = std::ffi::CStr::from_ptr((*q_rte).ctename).to_string_lossy().into_owned();
+                            let (cte_alias, types) = self.levels[cte_level].ctes.get(&name)?.clone();
+                            let alias = self.alias("t");
+                            self.levels[level].relations[index - 1] = Relation::Derived { alias: alias.clone(), types };
+                            Some(Some(format!("{} AS {}", sql::ident(&cte_alias), sql::ident(&alias))))
+                        }
+                        pg_sys::RTEKind::RTE_RESULT => Some(None),
+                        _ => None,
+                    }
+                }
+                NodeTag::T_JoinExpr => {
+                    let j = node as *mut pg_sys::JoinExpr;
+                    let left = self.from_item((*j).larg)??;
+                    let right = self.from_item((*j).rarg)??;
+                    let kind = match (*j).jointype {
+                        pg_sys::JoinType::JOIN_INNER => "INNER JOIN",
+                        pg_sys::JoinType::JOIN_LEFT => "LEFT JOIN",
+                        pg_sys::JoinType::JOIN_RIGHT => "RIGHT JOIN",
+                        pg_sys::JoinType::JOIN_FULL => "FULL JOIN",
+                        _ => return None,
+                    };
+                    let on = if (*j).quals.is_null() { "TRUE".to_owned() } else { self.condition((*j).quals)? };
+                    Some(Some(format!("({left} {kind} {right} ON {on})")))
+                }
+                _ => None,
+            }
+        }
+    }
+
+    unsafe fn rte_of(&self, index: usize) -> Option<*mut pg_sys::RangeTblEntry> {
+        let rtable = self.levels.last()?.rtable;
+        unsafe { list_nodes(rtable).get(index.checked_sub(1)?).map(|n| *n as *mut pg_sys::RangeTblEntry) }
+    }
+
+    /// A column of some query level.
+    pub unsafe fn var(&mut self, var: *mut pg_sys::Var) -> Option<Typed> {
+        unsafe {
+            let level = self.levels.len().checked_sub(1 + (*var).varlevelsup as usize)?;
+            let index = ((*var).varno as usize).checked_sub(1)?;
+            let attno = (*var).varattno;
+            if attno <= 0 {
+                return None;
+            }
+            match self.levels[level].relations.get(index)? {
+                Relation::Lake { alias, relid } => {
+                    let relid = *relid;
+                    let name = std::ffi::CStr::from_ptr(pg_sys::get_attname(relid, attno, false)).to_string_lossy().into_owned();
+                    let lake_name = lake_column_name(relid, attno, &name);
+                    let ty = Ty::column((*var).vartype, (*var).vartypmod)?;
+                    let column = format!("{}.{}", sql::ident(alias), sql::ident(&lake_name));
+                    let expr = comparable_expression_of(&column, (*var).vartype, (*var).vartypmod)?;
+                    Some(Typed { sql: expr, ty })
+                }
+                Relation::Derived { alias, types } => {
+                    let ty = (*types.get(attno as usize - 1)?)?;
+                    if alias.is_empty() {
+                        return None;
+                    }
+                    Some(Typed { sql: format!("{}.{}", sql::ident(alias), sql::ident(&format!("c{attno}"))), ty })
+                }
+                Relation::Join { rte } => {
+                    let alias_var = *list_nodes((**rte).joinaliasvars).get(attno as usize - 1)?;
+                    self.at_level(level, |t| t.expr(alias_var))
+                }
+                #[cfg(feature = "pg18")]
+                Relation::Group { query } => {
+                    let group_rte = *list_nodes((**query).rtable).get(index)? as *mut pg_sys::RangeTblEntry;
+                    let expr = *list_nodes((*group_rte).groupexprs).get(attno as usize - 1)?;
+                    self.at_level(level, |t| t.expr(expr))
+                }
+                Relation::None => None,
+            }
+        }
+    }
+
+    /// Translate an expression of query level `level` (outer levels of the current one).
+    unsafe fn at_level(&mut self, level: usize, f: impl FnOnce(&mut Translator) -> Option<Typed>) -> Option<Typed> {
+        let inner = self.levels.split_off(level + 1);
+        let result = f(self);
+        self.levels.extend(inner);
+        result
+    }
+}
+
+/// What this translation does not cover refuses the query up front.
+unsafe fn supported_shape(q: *mut pg_sys::Query) -> bool {
+    unsafe {
+        (*q).commandType == pg_sys::CmdType::CMD_SELECT
+            && (*q).utilityStmt.is_null()
+            && !(*q).hasWindowFuncs
+            && !(*q).hasTargetSRFs
+            && !(*q).hasRecursive
+            && !(*q).hasModifyingCTE
+            && !(*q).hasForUpdate
+            && !(*q).hasDistinctOn
+            && (*q).rowMarks.is_null()
+            && (*q).groupingSets.is_null()
+            && (*q).setOperations.is_null()
+            && (*q).limitOption != pg_sys::LimitOption::LIMIT_OPTION_WITH_TIES
+    }
+}
+
+/// A LIMIT/OFFSET: absent, or a non-negative constant.
+unsafe fn limit_value(node: *mut Node) -> Option<Option<i64>> {
+    unsafe {
+        if node.is_null() {
+            return Some(None);
+        }
+        // `LIMIT 10` is int8(10) until constants are folded.
+        let node = pg_sys::eval_const_expressions(std::ptr::null_mut(), pg_sys::copyObjectImpl(node.cast()).cast());
+        if (*node).type_ != NodeTag::T_Const {
+            return None;
+        }
+        let c = node as *mut pg_sys::Const;
+        if (*c).constisnull {
+            return Some(None);
+        }
+        if (*c).consttype != pg_sys::INT8OID {
+            return None;
+        }
+        let v = (*c).constvalue.value() as i64;
+        (v >= 0).then_some(Some(v))
+    }
+}

@@ -1,0 +1,222 @@
+"""Whole queries over lake tables run in DuckDB: the 22 TPC-H queries return exactly
+what Postgres returns over the same data in heap tables (and what DuckDB returns),
+constructs DuckDB computes differently stay with Postgres, and the pushed query keeps
+the scan's semantics (permissions, parameters, time travel, the on/off setting)."""
+
+import decimal
+import math
+import site
+
+import duckdb
+import psycopg
+import pytest
+
+from conftest import new_lake
+from roles import grant_lake_reading, new_role
+
+TABLES = ["nation", "region", "part", "supplier", "partsupp", "customer", "orders", "lineitem"]
+# Not pushed whole, and why (the closing note of issue 19 has the details):
+# 8 and 14 sum a CASE whose branches have different numeric scales (Postgres keeps each
+# value's display scale), 17 and 22 compare with avg(), whose numeric scale depends on
+# the value; they run as before, each table scanned by DuckDB.
+NOT_PUSHED = {8, 14, 17, 22}
+
+
+def tpch_extension():
+    for base in site.getsitepackages():
+        return f"{base}/duckdb_extension_tpch/extensions/v1.5.5/tpch.duckdb_extension"
+
+
+@pytest.fixture(scope="module")
+def tpch(pg, request):
+    """A TPC-H lake at scale factor 0.01 written by the reference client, its foreign
+    tables in schema lake and heap copies in schema heap."""
+    with new_lake(pg, request) as lake:
+        ref = lake.ref.con
+        ref.execute(f"LOAD '{tpch_extension()}'")
+        ref.execute("ATTACH ':memory:' AS gen")
+        ref.execute("CALL dbgen(sf=0.01, catalog='gen')")
+        for table in TABLES:
+            lake.ref.execute(f"CREATE TABLE analytics.main.{table} AS SELECT * FROM gen.main.{table}")
+        lake.import_schema(*TABLES)
+        lake.conn.execute("CREATE SCHEMA heap")
+        for table in TABLES:
+            lake.conn.execute(f"CREATE TABLE heap.{table} AS SELECT * FROM lake.{table}")
+        lake.conn.execute("ANALYZE")
+        texts = duckdb.connect()
+        texts.execute(f"LOAD '{tpch_extension()}'")
+        lake.queries = dict(texts.execute("SELECT query_nr, query FROM tpch_queries()").fetchall())
+        texts.close()
+        yield lake
+
+
+@pytest.fixture
+def session(tpch):
+    s = tpch.session()
+    yield s
+    s.close()
+
+
+def plan_of(session, query):
+    return "\n".join(r[0] for r in session.rows("EXPLAIN (VERBOSE, COSTS OFF) " + query))
+
+
+def rows_in(session, schema, query):
+    session.conn.execute(f"SET search_path = {schema}")
+    return session.rows(query)
+
+
+@pytest.mark.parametrize("number", range(1, 23))
+def test_tpch_answers_equal_postgres_and_duckdb(session, tpch, number):
+    query = tpch.queries[number]
+    lake_rows = rows_in(session, "lake", query)
+    heap_rows = rows_in(session, "heap", query)
+    ordered = "order by" in query.lower()
+    assert lake_rows == heap_rows if ordered else sorted(lake_rows, key=repr) == sorted(heap_rows, key=repr)
+    assert len(lake_rows) > 0 or number in (2,)  # every query but a tiny Q2 has rows at this scale
+    # DuckDB's own answer (its avg is a double, so numbers compare approximately).
+    duck_rows = tpch.ref.con.execute(query).fetchall()
+    assert len(duck_rows) == len(lake_rows)
+    for ours, theirs in zip(lake_rows if ordered else sorted(lake_rows, key=repr),
+                            duck_rows if ordered else sorted(duck_rows, key=repr)):
+        for a, b in zip(ours, theirs):
+            if isinstance(a, (decimal.Decimal, float)) and isinstance(b, (decimal.Decimal, float)):
+                assert math.isclose(float(a), float(b), rel_tol=1e-12), (a, b)
+            else:
+                assert a == b
+    session.conn.execute("SET search_path = lake")
+    pushed = "Custom Scan (DuckLake Query)" in plan_of(session, query)
+    assert pushed == (number not in NOT_PUSHED), plan_of(session, query)
+
+
+EDGE = """
+CREATE TABLE analytics.main.edge AS SELECT * FROM (VALUES
+  (1, -7, 2, CAST(1.25 AS DECIMAL(10,2)), 'a', NULL::INTEGER),
+  (2, 7, -2, CAST(-2.50 AS DECIMAL(10,2)), 'B', 3),
+  (3, -2147483648, 1, CAST(0.00 AS DECIMAL(10,2)), NULL, NULL),
+  (4, 0, 5, NULL, 'é', 4)) t(id, a, b, d, s, k)
+"""
+
+
+@pytest.fixture(scope="module")
+def edge(tpch):
+    tpch.ref.execute(EDGE)
+    tpch.import_schema("edge")
+    tpch.conn.execute("CREATE TABLE heap.edge AS SELECT * FROM lake.edge")
+    return tpch
+
+
+@pytest.mark.parametrize("query", [
+    # integer division and modulo truncate toward zero; sums of integers are bigint
+    "SELECT e.id, e.a / e.b, e.a % e.b FROM edge e JOIN nation n ON n.n_nationkey = e.id ORDER BY 1",
+    "SELECT count(*), sum(a), sum(d), min(s), max(d), count(DISTINCT k) FROM edge",
+    # numeric scales as Postgres shows them: products add scales, sums keep them
+    "SELECT (d * d)::text, (d + 1)::text, (d * 2)::text FROM edge e JOIN region r ON r.r_regionkey = e.id ORDER BY e.id",
+    "SELECT avg(d)::text, avg(a)::text, (sum(d) / 3)::text FROM edge",
+    # NOT IN with a NULL in the sub-select matches nothing; IN and EXISTS
+    "SELECT id FROM edge WHERE k NOT IN (SELECT k FROM edge WHERE id > 1) ORDER BY id",
+    "SELECT id FROM edge WHERE id NOT IN (SELECT k FROM edge WHERE k IS NOT NULL) ORDER BY id",
+    "SELECT id FROM edge e WHERE EXISTS (SELECT 1 FROM edge f WHERE f.k = e.id) ORDER BY id",
+    "SELECT id FROM edge e WHERE NOT EXISTS (SELECT 1 FROM edge f WHERE f.k = e.id) ORDER BY id",
+    # outer joins and NULLs
+    "SELECT e.id, f.id FROM edge e LEFT JOIN edge f ON f.k = e.id ORDER BY 1, 2",
+    "SELECT e.id, f.id FROM edge e FULL JOIN edge f ON f.k = e.id ORDER BY 1 NULLS FIRST, 2 NULLS FIRST",
+    # text: equality is pushed, ordering under this database's collation is Postgres'
+    "SELECT s, count(*) FROM edge GROUP BY s ORDER BY s",
+    "SELECT e.s FROM edge e JOIN edge f ON e.s = f.s ORDER BY e.s DESC",
+    "SELECT CASE WHEN a < 0 THEN 'neg' WHEN a = 0 THEN 'zero' ELSE 'pos' END, count(*) FROM edge GROUP BY 1 ORDER BY 1",
+    "SELECT substring(s FROM 1 FOR 1), coalesce(k, -1) FROM edge e JOIN nation n ON n.n_nationkey = e.id ORDER BY 1, 2",
+    "SELECT id, (SELECT max(k) FROM edge f WHERE f.id < e.id) FROM edge e ORDER BY id",
+    "WITH big AS (SELECT * FROM edge WHERE a > 0) SELECT count(*) FROM big, edge WHERE big.id = edge.id",
+    "SELECT DISTINCT k FROM edge ORDER BY k NULLS FIRST",
+    "SELECT extract(year FROM o_orderdate), count(*) FROM orders GROUP BY 1 ORDER BY 1",
+])
+def test_edge_values_match_postgres(edge, session, query):
+    assert rows_in(session, "lake", query) == rows_in(session, "heap", query)
+
+
+@pytest.mark.parametrize("query, message", [
+    ("SELECT e.a / (e.b - e.b) FROM edge e JOIN nation n ON n.n_nationkey = e.id", "division by zero"),
+    ("SELECT sum(e.a * 2) FROM edge e JOIN nation n ON n.n_nationkey = e.id WHERE e.id = 3", "out of range|Overflow"),
+])
+def test_errors_where_postgres_errors(edge, session, query, message):
+    import re
+    for schema in ("heap", "lake"):
+        with pytest.raises(psycopg.Error) as raised:
+            rows_in(session, schema, query)
+        assert re.search(message, str(raised.value), re.IGNORECASE), (schema, str(raised.value))
+
+
+def test_explain_verbose_shows_the_duckdb_query(session, tpch):
+    session.conn.execute("SET search_path = lake")
+    plan = plan_of(session, tpch.queries[3])
+    assert plan.splitlines()[0].strip().startswith("Custom Scan (DuckLake Query)"), plan
+    line = next(l for l in plan.splitlines() if "DuckDB Query:" in l)
+    assert "JOIN" in line or "FROM" in line
+    assert "ORDER BY" in line and "LIMIT 10" in line
+    # text ordering under a linguistic collation: Postgres sorts DuckDB's result
+    plan = plan_of(session, tpch.queries[1])
+    assert plan.splitlines()[0].strip().startswith("Sort"), plan
+    assert "Custom Scan (DuckLake Query)" in plan
+
+
+def test_setting_turns_it_off(session, tpch):
+    session.conn.execute("SET search_path = lake")
+    session.conn.execute("SET ducklake.query_pushdown = off")
+    plan = plan_of(session, tpch.queries[5])
+    assert "DuckLake Query" not in plan and "Foreign Scan" in plan
+
+
+def test_single_table_scans_keep_their_plan(session):
+    plan = plan_of(session, "SELECT n_name FROM lake.nation WHERE n_nationkey < 3 ORDER BY n_nationkey LIMIT 2")
+    assert "Foreign Scan on lake.nation" in plan and "DuckLake Query" not in plan
+
+
+def test_mixed_lake_and_heap_stays_with_postgres(session):
+    query = ("SELECT n.n_name, count(*) FROM lake.customer c JOIN heap.nation n ON n.n_nationkey = c.c_nationkey "
+             "GROUP BY n.n_name ORDER BY n.n_name")
+    plan = plan_of(session, query)
+    assert "DuckLake Query" not in plan
+    assert session.rows(query) == session.rows(query.replace("lake.customer", "heap.customer"))
+
+
+def test_parameters_of_prepared_statements(session):
+    session.conn.execute("PREPARE q(int) AS SELECT count(*) FROM lake.orders o JOIN lake.customer c "
+                         "ON c.c_custkey = o.o_custkey WHERE c.c_nationkey = $1")
+    session.conn.execute("PREPARE h(int) AS SELECT count(*) FROM heap.orders o JOIN heap.customer c "
+                         "ON c.c_custkey = o.o_custkey WHERE c.c_nationkey = $1")
+    session.conn.execute("SET plan_cache_mode = force_generic_plan")
+    assert "$1" in plan_of(session, "EXECUTE q(3)")
+    for value in [0, 3, 24, 99]:
+        assert session.rows(f"EXECUTE q({value})") == session.rows(f"EXECUTE h({value})")
+
+
+def test_time_travel_reads_every_table_at_the_snapshot(edge):
+    tpch = edge
+    s = tpch.session()
+    try:
+        query = "SELECT count(*) FROM lake.edge e JOIN lake.edge f ON e.id = f.id"
+        before = s.rows("SELECT ducklake.ducklake_latest_snapshot_id('lake.edge')")[0][0]
+        count = s.rows(query)[0][0]
+        s.conn.execute("INSERT INTO lake.edge VALUES (5, 1, 1, 1.00, 'x', 5)")
+        assert s.rows(query)[0][0] == count + 1
+        assert "DuckLake Query" in plan_of(s, query)
+        s.conn.execute(f"SET ducklake.snapshot_id = '{before}'")
+        assert s.rows(query)[0][0] == count
+        s.conn.execute("RESET ducklake.snapshot_id")
+    finally:
+        s.conn.execute("DELETE FROM lake.edge WHERE id = 5")
+        s.close()
+
+
+def test_permissions_are_checked_for_every_table(tpch, pg):
+    role = new_role(tpch.conn, "pushdown_reader")
+    grant_lake_reading(tpch, role)
+    tpch.conn.execute(f"CREATE USER MAPPING IF NOT EXISTS FOR {role} SERVER lake")
+    tpch.conn.execute(f"REVOKE SELECT ON lake.supplier FROM {role}")
+    with pg.connect(tpch.dbname, user=role) as conn:
+        query = "SELECT count(*) FROM lake.nation n JOIN lake.region r ON r.r_regionkey = n.n_regionkey"
+        assert conn.execute(query).fetchall() == [(25,)]
+        assert "DuckLake Query" in "\n".join(r[0] for r in conn.execute("EXPLAIN " + query).fetchall())
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="supplier"):
+            conn.execute("SELECT count(*) FROM lake.nation n JOIN lake.supplier s ON s.s_nationkey = n.n_nationkey")
