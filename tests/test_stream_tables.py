@@ -264,3 +264,38 @@ def test_drop_table_during_a_refresh_waits_instead_of_deadlocking(events):
     assert outcome == ["dropped"]
     assert conn.execute("SELECT count(*) FROM pgtrickle.pgt_stream_tables").fetchone() == (0,)
     refresher.close()
+
+
+def test_drop_of_a_source_during_a_refresh_fails_plainly(events):
+    """DROP FOREIGN TABLE of a source locks the source, then the definition's view, then
+    the result table (which depends on the view). A refresh locks the sources before the
+    result table, so a refresh waiting for a source holds nothing the DROP needs: the
+    DROP fails with 2BP01 and the refresh then runs. In the other order each waited for
+    the other, and one of them failed with a deadlock (40P01), as the suite saw on PG15."""
+    conn = events.conn
+    insert_events(conn, "click", 2, 3)
+    conn.execute("SELECT pgtrickle.create_stream_table('event_summary', %s, '1h')", (SUMMARY_QUERY,))
+    insert_events(conn, "view", 1, 4)
+    dropper = events.connect(autocommit=False)
+    dropper.execute("LOCK TABLE lake.events IN ACCESS EXCLUSIVE MODE")  # as DROP's first step
+    outcome = []
+
+    def refresh():
+        try:
+            with events.connect() as refresher:
+                refresher.execute("SELECT pgtrickle.refresh_stream_table('event_summary')")
+            outcome.append("refreshed")
+        except psycopg.Error as e:
+            outcome.append(e.sqlstate)
+
+    thread = threading.Thread(target=refresh)
+    thread.start()
+    wait_for(lambda: conn.execute("SELECT 1 FROM pg_locks WHERE NOT granted AND relation = 'lake.events'::regclass")
+             .fetchone(), "the refresh waiting for the source")
+    with pytest.raises(psycopg.errors.DependentObjectsStillExist):
+        dropper.execute("DROP FOREIGN TABLE lake.events")
+    dropper.rollback()
+    dropper.close()
+    thread.join(timeout=60)
+    assert outcome == ["refreshed"]
+    assert rows(conn, "SELECT * FROM event_summary") == [("click", 2, 6), ("view", 1, 4)]

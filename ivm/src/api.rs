@@ -149,7 +149,8 @@ fn alter_stream_table(
     let run = || -> IvmResult<()> {
         let id = catalog::resolve(name)?;
         if query.is_some() || refresh_mode.is_some() {
-            // a rebuild, or a new result table
+            // a rebuild, or a new result table; the sources first, as a refresh does
+            definition::lock_sources(id)?;
             catalog::lock_result_table(id, pg_sys::AccessExclusiveLock)?;
         }
         let table = catalog::load(id, Lock::Wait)?.ok_or_else(|| IvmError::no_such_stream_table(name))?;

@@ -36,10 +36,11 @@ pub fn view_oid(id: i64) -> IvmResult<pg_sys::Oid> {
 }
 
 /// Lock the relations stream table `id`'s query reads (AccessShareLock), found through
-/// the view's dependencies without opening it. Opening the view locks it and then its
-/// relations, while DROP of a source locks the source and then the view that depends
-/// on it: a refresh that opened the view first deadlocked with such a DROP, which
-/// should fail plainly (2BP01) instead.
+/// the view's dependencies without opening it. DROP of a source locks the source, then
+/// the view that depends on it, then the result table that depends on the view; a
+/// refresh takes its locks in that same order (sources, result table, then the view
+/// when it opens it), so such a DROP fails plainly (2BP01) instead of deadlocking.
+/// Called before `catalog::lock_result_table`.
 pub fn lock_sources(id: i64) -> IvmResult<()> {
     let sources: Vec<pg_sys::Oid> = as_extension_owner(|| {
         Spi::connect(|client| {

@@ -68,8 +68,10 @@ pub fn plan_for(table: &StreamTable) -> IvmResult<Plan> {
 /// session is refreshing it.
 pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Outcome>> {
     if !matches!(lock, Lock::None) {
-        catalog::lock_result_table(id, pg_sys::RowExclusiveLock)?;
+        // Sources before the result table: DROP of a source locks it, then the view,
+        // then the result table (which depends on the view).
         definition::lock_sources(id)?;
+        catalog::lock_result_table(id, pg_sys::RowExclusiveLock)?;
     }
     let Some(table) = catalog::load(id, lock)? else {
         return Ok(None);

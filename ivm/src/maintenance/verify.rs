@@ -56,8 +56,10 @@ pub unsafe extern "C-unwind" fn verify_stream_table_wrapper(fcinfo: pg_sys::Func
 /// result only), as jsonb. The catalog row is locked FOR SHARE, so no refresh commits
 /// between reading the frontier and reading the table.
 pub fn differences(id: i64, mut emit: impl FnMut(&str, JsonB)) -> IvmResult<()> {
-    catalog::lock_result_table(id, pg_sys::AccessShareLock)?;
+    // Sources before the result table: DROP of a source locks it, then the view,
+    // then the result table (which depends on the view).
     crate::definition::lock_sources(id)?;
+    catalog::lock_result_table(id, pg_sys::AccessShareLock)?;
     let table = catalog::load(id, Lock::Share)?.ok_or_else(|| IvmError::no_such_stream_table(&id.to_string()))?;
     let context = RefreshContext::enter(owner_of(table.relid)?, &table.settings)?;
     let plan = super::refresh::plan_for(&table)?;
