@@ -28,6 +28,7 @@
 use pgrx::pg_sys::{self, Node, NodeTag, Oid};
 
 use crate::pg_nodes::list_nodes;
+use crate::query::numeric::{self, common_type};
 use crate::query::translate::Translator;
 use crate::scan::deparse::{
     Deparser, builtin_operator_name, collation_is_c, collation_is_deterministic, comparable, is_integer, is_pushable_type,
@@ -39,23 +40,55 @@ use crate::scan::deparse::{
 pub struct Typed {
     pub sql: String,
     pub ty: Ty,
+    /// For a numeric of varying display scale (`Ty::varying`): DuckDB SQL giving each
+    /// value's Postgres display scale, when it is known (see `numeric`).
+    pub scale: Option<String>,
+}
+
+impl Typed {
+    pub fn new(sql: String, ty: Ty) -> Typed {
+        Typed { sql, ty, scale: None }
+    }
+
+    /// A numeric whose display scale varies from value to value, given by `scale`.
+    pub fn varying(sql: String, ty: Ty, scale: Option<String>) -> Typed {
+        Typed { sql, ty: Ty { varying: true, ..ty }, scale }
+    }
+
+    /// DuckDB SQL for Postgres' display scale of each value: integers have none, a
+    /// numeric of one scale has it, a varying one has its scale expression.
+    pub fn display_scale(&self) -> Option<String> {
+        if is_integer(self.ty.oid) {
+            return Some("0".into());
+        }
+        match (self.ty.varying, self.ty.decimal) {
+            (false, Some((_, s))) => Some(s.to_string()),
+            (true, Some(_)) => self.scale.clone(),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ty {
     pub oid: Oid,
     /// For numeric: the DuckDB DECIMAL(width, scale) computing it, whose scale is
-    /// Postgres' display scale of every value.
+    /// Postgres' display scale of every value unless `varying`.
     pub decimal: Option<(u32, u32)>,
+    /// A numeric whose values have different display scales in Postgres (a CASE of
+    /// branches of different scales, a quotient): the DECIMAL holds each value
+    /// exactly, so comparisons and arithmetic are exact, but the DuckDB value alone
+    /// does not say how Postgres prints it.
+    pub varying: bool,
 }
 
 impl Ty {
     pub fn of(oid: Oid) -> Ty {
-        Ty { oid, decimal: None }
+        Ty { oid, decimal: None, varying: false }
     }
 
-    fn decimal(width: u32, scale: u32) -> Ty {
-        Ty { oid: pg_sys::NUMERICOID, decimal: Some((width.min(38), scale)) }
+    pub fn decimal(width: u32, scale: u32) -> Ty {
+        Ty { oid: pg_sys::NUMERICOID, decimal: Some((width.min(38), scale)), varying: false }
     }
 
     /// The type of a foreign table column as `kind::comparable_expression` reads it.
@@ -75,7 +108,7 @@ impl Ty {
 }
 
 fn typed(sql: String, ty: Ty) -> Option<Typed> {
-    Some(Typed { sql, ty })
+    Some(Typed::new(sql, ty))
 }
 
 /// Types whose equality (GROUP BY, DISTINCT, joins) is the same in DuckDB. Floats
@@ -101,7 +134,7 @@ impl Translator {
                     // varchar ↔ text: one type in DuckDB.
                     let same = inner.ty.oid == (*r).resulttype
                         || matches!(((*r).resulttype, inner.ty.oid), (pg_sys::TEXTOID | pg_sys::VARCHAROID, pg_sys::TEXTOID | pg_sys::VARCHAROID));
-                    same.then(|| Typed { sql: inner.sql, ty: Ty { oid: (*r).resulttype, ..inner.ty } })
+                    same.then(|| Typed { ty: Ty { oid: (*r).resulttype, ..inner.ty }, ..inner })
                 }
                 NodeTag::T_BoolExpr => {
                     let b = node as *mut pg_sys::BoolExpr;
@@ -152,9 +185,16 @@ impl Translator {
                 NodeTag::T_CoalesceExpr => {
                     let c = node as *mut pg_sys::CoalesceExpr;
                     let args = list_nodes((*c).args);
-                    let items = args.into_iter().map(|a| self.expr(a)).collect::<Option<Vec<_>>>()?;
-                    let ty = same_type(&items)?;
-                    typed(format!("COALESCE({})", items.iter().map(|t| t.sql.as_str()).collect::<Vec<_>>().join(", ")), ty)
+                    let mut items = args.into_iter().map(|a| self.expr(a)).collect::<Option<Vec<_>>>()?;
+                    // The scale of the first value that is not NULL.
+                    let values: Vec<String> = items.iter().map(|t| t.sql.clone()).collect();
+                    let (ty, scale) = common_type(&mut items, |scales| {
+                        let whens: String =
+                            values.iter().zip(scales).map(|(v, s)| format!(" WHEN ({v}) IS NOT NULL THEN {s}")).collect();
+                        format!("(CASE{whens} END)")
+                    })?;
+                    let sql = format!("COALESCE({})", items.iter().map(|t| t.sql.as_str()).collect::<Vec<_>>().join(", "));
+                    Some(Typed { sql, ty, scale })
                 }
                 NodeTag::T_FuncExpr => self.func_expr(node as *mut pg_sys::FuncExpr),
                 NodeTag::T_Aggref => self.aggregate(node as *mut pg_sys::Aggref),
@@ -172,7 +212,8 @@ impl Translator {
             }
             if oid == pg_sys::NUMERICOID {
                 if (*c).constisnull {
-                    return None; // no scale to give it
+                    // No scale of its own (a CASE without ELSE): a varying one, NULL.
+                    return Some(Typed::varying("CAST(NULL AS DECIMAL(1,0))".into(), Ty::decimal(1, 0), Some("CAST(NULL AS INTEGER)".into())));
                 }
                 let text = output_text((*c).constvalue, oid);
                 let unsigned = text.trim_start_matches('-');
@@ -231,15 +272,10 @@ impl Translator {
                     if text && !matches!(name.as_str(), "=" | "<>") && !collation_is_c(collation) {
                         return None;
                     }
-                    // Decimals compare in a common DECIMAL; a value it cannot hold makes
-                    // DuckDB raise an out-of-range error, never answer differently.
-                    if (left.ty.oid == pg_sys::NUMERICOID || right.ty.oid == pg_sys::NUMERICOID)
-                        && (left.ty.decimal.is_none() || right.ty.decimal.is_none())
-                    {
-                        return None;
+                    if left.ty.oid == pg_sys::NUMERICOID || right.ty.oid == pg_sys::NUMERICOID {
+                        return typed(numeric::comparison(&name, &left, &right)?, bool_ty);
                     }
-                    let sql_op = if name == "<>" { "<>" } else { name.as_str() };
-                    typed(format!("({} {sql_op} {})", left.sql, right.sql), bool_ty)
+                    typed(format!("({} {name} {})", left.sql, right.sql), bool_ty)
                 }
                 ("~~" | "!~~" | "~~*" | "!~~*", [l, r]) => {
                     let (left, pattern) = (self.expr(*l)?, self.expr(*r)?);
@@ -258,7 +294,7 @@ impl Translator {
                     let (left, right) = (self.expr(*l)?, self.expr(*r)?);
                     let text = |t: &Typed| matches!(t.ty.oid, pg_sys::TEXTOID | pg_sys::VARCHAROID);
                     (text(&left) && text(&right))
-                        .then(|| Typed { sql: format!("({} || {})", left.sql, right.sql), ty: Ty::of(pg_sys::TEXTOID) })
+                        .then(|| Typed::new(format!("({} || {})", left.sql, right.sql), Ty::of(pg_sys::TEXTOID)))
                 }
                 ("+" | "-" | "*" | "/" | "%", [l, r]) => {
                     let (left, right) = (self.expr(*l)?, self.expr(*r)?);
@@ -270,7 +306,7 @@ impl Translator {
                         return typed(format!("CAST((- {}) AS {})", arg.sql, param_duck_type(result)?), Ty::of(result));
                     }
                     (arg.ty.decimal.is_some() && result == pg_sys::NUMERICOID)
-                        .then(|| Typed { sql: format!("(- {})", arg.sql), ty: arg.ty })
+                        .then(|| Typed { sql: format!("(- {})", arg.sql), ..arg })
                 }
                 _ => None,
             }
@@ -298,10 +334,18 @@ impl Translator {
         }
         if result == pg_sys::NUMERICOID {
             let ((w1, s1), (w2, s2)) = (left.ty.decimal?, right.ty.decimal?);
+            // Display scales: the larger one for + and -, their sum for * (add_var,
+            // mul_var); a quotient's is numeric_div's (see `numeric`).
+            let varying = left.ty.varying || right.ty.varying;
+            let scales = left.display_scale().zip(right.display_scale());
+            let result = |sql: String, ty: Ty, scale: Option<String>| {
+                Some(if varying { Typed::varying(sql, ty, scale) } else { Typed::new(sql, ty) })
+            };
             return match op {
-                "+" | "-" => typed(
+                "+" | "-" => result(
                     format!("({} {op} {})", left.sql, right.sql),
                     Ty::decimal((w1 - s1).max(w2 - s2) + s1.max(s2) + 1, s1.max(s2)),
+                    scales.map(|(l, r)| format!("greatest({l}, {r})")),
                 ),
                 "*" => {
                     if s1 + s2 > 38 {
@@ -310,8 +354,10 @@ impl Translator {
                     // DuckDB keeps a product of two 64-bit decimals in 64 bits (and
                     // raises past 18 digits); widen one side when it could get there.
                     let l = if w1 + w2 > 18 { format!("CAST({} AS DECIMAL(38,{s1}))", left.sql) } else { left.sql };
-                    typed(format!("({l} * {})", right.sql), Ty::decimal(w1 + w2, s1 + s2))
+                    result(format!("({l} * {})", right.sql), Ty::decimal(w1 + w2, s1 + s2), scales.map(|(l, r)| format!("({l} + {r})")))
                 }
+                // Any nonzero divisor is at least 10^-s2 in magnitude.
+                "/" => numeric::quotient(&left, &right, numeric::integer_digits(left.ty)? + s2),
                 _ => None,
             };
         }
@@ -362,24 +408,25 @@ impl Translator {
             let subject = if (*c).arg.is_null() { None } else { Some(self.expr((*c).arg.cast())?) };
             self.case_value.push(subject);
             let result = (|| {
+                let mut conditions = Vec::new();
                 let mut branches = Vec::new();
-                let mut sql = String::from("(CASE");
                 for when in list_nodes((*c).args) {
                     let w = when as *mut pg_sys::CaseWhen;
-                    let condition = self.expr((*w).expr.cast())?;
-                    let value = self.expr((*w).result.cast())?;
-                    sql.push_str(&format!(" WHEN {} THEN {}", condition.sql, value.sql));
-                    branches.push(value);
+                    conditions.push(self.expr((*w).expr.cast())?.sql);
+                    branches.push(self.expr((*w).result.cast())?);
                 }
-                let default = if (*c).defresult.is_null() {
+                if (*c).defresult.is_null() {
                     return None;
-                } else {
-                    self.expr((*c).defresult.cast())?
+                }
+                branches.push(self.expr((*c).defresult.cast())?);
+                // The same CASE, choosing the scale of the branch it chooses.
+                let case_of = |values: &[String]| {
+                    let whens: String = conditions.iter().zip(values).map(|(c, v)| format!(" WHEN {c} THEN {v}")).collect();
+                    format!("(CASE{whens} ELSE {} END)", values.last().expect("a default branch"))
                 };
-                sql.push_str(&format!(" ELSE {} END)", default.sql));
-                branches.push(default);
-                let ty = same_type(&branches)?;
-                typed(sql, ty)
+                let (ty, scale) = common_type(&mut branches, case_of)?;
+                let values: Vec<String> = branches.into_iter().map(|b| b.sql).collect();
+                Some(Typed { sql: case_of(&values), ty, scale })
             })();
             self.case_value.pop();
             result
@@ -398,9 +445,8 @@ impl Translator {
                 // Integer widening and narrowing casts (DuckDB raises out of range).
                 ("int2" | "int4" | "int8", [arg]) if is_integer(result) => {
                     let a = self.expr(*arg)?;
-                    is_integer(a.ty.oid).then(|| Typed {
-                        sql: format!("CAST({} AS {})", a.sql, param_duck_type(result).unwrap_or("BIGINT")),
-                        ty: Ty::of(result),
+                    is_integer(a.ty.oid).then(|| {
+                        Typed::new(format!("CAST({} AS {})", a.sql, param_duck_type(result).unwrap_or("BIGINT")), Ty::of(result))
                     })
                 }
                 ("numeric", [arg]) if result == pg_sys::NUMERICOID => {
@@ -469,7 +515,7 @@ impl Translator {
             let distinct = !(*a).aggdistinct.is_null();
             if (*a).aggstar {
                 return (name == "count" && !distinct)
-                    .then(|| Typed { sql: format!("count(*){filter}"), ty: Ty::of(pg_sys::INT8OID) });
+                    .then(|| Typed::new(format!("count(*){filter}"), Ty::of(pg_sys::INT8OID)));
             }
             let args = list_nodes((*a).args);
             let [arg] = args.as_slice() else { return None };
@@ -484,9 +530,16 @@ impl Translator {
                 "sum" => match arg.ty.oid {
                     pg_sys::INT2OID | pg_sys::INT4OID => typed(format!("CAST({} AS BIGINT)", call("sum")), Ty::of(pg_sys::INT8OID)),
                     pg_sys::INT8OID => typed(format!("CAST({} AS DECIMAL(38,0))", call("sum")), Ty::decimal(38, 0)),
-                    pg_sys::NUMERICOID => {
+                    pg_sys::NUMERICOID if !arg.ty.varying => {
                         let (_, s) = arg.ty.decimal?;
                         typed(format!("CAST({} AS DECIMAL(38,{s}))", call("sum")), Ty::decimal(38, s))
+                    }
+                    // A sum's display scale is the largest of its terms' (add_var); DISTINCT
+                    // would keep one of several equal values of different scales.
+                    pg_sys::NUMERICOID if !distinct => {
+                        let (_, s) = arg.ty.decimal?;
+                        let scale = arg.scale.as_ref().map(|scale| format!("max({scale}){filter}"));
+                        Some(Typed::varying(format!("CAST({} AS DECIMAL(38,{s}))", call("sum")), Ty::decimal(38, s), scale))
                     }
                     pg_sys::FLOAT8OID => typed(call("sum"), Ty::of(pg_sys::FLOAT8OID)),
                     _ => None,
@@ -495,10 +548,19 @@ impl Translator {
                     if crate::scan::deparse::is_collatable(arg.ty.oid) && !collation_is_c((*a).inputcollid) {
                         return None;
                     }
-                    if matches!(arg.ty.oid, pg_sys::FLOAT4OID | pg_sys::FLOAT8OID) {
+                    if matches!(arg.ty.oid, pg_sys::FLOAT4OID | pg_sys::FLOAT8OID) || arg.ty.varying {
                         return None;
                     }
                     typed(call(&name), arg.ty)
+                }
+                // Postgres' avg of integers and numerics: numeric_div(sum, count).
+                "avg" if !distinct && (is_integer(arg.ty.oid) || arg.ty.oid == pg_sys::NUMERICOID) => {
+                    let sum = match arg.ty.oid {
+                        pg_sys::NUMERICOID => self.aggregate_as(a, "sum")?,
+                        _ => Typed::new(format!("CAST({} AS DECIMAL(38,0))", call("sum")), Ty::decimal(38, 0)),
+                    };
+                    let count = Typed::new(call("count"), Ty::decimal(19, 0));
+                    numeric::quotient(&sum, &count, numeric::integer_digits(arg.ty)?)
                 }
                 _ => None,
             }
@@ -546,26 +608,6 @@ impl Translator {
             }
         }
     }
-}
-
-/// The common type of CASE/COALESCE branches: one type, and for numeric one scale.
-fn same_type(items: &[Typed]) -> Option<Ty> {
-    let first = items.first()?.ty;
-    let mut width = first.decimal.map(|(w, _)| w);
-    for item in items {
-        if item.ty.oid != first.oid {
-            let text = |o: Oid| matches!(o, pg_sys::TEXTOID | pg_sys::VARCHAROID);
-            if !(text(item.ty.oid) && text(first.oid)) {
-                return None;
-            }
-        }
-        match (first.decimal, item.ty.decimal) {
-            (Some((_, s1)), Some((w2, s2))) if s1 == s2 => width = width.map(|w| w.max(w2)),
-            (None, None) => {}
-            _ => return None,
-        }
-    }
-    Some(Ty { oid: first.oid, decimal: width.zip(first.decimal.map(|(_, s)| s)) })
 }
 
 unsafe fn const_text(node: *mut Node) -> Option<String> {

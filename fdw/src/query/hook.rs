@@ -181,8 +181,31 @@ unsafe fn translate_top(q: *mut pg_sys::Query) -> Option<Top> {
 unsafe fn boundary(t: &mut Translator, outputs: &mut Outputs, expr: *mut Node) -> Option<*mut Node> {
     unsafe {
         let saved_params = t.params.len();
-        if let Some(typed) = t.expr(expr) {
-            return Some(outputs.add(&typed.sql, pg_sys::exprType(expr), pg_sys::exprTypmod(expr), pg_sys::exprCollation(expr)));
+        match t.expr(expr) {
+            Some(typed) if !typed.ty.varying => {
+                return Some(outputs.add(&typed.sql, pg_sys::exprType(expr), pg_sys::exprTypmod(expr), pg_sys::exprCollation(expr)));
+            }
+            // A numeric of varying display scale: its value and its scale, joined by
+            // Postgres' round(value, scale), which sets the scale and keeps every digit.
+            Some(typed) if typed.scale.is_some() => {
+                let scale = typed.scale.as_deref()?;
+                let value = outputs.add(&typed.sql, pg_sys::NUMERICOID, -1, pg_sys::InvalidOid);
+                let scale = outputs.add(&format!("CAST({scale} AS INTEGER)"), pg_sys::INT4OID, -1, pg_sys::InvalidOid);
+                let mut args = pg_sys::lappend(std::ptr::null_mut(), value.cast());
+                args = pg_sys::lappend(args, scale.cast());
+                return Some(
+                    pg_sys::makeFuncExpr(
+                        pg_sys::Oid::from(pg_sys::F_ROUND_NUMERIC_INT4),
+                        pg_sys::NUMERICOID,
+                        args,
+                        pg_sys::InvalidOid,
+                        pg_sys::InvalidOid,
+                        pg_sys::CoercionForm::COERCE_EXPLICIT_CALL,
+                    )
+                    .cast(),
+                );
+            }
+            _ => {}
         }
         t.params.truncate(saved_params);
         match (*expr).type_ {
@@ -202,6 +225,17 @@ unsafe fn boundary(t: &mut Translator, outputs: &mut Outputs, expr: *mut Node) -
                 }
                 (*f).args = boundary_list(t, outputs, (*f).args)?;
                 Some(f.cast())
+            }
+            // `x::text` and other casts through a built-in type's output function.
+            NodeTag::T_CoerceViaIO => {
+                let c = pg_sys::copyObjectImpl(expr.cast()) as *mut pg_sys::CoerceViaIO;
+                if pg_sys::exprType((*c).arg.cast()).to_u32() >= pg_sys::FirstNormalObjectId
+                    || (*c).resulttype.to_u32() >= pg_sys::FirstNormalObjectId
+                {
+                    return None;
+                }
+                (*c).arg = boundary(t, outputs, (*c).arg.cast())?.cast();
+                Some(c.cast())
             }
             _ => None,
         }
@@ -262,7 +296,7 @@ unsafe fn sum_sql(t: &mut Translator, a: *mut pg_sys::Aggref, arg_type: pg_sys::
         let typed = t.aggregate_as(a, "sum")?;
         match arg_type {
             pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID => Some(format!("CAST({} AS DECIMAL(38,0))", typed.sql)),
-            pg_sys::NUMERICOID => typed.ty.decimal.map(|_| typed.sql),
+            pg_sys::NUMERICOID if !typed.ty.varying => typed.ty.decimal.map(|_| typed.sql),
             _ => None,
         }
     }

@@ -6,6 +6,7 @@
 //! - `translate` (query structure) and `expr` (expressions): Postgres' analyzed
 //!   `Query` to DuckDB SQL, refusing (`None`) anything whose meaning could differ;
 //!   the query then runs as before, each lake table scanned on its own.
+//! - `numeric`: Postgres' numeric display scales and division, computed in DuckDB.
 //! - `model`: what the plan keeps (`PushedQuery`), and the one place its SQL is printed.
 //! - `exec`: the custom scan's executor, streaming DuckDB's result into tuple slots.
 
@@ -13,6 +14,7 @@ pub mod exec;
 pub mod expr;
 pub mod hook;
 pub mod model;
+pub mod numeric;
 pub mod translate;
 
 pub use hook::install;

@@ -211,7 +211,8 @@ impl Translator {
             let tle = pg_sys::get_sortgroupref_tle((*clause).tleSortGroupRef, (*q).targetList);
             let expr = (*tle).expr as *mut Node;
             let t = self.expr(expr)?;
-            if !groupable(t.ty) || (t.ty.oid == pg_sys::NUMERICOID && t.ty.decimal.is_none()) {
+            // A group shows one of its equal values: with varying scales, which one prints is not defined.
+            if !groupable(t.ty) || (t.ty.oid == pg_sys::NUMERICOID && (t.ty.decimal.is_none() || t.ty.varying)) {
                 return None;
             }
             if is_collatable(t.ty.oid) && !collation_is_deterministic(pg_sys::exprCollation(expr)) {
@@ -396,14 +397,14 @@ impl Translator {
                     let ty = Ty::column((*var).vartype, (*var).vartypmod)?;
                     let column = format!("{}.{}", sql::ident(alias), sql::ident(&lake_name));
                     let expr = comparable_expression_of(&column, (*var).vartype, (*var).vartypmod)?;
-                    Some(Typed { sql: expr, ty })
+                    Some(Typed::new(expr, ty))
                 }
                 Relation::Derived { alias, types } => {
                     let ty = (*types.get(attno as usize - 1)?)?;
                     if alias.is_empty() {
                         return None;
                     }
-                    Some(Typed { sql: format!("{}.{}", sql::ident(alias), sql::ident(&format!("c{attno}"))), ty })
+                    Some(Typed::new(format!("{}.{}", sql::ident(alias), sql::ident(&format!("c{attno}"))), ty))
                 }
                 Relation::Join { rte } => {
                     let alias_var = *list_nodes((**rte).joinaliasvars).get(attno as usize - 1)?;

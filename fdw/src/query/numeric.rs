@@ -1,0 +1,170 @@
+//! Postgres' numeric semantics that a DuckDB DECIMAL does not carry by itself.
+//!
+//! A Postgres numeric value has a display scale of its own (`1.50` and `1.5` are
+//! equal but print differently), while a DuckDB DECIMAL has one scale per column.
+//! Where every value of an expression has the same display scale (a column of type
+//! numeric(p,s), a constant, `+ - *` of such), the DECIMAL's scale is it. Where it
+//! varies from value to value (a CASE whose branches have different scales, a sum
+//! of those, a quotient), the DECIMAL is chosen to hold every value exactly (so
+//! comparisons and further arithmetic are exact) and, when the scale matters (an
+//! output of the query), a second DuckDB expression computes each value's display
+//! scale by Postgres' rules; Postgres then applies it with `round(value, scale)`,
+//! which changes no digit of a value that has no more digits than that scale.
+//!
+//! Division follows `numeric_div` exactly: the quotient is rounded half away from
+//! zero at the scale `select_div_scale` picks from the operands' leading base-10000
+//! digits (at least 16 significant digits, and no less than either operand's
+//! display scale), computed in DuckDB with 128-bit integer arithmetic on the
+//! operands' unscaled integers. `avg` is Postgres' `sum / count` by that division.
+
+use crate::query::expr::{Ty, Typed};
+
+/// Postgres' NUMERIC_MIN_SIG_DIGITS and NUMERIC_MAX_DISPLAY_SCALE (numeric.c, the same
+/// in PostgreSQL 15 and 18).
+const MIN_SIG_DIGITS: u32 = 16;
+const MAX_DISPLAY_SCALE: u32 = 1000;
+
+/// The DECIMAL scale a quotient is kept at must leave room for the 16 significant
+/// digits Postgres computes for quotients near 1; below that, division is not pushed.
+const MIN_QUOTIENT_SCALE: u32 = 20;
+
+/// A power of ten as a HUGEINT; `exponent` is DuckDB SQL (an out-of-range power is a
+/// conversion error, never a wrong value).
+fn power_of_ten(exponent: &str) -> String {
+    format!("CAST(rpad('1', ({exponent}) + 1, '0') AS HUGEINT)")
+}
+
+/// A numeric's value as the integer of its DECIMAL's digits (value × 10^scale).
+fn unscaled(t: &Typed) -> Option<String> {
+    let (_, scale) = t.ty.decimal?;
+    Some(if scale == 0 {
+        format!("CAST({} AS HUGEINT)", t.sql)
+    } else {
+        format!("CAST(({}) * {} AS HUGEINT)", t.sql, 10u128.pow(scale))
+    })
+}
+
+/// Postgres' weight (position of the leading base-10000 digit) and that digit, of the
+/// value whose unscaled integer is `unscaled` at `scale`; weight 0 and digit 0 for zero,
+/// as `select_div_scale` takes them.
+fn leading_digit(unscaled: &str, scale: u32) -> (String, String) {
+    let digits = format!("CAST(abs({unscaled}) AS VARCHAR)");
+    // The decimal exponent of the leading digit, and the base-10000 group it falls in.
+    let exponent = format!("(length({digits}) - {})", scale + 1);
+    let weight = format!("CAST(floor({exponent} / 4) AS INTEGER)");
+    // The group's digits from the leading one down, padded with the zeros beyond the
+    // value's last digit.
+    let first = format!("CAST(left({digits} || '000', {exponent} - 4 * {weight} + 1) AS INTEGER)");
+    (
+        format!("(CASE WHEN {unscaled} = 0 THEN 0 ELSE {weight} END)"),
+        format!("(CASE WHEN {unscaled} = 0 THEN 0 ELSE {first} END)"),
+    )
+}
+
+/// Postgres' `a / b` for numerics, `int_digits` bounding the integer digits of any
+/// quotient. `None` when that leaves a DECIMAL too narrow for its usual scales; a
+/// quotient whose scale exceeds the DECIMAL's (a tiny nonzero quotient, 10^-8 or less
+/// for the widest operands accepted) raises an error instead of being rounded.
+pub fn quotient(a: &Typed, b: &Typed, int_digits: u32) -> Option<Typed> {
+    let out_scale = 38u32.checked_sub(int_digits)?;
+    if out_scale < MIN_QUOTIENT_SCALE {
+        return None;
+    }
+    let (_, s1) = a.ty.decimal?;
+    let (_, s2) = b.ty.decimal?;
+    let (ds1, ds2) = (a.display_scale()?, b.display_scale()?);
+    let (ua, ub) = (unscaled(a)?, unscaled(b)?);
+    let (w1, f1) = leading_digit(&ua, s1);
+    let (w2, f2) = leading_digit(&ub, s2);
+    let qweight = format!("({w1} - {w2} - CASE WHEN {f1} <= {f2} THEN 1 ELSE 0 END)");
+    let rscale = format!("least(greatest({MIN_SIG_DIGITS} - 4 * {qweight}, {ds1}, {ds2}, 0), {MAX_DISPLAY_SCALE})");
+    // |a/b| × 10^rscale = |A| × 10^k / |B| for the unscaled A and B, k = rscale + s2 - s1:
+    // long division by D, multiplying the remainder by M, so |A| × 10^k never forms.
+    let k = format!("({rscale} + {})", s2 as i64 - s1 as i64);
+    let (abs_a, abs_b) = (format!("abs({ua})"), format!("abs({ub})"));
+    let d = format!("(CASE WHEN {k} >= 0 THEN {abs_b} ELSE {abs_b} * {} END)", power_of_ten(&format!("- {k}")));
+    let m = power_of_ten(&format!("greatest({k}, 0)"));
+    let remainder = format!("(({abs_a} % {d}) * {m})");
+    let truncated = format!("(({abs_a} // {d}) * {m} + {remainder} // {d})");
+    let rest = format!("({remainder} % {d})");
+    // Half away from zero, as Postgres' round_var; `rest >= d - rest` cannot overflow.
+    let rounded = format!("({truncated} + CASE WHEN {rest} >= {d} - {rest} THEN 1 ELSE 0 END)");
+    let signed = format!("(CASE WHEN ({ua} < 0) <> ({ub} < 0) THEN - {rounded} ELSE {rounded} END)");
+    let one_unit = format!("0.{}1", "0".repeat(out_scale as usize - 1));
+    let value = format!(
+        "CAST({signed} * {} AS DECIMAL(38,0)) * CAST('{one_unit}' AS DECIMAL({out_scale},{out_scale}))",
+        power_of_ten(&format!("{out_scale} - {rscale}"))
+    );
+    let sql = format!(
+        "CAST((CASE WHEN ({a}) IS NULL OR ({b}) IS NULL THEN NULL \
+         WHEN {ub} = 0 THEN error('division by zero') \
+         WHEN {rscale} > {out_scale} THEN error('a numeric quotient needs more than {out_scale} decimal digits; \
+         run the query in Postgres (SET ducklake.query_pushdown = off)') \
+         ELSE {value} END) AS DECIMAL(38,{out_scale}))",
+        a = a.sql,
+        b = b.sql,
+    );
+    Some(Typed::varying(sql, Ty::decimal(38, out_scale), Some(rscale)))
+}
+
+/// `left <op> right` for two numerics, by value. DuckDB compares decimals in one
+/// DECIMAL of the larger scale and the larger integer part; when that needs more
+/// than 38 digits (a 10-digit integer against a quotient of scale 29), the integer
+/// parts (floor) and the fractions (in [0, 1)) are compared apart, each fitting.
+pub fn comparison(op: &str, left: &Typed, right: &Typed) -> Option<String> {
+    let ((w1, s1), (w2, s2)) = (left.ty.decimal?, right.ty.decimal?);
+    let scale = s1.max(s2);
+    if (w1 - s1).max(w2 - s2) + scale <= 38 {
+        return Some(format!("({} {op} {})", left.sql, right.sql));
+    }
+    let whole = |t: &Typed| format!("CAST(floor({}) AS DECIMAL(38,0))", t.sql);
+    let fraction = |t: &Typed| format!("CAST(({s}) - floor({s}) AS DECIMAL({scale},{scale}))", s = t.sql);
+    let (wl, wr, fl, fr) = (whole(left), whole(right), fraction(left), fraction(right));
+    Some(match op {
+        "=" => format!("({wl} = {wr} AND {fl} = {fr})"),
+        "<>" => format!("({wl} <> {wr} OR {fl} <> {fr})"),
+        _ => format!("(CASE WHEN {wl} <> {wr} THEN {wl} {op} {wr} ELSE {fl} {op} {fr} END)"),
+    })
+}
+
+/// The integer digits a numeric of DECIMAL(width, scale) can have.
+pub fn integer_digits(ty: Ty) -> Option<u32> {
+    if crate::scan::deparse::is_integer(ty.oid) {
+        return Some(match ty.oid {
+            pgrx::pg_sys::INT2OID => 5,
+            pgrx::pg_sys::INT4OID => 10,
+            _ => 19,
+        });
+    }
+    ty.decimal.map(|(w, s)| w - s)
+}
+
+/// Branches of a CASE or COALESCE as one type, and when numeric scales vary, the
+/// scale expression `scale_of` makes of the branches' ones (when all are known), the
+/// way the construct chooses its value. Numerics of different (or varying) scales
+/// are cast to one DECIMAL holding them all. Other types must agree (text and
+/// varchar are one type in DuckDB).
+pub fn common_type(items: &mut [Typed], scale_of: impl FnOnce(&[String]) -> String) -> Option<(Ty, Option<String>)> {
+    let first = items.first()?.ty;
+    let text = |o| matches!(o, pgrx::pg_sys::TEXTOID | pgrx::pg_sys::VARCHAROID);
+    if first.oid != pgrx::pg_sys::NUMERICOID {
+        let agree = items.iter().all(|i| i.ty.oid == first.oid || (text(i.ty.oid) && text(first.oid)));
+        return agree.then_some((first, None));
+    }
+    let decimals = items.iter().map(|i| (i.ty.oid == first.oid).then_some(i.ty.decimal).flatten()).collect::<Option<Vec<_>>>()?;
+    let scale = decimals.iter().map(|(_, s)| *s).max()?;
+    let integers = decimals.iter().map(|(w, s)| w - s).max()?;
+    if integers + scale > 38 {
+        return None;
+    }
+    let varying = items.iter().any(|i| i.ty.varying) || decimals.iter().any(|(_, s)| *s != scale);
+    let ty = Ty::decimal(integers + scale, scale);
+    if !varying {
+        return Some((ty, None));
+    }
+    let scales = items.iter().map(Typed::display_scale).collect::<Option<Vec<_>>>();
+    for item in items.iter_mut() {
+        item.sql = format!("CAST({} AS DECIMAL({},{scale}))", item.sql, integers + scale);
+    }
+    Some((Ty { varying: true, ..ty }, scales.map(|s| scale_of(&s))))
+}
