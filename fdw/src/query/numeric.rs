@@ -65,6 +65,10 @@ fn leading_digit(unscaled: &str, scale: u32) -> (String, String) {
 /// quotient. `None` when that leaves a DECIMAL too narrow for its usual scales; a
 /// quotient whose scale exceeds the DECIMAL's (a tiny nonzero quotient, 10^-8 or less
 /// for the widest operands accepted) raises an error instead of being rounded.
+///
+/// Each intermediate value is bound once by a one-element `list_transform`, DuckDB's
+/// only expression-level `let`: written out inline, the operands would be repeated
+/// dozens of times and the SQL would take DuckDB longer to plan than to run.
 pub fn quotient(a: &Typed, b: &Typed, int_digits: u32) -> Option<Typed> {
     let out_scale = 38u32.checked_sub(int_digits)?;
     if out_scale < MIN_QUOTIENT_SCALE {
@@ -74,37 +78,57 @@ pub fn quotient(a: &Typed, b: &Typed, int_digits: u32) -> Option<Typed> {
     let (_, s2) = b.ty.decimal?;
     let (ds1, ds2) = (a.display_scale()?, b.display_scale()?);
     let (ua, ub) = (unscaled(a)?, unscaled(b)?);
-    let (w1, f1) = leading_digit(&ua, s1);
-    let (w2, f2) = leading_digit(&ub, s2);
+    let bind = |fields: &str, name: &str, body: &str| {
+        format!("list_transform([struct_pack({fields})], lambda {name}: {body})[1]")
+    };
+    // pg_q1: the unscaled operands and display scales.
+    let (w1, f1) = leading_digit("pg_q1.a", s1);
+    let (w2, f2) = leading_digit("pg_q1.b", s2);
     let qweight = format!("({w1} - {w2} - CASE WHEN {f1} <= {f2} THEN 1 ELSE 0 END)");
-    let rscale = format!("least(greatest({MIN_SIG_DIGITS} - 4 * {qweight}, {ds1}, {ds2}, 0), {MAX_DISPLAY_SCALE})");
-    // |a/b| × 10^rscale = |A| × 10^k / |B| for the unscaled A and B, k = rscale + s2 - s1:
-    // long division by D, multiplying the remainder by M, so |A| × 10^k never forms.
-    let k = format!("({rscale} + {})", s2 as i64 - s1 as i64);
-    let (abs_a, abs_b) = (format!("abs({ua})"), format!("abs({ub})"));
-    let d = format!("(CASE WHEN {k} >= 0 THEN {abs_b} ELSE {abs_b} * {} END)", power_of_ten(&format!("- {k}")));
+    let rscale = format!("least(greatest({MIN_SIG_DIGITS} - 4 * {qweight}, pg_q1.ds1, pg_q1.ds2, 0), {MAX_DISPLAY_SCALE})");
+    // pg_q2: the result scale r; |a/b| × 10^r = |A| × 10^k / |B| for the unscaled A and
+    // B, k = r + s2 - s1.
+    let k = "pg_q2.k";
+    let d = format!("(CASE WHEN {k} >= 0 THEN abs(pg_q2.b) ELSE abs(pg_q2.b) * {} END)", power_of_ten(&format!("- {k}")));
     let m = power_of_ten(&format!("greatest({k}, 0)"));
-    let remainder = format!("(({abs_a} % {d}) * {m})");
-    let truncated = format!("(({abs_a} // {d}) * {m} + {remainder} // {d})");
-    let rest = format!("({remainder} % {d})");
+    // pg_q3: long division by d, the remainder multiplied by m, so |A| × 10^k never forms.
+    let remainder = "((abs(pg_q3.a) % pg_q3.d) * pg_q3.m)";
+    let truncated = format!("((abs(pg_q3.a) // pg_q3.d) * pg_q3.m + {remainder} // pg_q3.d)");
+    let rest = format!("({remainder} % pg_q3.d)");
     // Half away from zero, as Postgres' round_var; `rest >= d - rest` cannot overflow.
-    let rounded = format!("({truncated} + CASE WHEN {rest} >= {d} - {rest} THEN 1 ELSE 0 END)");
-    let signed = format!("(CASE WHEN ({ua} < 0) <> ({ub} < 0) THEN - {rounded} ELSE {rounded} END)");
+    let rounded = format!("({truncated} + CASE WHEN {rest} >= pg_q3.d - {rest} THEN 1 ELSE 0 END)");
+    let signed = format!("(CASE WHEN pg_q3.negative THEN - {rounded} ELSE {rounded} END)");
     let one_unit = format!("0.{}1", "0".repeat(out_scale as usize - 1));
     let value = format!(
         "CAST({signed} * {} AS DECIMAL(38,0)) * CAST('{one_unit}' AS DECIMAL({out_scale},{out_scale}))",
-        power_of_ten(&format!("{out_scale} - {rscale}"))
+        power_of_ten(&format!("{out_scale} - pg_q3.r"))
+    );
+    let divide = bind(
+        &format!("a := pg_q2.a, d := {d}, m := {m}, negative := (pg_q2.a < 0) <> (pg_q2.b < 0), r := pg_q2.r"),
+        "pg_q3",
+        &format!(
+            "CASE WHEN pg_q3.r > {out_scale} THEN error('a numeric quotient needs more than {out_scale} decimal digits; \
+             run the query in Postgres (SET ducklake.query_pushdown = off)') ELSE {value} END"
+        ),
+    );
+    let scaled = bind(
+        &format!("a := pg_q1.a, b := pg_q1.b, r := {rscale}, k := {rscale} + {}", s2 as i64 - s1 as i64),
+        "pg_q2",
+        &divide,
+    );
+    let operands = bind(
+        &format!("a := {ua}, b := {ub}, ds1 := {ds1}, ds2 := {ds2}"),
+        "pg_q1",
+        &format!("CASE WHEN pg_q1.b = 0 THEN error('division by zero') ELSE {scaled} END"),
     );
     let sql = format!(
-        "CAST((CASE WHEN ({a}) IS NULL OR ({b}) IS NULL THEN NULL \
-         WHEN {ub} = 0 THEN error('division by zero') \
-         WHEN {rscale} > {out_scale} THEN error('a numeric quotient needs more than {out_scale} decimal digits; \
-         run the query in Postgres (SET ducklake.query_pushdown = off)') \
-         ELSE {value} END) AS DECIMAL(38,{out_scale}))",
+        "CAST((CASE WHEN ({a}) IS NULL OR ({b}) IS NULL THEN NULL ELSE {operands} END) AS DECIMAL(38,{out_scale}))",
         a = a.sql,
         b = b.sql,
     );
-    Some(Typed::varying(sql, Ty::decimal(38, out_scale), Some(rscale)))
+    // The scale again, for outputs: it is small next to the value's SQL.
+    let scale = bind(&format!("a := {ua}, b := {ub}, ds1 := {ds1}, ds2 := {ds2}"), "pg_q1", &rscale);
+    Some(Typed::varying(sql, Ty::decimal(38, out_scale), Some(scale)))
 }
 
 /// `left <op> right` for two numerics, by value. DuckDB compares decimals in one
