@@ -238,6 +238,56 @@ def test_mixed_lake_and_heap_stays_with_postgres(session):
     assert session.rows(query) == session.rows(query.replace("lake.customer", "heap.customer"))
 
 
+MIXED = [
+    # TPC-H Q5 with nation and region as Postgres tables
+    """SELECT n.n_name, sum(l.l_extendedprice * (1 - l.l_discount)) AS revenue
+       FROM {s}.customer c, {s}.orders o, {s}.lineitem l, {s}.supplier su, heap.nation n, heap.region r
+       WHERE c.c_custkey = o.o_custkey AND l.l_orderkey = o.o_orderkey AND l.l_suppkey = su.s_suppkey
+         AND c.c_nationkey = su.s_nationkey AND su.s_nationkey = n.n_nationkey AND n.n_regionkey = r.r_regionkey
+         AND r.r_name = 'ASIA' AND o.o_orderdate >= DATE '1994-01-01' AND o.o_orderdate < DATE '1995-01-01'
+       GROUP BY n.n_name ORDER BY revenue DESC""",
+    # a condition Postgres derives for the lake part from the heap side (n_nationkey = 3)
+    """SELECT n.n_name, count(*), sum(o.o_totalprice) FROM heap.nation n, {s}.customer c, {s}.orders o
+       WHERE n.n_nationkey = c.c_nationkey AND c.c_custkey = o.o_custkey AND n.n_nationkey = 3
+       GROUP BY n.n_name""",
+    # conditions on both sides, one mixing them, outer join to the heap table above the lake join
+    """SELECT r.r_name, count(c.c_custkey) FROM {s}.customer c JOIN {s}.nation n ON n.n_nationkey = c.c_nationkey
+       RIGHT JOIN heap.region r ON r.r_regionkey = n.n_regionkey AND c.c_acctbal > r.r_regionkey * 1000
+       GROUP BY r.r_name ORDER BY r.r_name""",
+    """SELECT n.n_name, c.c_name, o.o_orderkey FROM heap.nation n, {s}.customer c, {s}.orders o
+       WHERE n.n_nationkey = c.c_nationkey AND c.c_custkey = o.o_custkey AND o.o_totalprice > 400000
+         AND c.c_acctbal > n.n_nationkey * 100 ORDER BY o.o_orderkey""",
+]
+
+
+@pytest.mark.parametrize("number", range(len(MIXED)))
+def test_lake_joins_of_mixed_queries_run_in_duckdb(session, number):
+    """The lake tables inner-joined at the top of a query with Postgres tables run as
+    one DuckDB query; Postgres joins the rest. Answers equal the all-heap query's."""
+    query = MIXED[number]
+    lake_query, heap_query = query.format(s="lake"), query.format(s="heap")
+    plan = plan_of(session, lake_query)
+    pushed = "DuckLake Query" in plan
+    assert pushed == (number != 2), plan  # 2: its lake tables are under explicit JOINs
+    assert session.rows(lake_query) == session.rows(heap_query)
+
+
+def test_mixed_query_parameters_and_settings(session):
+    session.conn.execute("PREPARE m(int) AS SELECT count(*), sum(o.o_totalprice) FROM heap.nation n, lake.customer c, "
+                         "lake.orders o WHERE n.n_nationkey = c.c_nationkey AND c.c_custkey = o.o_custkey AND o.o_shippriority = 0 "
+                         "AND c.c_nationkey < $1")
+    session.conn.execute("PREPARE h(int) AS SELECT count(*), sum(o.o_totalprice) FROM heap.nation n, heap.customer c, "
+                         "heap.orders o WHERE n.n_nationkey = c.c_nationkey AND c.c_custkey = o.o_custkey AND o.o_shippriority = 0 "
+                         "AND c.c_nationkey < $1")
+    session.conn.execute("SET plan_cache_mode = force_generic_plan")
+    assert "DuckLake Query" in plan_of(session, "EXECUTE m(3)")
+    for value in [0, 3, 25]:
+        assert session.rows(f"EXECUTE m({value})") == session.rows(f"EXECUTE h({value})")
+    session.conn.execute("SET ducklake.query_pushdown = off")
+    assert "DuckLake Query" not in plan_of(session, "SELECT count(*) FROM heap.nation n, lake.customer c, lake.orders o "
+                                                    "WHERE n.n_nationkey = c.c_nationkey AND c.c_custkey = o.o_custkey")
+
+
 def test_parameters_of_prepared_statements(session):
     session.conn.execute("PREPARE q(int) AS SELECT count(*) FROM lake.orders o JOIN lake.customer c "
                          "ON c.c_custkey = o.o_custkey WHERE c.c_nationkey = $1")

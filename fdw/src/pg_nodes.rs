@@ -22,6 +22,14 @@ pub unsafe fn list_nodes(list: *mut pg_sys::List) -> Vec<*mut pg_sys::Node> {
 /// # Safety
 /// `set` must be NULL or a valid Bitmapset.
 pub unsafe fn attribute_numbers(set: *const pg_sys::Bitmapset) -> Vec<i32> {
+    unsafe { members(set) }.into_iter().map(|m| m + pg_sys::FirstLowInvalidHeapAttributeNumber).collect()
+}
+
+/// Members of a Bitmapset (such as the range-table indexes of `pull_varnos`), ascending.
+///
+/// # Safety
+/// `set` must be NULL or a valid Bitmapset.
+pub unsafe fn members(set: *const pg_sys::Bitmapset) -> Vec<i32> {
     let mut numbers = Vec::new();
     let mut member = -1;
     loop {
@@ -29,6 +37,6 @@ pub unsafe fn attribute_numbers(set: *const pg_sys::Bitmapset) -> Vec<i32> {
         if member < 0 {
             return numbers;
         }
-        numbers.push(member + pg_sys::FirstLowInvalidHeapAttributeNumber);
+        numbers.push(member);
     }
 }

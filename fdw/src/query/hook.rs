@@ -17,6 +17,7 @@ use pgrx::prelude::*;
 use crate::gucs;
 use crate::pg_nodes::list_nodes;
 use crate::query::exec;
+use crate::query::split;
 use crate::query::model::{PushedOutput, PushedQuery};
 use crate::query::translate::Translator;
 use crate::types::kind::Kind;
@@ -30,6 +31,7 @@ pub fn install() {
         pg_sys::planner_hook = Some(plan_query);
     }
     exec::register();
+    split::install();
 }
 
 #[pg_guard]
@@ -46,6 +48,14 @@ unsafe extern "C-unwind" fn plan_query(
             if worth_pushing(copy) { translate_top(copy) } else { None }
         } else {
             None
+        };
+        // Else the lake-only part of the query may still run in DuckDB (see `split`).
+        let _scope = split::PendingScope::new();
+        let parse = match pushed {
+            None if gucs::query_pushdown() && cursor_options & pg_sys::CURSOR_OPT_SCROLL as i32 == 0 => {
+                split::split(parse).unwrap_or(parse)
+            }
+            _ => parse,
         };
         let stmt = match PREVIOUS_PLANNER {
             Some(previous) => previous(parse, query_string, cursor_options, bound_params),
@@ -172,6 +182,16 @@ unsafe fn translate_top(q: *mut pg_sys::Query) -> Option<Top> {
             targets: targets.into_inner(),
             postgres_sort: (translator.sort_in_postgres && !(*q).sortClause.is_null()).then_some(q),
         })
+    }
+}
+
+/// A sub-select whose every output DuckDB computes exactly, as Vars of the scan (no
+/// Postgres expression on top, no Postgres sort): its query and parameters.
+pub unsafe fn translate_exact(q: *mut pg_sys::Query) -> Option<(PushedQuery, Vec<*mut Node>)> {
+    unsafe {
+        let top = translate_top(q)?;
+        let exact = top.postgres_sort.is_none() && top.targets.iter().all(|t| (*t.expr).type_ == NodeTag::T_Var);
+        exact.then_some((top.query, top.params))
     }
 }
 

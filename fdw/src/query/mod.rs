@@ -8,6 +8,8 @@
 //!   the query then runs as before, each lake table scanned on its own.
 //! - `numeric`: Postgres' numeric display scales and division, computed in DuckDB.
 //! - `model`: what the plan keeps (`PushedQuery`), and the one place its SQL is printed.
+//! - `split`: a query mixing lake and Postgres tables runs its lake-only inner join in
+//!   DuckDB as one sub-select.
 //! - `exec`: the custom scan's executor, streaming DuckDB's result into tuple slots.
 
 pub mod exec;
@@ -15,6 +17,7 @@ pub mod expr;
 pub mod hook;
 pub mod model;
 pub mod numeric;
+pub mod split;
 pub mod translate;
 
 pub use hook::install;

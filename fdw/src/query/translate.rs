@@ -294,29 +294,12 @@ impl Translator {
 
     unsafe fn lake_relation(&mut self, rte: *mut pg_sys::RangeTblEntry) -> Option<Relation> {
         unsafe {
-            let relid = (*rte).relid;
-            if pg_sys::get_rel_relkind(relid) as u8 != pg_sys::RELKIND_FOREIGN_TABLE || !(*rte).tablesample.is_null() {
+            let server = lake_table_server(rte)?;
+            if *self.server.get_or_insert(server) != server {
                 return None;
-            }
-            let relation = PgRelation::open(relid);
-            if (*relation.rd_rel).relhassubclass {
-                return None; // inheritance children are not lake tables of this scan
-            }
-            drop(relation);
-            let table = pg_sys::GetForeignTable(relid);
-            let server = pg_sys::GetForeignServer((*table).serverid);
-            let wrapper = pg_sys::GetForeignDataWrapper((*server).fdwid);
-            if std::ffi::CStr::from_ptr((*wrapper).fdwname).to_bytes() != b"ducklake" {
-                return None;
-            }
-            if *self.server.get_or_insert((*table).serverid) != (*table).serverid {
-                return None;
-            }
-            if crate::options::TableOptions::of(relid).changes {
-                return None; // change feeds keep their own scan (snapshot ranges)
             }
             let alias = self.alias("t");
-            Some(Relation::Lake { alias, relid })
+            Some(Relation::Lake { alias, relid: (*rte).relid })
         }
     }
 
@@ -427,6 +410,36 @@ impl Translator {
         let result = f(self);
         self.levels.extend(inner);
         result
+    }
+}
+
+/// The server of a range-table entry that a pushed query can read: a lake foreign table
+/// (of this wrapper) without TABLESAMPLE or inheritance children, not a change feed
+/// (those keep their own scan, with snapshot ranges).
+pub unsafe fn lake_table_server(rte: *mut pg_sys::RangeTblEntry) -> Option<Oid> {
+    unsafe {
+        if (*rte).rtekind != pg_sys::RTEKind::RTE_RELATION {
+            return None;
+        }
+        let relid = (*rte).relid;
+        if pg_sys::get_rel_relkind(relid) as u8 != pg_sys::RELKIND_FOREIGN_TABLE || !(*rte).tablesample.is_null() {
+            return None;
+        }
+        let relation = PgRelation::open(relid);
+        if (*relation.rd_rel).relhassubclass {
+            return None;
+        }
+        drop(relation);
+        let table = pg_sys::GetForeignTable(relid);
+        let server = pg_sys::GetForeignServer((*table).serverid);
+        let wrapper = pg_sys::GetForeignDataWrapper((*server).fdwid);
+        if std::ffi::CStr::from_ptr((*wrapper).fdwname).to_bytes() != b"ducklake" {
+            return None;
+        }
+        if crate::options::TableOptions::of(relid).changes {
+            return None;
+        }
+        Some((*table).serverid)
     }
 }
 
