@@ -128,6 +128,9 @@ def edge(tpch):
     "WITH big AS (SELECT * FROM edge WHERE a > 0) SELECT count(*) FROM big, edge WHERE big.id = edge.id",
     "SELECT DISTINCT k FROM edge ORDER BY k NULLS FIRST",
     "SELECT extract(year FROM o_orderdate), count(*) FROM orders GROUP BY 1 ORDER BY 1",
+    # LIKE: a constant pattern without backslash runs without ESCAPE, others with Postgres' backslash
+    "SELECT e.id FROM edge e JOIN nation n ON n.n_nationkey = e.id WHERE e.s LIKE '_' OR e.s ILIKE 'b%' ORDER BY 1",
+    "SELECT e.id FROM edge e JOIN nation n ON n.n_nationkey = e.id WHERE e.s NOT LIKE '\\%%' AND e.s LIKE e.s ORDER BY 1",
 ])
 def test_edge_values_match_postgres(edge, session, query):
     assert rows_in(session, "lake", query) == rows_in(session, "heap", query)

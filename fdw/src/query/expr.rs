@@ -288,7 +288,7 @@ impl Translator {
                         "~~*" => "ILIKE",
                         _ => "NOT ILIKE",
                     };
-                    typed(format!("({} {keyword} {} ESCAPE '\\')", left.sql, pattern.sql), bool_ty)
+                    typed(crate::scan::deparse::like(&left.sql, keyword, &pattern.sql, *r), bool_ty)
                 }
                 ("||", [l, r]) if result == pg_sys::TEXTOID => {
                     let (left, right) = (self.expr(*l)?, self.expr(*r)?);

@@ -148,9 +148,7 @@ impl Deparser<'_> {
                         "~~*" => "ILIKE",
                         _ => "NOT ILIKE",
                     };
-                    // Postgres' LIKE escapes with backslash by default; DuckDB's has no
-                    // default escape character.
-                    return Some(format!("({left} {keyword} {pattern} ESCAPE '\\')"));
+                    return Some(like(&left, keyword, &pattern, *right));
                 }
                 _ => return None,
             };
@@ -490,6 +488,26 @@ fn float_literal(value: f64, duck_type: &str) -> String {
     } else {
         // Rust prints the shortest text that round-trips exactly.
         format!("CAST({value:?} AS {duck_type})")
+    }
+}
+
+/// `value LIKE pattern` (or NOT LIKE, ILIKE...). Postgres' LIKE escapes with backslash
+/// by default and DuckDB's has no default escape character, so the escape is spelled
+/// out, unless the pattern is a constant without backslashes: DuckDB runs the plain
+/// form several times faster (as `contains`/`prefix` where it can).
+pub unsafe fn like(value: &str, keyword: &str, pattern: &str, pattern_node: *mut pg_sys::Node) -> String {
+    unsafe {
+        let plain = (*pattern_node).type_ == pg_sys::NodeTag::T_Const && {
+            let c = pattern_node as *mut pg_sys::Const;
+            !(*c).constisnull
+                && matches!((*c).consttype, pg_sys::TEXTOID | pg_sys::VARCHAROID)
+                && !output_text((*c).constvalue, (*c).consttype).contains('\\')
+        };
+        if plain {
+            format!("({value} {keyword} {pattern})")
+        } else {
+            format!("({value} {keyword} {pattern} ESCAPE '\\')")
+        }
     }
 }
 
