@@ -24,8 +24,9 @@
 //! what it meant. The original lake tables stay in the range table (not in the join
 //! tree), so Postgres checks their privileges and locks them as before.
 //!
-//! Not rewritten: queries with sub-links, LATERAL, CTEs, set operations or row locks,
-//! lake tables under explicit JOIN syntax, whole-row references. They run as before.
+//! Inner joins written as `JOIN ... ON` at the top of the FROM list count as FROM-list
+//! items. Not rewritten: queries with sub-links, LATERAL, CTEs, set operations or row
+//! locks, lake tables under outer joins, whole-row references. They run as before.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -106,6 +107,7 @@ pub unsafe fn split(original: *mut pg_sys::Query) -> Option<*mut pg_sys::Query> 
             return None;
         }
         let jointree = (*q).jointree;
+        flatten_inner_joins(q);
         // Lake tables directly in the FROM list, by server.
         let mut by_server: HashMap<u32, Vec<u32>> = HashMap::new();
         for item in list_nodes((*jointree).fromlist) {
@@ -147,7 +149,9 @@ pub unsafe fn split(original: *mut pg_sys::Query) -> Option<*mut pg_sys::Query> 
         let subselect_index = rtable.len() as u32 + 1;
         for (position, &varno) in lake.iter().enumerate() {
             let mut attnos: *mut pg_sys::Bitmapset = std::ptr::null_mut();
-            for node in [(*q).targetList.cast::<Node>(), outside_list.cast(), (*q).havingQual] {
+            let mut read = vec![(*q).targetList.cast::<Node>(), outside_list.cast(), (*q).havingQual];
+            read.extend(group_expressions(q));
+            for node in read {
                 if !node.is_null() {
                     pg_sys::pull_varattnos(node, varno, &mut attnos);
                 }
@@ -248,8 +252,92 @@ pub unsafe fn split(original: *mut pg_sys::Query) -> Option<*mut pg_sys::Query> 
         if !(*q).havingQual.is_null() {
             (*q).havingQual = map_vars((*q).havingQual, &columns);
         }
+        #[cfg(feature = "pg18")]
+        for rte in group_entries(q) {
+            if !(*rte).groupexprs.is_null() {
+                (*rte).groupexprs = map_vars((*rte).groupexprs.cast(), &columns).cast();
+            }
+        }
         PENDING.with(|p| p.borrow_mut().push(Pending { subquery: sub as usize, query: pushed, params }));
         Some(q)
+    }
+}
+
+/// Inner joins written with JOIN ... ON at the top of the FROM list become FROM-list
+/// items and WHERE conditions, which is what they mean (Postgres' planner does the
+/// same). A join whose alias columns the query reads (`USING` columns, `(a JOIN b) AS
+/// j`) stays as written.
+unsafe fn flatten_inner_joins(q: *mut pg_sys::Query) {
+    unsafe {
+        let jointree = (*q).jointree;
+        let mut read: Vec<i32> = Vec::new();
+        let mut pending: Vec<*mut Node> = vec![(*q).targetList.cast(), (*jointree).quals, (*q).havingQual];
+        pending.extend(group_expressions(q));
+        let mut joins: Vec<*mut Node> = list_nodes((*jointree).fromlist);
+        while let Some(item) = joins.pop() {
+            if (*item).type_ == NodeTag::T_JoinExpr {
+                let j = item as *mut pg_sys::JoinExpr;
+                pending.push((*j).quals);
+                joins.push((*j).larg);
+                joins.push((*j).rarg);
+            }
+        }
+        for node in pending.into_iter().filter(|n| !n.is_null()) {
+            read.extend(crate::pg_nodes::members(pg_sys::pull_varnos(std::ptr::null_mut(), node)));
+        }
+        let mut from: Vec<*mut Node> = Vec::new();
+        let mut conditions: Vec<*mut Node> = Vec::new();
+        let mut items: Vec<*mut Node> = list_nodes((*jointree).fromlist);
+        items.reverse();
+        while let Some(item) = items.pop() {
+            let j = item as *mut pg_sys::JoinExpr;
+            let flat = (*item).type_ == NodeTag::T_JoinExpr
+                && (*j).jointype == pg_sys::JoinType::JOIN_INNER
+                && !read.contains(&(*j).rtindex);
+            if !flat {
+                from.push(item);
+                continue;
+            }
+            items.push((*j).rarg);
+            items.push((*j).larg);
+            if !(*j).quals.is_null() {
+                conditions.extend(list_nodes(pg_sys::make_ands_implicit((*j).quals.cast())));
+            }
+        }
+        if conditions.is_empty() && from.len() == list_nodes((*jointree).fromlist).len() {
+            return;
+        }
+        if !(*jointree).quals.is_null() {
+            conditions.extend(list_nodes(pg_sys::make_ands_implicit((*jointree).quals.cast())));
+        }
+        (*jointree).fromlist = node_list(&from);
+        (*jointree).quals =
+            if conditions.is_empty() { std::ptr::null_mut() } else { pg_sys::make_ands_explicit(node_list(&conditions)).cast() };
+    }
+}
+
+/// PostgreSQL 18 keeps the GROUP BY expressions in a range-table entry of their own
+/// (RTE_GROUP), which the target list's Vars point to: they read the tables too.
+#[cfg(feature = "pg18")]
+unsafe fn group_entries(q: *mut pg_sys::Query) -> Vec<*mut pg_sys::RangeTblEntry> {
+    unsafe {
+        list_nodes((*q).rtable)
+            .into_iter()
+            .map(|n| n as *mut pg_sys::RangeTblEntry)
+            .filter(|rte| (**rte).rtekind == pg_sys::RTEKind::RTE_GROUP)
+            .collect()
+    }
+}
+
+unsafe fn group_expressions(q: *mut pg_sys::Query) -> Vec<*mut Node> {
+    #[cfg(feature = "pg18")]
+    unsafe {
+        group_entries(q).into_iter().map(|rte| (*rte).groupexprs.cast::<Node>()).filter(|n| !n.is_null()).collect()
+    }
+    #[cfg(not(feature = "pg18"))]
+    {
+        let _ = q;
+        Vec::new()
     }
 }
 
