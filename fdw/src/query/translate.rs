@@ -1,9 +1,9 @@
 //! The structure of an analyzed query in DuckDB SQL: FROM lists and joins (inner,
 //! outer; semi and anti joins come as EXISTS/IN sub-selects, which DuckDB turns back
 //! into joins), sub-selects in FROM, non-recursive CTEs, WHERE, GROUP BY, HAVING,
-//! DISTINCT, ORDER BY and constant LIMIT/OFFSET. Anything else (window functions,
-//! grouping sets, set operations, LATERAL, recursive CTEs, row locks, tables that are
-//! not lake tables of the query's one server) refuses the whole query.
+//! DISTINCT, UNION/INTERSECT/EXCEPT [ALL], ORDER BY and constant LIMIT/OFFSET.
+//! Anything else (window functions, grouping sets, LATERAL, recursive CTEs, row locks,
+//! tables that are not lake tables of the query's one server) refuses the whole query.
 //!
 //! Every relation gets a fresh alias `t<n>`, every sub-select output the name
 //! `c<resno>`, so no user identifier needs to survive DuckDB's name resolution.
@@ -119,6 +119,14 @@ impl Translator {
                 if let Some(item_sql) = self.from_item(item)? {
                     from.push(item_sql);
                 }
+            }
+            if !(*q).setOperations.is_null() {
+                // The query's columns are Vars of its leftmost branch (Postgres' convention).
+                let (set_sql, types) = self.set_operation((*q).setOperations)?;
+                let alias = self.alias("t");
+                let leftmost = leftmost_branch((*q).setOperations)?;
+                *self.levels.last_mut()?.relations.get_mut(leftmost.checked_sub(1)?)? = Relation::Derived { alias: alias.clone(), types };
+                from.push(format!("({set_sql}) AS {}", sql::ident(&alias)));
             }
             let items = match top_items {
                 Some(make) => {
@@ -358,6 +366,64 @@ impl Translator {
         }
     }
 
+    /// UNION / INTERSECT / EXCEPT [ALL] of sub-selects. Each column must have one type in
+    /// both branches (numerics one scale: Postgres keeps each row's own); those that
+    /// remove duplicates need columns whose equality DuckDB shares, as GROUP BY does.
+    unsafe fn set_operation(&mut self, node: *mut Node) -> Option<(String, Vec<Option<Ty>>)> {
+        unsafe {
+            match (*node).type_ {
+                NodeTag::T_RangeTblRef => {
+                    let rte = self.rte_of((*(node as *mut pg_sys::RangeTblRef)).rtindex as usize)?;
+                    if (*rte).rtekind != pg_sys::RTEKind::RTE_SUBQUERY {
+                        return None;
+                    }
+                    let (sub_sql, types) = self.query_sql((*rte).subquery)?;
+                    Some((format!("({sub_sql})"), types))
+                }
+                NodeTag::T_SetOperationStmt => {
+                    let s = node as *mut pg_sys::SetOperationStmt;
+                    let (left, left_types) = self.set_operation((*s).larg)?;
+                    let (right, right_types) = self.set_operation((*s).rarg)?;
+                    let keyword = match (*s).op {
+                        pg_sys::SetOperation::SETOP_UNION => "UNION",
+                        pg_sys::SetOperation::SETOP_INTERSECT => "INTERSECT",
+                        pg_sys::SetOperation::SETOP_EXCEPT => "EXCEPT",
+                        _ => return None,
+                    };
+                    if left_types.len() != right_types.len() {
+                        return None;
+                    }
+                    let mut types = Vec::new();
+                    for (i, (l, r)) in left_types.iter().zip(&right_types).enumerate() {
+                        let (l, r) = ((*l)?, (*r)?);
+                        let text = |o: Oid| matches!(o, pg_sys::TEXTOID | pg_sys::VARCHAROID);
+                        if l.oid != r.oid && !(text(l.oid) && text(r.oid)) {
+                            return None;
+                        }
+                        let decimal = match (l.decimal, r.decimal) {
+                            (Some((w1, s1)), Some((w2, s2))) if s1 == s2 && !l.varying && !r.varying => Some((w1.max(w2), s1)),
+                            (None, None) if l.oid != pg_sys::NUMERICOID => None,
+                            _ => return None,
+                        };
+                        let ty = Ty { decimal, ..l };
+                        if !(*s).all {
+                            if !groupable(ty) {
+                                return None;
+                            }
+                            if is_collatable(ty.oid) && !collation_is_deterministic(list_oid((*s).colCollations, i)?) {
+                                return None;
+                            }
+                        }
+                        types.push(Some(ty));
+                    }
+                    let all = if (*s).all { " ALL" } else { "" };
+                    Some((format!("({left} {keyword}{all} {right})"), types))
+                }
+                _ => None,
+            }
+        }
+    }
+
     unsafe fn rte_of(&self, index: usize) -> Option<*mut pg_sys::RangeTblEntry> {
         let rtable = self.levels.last()?.rtable;
         unsafe { list_nodes(rtable).get(index.checked_sub(1)?).map(|n| *n as *mut pg_sys::RangeTblEntry) }
@@ -443,6 +509,27 @@ pub unsafe fn lake_table_server(rte: *mut pg_sys::RangeTblEntry) -> Option<Oid> 
     }
 }
 
+/// The range-table index of the leftmost branch of a set operation.
+unsafe fn leftmost_branch(node: *mut Node) -> Option<usize> {
+    unsafe {
+        match (*node).type_ {
+            NodeTag::T_RangeTblRef => Some((*(node as *mut pg_sys::RangeTblRef)).rtindex as usize),
+            NodeTag::T_SetOperationStmt => leftmost_branch((*(node as *mut pg_sys::SetOperationStmt)).larg),
+            _ => None,
+        }
+    }
+}
+
+/// Member `i` of an OID list.
+unsafe fn list_oid(list: *mut pg_sys::List, i: usize) -> Option<Oid> {
+    unsafe {
+        if list.is_null() || i >= (*list).length as usize {
+            return None;
+        }
+        Some((*(*list).elements.add(i)).oid_value)
+    }
+}
+
 /// What this translation does not cover refuses the query up front.
 unsafe fn supported_shape(q: *mut pg_sys::Query) -> bool {
     unsafe {
@@ -456,7 +543,6 @@ unsafe fn supported_shape(q: *mut pg_sys::Query) -> bool {
             && !(*q).hasDistinctOn
             && (*q).rowMarks.is_null()
             && (*q).groupingSets.is_null()
-            && (*q).setOperations.is_null()
             && (*q).limitOption != pg_sys::LimitOption::LIMIT_OPTION_WITH_TIES
     }
 }
