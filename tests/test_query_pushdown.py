@@ -149,6 +149,13 @@ def test_edge_values_match_postgres(edge, session, query):
     "SELECT avg(a)::text, avg(b)::text, avg(k)::text, avg(d)::text, avg(CASE WHEN a > 0 THEN d ELSE 0 END)::text FROM edge",
     "SELECT id FROM edge e WHERE e.d < (SELECT avg(d) FROM edge) ORDER BY id",
     "SELECT id FROM edge e WHERE e.a > (SELECT 0.2 * avg(f.b) FROM edge f WHERE f.id <> e.id) ORDER BY id",
+    # a NULL value's branch does not count towards a sum's scale (Postgres' sum never sees it)
+    "SELECT sum(CASE WHEN id = 4 THEN d ELSE 1.5 END)::text, avg(CASE WHEN id = 4 THEN d ELSE 1.5 END)::text FROM edge",
+    # quotients divided again (their digits read exactly, whatever their scale)
+    "SELECT (avg(a) / 100)::text, (avg(b) / 3 / 7)::text, (avg(d) / 7 * 3)::text FROM edge",
+    # IN compares numerics of different scales without rounding either side
+    "SELECT id FROM edge e WHERE e.d IN (SELECT sum(f.b::int8) - 1 FROM edge f WHERE f.id = e.id) ORDER BY id",
+    "SELECT id FROM edge e WHERE e.d NOT IN (SELECT sum(f.b::int8) - 1 FROM edge f WHERE f.id = e.id) ORDER BY id",
 ])
 def test_numeric_scales_and_division_match_postgres_pushed(edge, session, query):
     session.conn.execute("SET search_path = lake")

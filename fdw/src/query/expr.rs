@@ -538,7 +538,11 @@ impl Translator {
                     // would keep one of several equal values of different scales.
                     pg_sys::NUMERICOID if !distinct => {
                         let (_, s) = arg.ty.decimal?;
-                        let scale = arg.scale.as_ref().map(|scale| format!("max({scale}){filter}"));
+                        // Only values that are not NULL reach Postgres' sum (a strict transition).
+                        let scale = arg
+                            .scale
+                            .as_ref()
+                            .map(|scale| format!("max(CASE WHEN ({}) IS NOT NULL THEN {scale} END){filter}", arg.sql));
                         Some(Typed::varying(format!("CAST({} AS DECIMAL(38,{s}))", call("sum")), Ty::decimal(38, s), scale))
                     }
                     pg_sys::FLOAT8OID => typed(call("sum"), Ty::of(pg_sys::FLOAT8OID)),
@@ -601,6 +605,19 @@ impl Translator {
                     }
                     if crate::scan::deparse::is_collatable(lhs.ty.oid) && !collation_is_deterministic((*op).inputcollid) {
                         return None;
+                    }
+                    if lhs.ty.oid == pg_sys::NUMERICOID {
+                        // DuckDB gives IN one DECIMAL for both sides and, past 38 digits, cuts
+                        // its scale (rounding values); compare at the larger scale explicitly
+                        // (a value too large for it is an error).
+                        let scale = lhs.ty.decimal?.1.max(ty.decimal?.1);
+                        return typed(
+                            format!(
+                                "(CAST({} AS DECIMAL(38,{scale})) IN (SELECT CAST(\"c1\" AS DECIMAL(38,{scale})) FROM ({sql}) AS pg_in))",
+                                lhs.sql
+                            ),
+                            bool_ty,
+                        );
                     }
                     typed(format!("({} IN ({sql}))", lhs.sql), bool_ty)
                 }

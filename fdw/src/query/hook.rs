@@ -57,8 +57,10 @@ unsafe extern "C-unwind" fn plan_query(
             }
             _ => parse,
         };
+        // A hook's function pointer is not guarded by pgrx: an ERROR in it must unwind
+        // through this frame (dropping `_scope`), not jump over it.
         let stmt = match PREVIOUS_PLANNER {
-            Some(previous) => previous(parse, query_string, cursor_options, bound_params),
+            Some(previous) => pg_sys::ffi::pg_guard_ffi_boundary(|| previous(parse, query_string, cursor_options, bound_params)),
             None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
         };
         if let Some(top) = pushed {

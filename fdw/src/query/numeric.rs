@@ -34,13 +34,15 @@ fn power_of_ten(exponent: &str) -> String {
     format!("CAST(rpad('1', ({exponent}) + 1, '0') AS HUGEINT)")
 }
 
-/// A numeric's value as the integer of its DECIMAL's digits (value × 10^scale).
+/// A numeric's value as the integer of its DECIMAL's digits (value × 10^scale). DuckDB
+/// prints a DECIMAL with exactly its scale's decimals; multiplying by 10^scale instead
+/// would overflow DuckDB's 38-digit product for a value of a wide scale (a quotient).
 fn unscaled(t: &Typed) -> Option<String> {
     let (_, scale) = t.ty.decimal?;
     Some(if scale == 0 {
         format!("CAST({} AS HUGEINT)", t.sql)
     } else {
-        format!("CAST(({}) * {} AS HUGEINT)", t.sql, 10u128.pow(scale))
+        format!("CAST(replace(CAST({} AS VARCHAR), '.', '') AS HUGEINT)", t.sql)
     })
 }
 
@@ -106,15 +108,16 @@ pub fn quotient(a: &Typed, b: &Typed, int_digits: u32) -> Option<Typed> {
     let divide = bind(
         &format!("a := pg_q2.a, d := {d}, m := {m}, negative := (pg_q2.a < 0) <> (pg_q2.b < 0), r := pg_q2.r"),
         "pg_q3",
-        &format!(
-            "CASE WHEN pg_q3.r > {out_scale} THEN error('a numeric quotient needs more than {out_scale} decimal digits; \
-             run the query in Postgres (SET ducklake.query_pushdown = off)') ELSE {value} END"
-        ),
+        &value,
     );
+    // The scale is checked before d and m are formed (their powers of ten could not be).
     let scaled = bind(
         &format!("a := pg_q1.a, b := pg_q1.b, r := {rscale}, k := {rscale} + {}", s2 as i64 - s1 as i64),
         "pg_q2",
-        &divide,
+        &format!(
+            "CASE WHEN pg_q2.r > {out_scale} THEN error('a numeric quotient needs more than {out_scale} decimal digits; \
+             run the query in Postgres (SET ducklake.query_pushdown = off)') ELSE {divide} END"
+        ),
     );
     let operands = bind(
         &format!("a := {ua}, b := {ub}, ds1 := {ds1}, ds2 := {ds2}"),

@@ -44,13 +44,20 @@ use crate::query::translate::lake_table_server;
 /// address) and its translation.
 struct Pending {
     subquery: usize,
+    /// Also written into the sub-select's `queryId`: an address alone could be reused.
+    token: u64,
     query: PushedQuery,
     params: Vec<*mut Node>,
 }
 
 thread_local! {
     static PENDING: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
+    static NEXT_TOKEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
+
+/// Marks a sub-select of this module in `queryId` (which Postgres leaves alone below
+/// the top level): a fixed high half and a counter.
+const TOKEN_MARK: u64 = 0xD0C4_1A4E_0000_0000;
 
 static mut PREVIOUS_PATHLIST: pg_sys::set_rel_pathlist_hook_type = None;
 
@@ -258,7 +265,16 @@ pub unsafe fn split(original: *mut pg_sys::Query) -> Option<*mut pg_sys::Query> 
                 (*rte).groupexprs = map_vars((*rte).groupexprs.cast(), &columns).cast();
             }
         }
-        PENDING.with(|p| p.borrow_mut().push(Pending { subquery: sub as usize, query: pushed, params }));
+        let token = TOKEN_MARK | NEXT_TOKEN.with(|n| {
+            n.set(n.get().wrapping_add(1) & 0xFFFF_FFFF);
+            n.get()
+        });
+        (*sub).queryId = token as _;
+        PENDING.with(|p| {
+            let mut pending = p.borrow_mut();
+            pending.retain(|e| e.subquery != sub as usize);
+            pending.push(Pending { subquery: sub as usize, token, query: pushed, params });
+        });
         Some(q)
     }
 }
@@ -418,13 +434,18 @@ unsafe extern "C-unwind" fn set_rel_pathlist(
 ) {
     unsafe {
         if let Some(previous) = PREVIOUS_PATHLIST {
-            previous(root, rel, rti, rte);
+            pg_sys::ffi::pg_guard_ffi_boundary(|| previous(root, rel, rti, rte));
         }
         if (*rte).rtekind != pg_sys::RTEKind::RTE_SUBQUERY {
             return;
         }
+        let (subquery, token) = ((*rte).subquery as usize, (*(*rte).subquery).queryId as u64);
         let found = PENDING.with(|p| {
-            p.borrow().iter().find(|e| e.subquery == (*rte).subquery as usize).map(|e| (e.query.clone(), e.params.clone()))
+            p.borrow()
+                .iter()
+                .rev()
+                .find(|e| e.subquery == subquery && e.token == token)
+                .map(|e| (e.query.clone(), e.params.clone()))
         });
         let Some((query, params)) = found else { return };
         // Postgres' own estimate of the sub-select, for the outer join's planning.
