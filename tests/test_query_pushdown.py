@@ -181,6 +181,26 @@ def test_set_operations_match_postgres(edge, session, query, pushed):
     assert [tuple(map(str, r)) for r in lake_rows] == [tuple(map(str, r)) for r in heap_rows]
 
 
+@pytest.mark.parametrize("query, pushed", [
+    # top-N per group
+    ("SELECT * FROM (SELECT o_custkey, o_orderkey, row_number() OVER (PARTITION BY o_custkey "
+     "ORDER BY o_totalprice DESC, o_orderkey) AS rn FROM orders) t WHERE rn <= 2 ORDER BY 1, 3", True),
+    ("SELECT n_regionkey, n_nationkey, rank() OVER (PARTITION BY n_regionkey ORDER BY n_nationkey DESC), "
+     "dense_rank() OVER (ORDER BY n_regionkey), count(*) OVER (PARTITION BY n_regionkey), "
+     "sum(n_nationkey) OVER (PARTITION BY n_regionkey ORDER BY n_nationkey) FROM nation ORDER BY 2", True),
+    ("SELECT id, a, lag(a) OVER (ORDER BY id), lead(a, 2) OVER (ORDER BY id), first_value(d) OVER (ORDER BY id), "
+     "last_value(k) OVER (ORDER BY id ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING) FROM edge ORDER BY id", True),
+    ("SELECT id, (sum(d) OVER (ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW))::text, "
+     "(avg(b) OVER (PARTITION BY k IS NULL))::text, min(a) FILTER (WHERE a > -10) OVER () FROM edge ORDER BY id", True),
+    # a frame with offsets stays with Postgres
+    ("SELECT id, sum(a) OVER (ORDER BY id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) FROM edge ORDER BY id", False),
+])
+def test_window_functions_match_postgres(edge, session, query, pushed):
+    session.conn.execute("SET search_path = lake")
+    assert ("DuckLake Query" in plan_of(session, query)) == pushed, plan_of(session, query)
+    assert rows_in(session, "lake", query) == rows_in(session, "heap", query)
+
+
 @pytest.mark.parametrize("query, message", [
     ("SELECT e.a / (e.b - e.b) FROM edge e JOIN nation n ON n.n_nationkey = e.id", "division by zero"),
     ("SELECT sum(e.a * 2) FROM edge e JOIN nation n ON n.n_nationkey = e.id WHERE e.id = 3", "out of range|Overflow"),

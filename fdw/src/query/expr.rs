@@ -198,6 +198,7 @@ impl Translator {
                 }
                 NodeTag::T_FuncExpr => self.func_expr(node as *mut pg_sys::FuncExpr),
                 NodeTag::T_Aggref => self.aggregate(node as *mut pg_sys::Aggref),
+                NodeTag::T_WindowFunc => self.window_function(node as *mut pg_sys::WindowFunc),
                 NodeTag::T_SubLink => self.sublink(node as *mut pg_sys::SubLink),
                 _ => None,
             }
@@ -515,7 +516,7 @@ impl Translator {
             let distinct = !(*a).aggdistinct.is_null();
             if (*a).aggstar {
                 return (name == "count" && !distinct)
-                    .then(|| Typed::new(format!("count(*){filter}"), Ty::of(pg_sys::INT8OID)));
+                    .then(|| Typed::new(format!("count(*){filter}{}", self.over), Ty::of(pg_sys::INT8OID)));
             }
             let args = list_nodes((*a).args);
             let [arg] = args.as_slice() else { return None };
@@ -524,7 +525,8 @@ impl Translator {
                 return None;
             }
             let d = if distinct { "DISTINCT " } else { "" };
-            let call = |f: &str| format!("{f}({d}{}){filter}", arg.sql);
+            let over = self.over.clone();
+            let call = |f: &str| format!("{f}({d}{}){filter}{over}", arg.sql);
             match name.as_str() {
                 "count" => typed(call("count"), Ty::of(pg_sys::INT8OID)),
                 "sum" => match arg.ty.oid {
@@ -565,6 +567,64 @@ impl Translator {
                     };
                     let count = Typed::new(call("count"), Ty::decimal(19, 0));
                     numeric::quotient(&sum, &count, numeric::integer_digits(arg.ty)?)
+                }
+                _ => None,
+            }
+        }
+    }
+
+    /// A window function: ranking (row_number, rank, dense_rank), values of other rows
+    /// (lag/lead with a constant offset, first_value/last_value), or an aggregate over
+    /// the window, typed as the plain aggregate is (see `aggregate_as`).
+    unsafe fn window_function(&mut self, w: *mut pg_sys::WindowFunc) -> Option<Typed> {
+        unsafe {
+            if (*w).winfnoid.to_u32() >= pg_sys::FirstNormalObjectId {
+                return None;
+            }
+            let over = self.window_spec((*w).winref)?;
+            let name = std::ffi::CStr::from_ptr(pg_sys::get_func_name((*w).winfnoid)).to_string_lossy().into_owned();
+            let args = list_nodes((*w).args);
+            if (*w).winagg {
+                // The same call as an aggregate, its OVER clause after it.
+                let a = pg_sys::palloc0(std::mem::size_of::<pg_sys::Aggref>()) as *mut pg_sys::Aggref;
+                (*a).xpr.type_ = NodeTag::T_Aggref;
+                (*a).aggfnoid = (*w).winfnoid;
+                (*a).aggtype = (*w).wintype;
+                (*a).inputcollid = (*w).inputcollid;
+                (*a).aggstar = (*w).winstar;
+                (*a).aggfilter = (*w).aggfilter;
+                (*a).aggkind = b'n' as std::ffi::c_char;
+                let mut entries: *mut pg_sys::List = std::ptr::null_mut();
+                for (i, arg) in args.iter().enumerate() {
+                    let entry = pg_sys::makeTargetEntry((*arg).cast(), i as i16 + 1, std::ptr::null_mut(), false);
+                    entries = pg_sys::lappend(entries, entry.cast());
+                }
+                (*a).args = entries;
+                let saved = std::mem::replace(&mut self.over, over);
+                let result = self.aggregate_as(a, &name);
+                self.over = saved;
+                return result;
+            }
+            match (name.as_str(), args.as_slice()) {
+                ("row_number" | "rank" | "dense_rank", []) => typed(format!("{name}(){over}"), Ty::of(pg_sys::INT8OID)),
+                ("lag" | "lead", [value, rest @ ..]) => {
+                    let value = self.expr(*value)?;
+                    let offset = match rest {
+                        [] => String::new(),
+                        [offset] => {
+                            let n = const_int(*offset)?;
+                            if n < 0 {
+                                return None;
+                            }
+                            format!(", {n}")
+                        }
+                        _ => return None, // a default value: its type rules are not checked here
+                    };
+                    Some(Typed { sql: format!("{name}({}{offset}){over}", value.sql), ..value })
+                }
+                ("first_value" | "last_value", [value]) => {
+                    let value = self.expr(*value)?;
+                    Some(Typed { sql: format!("{name}({}){over}", value.sql), ..value })
                 }
                 _ => None,
             }

@@ -86,6 +86,12 @@ unsafe fn worth_pushing(q: *mut pg_sys::Query) -> bool {
             .count();
         relations > 1
             || (*q).hasAggs
+            || (*q).hasWindowFuncs
+            || !(*q).setOperations.is_null()
+            || list_nodes((*q).rtable).into_iter().any(|rte| {
+                let rte = rte as *mut pg_sys::RangeTblEntry;
+                (*rte).rtekind == pg_sys::RTEKind::RTE_SUBQUERY && worth_pushing((*rte).subquery)
+            })
             || (*q).hasSubLinks
             || !(*q).cteList.is_null()
             || !(*q).groupClause.is_null()

@@ -1,8 +1,8 @@
 //! The structure of an analyzed query in DuckDB SQL: FROM lists and joins (inner,
 //! outer; semi and anti joins come as EXISTS/IN sub-selects, which DuckDB turns back
 //! into joins), sub-selects in FROM, non-recursive CTEs, WHERE, GROUP BY, HAVING,
-//! DISTINCT, UNION/INTERSECT/EXCEPT [ALL], ORDER BY and constant LIMIT/OFFSET.
-//! Anything else (window functions, grouping sets, LATERAL, recursive CTEs, row locks,
+//! DISTINCT, UNION/INTERSECT/EXCEPT [ALL], window functions, ORDER BY and constant
+//! LIMIT/OFFSET. Anything else (grouping sets, LATERAL, recursive CTEs, row locks,
 //! tables that are not lake tables of the query's one server) refuses the whole query.
 //!
 //! Every relation gets a fresh alias `t<n>`, every sub-select output the name
@@ -35,6 +35,7 @@ enum Relation {
 }
 
 struct Level {
+    query: *mut pg_sys::Query,
     rtable: *mut pg_sys::List,
     relations: Vec<Relation>,
     /// CTEs defined at this level: name → (alias, output types).
@@ -53,11 +54,14 @@ pub struct Translator {
     /// cannot sort exactly as Postgres does (text under a non-C collation), or a key
     /// is computed by Postgres on top.
     pub sort_in_postgres: bool,
+    /// The OVER clause of the window function being translated, appended to its
+    /// aggregate call (see `window_spec`).
+    pub over: String,
 }
 
 impl Translator {
     pub fn new() -> Translator {
-        Translator { levels: Vec::new(), params: Vec::new(), tables: Vec::new(), server: None, case_value: Vec::new(), aliases: 0, sort_in_postgres: false }
+        Translator { levels: Vec::new(), params: Vec::new(), tables: Vec::new(), server: None, case_value: Vec::new(), aliases: 0, sort_in_postgres: false, over: String::new() }
     }
 
     fn alias(&mut self, prefix: &str) -> String {
@@ -81,7 +85,7 @@ impl Translator {
             if !supported_shape(q) {
                 return None;
             }
-            self.levels.push(Level { rtable: (*q).rtable, relations: Vec::new(), ctes: HashMap::new() });
+            self.levels.push(Level { query: q, rtable: (*q).rtable, relations: Vec::new(), ctes: HashMap::new() });
             let result = self.select_at_level(q, top_items);
             self.levels.pop();
             result
@@ -235,9 +239,15 @@ impl Translator {
 
     /// ORDER BY items, each with the direction and NULLS placement Postgres uses.
     pub unsafe fn order_by(&mut self, q: *mut pg_sys::Query) -> Option<Vec<String>> {
+        unsafe { self.sort_items(q, (*q).sortClause) }
+    }
+
+    /// Sort keys (of ORDER BY or a window's ORDER BY): DuckDB orders them as Postgres
+    /// does (not floats; text only under the C collation), with explicit NULLS placement.
+    unsafe fn sort_items(&mut self, q: *mut pg_sys::Query, clauses: *mut pg_sys::List) -> Option<Vec<String>> {
         unsafe {
             let mut items = Vec::new();
-            for clause in list_nodes((*q).sortClause) {
+            for clause in list_nodes(clauses) {
                 let clause = clause as *mut pg_sys::SortGroupClause;
                 let tle = pg_sys::get_sortgroupref_tle((*clause).tleSortGroupRef, (*q).targetList);
                 let expr = (*tle).expr as *mut Node;
@@ -257,6 +267,55 @@ impl Translator {
                 items.push(format!("{} {direction} {nulls}", t.sql));
             }
             Some(items)
+        }
+    }
+
+    /// The OVER clause of window `winref` of the current level: partition keys with
+    /// equality DuckDB shares, sort keys it orders as Postgres does, and the frame
+    /// spelled out (ROWS or RANGE, unbounded or current-row bounds; no offsets, no
+    /// exclusions).
+    pub unsafe fn window_spec(&mut self, winref: pg_sys::Index) -> Option<String> {
+        unsafe {
+            let q = self.levels.last()?.query;
+            let clause = list_nodes((*q).windowClause)
+                .into_iter()
+                .map(|c| c as *mut pg_sys::WindowClause)
+                .find(|c| (**c).winref == winref)?;
+            let options = (*clause).frameOptions as u32;
+            if options & (pg_sys::FRAMEOPTION_EXCLUSION | pg_sys::FRAMEOPTION_START_OFFSET | pg_sys::FRAMEOPTION_END_OFFSET) != 0
+                || options & pg_sys::FRAMEOPTION_GROUPS != 0
+            {
+                return None;
+            }
+            let mode = if options & pg_sys::FRAMEOPTION_ROWS != 0 { "ROWS" } else { "RANGE" };
+            let start = if options & pg_sys::FRAMEOPTION_START_UNBOUNDED_PRECEDING != 0 {
+                "UNBOUNDED PRECEDING"
+            } else if options & pg_sys::FRAMEOPTION_START_CURRENT_ROW != 0 {
+                "CURRENT ROW"
+            } else {
+                return None;
+            };
+            let end = if options & pg_sys::FRAMEOPTION_END_UNBOUNDED_FOLLOWING != 0 {
+                "UNBOUNDED FOLLOWING"
+            } else if options & pg_sys::FRAMEOPTION_END_CURRENT_ROW != 0 {
+                "CURRENT ROW"
+            } else {
+                return None;
+            };
+            let mut parts = Vec::new();
+            let mut keys = Vec::new();
+            for key in list_nodes((*clause).partitionClause) {
+                keys.push(self.grouping_key(q, key as *mut pg_sys::SortGroupClause)?);
+            }
+            if !keys.is_empty() {
+                parts.push(format!("PARTITION BY {}", keys.join(", ")));
+            }
+            let order = self.sort_items(q, (*clause).orderClause)?;
+            if !order.is_empty() {
+                parts.push(format!("ORDER BY {}", order.join(", ")));
+            }
+            parts.push(format!("{mode} BETWEEN {start} AND {end}"));
+            Some(format!(" OVER ({})", parts.join(" ")))
         }
     }
 
@@ -535,7 +594,6 @@ unsafe fn supported_shape(q: *mut pg_sys::Query) -> bool {
     unsafe {
         (*q).commandType == pg_sys::CmdType::CMD_SELECT
             && (*q).utilityStmt.is_null()
-            && !(*q).hasWindowFuncs
             && !(*q).hasTargetSRFs
             && !(*q).hasRecursive
             && !(*q).hasModifyingCTE
