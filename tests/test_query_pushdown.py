@@ -192,6 +192,12 @@ def test_set_operations_match_postgres(edge, session, query, pushed):
      "last_value(k) OVER (ORDER BY id ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING) FROM edge ORDER BY id", True),
     ("SELECT id, (sum(d) OVER (ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW))::text, "
      "(avg(b) OVER (PARTITION BY k IS NULL))::text, min(a) FILTER (WHERE a > -10) OVER () FROM edge ORDER BY id", True),
+    # aggregates inside a window aggregate are plain aggregates of the group
+    ("SELECT k, count(*), sum(count(*)) OVER (), sum(sum(a)) OVER (ORDER BY k) FROM edge GROUP BY k ORDER BY k NULLS FIRST", True),
+    # a varying scale over a window: the scale is the window's too
+    ("SELECT k, (sum(CASE WHEN k = 3 THEN 1.5 ELSE 2.25 END) OVER ())::text FROM edge GROUP BY k ORDER BY k NULLS FIRST", True),
+    # another row's value of a varying scale would print at this row's scale: not pushed
+    ("SELECT k, (lag(avg(d)) OVER (ORDER BY k))::text FROM edge GROUP BY k ORDER BY k NULLS FIRST", False),
     # a frame with offsets stays with Postgres
     ("SELECT id, sum(a) OVER (ORDER BY id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) FROM edge ORDER BY id", False),
 ])

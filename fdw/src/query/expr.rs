@@ -497,6 +497,12 @@ impl Translator {
 
     /// Aggregate call `a` (its arguments, DISTINCT and FILTER) with function `name`.
     pub unsafe fn aggregate_as(&mut self, a: *mut pg_sys::Aggref, name: &str) -> Option<Typed> {
+        unsafe { self.aggregate_over(a, name, "") }
+    }
+
+    /// The same, over a window when `over` is an OVER clause: it follows every call this
+    /// aggregate makes (and nothing its argument or FILTER contains).
+    unsafe fn aggregate_over(&mut self, a: *mut pg_sys::Aggref, name: &str, over: &str) -> Option<Typed> {
         unsafe {
             if (*a).agglevelsup != 0
                 || !(*a).aggorder.is_null()
@@ -516,7 +522,7 @@ impl Translator {
             let distinct = !(*a).aggdistinct.is_null();
             if (*a).aggstar {
                 return (name == "count" && !distinct)
-                    .then(|| Typed::new(format!("count(*){filter}{}", self.over), Ty::of(pg_sys::INT8OID)));
+                    .then(|| Typed::new(format!("count(*){filter}{over}"), Ty::of(pg_sys::INT8OID)));
             }
             let args = list_nodes((*a).args);
             let [arg] = args.as_slice() else { return None };
@@ -525,8 +531,12 @@ impl Translator {
                 return None;
             }
             let d = if distinct { "DISTINCT " } else { "" };
-            let over = self.over.clone();
             let call = |f: &str| format!("{f}({d}{}){filter}{over}", arg.sql);
+            // Over a window with ORDER BY, Postgres adds floats in the frame's row order,
+            // DuckDB in its own: the last bits could differ.
+            if !over.is_empty() && matches!(arg.ty.oid, pg_sys::FLOAT4OID | pg_sys::FLOAT8OID) {
+                return None;
+            }
             match name.as_str() {
                 "count" => typed(call("count"), Ty::of(pg_sys::INT8OID)),
                 "sum" => match arg.ty.oid {
@@ -544,7 +554,7 @@ impl Translator {
                         let scale = arg
                             .scale
                             .as_ref()
-                            .map(|scale| format!("max(CASE WHEN ({}) IS NOT NULL THEN {scale} END){filter}", arg.sql));
+                            .map(|scale| format!("max(CASE WHEN ({}) IS NOT NULL THEN {scale} END){filter}{over}", arg.sql));
                         Some(Typed::varying(format!("CAST({} AS DECIMAL(38,{s}))", call("sum")), Ty::decimal(38, s), scale))
                     }
                     pg_sys::FLOAT8OID => typed(call("sum"), Ty::of(pg_sys::FLOAT8OID)),
@@ -562,7 +572,7 @@ impl Translator {
                 // Postgres' avg of integers and numerics: numeric_div(sum, count).
                 "avg" if !distinct && (is_integer(arg.ty.oid) || arg.ty.oid == pg_sys::NUMERICOID) => {
                     let sum = match arg.ty.oid {
-                        pg_sys::NUMERICOID => self.aggregate_as(a, "sum")?,
+                        pg_sys::NUMERICOID => self.aggregate_over(a, "sum", over)?,
                         _ => Typed::new(format!("CAST({} AS DECIMAL(38,0))", call("sum")), Ty::decimal(38, 0)),
                     };
                     let count = Typed::new(call("count"), Ty::decimal(19, 0));
@@ -600,10 +610,7 @@ impl Translator {
                     entries = pg_sys::lappend(entries, entry.cast());
                 }
                 (*a).args = entries;
-                let saved = std::mem::replace(&mut self.over, over);
-                let result = self.aggregate_as(a, &name);
-                self.over = saved;
-                return result;
+                return self.aggregate_over(a, &name, &over);
             }
             match (name.as_str(), args.as_slice()) {
                 ("row_number" | "rank" | "dense_rank", []) => typed(format!("{name}(){over}"), Ty::of(pg_sys::INT8OID)),
@@ -620,10 +627,17 @@ impl Translator {
                         }
                         _ => return None, // a default value: its type rules are not checked here
                     };
+                    // Another row's value: a varying scale would be the current row's.
+                    if value.ty.varying {
+                        return None;
+                    }
                     Some(Typed { sql: format!("{name}({}{offset}){over}", value.sql), ..value })
                 }
                 ("first_value" | "last_value", [value]) => {
                     let value = self.expr(*value)?;
+                    if value.ty.varying {
+                        return None;
+                    }
                     Some(Typed { sql: format!("{name}({}){over}", value.sql), ..value })
                 }
                 _ => None,

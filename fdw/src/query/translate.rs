@@ -54,14 +54,11 @@ pub struct Translator {
     /// cannot sort exactly as Postgres does (text under a non-C collation), or a key
     /// is computed by Postgres on top.
     pub sort_in_postgres: bool,
-    /// The OVER clause of the window function being translated, appended to its
-    /// aggregate call (see `window_spec`).
-    pub over: String,
 }
 
 impl Translator {
     pub fn new() -> Translator {
-        Translator { levels: Vec::new(), params: Vec::new(), tables: Vec::new(), server: None, case_value: Vec::new(), aliases: 0, sort_in_postgres: false, over: String::new() }
+        Translator { levels: Vec::new(), params: Vec::new(), tables: Vec::new(), server: None, case_value: Vec::new(), aliases: 0, sort_in_postgres: false }
     }
 
     fn alias(&mut self, prefix: &str) -> String {
@@ -426,8 +423,8 @@ impl Translator {
     }
 
     /// UNION / INTERSECT / EXCEPT [ALL] of sub-selects. Each column must have one type in
-    /// both branches (numerics one scale: Postgres keeps each row's own); those that
-    /// remove duplicates need columns whose equality DuckDB shares, as GROUP BY does.
+    /// both branches (numerics one scale: Postgres keeps each row's own); all but UNION
+    /// ALL compare rows, which needs columns whose equality DuckDB shares, as GROUP BY.
     unsafe fn set_operation(&mut self, node: *mut Node) -> Option<(String, Vec<Option<Ty>>)> {
         unsafe {
             match (*node).type_ {
@@ -465,7 +462,9 @@ impl Translator {
                             _ => return None,
                         };
                         let ty = Ty { decimal, ..l };
-                        if !(*s).all {
+                        // Only UNION ALL compares no values: INTERSECT/EXCEPT ALL match rows.
+                        let compares = !((*s).op == pg_sys::SetOperation::SETOP_UNION && (*s).all);
+                        if compares {
                             if !groupable(ty) {
                                 return None;
                             }
