@@ -30,92 +30,11 @@ use pgrx::pg_sys::{self, Node, NodeTag, Oid};
 use crate::pg_nodes::list_nodes;
 use crate::query::numeric::{self, common_type};
 use crate::query::translate::Translator;
+use crate::query::typed::{Ty, Typed, groupable, typed};
 use crate::scan::deparse::{
     Deparser, builtin_operator_name, collation_is_c, collation_is_deterministic, comparable, is_integer, is_pushable_type,
     literal, output_text, param_duck_type,
 };
-
-/// A translated expression: DuckDB SQL and what Postgres' value is.
-#[derive(Clone, Debug)]
-pub struct Typed {
-    pub sql: String,
-    pub ty: Ty,
-    /// For a numeric of varying display scale (`Ty::varying`): DuckDB SQL giving each
-    /// value's Postgres display scale, when it is known (see `numeric`).
-    pub scale: Option<String>,
-}
-
-impl Typed {
-    pub fn new(sql: String, ty: Ty) -> Typed {
-        Typed { sql, ty, scale: None }
-    }
-
-    /// A numeric whose display scale varies from value to value, given by `scale`.
-    pub fn varying(sql: String, ty: Ty, scale: Option<String>) -> Typed {
-        Typed { sql, ty: Ty { varying: true, ..ty }, scale }
-    }
-
-    /// DuckDB SQL for Postgres' display scale of each value: integers have none, a
-    /// numeric of one scale has it, a varying one has its scale expression.
-    pub fn display_scale(&self) -> Option<String> {
-        if is_integer(self.ty.oid) {
-            return Some("0".into());
-        }
-        match (self.ty.varying, self.ty.decimal) {
-            (false, Some((_, s))) => Some(s.to_string()),
-            (true, Some(_)) => self.scale.clone(),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ty {
-    pub oid: Oid,
-    /// For numeric: the DuckDB DECIMAL(width, scale) computing it, whose scale is
-    /// Postgres' display scale of every value unless `varying`.
-    pub decimal: Option<(u32, u32)>,
-    /// A numeric whose values have different display scales in Postgres (a CASE of
-    /// branches of different scales, a quotient): the DECIMAL holds each value
-    /// exactly, so comparisons and arithmetic are exact, but the DuckDB value alone
-    /// does not say how Postgres prints it.
-    pub varying: bool,
-}
-
-impl Ty {
-    pub fn of(oid: Oid) -> Ty {
-        Ty { oid, decimal: None, varying: false }
-    }
-
-    pub fn decimal(width: u32, scale: u32) -> Ty {
-        Ty { oid: pg_sys::NUMERICOID, decimal: Some((width.min(38), scale)), varying: false }
-    }
-
-    /// The type of a foreign table column as `kind::comparable_expression` reads it.
-    pub fn column(oid: Oid, typmod: i32) -> Option<Ty> {
-        if oid == pg_sys::NUMERICOID {
-            const VARHDRSZ: i32 = 4;
-            if typmod < VARHDRSZ {
-                return None; // the lake's own scale, unknown here
-            }
-            let precision = ((typmod - VARHDRSZ) >> 16) & 0xffff;
-            let scale = (((typmod - VARHDRSZ) & 0x7ff) ^ 1024) - 1024;
-            return (precision <= 38 && (0..=precision).contains(&scale))
-                .then(|| Ty::decimal(precision as u32, scale as u32));
-        }
-        is_pushable_type(oid).then(|| Ty::of(oid))
-    }
-}
-
-fn typed(sql: String, ty: Ty) -> Option<Typed> {
-    Some(Typed::new(sql, ty))
-}
-
-/// Types whose equality (GROUP BY, DISTINCT, joins) is the same in DuckDB. Floats
-/// are left out: Postgres groups all NaNs together and -0 with 0.
-pub fn groupable(ty: Ty) -> bool {
-    is_pushable_type(ty.oid) && !matches!(ty.oid, pg_sys::FLOAT4OID | pg_sys::FLOAT8OID)
-}
 
 impl Translator {
     /// DuckDB SQL for `node`, or `None` when its meaning in DuckDB could differ.

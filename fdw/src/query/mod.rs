@@ -6,8 +6,10 @@
 //! - `translate` (query structure) and `expr` (expressions): Postgres' analyzed
 //!   `Query` to DuckDB SQL, refusing (`None`) anything whose meaning could differ;
 //!   the query then runs as before, each lake table scanned on its own.
+//! - `typed`: what a translated expression is (its SQL, Postgres type, numeric scale).
 //! - `numeric`: Postgres' numeric display scales and division, computed in DuckDB.
 //! - `model`: what the plan keeps (`PushedQuery`), and the one place its SQL is printed.
+//! - `top`: the outermost select list: DuckDB outputs and what Postgres computes over them.
 //! - `split`: a query mixing lake and Postgres tables runs its lake-only inner join in
 //!   DuckDB as one sub-select.
 //! - `exec`: the custom scan's executor, streaming DuckDB's result into tuple slots.
@@ -18,6 +20,8 @@ pub mod hook;
 pub mod model;
 pub mod numeric;
 pub mod split;
+pub mod top;
 pub mod translate;
+pub mod typed;
 
 pub use hook::install;

@@ -17,7 +17,7 @@
 //! display scale), computed in DuckDB with 128-bit integer arithmetic on the
 //! operands' unscaled integers. `avg` is Postgres' `sum / count` by that division.
 
-use crate::query::expr::{Ty, Typed};
+use crate::query::typed::{Ty, Typed};
 
 /// Postgres' NUMERIC_MIN_SIG_DIGITS and NUMERIC_MAX_DISPLAY_SCALE (numeric.c, the same
 /// in PostgreSQL 15 and 18).

@@ -36,7 +36,7 @@ use pgrx::prelude::*;
 
 use crate::pg_nodes::list_nodes;
 use crate::query::exec;
-use crate::query::hook::translate_exact;
+use crate::query::top::translate_exact;
 use crate::query::model::PushedQuery;
 use crate::query::translate::lake_table_server;
 

@@ -16,7 +16,7 @@ use pgrx::PgRelation;
 use crate::duck::sql;
 use crate::options::lake_column_name;
 use crate::pg_nodes::list_nodes;
-use crate::query::expr::{Ty, Typed, groupable};
+use crate::query::typed::{Ty, Typed, groupable};
 use crate::query::model::PushedQuery;
 use crate::scan::deparse::{builtin_operator_name, collation_is_c, collation_is_deterministic, is_collatable};
 use crate::types::kind::comparable_expression_of;
