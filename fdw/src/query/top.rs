@@ -132,19 +132,7 @@ unsafe fn boundary(t: &mut Translator, outputs: &mut Outputs, expr: *mut Node) -
                 let scale = typed.scale.as_deref()?;
                 let value = outputs.add(&typed.sql, pg_sys::NUMERICOID, -1, pg_sys::InvalidOid);
                 let scale = outputs.add(&format!("CAST({scale} AS INTEGER)"), pg_sys::INT4OID, -1, pg_sys::InvalidOid);
-                let mut args = pg_sys::lappend(std::ptr::null_mut(), value.cast());
-                args = pg_sys::lappend(args, scale.cast());
-                return Some(
-                    pg_sys::makeFuncExpr(
-                        pg_sys::Oid::from(pg_sys::F_ROUND_NUMERIC_INT4),
-                        pg_sys::NUMERICOID,
-                        args,
-                        pg_sys::InvalidOid,
-                        pg_sys::InvalidOid,
-                        pg_sys::CoercionForm::COERCE_EXPLICIT_CALL,
-                    )
-                    .cast(),
-                );
+                return Some(numeric_call(pg_sys::F_ROUND_NUMERIC_INT4, value, scale));
             }
             _ => {}
         }
@@ -215,19 +203,24 @@ unsafe fn average(t: &mut Translator, outputs: &mut Outputs, a: *mut pg_sys::Agg
             pg_sys::InvalidOid,
             pg_sys::CoercionForm::COERCE_EXPLICIT_CAST,
         );
-        let mut args = pg_sys::lappend(std::ptr::null_mut(), sum_var.cast());
-        args = pg_sys::lappend(args, count_numeric.cast());
-        Some(
-            pg_sys::makeFuncExpr(
-                pg_sys::Oid::from(pg_sys::F_NUMERIC_DIV),
-                pg_sys::NUMERICOID,
-                args,
-                pg_sys::InvalidOid,
-                pg_sys::InvalidOid,
-                pg_sys::CoercionForm::COERCE_EXPLICIT_CALL,
-            )
-            .cast(),
+        Some(numeric_call(pg_sys::F_NUMERIC_DIV, sum_var, count_numeric.cast()))
+    }
+}
+
+/// A call of Postgres' numeric function `funcid` (returning numeric) on two arguments.
+unsafe fn numeric_call(funcid: u32, first: *mut Node, second: *mut Node) -> *mut Node {
+    unsafe {
+        let mut args = pg_sys::lappend(std::ptr::null_mut(), first.cast());
+        args = pg_sys::lappend(args, second.cast());
+        pg_sys::makeFuncExpr(
+            pg_sys::Oid::from(funcid),
+            pg_sys::NUMERICOID,
+            args,
+            pg_sys::InvalidOid,
+            pg_sys::InvalidOid,
+            pg_sys::CoercionForm::COERCE_EXPLICIT_CALL,
         )
+        .cast()
     }
 }
 
