@@ -39,7 +39,8 @@ unsafe extern "C-unwind" fn plan_query(
     bound_params: pg_sys::ParamListInfo,
 ) -> *mut pg_sys::PlannedStmt {
     unsafe {
-        let pushed = if gucs::query_pushdown() && cursor_options & pg_sys::CURSOR_OPT_SCROLL as i32 == 0 {
+        let enabled = gucs::query_pushdown() && cursor_options & pg_sys::CURSOR_OPT_SCROLL as i32 == 0;
+        let pushed = if enabled {
             // The planner rewrites the tree it is given; translate a copy of its own.
             let copy = pg_sys::copyObjectImpl(parse.cast()) as *mut pg_sys::Query;
             if worth_pushing(copy) { translate_top(copy) } else { None }
@@ -49,9 +50,7 @@ unsafe extern "C-unwind" fn plan_query(
         // Else the lake-only part of the query may still run in DuckDB (see `split`).
         let _scope = split::PendingScope::new();
         let parse = match pushed {
-            None if gucs::query_pushdown() && cursor_options & pg_sys::CURSOR_OPT_SCROLL as i32 == 0 => {
-                split::split(parse).unwrap_or(parse)
-            }
+            None if enabled => split::split(parse).unwrap_or(parse),
             _ => parse,
         };
         // A hook's function pointer is not guarded by pgrx: an ERROR in it must unwind

@@ -200,10 +200,7 @@ pub unsafe fn split(original: *mut pg_sys::Query) -> Option<*mut pg_sys::Query> 
                 (*rte).perminfoindex = list_nodes(sub_perminfos).len() as pg_sys::Index;
             }
             sub_rtable = pg_sys::lappend(sub_rtable, rte.cast());
-            let reference = pg_sys::palloc0(std::mem::size_of::<pg_sys::RangeTblRef>()) as *mut pg_sys::RangeTblRef;
-            (*reference).type_ = NodeTag::T_RangeTblRef;
-            (*reference).rtindex = i as i32 + 1;
-            sub_from = pg_sys::lappend(sub_from, reference.cast());
+            sub_from = pg_sys::lappend(sub_from, range_table_ref(i as i32 + 1).cast());
         }
         let inside_quals = if inside.is_empty() {
             std::ptr::null_mut()
@@ -247,10 +244,7 @@ pub unsafe fn split(original: *mut pg_sys::Query) -> Option<*mut pg_sys::Query> 
                 from = pg_sys::lappend(from, item.cast());
             }
         }
-        let reference = pg_sys::palloc0(std::mem::size_of::<pg_sys::RangeTblRef>()) as *mut pg_sys::RangeTblRef;
-        (*reference).type_ = NodeTag::T_RangeTblRef;
-        (*reference).rtindex = subselect_index as i32;
-        (*jointree).fromlist = pg_sys::lappend(from, reference.cast());
+        (*jointree).fromlist = pg_sys::lappend(from, range_table_ref(subselect_index as i32).cast());
         let columns = Mapping::Columns(&columns);
         let outside: Vec<*mut Node> = outside.iter().map(|c| map_vars(*c, &columns)).collect();
         (*jointree).quals =
@@ -354,6 +348,16 @@ unsafe fn group_expressions(q: *mut pg_sys::Query) -> Vec<*mut Node> {
     {
         let _ = q;
         Vec::new()
+    }
+}
+
+/// A FROM-list item naming range-table entry `index` (Postgres has no maker for it).
+unsafe fn range_table_ref(index: i32) -> *mut pg_sys::RangeTblRef {
+    unsafe {
+        let reference = pg_sys::palloc0(std::mem::size_of::<pg_sys::RangeTblRef>()) as *mut pg_sys::RangeTblRef;
+        (*reference).type_ = NodeTag::T_RangeTblRef;
+        (*reference).rtindex = index;
+        reference
     }
 }
 
