@@ -393,3 +393,14 @@ def test_permissions_are_checked_for_every_table(tpch, pg):
         assert "DuckLake Query" in "\n".join(r[0] for r in conn.execute("EXPLAIN " + query).fetchall())
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="supplier"):
             conn.execute("SELECT count(*) FROM lake.nation n JOIN lake.supplier s ON s.s_nationkey = n.n_nationkey")
+    # A mixed query's lake part runs in DuckDB for the role too, and its tables stay checked.
+    tpch.conn.execute(f"GRANT USAGE ON SCHEMA heap TO {role}")
+    tpch.conn.execute(f"GRANT SELECT ON heap.region TO {role}")
+    mixed = ("SELECT r.r_name, count(*) FROM heap.region r, lake.nation n, lake.{t} x "
+             "WHERE r.r_regionkey = n.n_regionkey AND x.{k} = n.n_nationkey GROUP BY r.r_name ORDER BY 1")
+    readable = mixed.format(t="customer", k="c_nationkey")
+    with pg.connect(tpch.dbname, user=role) as conn:
+        assert "DuckLake Query" in "\n".join(r[0] for r in conn.execute("EXPLAIN " + readable).fetchall())
+        assert conn.execute(readable).fetchall() == tpch.rows(readable.replace("lake.", "heap."))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="supplier"):
+            conn.execute(mixed.format(t="supplier", k="s_nationkey"))
