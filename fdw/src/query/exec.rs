@@ -5,7 +5,8 @@ use pgrx::prelude::*;
 use pgrx::{PgMemoryContexts, pg_sys};
 
 use crate::catalog::cache::lake_for;
-use crate::error::{LakeResult, OrRaise};
+use crate::error::{LakeError, LakeResult, OrRaise};
+use crate::options::TableOptions;
 use crate::pg_nodes::list_nodes;
 use crate::query::model::PushedQuery;
 use crate::scan::cursor::{Cursor, OutputColumn};
@@ -83,8 +84,10 @@ unsafe extern "C-unwind" fn begin(node: *mut pg_sys::CustomScanState, _estate: *
             .zip(exprs)
             .map(|(state, expr)| (state as *mut pg_sys::ExprState, pg_sys::exprType(expr)))
             .collect();
-        let sql = query.sql().or_raise();
-        let cursor = if eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0 {
+        let explain_only = eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0;
+        // What EXPLAIN shows; the query run is made again when it starts.
+        let sql = query.sql(None).or_raise();
+        let cursor = if explain_only {
             None
         } else {
             let columns = query
@@ -116,8 +119,29 @@ unsafe fn restart(run: &mut RunState, node: *mut pg_sys::CustomScanState) -> Lak
             let datum = evaluate(*expr_state, econtext, &mut isnull);
             values.push(duck_value(datum, isnull, *type_oid));
         }
-        run.sql = run.query.sql()?;
-        run.cursor.as_mut().expect("a cursor outside EXPLAIN").start(&run.sql, values)
+        let cursor = run.cursor.as_mut().expect("a cursor outside EXPLAIN");
+        run.sql = run.query.sql(Some(cursor.lake()))?;
+        let server = cursor.lake().server_name.clone();
+        cursor.start(&run.sql, values).map_err(|e| missing_column(&run.query, &server, e))
+    }
+}
+
+/// DuckDB's binder error for a column that a foreign table reads and its lake table
+/// no longer has (`Table "t3" does not have a column named "x"`), as the error a scan
+/// of that table gives: the lake table named, with a hint.
+fn missing_column(query: &PushedQuery, server: &str, error: LakeError) -> LakeError {
+    let LakeError::DuckDb(message) = &error else { return error };
+    let Some((before, after)) = message.split_once("\" does not have a column named \"") else { return error };
+    let alias = before.rsplit('"').next().unwrap_or_default();
+    let column = after.split('"').next().unwrap_or_default();
+    match query.tables.iter().find(|t| t.alias == alias) {
+        Some(table) => LakeError::MissingLakeColumn {
+            server: server.to_owned(),
+            // SAFETY: a catalog lookup of a foreign table the plan reads.
+            table: unsafe { TableOptions::of(pg_sys::Oid::from(table.relid)) }.display(),
+            column: column.to_owned(),
+        },
+        None => error,
     }
 }
 

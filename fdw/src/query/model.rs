@@ -4,11 +4,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::cache::Lake;
 use crate::duck::sql;
 use crate::error::LakeResult;
 use crate::options::TableOptions;
-use crate::scan::model::table_reference;
-use crate::scan::snapshot::at_clause;
+use crate::scan::model::{Bound, table_reference};
+use crate::scan::snapshot::{at_clause, changes_source};
 
 /// Marks a table slot in `PushedQuery::sql`: the two bytes cannot occur in quoted
 /// identifiers or literals the translator writes (it refuses text containing them).
@@ -27,11 +28,21 @@ pub struct PushedQuery {
     pub server_oid: u32,
     /// DuckDB SQL with `SLOT_OPEN <n> SLOT_CLOSE` where lake table `tables[n]` is read.
     pub sql: String,
-    /// The foreign tables (relation oids) read, by slot.
-    pub tables: Vec<u32>,
+    /// The foreign tables read, by slot.
+    pub tables: Vec<PushedTable>,
     pub outputs: Vec<PushedOutput>,
     /// Number of parameters (`custom_exprs`), bound as `$1..$n`.
     pub params: usize,
+}
+
+/// A foreign table a pushed query reads: a lake table, or a change feed over the
+/// snapshot range that the conditions of its query level bound (constants only).
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct PushedTable {
+    pub relid: u32,
+    /// Its alias in the DuckDB query (DuckDB's binder errors name it).
+    pub alias: String,
+    pub changes: Option<(Vec<Bound>, Vec<Bound>)>,
 }
 
 impl PushedQuery {
@@ -40,8 +51,10 @@ impl PushedQuery {
     }
 
     /// The DuckDB query, each table read at the snapshot its options and the
-    /// `ducklake.snapshot_id`/`ducklake.as_of` settings select.
-    pub fn sql(&self) -> LakeResult<String> {
+    /// `ducklake.snapshot_id`/`ducklake.as_of` settings select, each change feed up to
+    /// the lake's current snapshot at most. `lake` is absent for EXPLAIN without
+    /// execution.
+    pub fn sql(&self, lake: Option<&Lake>) -> LakeResult<String> {
         let mut out = String::with_capacity(self.sql.len() + 64 * self.tables.len());
         let mut rest = self.sql.as_str();
         while let Some(start) = rest.find(SLOT_OPEN) {
@@ -49,7 +62,7 @@ impl PushedQuery {
             let after = &rest[start + 1..];
             let end = after.find(SLOT_CLOSE).expect("a closed table slot");
             let n: usize = after[..end].parse().expect("a slot number");
-            out.push_str(&table_source(self.tables[n])?);
+            out.push_str(&table_source(&self.tables[n], lake)?);
             rest = &after[end + 1..];
         }
         out.push_str(rest);
@@ -57,8 +70,11 @@ impl PushedQuery {
     }
 }
 
-fn table_source(relid: u32) -> LakeResult<String> {
-    let (alias, table): (String, TableOptions) = table_reference(pgrx::pg_sys::Oid::from(relid));
+fn table_source(pushed: &PushedTable, lake: Option<&Lake>) -> LakeResult<String> {
+    let (alias, table): (String, TableOptions) = table_reference(pgrx::pg_sys::Oid::from(pushed.relid));
+    if let Some((lower, upper)) = &pushed.changes {
+        return changes_source(&alias, &table, lower, upper, &[], lake);
+    }
     let qualified = sql::qualified(&alias, &table.schema, &table.table);
     // DuckDB takes no alias after an AT clause: time travel reads through a sub-select.
     Ok(match at_clause(&table)? {

@@ -2,8 +2,9 @@
 //! outer; semi and anti joins come as EXISTS/IN sub-selects, which DuckDB turns back
 //! into joins), sub-selects in FROM, non-recursive CTEs, WHERE, GROUP BY, HAVING,
 //! DISTINCT, UNION/INTERSECT/EXCEPT [ALL], window functions, ORDER BY and constant
-//! LIMIT/OFFSET. Anything else (grouping sets, LATERAL, recursive CTEs, row locks,
-//! tables that are not lake tables of the query's one server) refuses the whole query.
+//! LIMIT/OFFSET. Lake tables and change feeds of the query's one server are read.
+//! Anything else (grouping sets, LATERAL, recursive CTEs, row locks, other tables)
+//! refuses the whole query.
 //!
 //! Every relation gets a fresh alias `t<n>`, every sub-select output the name
 //! `c<resno>`, so no user identifier needs to survive DuckDB's name resolution.
@@ -14,10 +15,12 @@ use pgrx::pg_sys::{self, Node, NodeTag, Oid};
 use pgrx::PgRelation;
 
 use crate::duck::sql;
-use crate::options::lake_column_name;
+use crate::options::{TableOptions, lake_column_name};
 use crate::pg_nodes::list_nodes;
 use crate::query::typed::{Ty, Typed, groupable};
-use crate::query::model::PushedQuery;
+use crate::query::model::{PushedQuery, PushedTable};
+use crate::scan::model::Bound;
+use crate::scan::plan::{constant_bound, snapshot_bounds};
 use crate::scan::deparse::{builtin_operator_name, collation_is_c, collation_is_deterministic, is_collatable};
 use crate::types::kind::comparable_expression_of;
 
@@ -45,7 +48,7 @@ struct Level {
 pub struct Translator {
     levels: Vec<Level>,
     pub params: Vec<*mut Node>,
-    pub tables: Vec<u32>,
+    pub tables: Vec<PushedTable>,
     pub server: Option<Oid>,
     /// The subject of the CASE being translated (`CASE x WHEN ...`).
     pub case_value: Vec<Option<Typed>>,
@@ -378,9 +381,15 @@ impl Translator {
                     match (*q_rte).rtekind {
                         pg_sys::RTEKind::RTE_RELATION => match &self.levels[level].relations[index - 1] {
                             Relation::Lake { alias, relid } => {
+                                let (alias, relid) = (alias.clone(), *relid);
+                                let changes = if TableOptions::of(relid).changes {
+                                    Some(snapshot_range(self.levels[level].query, index, relid)?)
+                                } else {
+                                    None
+                                };
                                 let slot = self.tables.len();
-                                self.tables.push(relid.to_u32());
-                                Some(Some(format!("{} AS {}", PushedQuery::slot(slot), sql::ident(alias))))
+                                self.tables.push(PushedTable { relid: relid.to_u32(), alias: alias.clone(), changes });
+                                Some(Some(format!("{} AS {}", PushedQuery::slot(slot), sql::ident(&alias))))
                             }
                             _ => None,
                         },
@@ -537,9 +546,31 @@ impl Translator {
     }
 }
 
+/// The bounds that the WHERE conjuncts of query `q` put on the `snapshot_id` of change
+/// feed `relid`, range-table entry `index`. They become the range DuckLake reads, as
+/// in a change feed's own scan, and stay in the WHERE clause as well. None when a
+/// bound is not a constant (a parameter): the feed's own scan takes those, where a
+/// pushed query would read every change from snapshot 0.
+unsafe fn snapshot_range(q: *mut pg_sys::Query, index: usize, relid: Oid) -> Option<(Vec<Bound>, Vec<Bound>)> {
+    unsafe {
+        let attno = pg_sys::get_attnum(relid, c"snapshot_id".as_ptr());
+        let quals = (*(*q).jointree).quals;
+        if attno == pg_sys::InvalidAttrNumber as i16 || quals.is_null() {
+            return Some((Vec::new(), Vec::new()));
+        }
+        let conjuncts = list_nodes(pg_sys::make_ands_implicit(quals as *mut pg_sys::Expr));
+        let mut constant = true;
+        let bounds = snapshot_bounds(&conjuncts, index as pg_sys::Index, attno, |node| {
+            let bound = constant_bound(node);
+            constant &= bound.is_some();
+            bound
+        });
+        constant.then_some(bounds)
+    }
+}
+
 /// The server of a range-table entry that a pushed query can read: a lake foreign table
-/// (of this wrapper) without TABLESAMPLE or inheritance children, not a change feed
-/// (those keep their own scan, with snapshot ranges).
+/// or change feed (of this wrapper) without TABLESAMPLE or inheritance children.
 pub unsafe fn lake_table_server(rte: *mut pg_sys::RangeTblEntry) -> Option<Oid> {
     unsafe {
         if (*rte).rtekind != pg_sys::RTEKind::RTE_RELATION {
@@ -558,9 +589,6 @@ pub unsafe fn lake_table_server(rte: *mut pg_sys::RangeTblEntry) -> Option<Oid> 
         let server = pg_sys::GetForeignServer((*table).serverid);
         let wrapper = pg_sys::GetForeignDataWrapper((*server).fdwid);
         if std::ffi::CStr::from_ptr((*wrapper).fdwname).to_bytes() != b"ducklake" {
-            return None;
-        }
-        if crate::options::TableOptions::of(relid).changes {
             return None;
         }
         Some((*table).serverid)

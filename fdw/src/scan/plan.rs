@@ -102,49 +102,13 @@ impl RelPlan {
             else {
                 return;
             };
-            for rinfo in list_nodes(restrictinfo) {
-                let clause = (*(rinfo as *mut pg_sys::RestrictInfo)).clause as *mut Node;
-                if (*clause).type_ != pg_sys::NodeTag::T_OpExpr {
-                    continue;
-                }
-                let op = clause as *mut pg_sys::OpExpr;
-                let args = list_nodes((*op).args);
-                let [left, right] = args.as_slice() else { continue };
-                let name = std::ffi::CStr::from_ptr(pg_sys::get_opname((*op).opno)).to_string_lossy().into_owned();
-                let is_snapshot_var = |n: *mut Node| {
-                    (*n).type_ == pg_sys::NodeTag::T_Var
-                        && (*(n as *mut pg_sys::Var)).varno as Index == self.varno
-                        && (*(n as *mut pg_sys::Var)).varattno == snapshot_attno
-                        && (*(n as *mut pg_sys::Var)).varlevelsup == 0
-                };
-                // Normalise to `snapshot_id <op> value`.
-                let (value, op_name) = if is_snapshot_var(*left) {
-                    (*right, name.clone())
-                } else if is_snapshot_var(*right) {
-                    let flipped = match name.as_str() {
-                        "<" => ">",
-                        "<=" => ">=",
-                        ">" => "<",
-                        ">=" => "<=",
-                        other => other,
-                    };
-                    (*left, flipped.to_owned())
-                } else {
-                    continue;
-                };
-                let Some(bound_value) = self.bound_value(value) else { continue };
-                match op_name.as_str() {
-                    "=" => {
-                        self.lower.push(Bound { value: bound_value, offset: 0 });
-                        self.upper.push(Bound { value: bound_value, offset: 0 });
-                    }
-                    ">" => self.lower.push(Bound { value: bound_value, offset: 1 }),
-                    ">=" => self.lower.push(Bound { value: bound_value, offset: 0 }),
-                    "<" => self.upper.push(Bound { value: bound_value, offset: -1 }),
-                    "<=" => self.upper.push(Bound { value: bound_value, offset: 0 }),
-                    _ => {}
-                }
-            }
+            let clauses: Vec<*mut Node> = list_nodes(restrictinfo)
+                .into_iter()
+                .map(|rinfo| (*(rinfo as *mut pg_sys::RestrictInfo)).clause as *mut Node)
+                .collect();
+            let (lower, upper) = snapshot_bounds(&clauses, self.varno, snapshot_attno, |node| self.bound_value(node));
+            self.lower.extend(lower);
+            self.upper.extend(upper);
         }
     }
 
@@ -152,19 +116,7 @@ impl RelPlan {
         unsafe {
             let node = strip_relabel(node);
             match (*node).type_ {
-                pg_sys::NodeTag::T_Const => {
-                    let c = node as *mut pg_sys::Const;
-                    if (*c).constisnull {
-                        return None;
-                    }
-                    let v = match (*c).consttype {
-                        pg_sys::INT8OID => (*c).constvalue.value() as i64,
-                        pg_sys::INT4OID => (*c).constvalue.value() as i32 as i64,
-                        pg_sys::INT2OID => (*c).constvalue.value() as i16 as i64,
-                        _ => return None,
-                    };
-                    Some(BoundValue::Const(v))
-                }
+                pg_sys::NodeTag::T_Const => constant_bound(node),
                 pg_sys::NodeTag::T_Param
                     if matches!(pg_sys::exprType(node), pg_sys::INT8OID | pg_sys::INT4OID | pg_sys::INT2OID) =>
                 {
@@ -174,6 +126,84 @@ impl RelPlan {
                 _ => None,
             }
         }
+    }
+}
+
+/// An integer constant as a snapshot bound (a NULL one bounds nothing).
+pub unsafe fn constant_bound(node: *mut Node) -> Option<BoundValue> {
+    unsafe {
+        let node = strip_relabel(node);
+        if (*node).type_ != pg_sys::NodeTag::T_Const {
+            return None;
+        }
+        let c = node as *mut pg_sys::Const;
+        if (*c).constisnull {
+            return None;
+        }
+        let v = match (*c).consttype {
+            pg_sys::INT8OID => (*c).constvalue.value() as i64,
+            pg_sys::INT4OID => (*c).constvalue.value() as i32 as i64,
+            pg_sys::INT2OID => (*c).constvalue.value() as i16 as i64,
+            _ => return None,
+        };
+        Some(BoundValue::Const(v))
+    }
+}
+
+/// The lower and upper bounds that `clauses` (conditions all rows satisfy) put on
+/// column `attno` of range-table entry `varno`: `snapshot_id <op> value` or `value <op>
+/// snapshot_id` with `=`, `<`, `<=`, `>`, `>=`, where `bound_value` accepts the value.
+pub unsafe fn snapshot_bounds(
+    clauses: &[*mut Node],
+    varno: Index,
+    attno: i16,
+    mut bound_value: impl FnMut(*mut Node) -> Option<BoundValue>,
+) -> (Vec<Bound>, Vec<Bound>) {
+    unsafe {
+        let (mut lower, mut upper) = (Vec::new(), Vec::new());
+        for &clause in clauses {
+            if (*clause).type_ != pg_sys::NodeTag::T_OpExpr {
+                continue;
+            }
+            let op = clause as *mut pg_sys::OpExpr;
+            let args = list_nodes((*op).args);
+            let [left, right] = args.as_slice() else { continue };
+            let name = std::ffi::CStr::from_ptr(pg_sys::get_opname((*op).opno)).to_string_lossy().into_owned();
+            let is_snapshot_var = |n: *mut Node| {
+                (*n).type_ == pg_sys::NodeTag::T_Var
+                    && (*(n as *mut pg_sys::Var)).varno as Index == varno
+                    && (*(n as *mut pg_sys::Var)).varattno == attno
+                    && (*(n as *mut pg_sys::Var)).varlevelsup == 0
+            };
+            // Normalise to `snapshot_id <op> value`.
+            let (value, op_name) = if is_snapshot_var(*left) {
+                (*right, name.clone())
+            } else if is_snapshot_var(*right) {
+                let flipped = match name.as_str() {
+                    "<" => ">",
+                    "<=" => ">=",
+                    ">" => "<",
+                    ">=" => "<=",
+                    other => other,
+                };
+                (*left, flipped.to_owned())
+            } else {
+                continue;
+            };
+            let Some(bound_value) = bound_value(value) else { continue };
+            match op_name.as_str() {
+                "=" => {
+                    lower.push(Bound { value: bound_value, offset: 0 });
+                    upper.push(Bound { value: bound_value, offset: 0 });
+                }
+                ">" => lower.push(Bound { value: bound_value, offset: 1 }),
+                ">=" => lower.push(Bound { value: bound_value, offset: 0 }),
+                "<" => upper.push(Bound { value: bound_value, offset: -1 }),
+                "<=" => upper.push(Bound { value: bound_value, offset: 0 }),
+                _ => {}
+            }
+        }
+        (lower, upper)
     }
 }
 

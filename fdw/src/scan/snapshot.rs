@@ -24,26 +24,38 @@ pub fn from_clause(plan: &ScanPlan, range_params: &[Option<i64>], lake: Option<&
     let qualified = sql::qualified(&alias, &table.schema, &table.table);
     match plan.source {
         Source::Table => Ok(format!("{qualified}{}", at_clause(&table)?)),
-        Source::Changes => {
-            let lower = resolve(&plan.lower, range_params, Side::Lower);
-            let requested = resolve(&plan.upper, range_params, Side::Upper);
-            let upper = match lake {
-                Some(lake) => Some(readable_upper(lake, requested)?),
-                None => requested,
-            };
-            let lower = lower.unwrap_or(0).max(0);
-            if upper.is_some_and(|u| lower > u) {
-                // An empty range still has the feed's columns (and an aggregate over
-                // it still returns its one row), without asking DuckLake for it.
-                return Ok(format!(
-                    "(SELECT CAST(NULL AS BIGINT) AS snapshot_id, CAST(NULL AS BIGINT) AS rowid, \
-                     CAST(NULL AS VARCHAR) AS change_type, * FROM {qualified} LIMIT 0)"
-                ));
-            }
-            let upper = upper.map_or_else(|| "<current snapshot>".to_owned(), |u| u.to_string());
-            Ok(changes_between(&alias, &table.schema, &table.table, &lower.to_string(), &upper))
-        }
+        Source::Changes => changes_source(&alias, &table, &plan.lower, &plan.upper, range_params, lake),
     }
+}
+
+/// The change feed of `table` over the range its bounds allow, as a FROM item.
+/// `lake` is absent for EXPLAIN without execution.
+pub fn changes_source(
+    alias: &str,
+    table: &TableOptions,
+    lower: &[Bound],
+    upper: &[Bound],
+    range_params: &[Option<i64>],
+    lake: Option<&Lake>,
+) -> LakeResult<String> {
+    let lower = resolve(lower, range_params, Side::Lower);
+    let requested = resolve(upper, range_params, Side::Upper);
+    let upper = match lake {
+        Some(lake) => Some(readable_upper(lake, requested)?),
+        None => requested,
+    };
+    let lower = lower.unwrap_or(0).max(0);
+    if upper.is_some_and(|u| lower > u) {
+        // An empty range still has the feed's columns (and an aggregate over
+        // it still returns its one row), without asking DuckLake for it.
+        let qualified = sql::qualified(alias, &table.schema, &table.table);
+        return Ok(format!(
+            "(SELECT CAST(NULL AS BIGINT) AS snapshot_id, CAST(NULL AS BIGINT) AS rowid, \
+             CAST(NULL AS VARCHAR) AS change_type, * FROM {qualified} LIMIT 0)"
+        ));
+    }
+    let upper = upper.map_or_else(|| "<current snapshot>".to_owned(), |u| u.to_string());
+    Ok(changes_between(alias, &table.schema, &table.table, &lower.to_string(), &upper))
 }
 
 /// The change feed of `schema.table` in snapshots `lower..=upper`, as a FROM item that
