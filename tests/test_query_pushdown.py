@@ -404,3 +404,58 @@ def test_permissions_are_checked_for_every_table(tpch, pg):
         assert conn.execute(readable).fetchall() == tpch.rows(readable.replace("lake.", "heap."))
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="supplier"):
             conn.execute(mixed.format(t="supplier", k="s_nationkey"))
+
+
+def test_change_feeds_join_lake_tables_in_duckdb(tpch, session):
+    """A change feed joined with lake tables is one DuckDB query reading the feed over
+    the range its constant bounds give, with the answer the feed's own scan gives."""
+    tpch.conn.execute("CREATE FOREIGN TABLE lake.nation_changes (snapshot_id bigint, rowid bigint, change_type text, "
+                      "n_nationkey int, n_name text, n_regionkey int) SERVER lake OPTIONS (table 'nation', changes 'true')")
+    before = session.rows("SELECT ducklake.ducklake_latest_snapshot_id('lake.nation')")[0][0]
+    try:
+        tpch.conn.execute("UPDATE lake.nation SET n_regionkey = 4 - n_regionkey WHERE n_nationkey < 3")
+        tpch.conn.execute("INSERT INTO lake.nation VALUES (90, 'NINETY', 1, 'x')")
+        query = (f"SELECT f.change_type, r.r_name, count(*) FROM lake.nation_changes f JOIN lake.region r "
+                 f"ON r.r_regionkey = f.n_regionkey WHERE f.snapshot_id > {before} GROUP BY 1, 2 ORDER BY 1, 2")
+        plan = plan_of(session, query)
+        assert "DuckLake Query" in plan and f"ducklake_table_changes('analytics', 'main', 'nation', {before + 1}, " in plan
+        pushed = session.rows(query)
+        session.conn.execute("SET ducklake.query_pushdown = off")
+        assert "DuckLake Query" not in plan_of(session, query)
+        assert pushed == session.rows(query)
+        session.conn.execute("RESET ducklake.query_pushdown")
+        assert pushed == [("insert", "AMERICA", 1), ("update_postimage", "EUROPE", 2), ("update_postimage", "MIDDLE EAST", 1),
+                          ("update_preimage", "AFRICA", 1), ("update_preimage", "AMERICA", 2)]
+        # A bound that is a parameter: the feed's own scan takes it.
+        session.conn.execute("PREPARE f(bigint) AS SELECT count(*) FROM lake.nation_changes f JOIN lake.region r "
+                             "ON r.r_regionkey = f.n_regionkey WHERE f.snapshot_id > $1")
+        session.conn.execute("SET plan_cache_mode = force_generic_plan")
+        assert "DuckLake Query" not in plan_of(session, f"EXECUTE f({before})")
+        assert session.rows(f"EXECUTE f({before})") == [(7,)]
+    finally:
+        tpch.conn.execute("DELETE FROM lake.nation WHERE n_nationkey = 90")
+        tpch.conn.execute("UPDATE lake.nation SET n_regionkey = 4 - n_regionkey WHERE n_nationkey < 3")
+        tpch.conn.execute("DROP FOREIGN TABLE lake.nation_changes")
+
+
+def test_insert_select_of_lake_tables_runs_in_duckdb(tpch, session, pg):
+    query = ("SELECT n.n_name, r.r_name, count(*) FROM lake.nation n JOIN lake.region r ON r.r_regionkey = n.n_regionkey "
+             "JOIN lake.customer c ON c.c_nationkey = n.n_nationkey GROUP BY 1, 2")
+    session.conn.execute("CREATE TEMP TABLE counts (nation text, region text, n bigint)")
+    plan = plan_of(session, "INSERT INTO counts " + query)
+    assert "Insert on" in plan and "DuckLake Query" in plan
+    session.conn.execute("INSERT INTO counts " + query)
+    assert session.rows("SELECT * FROM counts ORDER BY 1") == tpch.rows(query.replace("lake.", "heap.") + " ORDER BY 1")
+    # Privileges are checked on the SELECT's tables.
+    role = new_role(tpch.conn, "insert_select_reader")
+    grant_lake_reading(tpch, role)
+    tpch.conn.execute(f"CREATE USER MAPPING IF NOT EXISTS FOR {role} SERVER lake")
+    tpch.conn.execute(f"REVOKE SELECT ON lake.customer FROM {role}")
+    tpch.conn.execute(f"GRANT CREATE ON SCHEMA public TO {role}")
+    with pg.connect(tpch.dbname, user=role) as conn:
+        conn.execute("CREATE TEMP TABLE counts (nation text, region text, n bigint)")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="customer"):
+            conn.execute("INSERT INTO counts " + query)
+        readable = query.replace("JOIN lake.customer c ON c.c_nationkey = n.n_nationkey ", "")
+        conn.execute("INSERT INTO counts " + readable)
+        assert conn.execute("SELECT count(*), sum(n) FROM counts").fetchone() == (25, 25)

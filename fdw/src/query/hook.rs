@@ -6,7 +6,8 @@
 //! outermost select list may leave to Postgres), except a plain scan of one lake table
 //! without aggregates, sub-selects or DISTINCT, which the single-table scan already
 //! runs in DuckDB (with its filters, order and limit). When the whole query is not
-//! translated, its lake-only join may still be (see `split`).
+//! translated, its lake-only join may still be, and so may the SELECT of an
+//! `INSERT ... SELECT` (see `split`).
 
 use std::ffi::CString;
 
@@ -50,7 +51,7 @@ unsafe extern "C-unwind" fn plan_query(
         // Else the lake-only part of the query may still run in DuckDB (see `split`).
         let _scope = split::PendingScope::new();
         let parse = match pushed {
-            None if enabled => split::split(parse).unwrap_or(parse),
+            None if enabled => split::split(parse).or_else(|| split::insert_source(parse)).unwrap_or(parse),
             _ => parse,
         };
         // A hook's function pointer is not guarded by pgrx: an ERROR in it must unwind

@@ -259,6 +259,110 @@ pub unsafe fn split(original: *mut pg_sys::Query) -> Option<*mut pg_sys::Query> 
                 (*rte).groupexprs = map_vars((*rte).groupexprs.cast(), &columns).cast();
             }
         }
+        register(sub, pushed, params);
+        Some(q)
+    }
+}
+
+/// `INSERT INTO t SELECT ...` whose SELECT reads only lake tables of one server and is
+/// translated exactly (every output a DuckDB column): the SELECT runs in DuckDB as one
+/// query, as a sub-select does in `split`, and Postgres inserts its rows. Privileges
+/// and locks are Postgres' own: the SELECT's tables stay in its range table.
+pub unsafe fn insert_source(original: *mut pg_sys::Query) -> Option<*mut pg_sys::Query> {
+    unsafe {
+        if (*original).commandType != pg_sys::CmdType::CMD_INSERT
+            || !(*original).utilityStmt.is_null()
+            || !(*original).cteList.is_null()
+            || (*original).hasModifyingCTE
+        {
+            return None;
+        }
+        let q = pg_sys::copyObjectImpl(original.cast()) as *mut pg_sys::Query;
+        let from = list_nodes((*(*q).jointree).fromlist);
+        let [item] = from.as_slice() else { return None };
+        if (**item).type_ != NodeTag::T_RangeTblRef {
+            return None;
+        }
+        let index = (*(*item as *mut pg_sys::RangeTblRef)).rtindex as usize;
+        let rte = *list_nodes((*q).rtable).get(index - 1)? as *mut pg_sys::RangeTblEntry;
+        if (*rte).rtekind != pg_sys::RTEKind::RTE_SUBQUERY || (*rte).lateral {
+            return None;
+        }
+        let sub = (*rte).subquery;
+        if !(*sub).limitOffset.is_null() || !(*sub).limitCount.is_null() {
+            return None;
+        }
+        let (pushed, params) = translate_exact(sub)?;
+        keep_permission_checks(q, sub);
+        // OFFSET 0: Postgres plans the SELECT as a sub-select of its own (a UNION ALL
+        // is not pulled up into an append of its branches).
+        (*sub).limitOffset =
+            pg_sys::makeConst(pg_sys::INT8OID, -1, pg_sys::InvalidOid, 8, pg_sys::Datum::from(0i64), false, true).cast();
+        register(sub, pushed, params);
+        Some(q)
+    }
+}
+
+/// Copies of every relation `sub` reads, at any depth (sub-selects in FROM and in
+/// expressions, CTEs), with their permission records, appended to `outer`'s range
+/// table outside its join tree. The custom scan replaces the sub-select's own plan,
+/// whose range-table entries would then never reach the executor's: there, Postgres
+/// checks the privileges and takes the locks of these copies as it would have of the
+/// originals.
+unsafe fn keep_permission_checks(outer: *mut pg_sys::Query, sub: *mut pg_sys::Query) {
+    struct Walk {
+        outer: *mut pg_sys::Query,
+        levels: Vec<*mut pg_sys::Query>,
+    }
+
+    #[pg_guard]
+    unsafe extern "C-unwind" fn walker(node: *mut Node, context: *mut std::ffi::c_void) -> bool {
+        unsafe {
+            if node.is_null() {
+                return false;
+            }
+            let walk = &mut *(context as *mut Walk);
+            match (*node).type_ {
+                NodeTag::T_Query => {
+                    walk.levels.push(node as *mut pg_sys::Query);
+                    let done = pg_sys::query_tree_walker(
+                        node as *mut pg_sys::Query,
+                        Some(walker),
+                        context,
+                        pg_sys::QTW_EXAMINE_RTES_BEFORE as i32,
+                    );
+                    walk.levels.pop();
+                    done
+                }
+                NodeTag::T_RangeTblEntry => {
+                    let original = node as *mut pg_sys::RangeTblEntry;
+                    if (*original).rtekind == pg_sys::RTEKind::RTE_RELATION {
+                        let copy = pg_sys::copyObjectImpl(original.cast()) as *mut pg_sys::RangeTblEntry;
+                        #[cfg(not(feature = "pg15"))]
+                        if (*original).perminfoindex != 0 {
+                            let level = *walk.levels.last().expect("an entry belongs to a query");
+                            let info = pg_sys::getRTEPermissionInfo((*level).rteperminfos, original);
+                            (*walk.outer).rteperminfos =
+                                pg_sys::lappend((*walk.outer).rteperminfos, pg_sys::copyObjectImpl(info.cast()));
+                            (*copy).perminfoindex = list_nodes((*walk.outer).rteperminfos).len() as pg_sys::Index;
+                        }
+                        (*copy).inFromCl = false;
+                        (*walk.outer).rtable = pg_sys::lappend((*walk.outer).rtable, copy.cast());
+                    }
+                    false // the walker goes on into a sub-select entry's query
+                }
+                _ => pg_sys::expression_tree_walker(node, Some(walker), context),
+            }
+        }
+    }
+
+    let mut walk = Walk { outer, levels: Vec::new() };
+    unsafe { walker(sub.cast(), (&mut walk as *mut Walk).cast()) };
+}
+
+/// Run sub-select `sub` of the query being planned as `query` (see `set_rel_pathlist`).
+unsafe fn register(sub: *mut pg_sys::Query, query: PushedQuery, params: Vec<*mut Node>) {
+    unsafe {
         let token = TOKEN_MARK | NEXT_TOKEN.with(|n| {
             n.set(n.get().wrapping_add(1) & 0xFFFF_FFFF);
             n.get()
@@ -267,9 +371,8 @@ pub unsafe fn split(original: *mut pg_sys::Query) -> Option<*mut pg_sys::Query> 
         PENDING.with(|p| {
             let mut pending = p.borrow_mut();
             pending.retain(|e| e.subquery != sub as usize);
-            pending.push(Pending { subquery: sub as usize, token, query: pushed, params });
+            pending.push(Pending { subquery: sub as usize, token, query, params });
         });
-        Some(q)
     }
 }
 
