@@ -8,7 +8,7 @@ use crate::catalog::{self, Lock, RefreshMode};
 use crate::definition;
 use crate::error::{IvmError, IvmResult, OrRaise};
 use crate::maintenance::context::RefreshContext;
-use crate::maintenance::objects::{create_internals, drop_internals, objects_for};
+use crate::maintenance::objects::{create_internals, drop_internals};
 use crate::maintenance::refresh::{self, Requested};
 use crate::privileges::{as_extension_owner, owner_of};
 use crate::sql::qualified;
@@ -173,7 +173,7 @@ fn alter_stream_table(
         let settings = crate::settings::capture()?;
         // Internals of the old definition go; the result table stays when the new
         // query has the same columns, else it is recreated (views on it must be dropped first).
-        drop_internals(&objects_for(table.relid, None))?;
+        drop_internals(table.relid)?;
         definition::drop_definition(id, table.relid)?;
         let view = definition::define(id, new_query, owner_of(table.relid)?)?;
         let (schema, table_name) = crate::sql::relation_parts(table.relid);

@@ -202,26 +202,47 @@ pub fn clear_error(id: i64) -> IvmResult<()> {
     )
 }
 
-/// The frontier's snapshot for source `key`. A frontier with a single source is read
-/// even when the key differs (the foreign table was renamed).
-pub fn frontier_snapshot(frontier: &Value, key: &str, table: &str) -> IvmResult<Option<i64>> {
+/// The frontier's snapshot of sources `keys`, which must agree (lake sources of one
+/// server share one snapshot sequence). A frontier with a single source is read even
+/// when the key differs (the foreign table was renamed).
+pub fn frontier_snapshot(frontier: &Value, keys: &[String], table: &str) -> IvmResult<Option<i64>> {
     let sources = match frontier.get("sources") {
         Some(Value::Object(map)) => map,
         None | Some(Value::Null) => return Ok(None),
         Some(_) => return Err(IvmError::invalid(format!("frontier of {table}: \"sources\" must be a JSON object"))),
     };
-    let entry = match sources.get(key) {
-        Some(entry) => entry,
-        None if sources.len() == 1 => sources.values().next().expect("one entry"),
-        None => return Ok(None),
+    let snapshot_of = |key: &str| -> IvmResult<Option<i64>> {
+        let entry = match sources.get(key) {
+            Some(entry) => entry,
+            None if sources.len() == 1 && keys.len() == 1 => sources.values().next().expect("one entry"),
+            None => return Ok(None),
+        };
+        match entry.get("snapshot_id") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) if n.as_i64().is_some_and(|v| v >= 0) => Ok(n.as_i64()),
+            Some(other) => Err(IvmError::invalid(format!(
+                "frontier of {table}: snapshot_id of \"{key}\" must be a non-negative integer, found {other}"
+            ))),
+        }
     };
-    match entry.get("snapshot_id") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) if n.as_i64().is_some_and(|v| v >= 0) => Ok(n.as_i64()),
-        Some(other) => Err(IvmError::invalid(format!(
-            "frontier of {table}: snapshot_id of \"{key}\" must be a non-negative integer, found {other}"
-        ))),
+    let mut common: Option<(String, Option<i64>)> = None;
+    for key in keys {
+        let snapshot = snapshot_of(key)?;
+        match &common {
+            None => common = Some((key.clone(), snapshot)),
+            Some((first, at)) if *at != snapshot => {
+                let show = |s: &Option<i64>| s.map_or("null".to_string(), |v| v.to_string());
+                return Err(IvmError::invalid(format!(
+                    "frontier of {table} puts its sources at different snapshots: \"{first}\" at {}, \"{key}\" at {}",
+                    show(at),
+                    show(&snapshot)
+                ))
+                .with_hint("Its lake sources share one snapshot sequence: give them all the same snapshot_id (pgtrickle.rewind(name, snapshot_id) sets every one)."));
+            }
+            Some(_) => {}
+        }
     }
+    Ok(common.and_then(|(_, at)| at))
 }
 
 pub fn frontier_at(keys: &[String], snapshot: i64) -> Value {

@@ -45,6 +45,11 @@ pub fn regclass(name: &str) -> IvmResult<pg_sys::Oid> {
         .ok_or_else(|| IvmError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE, format!("relation {name} does not exist")))
 }
 
+/// The relation called `name`, or None when there is none.
+pub fn try_regclass(name: &str) -> IvmResult<Option<pg_sys::Oid>> {
+    Ok(Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[name.into()])?)
+}
+
 /// Take a heavyweight lock on relation `oid` in `mode` (a `pg_sys::*Lock`), held until the
 /// transaction ends; honours lock_timeout.
 pub fn lock_relation(oid: pgrx::pg_sys::Oid, mode: u32) {

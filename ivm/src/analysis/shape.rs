@@ -1,13 +1,16 @@
 //! What a defining query computes, as far as differential maintenance needs to know:
-//! its one lake source, its filter, its grouping keys and its aggregates.
+//! the rows it reads (see `rows`: one lake table or an inner join of several, with
+//! their WHERE), its grouping keys and its aggregates.
 //!
 //! Every stream table is maintained through a *state table* holding one row per
 //! group: the group key, the number of source rows in it (`__pgt_count`) and the
 //! running state of each aggregate. A query without aggregates is the special case of
 //! grouping by every output column (the count is the row's multiplicity).
 
-use super::parse::{LakeSource, lake_source};
+use super::parse::lake_source;
+use super::rows::{Occurrence, Rows};
 use super::tree::{deparse, equal, mutate, var_like};
+use crate::sql::ident;
 use crate::error::{IvmError, IvmResult};
 use pgrx::{PgList, pg_sys};
 use std::ffi::CStr;
@@ -55,7 +58,7 @@ pub struct Aggregate {
     pub kind: AggKind,
     /// Column prefix in the state table, `a1`, `a2`, ...
     pub column: String,
-    /// The argument over the source (alias `c`), None for count(*).
+    /// The argument, a column of the rows (alias `c`); None for count(*).
     pub argument: Option<String>,
     /// For avg: the type the running sum is kept in (`numeric` or `float8`).
     pub avg_sum_type: Option<&'static str>,
@@ -76,10 +79,10 @@ impl Aggregate {
     }
 }
 
-/// A grouping key: its expression over the source and where it appears in the result.
+/// A grouping key: its column of the rows and where it appears in the result.
 #[derive(Debug, Clone)]
 pub struct Key {
-    /// SQL over the source, alias `c`.
+    /// The key's column of the rows (alias `c`).
     pub expression: String,
     /// State column name (`k1`, ...).
     pub column: String,
@@ -90,12 +93,11 @@ pub struct Key {
 /// A differential maintenance plan's view of the query.
 #[derive(Debug)]
 pub struct Shape {
-    pub source: LakeSource,
+    /// Keys and aggregate arguments of the rows FROM and WHERE produce.
+    pub rows: Rows,
     pub kind: Kind,
     pub keys: Vec<Key>,
     pub aggregates: Vec<Aggregate>,
-    /// WHERE over the source (alias `c`).
-    pub filter: Option<String>,
     /// Result column names, in order.
     pub outputs: Vec<String>,
     /// Result expressions and HAVING rewritten onto state columns (Vars of relation 1);
@@ -190,7 +192,13 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
             return Err(IvmError::unsupported("a volatile function (its result would differ between refreshes)"));
         }
 
-        let source = single_source(q)?;
+        let occurrences = lake_relations(q)?;
+        // Expressions in messages: as SQL over the source when there is one relation.
+        let joined = PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable).iter_ptr().any(|r| (*r).rtekind == pg_sys::RTEKind::RTE_JOIN);
+        let describe = |node: *mut pg_sys::Node, fallback: String| match occurrences.as_slice() {
+            [only] if !joined => deparse(node, "c", only.source.relid),
+            _ => fallback,
+        };
 
         #[cfg_attr(not(feature = "pg18"), allow(unused_mut))]
         let mut target_list = q.targetList as *mut pg_sys::Node;
@@ -208,11 +216,6 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
             .map(|t| if (**t).resname.is_null() { "?column?".into() } else { CStr::from_ptr((**t).resname).to_string_lossy().into_owned() })
             .collect();
 
-        let filter = {
-            let quals = (*q.jointree).quals;
-            if quals.is_null() { None } else { Some(deparse(quals, "c", source.relid)) }
-        };
-
         let grouped = q.hasAggs || !q.groupClause.is_null();
         let kind = if grouped {
             if !q.distinctClause.is_null() {
@@ -225,46 +228,48 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
             Kind::Plain
         };
 
-        // Keys: the GROUP BY expressions, or every output column.
+        // Keys: the GROUP BY expressions, or every output column; each is a column of
+        // the rows named like its state column.
         let mut key_trees: Vec<*mut pg_sys::Node> = Vec::new();
         let mut keys: Vec<Key> = Vec::new();
+        let mut row_columns: Vec<(String, *mut pg_sys::Node)> = Vec::new();
+        let mut add_key = |keys: &mut Vec<Key>, column: String, tree: *mut pg_sys::Node, output: Option<String>| {
+            keys.push(Key { expression: format!("c.{}", ident(&column)), column: column.clone(), output });
+            row_columns.push((column, tree));
+        };
         match kind {
             Kind::Grouped => {
-                for clause in PgList::<pg_sys::SortGroupClause>::from_pg(q.groupClause).iter_ptr() {
+                for (position, clause) in PgList::<pg_sys::SortGroupClause>::from_pg(q.groupClause).iter_ptr().enumerate() {
                     let entry = target_list
                         .iter_ptr()
                         .find(|t| (**t).ressortgroupref == (*clause).tleSortGroupRef)
                         .ok_or_else(|| IvmError::unsupported("a GROUP BY expression outside the select list"))?;
                     let expression = (*entry).expr as *mut pg_sys::Node;
-                    let position = visible.iter().position(|t| equal((**t).expr as _, expression));
-                    let output = match position {
+                    let text = describe(expression, format!("item {}", position + 1));
+                    let output = match visible.iter().position(|t| equal((**t).expr as _, expression)) {
                         Some(i) => outputs[i].clone(),
                         None => {
-                            return Err(IvmError::unsupported(format!(
-                                "GROUP BY {} without that expression in the select list",
-                                deparse(expression, "c", source.relid)
-                            )));
+                            return Err(IvmError::unsupported(format!("GROUP BY {text} without that expression in the select list")));
                         }
                     };
-                    require_key_type(expression, &format!("grouping by {}", deparse(expression, "c", source.relid)))?;
-                    keys.push(Key {
-                        expression: deparse(expression, "c", source.relid),
-                        column: format!("{STATE_KEY_PREFIX}{}", keys.len() + 1),
-                        output: Some(output),
-                    });
+                    require_key_type(expression, &format!("grouping by {}", describe(expression, format!("\"{output}\""))))?;
+                    let column = format!("{STATE_KEY_PREFIX}{}", keys.len() + 1);
+                    add_key(&mut keys, column, expression, Some(output));
                     key_trees.push(expression);
                 }
             }
-            Kind::Scalar => keys.push(Key { expression: "1".into(), column: "__pgt_one".into(), output: None }),
+            Kind::Scalar => {
+                // The one group's constant key; as a column of the rows too, so that
+                // they have a column when the only aggregate is count(*).
+                let one = pg_sys::makeConst(pg_sys::INT4OID, -1, pg_sys::InvalidOid, 4, pg_sys::Datum::from(1i32), false, true);
+                add_key(&mut keys, "__pgt_one".into(), one as *mut pg_sys::Node, None);
+                keys[0].expression = "1".into();
+            }
             Kind::Plain | Kind::Distinct => {
                 for (i, entry) in visible.iter().enumerate() {
                     let expression = (**entry).expr as *mut pg_sys::Node;
                     require_key_type(expression, &format!("result column \"{}\"", outputs[i]))?;
-                    keys.push(Key {
-                        expression: deparse(expression, "c", source.relid),
-                        column: format!("{STATE_KEY_PREFIX}{}", i + 1),
-                        output: Some(outputs[i].clone()),
-                    });
+                    add_key(&mut keys, format!("{STATE_KEY_PREFIX}{}", i + 1), expression, Some(outputs[i].clone()));
                     key_trees.push(expression);
                 }
             }
@@ -274,7 +279,7 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
         }
 
         // Rewrite the result expressions and HAVING onto state columns, registering
-        // each distinct aggregate on the way.
+        // each distinct aggregate (and its argument as a column of the rows) on the way.
         let mut aggregates: Vec<(Aggregate, *mut pg_sys::Node, i16)> = Vec::new();
         let mut next_attno = keys.len() as i16 + 3; // keys, __pgt_count, __pgt_rescan
         let mut failure: Option<IvmError> = None;
@@ -286,8 +291,11 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
                 if let Some((_, _, attno)) = aggregates.iter().find(|(_, n, _)| equal(*n, node)) {
                     return Some(var_like(node, *attno));
                 }
-                match aggregate_of(node as *mut pg_sys::Aggref, aggregates.len() + 1, source.relid) {
-                    Ok(aggregate) => {
+                match aggregate_of(node as *mut pg_sys::Aggref, aggregates.len() + 1) {
+                    Ok((aggregate, argument)) => {
+                        if let Some(argument) = argument {
+                            row_columns.push((aggregate.column.clone(), argument));
+                        }
                         let attno = next_attno;
                         next_attno += aggregate.state_columns().len() as i16;
                         aggregates.push((aggregate, node, attno));
@@ -307,11 +315,10 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
             return Err(e);
         }
         Ok(Shape {
-            source,
+            rows: Rows::new(query, occurrences, row_columns),
             kind,
             keys,
             aggregates: aggregates.into_iter().map(|(a, _, _)| a).collect(),
-            filter,
             outputs,
             output_trees,
             having_tree,
@@ -319,38 +326,47 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
     }
 }
 
-/// The query must read exactly one relation, a DuckLake foreign table.
-unsafe fn single_source(q: &pg_sys::Query) -> IvmResult<LakeSource> {
+/// The query's relations: DuckLake foreign tables, inner-joined (by commas or
+/// `[INNER] JOIN`), every one a source of the rows.
+unsafe fn lake_relations(q: &pg_sys::Query) -> IvmResult<Vec<Occurrence>> {
     unsafe {
-        let mut relations = Vec::new();
-        for rte in PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable).iter_ptr() {
+        let mut occurrences = Vec::new();
+        for (index, rte) in PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable).iter_ptr().enumerate() {
             match (*rte).rtekind {
-                pg_sys::RTEKind::RTE_RELATION => relations.push((*rte).relid),
+                pg_sys::RTEKind::RTE_RELATION => {
+                    let source = lake_source((*rte).relid)?.ok_or_else(|| {
+                        IvmError::unsupported(format!(
+                            "reading {} (not a DuckLake foreign table)",
+                            crate::sql::relation_name((*rte).relid)
+                        ))
+                    })?;
+                    occurrences.push(Occurrence { rtindex: index as i32 + 1, source });
+                }
                 #[cfg(feature = "pg18")]
                 pg_sys::RTEKind::RTE_GROUP => {}
-                pg_sys::RTEKind::RTE_JOIN => return Err(IvmError::unsupported("a join")),
+                pg_sys::RTEKind::RTE_JOIN => match (*rte).jointype {
+                    pg_sys::JoinType::JOIN_INNER => {}
+                    pg_sys::JoinType::JOIN_LEFT => return Err(IvmError::unsupported("a LEFT JOIN")),
+                    pg_sys::JoinType::JOIN_RIGHT => return Err(IvmError::unsupported("a RIGHT JOIN")),
+                    pg_sys::JoinType::JOIN_FULL => return Err(IvmError::unsupported("a FULL JOIN")),
+                    _ => return Err(IvmError::unsupported("this kind of join")),
+                },
                 pg_sys::RTEKind::RTE_SUBQUERY => return Err(IvmError::unsupported("a subquery in FROM")),
                 pg_sys::RTEKind::RTE_FUNCTION => return Err(IvmError::unsupported("a function in FROM")),
                 pg_sys::RTEKind::RTE_VALUES => return Err(IvmError::unsupported("VALUES in FROM")),
                 _ => return Err(IvmError::unsupported("this kind of FROM item")),
             }
         }
-        match relations.as_slice() {
-            [] => Err(IvmError::unsupported("a query without a DuckLake table in FROM")),
-            [relid] => match lake_source(*relid)? {
-                Some(source) => Ok(source),
-                None => Err(IvmError::unsupported(format!(
-                    "reading {} (not a DuckLake foreign table)",
-                    crate::sql::relation_name(*relid)
-                ))),
-            },
-            _ => Err(IvmError::unsupported("a join")),
+        if occurrences.is_empty() {
+            return Err(IvmError::unsupported("a query without a DuckLake table in FROM"));
         }
+        Ok(occurrences)
     }
 }
 
 /// Classify an aggregate call; only the plain forms of count, sum, avg, min and max.
-unsafe fn aggregate_of(aggref: *mut pg_sys::Aggref, number: usize, source: pg_sys::Oid) -> IvmResult<Aggregate> {
+/// Returns the aggregate and its argument expression.
+unsafe fn aggregate_of(aggref: *mut pg_sys::Aggref, number: usize) -> IvmResult<(Aggregate, Option<*mut pg_sys::Node>)> {
     unsafe {
         let a = &*aggref;
         let (name, builtin) = name_of_function(a.aggfnoid);
@@ -397,12 +413,14 @@ unsafe fn aggregate_of(aggref: *mut pg_sys::Aggref, number: usize, source: pg_sy
         if let (AggKind::Min | AggKind::Max, Some(arg)) = (kind, argument) {
             require_key_type(arg, &format!("{name}()"))?;
         }
-        Ok(Aggregate {
+        let column = format!("a{number}");
+        let aggregate = Aggregate {
             kind,
-            column: format!("a{number}"),
-            argument: argument.map(|arg| deparse(arg, "c", source)),
+            argument: argument.map(|_| format!("c.{}", ident(&column))),
+            column,
             avg_sum_type,
             inexact,
-        })
+        };
+        Ok((aggregate, argument))
     }
 }

@@ -1,9 +1,9 @@
 //! The relations behind a stream table: the result table, its definition (see
 //! `definition`), and for DIFFERENTIAL ones the state table, the affected-groups work
-//! table, the change buffer and the change-feed foreign table. Internal relations are
-//! created by the extension's owner (nobody else may create anything in the internal
-//! schemas), handed to the stream table's owner, whose refreshes use them, and
-//! depend on the result table (dropped with it).
+//! table, the change buffer and a change-feed foreign table per lake source. Internal
+//! relations are created by the extension's owner (nobody else may create anything in
+//! the internal schemas), handed to the stream table's owner, whose refreshes use
+//! them, and depend on the result table (dropped with it).
 
 use super::statements::{Objects, Statements, state_from_source};
 use crate::analysis::parse::LakeSource;
@@ -17,16 +17,19 @@ use pgrx::prelude::*;
 pub const STATE_SCHEMA: &str = "pgtrickle_state";
 pub const CHANGES_SCHEMA: &str = "pgtrickle_changes";
 
-/// Names of the relations of the stream table whose result table is `result_relid`.
-pub fn objects_for(result_relid: pg_sys::Oid, source: Option<&LakeSource>) -> Objects {
+/// Names of the relations of the stream table whose result table is `result_relid`,
+/// reading lake `sources`.
+pub fn objects_for(result_relid: pg_sys::Oid, sources: &[LakeSource]) -> Objects {
     let id = result_relid.to_u32();
     Objects {
         result: crate::sql::relation_name(result_relid),
         state: qualified(STATE_SCHEMA, &format!("state_{id}")),
         affected: qualified(STATE_SCHEMA, &format!("affected_{id}")),
         buffer: qualified(CHANGES_SCHEMA, &format!("changes_{id}")),
-        feed: qualified(CHANGES_SCHEMA, &format!("feed_{id}")),
-        source: source.map(|s| crate::sql::relation_name(s.relid)).unwrap_or_default(),
+        feeds: sources
+            .iter()
+            .map(|s| (s.relid, qualified(CHANGES_SCHEMA, &format!("feed_{id}_{}", s.relid.to_u32()))))
+            .collect(),
     }
 }
 
@@ -52,11 +55,17 @@ fn hand_over(kind: &str, name: &str, result_relid: pg_sys::Oid) -> IvmResult<()>
     run(&format!("ALTER {kind} {name} OWNER TO {role}"))
 }
 
+/// An internal relation: dropped with the result table, owned by its owner.
+fn adopt(kind: &str, name: &str, result_relid: pg_sys::Oid) -> IvmResult<()> {
+    record_dependency(regclass(name)?, result_relid, pg_sys::DependencyType::DEPENDENCY_AUTO);
+    hand_over(kind, name, result_relid)
+}
+
 /// Create the state, work, buffer and feed relations of a DIFFERENTIAL stream table.
 pub fn create_internals(result_relid: pg_sys::Oid, shape: &Shape, objects: &Objects) -> IvmResult<()> {
     as_extension_owner(|| {
         // WITH NO DATA: the query is analyzed, never run, by the extension's owner.
-        run(&format!("CREATE TABLE {} AS {} WITH NO DATA", objects.state, state_from_source(shape, &objects.source, None)))?;
+        run(&format!("CREATE TABLE {} AS {} WITH NO DATA", objects.state, state_from_source(shape, None)))?;
         // The result expressions are deparsed against the state table, so it comes first.
         let statements = Statements::new(shape, objects)?;
         run(&statements.state_index())?;
@@ -64,68 +73,83 @@ pub fn create_internals(result_relid: pg_sys::Oid, shape: &Shape, objects: &Obje
         if let Some(index) = statements.result_index() {
             run(&index)?;
         }
-        for name in [&objects.state, &objects.affected] {
-            record_dependency(regclass(name)?, result_relid, pg_sys::DependencyType::DEPENDENCY_AUTO);
-            hand_over("TABLE", name, result_relid)?;
+        // The buffer holds the rows' changes: their columns and a weight.
+        run(&format!(
+            "CREATE TABLE {} AS SELECT c.*, 0 AS __pgt_weight FROM ({}) c WITH NO DATA",
+            objects.buffer,
+            shape.rows.sql()
+        ))?;
+        for name in [&objects.state, &objects.affected, &objects.buffer] {
+            adopt("TABLE", name, result_relid)?;
         }
-        create_change_relations(result_relid, objects)
+        for (source, feed) in &objects.feeds {
+            create_feed(*source, feed)?;
+            adopt("FOREIGN TABLE", feed, result_relid)?;
+        }
+        Ok(())
     })
 }
 
-/// The feed (a foreign table reading the source's change feed) and the buffer its
-/// rows are fetched into, both with the source's current columns.
-fn create_change_relations(result_relid: pg_sys::Oid, objects: &Objects) -> IvmResult<()> {
-    let source = regclass(&objects.source)?;
-    create_feed(source, &objects.feed)?;
-    run(&format!(
-        "CREATE TABLE {} (__pgt_snapshot_id bigint NOT NULL, __pgt_rowid bigint, __pgt_change text NOT NULL, \
-         __pgt_weight integer NOT NULL, LIKE {})",
-        objects.buffer, objects.source
-    ))?;
-    record_dependency(regclass(&objects.feed)?, result_relid, pg_sys::DependencyType::DEPENDENCY_AUTO);
-    record_dependency(regclass(&objects.buffer)?, result_relid, pg_sys::DependencyType::DEPENDENCY_AUTO);
-    hand_over("FOREIGN TABLE", &objects.feed, result_relid)?;
-    hand_over("TABLE", &objects.buffer, result_relid)
-}
-
-/// The source's columns as the feed and buffer mirror them: name, type and column
-/// options, in order.
-const COLUMN_SIGNATURE: &str = "SELECT pg_catalog.array_agg(pg_catalog.format('%I %s %s', attname, \
+/// The source's columns as its feed mirrors them: position, name, type and column
+/// options.
+const COLUMN_SIGNATURE: &str = "SELECT pg_catalog.array_agg(pg_catalog.format('%s %I %s %s', attnum, attname, \
        pg_catalog.format_type(atttypid, atttypmod), coalesce(attfdwoptions::text, '')) ORDER BY attnum)::text \
        FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped \
        AND attname NOT IN ('snapshot_id', 'rowid', 'change_type')";
 
-/// Re-create the feed and buffer when the source's columns changed since they were
-/// made (a column added, renamed or given another `column_name`), so the refresh
-/// reads what the source now is.
+/// Re-create the feeds whose source's columns changed since they were made (a column
+/// added, dropped, renamed or given another `column_name`), so that a refresh reads
+/// what the source now is.
 pub fn refresh_change_relations(result_relid: pg_sys::Oid, objects: &Objects) -> IvmResult<()> {
-    let source = regclass(&objects.source)?;
-    let feed = regclass(&objects.feed)?;
     let signature = |oid: pg_sys::Oid| Spi::get_one_with_args::<String>(COLUMN_SIGNATURE, &[oid.into()]);
-    if signature(source)? == signature(feed)? {
-        return Ok(());
+    for (source, feed) in &objects.feeds {
+        let Some(feed_relid) = crate::sql::try_regclass(feed)? else {
+            // A source the definition did not read when the stream table was made.
+            as_extension_owner(|| {
+                create_feed(*source, feed)?;
+                adopt("FOREIGN TABLE", feed, result_relid)
+            })?;
+            continue;
+        };
+        if signature(*source)? == signature(feed_relid)? {
+            continue;
+        }
+        as_extension_owner(|| {
+            run(&format!("DROP FOREIGN TABLE {feed}"))?;
+            create_feed(*source, feed)?;
+            adopt("FOREIGN TABLE", feed, result_relid)
+        })?;
     }
-    as_extension_owner(|| {
-        run(&format!("DROP TABLE {}", objects.buffer))?;
-        run(&format!("DROP FOREIGN TABLE {}", objects.feed))?;
-        create_change_relations(result_relid, objects)
-    })
+    Ok(())
 }
 
 /// Drop the internal relations (used when the defining query changes).
-pub fn drop_internals(objects: &Objects) -> IvmResult<()> {
+pub fn drop_internals(result_relid: pg_sys::Oid) -> IvmResult<()> {
+    let objects = objects_for(result_relid, &[]);
+    let feeds: Vec<String> = Spi::get_one_with_args::<Vec<String>>(
+        "SELECT pg_catalog.array_agg(c.oid::regclass::text) FROM pg_catalog.pg_class c \
+         WHERE c.relnamespace = $1::regnamespace AND c.relname LIKE $2",
+        &[CHANGES_SCHEMA.into(), format!("feed\\_{}\\_%", result_relid.to_u32()).into()],
+    )?
+    .unwrap_or_default();
     as_extension_owner(|| {
         for name in [&objects.state, &objects.affected, &objects.buffer] {
             run(&format!("DROP TABLE IF EXISTS {name}"))?;
         }
-        run(&format!("DROP FOREIGN TABLE IF EXISTS {}", objects.feed))
+        for feed in &feeds {
+            run(&format!("DROP FOREIGN TABLE IF EXISTS {feed}"))?;
+        }
+        Ok(())
     })
 }
 
-/// A foreign table with `changes 'true'` over the same lake table as `source`, with the
-/// same columns (and column options) plus snapshot_id, rowid and change_type. The lake
-/// table is named explicitly: a source without a `table` option reads the lake table
-/// of its own name, which the feed's name is not.
+/// A foreign table with `changes 'true'` over the same lake table as `source`: the
+/// source's columns (and column options) at the source's own attribute numbers, so
+/// that the defining query's Vars address the feed as they address the source (see
+/// `rows`), then snapshot_id, rowid and change_type. A dropped column of the source
+/// leaves a dropped column in the feed. The lake table is named explicitly: a source
+/// without a `table` option reads the lake table of its own name, which the feed's
+/// name is not.
 fn create_feed(source: pg_sys::Oid, feed: &str) -> IvmResult<()> {
     let reserved: Option<String> = Spi::get_one_with_args(
         "SELECT pg_catalog.string_agg(pg_catalog.quote_ident(attname), ', ') FROM pg_catalog.pg_attribute \
@@ -144,16 +168,18 @@ fn create_feed(source: pg_sys::Oid, feed: &str) -> IvmResult<()> {
         r#"
         WITH opts(o) AS (SELECT pg_catalog.unnest(coalesce(ft.ftoptions, '{}')) FROM pg_catalog.pg_foreign_table ft
                           WHERE ft.ftrelid = $1)
-        SELECT pg_catalog.format('CREATE FOREIGN TABLE %s (snapshot_id bigint, rowid bigint, change_type text%s) SERVER %I OPTIONS (%s)',
+        SELECT pg_catalog.format('CREATE FOREIGN TABLE %s (%s snapshot_id bigint, rowid bigint, change_type text) SERVER %I OPTIONS (%s)',
             $2,
-            (SELECT coalesce(pg_catalog.string_agg(pg_catalog.format(', %I %s%s', a.attname,
+            (SELECT coalesce(pg_catalog.string_agg(CASE WHEN a.attisdropped
+                    THEN pg_catalog.format('%I integer, ', '__pgt_dropped_' || a.attnum)
+                    ELSE pg_catalog.format('%I %s%s, ', a.attname,
                     pg_catalog.format_type(a.atttypid, a.atttypmod),
                     CASE WHEN a.attfdwoptions IS NULL THEN '' ELSE
                       (SELECT pg_catalog.format(' OPTIONS (%s)', pg_catalog.string_agg(pg_catalog.format('%I %L',
                               pg_catalog.split_part(x, '=', 1), pg_catalog.substr(x, pg_catalog.strpos(x, '=') + 1)), ', '))
-                         FROM pg_catalog.unnest(a.attfdwoptions) x) END),
+                         FROM pg_catalog.unnest(a.attfdwoptions) x) END) END,
                     '' ORDER BY a.attnum), '')
-               FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped),
+               FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0),
             (SELECT s.srvname FROM pg_catalog.pg_foreign_table ft JOIN pg_catalog.pg_foreign_server s ON s.oid = ft.ftserver
               WHERE ft.ftrelid = $1),
             (SELECT pg_catalog.string_agg(pg_catalog.format('%I %L', pg_catalog.split_part(o, '=', 1),
@@ -166,5 +192,14 @@ fn create_feed(source: pg_sys::Oid, feed: &str) -> IvmResult<()> {
         &[source.into(), feed.into()],
     )?
     .unwrap_or_default();
-    run(&ddl)
+    run(&ddl)?;
+    let dropped: Option<String> = Spi::get_one_with_args(
+        "SELECT pg_catalog.string_agg(pg_catalog.format('DROP COLUMN %I', '__pgt_dropped_' || attnum), ', ') \
+         FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attnum > 0 AND attisdropped",
+        &[source.into()],
+    )?;
+    if let Some(drops) = dropped {
+        run(&format!("ALTER FOREIGN TABLE {feed} {drops}"))?;
+    }
+    Ok(())
 }

@@ -7,6 +7,7 @@ use super::context::{RefreshContext, describe, in_subtransaction};
 use super::objects::{objects_for, refresh_change_relations};
 use super::statements::{Objects, Statements};
 use crate::analysis::parse::{LakeSource, analyze, lake_sources};
+use crate::analysis::rows::Feed;
 use crate::analysis::shape::{Kind, Shape, shape_of};
 use crate::catalog::{self, Lock, RefreshMode, StreamTable, frontier_at, frontier_snapshot};
 use crate::definition;
@@ -60,7 +61,7 @@ pub fn plan_for(table: &StreamTable) -> IvmResult<Plan> {
         RefreshMode::Differential => Some(shape_of(query)?),
         RefreshMode::Full => None,
     };
-    let objects = objects_for(table.relid, shape.as_ref().map(|s| &s.source).or(sources.first()));
+    let objects = objects_for(table.relid, &sources);
     Ok(Plan { shape, sources, objects })
 }
 
@@ -92,7 +93,7 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
             catalog::record_refresh(id, &serde_json::json!({"sources": {}}), None)?;
             return Ok(Some(Outcome::Refreshed { snapshot: None, changes: 0 }));
         };
-        let frontier = frontier_snapshot(&table.frontier, &source.key, &table.name)?;
+        let frontier = frontier_snapshot(&table.frontier, &keys, &table.name)?;
         let latest = latest_snapshot(source)?;
         if let Some(f) = frontier {
             if f > latest {
@@ -117,7 +118,7 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
                 return Ok(Some(Outcome::UpToDate));
             }
             (Requested::Differential, RefreshMode::Differential, Some(f), Some(shape)) => {
-                match differential(table.relid, shape, &plan.objects, source, f, latest, &context)? {
+                match differential(table.relid, shape, &plan.objects, &plan.sources, f, latest, &context)? {
                     Some(changes) => (Outcome::Refreshed { snapshot: Some(latest), changes }, frontier_at(&keys, latest), None),
                     None => {
                         rebuild(&table, &plan, &context, Some(latest))?;
@@ -168,36 +169,47 @@ fn differential(
     result_relid: pg_sys::Oid,
     shape: &Shape,
     objects: &Objects,
-    source: &LakeSource,
+    sources: &[LakeSource],
     from: i64,
     to: i64,
     context: &RefreshContext,
 ) -> IvmResult<Option<i64>> {
     refresh_change_relations(result_relid, objects)?;
     let statements = Statements::new(shape, objects)?;
-    let columns: Vec<String> = Spi::get_one_with_args::<Vec<String>>(
-        "SELECT pg_catalog.array_agg(pg_catalog.quote_ident(attname) ORDER BY attnum) FROM pg_catalog.pg_attribute \
-         WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
-        &[source.relid.into()],
-    )?
-    .unwrap_or_default();
-    let fill = format!(
-        "INSERT INTO {buffer} (__pgt_snapshot_id, __pgt_rowid, __pgt_change, __pgt_weight, {columns}) \
-         SELECT f.snapshot_id, f.rowid, f.change_type, \
-                CASE WHEN f.change_type IN ('insert', 'update_postimage') THEN 1 ELSE -1 END, {feed_columns} \
-         FROM {feed} f WHERE f.snapshot_id > {from} AND f.snapshot_id <= {to}",
-        buffer = objects.buffer,
-        feed = objects.feed,
-        columns = columns.join(", "),
-        feed_columns = columns.iter().map(|c| format!("f.{c}")).collect::<Vec<_>>().join(", "),
-    );
     run(&format!("DELETE FROM {}", objects.buffer))?;
-    let fetched = match in_subtransaction(|| run(&fill)) {
+    // The rows' changes into the buffer; in a subtransaction, so that a frontier that
+    // has expired from the lake (22023) leads to a rebuild instead.
+    let fill = || -> IvmResult<u64> {
+        let mut feeds = Vec::new();
+        for (source, feed) in &objects.feeds {
+            // With several sources, only those that changed have terms (see `rows`).
+            let changed = objects.feeds.len() == 1
+                || exists(&format!("SELECT EXISTS (SELECT FROM {feed} WHERE snapshot_id > {from} AND snapshot_id <= {to})"))?;
+            if changed {
+                feeds.push(Feed { source: *source, relid: crate::sql::regclass(feed)?, from });
+            }
+        }
+        let Some(delta) = shape.rows.delta_sql(&feeds, to) else {
+            return Ok(0);
+        };
+        // Every term reads the sources whose changes it does not take at `to`.
+        context.pin_snapshot(to);
+        let fill = format!("INSERT INTO {} {delta}", objects.buffer);
+        pgrx::debug1!("pgtrickle: changes since snapshot {from}: {fill}");
+        let fetched = run(&fill)?;
+        context.unpin_snapshot();
+        Ok(fetched)
+    };
+    let fetched = match in_subtransaction(fill) {
         Ok(result) => result?,
         Err(error) => {
             let (code, _) = describe(&error);
-            if code == PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE && frontier_expired(source, from)? {
-                return Ok(None);
+            if code == PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE {
+                for source in sources {
+                    if frontier_expired(source, from)? {
+                        return Ok(None);
+                    }
+                }
             }
             // As it was raised: SQLSTATE, message, detail and hint.
             return Err(super::context::to_ivm_error(&error));

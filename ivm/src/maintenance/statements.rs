@@ -15,12 +15,10 @@ pub struct Objects {
     pub state: String,
     /// The state rows a refresh touched (same columns as `state`).
     pub affected: String,
-    /// Change rows fetched for the current refresh.
+    /// The rows' changes fetched for the current refresh, weighted ±1.
     pub buffer: String,
-    /// Foreign table reading the lake's change feed.
-    pub feed: String,
-    /// The lake source, quoted.
-    pub source: String,
+    /// Per lake source (by oid): the foreign table reading its change feed.
+    pub feeds: Vec<(pgrx::pg_sys::Oid, String)>,
 }
 
 pub struct Statements<'a> {
@@ -35,10 +33,8 @@ fn list(items: impl IntoIterator<Item = String>) -> String {
     items.into_iter().collect::<Vec<_>>().join(", ")
 }
 
-fn where_clause(shape: &Shape, extra: Option<String>) -> String {
-    let mut conditions: Vec<String> = shape.filter.iter().map(|f| format!("({f})")).collect();
-    conditions.extend(extra);
-    if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) }
+fn where_clause(extra: Option<String>) -> String {
+    extra.map(|condition| format!(" WHERE {condition}")).unwrap_or_default()
 }
 
 fn group_by(shape: &Shape) -> String {
@@ -49,10 +45,10 @@ fn group_by(shape: &Shape) -> String {
     }
 }
 
-/// The state computed from the lake `source` (alias `c`) itself: the state table's
+/// The state computed from the rows themselves (alias `c`): the state table's
 /// definition, the full rebuild, and (with `extra`) the rescan of groups whose min/max
 /// was deleted.
-pub fn state_from_source(shape: &Shape, source: &str, extra: Option<String>) -> String {
+pub fn state_from_source(shape: &Shape, extra: Option<String>) -> String {
     let mut columns: Vec<String> =
         shape.keys.iter().map(|k| format!("{} AS {}", k.expression, ident(&k.column))).collect();
     columns.push("pg_catalog.count(*) AS __pgt_count".into());
@@ -80,7 +76,7 @@ pub fn state_from_source(shape: &Shape, source: &str, extra: Option<String>) -> 
             }
         }
     }
-    format!("SELECT {} FROM {source} c{}{}", list(columns), where_clause(shape, extra), group_by(shape))
+    format!("SELECT {} FROM ({}) c{}{}", list(columns), shape.rows.sql(), where_clause(extra), group_by(shape))
 }
 
 impl<'a> Statements<'a> {
@@ -97,7 +93,7 @@ impl<'a> Statements<'a> {
     }
 
     pub fn state_from_source(&self, extra: Option<String>) -> String {
-        state_from_source(self.shape, &self.objects.source, extra)
+        state_from_source(self.shape, extra)
     }
 
     /// Net change per group in the buffer (alias `c`, weight +1/-1 per change row).
@@ -126,7 +122,7 @@ impl<'a> Statements<'a> {
                 }
             }
         }
-        format!("SELECT {} FROM {} c{}{}", list(columns), self.objects.buffer, where_clause(self.shape, None), group_by(self.shape))
+        format!("SELECT {} FROM {} c{}", list(columns), self.objects.buffer, group_by(self.shape))
     }
 
     /// Fold the buffer into the state; every state row touched lands in `affected`.

@@ -63,8 +63,9 @@ pub fn differences(id: i64, mut emit: impl FnMut(&str, JsonB)) -> IvmResult<()> 
     let table = catalog::load(id, Lock::Share)?.ok_or_else(|| IvmError::no_such_stream_table(&id.to_string()))?;
     let context = RefreshContext::enter(owner_of(table.relid)?, &table.settings)?;
     let plan = super::refresh::plan_for(&table)?;
-    if let Some(source) = plan.sources.first() {
-        let at = frontier_snapshot(&table.frontier, &source.key, &table.name)?.ok_or_else(|| {
+    if !plan.sources.is_empty() {
+        let keys: Vec<String> = plan.sources.iter().map(|s| s.key.clone()).collect();
+        let at = frontier_snapshot(&table.frontier, &keys, &table.name)?.ok_or_else(|| {
             IvmError::new(
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 format!("stream table {} has no frontier yet; refresh it first", table.name),

@@ -1,0 +1,190 @@
+//! The rows a stream table aggregates: the defining query's FROM and WHERE (one lake
+//! table, or an inner join of several) with its select list replaced by the grouping
+//! keys and aggregate arguments. Everything above it (GROUP BY, aggregates, HAVING,
+//! DISTINCT, the result expressions) is maintained over these rows in Postgres.
+//!
+//! The rows' changes between two snapshots follow from each source's change feed.
+//! Writing R' = R + ΔR for every source of an inner join (Z-sets: ±1 weights),
+//!
+//!   R'⋈S' − R⋈S = ΔR⋈S' + R'⋈ΔS − ΔR⋈ΔS
+//!
+//! and for n sources the alternating sum over every non-empty set T of changed
+//! sources: (−1)^(|T|+1) · (⋈ of ΔX for X in T and of X' for the others). Every term
+//! reads sources at the *new* snapshot only, so no old state is needed, and a term
+//! whose T holds an unchanged source is empty and skipped: with one changed source
+//! there is one term, ΔR⋈S'. A term's weight is the product of its change rows'
+//! weights (an insert or update post-image +1, a delete or pre-image −1) times its sign.
+//!
+//! A term is the defining query's own tree with each source of T replaced by its
+//! change feed (a foreign table mirroring the source's attribute numbers, so every
+//! Var stays valid) and a snapshot range on it, deparsed by ruleutils; no SQL is
+//! rewritten as text.
+
+use super::parse::LakeSource;
+use crate::sql::ident;
+use pgrx::{PgList, pg_sys};
+use std::ffi::{CStr, CString};
+
+/// `int8 > int8` and `int8 <= int8` in pg_operator (fixed OIDs, like Postgres' own
+/// Int8LessOperator).
+const INT8_GREATER: u32 = 413;
+const INT8_LESS_EQUAL: u32 = 414;
+
+/// One lake relation of the query: its range-table index and what it reads.
+#[derive(Debug, Clone)]
+pub struct Occurrence {
+    pub rtindex: i32,
+    pub source: LakeSource,
+}
+
+/// The change feed standing in for a source in a delta term.
+#[derive(Debug, Clone, Copy)]
+pub struct Feed {
+    pub source: pg_sys::Oid,
+    pub relid: pg_sys::Oid,
+    /// Changes with snapshot ids in (from, to] are read.
+    pub from: i64,
+}
+
+/// The keys-and-arguments query over the defining query's FROM and WHERE.
+#[derive(Debug)]
+pub struct Rows {
+    query: *mut pg_sys::Query,
+    pub occurrences: Vec<Occurrence>,
+    /// Output column names, in order.
+    pub columns: Vec<String>,
+}
+
+impl Rows {
+    /// `query` with its select list replaced by `columns` (name, expression over its
+    /// range table) and everything above FROM/WHERE removed. `query` is not modified.
+    pub fn new(query: *mut pg_sys::Query, occurrences: Vec<Occurrence>, columns: Vec<(String, *mut pg_sys::Node)>) -> Rows {
+        // SAFETY: copies and edits an analyzed Query tree in the current memory context.
+        unsafe {
+            let rows = pg_sys::copyObjectImpl(query as *const std::ffi::c_void) as *mut pg_sys::Query;
+            let mut targets = PgList::<pg_sys::TargetEntry>::new();
+            for (i, (name, expression)) in columns.iter().enumerate() {
+                let name = CString::new(name.as_str()).expect("column names have no NUL");
+                let expression = pg_sys::copyObjectImpl(*expression as *const std::ffi::c_void) as *mut pg_sys::Expr;
+                targets.push(pg_sys::makeTargetEntry(expression, (i + 1) as i16, pg_sys::pstrdup(name.as_ptr()), false));
+            }
+            (*rows).targetList = targets.into_pg();
+            (*rows).groupClause = std::ptr::null_mut();
+            (*rows).groupingSets = std::ptr::null_mut();
+            (*rows).havingQual = std::ptr::null_mut();
+            (*rows).distinctClause = std::ptr::null_mut();
+            (*rows).sortClause = std::ptr::null_mut();
+            (*rows).windowClause = std::ptr::null_mut();
+            (*rows).hasAggs = false;
+            (*rows).hasDistinctOn = false;
+            #[cfg(feature = "pg18")]
+            {
+                (*rows).hasGroupRTE = false;
+            }
+            Rows { query: rows, occurrences, columns: columns.into_iter().map(|(name, _)| name).collect() }
+        }
+    }
+
+    /// The rows at the snapshot the lake is read at.
+    pub fn sql(&self) -> String {
+        // SAFETY: deparses the Query built in `new`.
+        unsafe { querydef(self.query) }
+    }
+
+    /// The change of the rows when each feed's source moves from its `from` to `to`:
+    /// the rows' columns plus `__pgt_weight`, one UNION ALL branch per term. None
+    /// when no feed is given (nothing changed).
+    pub fn delta_sql(&self, feeds: &[Feed], to: i64) -> Option<String> {
+        let changed: Vec<(&Occurrence, &Feed)> = self
+            .occurrences
+            .iter()
+            .filter_map(|o| feeds.iter().find(|f| f.source == o.source.relid).map(|f| (o, f)))
+            .collect();
+        if changed.is_empty() {
+            return None;
+        }
+        let columns = self.columns.iter().map(|c| format!("d.{}", ident(c))).collect::<Vec<_>>().join(", ");
+        let mut terms = Vec::new();
+        for subset in 1u64..(1u64 << changed.len()) {
+            let members: Vec<&(&Occurrence, &Feed)> =
+                changed.iter().enumerate().filter(|(i, _)| subset & (1 << i) != 0).map(|(_, m)| m).collect();
+            let sign = if members.len() % 2 == 1 { "" } else { "-" };
+            let weights = (0..members.len())
+                .map(|i| {
+                    format!(
+                        "CASE WHEN d.__pgt_change{i} IN ('insert', 'update_postimage') THEN 1 ELSE -1 END"
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" * ");
+            // SAFETY: edits a copy of the Query built in `new`.
+            let term = unsafe { self.term(&members, to) };
+            terms.push(format!("SELECT {columns}, {sign}{weights} AS __pgt_weight FROM ({term}) d"));
+        }
+        Some(terms.join(" UNION ALL "))
+    }
+
+    /// The rows with each member's source replaced by its feed, restricted to changes
+    /// in (from, to], with each member's change type as column `__pgt_change<i>`.
+    unsafe fn term(&self, members: &[&(&Occurrence, &Feed)], to: i64) -> String {
+        unsafe {
+            let query = pg_sys::copyObjectImpl(self.query as *const std::ffi::c_void) as *mut pg_sys::Query;
+            let rtable = PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable);
+            let mut targets = PgList::<pg_sys::TargetEntry>::from_pg((*query).targetList);
+            let mut quals = PgList::<pg_sys::Node>::new();
+            if !(*(*query).jointree).quals.is_null() {
+                quals.push((*(*query).jointree).quals);
+            }
+            for (i, (occurrence, feed)) in members.iter().enumerate() {
+                let rte = rtable.get_ptr(occurrence.rtindex as usize - 1).expect("occurrence in the range table");
+                (*rte).relid = feed.relid;
+                let snapshot = feed_var(feed.relid, occurrence.rtindex, "snapshot_id");
+                let change = feed_var(feed.relid, occurrence.rtindex, "change_type");
+                quals.push(int8_clause(INT8_GREATER, snapshot, feed.from));
+                quals.push(int8_clause(INT8_LESS_EQUAL, pg_sys::copyObjectImpl(snapshot as _) as _, to));
+                let name = CString::new(format!("__pgt_change{i}")).expect("no NUL");
+                targets.push(pg_sys::makeTargetEntry(
+                    change as *mut pg_sys::Expr,
+                    (targets.len() + 1) as i16,
+                    pg_sys::pstrdup(name.as_ptr()),
+                    false,
+                ));
+            }
+            (*query).targetList = targets.into_pg();
+            (*(*query).jointree).quals = pg_sys::make_andclause(quals.into_pg()) as *mut pg_sys::Node;
+            querydef(query)
+        }
+    }
+}
+
+/// Column `name` of feed `feed` as a Var of range-table entry `rtindex`.
+unsafe fn feed_var(feed: pg_sys::Oid, rtindex: i32, name: &str) -> *mut pg_sys::Node {
+    unsafe {
+        let name = CString::new(name).expect("no NUL");
+        let attno = pg_sys::get_attnum(feed, name.as_ptr());
+        let (mut type_oid, mut typmod, mut collation) = (pg_sys::InvalidOid, -1, pg_sys::InvalidOid);
+        pg_sys::get_atttypetypmodcoll(feed, attno, &mut type_oid, &mut typmod, &mut collation);
+        pg_sys::makeVar(rtindex as _, attno, type_oid, typmod, collation, 0) as *mut pg_sys::Node
+    }
+}
+
+/// `var <operator> value` for a bigint Var.
+unsafe fn int8_clause(operator: u32, var: *mut pg_sys::Node, value: i64) -> *mut pg_sys::Node {
+    unsafe {
+        let constant = pg_sys::makeConst(pg_sys::INT8OID, -1, pg_sys::InvalidOid, 8, pg_sys::Datum::from(value), false, true);
+        pg_sys::make_opclause(
+            pg_sys::Oid::from(operator),
+            pg_sys::BOOLOID,
+            false,
+            var as *mut pg_sys::Expr,
+            constant as *mut pg_sys::Expr,
+            pg_sys::InvalidOid,
+            pg_sys::InvalidOid,
+        ) as *mut pg_sys::Node
+    }
+}
+
+/// SQL text of an analyzed SELECT, by ruleutils.
+unsafe fn querydef(query: *mut pg_sys::Query) -> String {
+    unsafe { CStr::from_ptr(pg_sys::pg_get_querydef(query, false)).to_string_lossy().into_owned() }
+}
