@@ -27,6 +27,12 @@ SHAPES = {
     "scalar_join": "SELECT count(*) AS n, sum(o.amount) AS total, max(c.tier) AS top "
                    "FROM lake.orders o JOIN lake.customers c ON c.id = o.customer",
     "distinct_join": "SELECT DISTINCT c.region, o.status FROM lake.orders o JOIN lake.customers c ON c.id = o.customer",
+    # int and bigint: the branches' outputs are coerced to the union's type
+    "union_all": "SELECT o.id::bigint AS id, o.status AS label FROM lake.orders o WHERE o.amount > 5 "
+                 "UNION ALL SELECT c.tier, r.zone FROM lake.customers c JOIN lake.regions r ON r.name = c.region",
+    # UNION ALL below UNION: the duplicates of every branch go
+    "union_distinct": "SELECT c.region AS name FROM lake.customers c UNION ALL SELECT r.name FROM lake.regions r "
+                      "UNION SELECT o.status FROM lake.orders o",
 }
 
 DDL = """
@@ -172,14 +178,23 @@ def test_join_frontier_names_every_source_and_rewinds(lake):
     assert "\"ducklake:lake.regions\" at 1" in str(error.value)
 
 
-def test_outer_joins_are_refused_by_name(lake):
+def test_outer_joins_and_other_set_operations_are_refused_by_name(lake):
     setup_tables(lake)
     conn = lake.conn
-    for join, name in [("LEFT JOIN", "LEFT JOIN"), ("FULL JOIN", "FULL JOIN"), ("RIGHT JOIN", "RIGHT JOIN")]:
+    queries = [(f"SELECT o.id, c.region FROM lake.orders o {join} lake.customers c ON c.id = o.customer", f"a {join}")
+               for join in ("LEFT JOIN", "FULL JOIN", "RIGHT JOIN")]
+    queries += [
+        ("SELECT region FROM lake.customers INTERSECT SELECT name FROM lake.regions", "INTERSECT"),
+        ("SELECT region FROM lake.customers EXCEPT ALL SELECT name FROM lake.regions", "EXCEPT"),
+        ("SELECT region FROM lake.customers UNION SELECT name FROM lake.regions UNION ALL SELECT status FROM lake.orders",
+         "UNION below UNION ALL"),
+        ("SELECT region FROM lake.customers UNION ALL SELECT max(name) FROM lake.regions",
+         "a UNION branch with aggregates, DISTINCT, subqueries or LIMIT"),
+    ]
+    for query, name in queries:
         with pytest.raises(psycopg.errors.FeatureNotSupported) as error:
-            conn.execute("SELECT pgtrickle.create_stream_table('outer_t', %s, '1h', 'DIFFERENTIAL')",
-                         (f"SELECT o.id, c.region FROM lake.orders o {join} lake.customers c ON c.id = o.customer",))
-        assert name in str(error.value)
+            conn.execute("SELECT pgtrickle.create_stream_table('refused_t', %s, '1h', 'DIFFERENTIAL')", (query,))
+        assert error.value.diag.message_primary == f"{name} is not supported in a DIFFERENTIAL stream table", query
 
 
 def test_a_source_with_dropped_columns(lake):

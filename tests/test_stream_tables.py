@@ -41,7 +41,7 @@ def error_of(conn, sql, params=None):
 @pytest.mark.parametrize("query, construct", [
     ("SELECT e.event_type FROM lake.events e LEFT JOIN lake.events f USING (event_id)", "a LEFT JOIN"),
     ("SELECT e.event_type FROM lake.events e JOIN pg_class c ON c.relname = e.event_type",
-     "reading pg_catalog.pg_class (not a DuckLake foreign table)"),
+     "reading pg_catalog.pg_class (neither a DuckLake foreign table nor a user's Postgres table)"),
     ("SELECT count(*) FROM lake.events e, lake.events f GROUP BY e.value + f.value",
      "GROUP BY item 1 without that expression"),
     ("SELECT event_type, row_number() OVER () FROM lake.events", "a window function"),
@@ -50,7 +50,7 @@ def error_of(conn, sql, params=None):
     ("SELECT event_type, random() FROM lake.events", "a volatile function"),
     ("SELECT count(*) FROM lake.events GROUP BY event_type", "GROUP BY c.event_type without that expression"),
     ("SELECT string_agg(event_type, ',') FROM lake.events", "aggregate string_agg()"),
-    ("SELECT relname FROM pg_class", "reading pg_catalog.pg_class (not a DuckLake foreign table)"),
+    ("SELECT relname FROM pg_class", "reading pg_catalog.pg_class (neither a DuckLake foreign table nor a user's Postgres table)"),
     ("SELECT event_type FROM lake.events WHERE value IN (SELECT 1)", "a subquery expression"),
 ])
 def test_unsupported_queries_are_rejected_naming_the_construct(events, query, construct):

@@ -2,11 +2,12 @@
 //! caller to own it (see `privileges`); `verify_stream_table` is in
 //! `maintenance::verify`.
 
-use crate::analysis::parse::{analyze, lake_sources};
+use crate::analysis::parse::{Source, analyze, lake_sources};
 use crate::analysis::shape::shape_of;
 use crate::catalog::{self, Lock, RefreshMode};
 use crate::definition;
 use crate::error::{IvmError, IvmResult, OrRaise};
+use crate::maintenance::capture::check_capturable;
 use crate::maintenance::context::RefreshContext;
 use crate::maintenance::objects::{create_internals, drop_internals};
 use crate::maintenance::refresh::{self, Requested};
@@ -43,7 +44,12 @@ fn validate(query: &str, mode: RefreshMode) -> IvmResult<()> {
     let tree = analyze(query)?;
     lake_sources(tree)?;
     if mode == RefreshMode::Differential {
-        shape_of(tree)?;
+        let shape = shape_of(tree)?;
+        for occurrence in shape.rows.occurrences() {
+            if let Source::Postgres(source) = &occurrence.source {
+                check_capturable(source)?;
+            }
+        }
     }
     Ok(())
 }
@@ -105,6 +111,7 @@ fn create_stream_table(
                 JsonB(settings).into(),
             ],
         )?;
+        catalog::record_upstream(id)?;
         build_internals(id)?;
         if initialize {
             refresh::refresh(id, Requested::Full, Lock::Wait)?;
@@ -176,6 +183,7 @@ fn alter_stream_table(
         drop_internals(table.relid)?;
         definition::drop_definition(id, table.relid)?;
         let view = definition::define(id, new_query, owner_of(table.relid)?)?;
+        catalog::refuse_cycle(id, &table.name)?;
         let (schema, table_name) = crate::sql::relation_parts(table.relid);
         let mut relid = table.relid;
         if !definition::same_columns_as(id, relid)? {
@@ -193,6 +201,7 @@ fn alter_stream_table(
              frontier = '{\"sources\": {}}', settings = $5 WHERE pgt_id = $1",
             &[id.into(), relid.into(), new_query.into(), mode.as_str().into(), JsonB(settings).into()],
         )?;
+        catalog::record_upstream(id)?;
         build_internals(id)?;
         refresh::refresh(id, Requested::Full, Lock::Wait)?;
         Ok(())

@@ -246,7 +246,108 @@ pub fn frontier_snapshot(frontier: &Value, keys: &[String], table: &str) -> IvmR
 }
 
 pub fn frontier_at(keys: &[String], snapshot: i64) -> Value {
-    let sources: serde_json::Map<String, Value> =
-        keys.iter().map(|k| (k.clone(), json!({ "snapshot_id": snapshot }))).collect();
+    frontier_of(keys, Some(snapshot), &[])
+}
+
+/// A frontier: lake sources `keys` at `snapshot`, Postgres sources each at its
+/// `pg_snapshot` (see `maintenance::capture`).
+pub fn frontier_of(keys: &[String], snapshot: Option<i64>, postgres: &[(String, String)]) -> Value {
+    let mut sources: serde_json::Map<String, Value> = serde_json::Map::new();
+    if let Some(snapshot) = snapshot {
+        for key in keys {
+            sources.insert(key.clone(), json!({ "snapshot_id": snapshot }));
+        }
+    }
+    for (key, seen) in postgres {
+        sources.insert(key.clone(), json!({ "snapshot": seen }));
+    }
     json!({ "sources": sources })
+}
+
+/// The `pg_snapshot` text up to which the frontier has seen Postgres source `key`.
+pub fn frontier_seen(frontier: &Value, key: &str, table: &str) -> IvmResult<Option<String>> {
+    match frontier.get("sources").and_then(|s| s.get(key)).and_then(|e| e.get("snapshot")) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.clone())),
+        Some(other) => Err(IvmError::invalid(format!(
+            "frontier of {table}: snapshot of \"{key}\" must be a pg_snapshot string, found {other}"
+        ))),
+    }
+}
+
+/// The stream-table graph: (stream table, a stream table whose result its defining
+/// query reads), from the views' dependencies, for every owner's tables.
+pub fn dependencies() -> IvmResult<Vec<(i64, i64)>> {
+    crate::privileges::as_extension_owner(|| {
+        Spi::connect(|client| {
+            let mut edges = Vec::new();
+            for row in client.select(
+                "SELECT DISTINCT a.pgt_id, b.pgt_id FROM pgtrickle.pgt_stream_tables a \
+                   JOIN pg_catalog.pg_rewrite r ON r.ev_class = pg_catalog.to_regclass('pgtrickle_state.query_' || a.pgt_id) \
+                   JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid \
+                    AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+                   JOIN pgtrickle.pgt_stream_tables b ON b.pgt_relid = d.refobjid",
+                None,
+                &[],
+            )? {
+                edges.push((row.get::<i64>(1)?.unwrap_or_default(), row.get::<i64>(2)?.unwrap_or_default()));
+            }
+            Ok::<_, pgrx::spi::Error>(edges)
+        })
+        .map_err(IvmError::from)
+    })
+}
+
+/// Refuse a definition of stream table `id` that reads its own result, directly or
+/// through other stream tables.
+pub fn refuse_cycle(id: i64, name: &str) -> IvmResult<()> {
+    let edges = dependencies()?;
+    let mut stack = vec![id];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(current) = stack.pop() {
+        for (_, upstream) in edges.iter().filter(|(from, _)| *from == current) {
+            if *upstream == id {
+                return Err(IvmError::new(
+                    PgSqlErrorCode::ERRCODE_INVALID_OBJECT_DEFINITION,
+                    format!("stream table {name} would read its own result (a cycle of stream tables)"),
+                ));
+            }
+            if seen.insert(*upstream) {
+                stack.push(*upstream);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Record which stream tables `id` reads (column `upstream`).
+pub fn record_upstream(id: i64) -> IvmResult<()> {
+    let upstream: Vec<i64> = dependencies()?.into_iter().filter(|(from, _)| *from == id).map(|(_, to)| to).collect();
+    write(
+        "UPDATE pgtrickle.pgt_stream_tables SET upstream = coalesce((SELECT pg_catalog.array_agg(pgt_relid::pg_catalog.regclass \
+         ORDER BY pgt_id) FROM pgtrickle.pgt_stream_tables WHERE pgt_id = ANY($2)), '{}') WHERE pgt_id = $1",
+        &[id.into(), upstream.into()],
+    )
+}
+
+/// `ids` ordered so that every stream table comes after those it reads (otherwise
+/// keeping their order).
+pub fn in_dependency_order(ids: &[i64], edges: &[(i64, i64)]) -> Vec<i64> {
+    let mut ordered: Vec<i64> = Vec::with_capacity(ids.len());
+    let mut visiting = std::collections::HashSet::new();
+    fn visit(id: i64, ids: &[i64], edges: &[(i64, i64)], ordered: &mut Vec<i64>, visiting: &mut std::collections::HashSet<i64>) {
+        if ordered.contains(&id) || !visiting.insert(id) {
+            return; // placed, or a cycle (refused at definition) being walked
+        }
+        for (_, upstream) in edges.iter().filter(|(from, to)| *from == id && from != to) {
+            if ids.contains(upstream) {
+                visit(*upstream, ids, edges, ordered, visiting);
+            }
+        }
+        ordered.push(id);
+    }
+    for id in ids {
+        visit(*id, ids, edges, &mut ordered, &mut visiting);
+    }
+    ordered
 }

@@ -64,12 +64,15 @@ CREATE TABLE pgtrickle.pgt_stream_tables (
     last_refreshed_at timestamptz,
     last_error text,
     consecutive_errors integer NOT NULL DEFAULT 0,
-    created_at timestamptz NOT NULL DEFAULT now()
+    created_at timestamptz NOT NULL DEFAULT now(),
+    upstream regclass[] NOT NULL DEFAULT '{}'
 );
 COMMENT ON TABLE pgtrickle.pgt_stream_tables IS
   'Stream tables: defining query, schedule, status and the frontier (last lake snapshot applied)';
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.frontier IS
   '{"sources": {"ducklake:<schema>.<table>": {"snapshot_id": N}}}; editable, validated at the next refresh';
+COMMENT ON COLUMN pgtrickle.pgt_stream_tables.upstream IS
+  'The stream tables whose results the defining query reads: the scheduler refreshes them first';
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.settings IS
   'Settings recorded when the query was defined (TimeZone, DateStyle, search_path, ...); every refresh runs under them';
 SELECT pg_catalog.pg_extension_config_dump('pgtrickle.pgt_stream_tables', '');

@@ -13,6 +13,13 @@ pub fn ident(name: &str) -> String {
     unsafe { CStr::from_ptr(pg_sys::quote_identifier(c.as_ptr())).to_string_lossy().into_owned() }
 }
 
+/// A string literal, quoted as Postgres' quote_literal does.
+pub fn literal(text: &str) -> String {
+    let c = CString::new(text.replace('\0', "")).expect("no NUL after replace");
+    // SAFETY: quote_literal_cstr reads a NUL-terminated string and returns a palloc'd one.
+    unsafe { CStr::from_ptr(pg_sys::quote_literal_cstr(c.as_ptr())).to_string_lossy().into_owned() }
+}
+
 /// `schema.name`, both parts quoted.
 pub fn qualified(schema: &str, name: &str) -> String {
     format!("{}.{}", ident(schema), ident(name))

@@ -75,6 +75,45 @@ pub fn lake_source(relid: pg_sys::Oid) -> IvmResult<Option<LakeSource>> {
     }
 }
 
+/// A Postgres table a differential stream table reads: its changes are captured by
+/// statement triggers into a log (see `maintenance::capture`).
+#[derive(Debug, Clone)]
+pub struct PostgresSource {
+    pub relid: pg_sys::Oid,
+    /// Frontier key: `postgres:<schema>.<table>`.
+    pub key: String,
+}
+
+/// A source of a differential stream table.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Lake(LakeSource),
+    Postgres(PostgresSource),
+}
+
+impl Source {
+    pub fn relid(&self) -> pg_sys::Oid {
+        match self {
+            Source::Lake(s) => s.relid,
+            Source::Postgres(s) => s.relid,
+        }
+    }
+}
+
+/// The Postgres source of relation `relid`: an ordinary table (not a system catalog),
+/// or None. (A partitioned table or a partition is refused when its changes are
+/// captured: a statement trigger does not see writes made through another table of
+/// the hierarchy.)
+pub fn postgres_source(relid: pg_sys::Oid) -> Option<PostgresSource> {
+    // SAFETY: catalog lookup of an existing relation.
+    let kind = unsafe { pg_sys::get_rel_relkind(relid) } as u8;
+    if kind != pg_sys::RELKIND_RELATION || relid.to_u32() < pg_sys::FirstNormalObjectId {
+        return None;
+    }
+    let (schema, name) = crate::sql::relation_parts(relid);
+    Some(PostgresSource { relid, key: format!("postgres:{schema}.{name}") })
+}
+
 /// Every DuckLake foreign table the query reads (also inside subqueries, CTEs and
 /// views), as Postgres' own dependency extraction sees them.
 pub fn lake_sources(query: *mut pg_sys::Query) -> IvmResult<Vec<LakeSource>> {

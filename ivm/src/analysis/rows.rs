@@ -16,11 +16,14 @@
 //! weights (an insert or update post-image +1, a delete or pre-image −1) times its sign.
 //!
 //! A term is the defining query's own tree with each source of T replaced by its
-//! change feed (a foreign table mirroring the source's attribute numbers, so every
-//! Var stays valid) and a snapshot range on it, deparsed by ruleutils; no SQL is
-//! rewritten as text.
+//! changes (a lake table's change feed, a Postgres table's change log: relations that
+//! mirror the source's attribute numbers, so every Var stays valid) restricted to
+//! the changes not yet seen, deparsed by ruleutils; no SQL is rewritten as text. The
+//! sources a term reads whole are read as they are now: lake tables at the snapshot
+//! the refresh pins, Postgres tables in the refresh's one read snapshot, in which
+//! the logs' unseen changes are exactly those not visible in the frontier's.
 
-use super::parse::LakeSource;
+use super::parse::Source;
 use crate::sql::ident;
 use pgrx::{PgList, pg_sys};
 use std::ffi::{CStr, CString};
@@ -30,35 +33,82 @@ use std::ffi::{CStr, CString};
 const INT8_GREATER: u32 = 413;
 const INT8_LESS_EQUAL: u32 = 414;
 
-/// One lake relation of the query: its range-table index and what it reads.
+/// One relation of the query: its range-table index and what it reads.
 #[derive(Debug, Clone)]
 pub struct Occurrence {
     pub rtindex: i32,
-    pub source: LakeSource,
+    pub source: Source,
 }
 
-/// The change feed standing in for a source in a delta term.
-#[derive(Debug, Clone, Copy)]
+/// Which of a source's changes a delta term reads.
+#[derive(Debug, Clone)]
+pub enum Unseen {
+    /// A lake change feed: snapshot ids after this one, up to the term's `to`.
+    After(i64),
+    /// A Postgres change log: rows of transactions not visible in this snapshot
+    /// (`pg_snapshot` text).
+    NotVisibleIn(String),
+}
+
+/// The changes standing in for a source in a delta term.
+#[derive(Debug, Clone)]
 pub struct Feed {
     pub source: pg_sys::Oid,
+    /// The change feed or change log.
     pub relid: pg_sys::Oid,
-    /// Changes with snapshot ids in (from, to] are read.
-    pub from: i64,
+    pub unseen: Unseen,
 }
 
-/// The keys-and-arguments query over the defining query's FROM and WHERE.
+/// The keys-and-arguments rows: one query over the defining query's FROM and WHERE,
+/// or (for a UNION of SELECTs) one per branch, whose rows are added up.
 #[derive(Debug)]
 pub struct Rows {
-    query: *mut pg_sys::Query,
-    pub occurrences: Vec<Occurrence>,
-    /// Output column names, in order.
-    pub columns: Vec<String>,
+    branches: Vec<Branch>,
 }
 
 impl Rows {
+    /// The rows of one query (see `Branch::new`).
+    pub fn new(query: *mut pg_sys::Query, occurrences: Vec<Occurrence>, columns: Vec<(String, *mut pg_sys::Node)>) -> Rows {
+        Rows::union(vec![(query, occurrences, columns)])
+    }
+
+    /// The rows of several queries, each with the same column names (of types that a
+    /// UNION of them unifies), added up: UNION ALL.
+    pub fn union(branches: Vec<(*mut pg_sys::Query, Vec<Occurrence>, Vec<(String, *mut pg_sys::Node)>)>) -> Rows {
+        let branches = branches.into_iter().map(|(query, occurrences, columns)| Branch::new(query, occurrences, columns)).collect();
+        Rows { branches }
+    }
+
+    /// Every relation the rows read, branch by branch.
+    pub fn occurrences(&self) -> impl Iterator<Item = &Occurrence> {
+        self.branches.iter().flat_map(|b| &b.occurrences)
+    }
+
+    /// The rows as the sources are now (the lake at the snapshot the refresh pins).
+    pub fn sql(&self) -> String {
+        self.branches.iter().map(Branch::sql).collect::<Vec<_>>().join(" UNION ALL ")
+    }
+
+    /// The change of the rows (see `Branch::delta_sql`): the branches' changes added
+    /// up. None when no feed is given (nothing changed).
+    pub fn delta_sql(&self, feeds: &[Feed], to: i64) -> Option<String> {
+        let deltas: Vec<String> = self.branches.iter().filter_map(|b| b.delta_sql(feeds, to)).collect();
+        (!deltas.is_empty()).then(|| deltas.join(" UNION ALL "))
+    }
+}
+
+/// The keys-and-arguments query of one SELECT.
+#[derive(Debug)]
+struct Branch {
+    query: *mut pg_sys::Query,
+    occurrences: Vec<Occurrence>,
+    columns: Vec<String>,
+}
+
+impl Branch {
     /// `query` with its select list replaced by `columns` (name, expression over its
     /// range table) and everything above FROM/WHERE removed. `query` is not modified.
-    pub fn new(query: *mut pg_sys::Query, occurrences: Vec<Occurrence>, columns: Vec<(String, *mut pg_sys::Node)>) -> Rows {
+    fn new(query: *mut pg_sys::Query, occurrences: Vec<Occurrence>, columns: Vec<(String, *mut pg_sys::Node)>) -> Branch {
         // SAFETY: copies and edits an analyzed Query tree in the current memory context.
         unsafe {
             let rows = pg_sys::copyObjectImpl(query as *const std::ffi::c_void) as *mut pg_sys::Query;
@@ -81,24 +131,23 @@ impl Rows {
             {
                 (*rows).hasGroupRTE = false;
             }
-            Rows { query: rows, occurrences, columns: columns.into_iter().map(|(name, _)| name).collect() }
+            Branch { query: rows, occurrences, columns: columns.into_iter().map(|(name, _)| name).collect() }
         }
     }
 
-    /// The rows at the snapshot the lake is read at.
-    pub fn sql(&self) -> String {
+    fn sql(&self) -> String {
         // SAFETY: deparses the Query built in `new`.
         unsafe { querydef(self.query) }
     }
 
-    /// The change of the rows when each feed's source moves from its `from` to `to`:
-    /// the rows' columns plus `__pgt_weight`, one UNION ALL branch per term. None
-    /// when no feed is given (nothing changed).
-    pub fn delta_sql(&self, feeds: &[Feed], to: i64) -> Option<String> {
+    /// The change of the rows when each feed's source moves from what it has seen to
+    /// now: the rows' columns plus `__pgt_weight`, one UNION ALL branch per term. None
+    /// when none of the feeds is a source of this branch.
+    fn delta_sql(&self, feeds: &[Feed], to: i64) -> Option<String> {
         let changed: Vec<(&Occurrence, &Feed)> = self
             .occurrences
             .iter()
-            .filter_map(|o| feeds.iter().find(|f| f.source == o.source.relid).map(|f| (o, f)))
+            .filter_map(|o| feeds.iter().find(|f| f.source == o.source.relid()).map(|f| (o, f)))
             .collect();
         if changed.is_empty() {
             return None;
@@ -124,8 +173,8 @@ impl Rows {
         Some(terms.join(" UNION ALL "))
     }
 
-    /// The rows with each member's source replaced by its feed, restricted to changes
-    /// in (from, to], with each member's change type as column `__pgt_change<i>`.
+    /// The rows with each member's source replaced by its changes, restricted to those
+    /// unseen, with each member's change type as column `__pgt_change<i>`.
     unsafe fn term(&self, members: &[&(&Occurrence, &Feed)], to: i64) -> String {
         unsafe {
             let query = pg_sys::copyObjectImpl(self.query as *const std::ffi::c_void) as *mut pg_sys::Query;
@@ -138,10 +187,18 @@ impl Rows {
             for (i, (occurrence, feed)) in members.iter().enumerate() {
                 let rte = rtable.get_ptr(occurrence.rtindex as usize - 1).expect("occurrence in the range table");
                 (*rte).relid = feed.relid;
-                let snapshot = feed_var(feed.relid, occurrence.rtindex, "snapshot_id");
                 let change = feed_var(feed.relid, occurrence.rtindex, "change_type");
-                quals.push(int8_clause(INT8_GREATER, snapshot, feed.from));
-                quals.push(int8_clause(INT8_LESS_EQUAL, pg_sys::copyObjectImpl(snapshot as _) as _, to));
+                match &feed.unseen {
+                    Unseen::After(from) => {
+                        let snapshot = feed_var(feed.relid, occurrence.rtindex, "snapshot_id");
+                        quals.push(int8_clause(INT8_GREATER, snapshot, *from));
+                        quals.push(int8_clause(INT8_LESS_EQUAL, pg_sys::copyObjectImpl(snapshot as _) as _, to));
+                    }
+                    Unseen::NotVisibleIn(seen) => {
+                        let xid = feed_var(feed.relid, occurrence.rtindex, "__pgt_xid");
+                        quals.push(not_visible_in(xid, seen));
+                    }
+                }
                 let name = CString::new(format!("__pgt_change{i}")).expect("no NUL");
                 targets.push(pg_sys::makeTargetEntry(
                     change as *mut pg_sys::Expr,
@@ -181,6 +238,30 @@ unsafe fn int8_clause(operator: u32, var: *mut pg_sys::Node, value: i64) -> *mut
             pg_sys::InvalidOid,
             pg_sys::InvalidOid,
         ) as *mut pg_sys::Node
+    }
+}
+
+/// `NOT pg_visible_in_snapshot(xid, 'seen'::pg_snapshot)`.
+unsafe fn not_visible_in(xid: *mut pg_sys::Node, seen: &str) -> *mut pg_sys::Node {
+    unsafe {
+        let text = CString::new(seen).unwrap_or_default();
+        // Postgres' own input function checks the text (the frontier is editable).
+        let datum = pg_sys::OidInputFunctionCall(pg_sys::Oid::from(pg_sys::F_PG_SNAPSHOT_IN), text.as_ptr() as *mut _, pg_sys::InvalidOid, -1);
+        let snapshot = pg_sys::makeConst(pg_sys::PG_SNAPSHOTOID, -1, pg_sys::InvalidOid, -1, datum, false, false);
+        let mut args = PgList::<pg_sys::Node>::new();
+        args.push(xid);
+        args.push(snapshot as *mut pg_sys::Node);
+        let visible = pg_sys::makeFuncExpr(
+            pg_sys::Oid::from(pg_sys::F_PG_VISIBLE_IN_SNAPSHOT),
+            pg_sys::BOOLOID,
+            args.into_pg(),
+            pg_sys::InvalidOid,
+            pg_sys::InvalidOid,
+            pg_sys::CoercionForm::COERCE_EXPLICIT_CALL,
+        );
+        let mut negated = PgList::<pg_sys::Node>::new();
+        negated.push(visible as *mut pg_sys::Node);
+        pg_sys::makeBoolExpr(pg_sys::BoolExprType::NOT_EXPR, negated.into_pg(), -1) as *mut pg_sys::Node
     }
 }
 

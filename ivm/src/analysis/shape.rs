@@ -7,7 +7,7 @@
 //! running state of each aggregate. A query without aggregates is the special case of
 //! grouping by every output column (the count is the row's multiplicity).
 
-use super::parse::lake_source;
+use super::parse::{Source, lake_source, postgres_source};
 use super::rows::{Occurrence, Rows};
 use super::tree::{deparse, equal, mutate, var_like};
 use crate::sql::ident;
@@ -165,7 +165,7 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
             return Err(IvmError::unsupported("WITH"));
         }
         if !q.setOperations.is_null() {
-            return Err(IvmError::unsupported("UNION/INTERSECT/EXCEPT"));
+            return union_shape(query);
         }
         if q.hasSubLinks {
             return Err(IvmError::unsupported("a subquery expression"));
@@ -192,11 +192,11 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
             return Err(IvmError::unsupported("a volatile function (its result would differ between refreshes)"));
         }
 
-        let occurrences = lake_relations(q)?;
+        let occurrences = source_relations(q)?;
         // Expressions in messages: as SQL over the source when there is one relation.
         let joined = PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable).iter_ptr().any(|r| (*r).rtekind == pg_sys::RTEKind::RTE_JOIN);
         let describe = |node: *mut pg_sys::Node, fallback: String| match occurrences.as_slice() {
-            [only] if !joined => deparse(node, "c", only.source.relid),
+            [only] if !joined => deparse(node, "c", only.source.relid()),
             _ => fallback,
         };
 
@@ -326,20 +326,117 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
     }
 }
 
-/// The query's relations: DuckLake foreign tables, inner-joined (by commas or
-/// `[INNER] JOIN`), every one a source of the rows.
-unsafe fn lake_relations(q: &pg_sys::Query) -> IvmResult<Vec<Occurrence>> {
+/// A UNION [ALL] of SELECTs, each of the rows of one table or an inner join (no
+/// aggregates): its rows are the branches' rows added up, each a state row keyed by
+/// all its columns, counted (UNION ALL) or present once (UNION, which removes the
+/// duplicates of every branch below it too).
+unsafe fn union_shape(query: *mut pg_sys::Query) -> IvmResult<Shape> {
+    unsafe {
+        let q = &*query;
+        let top = q.setOperations as *mut pg_sys::SetOperationStmt;
+        let mut leaves = Vec::new();
+        let mut all_along = true;
+        union_leaves(top as *mut pg_sys::Node, &mut leaves, &mut all_along)?;
+        let kind = if !(*top).all {
+            Kind::Distinct
+        } else if all_along {
+            Kind::Plain
+        } else {
+            return Err(IvmError::unsupported("UNION below UNION ALL"));
+        };
+        let target_list = PgList::<pg_sys::TargetEntry>::from_pg(q.targetList);
+        let visible: Vec<*mut pg_sys::TargetEntry> = target_list.iter_ptr().filter(|t| !(**t).resjunk).collect();
+        let outputs: Vec<String> = visible
+            .iter()
+            .map(|t| if (**t).resname.is_null() { "?column?".into() } else { CStr::from_ptr((**t).resname).to_string_lossy().into_owned() })
+            .collect();
+        let mut keys = Vec::new();
+        let mut key_trees = Vec::new();
+        for (i, entry) in visible.iter().enumerate() {
+            let expression = (**entry).expr as *mut pg_sys::Node;
+            require_key_type(expression, &format!("result column \"{}\"", outputs[i]))?;
+            let column = format!("{STATE_KEY_PREFIX}{}", i + 1);
+            keys.push(Key { expression: format!("c.{}", ident(&column)), column, output: Some(outputs[i].clone()) });
+            key_trees.push(expression);
+        }
+        let rtable = PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable);
+        let mut branches = Vec::new();
+        for leaf in leaves {
+            let rte = rtable.get_ptr(leaf - 1).ok_or_else(|| IvmError::unsupported("this UNION"))?;
+            let branch = (*rte).subquery;
+            if (*rte).rtekind != pg_sys::RTEKind::RTE_SUBQUERY || branch.is_null() {
+                return Err(IvmError::unsupported("this UNION"));
+            }
+            let b = &*branch;
+            if b.hasAggs || !b.groupClause.is_null() || !b.havingQual.is_null() || !b.distinctClause.is_null()
+                || b.hasWindowFuncs || b.hasSubLinks || !b.cteList.is_null() || b.hasTargetSRFs
+                || !b.limitCount.is_null() || !b.limitOffset.is_null() || !b.setOperations.is_null()
+            {
+                return Err(IvmError::unsupported("a UNION branch with aggregates, DISTINCT, subqueries or LIMIT"));
+            }
+            let occurrences = source_relations(b)?;
+            let columns: Vec<(String, *mut pg_sys::Node)> = PgList::<pg_sys::TargetEntry>::from_pg(b.targetList)
+                .iter_ptr()
+                .filter(|t| !(**t).resjunk)
+                .zip(&keys)
+                .map(|(t, key)| (key.column.clone(), (*t).expr as *mut pg_sys::Node))
+                .collect();
+            branches.push((branch, occurrences, columns));
+        }
+        let mut to_state = |node: *mut pg_sys::Node| -> Option<*mut pg_sys::Node> {
+            key_trees.iter().position(|k| equal(node, *k)).map(|i| var_like(node, i as i16 + 1))
+        };
+        let output_trees: Vec<*mut pg_sys::Node> = visible.iter().map(|t| mutate((**t).expr as _, &mut to_state)).collect();
+        Ok(Shape {
+            rows: Rows::union(branches),
+            kind,
+            keys,
+            aggregates: Vec::new(),
+            outputs,
+            output_trees,
+            having_tree: None,
+        })
+    }
+}
+
+/// The range-table indexes of a UNION tree's SELECTs; `all_along` turns false below
+/// a UNION that removes duplicates.
+unsafe fn union_leaves(node: *mut pg_sys::Node, leaves: &mut Vec<usize>, all_along: &mut bool) -> IvmResult<()> {
+    unsafe {
+        if pgrx::is_a(node, pg_sys::NodeTag::T_RangeTblRef) {
+            leaves.push((*(node as *mut pg_sys::RangeTblRef)).rtindex as usize);
+            return Ok(());
+        }
+        let s = node as *mut pg_sys::SetOperationStmt;
+        match (*s).op {
+            pg_sys::SetOperation::SETOP_UNION => {}
+            pg_sys::SetOperation::SETOP_INTERSECT => return Err(IvmError::unsupported("INTERSECT")),
+            _ => return Err(IvmError::unsupported("EXCEPT")),
+        }
+        *all_along &= (*s).all;
+        union_leaves((*s).larg, leaves, all_along)?;
+        union_leaves((*s).rarg, leaves, all_along)
+    }
+}
+
+/// The query's relations: DuckLake foreign tables and Postgres tables, inner-joined
+/// (by commas or `[INNER] JOIN`), every one a source of the rows.
+unsafe fn source_relations(q: &pg_sys::Query) -> IvmResult<Vec<Occurrence>> {
     unsafe {
         let mut occurrences = Vec::new();
         for (index, rte) in PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable).iter_ptr().enumerate() {
             match (*rte).rtekind {
                 pg_sys::RTEKind::RTE_RELATION => {
-                    let source = lake_source((*rte).relid)?.ok_or_else(|| {
-                        IvmError::unsupported(format!(
-                            "reading {} (not a DuckLake foreign table)",
-                            crate::sql::relation_name((*rte).relid)
-                        ))
-                    })?;
+                    let relid = (*rte).relid;
+                    let source = match lake_source(relid)? {
+                        Some(lake) => Source::Lake(lake),
+                        None => Source::Postgres(postgres_source(relid).ok_or_else(|| {
+                            IvmError::unsupported(format!(
+                                "reading {} (neither a DuckLake foreign table nor a user's Postgres table)",
+                                crate::sql::relation_name(relid)
+                            ))
+                        })?),
+                    };
                     occurrences.push(Occurrence { rtindex: index as i32 + 1, source });
                 }
                 #[cfg(feature = "pg18")]
@@ -358,7 +455,7 @@ unsafe fn lake_relations(q: &pg_sys::Query) -> IvmResult<Vec<Occurrence>> {
             }
         }
         if occurrences.is_empty() {
-            return Err(IvmError::unsupported("a query without a DuckLake table in FROM"));
+            return Err(IvmError::unsupported("a query without a table in FROM"));
         }
         Ok(occurrences)
     }

@@ -1,8 +1,10 @@
 //! Keeping stream tables current: the relations behind them, the SQL of the delta
 //! rules, the refresh that runs it, and the check of a result against its query.
 
+pub mod capture;
 pub mod context;
 pub mod objects;
 pub mod refresh;
+pub mod snapshot;
 pub mod statements;
 pub mod verify;

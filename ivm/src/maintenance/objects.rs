@@ -5,8 +5,9 @@
 //! the internal schemas), handed to the stream table's owner, whose refreshes use
 //! them, and depend on the result table (dropped with it).
 
+use super::capture::{create_capture, log_name};
 use super::statements::{Objects, Statements, state_from_source};
-use crate::analysis::parse::LakeSource;
+use crate::analysis::parse::{LakeSource, PostgresSource};
 use crate::analysis::shape::Shape;
 use crate::error::{IvmError, IvmResult};
 use crate::privileges::as_extension_owner;
@@ -18,8 +19,8 @@ pub const STATE_SCHEMA: &str = "pgtrickle_state";
 pub const CHANGES_SCHEMA: &str = "pgtrickle_changes";
 
 /// Names of the relations of the stream table whose result table is `result_relid`,
-/// reading lake `sources`.
-pub fn objects_for(result_relid: pg_sys::Oid, sources: &[LakeSource]) -> Objects {
+/// reading lake `sources` and (differentially) Postgres tables `postgres`.
+pub fn objects_for(result_relid: pg_sys::Oid, sources: &[LakeSource], postgres: &[PostgresSource]) -> Objects {
     let id = result_relid.to_u32();
     Objects {
         result: crate::sql::relation_name(result_relid),
@@ -30,6 +31,7 @@ pub fn objects_for(result_relid: pg_sys::Oid, sources: &[LakeSource]) -> Objects
             .iter()
             .map(|s| (s.relid, qualified(CHANGES_SCHEMA, &format!("feed_{id}_{}", s.relid.to_u32()))))
             .collect(),
+        logs: postgres.iter().map(|s| (s.relid, log_name(result_relid, s.relid))).collect(),
     }
 }
 
@@ -38,7 +40,12 @@ fn run(sql: &str) -> IvmResult<()> {
 }
 
 fn record_dependency(dependent: pg_sys::Oid, referenced: pg_sys::Oid, kind: pg_sys::DependencyType::Type) {
-    let depender = pg_sys::ObjectAddress { classId: pg_sys::RelationRelationId, objectId: dependent, objectSubId: 0 };
+    record_dependency_of(pg_sys::RelationRelationId, dependent, referenced, kind)
+}
+
+/// `dependent` (an object of catalog `class`) depends on relation `referenced`.
+fn record_dependency_of(class: pg_sys::Oid, dependent: pg_sys::Oid, referenced: pg_sys::Oid, kind: pg_sys::DependencyType::Type) {
+    let depender = pg_sys::ObjectAddress { classId: class, objectId: dependent, objectSubId: 0 };
     let target = pg_sys::ObjectAddress { classId: pg_sys::RelationRelationId, objectId: referenced, objectSubId: 0 };
     // SAFETY: both relations exist; recordDependencyOn inserts one pg_depend row.
     unsafe { pg_sys::recordDependencyOn(&depender, &target, kind) };
@@ -86,6 +93,18 @@ pub fn create_internals(result_relid: pg_sys::Oid, shape: &Shape, objects: &Obje
             create_feed(*source, feed)?;
             adopt("FOREIGN TABLE", feed, result_relid)?;
         }
+        for occurrence in shape.rows.occurrences() {
+            let crate::analysis::parse::Source::Postgres(source) = &occurrence.source else { continue };
+            if crate::sql::try_regclass(&log_name(result_relid, source.relid))?.is_some() {
+                continue; // a self-join: one capture per table
+            }
+            let (log, function, triggers) = create_capture(result_relid, source)?;
+            adopt("TABLE", &log, result_relid)?;
+            record_dependency_of(pg_sys::ProcedureRelationId, function, result_relid, pg_sys::DependencyType::DEPENDENCY_AUTO);
+            for trigger in triggers {
+                record_dependency_of(pg_sys::TriggerRelationId, trigger, result_relid, pg_sys::DependencyType::DEPENDENCY_AUTO);
+            }
+        }
         Ok(())
     })
 }
@@ -123,21 +142,35 @@ pub fn refresh_change_relations(result_relid: pg_sys::Oid, objects: &Objects) ->
     Ok(())
 }
 
-/// Drop the internal relations (used when the defining query changes).
+/// Drop the internal relations, capture functions and triggers (used when the
+/// defining query changes).
 pub fn drop_internals(result_relid: pg_sys::Oid) -> IvmResult<()> {
-    let objects = objects_for(result_relid, &[]);
-    let feeds: Vec<String> = Spi::get_one_with_args::<Vec<String>>(
-        "SELECT pg_catalog.array_agg(c.oid::regclass::text) FROM pg_catalog.pg_class c \
-         WHERE c.relnamespace = $1::regnamespace AND c.relname LIKE $2",
-        &[CHANGES_SCHEMA.into(), format!("feed\\_{}\\_%", result_relid.to_u32()).into()],
-    )?
-    .unwrap_or_default();
+    let objects = objects_for(result_relid, &[], &[]);
+    let named = |sql: &str, prefix: &str| {
+        Spi::get_one_with_args::<Vec<String>>(sql, &[CHANGES_SCHEMA.into(), format!("{prefix}\\_{}\\_%", result_relid.to_u32()).into()])
+            .map(Option::unwrap_or_default)
+    };
+    let relations = "SELECT pg_catalog.array_agg(c.oid::regclass::text) FROM pg_catalog.pg_class c \
+                     WHERE c.relnamespace = $1::regnamespace AND c.relname LIKE $2";
+    let feeds = named(relations, "feed")?;
+    let logs = named(relations, "log")?;
+    let functions = named(
+        "SELECT pg_catalog.array_agg(p.oid::regprocedure::text) FROM pg_catalog.pg_proc p \
+         WHERE p.pronamespace = $1::regnamespace AND p.proname LIKE $2",
+        "capture",
+    )?;
     as_extension_owner(|| {
         for name in [&objects.state, &objects.affected, &objects.buffer] {
             run(&format!("DROP TABLE IF EXISTS {name}"))?;
         }
         for feed in &feeds {
             run(&format!("DROP FOREIGN TABLE IF EXISTS {feed}"))?;
+        }
+        for function in &functions {
+            run(&format!("DROP FUNCTION {function} CASCADE"))?; // with its triggers
+        }
+        for log in &logs {
+            run(&format!("DROP TABLE IF EXISTS {log}"))?;
         }
         Ok(())
     })
@@ -172,8 +205,10 @@ fn create_feed(source: pg_sys::Oid, feed: &str) -> IvmResult<()> {
             $2,
             (SELECT coalesce(pg_catalog.string_agg(CASE WHEN a.attisdropped
                     THEN pg_catalog.format('%I integer, ', '__pgt_dropped_' || a.attnum)
-                    ELSE pg_catalog.format('%I %s%s, ', a.attname,
+                    ELSE pg_catalog.format('%I %s%s%s, ', a.attname,
                     pg_catalog.format_type(a.atttypid, a.atttypmod),
+                    (SELECT ' COLLATE ' || a.attcollation::pg_catalog.regcollation::text FROM pg_catalog.pg_type t
+                      WHERE t.oid = a.atttypid AND a.attcollation <> 0 AND a.attcollation <> t.typcollation),
                     CASE WHEN a.attfdwoptions IS NULL THEN '' ELSE
                       (SELECT pg_catalog.format(' OPTIONS (%s)', pg_catalog.string_agg(pg_catalog.format('%I %L',
                               pg_catalog.split_part(x, '=', 1), pg_catalog.substr(x, pg_catalog.strpos(x, '=') + 1)), ', '))

@@ -1,15 +1,17 @@
 //! One refresh of one stream table, inside the caller's transaction: DIFFERENTIAL
-//! folds the lake's changes since the frontier into the result; FULL rebuilds it from
-//! the lake as of the frontier's snapshot. Result, state and frontier change together
-//! or not at all.
+//! folds the sources' changes since the frontier into the result; FULL rebuilds it
+//! from the lake as of the frontier's snapshot (Postgres tables as they are: they
+//! cannot travel in time). Result, state and frontier change together or not at all.
 
+use super::capture::{forget_seen, written_by_this_transaction};
 use super::context::{RefreshContext, describe, in_subtransaction};
 use super::objects::{objects_for, refresh_change_relations};
+use super::snapshot::ReadSnapshot;
 use super::statements::{Objects, Statements};
-use crate::analysis::parse::{LakeSource, analyze, lake_sources};
-use crate::analysis::rows::Feed;
+use crate::analysis::parse::{LakeSource, PostgresSource, Source, analyze, lake_sources};
+use crate::analysis::rows::{Feed, Unseen};
 use crate::analysis::shape::{Kind, Shape, shape_of};
-use crate::catalog::{self, Lock, RefreshMode, StreamTable, frontier_at, frontier_snapshot};
+use crate::catalog::{self, Lock, RefreshMode, StreamTable, frontier_seen, frontier_snapshot};
 use crate::definition;
 use crate::error::{IvmError, IvmResult};
 use crate::privileges::owner_of;
@@ -47,7 +49,10 @@ pub fn latest_snapshot(source: &LakeSource) -> IvmResult<i64> {
 /// The plan for maintaining `table`: its shape (None for FULL-mode tables), sources and objects.
 pub struct Plan {
     pub shape: Option<Shape>,
+    /// Every lake table the query reads.
     pub sources: Vec<LakeSource>,
+    /// The Postgres tables a differential stream table reads (their changes are captured).
+    pub postgres: Vec<PostgresSource>,
     pub objects: Objects,
 }
 
@@ -61,8 +66,25 @@ pub fn plan_for(table: &StreamTable) -> IvmResult<Plan> {
         RefreshMode::Differential => Some(shape_of(query)?),
         RefreshMode::Full => None,
     };
-    let objects = objects_for(table.relid, &sources);
-    Ok(Plan { shape, sources, objects })
+    let mut postgres: Vec<PostgresSource> = Vec::new();
+    for occurrence in shape.iter().flat_map(|s| s.rows.occurrences()) {
+        if let Source::Postgres(source) = &occurrence.source {
+            if !postgres.iter().any(|p| p.relid == source.relid) {
+                postgres.push(source.clone());
+            }
+        }
+    }
+    let objects = objects_for(table.relid, &sources, &postgres);
+    Ok(Plan { shape, sources, postgres, objects })
+}
+
+/// Where a refresh starts from and goes to.
+struct Positions {
+    /// The lake's snapshot in the frontier, and the lake's current one (None without lake sources).
+    lake_from: Option<i64>,
+    lake_to: Option<i64>,
+    /// Per Postgres source, with its log: the `pg_snapshot` the frontier has seen it up to.
+    seen: Vec<(PostgresSource, String, Option<String>)>,
 }
 
 /// Refresh stream table `id`. With `Lock::SkipLocked` returns Ok(None) when another
@@ -82,66 +104,121 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
         return Ok(None);
     }
     let owner = owner_of(table.relid)?;
-    let (outcome, frontier, note) = {
-        let context = RefreshContext::enter(owner, &table.settings)?;
-        let plan = plan_for(&table)?;
-        let keys: Vec<String> = plan.sources.iter().map(|s| s.key.clone()).collect();
-        let Some(source) = plan.sources.first() else {
-            // No lake source: nothing to track, every refresh is a rebuild.
-            rebuild(&table, &plan, &context, None)?;
-            drop(context);
-            catalog::record_refresh(id, &serde_json::json!({"sources": {}}), None)?;
-            return Ok(Some(Outcome::Refreshed { snapshot: None, changes: 0 }));
-        };
-        let frontier = frontier_snapshot(&table.frontier, &keys, &table.name)?;
-        let latest = latest_snapshot(source)?;
-        if let Some(f) = frontier {
-            if f > latest {
-                return Err(IvmError::invalid(format!(
-                    "frontier of {} is snapshot {f}, but the lake's current snapshot is {latest}",
-                    table.name
-                ))
-                .with_hint("Set the frontier to an existing snapshot (see ducklake.snapshots()) or to null."));
+    let context = RefreshContext::enter(owner, &table.settings)?;
+    let plan = plan_for(&table)?;
+    let keys: Vec<String> = plan.sources.iter().map(|s| s.key.clone()).collect();
+    if plan.sources.is_empty() && plan.postgres.is_empty() {
+        // No source to track: every refresh is a rebuild.
+        let read = ReadSnapshot::take();
+        rebuild(&table, &plan, &context, &read, None)?;
+        drop(context);
+        catalog::record_refresh(id, &serde_json::json!({"sources": {}}), None)?;
+        return Ok(Some(Outcome::Refreshed { snapshot: None, changes: 0 }));
+    }
+    let positions = positions(&table, &plan, &keys)?;
+    for (source, log, _) in &positions.seen {
+        if written_by_this_transaction(log)? {
+            return Err(IvmError::new(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!(
+                    "stream table {} cannot be refreshed in the transaction that changed its source {}",
+                    table.name,
+                    crate::sql::relation_name(source.relid)
+                ),
+            )
+            .with_hint("Refresh it after this transaction commits (the scheduler does)."));
+        }
+    }
+    let (lake_from, lake_to) = (positions.lake_from, positions.lake_to);
+    let all_seen = positions.seen.iter().all(|(_, _, seen)| seen.is_some());
+    if requested == Requested::Differential && lake_from == lake_to && all_seen && !any_unseen(&positions)? {
+        drop(context);
+        if table.status != "ACTIVE" || table.consecutive_errors > 0 {
+            catalog::clear_error(id)?;
+        }
+        return Ok(Some(Outcome::UpToDate));
+    }
+    let read = ReadSnapshot::take();
+    let differential_possible =
+        table.mode == RefreshMode::Differential && (keys.is_empty() || lake_from.is_some()) && all_seen;
+    let (outcome, at, note) = match (requested, plan.shape.as_ref()) {
+        (Requested::Full, _) => {
+            let at = lake_from.or(lake_to);
+            rebuild(&table, &plan, &context, &read, at)?;
+            (Outcome::Refreshed { snapshot: at, changes: 0 }, at, None)
+        }
+        (Requested::Differential, Some(shape)) if differential_possible => {
+            match differential(table.relid, shape, &plan, &positions, &read, &context)? {
+                Applied::Changes(changes) => (Outcome::Refreshed { snapshot: lake_to, changes }, lake_to, None),
+                Applied::Rebuild(reason) => {
+                    rebuild(&table, &plan, &context, &read, lake_to)?;
+                    let note = format!("{reason}; rebuilt in full");
+                    pgrx::warning!("stream table {}: {note}", table.name);
+                    (Outcome::Refreshed { snapshot: lake_to, changes: 0 }, lake_to, Some(note))
+                }
             }
         }
-        match (requested, table.mode, frontier, plan.shape.as_ref()) {
-            (Requested::Full, _, _, _) => {
-                let at = frontier.unwrap_or(latest);
-                rebuild(&table, &plan, &context, Some(at))?;
-                (Outcome::Refreshed { snapshot: Some(at), changes: 0 }, frontier_at(&keys, at), None)
-            }
-            (Requested::Differential, _, Some(f), _) if f == latest => {
-                drop(context);
-                if table.status != "ACTIVE" || table.consecutive_errors > 0 {
-                    catalog::clear_error(id)?;
-                }
-                return Ok(Some(Outcome::UpToDate));
-            }
-            (Requested::Differential, RefreshMode::Differential, Some(f), Some(shape)) => {
-                match differential(table.relid, shape, &plan.objects, &plan.sources, f, latest, &context)? {
-                    Some(changes) => (Outcome::Refreshed { snapshot: Some(latest), changes }, frontier_at(&keys, latest), None),
-                    None => {
-                        rebuild(&table, &plan, &context, Some(latest))?;
-                        let note = format!(
-                            "frontier snapshot {f} has expired from the lake; rebuilt in full at snapshot {latest}"
-                        );
-                        pgrx::warning!("stream table {}: {note}", table.name);
-                        (Outcome::Refreshed { snapshot: Some(latest), changes: 0 }, frontier_at(&keys, latest), Some(note))
-                    }
-                }
-            }
-            (Requested::Differential, _, _, _) => {
-                rebuild(&table, &plan, &context, Some(latest))?;
-                (Outcome::Refreshed { snapshot: Some(latest), changes: 0 }, frontier_at(&keys, latest), None)
-            }
+        (Requested::Differential, _) => {
+            rebuild(&table, &plan, &context, &read, lake_to)?;
+            (Outcome::Refreshed { snapshot: lake_to, changes: 0 }, lake_to, None)
         }
     };
-    catalog::record_refresh(id, &frontier, note.as_deref())?;
+    let seen_now = read.text()?;
+    drop(read);
+    for (_, log, _) in &positions.seen {
+        forget_seen(log, &seen_now)?;
+    }
+    drop(context);
+    let postgres: Vec<(String, String)> = plan.postgres.iter().map(|p| (p.key.clone(), seen_now.clone())).collect();
+    catalog::record_refresh(id, &catalog::frontier_of(&keys, at, &postgres), note.as_deref())?;
     Ok(Some(outcome))
 }
 
-/// Replace the result (and state) with the query's result as of `snapshot`.
-fn rebuild(table: &StreamTable, plan: &Plan, context: &RefreshContext, snapshot: Option<i64>) -> IvmResult<()> {
+/// The frontier's and the lake's current positions of `table`'s sources.
+fn positions(table: &StreamTable, plan: &Plan, keys: &[String]) -> IvmResult<Positions> {
+    let (lake_from, lake_to) = match plan.sources.first() {
+        None => (None, None),
+        Some(source) => {
+            let from = frontier_snapshot(&table.frontier, keys, &table.name)?;
+            let latest = latest_snapshot(source)?;
+            if let Some(f) = from {
+                if f > latest {
+                    return Err(IvmError::invalid(format!(
+                        "frontier of {} is snapshot {f}, but the lake's current snapshot is {latest}",
+                        table.name
+                    ))
+                    .with_hint("Set the frontier to an existing snapshot (see ducklake.snapshots()) or to null."));
+                }
+            }
+            (from, Some(latest))
+        }
+    };
+    let mut seen = Vec::new();
+    for source in &plan.postgres {
+        let log = plan.objects.logs.iter().find(|(relid, _)| *relid == source.relid).map(|(_, l)| l.clone()).unwrap_or_default();
+        seen.push((source.clone(), log, frontier_seen(&table.frontier, &source.key, &table.name)?));
+    }
+    Ok(Positions { lake_from, lake_to, seen })
+}
+
+/// Has any Postgres source a change its frontier has not seen?
+fn any_unseen(positions: &Positions) -> IvmResult<bool> {
+    for (_, log, seen) in &positions.seen {
+        let Some(seen) = seen else { return Ok(true) };
+        let unseen = Spi::get_one_with_args::<bool>(
+            &format!("SELECT EXISTS (SELECT FROM {log} WHERE NOT pg_catalog.pg_visible_in_snapshot(__pgt_xid, $1::pg_catalog.pg_snapshot))"),
+            &[seen.as_str().into()],
+        )?;
+        if unseen.unwrap_or(false) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Replace the result (and state) with the query's result: lake tables as of
+/// `snapshot`, Postgres tables as `read` sees them.
+fn rebuild(table: &StreamTable, plan: &Plan, context: &RefreshContext, read: &ReadSnapshot, snapshot: Option<i64>) -> IvmResult<()> {
     if let Some(at) = snapshot {
         context.pin_snapshot(at);
     }
@@ -150,64 +227,91 @@ fn rebuild(table: &StreamTable, plan: &Plan, context: &RefreshContext, snapshot:
             let statements = Statements::new(shape, &plan.objects)?;
             let columns = shape.state_columns().iter().map(|c| crate::sql::ident(c)).collect::<Vec<_>>().join(", ");
             run(&format!("DELETE FROM {}", plan.objects.state))?;
-            run(&format!("INSERT INTO {} ({columns}) {}", plan.objects.state, statements.state_from_source(None)))?;
+            read.run(&format!("INSERT INTO {} ({columns}) {}", plan.objects.state, statements.state_from_source(None)))?;
             run(&format!("DELETE FROM {}", plan.objects.result))?;
             run(&statements.insert_all_results())?;
         }
         None => {
             run(&format!("DELETE FROM {}", plan.objects.result))?;
-            run(&format!("INSERT INTO {} {}", plan.objects.result, definition::select_all(table.id)))?;
+            read.run(&format!("INSERT INTO {} {}", plan.objects.result, definition::select_all(table.id)))?;
         }
     }
     context.unpin_snapshot();
     Ok(())
 }
 
-/// Fold changes `(from, to]` into state and result. Ok(None) when `from` has expired
-/// from the lake (the caller rebuilds instead).
+/// What a differential refresh did.
+enum Applied {
+    /// The changes were folded in: this many change rows.
+    Changes(i64),
+    /// They cannot be (the reason): the caller rebuilds.
+    Rebuild(String),
+}
+
+/// Fold the changes since the frontier into state and result: lake changes up to the
+/// lake's current snapshot, Postgres changes up to `read`.
 fn differential(
     result_relid: pg_sys::Oid,
     shape: &Shape,
-    objects: &Objects,
-    sources: &[LakeSource],
-    from: i64,
-    to: i64,
+    plan: &Plan,
+    positions: &Positions,
+    read: &ReadSnapshot,
     context: &RefreshContext,
-) -> IvmResult<Option<i64>> {
+) -> IvmResult<Applied> {
+    let objects = &plan.objects;
     refresh_change_relations(result_relid, objects)?;
     let statements = Statements::new(shape, objects)?;
+    let sources = objects.feeds.len() + objects.logs.len();
+    let to = positions.lake_to.unwrap_or(0);
     run(&format!("DELETE FROM {}", objects.buffer))?;
     // The rows' changes into the buffer; in a subtransaction, so that a frontier that
     // has expired from the lake (22023) leads to a rebuild instead.
-    let fill = || -> IvmResult<u64> {
+    let fill = || -> IvmResult<Result<u64, String>> {
         let mut feeds = Vec::new();
-        for (source, feed) in &objects.feeds {
-            // With several sources, only those that changed have terms (see `rows`).
-            let changed = objects.feeds.len() == 1
-                || exists(&format!("SELECT EXISTS (SELECT FROM {feed} WHERE snapshot_id > {from} AND snapshot_id <= {to})"))?;
-            if changed {
-                feeds.push(Feed { source: *source, relid: crate::sql::regclass(feed)?, from });
+        if let Some(from) = positions.lake_from {
+            for (source, feed) in &objects.feeds {
+                // With several sources, only those that changed have terms (see `rows`).
+                let changed = sources == 1
+                    || read.exists(&format!("SELECT EXISTS (SELECT FROM {feed} WHERE snapshot_id > {from} AND snapshot_id <= {to})"))?;
+                if changed {
+                    feeds.push(Feed { source: *source, relid: crate::sql::regclass(feed)?, unseen: Unseen::After(from) });
+                }
+            }
+        }
+        for (source, log, seen) in &positions.seen {
+            let seen = seen.clone().unwrap_or_default();
+            let unseen = format!("NOT pg_catalog.pg_visible_in_snapshot(__pgt_xid, {}::pg_catalog.pg_snapshot)", crate::sql::literal(&seen));
+            if read.exists(&format!("SELECT EXISTS (SELECT FROM {log} WHERE {unseen} AND change_type = 'truncate')"))? {
+                return Ok(Err(format!("{} was truncated", crate::sql::relation_name(source.relid))));
+            }
+            if read.exists(&format!("SELECT EXISTS (SELECT FROM {log} WHERE {unseen})"))? {
+                feeds.push(Feed { source: source.relid, relid: crate::sql::regclass(log)?, unseen: Unseen::NotVisibleIn(seen) });
             }
         }
         let Some(delta) = shape.rows.delta_sql(&feeds, to) else {
-            return Ok(0);
+            return Ok(Ok(0));
         };
-        // Every term reads the sources whose changes it does not take at `to`.
-        context.pin_snapshot(to);
+        // Every term reads the sources whose changes it does not take as they are now.
+        if positions.lake_to.is_some() {
+            context.pin_snapshot(to);
+        }
         let fill = format!("INSERT INTO {} {delta}", objects.buffer);
-        pgrx::debug1!("pgtrickle: changes since snapshot {from}: {fill}");
-        let fetched = run(&fill)?;
+        pgrx::debug1!("pgtrickle: changes since the frontier: {fill}");
+        let fetched = read.run(&fill)?;
         context.unpin_snapshot();
-        Ok(fetched)
+        Ok(Ok(fetched))
     };
     let fetched = match in_subtransaction(fill) {
-        Ok(result) => result?,
+        Ok(result) => match result? {
+            Ok(fetched) => fetched,
+            Err(reason) => return Ok(Applied::Rebuild(reason)),
+        },
         Err(error) => {
             let (code, _) = describe(&error);
-            if code == PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE {
-                for source in sources {
+            if let (PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, Some(from)) = (code, positions.lake_from) {
+                for source in &plan.sources {
                     if frontier_expired(source, from)? {
-                        return Ok(None);
+                        return Ok(Applied::Rebuild(format!("frontier snapshot {from} has expired from the lake")));
                     }
                 }
             }
@@ -216,13 +320,15 @@ fn differential(
         }
     };
     if fetched == 0 {
-        return Ok(Some(0));
+        return Ok(Applied::Changes(0));
     }
     run(&format!("DELETE FROM {}", objects.affected))?;
     run(&statements.apply_delta())?;
     if exists(&statements.needs_rescan())? {
-        context.pin_snapshot(to);
-        run(&statements.rescan())?;
+        if positions.lake_to.is_some() {
+            context.pin_snapshot(to);
+        }
+        read.run(&statements.rescan())?;
         context.unpin_snapshot();
     }
     let with_nulls = shape.kind != Kind::Scalar && exists(&statements.affected_has_null_key())?;
@@ -237,7 +343,7 @@ fn differential(
             run(&statements.delete_empty_groups(true))?;
         }
     }
-    Ok(Some(fetched as i64))
+    Ok(Applied::Changes(fetched as i64))
 }
 
 /// Is `snapshot` older than the lake's oldest remaining snapshot?

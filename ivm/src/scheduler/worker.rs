@@ -70,7 +70,8 @@ pub extern "C-unwind" fn pgtrickle_scheduler_main(argument: pg_sys::Datum) {
     }
 }
 
-/// Non-paused stream tables with their effective interval; None when the catalog is gone.
+/// Non-paused stream tables with their effective interval, each after the stream
+/// tables it reads; None when the catalog is gone.
 fn active_tables() -> Option<Vec<Due>> {
     Spi::connect(|client| {
         let present = client
@@ -97,6 +98,15 @@ fn active_tables() -> Option<Vec<Due>> {
         Ok::<_, pgrx::spi::Error>(Some(tables))
     })
     .unwrap_or(None)
+    .map(|tables| {
+        // Stream tables over stream tables: the ones read first, so that a pass
+        // refreshes a table after those whose results it reads.
+        let ids: Vec<i64> = tables.iter().map(|t| t.id).collect();
+        let order = catalog::in_dependency_order(&ids, &catalog::dependencies().unwrap_or_default());
+        let mut tables = tables;
+        tables.sort_by_key(|t| order.iter().position(|id| *id == t.id));
+        tables
+    })
 }
 
 /// One scheduled refresh, in a transaction of its own, bounded by

@@ -1,0 +1,181 @@
+//! The changes of a Postgres table that a differential stream table reads. Statement
+//! triggers with transition tables append each statement's deleted and inserted rows
+//! to a change log, `pgtrickle_changes.log_<stream table oid>_<source oid>`, tagged
+//! with the writing transaction's id (`xid8`); TRUNCATE appends one `truncate` row.
+//! A refresh reads the rows of transactions its frontier's snapshot (`pg_snapshot`)
+//! did not see, all in one read snapshot that also reads the tables themselves, and
+//! then deletes the rows its new frontier has seen.
+//!
+//! The log mirrors the table's attribute numbers, dropped columns included, so the
+//! defining query's Vars address it as they address the table (see `analysis::rows`).
+//! The capture function matches columns by attribute number at each statement, so a
+//! column added to or dropped from the table later (one the query does not read) does
+//! not break writes to it.
+//!
+//! Each stream table has its own log and triggers: nothing is shared, and dropping
+//! the stream table drops them (they depend on its result table).
+
+use crate::analysis::parse::PostgresSource;
+use crate::error::{IvmError, IvmResult};
+use crate::sql::{ident, qualified};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use super::objects::CHANGES_SCHEMA;
+
+/// The change log of `source` for the stream table whose result table is `result_relid`.
+pub fn log_name(result_relid: pg_sys::Oid, source: pg_sys::Oid) -> String {
+    qualified(CHANGES_SCHEMA, &format!("log_{}_{}", result_relid.to_u32(), source.to_u32()))
+}
+
+fn function_name(result_relid: pg_sys::Oid, source: pg_sys::Oid) -> String {
+    qualified(CHANGES_SCHEMA, &format!("capture_{}_{}", result_relid.to_u32(), source.to_u32()))
+}
+
+fn trigger_name(result_relid: pg_sys::Oid, event: &str) -> String {
+    format!("pgtrickle_{}_{event}", result_relid.to_u32())
+}
+
+/// Whether the changes of `source` can be captured for the current user: a table
+/// outside any partition or inheritance hierarchy (a statement trigger does not see
+/// writes made through another table of one), on which the user may create triggers.
+pub fn check_capturable(source: &PostgresSource) -> IvmResult<()> {
+    let name = crate::sql::relation_name(source.relid);
+    let (in_hierarchy, allowed) = Spi::connect(|client| {
+        let row = client
+            .select(
+                "SELECT c.relispartition OR c.relhassubclass OR EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid),                         pg_catalog.has_table_privilege(c.oid, 'TRIGGER')                    FROM pg_catalog.pg_class c WHERE c.oid = $1",
+                None,
+                &[source.relid.into()],
+            )?
+            .first();
+        Ok::<_, pgrx::spi::Error>((row.get::<bool>(1)?.unwrap_or(false), row.get::<bool>(2)?.unwrap_or(false)))
+    })?;
+    if in_hierarchy {
+        return Err(IvmError::unsupported(format!(
+            "reading table {name}, which is part of a partition or inheritance hierarchy (its changes cannot be captured)"
+        )));
+    }
+    if allowed {
+        return Ok(());
+    }
+    Err(IvmError::new(
+        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        format!(
+            "permission denied to capture the changes of table {}: a differential stream table over it needs the TRIGGER privilege on it",
+            name
+        ),
+    )
+    .with_hint("Grant TRIGGER on the table, or use refresh_mode => 'FULL'."))
+}
+
+fn run(sql: &str) -> IvmResult<()> {
+    Spi::run(sql).map_err(|e| IvmError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("{e}: {sql}")))
+}
+
+/// The log, the capture function and the triggers for `source` (run as the
+/// extension's owner). Returns the log's name, the function's and the triggers' oids.
+pub fn create_capture(result_relid: pg_sys::Oid, source: &PostgresSource) -> IvmResult<(String, pg_sys::Oid, Vec<pg_sys::Oid>)> {
+    let log = log_name(result_relid, source.relid);
+    let columns: String = Spi::get_one_with_args(
+        "SELECT coalesce(pg_catalog.string_agg(CASE WHEN a.attisdropped \
+                THEN pg_catalog.format('%I integer, ', '__pgt_dropped_' || a.attnum) \
+                ELSE pg_catalog.format('%I %s%s, ', a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), \
+                     CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation \
+                          THEN ' COLLATE ' || a.attcollation::pg_catalog.regcollation::text ELSE '' END) END, \
+                '' ORDER BY a.attnum), '') \
+           FROM pg_catalog.pg_attribute a LEFT JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+          WHERE a.attrelid = $1 AND a.attnum > 0",
+        &[source.relid.into()],
+    )?
+    .unwrap_or_default();
+    run(&format!("CREATE TABLE {log} ({columns}__pgt_xid pg_catalog.xid8 NOT NULL, change_type text NOT NULL)"))?;
+    let dropped: Option<String> = Spi::get_one_with_args(
+        "SELECT pg_catalog.string_agg(pg_catalog.format('DROP COLUMN %I', '__pgt_dropped_' || attnum), ', ') \
+         FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attnum > 0 AND attisdropped",
+        &[source.relid.into()],
+    )?;
+    if let Some(drops) = dropped {
+        run(&format!("ALTER TABLE {log} {drops}"))?;
+    }
+    let function = function_name(result_relid, source.relid);
+    let log_literal = crate::sql::literal(&log);
+    // Columns by attribute number, of the same type in the table and in the log.
+    run(&format!(
+        r#"CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+           SET search_path = pg_catalog, pg_temp AS $capture$
+        DECLARE
+          names text;
+          values_ text;
+        BEGIN
+          IF TG_OP = 'TRUNCATE' THEN
+            INSERT INTO {log} (__pgt_xid, change_type) VALUES (pg_current_xact_id(), 'truncate');
+            RETURN NULL;
+          END IF;
+          SELECT coalesce(string_agg(quote_ident(l.attname) || ', ', '' ORDER BY l.attnum), ''),
+                 coalesce(string_agg('r.' || quote_ident(a.attname) || ', ', '' ORDER BY l.attnum), '')
+            INTO names, values_
+            FROM pg_attribute a
+            JOIN pg_attribute l ON l.attrelid = {log_literal}::regclass AND l.attnum = a.attnum
+                               AND NOT l.attisdropped AND l.atttypid = a.atttypid
+           WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped;
+          IF TG_OP IN ('UPDATE', 'DELETE') THEN
+            EXECUTE format('INSERT INTO %s (%s__pgt_xid, change_type) SELECT %spg_current_xact_id(), ''delete'' FROM __pgt_old r',
+                           {log_literal}, names, values_);
+          END IF;
+          IF TG_OP IN ('UPDATE', 'INSERT') THEN
+            EXECUTE format('INSERT INTO %s (%s__pgt_xid, change_type) SELECT %spg_current_xact_id(), ''insert'' FROM __pgt_new r',
+                           {log_literal}, names, values_);
+          END IF;
+          RETURN NULL;
+        END
+        $capture$"#
+    ))?;
+    let table = crate::sql::relation_name(source.relid);
+    let mut triggers = Vec::new();
+    for (event, referencing) in [
+        ("insert", "REFERENCING NEW TABLE AS __pgt_new"),
+        ("update", "REFERENCING OLD TABLE AS __pgt_old NEW TABLE AS __pgt_new"),
+        ("delete", "REFERENCING OLD TABLE AS __pgt_old"),
+        ("truncate", ""),
+    ] {
+        let name = trigger_name(result_relid, event);
+        run(&format!(
+            "CREATE TRIGGER {} AFTER {} ON {table} {referencing} FOR EACH STATEMENT EXECUTE FUNCTION {function}()",
+            ident(&name),
+            event.to_uppercase()
+        ))?;
+        let oid = Spi::get_one_with_args::<pg_sys::Oid>(
+            "SELECT oid FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = $2",
+            &[source.relid.into(), name.into()],
+        )?
+        .ok_or_else(|| IvmError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "a capture trigger just created is missing"))?;
+        triggers.push(oid);
+    }
+    let function_oid = regprocedure(&format!("{function}()"))?;
+    Ok((log, function_oid, triggers))
+}
+
+fn regprocedure(signature: &str) -> IvmResult<pg_sys::Oid> {
+    Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regprocedure($1)::oid", &[signature.into()])?
+        .ok_or_else(|| IvmError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION, format!("function {signature} does not exist")))
+}
+
+/// Whether the log holds rows of the current transaction: changes a refresh in this
+/// transaction would count now and, the transaction not being visible in its own
+/// snapshot, again once it commits.
+pub fn written_by_this_transaction(log: &str) -> IvmResult<bool> {
+    Ok(Spi::get_one::<bool>(&format!(
+        "SELECT EXISTS (SELECT FROM {log} WHERE __pgt_xid = pg_catalog.pg_current_xact_id_if_assigned())"
+    ))?
+    .unwrap_or(false))
+}
+
+/// Delete the log rows that `seen` (a frontier's `pg_snapshot`) has seen.
+pub fn forget_seen(log: &str, seen: &str) -> IvmResult<()> {
+    Spi::run_with_args(
+        &format!("DELETE FROM {log} WHERE pg_catalog.pg_visible_in_snapshot(__pgt_xid, $1::pg_catalog.pg_snapshot)"),
+        &[seen.into()],
+    )?;
+    Ok(())
+}

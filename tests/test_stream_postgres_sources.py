@@ -1,0 +1,302 @@
+"""Differential stream tables that read Postgres tables: alone, joined with lake
+tables, and other stream tables' results. Their changes are captured by statement
+triggers; after each refresh the table equals its query with the lake at the
+frontier's snapshot and the Postgres tables as they are (nothing changes them
+between the refresh and the check), row for row."""
+
+import random
+
+import psycopg
+import pytest
+
+from roles import grant_lake_reading, new_role
+from streams import rows, wait_for
+
+DDL = """
+CREATE FOREIGN TABLE lake.orders (id int, customer int, amount numeric(10,2), status text)
+  SERVER lake OPTIONS (table 'orders');
+SELECT ducklake.create_table('lake.orders');
+CREATE TABLE public.customers (id int, region text, tier int, note text);
+CREATE TABLE public.regions (name text, zone text);
+CREATE EXTENSION ducklake_ivm;
+"""
+
+SHAPES = {
+    "by_region": "SELECT c.region, count(*) AS n, sum(o.amount) AS total, min(o.amount) AS lo, max(c.tier) AS top "
+                 "FROM lake.orders o JOIN public.customers c ON c.id = o.customer GROUP BY c.region",
+    "order_rows": "SELECT o.id, c.region, o.status FROM lake.orders o, public.customers c WHERE c.id = o.customer AND c.tier > 0",
+    "zones": "SELECT r.zone, count(*) AS n, sum(o.amount) AS total FROM lake.orders o "
+             "JOIN public.customers c ON c.id = o.customer JOIN public.regions r ON r.name = c.region GROUP BY r.zone",
+    "heap_only": "SELECT region, count(*) AS n, sum(tier) AS tiers FROM public.customers GROUP BY region",
+    "heap_self_join": "SELECT a.region, count(*) AS pairs FROM public.customers a JOIN public.customers b "
+                      "ON a.tier = b.tier AND a.id < b.id GROUP BY a.region",
+    "mixed_union": "SELECT region AS label, tier FROM public.customers UNION ALL SELECT status, customer FROM lake.orders",
+}
+
+REGIONS = ["north", "south", "east", None]
+
+
+def setup_tables(lake):
+    for statement in DDL.split(";\n"):
+        if statement.strip():
+            lake.conn.execute(statement)
+    conn = lake.conn
+    conn.execute("INSERT INTO public.regions VALUES ('north', 'cold'), ('south', 'warm'), ('east', 'warm')")
+    conn.execute("INSERT INTO public.customers SELECT i, (ARRAY['north','south','east'])[1 + i % 3], i % 4, 'n' "
+                 "FROM generate_series(1, 12) i")
+    conn.execute("INSERT INTO lake.orders SELECT i, 1 + i % 14, (i * 7 % 50) / 4.0, (ARRAY['open','paid'])[1 + i % 2] "
+                 "FROM generate_series(1, 40) i")
+
+
+def check(conn, name, query):
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        frontier = conn.execute("SELECT frontier FROM pgtrickle.pgt_stream_tables WHERE pgt_name = %s",
+                                (name,)).fetchone()[0]
+        table = rows(conn, f"SELECT * FROM {name}")
+    lake = {s["snapshot_id"] for s in frontier["sources"].values() if "snapshot_id" in s}
+    assert len(lake) <= 1, frontier
+    conn.execute("BEGIN")
+    try:
+        if lake:
+            conn.execute(f"SET LOCAL ducklake.snapshot_id = {int(lake.pop())}")
+        expected = rows(conn, query)
+    finally:
+        conn.execute("ROLLBACK")
+    assert table == expected, name
+    return frontier
+
+
+def create(conn, name, query, mode="DIFFERENTIAL"):
+    """This test drives the refreshes: created paused, the scheduler makes none."""
+    with conn.transaction():
+        conn.execute("SELECT pgtrickle.create_stream_table(%s, %s, '1h', %s)", (name, query, mode))
+        conn.execute("SELECT pgtrickle.pause_scheduler(ARRAY[%s])", (name,))
+
+
+def literal(value):
+    return "NULL" if value is None else repr(value)
+
+
+def mutate(lake, rng, next_id):
+    conn = lake.conn
+    target = rng.choice(["orders", "orders", "customers", "customers", "customers", "regions", "transaction"])
+    op = rng.choice(["insert", "delete", "update"])
+    if target == "orders":
+        run = lake.ref.execute if rng.random() < 0.3 else conn.execute
+        prefix = "" if run == lake.ref.execute else "lake."
+        if op == "insert":
+            run(f"INSERT INTO {prefix}orders VALUES ({next_id}, {rng.randint(1, 16)}, {rng.randint(0, 900) / 100}, 'open')")
+        elif op == "delete":
+            run(f"DELETE FROM {prefix}orders WHERE customer = {rng.randint(1, 16)}")
+        else:
+            run(f"UPDATE {prefix}orders SET amount = amount + 1 WHERE id % 5 = {rng.randint(0, 4)}")
+    elif target == "customers":
+        if op == "insert":
+            conn.execute(f"INSERT INTO public.customers VALUES ({rng.randint(1, 16)}, {literal(rng.choice(REGIONS))}, "
+                         f"{rng.randint(0, 3)}, 'new')")
+        elif op == "delete":
+            conn.execute(f"DELETE FROM public.customers WHERE id = {rng.randint(1, 16)}")
+        else:
+            conn.execute(f"UPDATE public.customers SET tier = {rng.randint(0, 3)}, region = {literal(rng.choice(REGIONS))} "
+                         f"WHERE id % 4 = {rng.randint(0, 3)}")
+    elif target == "regions":
+        if op == "insert":
+            conn.execute(f"INSERT INTO public.regions VALUES ({literal(rng.choice(REGIONS))}, 'hot')")
+        elif op == "delete":
+            conn.execute(f"DELETE FROM public.regions WHERE name = {literal(rng.choice(REGIONS[:3]))}")
+        else:
+            conn.execute(f"UPDATE public.regions SET zone = {literal(rng.choice(['cold', 'warm', 'hot']))} "
+                         f"WHERE name = {literal(rng.choice(REGIONS[:3]))}")
+    else:
+        # several statements on both kinds of table, one transaction
+        with conn.transaction():
+            conn.execute(f"INSERT INTO public.customers VALUES ({rng.randint(1, 16)}, 'south', 2, 'tx')")
+            conn.execute(f"UPDATE public.customers SET tier = tier + 1 WHERE id = {rng.randint(1, 16)}")
+            conn.execute(f"INSERT INTO lake.orders VALUES ({next_id + 1}, {rng.randint(1, 16)}, 1.50, 'paid')")
+    return next_id + 10
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_changes_keep_postgres_sources_exact(lake, seed):
+    rng = random.Random(seed)
+    setup_tables(lake)
+    conn = lake.conn
+    for name, query in SHAPES.items():
+        create(conn, name, query)
+        check(conn, name, query)
+    next_id = 1000
+    for _ in range(20):
+        for _ in range(rng.randint(1, 3)):
+            next_id = mutate(lake, rng, next_id)
+        for name, query in SHAPES.items():
+            if rng.random() < 0.6:
+                conn.execute("SELECT pgtrickle.refresh(%s)", (name,))
+                check(conn, name, query)
+    for name, query in SHAPES.items():
+        conn.execute("SELECT pgtrickle.refresh(%s)", (name,))
+        check(conn, name, query)
+        # the logs keep only what the frontier has not seen
+        relid = conn.execute("SELECT %s::regclass::oid", (name,)).fetchone()[0]
+        for (log,) in conn.execute("SELECT oid::regclass::text FROM pg_class WHERE relname LIKE %s",
+                                   (f"log\\_{relid}\\_%",)).fetchall():
+            assert conn.execute(f"SELECT count(*) FROM {log}").fetchone() == (0,), log
+
+
+def test_frontier_records_a_snapshot_per_postgres_source(lake):
+    setup_tables(lake)
+    conn = lake.conn
+    create(conn, "zones", SHAPES["zones"])
+    frontier = check(conn, "zones", SHAPES["zones"])
+    sources = frontier["sources"]
+    assert set(sources) == {"ducklake:lake.orders", "postgres:public.customers", "postgres:public.regions"}
+    assert isinstance(sources["ducklake:lake.orders"]["snapshot_id"], int)
+    seen = sources["postgres:public.customers"]["snapshot"]
+    assert conn.execute("SELECT %s::pg_snapshot IS NOT NULL", (seen,)).fetchone() == (True,)
+
+
+def test_a_transaction_open_across_a_refresh_is_counted_once(lake):
+    """Changes of a transaction still running when a refresh reads are not in its
+    snapshot: the next refresh after the commit takes them, exactly once."""
+    setup_tables(lake)
+    conn = lake.conn
+    query = SHAPES["heap_only"]
+    create(conn, "heap_only", query)
+    other = lake.connect()
+    other.execute("BEGIN")
+    other.execute("INSERT INTO public.customers VALUES (99, 'west', 3, 'late')")
+    conn.execute("INSERT INTO public.customers VALUES (98, 'west', 1, 'early')")
+    conn.execute("SELECT pgtrickle.refresh('heap_only')")
+    assert rows(conn, "SELECT * FROM heap_only WHERE region = 'west'") == [("west", 1, 1)]
+    other.execute("COMMIT")
+    conn.execute("SELECT pgtrickle.refresh('heap_only')")
+    assert rows(conn, "SELECT * FROM heap_only WHERE region = 'west'") == [("west", 2, 4)]
+    conn.execute("SELECT pgtrickle.refresh('heap_only')")
+    check(conn, "heap_only", query)
+    other.close()
+
+
+def test_refresh_in_the_transaction_that_changed_a_source_is_refused(lake):
+    setup_tables(lake)
+    conn = lake.conn
+    create(conn, "heap_only", SHAPES["heap_only"])
+    conn.execute("BEGIN")
+    conn.execute("INSERT INTO public.customers VALUES (50, 'west', 1, 'x')")
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as error:
+        conn.execute("SELECT pgtrickle.refresh('heap_only')")
+    assert error.value.diag.message_primary == (
+        "stream table public.heap_only cannot be refreshed in the transaction that changed its source public.customers")
+    conn.execute("ROLLBACK")
+    # A refresh first, the change after it: taken by the next refresh.
+    with conn.transaction():
+        conn.execute("SELECT pgtrickle.refresh('heap_only')")
+        conn.execute("INSERT INTO public.customers VALUES (51, 'west', 2, 'y')")
+    assert rows(conn, "SELECT * FROM heap_only WHERE region = 'west'") == []
+    conn.execute("SELECT pgtrickle.refresh('heap_only')")
+    assert rows(conn, "SELECT * FROM heap_only WHERE region = 'west'") == [("west", 1, 2)]
+
+
+def test_truncate_rebuilds_and_says_so(lake):
+    setup_tables(lake)
+    conn = lake.conn
+    create(conn, "by_region", SHAPES["by_region"])
+    conn.execute("TRUNCATE public.customers")
+    conn.execute("INSERT INTO public.customers VALUES (1, 'north', 1, 'x'), (2, 'north', 2, 'y')")
+    notices = []
+    conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+    conn.execute("SELECT pgtrickle.refresh('by_region')")
+    assert "stream table public.by_region: public.customers was truncated; rebuilt in full" in notices
+    check(conn, "by_region", SHAPES["by_region"])
+    assert conn.execute("SELECT last_error FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'by_region'").fetchone() == (
+        "public.customers was truncated; rebuilt in full",)
+
+
+def test_columns_added_and_dropped_later_do_not_break_writes(lake):
+    setup_tables(lake)
+    conn = lake.conn
+    query = SHAPES["by_region"]
+    create(conn, "by_region", query)
+    conn.execute("ALTER TABLE public.customers DROP COLUMN note")
+    conn.execute("ALTER TABLE public.customers ADD COLUMN extra text DEFAULT 'e'")
+    conn.execute("INSERT INTO public.customers (id, region, tier) VALUES (3, 'west', 9)")
+    conn.execute("UPDATE public.customers SET tier = tier + 1 WHERE region = 'north'")
+    conn.execute("SELECT pgtrickle.refresh('by_region')")
+    check(conn, "by_region", query)
+
+
+def test_privileges_triggers_and_drop(lake):
+    setup_tables(lake)
+    conn = lake.conn
+    dave = new_role(conn, "dave")
+    grant_lake_reading(lake, dave)
+    conn.execute(f"GRANT SELECT ON public.customers TO {dave}")
+    conn.execute(f"GRANT CREATE ON SCHEMA public TO {dave}")
+    with lake.cluster.connect(lake.dbname, user=dave) as session:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as error:
+            session.execute("SELECT pgtrickle.create_stream_table('dave_t', %s, '1h')", (SHAPES["by_region"],))
+        assert "TRIGGER privilege" in error.value.diag.message_primary and "public.customers" in error.value.diag.message_primary
+        session.execute("SELECT pgtrickle.create_stream_table('dave_t', %s, '1h', 'FULL')", (SHAPES["by_region"],))
+        conn.execute(f"GRANT TRIGGER ON public.customers TO {dave}")
+        session.execute("SELECT pgtrickle.create_stream_table('dave_d', %s, '1h')", (SHAPES["by_region"],))
+        conn.execute("UPDATE public.customers SET tier = 7 WHERE id = 1")
+        session.execute("SELECT pgtrickle.refresh('dave_d')")
+        assert rows(session, "SELECT * FROM dave_d") == rows(conn, SHAPES["by_region"])
+    triggers = "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.customers'::regclass"
+    assert conn.execute(triggers).fetchone() == (4,)
+    conn.execute("SELECT pgtrickle.drop_stream_table('dave_d')")
+    assert conn.execute(triggers).fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'log\\_%'").fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM pg_proc WHERE proname LIKE 'capture\\_%'").fetchone() == (0,)
+    # writes to the table work without the triggers
+    conn.execute("UPDATE public.customers SET tier = 1 WHERE id = 1")
+
+
+def test_a_stream_table_over_another(lake):
+    setup_tables(lake)
+    conn = lake.conn
+    create(conn, "by_region", SHAPES["by_region"])
+    upper = "SELECT (region IS NULL) AS unknown, sum(n) AS n, sum(total) AS total FROM by_region GROUP BY 1"
+    create(conn, "regions_known", upper)
+    rng = random.Random(7)
+    next_id = 5000
+    for _ in range(8):
+        next_id = mutate(lake, rng, next_id)
+        conn.execute("SELECT pgtrickle.refresh('by_region')")
+        conn.execute("SELECT pgtrickle.refresh('regions_known')")
+        check(conn, "by_region", SHAPES["by_region"])
+        check(conn, "regions_known", upper)
+
+
+def test_the_graph_of_stream_tables(lake):
+    """`upstream` names the stream tables a definition reads; one that would read its
+    own result is refused; the scheduler refreshes a table after those it reads."""
+    setup_tables(lake)
+    conn = lake.conn
+    conn.execute("SELECT pgtrickle.create_stream_table('by_region', %s, '1s')", (SHAPES["by_region"],))
+    upper = "SELECT (region IS NULL) AS unknown, sum(n) AS n, sum(total) AS total FROM by_region GROUP BY 1"
+    conn.execute("SELECT pgtrickle.create_stream_table('regions_known', %s, '1s')", (upper,))
+    top = "SELECT sum(n) AS n FROM regions_known"
+    conn.execute("SELECT pgtrickle.create_stream_table('all_known', %s, '1s')", (top,))
+    assert rows(conn, "SELECT pgt_name, upstream::text[] FROM pgtrickle.pgt_stream_tables") == [
+        ("all_known", ["regions_known"]), ("by_region", []), ("regions_known", ["by_region"])]
+    for query in ["SELECT unknown, n, total FROM regions_known", "SELECT n AS unknown, n, n AS total FROM all_known"]:
+        with pytest.raises(psycopg.errors.InvalidObjectDefinition) as error:
+            conn.execute("SELECT pgtrickle.alter_stream_table('by_region', query => %s)", (query,))
+        assert error.value.diag.message_primary == \
+            "stream table public.by_region would read its own result (a cycle of stream tables)"
+    # the Postgres change first: a refresh that reads the lake's new snapshot sees it too
+    conn.execute("UPDATE public.customers SET region = NULL WHERE id = 3")
+    conn.execute("INSERT INTO lake.orders VALUES (777, 3, 5.00, 'open')")
+    target = conn.execute("SELECT ducklake.ducklake_latest_snapshot_id('lake.orders')").fetchone()[0]
+
+    def caught_up():
+        frontier = conn.execute("SELECT (frontier -> 'sources' -> 'ducklake:lake.orders' ->> 'snapshot_id')::bigint "
+                                "FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'by_region'").fetchone()[0]
+        return frontier == target and rows(conn, "SELECT * FROM all_known") == rows(conn, "SELECT sum(n) FROM (" + upper + ") s")
+
+    wait_for(caught_up, "the three stream tables to follow the change")
+    with conn.transaction():
+        conn.execute("SELECT pgtrickle.pause_scheduler()")
+    check(conn, "by_region", SHAPES["by_region"])
+    check(conn, "regions_known", upper)
+    check(conn, "all_known", top)
