@@ -68,3 +68,25 @@ def wait_until_caught_up(conn, name, key="ducklake:lake.events", table="lake.eve
     wait_for(lambda: (frontier(conn, name, key) or -1) >= target,
              f"{name} to reach snapshot {target}")
     return target
+
+
+def drive_randomly(lake, rng, shapes, create, mutate, check, rounds=20):
+    """Create every shape's stream table, then `rounds` times make 1 to 3 random
+    changes (`mutate(lake, rng, next_id)` returns the next free id) and refresh each
+    table with probability 0.6, checking it after every refresh; finally refresh and
+    check them all."""
+    conn = lake.conn
+    for name, query in shapes.items():
+        create(conn, name, query)
+        check(conn, name, query)
+    next_id = 1000
+    for _ in range(rounds):
+        for _ in range(rng.randint(1, 3)):
+            next_id = mutate(lake, rng, next_id)
+        for name, query in shapes.items():
+            if rng.random() < 0.6:
+                conn.execute("SELECT pgtrickle.refresh(%s)", (name,))
+                check(conn, name, query)
+    for name, query in shapes.items():
+        conn.execute("SELECT pgtrickle.refresh(%s)", (name,))
+        check(conn, name, query)

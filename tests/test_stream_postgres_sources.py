@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from roles import grant_lake_reading, new_role
-from streams import rows, wait_for
+from streams import drive_randomly, rows, wait_for
 
 DDL = """
 CREATE FOREIGN TABLE lake.orders (id int, customer int, amount numeric(10,2), status text)
@@ -119,23 +119,10 @@ def mutate(lake, rng, next_id):
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_random_changes_keep_postgres_sources_exact(lake, seed):
-    rng = random.Random(seed)
     setup_tables(lake)
     conn = lake.conn
-    for name, query in SHAPES.items():
-        create(conn, name, query)
-        check(conn, name, query)
-    next_id = 1000
-    for _ in range(20):
-        for _ in range(rng.randint(1, 3)):
-            next_id = mutate(lake, rng, next_id)
-        for name, query in SHAPES.items():
-            if rng.random() < 0.6:
-                conn.execute("SELECT pgtrickle.refresh(%s)", (name,))
-                check(conn, name, query)
-    for name, query in SHAPES.items():
-        conn.execute("SELECT pgtrickle.refresh(%s)", (name,))
-        check(conn, name, query)
+    drive_randomly(lake, random.Random(seed), SHAPES, create, mutate, check)
+    for name in SHAPES:
         # the logs keep only what the frontier has not seen
         relid = conn.execute("SELECT %s::regclass::oid", (name,)).fetchone()[0]
         for (log,) in conn.execute("SELECT oid::regclass::text FROM pg_class WHERE relname LIKE %s",
@@ -153,6 +140,16 @@ def test_frontier_records_a_snapshot_per_postgres_source(lake):
     assert isinstance(sources["ducklake:lake.orders"]["snapshot_id"], int)
     seen = sources["postgres:public.customers"]["snapshot"]
     assert conn.execute("SELECT %s::pg_snapshot IS NOT NULL", (seen,)).fetchone() == (True,)
+    verify = "SELECT count(*) FROM pgtrickle.verify_stream_table('zones')"
+    assert conn.execute(verify).fetchone() == (0,)
+    # A change not yet seen: verify cannot read the table as of the frontier, and says so.
+    conn.execute("UPDATE public.regions SET zone = 'hot' WHERE name = 'north'")
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as error:
+        conn.execute(verify)
+    assert error.value.diag.message_primary == \
+        "stream table public.zones has not seen the latest changes of its source public.regions"
+    conn.execute("SELECT pgtrickle.refresh('zones')")
+    assert conn.execute(verify).fetchone() == (0,)
 
 
 def test_a_transaction_open_across_a_refresh_is_counted_once(lake):

@@ -14,7 +14,7 @@
 //! either (or a source, with CASCADE) drops the stream table.
 
 use crate::error::{IvmError, IvmResult};
-use crate::maintenance::objects::STATE_SCHEMA;
+use crate::maintenance::schemas::STATE_SCHEMA;
 use crate::privileges::as_extension_owner;
 use crate::sql::qualified;
 use pgrx::pg_sys;

@@ -21,7 +21,7 @@ use crate::sql::{ident, qualified};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use super::objects::CHANGES_SCHEMA;
+use super::schemas::CHANGES_SCHEMA;
 
 /// The change log of `source` for the stream table whose result table is `result_relid`.
 pub fn log_name(result_relid: pg_sys::Oid, source: pg_sys::Oid) -> String {

@@ -15,8 +15,7 @@ use crate::sql::{qualified, regclass};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-pub const STATE_SCHEMA: &str = "pgtrickle_state";
-pub const CHANGES_SCHEMA: &str = "pgtrickle_changes";
+use super::schemas::{CHANGES_SCHEMA, STATE_SCHEMA};
 
 /// Names of the relations of the stream table whose result table is `result_relid`,
 /// reading lake `sources` and (differentially) Postgres tables `postgres`.

@@ -203,17 +203,31 @@ fn positions(table: &StreamTable, plan: &Plan, keys: &[String]) -> IvmResult<Pos
 
 /// Has any Postgres source a change its frontier has not seen?
 fn any_unseen(positions: &Positions) -> IvmResult<bool> {
-    for (_, log, seen) in &positions.seen {
-        let Some(seen) = seen else { return Ok(true) };
+    Ok(first_unseen(positions)?.is_some())
+}
+
+/// The first Postgres source with a change its frontier has not seen.
+fn first_unseen(positions: &Positions) -> IvmResult<Option<&PostgresSource>> {
+    for (source, log, seen) in &positions.seen {
+        let Some(seen) = seen else { return Ok(Some(source)) };
         let unseen = Spi::get_one_with_args::<bool>(
             &format!("SELECT EXISTS (SELECT FROM {log} WHERE NOT pg_catalog.pg_visible_in_snapshot(__pgt_xid, $1::pg_catalog.pg_snapshot))"),
             &[seen.as_str().into()],
         )?;
         if unseen.unwrap_or(false) {
-            return Ok(true);
+            return Ok(Some(source));
         }
     }
-    Ok(false)
+    Ok(None)
+}
+
+/// A Postgres source of `table` changed since its frontier, which a check of the
+/// table against its query cannot take into account (Postgres tables are read as
+/// they are now): the source's name.
+pub fn changed_postgres_source(table: &StreamTable, plan: &Plan) -> IvmResult<Option<String>> {
+    let keys: Vec<String> = plan.sources.iter().map(|s| s.key.clone()).collect();
+    let positions = positions(table, plan, &keys)?;
+    Ok(first_unseen(&positions)?.map(|s| crate::sql::relation_name(s.relid)))
 }
 
 /// Replace the result (and state) with the query's result: lake tables as of

@@ -63,6 +63,13 @@ pub fn differences(id: i64, mut emit: impl FnMut(&str, JsonB)) -> IvmResult<()> 
     let table = catalog::load(id, Lock::Share)?.ok_or_else(|| IvmError::no_such_stream_table(&id.to_string()))?;
     let context = RefreshContext::enter(owner_of(table.relid)?, &table.settings)?;
     let plan = super::refresh::plan_for(&table)?;
+    if let Some(source) = super::refresh::changed_postgres_source(&table, &plan)? {
+        return Err(IvmError::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("stream table {} has not seen the latest changes of its source {source}", table.name),
+        )
+        .with_hint("Postgres tables are read as they are now: refresh the stream table, then verify it."));
+    }
     if !plan.sources.is_empty() {
         let keys: Vec<String> = plan.sources.iter().map(|s| s.key.clone()).collect();
         let at = frontier_snapshot(&table.frontier, &keys, &table.name)?.ok_or_else(|| {
