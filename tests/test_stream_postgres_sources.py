@@ -193,6 +193,27 @@ def test_refresh_in_the_transaction_that_changed_a_source_is_refused(lake):
     assert rows(conn, "SELECT * FROM heap_only WHERE region = 'west'") == [("west", 1, 2)]
 
 
+def test_a_write_after_a_refresh_in_one_transaction_is_taken_next_time(lake):
+    """The refreshing transaction's own id is recorded as still running, even when a
+    later transaction completed before the refresh took its snapshot (a snapshot
+    would otherwise count it as seen)."""
+    setup_tables(lake)
+    conn = lake.conn
+    create(conn, "heap_only", SHAPES["heap_only"])
+    other = lake.connect()
+    conn.execute("BEGIN")
+    conn.execute("SELECT pg_current_xact_id()")  # this transaction's id comes first
+    # a later one completes, with a change the refresh takes (so it records its snapshot)
+    other.execute("INSERT INTO public.customers VALUES (61, 'east', 1, 'w')")
+    conn.execute("SELECT pgtrickle.refresh('heap_only')")
+    conn.execute("INSERT INTO public.customers VALUES (60, 'west', 5, 'z')")
+    conn.execute("COMMIT")
+    other.close()
+    conn.execute("SELECT pgtrickle.refresh('heap_only')")
+    assert rows(conn, "SELECT * FROM heap_only WHERE region = 'west'") == [("west", 1, 5)]
+    check(conn, "heap_only", SHAPES["heap_only"])
+
+
 def test_truncate_rebuilds_and_says_so(lake):
     setup_tables(lake)
     conn = lake.conn
@@ -219,6 +240,28 @@ def test_columns_added_and_dropped_later_do_not_break_writes(lake):
     conn.execute("UPDATE public.customers SET tier = tier + 1 WHERE region = 'north'")
     conn.execute("SELECT pgtrickle.refresh('by_region')")
     check(conn, "by_region", query)
+
+
+def test_postgres_sources_refused_by_name(lake):
+    setup_tables(lake)
+    conn = lake.conn
+    conn.execute("CREATE TABLE public.parted (id int, region text) PARTITION BY LIST (region)")
+    conn.execute("CREATE TABLE public.parted_north PARTITION OF public.parted FOR VALUES IN ('north')")
+    conn.execute("CREATE TABLE public.odd (id int, change_type text)")
+    for query, message in [
+        ("SELECT region FROM public.customers TABLESAMPLE SYSTEM (50)",
+         "TABLESAMPLE is not supported in a DIFFERENTIAL stream table"),
+        ("SELECT region, count(*) FROM public.parted_north GROUP BY region",
+         "reading table public.parted_north, which is part of a partition or inheritance hierarchy (its changes "
+         "cannot be captured) is not supported in a DIFFERENTIAL stream table"),
+        ("SELECT region, count(*) FROM public.parted GROUP BY region",
+         "reading public.parted (neither a DuckLake foreign table nor a user's Postgres table) is not supported "
+         "in a DIFFERENTIAL stream table"),
+        ("SELECT id FROM public.odd", "column(s) change_type of table public.odd collide with the change log's own columns"),
+    ]:
+        with pytest.raises(psycopg.Error) as error:
+            conn.execute("SELECT pgtrickle.create_stream_table('refused_t', %s, '1h')", (query,))
+        assert error.value.diag.message_primary == message, query
 
 
 def test_privileges_triggers_and_drop(lake):

@@ -52,6 +52,14 @@ def error_of(conn, sql, params=None):
     ("SELECT string_agg(event_type, ',') FROM lake.events", "aggregate string_agg()"),
     ("SELECT relname FROM pg_class", "reading pg_catalog.pg_class (neither a DuckLake foreign table nor a user's Postgres table)"),
     ("SELECT event_type FROM lake.events WHERE value IN (SELECT 1)", "a subquery expression"),
+    ("SELECT event_type FROM lake.events WHERE created_at > now() - interval '1 day'", "now() (its value changes"),
+    ("SELECT event_type FROM lake.events WHERE created_at > CURRENT_DATE", "CURRENT_DATE, CURRENT_TIMESTAMP"),
+    ("SELECT event_type, tableoid FROM lake.events", "a system column or whole-row reference"),
+    ("SELECT DISTINCT e FROM lake.events e", "a system column or whole-row reference"),
+    ("SELECT j.event_id FROM (lake.events e JOIN lake.events f USING (event_id)) AS j", "a join with an alias"),
+    ("SELECT event_type FROM lake.events UNION ALL SELECT event_type FROM lake.events LIMIT 3", "LIMIT/OFFSET"),
+    ("SELECT event_type FROM lake.events UNION ALL SELECT event_type FROM lake.events WHERE random() < 0.5",
+     "a volatile function"),
 ])
 def test_unsupported_queries_are_rejected_naming_the_construct(events, query, construct):
     sqlstate, message = error_of(events.conn, "SELECT pgtrickle.create_stream_table('st', %s)", (query,))

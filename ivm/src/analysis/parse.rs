@@ -114,9 +114,9 @@ pub fn postgres_source(relid: pg_sys::Oid) -> Option<PostgresSource> {
     Some(PostgresSource { relid, key: format!("postgres:{schema}.{name}") })
 }
 
-/// Every DuckLake foreign table the query reads (also inside subqueries, CTEs and
-/// views), as Postgres' own dependency extraction sees them.
-pub fn lake_sources(query: *mut pg_sys::Query) -> IvmResult<Vec<LakeSource>> {
+/// Every relation the query reads (also inside subqueries, CTEs and views), once
+/// each, as Postgres' own dependency extraction sees them.
+pub fn relations_read(query: *mut pg_sys::Query) -> Vec<pg_sys::Oid> {
     let mut relation_oids: *mut pg_sys::List = std::ptr::null_mut();
     let mut invalidation_items: *mut pg_sys::List = std::ptr::null_mut();
     let mut has_row_security = false;
@@ -129,9 +129,20 @@ pub fn lake_sources(query: *mut pg_sys::Query) -> IvmResult<Vec<LakeSource>> {
             &mut has_row_security,
         );
     }
-    let relids = unsafe { PgList::<pg_sys::Oid>::from_pg(relation_oids) };
+    let mut relids: Vec<pg_sys::Oid> = Vec::new();
+    for relid in unsafe { PgList::<pg_sys::Oid>::from_pg(relation_oids) }.iter_oid() {
+        if !relids.contains(&relid) {
+            relids.push(relid);
+        }
+    }
+    relids
+}
+
+/// Every DuckLake foreign table the query reads (also inside subqueries, CTEs and
+/// views), as Postgres' own dependency extraction sees them.
+pub fn lake_sources(query: *mut pg_sys::Query) -> IvmResult<Vec<LakeSource>> {
     let mut sources: Vec<LakeSource> = Vec::new();
-    for relid in relids.iter_oid() {
+    for relid in relations_read(query) {
         if let Some(source) = lake_source(relid)? {
             if !sources.iter().any(|s| s.relid == source.relid) {
                 sources.push(source);

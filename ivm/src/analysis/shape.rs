@@ -164,9 +164,6 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
         if !q.cteList.is_null() {
             return Err(IvmError::unsupported("WITH"));
         }
-        if !q.setOperations.is_null() {
-            return union_shape(query);
-        }
         if q.hasSubLinks {
             return Err(IvmError::unsupported("a subquery expression"));
         }
@@ -190,6 +187,12 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
         }
         if pg_sys::contain_volatile_functions(query as *mut pg_sys::Node) {
             return Err(IvmError::unsupported("a volatile function (its result would differ between refreshes)"));
+        }
+        if let Some(construct) = changing_between_refreshes(query as *mut pg_sys::Node) {
+            return Err(IvmError::unsupported(construct));
+        }
+        if !q.setOperations.is_null() {
+            return union_shape(query);
         }
 
         let occurrences = source_relations(q)?;
@@ -419,6 +422,50 @@ unsafe fn union_leaves(node: *mut pg_sys::Node, leaves: &mut Vec<usize>, all_alo
     }
 }
 
+/// A SELECT reads at most this many tables: a refresh has a delta term per set of
+/// changed ones.
+const MAX_RELATIONS: usize = 16;
+
+/// What in the query gives another value at another refresh although the data is
+/// the same (the time, a setting not recorded with the definition), or reads what
+/// a delta term cannot mirror (system columns, whole rows): its name.
+unsafe fn changing_between_refreshes(node: *mut pg_sys::Node) -> Option<String> {
+    #[pgrx::pg_guard]
+    unsafe extern "C-unwind" fn walker(node: *mut pg_sys::Node, context: *mut std::ffi::c_void) -> bool {
+        unsafe {
+            if node.is_null() {
+                return false;
+            }
+            let found = &mut *(context as *mut Option<String>);
+            match (*node).type_ {
+                pg_sys::NodeTag::T_Query => {
+                    return pg_sys::query_tree_walker(node as *mut pg_sys::Query, Some(walker), context, 0);
+                }
+                pg_sys::NodeTag::T_SQLValueFunction => {
+                    *found = Some("CURRENT_DATE, CURRENT_TIMESTAMP and the like (their value changes between refreshes)".into());
+                    return true;
+                }
+                pg_sys::NodeTag::T_FuncExpr => {
+                    let (name, builtin) = name_of_function((*(node as *mut pg_sys::FuncExpr)).funcid);
+                    if builtin && matches!(name.as_str(), "now" | "transaction_timestamp" | "statement_timestamp" | "current_setting") {
+                        *found = Some(format!("{name}() (its value changes between refreshes)"));
+                        return true;
+                    }
+                }
+                pg_sys::NodeTag::T_Var if (*(node as *mut pg_sys::Var)).varattno <= 0 => {
+                    *found = Some("a system column or whole-row reference".into());
+                    return true;
+                }
+                _ => {}
+            }
+            pg_sys::expression_tree_walker(node, Some(walker), context)
+        }
+    }
+    let mut found: Option<String> = None;
+    unsafe { walker(node, &mut found as *mut Option<String> as *mut std::ffi::c_void) };
+    found
+}
+
 /// The query's relations: DuckLake foreign tables and Postgres tables, inner-joined
 /// (by commas or `[INNER] JOIN`), every one a source of the rows.
 unsafe fn source_relations(q: &pg_sys::Query) -> IvmResult<Vec<Occurrence>> {
@@ -428,6 +475,9 @@ unsafe fn source_relations(q: &pg_sys::Query) -> IvmResult<Vec<Occurrence>> {
             match (*rte).rtekind {
                 pg_sys::RTEKind::RTE_RELATION => {
                     let relid = (*rte).relid;
+                    if !(*rte).tablesample.is_null() {
+                        return Err(IvmError::unsupported("TABLESAMPLE"));
+                    }
                     let source = match lake_source(relid)? {
                         Some(lake) => Source::Lake(lake),
                         None => Source::Postgres(postgres_source(relid).ok_or_else(|| {
@@ -441,6 +491,11 @@ unsafe fn source_relations(q: &pg_sys::Query) -> IvmResult<Vec<Occurrence>> {
                 }
                 #[cfg(feature = "pg18")]
                 pg_sys::RTEKind::RTE_GROUP => {}
+                // A join's alias would hide the names of its tables, which the delta
+                // terms' conditions on their changes use.
+                pg_sys::RTEKind::RTE_JOIN if !(*rte).alias.is_null() => {
+                    return Err(IvmError::unsupported("a join with an alias (AS after a parenthesized join)"));
+                }
                 pg_sys::RTEKind::RTE_JOIN => match (*rte).jointype {
                     pg_sys::JoinType::JOIN_INNER => {}
                     pg_sys::JoinType::JOIN_LEFT => return Err(IvmError::unsupported("a LEFT JOIN")),
@@ -456,6 +511,9 @@ unsafe fn source_relations(q: &pg_sys::Query) -> IvmResult<Vec<Occurrence>> {
         }
         if occurrences.is_empty() {
             return Err(IvmError::unsupported("a query without a table in FROM"));
+        }
+        if occurrences.len() > MAX_RELATIONS {
+            return Err(IvmError::unsupported(format!("a join of more than {MAX_RELATIONS} tables")));
         }
         Ok(occurrences)
     }

@@ -8,9 +8,10 @@
 //!
 //! The log mirrors the table's attribute numbers, dropped columns included, so the
 //! defining query's Vars address it as they address the table (see `analysis::rows`).
-//! The capture function matches columns by attribute number at each statement, so a
-//! column added to or dropped from the table later (one the query does not read) does
-//! not break writes to it.
+//! The capture function matches columns by attribute number, type and typmod at each
+//! statement (never the log's own columns), so a column added to, dropped from or
+//! retyped in the table later (one the query does not read: the view keeps those)
+//! does not break writes to it.
 //!
 //! Each stream table has its own log and triggers: nothing is shared, and dropping
 //! the stream table drops them (they depend on its result table).
@@ -55,6 +56,17 @@ pub fn check_capturable(source: &PostgresSource) -> IvmResult<()> {
         return Err(IvmError::unsupported(format!(
             "reading table {name}, which is part of a partition or inheritance hierarchy (its changes cannot be captured)"
         )));
+    }
+    let reserved: Option<String> = Spi::get_one_with_args(
+        "SELECT pg_catalog.string_agg(pg_catalog.quote_ident(attname), ', ') FROM pg_catalog.pg_attribute \
+         WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND (attname IN ('change_type') OR attname LIKE '\\_\\_pgt\\_%')",
+        &[source.relid.into()],
+    )?;
+    if let Some(columns) = reserved {
+        return Err(IvmError::new(
+            PgSqlErrorCode::ERRCODE_DUPLICATE_COLUMN,
+            format!("column(s) {columns} of table {name} collide with the change log's own columns"),
+        ));
     }
     if allowed {
         return Ok(());
@@ -117,7 +129,8 @@ pub fn create_capture(result_relid: pg_sys::Oid, source: &PostgresSource) -> Ivm
             INTO names, values_
             FROM pg_attribute a
             JOIN pg_attribute l ON l.attrelid = {log_literal}::regclass AND l.attnum = a.attnum
-                               AND NOT l.attisdropped AND l.atttypid = a.atttypid
+                               AND NOT l.attisdropped AND l.atttypid = a.atttypid AND l.atttypmod = a.atttypmod
+                               AND l.attname NOT IN ('__pgt_xid', 'change_type')
            WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped;
           IF TG_OP IN ('UPDATE', 'DELETE') THEN
             EXECUTE format('INSERT INTO %s (%s__pgt_xid, change_type) SELECT %spg_current_xact_id(), ''delete'' FROM __pgt_old r',
@@ -159,6 +172,28 @@ pub fn create_capture(result_relid: pg_sys::Oid, source: &PostgresSource) -> Ivm
 fn regprocedure(signature: &str) -> IvmResult<pg_sys::Oid> {
     Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regprocedure($1)::oid", &[signature.into()])?
         .ok_or_else(|| IvmError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION, format!("function {signature} does not exist")))
+}
+
+/// Refuse a source that joined a partition or inheritance hierarchy after the stream
+/// table was made: writes through the other tables would not be captured.
+pub fn still_capturable(source: &PostgresSource) -> IvmResult<()> {
+    let in_hierarchy = Spi::get_one_with_args::<bool>(
+        "SELECT c.relispartition OR c.relhassubclass OR EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid) \
+           FROM pg_catalog.pg_class c WHERE c.oid = $1",
+        &[source.relid.into()],
+    )?
+    .unwrap_or(false);
+    if in_hierarchy {
+        return Err(IvmError::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!(
+                "table {} is now part of a partition or inheritance hierarchy, whose changes cannot be captured",
+                crate::sql::relation_name(source.relid)
+            ),
+        )
+        .with_hint("Detach it, or recreate the stream table with refresh_mode => 'FULL'."));
+    }
+    Ok(())
 }
 
 /// Whether the log holds rows of the current transaction: changes a refresh in this

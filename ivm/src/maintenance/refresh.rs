@@ -3,12 +3,12 @@
 //! from the lake as of the frontier's snapshot (Postgres tables as they are: they
 //! cannot travel in time). Result, state and frontier change together or not at all.
 
-use super::capture::{forget_seen, written_by_this_transaction};
+use super::capture::{forget_seen, still_capturable, written_by_this_transaction};
 use super::context::{RefreshContext, describe, in_subtransaction};
 use super::objects::{objects_for, refresh_change_relations};
 use super::snapshot::ReadSnapshot;
 use super::statements::{Objects, Statements};
-use crate::analysis::parse::{LakeSource, PostgresSource, Source, analyze, lake_sources};
+use crate::analysis::parse::{LakeSource, PostgresSource, Source, analyze, lake_sources, relations_read};
 use crate::analysis::rows::{Feed, Unseen};
 use crate::analysis::shape::{Kind, Shape, shape_of};
 use crate::catalog::{self, Lock, RefreshMode, StreamTable, frontier_seen, frontier_snapshot};
@@ -53,6 +53,8 @@ pub struct Plan {
     pub sources: Vec<LakeSource>,
     /// The Postgres tables a differential stream table reads (their changes are captured).
     pub postgres: Vec<PostgresSource>,
+    /// Whether the query reads relations other than lake tables.
+    pub reads_other: bool,
     pub objects: Objects,
 }
 
@@ -75,7 +77,8 @@ pub fn plan_for(table: &StreamTable) -> IvmResult<Plan> {
         }
     }
     let objects = objects_for(table.relid, &sources, &postgres);
-    Ok(Plan { shape, sources, postgres, objects })
+    let reads_other = relations_read(query).len() > sources.len();
+    Ok(Plan { shape, sources, postgres, reads_other, objects })
 }
 
 /// Where a refresh starts from and goes to.
@@ -117,6 +120,7 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
     }
     let positions = positions(&table, &plan, &keys)?;
     for (source, log, _) in &positions.seen {
+        still_capturable(source)?;
         if written_by_this_transaction(log)? {
             return Err(IvmError::new(
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -131,7 +135,10 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
     }
     let (lake_from, lake_to) = (positions.lake_from, positions.lake_to);
     let all_seen = positions.seen.iter().all(|(_, _, seen)| seen.is_some());
-    if requested == Requested::Differential && lake_from == lake_to && all_seen && !any_unseen(&positions)? {
+    // A FULL-mode table reading anything but lake tables is rebuilt every time: what
+    // else it reads has no position to compare.
+    let only_lake = table.mode == RefreshMode::Differential || !plan.reads_other;
+    if requested == Requested::Differential && only_lake && lake_from == lake_to && all_seen && !any_unseen(&positions)? {
         drop(context);
         if table.status != "ACTIVE" || table.consecutive_errors > 0 {
             catalog::clear_error(id)?;
@@ -254,6 +261,9 @@ fn rebuild(table: &StreamTable, plan: &Plan, context: &RefreshContext, read: &Re
     Ok(())
 }
 
+/// More changed sources than this and a refresh rebuilds instead.
+const MAX_CHANGED_SOURCES: usize = 8;
+
 /// What a differential refresh did.
 enum Applied {
     /// The changes were folded in: this many change rows.
@@ -301,6 +311,10 @@ fn differential(
             if read.exists(&format!("SELECT EXISTS (SELECT FROM {log} WHERE {unseen})"))? {
                 feeds.push(Feed { source: source.relid, relid: crate::sql::regclass(log)?, unseen: Unseen::NotVisibleIn(seen) });
             }
+        }
+        if feeds.len() > MAX_CHANGED_SOURCES {
+            // 2^n - 1 delta terms: a rebuild is cheaper.
+            return Ok(Err(format!("{} sources changed at once", feeds.len())));
         }
         let Some(delta) = shape.rows.delta_sql(&feeds, to) else {
             return Ok(Ok(0));

@@ -70,9 +70,21 @@ impl ReadSnapshot {
         Ok(self.execute(sql, true)?.1.as_deref() == Some("t"))
     }
 
-    /// This snapshot as `pg_snapshot` text, for the frontier.
+    /// This snapshot as `pg_snapshot` text, for the frontier, with the current
+    /// transaction (if it has an id) as still running. A snapshot counts its own
+    /// transaction as neither running nor (until a later one completes) visible;
+    /// recorded as is, it could count this transaction's own later writes to a
+    /// source as seen once a later transaction completed. (A refresh of a stream
+    /// table whose source this transaction wrote before is refused: nothing of it
+    /// was counted.)
     pub fn text(&self) -> IvmResult<String> {
-        self.execute("SELECT pg_catalog.pg_current_snapshot()::text", true)?
+        const SQL: &str = "WITH n AS (SELECT pg_catalog.pg_current_snapshot() AS s, pg_catalog.pg_current_xact_id_if_assigned() AS x) \
+             SELECT CASE WHEN x IS NULL THEN s::text ELSE pg_catalog.format('%s:%s:%s', \
+                      LEAST(pg_catalog.pg_snapshot_xmin(s), x), \
+                      GREATEST(pg_catalog.pg_snapshot_xmax(s), ((x::text)::numeric + 1)::text::pg_catalog.xid8), \
+                      (SELECT pg_catalog.string_agg(v::text, ',' ORDER BY v) \
+                         FROM (SELECT pg_catalog.pg_snapshot_xip(s) AS v UNION SELECT x) u)) END FROM n";
+        self.execute(SQL, true)?
             .1
             .ok_or_else(|| IvmError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "pg_current_snapshot() returned nothing"))
     }
