@@ -1,0 +1,116 @@
+"""TPC-H stream tables: each of the 22 queries of DuckDB's `tpch` extension created as a
+DIFFERENTIAL stream table over a TPC-H lake (or the construct that keeps it from
+being one), then 0.1% and 1% of `lineitem` and `orders` changed by the reference
+client (a third of it updates, a third deletes, a third inserts), and every stream
+table refreshed differentially and in full; each result checked against its query
+(`verify_stream_table`). Prints a Markdown table.
+
+    scripts/bench.sh tpch_streams [--sf 1] [--fractions 0.001,0.01]
+"""
+
+import argparse
+import statistics
+import sys
+import time
+
+import psycopg
+
+from harness import Bench
+
+TABLES = ["nation", "region", "part", "supplier", "partsupp", "customer", "orders", "lineitem"]
+
+
+def timed_ms(run):
+    started = time.perf_counter()
+    run()
+    return (time.perf_counter() - started) * 1000.0
+
+
+def change(duck, fraction, round_number):
+    """A `fraction` of lineitem and of orders changed: a third updated, a third
+    deleted, a third inserted (copies of other rows under new keys)."""
+    modulus = max(int(round(3 / fraction)), 3)
+    offset = 10_000_000 * (round_number + 1)
+    for table, key, column in [("lineitem", "l_orderkey", "l_quantity"), ("orders", "o_orderkey", "o_totalprice")]:
+        duck.execute(f"UPDATE {table} SET {column} = {column} + 1 WHERE {key} % {modulus} = 1")
+        duck.execute(f"DELETE FROM {table} WHERE {key} % {modulus} = 2")
+        duck.execute(f"INSERT INTO {table} SELECT * REPLACE ({key} + {offset} AS {key}) FROM {table} "
+                     f"WHERE {key} % {modulus} = 3 AND {key} < {offset}")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sf", type=float, default=1.0)
+    parser.add_argument("--fractions", default="0.001,0.01")
+    args = parser.parse_args()
+    fractions = [float(f) for f in args.fractions.split(",")]
+    b = Bench(preload="ducklake_ivm")
+    try:
+        b.duck.execute(f"LOAD '{b.site_packages}/duckdb_extension_tpch/extensions/v1.5.5/tpch.duckdb_extension'")
+        b.duck.execute("ATTACH ':memory:' AS gen")
+        b.duck.execute(f"CALL dbgen(sf={args.sf}, catalog='gen')")
+        for table in TABLES:
+            b.duck.execute(f"CREATE TABLE bench.main.{table} AS SELECT * FROM gen.main.{table}")
+        b.duck.execute("DETACH gen")
+        b.share_data_files()
+        b.pg.execute("IMPORT FOREIGN SCHEMA main FROM SERVER lake INTO lake")
+        b.pg.execute("CREATE EXTENSION ducklake_ivm")
+        b.pg.execute("SET search_path = lake, public")
+        queries = dict(b.duck.execute("SELECT query_nr, query FROM tpch_queries()").fetchall())
+
+        maintained = {}
+        refused = {}
+        for number in sorted(queries):
+            name = f"q{number:02d}"
+            sql = queries[number].strip().rstrip(";")
+            try:
+                with b.pg.transaction():
+                    b.pg.execute("SELECT pgtrickle.create_stream_table(%s, %s, '1h', 'DIFFERENTIAL', false)", (name, sql))
+                    b.pg.execute("SELECT pgtrickle.pause_scheduler(ARRAY[%s])", (name,))
+            except psycopg.Error as error:
+                refused[number] = error.diag.message_primary.replace(" is not supported in a DIFFERENTIAL stream table", "")
+                continue
+            full = timed_ms(lambda: b.pg.execute("SELECT pgtrickle.refresh(%s, 'FULL')", (name,)))
+            maintained[number] = {"name": name, "initial": full}
+            print(f"query {number}: DIFFERENTIAL, initial FULL {full:.0f} ms", file=sys.stderr)
+
+        for number, m in maintained.items():
+            m["empty"] = statistics.median(timed_ms(lambda: b.pg.execute("SELECT pgtrickle.refresh(%s)", (m["name"],)))
+                                           for _ in range(5))
+        for round_number, fraction in enumerate(fractions):
+            change(b.duck, fraction, round_number)
+            for number, m in maintained.items():
+                differential = timed_ms(lambda: b.pg.execute("SELECT pgtrickle.refresh(%s)", (m["name"],)))
+                exact = b.pg.execute("SELECT count(*) FROM pgtrickle.verify_stream_table(%s)", (m["name"],)).fetchone()[0] == 0
+                full = timed_ms(lambda: b.pg.execute("SELECT pgtrickle.refresh(%s, 'FULL')", (m["name"],)))
+                m[fraction] = (differential, full, exact)
+                print(f"query {number} at {fraction:.1%}: DIFFERENTIAL {differential:.0f} ms, FULL {full:.0f} ms, "
+                      f"exact: {exact}", file=sys.stderr)
+
+        lineitem = b.duck.execute("SELECT count(*) FROM lineitem").fetchone()[0]
+        print(b.machine())
+        print(f"TPC-H scale factor {args.sf:g} (lineitem {lineitem:,} rows at the end), written by the reference "
+              f"client; changes to lineitem and orders made by the reference client. One run per cell.\n")
+        header = "| query | maintained | " + " | ".join(
+            f"DIFF at {f:.1%} (ms) | FULL (ms) | DIFF / FULL" for f in fractions) + " | empty (ms) | exact |"
+        print(header)
+        print("|---|---|" + "---:|---:|---:|" * len(fractions) + "---:|---|")
+        for number in sorted(queries):
+            if number in refused:
+                print(f"| {number} | no: {refused[number]} |" + " – | – | – |" * len(fractions) + " – | – |")
+                continue
+            m = maintained[number]
+            cells = []
+            exact = True
+            for f in fractions:
+                differential, full, ok = m[f]
+                exact &= ok
+                cells.append(f"{differential:.0f} | {full:.0f} | {differential / full:.2f}")
+            print(f"| {number} | DIFFERENTIAL | " + " | ".join(cells) + f" | {m['empty']:.1f} | {'yes' if exact else 'NO'} |")
+        print(f"\n{len(maintained)} of {len(queries)} maintained differentially.")
+    finally:
+        b.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
