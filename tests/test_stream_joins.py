@@ -30,6 +30,13 @@ SHAPES = {
     # int and bigint: the branches' outputs are coerced to the union's type
     "union_all": "SELECT o.id::bigint AS id, o.status AS label FROM lake.orders o WHERE o.amount > 5 "
                  "UNION ALL SELECT c.tier, r.zone FROM lake.customers c JOIN lake.regions r ON r.name = c.region",
+    # sub-selects in FROM that filter and compute, nested too (TPC-H 7, 8 and 9 have this form)
+    "subselect": "SELECT s.zone, count(*) AS n, sum(s.amount) AS total FROM (SELECT r.zone, o.amount * 2 AS amount "
+                 "FROM lake.orders o JOIN lake.customers c ON c.id = o.customer JOIN lake.regions r ON r.name = c.region "
+                 "WHERE o.status <> 'void') AS s GROUP BY s.zone",
+    "nested_subselect": "SELECT t.region, count(*) AS n FROM (SELECT s.region FROM (SELECT c.region, o.id "
+                        "FROM lake.orders o, lake.customers c WHERE c.id = o.customer) s WHERE s.id % 2 = 0) t, "
+                        "lake.regions r WHERE r.name = t.region GROUP BY t.region",
     # UNION ALL below UNION: the duplicates of every branch go
     "union_distinct": "SELECT c.region AS name FROM lake.customers c UNION ALL SELECT r.name FROM lake.regions r "
                       "UNION SELECT o.status FROM lake.orders o",
@@ -177,6 +184,8 @@ def test_outer_joins_and_other_set_operations_are_refused_by_name(lake):
          "UNION below UNION ALL"),
         ("SELECT region FROM lake.customers UNION ALL SELECT max(name) FROM lake.regions",
          "a UNION branch with aggregates, DISTINCT, subqueries or LIMIT"),
+        ("SELECT s.n FROM (SELECT count(*) AS n FROM lake.orders) s",
+         "a subquery in FROM with aggregates, DISTINCT, LIMIT, set operations or subqueries"),
     ]
     for query, name in queries:
         with pytest.raises(psycopg.errors.FeatureNotSupported) as error:

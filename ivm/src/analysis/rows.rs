@@ -33,9 +33,13 @@ use std::ffi::{CStr, CString};
 const INT8_GREATER: u32 = 413;
 const INT8_LESS_EQUAL: u32 = 414;
 
-/// One relation of the query: its range-table index and what it reads.
+/// One relation of the query: where it is and what it reads.
 #[derive(Debug, Clone)]
 pub struct Occurrence {
+    /// The range-table indexes of the sub-selects in FROM it is inside, outermost
+    /// first (empty: the query's own FROM).
+    pub path: Vec<i32>,
+    /// Its index in the range table of its query level.
     pub rtindex: i32,
     pub source: Source,
 }
@@ -178,16 +182,20 @@ impl Branch {
     unsafe fn term(&self, members: &[&(&Occurrence, &Feed)], to: i64) -> String {
         unsafe {
             let query = pg_sys::copyObjectImpl(self.query as *const std::ffi::c_void) as *mut pg_sys::Query;
-            let rtable = PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable);
-            let mut targets = PgList::<pg_sys::TargetEntry>::from_pg((*query).targetList);
-            let mut quals = PgList::<pg_sys::Node>::new();
-            if !(*(*query).jointree).quals.is_null() {
-                quals.push((*(*query).jointree).quals);
-            }
             for (i, (occurrence, feed)) in members.iter().enumerate() {
-                let rte = rtable.get_ptr(occurrence.rtindex as usize - 1).expect("occurrence in the range table");
+                // The query level the occurrence is in, and the sub-select entries above it.
+                let mut levels = vec![query];
+                for s in &occurrence.path {
+                    let rte = rt_fetch(*levels.last().expect("a level"), *s);
+                    levels.push((*rte).subquery);
+                }
+                let level = *levels.last().expect("a level");
+                let rte = rt_fetch(level, occurrence.rtindex);
                 (*rte).relid = feed.relid;
-                let change = feed_var(feed.relid, occurrence.rtindex, "change_type");
+                let mut quals = PgList::<pg_sys::Node>::new();
+                if !(*(*level).jointree).quals.is_null() {
+                    quals.push((*(*level).jointree).quals);
+                }
                 match &feed.unseen {
                     Unseen::After(from) => {
                         let snapshot = feed_var(feed.relid, occurrence.rtindex, "snapshot_id");
@@ -199,18 +207,46 @@ impl Branch {
                         quals.push(not_visible_in(xid, seen));
                     }
                 }
-                let name = CString::new(format!("__pgt_change{i}")).expect("no NUL");
-                targets.push(pg_sys::makeTargetEntry(
-                    change as *mut pg_sys::Expr,
-                    (targets.len() + 1) as i16,
-                    pg_sys::pstrdup(name.as_ptr()),
-                    false,
-                ));
+                (*(*level).jointree).quals = pg_sys::make_andclause(quals.into_pg()) as *mut pg_sys::Node;
+                // The change type, as an output of every level up to the top.
+                let name = format!("__pgt_change{i}");
+                let mut column = feed_var(feed.relid, occurrence.rtindex, "change_type");
+                for depth in (0..levels.len()).rev() {
+                    let resno = append_output(levels[depth], column, &name);
+                    if depth > 0 {
+                        let parent = levels[depth - 1];
+                        let entry = rt_fetch(parent, occurrence.path[depth - 1]);
+                        let c_name = CString::new(name.as_str()).expect("no NUL");
+                        (*(*entry).eref).colnames =
+                            pg_sys::lappend((*(*entry).eref).colnames, pg_sys::makeString(pg_sys::pstrdup(c_name.as_ptr())) as _);
+                        column = pg_sys::makeVar(occurrence.path[depth - 1], resno, pg_sys::TEXTOID, -1, pg_sys::DEFAULT_COLLATION_OID, 0)
+                            as *mut pg_sys::Node;
+                    }
+                }
             }
-            (*query).targetList = targets.into_pg();
-            (*(*query).jointree).quals = pg_sys::make_andclause(quals.into_pg()) as *mut pg_sys::Node;
             querydef(query)
         }
+    }
+}
+
+/// Range-table entry `index` of `query`.
+unsafe fn rt_fetch(query: *mut pg_sys::Query, index: i32) -> *mut pg_sys::RangeTblEntry {
+    unsafe {
+        PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable)
+            .get_ptr(index as usize - 1)
+            .expect("an entry of the range table")
+    }
+}
+
+/// Add `expression` named `name` to `query`'s select list; its position.
+unsafe fn append_output(query: *mut pg_sys::Query, expression: *mut pg_sys::Node, name: &str) -> i16 {
+    unsafe {
+        let mut targets = PgList::<pg_sys::TargetEntry>::from_pg((*query).targetList);
+        let resno = (targets.len() + 1) as i16;
+        let name = CString::new(name).expect("no NUL");
+        targets.push(pg_sys::makeTargetEntry(expression as *mut pg_sys::Expr, resno, pg_sys::pstrdup(name.as_ptr()), false));
+        (*query).targetList = targets.into_pg();
+        resno
     }
 }
 

@@ -199,7 +199,7 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
         // Expressions in messages: as SQL over the source when there is one relation.
         let joined = PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable).iter_ptr().any(|r| (*r).rtekind == pg_sys::RTEKind::RTE_JOIN);
         let describe = |node: *mut pg_sys::Node, fallback: String| match occurrences.as_slice() {
-            [only] if !joined => deparse(node, "c", only.source.relid()),
+            [only] if !joined && only.path.is_empty() => deparse(node, "c", only.source.relid()),
             _ => fallback,
         };
 
@@ -467,11 +467,27 @@ unsafe fn changing_between_refreshes(node: *mut pg_sys::Node) -> Option<String> 
 }
 
 /// The query's relations: DuckLake foreign tables and Postgres tables, inner-joined
-/// (by commas or `[INNER] JOIN`), every one a source of the rows.
+/// (by commas or `[INNER] JOIN`), also inside sub-selects in FROM that only filter
+/// and compute columns (no aggregates, DISTINCT, LIMIT or set operations: rows in,
+/// rows out, so their changes are their tables' changes); every one a source.
 unsafe fn source_relations(q: &pg_sys::Query) -> IvmResult<Vec<Occurrence>> {
     unsafe {
         let mut occurrences = Vec::new();
+        collect_relations(q, &[], &mut occurrences)?;
+        if occurrences.is_empty() {
+            return Err(IvmError::unsupported("a query without a table in FROM"));
+        }
+        if occurrences.len() > MAX_RELATIONS {
+            return Err(IvmError::unsupported(format!("a join of more than {MAX_RELATIONS} tables")));
+        }
+        Ok(occurrences)
+    }
+}
+
+unsafe fn collect_relations(q: &pg_sys::Query, path: &[i32], occurrences: &mut Vec<Occurrence>) -> IvmResult<()> {
+    unsafe {
         for (index, rte) in PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable).iter_ptr().enumerate() {
+            let rtindex = index as i32 + 1;
             match (*rte).rtekind {
                 pg_sys::RTEKind::RTE_RELATION => {
                     let relid = (*rte).relid;
@@ -487,7 +503,7 @@ unsafe fn source_relations(q: &pg_sys::Query) -> IvmResult<Vec<Occurrence>> {
                             ))
                         })?),
                     };
-                    occurrences.push(Occurrence { rtindex: index as i32 + 1, source });
+                    occurrences.push(Occurrence { path: path.to_vec(), rtindex, source });
                 }
                 #[cfg(feature = "pg18")]
                 pg_sys::RTEKind::RTE_GROUP => {}
@@ -503,19 +519,37 @@ unsafe fn source_relations(q: &pg_sys::Query) -> IvmResult<Vec<Occurrence>> {
                     pg_sys::JoinType::JOIN_FULL => return Err(IvmError::unsupported("a FULL JOIN")),
                     _ => return Err(IvmError::unsupported("this kind of join")),
                 },
-                pg_sys::RTEKind::RTE_SUBQUERY => return Err(IvmError::unsupported("a subquery in FROM")),
+                pg_sys::RTEKind::RTE_SUBQUERY => {
+                    let sub = (*rte).subquery;
+                    let s = &*sub;
+                    let row_preserving = !(*rte).lateral
+                        && !s.hasAggs
+                        && s.groupClause.is_null()
+                        && s.havingQual.is_null()
+                        && s.distinctClause.is_null()
+                        && !s.hasWindowFuncs
+                        && !s.hasTargetSRFs
+                        && !s.hasSubLinks
+                        && s.cteList.is_null()
+                        && s.setOperations.is_null()
+                        && s.limitCount.is_null()
+                        && s.limitOffset.is_null()
+                        && s.rowMarks.is_null();
+                    if !row_preserving {
+                        return Err(IvmError::unsupported(
+                            "a subquery in FROM with aggregates, DISTINCT, LIMIT, set operations or subqueries",
+                        ));
+                    }
+                    let mut inner = path.to_vec();
+                    inner.push(rtindex);
+                    collect_relations(s, &inner, occurrences)?;
+                }
                 pg_sys::RTEKind::RTE_FUNCTION => return Err(IvmError::unsupported("a function in FROM")),
                 pg_sys::RTEKind::RTE_VALUES => return Err(IvmError::unsupported("VALUES in FROM")),
                 _ => return Err(IvmError::unsupported("this kind of FROM item")),
             }
         }
-        if occurrences.is_empty() {
-            return Err(IvmError::unsupported("a query without a table in FROM"));
-        }
-        if occurrences.len() > MAX_RELATIONS {
-            return Err(IvmError::unsupported(format!("a join of more than {MAX_RELATIONS} tables")));
-        }
-        Ok(occurrences)
+        Ok(())
     }
 }
 
