@@ -88,6 +88,18 @@ class Bench:
                         f"change_type text, event_id uuid, event_type text, value bigint, created_at timestamptz) "
                         f"SERVER lake OPTIONS (table '{table}', changes 'true')")
 
+    def load_tpch(self, sf, tables):
+        """TPC-H at scale factor `sf` from DuckDB's `tpch` extension, written into the lake
+        by the reference client and imported as foreign tables in schema lake."""
+        self.duck.execute(f"LOAD '{self.site_packages}/duckdb_extension_tpch/extensions/v1.5.5/tpch.duckdb_extension'")
+        self.duck.execute("ATTACH ':memory:' AS gen")
+        self.duck.execute(f"CALL dbgen(sf={sf}, catalog='gen')")
+        for table in tables:
+            self.duck.execute(f"CREATE TABLE bench.main.{table} AS SELECT * FROM gen.main.{table}")
+        self.duck.execute("DETACH gen")
+        self.share_data_files()
+        self.pg.execute("IMPORT FOREIGN SCHEMA main FROM SERVER lake INTO lake")
+
     def share_data_files(self):
         """The server runs as another user and writes into the table directories this
         process created."""

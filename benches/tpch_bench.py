@@ -75,14 +75,7 @@ def main():
     b = Bench()
     try:
         started = time.perf_counter()
-        b.duck.execute(f"LOAD '{b.site_packages}/duckdb_extension_tpch/extensions/v1.5.5/tpch.duckdb_extension'")
-        b.duck.execute("ATTACH ':memory:' AS gen")
-        b.duck.execute(f"CALL dbgen(sf={args.sf}, catalog='gen')")
-        for table in TABLES:
-            b.duck.execute(f"CREATE TABLE bench.main.{table} AS SELECT * FROM gen.main.{table}")
-        b.duck.execute("DETACH gen")
-        b.share_data_files()
-        b.pg.execute("IMPORT FOREIGN SCHEMA main FROM SERVER lake INTO lake")
+        b.load_tpch(args.sf, TABLES)
         b.pg.execute("CREATE TABLE public.nation AS SELECT * FROM lake.nation")
         b.pg.execute("CREATE TABLE public.region AS SELECT * FROM lake.region")
         b.pg.execute("ANALYZE public.nation, public.region")

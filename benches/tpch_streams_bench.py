@@ -54,14 +54,7 @@ def main():
     fractions = [float(f) for f in args.fractions.split(",")]
     b = Bench(preload="ducklake_ivm")
     try:
-        b.duck.execute(f"LOAD '{b.site_packages}/duckdb_extension_tpch/extensions/v1.5.5/tpch.duckdb_extension'")
-        b.duck.execute("ATTACH ':memory:' AS gen")
-        b.duck.execute(f"CALL dbgen(sf={args.sf}, catalog='gen')")
-        for table in TABLES:
-            b.duck.execute(f"CREATE TABLE bench.main.{table} AS SELECT * FROM gen.main.{table}")
-        b.duck.execute("DETACH gen")
-        b.share_data_files()
-        b.pg.execute("IMPORT FOREIGN SCHEMA main FROM SERVER lake INTO lake")
+        b.load_tpch(args.sf, TABLES)
         b.pg.execute("CREATE EXTENSION ducklake_ivm")
         b.pg.execute("SET search_path = lake, public")
         queries = dict(b.duck.execute("SELECT query_nr, query FROM tpch_queries()").fetchall())

@@ -42,17 +42,7 @@ fn trigger_name(result_relid: pg_sys::Oid, event: &str) -> String {
 /// writes made through another table of one), on which the user may create triggers.
 pub fn check_capturable(source: &PostgresSource) -> IvmResult<()> {
     let name = crate::sql::relation_name(source.relid);
-    let (in_hierarchy, allowed) = Spi::connect(|client| {
-        let row = client
-            .select(
-                "SELECT c.relispartition OR c.relhassubclass OR EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid),                         pg_catalog.has_table_privilege(c.oid, 'TRIGGER')                    FROM pg_catalog.pg_class c WHERE c.oid = $1",
-                None,
-                &[source.relid.into()],
-            )?
-            .first();
-        Ok::<_, pgrx::spi::Error>((row.get::<bool>(1)?.unwrap_or(false), row.get::<bool>(2)?.unwrap_or(false)))
-    })?;
-    if in_hierarchy {
+    if in_hierarchy(source.relid)? {
         return Err(IvmError::unsupported(format!(
             "reading table {name}, which is part of a partition or inheritance hierarchy (its changes cannot be captured)"
         )));
@@ -68,6 +58,8 @@ pub fn check_capturable(source: &PostgresSource) -> IvmResult<()> {
             format!("column(s) {columns} of table {name} collide with the change log's own columns"),
         ));
     }
+    let allowed = Spi::get_one_with_args::<bool>("SELECT pg_catalog.has_table_privilege($1, 'TRIGGER')", &[source.relid.into()])?
+        .unwrap_or(false);
     if allowed {
         return Ok(());
     }
@@ -174,16 +166,20 @@ fn regprocedure(signature: &str) -> IvmResult<pg_sys::Oid> {
         .ok_or_else(|| IvmError::new(PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION, format!("function {signature} does not exist")))
 }
 
+/// Whether table `relid` is a partition, has children or inherits from another table.
+fn in_hierarchy(relid: pg_sys::Oid) -> IvmResult<bool> {
+    Ok(Spi::get_one_with_args::<bool>(
+        "SELECT c.relispartition OR c.relhassubclass OR EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid) \
+           FROM pg_catalog.pg_class c WHERE c.oid = $1",
+        &[relid.into()],
+    )?
+    .unwrap_or(false))
+}
+
 /// Refuse a source that joined a partition or inheritance hierarchy after the stream
 /// table was made: writes through the other tables would not be captured.
 pub fn still_capturable(source: &PostgresSource) -> IvmResult<()> {
-    let in_hierarchy = Spi::get_one_with_args::<bool>(
-        "SELECT c.relispartition OR c.relhassubclass OR EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid) \
-           FROM pg_catalog.pg_class c WHERE c.oid = $1",
-        &[source.relid.into()],
-    )?
-    .unwrap_or(false);
-    if in_hierarchy {
+    if in_hierarchy(source.relid)? {
         return Err(IvmError::new(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             format!(
