@@ -418,7 +418,7 @@ def test_change_feeds_join_lake_tables_in_duckdb(tpch, session):
         query = (f"SELECT f.change_type, r.r_name, count(*) FROM lake.nation_changes f JOIN lake.region r "
                  f"ON r.r_regionkey = f.n_regionkey WHERE f.snapshot_id > {before} GROUP BY 1, 2 ORDER BY 1, 2")
         plan = plan_of(session, query)
-        assert "DuckLake Query" in plan and f"ducklake_table_changes('analytics', 'main', 'nation', {before + 1}, " in plan
+        assert "DuckLake Query" in plan and f"ducklake_fdw_changes('analytics', 'main', 'nation', {before + 1}, " in plan
         pushed = session.rows(query)
         session.conn.execute("SET ducklake.query_pushdown = off")
         assert "DuckLake Query" not in plan_of(session, query)

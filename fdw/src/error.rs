@@ -83,6 +83,11 @@ pub enum LakeError {
     #[error("{0}")]
     ConcurrentChange(String),
 
+    /// A change feed range DuckLake reports more than one version of a row for (see
+    /// `duck::change_feed`).
+    #[error("{0}")]
+    AmbiguousChanges(String),
+
     /// Feature not (yet) available.
     #[error("{0}")]
     NotSupported(String),
@@ -95,6 +100,9 @@ impl From<duckdb::Error> for LakeError {
         let message = e.to_string();
         if message.contains("INTERRUPT Error") || message.contains("Interrupted") {
             return LakeError::Canceled;
+        }
+        if let Some(start) = message.find(crate::duck::change_feed::AMBIGUOUS) {
+            return LakeError::AmbiguousChanges(message[start..].to_owned());
         }
         LakeError::DuckDb(scrub_secrets(&message))
     }
@@ -124,6 +132,7 @@ impl LakeError {
             LakeError::PermissionDenied(_) => ERRCODE_INSUFFICIENT_PRIVILEGE,
             LakeError::DuckDb(m) => duckdb_sqlstate(m),
             LakeError::NotSupported(_) => ERRCODE_FEATURE_NOT_SUPPORTED,
+            LakeError::AmbiguousChanges(_) => ERRCODE_DATA_EXCEPTION,
             LakeError::TransactionDoomed(_) => ERRCODE_IN_FAILED_SQL_TRANSACTION,
             LakeError::ConcurrentChange(_) => ERRCODE_T_R_SERIALIZATION_FAILURE,
         }
@@ -144,6 +153,9 @@ impl LakeError {
                 "Users that are not superusers must give a password in their user mapping: CREATE USER MAPPING \
                  FOR CURRENT_USER SERVER {server} OPTIONS (user '...', password '...')"
             ),
+            LakeError::AmbiguousChanges(_) => "Read a range that starts after that snapshot or ends before it; \
+                 the table's versions before and after it can be compared by time travel."
+                .into(),
             _ => String::new(),
         }
     }

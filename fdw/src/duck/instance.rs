@@ -78,6 +78,7 @@ impl LakeInstance {
         // DuckLake's default starts at 100 ms.
         setup.push("SET ducklake_retry_wait_ms = 1".to_owned());
         setup.push("SET ducklake_retry_backoff = 1.5".to_owned());
+        setup.push(super::change_feed::definition());
         for statement in &setup {
             conn.execute_batch(statement)?;
         }

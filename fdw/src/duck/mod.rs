@@ -3,6 +3,7 @@
 //! calls Postgres from a DuckDB thread.
 
 pub mod cancel;
+pub mod change_feed;
 pub mod extensions;
 pub mod instance;
 pub mod signals;

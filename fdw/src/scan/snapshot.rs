@@ -3,7 +3,7 @@
 //! - a table reads the latest snapshot, or the one pinned by the foreign table's
 //!   `snapshot_id`/`as_of` options, or else by the `ducklake.snapshot_id` /
 //!   `ducklake.as_of` settings (`SET LOCAL` pins one transaction);
-//! - a change feed reads `ducklake_table_changes` over the range its `snapshot_id`
+//! - a change feed reads the lake table's changes over the range its `snapshot_id`
 //!   conditions allow, defaulting to everything up to the current snapshot.
 
 use std::ffi::CString;
@@ -58,22 +58,22 @@ pub fn changes_source(
     Ok(changes_between(alias, &table.schema, &table.table, &lower.to_string(), &upper))
 }
 
-/// The change feed of `schema.table` in snapshots `lower..=upper`, as a FROM item that
-/// no condition of the enclosing query reaches into.
+/// The change feed of `schema.table` in snapshots `lower..=upper` (see
+/// `duck::change_feed`), as a FROM item that no condition of the enclosing query
+/// reaches into.
 ///
-/// DuckLake 1.5.5's `ducklake_table_changes` is a macro joining
-/// `ducklake_table_insertions` and `ducklake_table_deletions` on (snapshot_id, rowid).
-/// DuckDB pushes a condition on the macro's result into both scans, and once a data
-/// file has a delete file those scans answer wrongly under a pushed filter: the
-/// deletions with `snapshot_id > n` return nothing, the insertions filtered on a data
-/// column lose the rows the join matches, so an update's images come out as plain
-/// inserts (or vanish). Without a filter the macro is right, and the snapshot range,
-/// given as its arguments, is no filter. DuckDB never moves a filter below a LIMIT or
-/// OFFSET (it would change the result), so `OFFSET 0` keeps every condition above
-/// the macro while columns are still pruned and rows still stream (a streaming limit).
+/// DuckDB pushes a condition on a table macro's result into the scans it reads, and
+/// DuckLake 1.5.5's change scans answer wrongly under a pushed filter once a data file
+/// has a delete file (the deletions with `snapshot_id > n` return nothing, the
+/// insertions filtered on a data column lose rows); a filter below the feed's window
+/// counts would also change which versions it counts. The snapshot range, given as
+/// arguments, is no filter. DuckDB never moves a filter below a LIMIT or OFFSET (it
+/// would change the result), so `OFFSET 0` keeps every condition above the macro while
+/// columns are still pruned and rows still stream (a streaming limit).
 pub fn changes_between(alias: &str, schema: &str, table: &str, lower: &str, upper: &str) -> String {
     format!(
-        "(SELECT * FROM ducklake_table_changes({}, {}, {}, {lower}, {upper}) OFFSET 0)",
+        "(SELECT * FROM {}({}, {}, {}, {lower}, {upper}) OFFSET 0)",
+        crate::duck::change_feed::MACRO,
         sql::literal(alias),
         sql::literal(schema),
         sql::literal(table),

@@ -335,7 +335,12 @@ fn differential(
             Err(reason) => return Ok(Applied::Rebuild(reason)),
         },
         Err(error) => {
-            let (code, _) = describe(&error);
+            let (code, message) = describe(&error);
+            // The FDW's feed cannot say in which order a transaction changed a row twice
+            // (its duck/change_feed.rs): the rows as they are now are still exact.
+            if code == PgSqlErrorCode::ERRCODE_DATA_EXCEPTION && message.starts_with("ambiguous change feed") {
+                return Ok(Applied::Rebuild(message));
+            }
             if let (PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, Some(from)) = (code, positions.lake_from) {
                 for source in &plan.sources {
                     if frontier_expired(source, from)? {

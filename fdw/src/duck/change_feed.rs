@@ -1,0 +1,56 @@
+//! The change feed every lake instance reads: a DuckDB table macro defined once per
+//! instance, in place of DuckLake 1.5.5's own `ducklake_table_changes`.
+//!
+//! DuckLake's macro joins `ducklake_table_insertions` and `ducklake_table_deletions`
+//! on (snapshot_id, rowid) to label updates. That is right when each snapshot holds at
+//! most one version of a row on each side, which is what a transaction that changes a
+//! row once commits. A transaction that changes a row twice (two UPDATEs, an UPDATE and
+//! then a DELETE, an INSERT and then an UPDATE) commits more: DuckLake reports the row's
+//! intermediate versions as inserted and deleted, and a deletion once per delete file
+//! the transaction wrote. The join then multiplies them, and the feed's net change
+//! (inserts and postimages minus deletes and preimages) is no longer the difference
+//! between the table before and after the snapshot: seen on this machine in most
+//! ranges of a random history of multi-statement transactions.
+//!
+//! This macro reads each side once (the join read both twice) and counts, per
+//! snapshot and rowid, the versions on each side. One deletion and one insertion are
+//! an update, one alone an insert or a delete: DuckLake's labels, exact whenever no
+//! side has two versions. When a side does, which version came first is not in the
+//! feed, so the macro raises an error (`error()` in a filter, so that no projection
+//! prunes it away) instead of answering: the row, the snapshot and the table are named
+//! (see `AMBIGUOUS`). Stream tables rebuild instead of applying such a range.
+//!
+//! Filters of the caller must stay above the macro (see `scan::snapshot::changes_between`):
+//! a filter that reached the scans would also change the counts.
+
+/// The macro's name; its arguments are DuckLake's: catalog, schema, table, first and
+/// last snapshot.
+pub const MACRO: &str = "ducklake_fdw_changes";
+
+/// The start of the message of the error raised for a snapshot the feed cannot label.
+pub const AMBIGUOUS: &str = "ambiguous change feed";
+
+/// The statement that defines the macro (a temporary one: it belongs to the instance,
+/// not to the lake).
+pub fn definition() -> String {
+    format!(
+        "CREATE OR REPLACE TEMP MACRO {MACRO}(__fdw_catalog, __fdw_schema, __fdw_table, __fdw_from, __fdw_to) AS TABLE
+SELECT __fdw_snapshot AS snapshot_id, __fdw_rowid AS rowid,
+    CASE WHEN __fdw_images = 1 THEN CASE WHEN __fdw_inserted THEN 'insert' ELSE 'delete' END
+         WHEN __fdw_inserted THEN 'update_postimage' ELSE 'update_preimage' END AS change_type,
+    * EXCLUDE (__fdw_snapshot, __fdw_rowid, __fdw_inserted, __fdw_images, __fdw_versions)
+FROM (
+    SELECT count(*) OVER (PARTITION BY __fdw_snapshot, __fdw_rowid) AS __fdw_images,
+           count(*) OVER (PARTITION BY __fdw_snapshot, __fdw_rowid, __fdw_inserted) AS __fdw_versions, *
+    FROM (SELECT i.snapshot_id AS __fdw_snapshot, i.rowid AS __fdw_rowid, true AS __fdw_inserted, i.*
+          FROM ducklake_table_insertions(__fdw_catalog, __fdw_schema, __fdw_table, __fdw_from, __fdw_to) AS i
+          UNION ALL
+          SELECT d.snapshot_id, d.rowid, false, d.*
+          FROM ducklake_table_deletions(__fdw_catalog, __fdw_schema, __fdw_table, __fdw_from, __fdw_to) AS d))
+WHERE CASE WHEN __fdw_versions > 1
+    THEN error('{AMBIGUOUS}: DuckLake reports ' || __fdw_versions || ' versions of row ' || __fdw_rowid
+               || ' of ' || __fdw_schema || '.' || __fdw_table || ' in snapshot ' || __fdw_snapshot
+               || ', which a transaction changed more than once; DuckLake 1.5.5 does not say which came first')
+    ELSE true END"
+    )
+}
