@@ -65,6 +65,38 @@ def test_table_options_pin_a_snapshot(history):
                         "WHERE e.id IS NULL ORDER BY 1") == [(0,), (1,), (2,), (3,), (4,)]
 
 
+def test_a_table_pinned_by_the_snapshot_a_setting_holds(history):
+    """Option snapshot_id_setting: the snapshot in a custom setting when the scan
+    starts (stream tables read their sources as of the frontier this way)."""
+    conn = history.conn
+    conn.execute("CREATE FOREIGN TABLE lake.events_then (id bigint, value bigint) SERVER lake "
+                 "OPTIONS (table 'events', snapshot_id_setting 'myapp.snapshot')")
+    with pytest.raises(psycopg.errors.FdwInvalidAttributeValue) as error:
+        conn.execute("SELECT count(*) FROM lake.events_then")
+    assert error.value.diag.message_primary == ('invalid value for option "snapshot_id_setting": '
+                                                'setting "myapp.snapshot" is not set in this session')
+    conn.execute("SET myapp.snapshot = '3'")
+    assert counts(history, "SELECT count(*), sum(value) FROM lake.events_then") == (30, 4350)
+    # in one pushed query with the table as it is now: the rows deleted since
+    assert history.rows("SELECT t.id FROM lake.events_then t LEFT JOIN lake.events e USING (id) "
+                        "WHERE e.id IS NULL ORDER BY 1") == [(0,), (1,), (2,), (3,), (4,)]
+    # a prepared statement reads the setting when it runs
+    conn.execute("PREPARE then_count AS SELECT count(*) FROM lake.events_then")
+    conn.execute("SET myapp.snapshot = '2'")
+    assert history.rows("EXECUTE then_count") == [(10,)]
+    conn.execute("SET myapp.snapshot = 'latest'")
+    with pytest.raises(psycopg.errors.FdwInvalidAttributeValue) as error:
+        conn.execute("EXECUTE then_count")
+    assert "holds \"latest\", which is not a snapshot id" in error.value.diag.message_primary
+    with pytest.raises(psycopg.errors.FdwInvalidAttributeValue) as error:
+        conn.execute("ALTER FOREIGN TABLE lake.events_then OPTIONS (ADD snapshot_id '2')")
+        conn.execute("SELECT count(*) FROM lake.events_then")
+    assert "also has option snapshot_id or as_of" in error.value.diag.message_primary
+    with pytest.raises(psycopg.errors.FdwInvalidAttributeValue) as error:
+        conn.execute("CREATE FOREIGN TABLE lake.bad (id bigint) SERVER lake OPTIONS (snapshot_id_setting 'nodot')")
+    assert "must name a custom setting" in error.value.diag.message_primary
+
+
 def test_prepared_statement_follows_the_setting(history):
     history.conn.execute("PREPARE c AS SELECT count(*) FROM lake.events")
     history.conn.execute("SET ducklake.snapshot_id = '3'")

@@ -17,7 +17,7 @@ use crate::error::{LakeError, LakeResult};
 
 pub const SERVER_OPTIONS: &[&str] =
     &["catalog_connection", "catalog_name", "data_path", "metadata_schema", "data_inlining_row_limit"];
-pub const TABLE_OPTIONS: &[&str] = &["schema", "table", "snapshot_id", "as_of", "changes"];
+pub const TABLE_OPTIONS: &[&str] = &["schema", "table", "snapshot_id", "as_of", "snapshot_id_setting", "changes"];
 pub const COLUMN_OPTIONS: &[&str] = &["column_name"];
 pub const USER_MAPPING_OPTIONS: &[&str] = &["user", "password"];
 
@@ -119,6 +119,11 @@ fn validate_value(name: &str, value: &str) -> LakeResult<()> {
             access::normalized_data_path(value)?;
         }
         "catalog_name" => access::check_catalog_name(value)?,
+        "snapshot_id_setting" => {
+            if value.is_empty() || !value.contains('.') {
+                return invalid("must name a custom setting (with a dot, e.g. 'myapp.snapshot')");
+            }
+        }
         "metadata_schema" | "schema" | "table" | "column_name" | "user" | "as_of" => {
             if value.is_empty() {
                 return invalid("must not be empty");
@@ -158,6 +163,8 @@ pub struct TableOptions {
     /// Pinned snapshot (time travel), by id or by time.
     pub snapshot_id: Option<String>,
     pub as_of: Option<String>,
+    /// Pinned snapshot, by the id a setting holds when the scan starts.
+    pub snapshot_id_setting: Option<String>,
     /// The table's change feed instead of its rows.
     pub changes: bool,
 }
@@ -175,6 +182,7 @@ impl TableOptions {
                 table: options.get("table").cloned().unwrap_or(relname),
                 snapshot_id: options.get("snapshot_id").cloned(),
                 as_of: options.get("as_of").cloned(),
+                snapshot_id_setting: options.get("snapshot_id_setting").cloned(),
                 changes: options.get("changes").is_some_and(|v| v == "true"),
             }
         }

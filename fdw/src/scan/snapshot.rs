@@ -1,7 +1,8 @@
 //! Which snapshot a scan reads, decided at execution time (so prepared statements
 //! follow the current settings):
 //! - a table reads the latest snapshot, or the one pinned by the foreign table's
-//!   `snapshot_id`/`as_of` options, or else by the `ducklake.snapshot_id` /
+//!   `snapshot_id`/`as_of` options (or the setting its `snapshot_id_setting` names),
+//!   or else by the `ducklake.snapshot_id` /
 //!   `ducklake.as_of` settings (`SET LOCAL` pins one transaction);
 //! - a change feed reads the lake table's changes over the range its `snapshot_id`
 //!   conditions allow, defaulting to everything up to the current snapshot.
@@ -125,6 +126,25 @@ pub fn current_snapshot(lake: &Lake) -> LakeResult<i64> {
 
 /// ` AT (VERSION => n)` / ` AT (TIMESTAMP => ...)`, or nothing for the latest snapshot.
 pub fn at_clause(table: &TableOptions) -> LakeResult<String> {
+    if let Some(setting) = &table.snapshot_id_setting {
+        if table.snapshot_id.is_some() || table.as_of.is_some() {
+            return Err(LakeError::InvalidOptionValue {
+                name: "snapshot_id_setting".into(),
+                reason: "the foreign table also has option snapshot_id or as_of; set only one".into(),
+            });
+        }
+        let value = setting_value(setting).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+            LakeError::InvalidOptionValue {
+                name: "snapshot_id_setting".into(),
+                reason: format!("setting \"{setting}\" is not set in this session"),
+            }
+        })?;
+        let id: i64 = value.trim().parse().ok().filter(|v| *v >= 0).ok_or_else(|| LakeError::InvalidOptionValue {
+            name: "snapshot_id_setting".into(),
+            reason: format!("setting \"{setting}\" holds \"{value}\", which is not a snapshot id (a non-negative integer)"),
+        })?;
+        return Ok(format!(" AT (VERSION => {id})"));
+    }
     let (snapshot_id, as_of, origin) = if table.snapshot_id.is_some() || table.as_of.is_some() {
         (table.snapshot_id.clone(), table.as_of.clone(), "foreign table options snapshot_id and as_of")
     } else {
@@ -144,6 +164,17 @@ pub fn at_clause(table: &TableOptions) -> LakeResult<String> {
             Ok(format!(" AT (VERSION => {id})"))
         }
         (None, Some(timestamp)) => Ok(format!(" AT (TIMESTAMP => {})", timestamptz_literal(&timestamp)?)),
+    }
+}
+
+/// The current value of setting `name`, None when it does not exist.
+fn setting_value(name: &str) -> Option<String> {
+    let name = CString::new(name).ok()?;
+    // SAFETY: GetConfigOption with missing_ok returns NULL or a string Postgres owns,
+    // copied at once.
+    unsafe {
+        let value = pg_sys::GetConfigOption(name.as_ptr(), true, false);
+        (!value.is_null()).then(|| std::ffi::CStr::from_ptr(value).to_string_lossy().into_owned())
     }
 }
 
