@@ -166,7 +166,7 @@ def test_drop_alter_and_dependencies(events):
     assert rows(conn, "SELECT * FROM event_summary") == [("click",)]
     relid = conn.execute("SELECT 'event_summary'::regclass::oid").fetchone()[0]
     internals = f"SELECT count(*) FROM pg_class WHERE relname ~ '_{relid}(_[0-9]+)?$'"
-    assert conn.execute(internals).fetchone() == (5,)  # state, affected, changes, feed + state index
+    assert conn.execute(internals).fetchone() == (6,)  # state, affected, changes, feed, old + state index
     conn.execute("SELECT pgtrickle.drop_stream_table('event_summary')")
     assert conn.execute(internals).fetchone() == (0,)
     assert conn.execute("SELECT count(*) FROM pgtrickle.pgt_stream_tables").fetchone() == (0,)

@@ -6,6 +6,11 @@ use std::ffi::CString;
 static LAUNCHER_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
 static REFRESH_LOCK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(5_000);
 static REFRESH_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(0);
+static FRONTIER_SNAPSHOT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// The setting a refresh puts its frontier's lake snapshot in: the sources' states
+/// before the changes it applies are foreign tables whose `snapshot_id_setting` names it.
+pub const FRONTIER_SNAPSHOT_SETTING: &str = "pgtrickle.frontier_snapshot_id";
 
 pub fn register() {
     GucRegistry::define_string_guc(
@@ -14,6 +19,14 @@ pub fn register() {
         c"Any database that accepts connections; schedulers run in every database with ducklake_ivm installed.",
         &LAUNCHER_DATABASE,
         GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pgtrickle.frontier_snapshot_id",
+        c"Set by a refresh, for its own statements: the lake snapshot of the stream table's frontier.",
+        c"The sources as they were at the frontier are read at this snapshot (see ivm/README.md).",
+        &FRONTIER_SNAPSHOT_ID,
+        GucContext::Userset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(

@@ -4,24 +4,32 @@
 //! DISTINCT, the result expressions) is maintained over these rows in Postgres.
 //!
 //! The rows' changes between two snapshots follow from each source's change feed.
-//! Writing R' = R + ΔR for every source of an inner join (Z-sets: ±1 weights),
+//! Writing R' = R + ΔR for every source of an inner join (Z-sets: ±1 weights), the
+//! change telescopes over the changed sources taken in order, each term reading the
+//! sources before it as they are now and those after it as they were:
 //!
-//!   R'⋈S' − R⋈S = ΔR⋈S' + R'⋈ΔS − ΔR⋈ΔS
+//!   R'⋈S' − R⋈S = ΔR⋈S + R'⋈ΔS
 //!
-//! and for n sources the alternating sum over every non-empty set T of changed
-//! sources: (−1)^(|T|+1) · (⋈ of ΔX for X in T and of X' for the others). Every term
-//! reads sources at the *new* snapshot only, so no old state is needed, and a term
-//! whose T holds an unchanged source is empty and skipped: with one changed source
-//! there is one term, ΔR⋈S'. A term's weight is the product of its change rows'
-//! weights (an insert or update post-image +1, a delete or pre-image −1) times its sign.
+//! and for changed sources X1..Xk: Σi X1'⋈..⋈X(i−1)'⋈ΔXi⋈X(i+1)⋈..⋈Xk. That is k terms,
+//! each reading one change feed. A lake source as it was is its lake table at the
+//! frontier's snapshot (time travel: a mirror foreign table reading the snapshot in a
+//! setting the refresh pins, see `objects`). A Postgres table cannot be read as it was,
+//! so when one of the changed sources is a Postgres table the change is the
+//! alternating sum over every non-empty set T of changed sources instead, which reads
+//! every source as it is now: (−1)^(|T|+1) · (⋈ of ΔX for X in T and of X' for the
+//! others); with R and S, ΔR⋈S' + R'⋈ΔS − ΔR⋈ΔS. Unchanged sources are the same then
+//! and now, and with one changed source both forms are the one term ΔR⋈S'. A term's
+//! weight is the product of its change rows' weights (an insert or update post-image
+//! +1, a delete or pre-image −1) times its sign.
 //!
 //! A term is the defining query's own tree with each source of T replaced by its
 //! changes (a lake table's change feed, a Postgres table's change log: relations that
 //! mirror the source's attribute numbers, so every Var stays valid) restricted to
-//! the changes not yet seen, deparsed by ruleutils; no SQL is rewritten as text. The
-//! sources a term reads whole are read as they are now: lake tables at the snapshot
-//! the refresh pins, Postgres tables in the refresh's one read snapshot, in which
-//! the logs' unseen changes are exactly those not visible in the frontier's.
+//! the changes not yet seen, and each source read as it was by its mirror, deparsed by
+//! ruleutils; no SQL is rewritten as text. The sources a term reads as they are now are
+//! read at the snapshot the refresh pins (lake tables) and in the refresh's one read
+//! snapshot (Postgres tables, in which the logs' unseen changes are exactly those not
+//! visible in the frontier's).
 
 use super::parse::Source;
 use crate::sql::ident;
@@ -61,6 +69,8 @@ pub struct Feed {
     /// The change feed or change log.
     pub relid: pg_sys::Oid,
     pub unseen: Unseen,
+    /// The source as it was at the frontier (lake sources: a time-travel mirror).
+    pub old: Option<pg_sys::Oid>,
 }
 
 /// The keys-and-arguments rows: one query over the defining query's FROM and WHERE,
@@ -157,40 +167,48 @@ impl Branch {
             return None;
         }
         let columns = self.columns.iter().map(|c| format!("d.{}", ident(c))).collect::<Vec<_>>().join(", ");
-        let mut terms = Vec::new();
-        for subset in 1u64..(1u64 << changed.len()) {
-            let members: Vec<&(&Occurrence, &Feed)> =
-                changed.iter().enumerate().filter(|(i, _)| subset & (1 << i) != 0).map(|(_, m)| m).collect();
-            let sign = if members.len() % 2 == 1 { "" } else { "-" };
-            let weights = (0..members.len())
-                .map(|i| {
-                    format!(
-                        "CASE WHEN d.__pgt_change{i} IN ('insert', 'update_postimage') THEN 1 ELSE -1 END"
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" * ");
-            // SAFETY: edits a copy of the Query built in `new`.
-            let term = unsafe { self.term(&members, to) };
-            terms.push(format!("SELECT {columns}, {sign}{weights} AS __pgt_weight FROM ({term}) d"));
-        }
+        // (changes, sources read as they were, sign) per term
+        let terms: Vec<(Vec<&(&Occurrence, &Feed)>, Vec<&(&Occurrence, &Feed)>, &str)> =
+            if changed.iter().all(|(_, feed)| feed.old.is_some()) {
+                (0..changed.len()).map(|i| (vec![&changed[i]], changed[i + 1..].iter().collect(), "")).collect()
+            } else {
+                (1u64..(1u64 << changed.len()))
+                    .map(|subset| {
+                        let members: Vec<_> =
+                            changed.iter().enumerate().filter(|(i, _)| subset & (1 << i) != 0).map(|(_, m)| m).collect();
+                        let sign = if members.len() % 2 == 1 { "" } else { "-" };
+                        (members, Vec::new(), sign)
+                    })
+                    .collect()
+            };
+        let terms: Vec<String> = terms
+            .into_iter()
+            .map(|(members, olds, sign)| {
+                let weights = (0..members.len())
+                    .map(|i| format!("CASE WHEN d.__pgt_change{i} IN ('insert', 'update_postimage') THEN 1 ELSE -1 END"))
+                    .collect::<Vec<_>>()
+                    .join(" * ");
+                // SAFETY: edits a copy of the Query built in `new`.
+                let term = unsafe { self.term(&members, &olds, to) };
+                format!("SELECT {columns}, {sign}{weights} AS __pgt_weight FROM ({term}) d")
+            })
+            .collect();
         Some(terms.join(" UNION ALL "))
     }
 
     /// The rows with each member's source replaced by its changes, restricted to those
-    /// unseen, with each member's change type as column `__pgt_change<i>`.
-    unsafe fn term(&self, members: &[&(&Occurrence, &Feed)], to: i64) -> String {
+    /// unseen, with each member's change type as column `__pgt_change<i>`, and each of
+    /// `olds` read as it was at the frontier.
+    unsafe fn term(&self, members: &[&(&Occurrence, &Feed)], olds: &[&(&Occurrence, &Feed)], to: i64) -> String {
         unsafe {
             let query = pg_sys::copyObjectImpl(self.query as *const std::ffi::c_void) as *mut pg_sys::Query;
+            for (occurrence, feed) in olds {
+                let (_, rte) = occurrence_entry(query, occurrence);
+                (*rte).relid = feed.old.expect("a source that can be read as it was");
+            }
             for (i, (occurrence, feed)) in members.iter().enumerate() {
-                // The query level the occurrence is in, and the sub-select entries above it.
-                let mut levels = vec![query];
-                for s in &occurrence.path {
-                    let rte = rt_fetch(*levels.last().expect("a level"), *s);
-                    levels.push((*rte).subquery);
-                }
+                let (levels, rte) = occurrence_entry(query, occurrence);
                 let level = *levels.last().expect("a level");
-                let rte = rt_fetch(level, occurrence.rtindex);
                 (*rte).relid = feed.relid;
                 let mut quals = PgList::<pg_sys::Node>::new();
                 if !(*(*level).jointree).quals.is_null() {
@@ -226,6 +244,20 @@ impl Branch {
             }
             querydef(query)
         }
+    }
+}
+
+/// The query levels from `query` down to the one `occurrence` is in (the sub-selects
+/// in FROM above it), and its range-table entry there.
+unsafe fn occurrence_entry(query: *mut pg_sys::Query, occurrence: &Occurrence) -> (Vec<*mut pg_sys::Query>, *mut pg_sys::RangeTblEntry) {
+    unsafe {
+        let mut levels = vec![query];
+        for s in &occurrence.path {
+            let rte = rt_fetch(*levels.last().expect("a level"), *s);
+            levels.push((*rte).subquery);
+        }
+        let rte = rt_fetch(*levels.last().expect("a level"), occurrence.rtindex);
+        (levels, rte)
     }
 }
 

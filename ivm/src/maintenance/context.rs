@@ -48,8 +48,15 @@ impl RefreshContext {
         self.set("ducklake.snapshot_id", &snapshot.to_string());
     }
 
+    /// Read the sources' states before the refresh's changes (see `objects::create_mirror`)
+    /// as of `snapshot`.
+    pub fn pin_frontier(&self, snapshot: i64) {
+        self.set(crate::gucs::FRONTIER_SNAPSHOT_SETTING, &snapshot.to_string());
+    }
+
     pub fn unpin_snapshot(&self) {
         self.set("ducklake.snapshot_id", "");
+        self.set(crate::gucs::FRONTIER_SNAPSHOT_SETTING, "");
     }
 }
 

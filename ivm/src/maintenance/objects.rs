@@ -30,6 +30,10 @@ pub fn objects_for(result_relid: pg_sys::Oid, sources: &[LakeSource], postgres: 
             .iter()
             .map(|s| (s.relid, qualified(CHANGES_SCHEMA, &format!("feed_{id}_{}", s.relid.to_u32()))))
             .collect(),
+        olds: sources
+            .iter()
+            .map(|s| (s.relid, qualified(CHANGES_SCHEMA, &format!("old_{id}_{}", s.relid.to_u32()))))
+            .collect(),
         logs: postgres.iter().map(|s| (s.relid, log_name(result_relid, s.relid))).collect(),
     }
 }
@@ -88,9 +92,11 @@ pub fn create_internals(result_relid: pg_sys::Oid, shape: &Shape, objects: &Obje
         for name in [&objects.state, &objects.affected, &objects.buffer] {
             adopt("TABLE", name, result_relid)?;
         }
-        for (source, feed) in &objects.feeds {
-            create_feed(*source, feed)?;
-            adopt("FOREIGN TABLE", feed, result_relid)?;
+        for (kind, mirrors) in [(Mirror::Feed, &objects.feeds), (Mirror::Old, &objects.olds)] {
+            for (source, name) in mirrors {
+                create_mirror(*source, name, kind)?;
+                adopt("FOREIGN TABLE", name, result_relid)?;
+            }
         }
         for occurrence in shape.rows.occurrences() {
             let crate::analysis::parse::Source::Postgres(source) = &occurrence.source else { continue };
@@ -115,28 +121,30 @@ const COLUMN_SIGNATURE: &str = "SELECT pg_catalog.array_agg(pg_catalog.format('%
        FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped \
        AND attname NOT IN ('snapshot_id', 'rowid', 'change_type')";
 
-/// Re-create the feeds whose source's columns changed since they were made (a column
-/// added, dropped, renamed or given another `column_name`), so that a refresh reads
-/// what the source now is.
+/// Re-create the feeds and old states whose source's columns changed since they were
+/// made (a column added, dropped, renamed or given another `column_name`), so that a
+/// refresh reads what the source now is; create those a stream table made before
+/// they existed.
 pub fn refresh_change_relations(result_relid: pg_sys::Oid, objects: &Objects) -> IvmResult<()> {
     let signature = |oid: pg_sys::Oid| Spi::get_one_with_args::<String>(COLUMN_SIGNATURE, &[oid.into()]);
-    for (source, feed) in &objects.feeds {
-        let Some(feed_relid) = crate::sql::try_regclass(feed)? else {
-            // A source the definition did not read when the stream table was made.
+    for (kind, mirrors) in [(Mirror::Feed, &objects.feeds), (Mirror::Old, &objects.olds)] {
+        for (source, name) in mirrors {
+            let Some(relid) = crate::sql::try_regclass(name)? else {
+                as_extension_owner(|| {
+                    create_mirror(*source, name, kind)?;
+                    adopt("FOREIGN TABLE", name, result_relid)
+                })?;
+                continue;
+            };
+            if signature(*source)? == signature(relid)? {
+                continue;
+            }
             as_extension_owner(|| {
-                create_feed(*source, feed)?;
-                adopt("FOREIGN TABLE", feed, result_relid)
+                run(&format!("DROP FOREIGN TABLE {name}"))?;
+                create_mirror(*source, name, kind)?;
+                adopt("FOREIGN TABLE", name, result_relid)
             })?;
-            continue;
-        };
-        if signature(*source)? == signature(feed_relid)? {
-            continue;
         }
-        as_extension_owner(|| {
-            run(&format!("DROP FOREIGN TABLE {feed}"))?;
-            create_feed(*source, feed)?;
-            adopt("FOREIGN TABLE", feed, result_relid)
-        })?;
     }
     Ok(())
 }
@@ -151,7 +159,8 @@ pub fn drop_internals(result_relid: pg_sys::Oid) -> IvmResult<()> {
     };
     let relations = "SELECT pg_catalog.array_agg(c.oid::regclass::text) FROM pg_catalog.pg_class c \
                      WHERE c.relnamespace = $1::regnamespace AND c.relname LIKE $2";
-    let feeds = named(relations, "feed")?;
+    let mut feeds = named(relations, "feed")?;
+    feeds.extend(named(relations, "old")?);
     let logs = named(relations, "log")?;
     let functions = named(
         "SELECT pg_catalog.array_agg(p.oid::regprocedure::text) FROM pg_catalog.pg_proc p \
@@ -175,14 +184,24 @@ pub fn drop_internals(result_relid: pg_sys::Oid) -> IvmResult<()> {
     })
 }
 
-/// A foreign table with `changes 'true'` over the same lake table as `source`: the
-/// source's columns (and column options) at the source's own attribute numbers, so
-/// that the defining query's Vars address the feed as they address the source (see
-/// `rows`), then snapshot_id, rowid and change_type. A dropped column of the source
-/// leaves a dropped column in the feed. The lake table is named explicitly: a source
-/// without a `table` option reads the lake table of its own name, which the feed's
-/// name is not.
-fn create_feed(source: pg_sys::Oid, feed: &str) -> IvmResult<()> {
+/// What a mirror of a lake source reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mirror {
+    /// Its change feed (`changes 'true'`): the rows' columns, then snapshot_id, rowid
+    /// and change_type.
+    Feed,
+    /// Its rows as of the frontier: the snapshot in setting
+    /// `pgtrickle.frontier_snapshot_id` (`snapshot_id_setting`).
+    Old,
+}
+
+/// A foreign table over the same lake table as `source`: the source's columns (and
+/// column options) at the source's own attribute numbers, so that the defining query's
+/// Vars address it as they address the source (see `rows`). A dropped column of the
+/// source leaves a dropped column in it. The lake table is named explicitly: a source
+/// without a `table` option reads the lake table of its own name, which the mirror's
+/// name is not; the source's own snapshot pins are not copied.
+fn create_mirror(source: pg_sys::Oid, feed: &str, kind: Mirror) -> IvmResult<()> {
     let reserved: Option<String> = Spi::get_one_with_args(
         "SELECT pg_catalog.string_agg(pg_catalog.quote_ident(attname), ', ') FROM pg_catalog.pg_attribute \
          WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped \
@@ -195,14 +214,18 @@ fn create_feed(source: pg_sys::Oid, feed: &str) -> IvmResult<()> {
             format!("source column(s) {columns} collide with the change feed's own columns"),
         ));
     }
+    let (columns, option) = match kind {
+        Mirror::Feed => ("snapshot_id bigint, rowid bigint, change_type text", "changes=true".to_owned()),
+        Mirror::Old => ("", format!("snapshot_id_setting={}", crate::gucs::FRONTIER_SNAPSHOT_SETTING)),
+    };
     // Postgres' format() quotes every identifier and option value.
     let ddl: String = Spi::get_one_with_args(
         r#"
         WITH opts(o) AS (SELECT pg_catalog.unnest(coalesce(ft.ftoptions, '{}')) FROM pg_catalog.pg_foreign_table ft
                           WHERE ft.ftrelid = $1)
-        SELECT pg_catalog.format('CREATE FOREIGN TABLE %s (%s snapshot_id bigint, rowid bigint, change_type text) SERVER %I OPTIONS (%s)',
+        SELECT pg_catalog.format('CREATE FOREIGN TABLE %s (%s) SERVER %I OPTIONS (%s)',
             $2,
-            (SELECT coalesce(pg_catalog.string_agg(CASE WHEN a.attisdropped
+            (SELECT pg_catalog.rtrim(coalesce(pg_catalog.string_agg(CASE WHEN a.attisdropped
                     THEN pg_catalog.format('%I integer, ', '__pgt_dropped_' || a.attnum)
                     ELSE pg_catalog.format('%I %s%s%s, ', a.attname,
                     pg_catalog.format_type(a.atttypid, a.atttypmod),
@@ -212,18 +235,19 @@ fn create_feed(source: pg_sys::Oid, feed: &str) -> IvmResult<()> {
                       (SELECT pg_catalog.format(' OPTIONS (%s)', pg_catalog.string_agg(pg_catalog.format('%I %L',
                               pg_catalog.split_part(x, '=', 1), pg_catalog.substr(x, pg_catalog.strpos(x, '=') + 1)), ', '))
                          FROM pg_catalog.unnest(a.attfdwoptions) x) END) END,
-                    '' ORDER BY a.attnum), '')
+                    '' ORDER BY a.attnum), '') || $3, ', ')
                FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0),
             (SELECT s.srvname FROM pg_catalog.pg_foreign_table ft JOIN pg_catalog.pg_foreign_server s ON s.oid = ft.ftserver
               WHERE ft.ftrelid = $1),
             (SELECT pg_catalog.string_agg(pg_catalog.format('%I %L', pg_catalog.split_part(o, '=', 1),
                     pg_catalog.substr(o, pg_catalog.strpos(o, '=') + 1)), ', ')
-               FROM (SELECT o FROM opts
-                     UNION ALL SELECT 'changes=true'
+               FROM (SELECT o FROM opts WHERE pg_catalog.split_part(o, '=', 1)
+                                              NOT IN ('changes', 'snapshot_id', 'as_of', 'snapshot_id_setting')
+                     UNION ALL SELECT $4
                      UNION ALL SELECT 'table=' || c.relname FROM pg_catalog.pg_class c
                       WHERE c.oid = $1 AND NOT EXISTS (SELECT 1 FROM opts WHERE o LIKE 'table=%')) x))
         "#,
-        &[source.into(), feed.into()],
+        &[source.into(), feed.into(), columns.into(), option.into()],
     )?
     .unwrap_or_default();
     run(&ddl)?;

@@ -293,12 +293,17 @@ fn differential(
     let fill = || -> IvmResult<Result<u64, String>> {
         let mut feeds = Vec::new();
         if let Some(from) = positions.lake_from {
-            for (source, feed) in &objects.feeds {
+            for ((source, feed), (_, old)) in objects.feeds.iter().zip(&objects.olds) {
                 // With several sources, only those that changed have terms (see `rows`).
                 let changed = sources == 1
                     || read.exists(&format!("SELECT EXISTS (SELECT FROM {feed} WHERE snapshot_id > {from} AND snapshot_id <= {to})"))?;
                 if changed {
-                    feeds.push(Feed { source: *source, relid: crate::sql::regclass(feed)?, unseen: Unseen::After(from) });
+                    feeds.push(Feed {
+                        source: *source,
+                        relid: crate::sql::regclass(feed)?,
+                        unseen: Unseen::After(from),
+                        old: Some(crate::sql::regclass(old)?),
+                    });
                 }
             }
         }
@@ -309,7 +314,7 @@ fn differential(
                 return Ok(Err(format!("{} was truncated", crate::sql::relation_name(source.relid))));
             }
             if read.exists(&format!("SELECT EXISTS (SELECT FROM {log} WHERE {unseen})"))? {
-                feeds.push(Feed { source: source.relid, relid: crate::sql::regclass(log)?, unseen: Unseen::NotVisibleIn(seen) });
+                feeds.push(Feed { source: source.relid, relid: crate::sql::regclass(log)?, unseen: Unseen::NotVisibleIn(seen), old: None });
             }
         }
         if feeds.len() > MAX_CHANGED_SOURCES {
@@ -322,6 +327,9 @@ fn differential(
         // Every term reads the sources whose changes it does not take as they are now.
         if positions.lake_to.is_some() {
             context.pin_snapshot(to);
+        }
+        if let Some(from) = positions.lake_from {
+            context.pin_frontier(from);
         }
         let fill = format!("INSERT INTO {} {delta}", objects.buffer);
         pgrx::debug1!("pgtrickle: changes since the frontier: {fill}");

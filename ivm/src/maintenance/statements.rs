@@ -19,6 +19,8 @@ pub struct Objects {
     pub buffer: String,
     /// Per lake source (by oid): the foreign table reading its change feed.
     pub feeds: Vec<(pgrx::pg_sys::Oid, String)>,
+    /// Per lake source (by oid): the foreign table reading it as of the frontier.
+    pub olds: Vec<(pgrx::pg_sys::Oid, String)>,
     /// Per Postgres source (by oid): its change log (see `capture`).
     pub logs: Vec<(pgrx::pg_sys::Oid, String)>,
 }
