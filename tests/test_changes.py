@@ -301,3 +301,30 @@ def test_a_row_changed_twice_in_one_transaction_is_refused_not_miscounted(filed)
         assert "time travel" in error.value.diag.message_hint
     # the snapshots before it still read, and the session goes on
     assert lake.rows(f"SELECT count(*) FROM lake.events_changes WHERE snapshot_id < {snapshot}") == [(2000,)]
+
+
+def test_table_changed_reads_the_catalog_alone(filed):
+    """ducklake.table_changed: whether snapshots in (after, up_to] changed a table."""
+    lake = filed
+    lake.ref.execute("CREATE TABLE other (id BIGINT)")
+    lake.import_schema("other")
+    start = latest_snapshot(lake)
+    lake.ref.execute("INSERT INTO other VALUES (1)")                          # inlined insert
+    lake.conn.execute("DELETE FROM lake.events WHERE id < 3")                 # inlined deletion from a file
+    lake.ref.execute("INSERT INTO other SELECT i FROM range(100) t(i)")       # a file
+    lake.conn.execute("UPDATE lake.events SET value = 0 WHERE id % 2 = 0")    # a delete file and a file
+    end = latest_snapshot(lake)
+    assert end == start + 4
+
+    def changed(table, after, up_to):
+        return lake.rows("SELECT ducklake.table_changed(%s::regclass, %s, %s)", (table, after, up_to))[0][0]
+
+    assert [changed("lake.events", s - 1, s) for s in range(start + 1, end + 1)] == [False, True, False, True]
+    assert [changed("lake.other", s - 1, s) for s in range(start + 1, end + 1)] == [True, False, True, False]
+    assert changed("lake.events", start, end) and not changed("lake.events", end, end + 5)
+    # it agrees with the change feed it stands in for
+    for s in range(start + 1, end + 1):
+        rows = lake.rows(f"SELECT count(*) FROM lake.events_changes WHERE snapshot_id = {s}")[0][0]
+        assert changed("lake.events", s - 1, s) == (rows > 0)
+    with pytest.raises(psycopg.errors.FeatureNotSupported):
+        lake.rows("SELECT ducklake.table_changed('pg_class'::regclass, 0, 1)")

@@ -48,6 +48,11 @@ CREATE FUNCTION ducklake.ducklake_latest_snapshot_id(foreign_table regclass)
 COMMENT ON FUNCTION ducklake.ducklake_latest_snapshot_id(regclass)
   IS 'Current snapshot id of the lake behind a foreign table';
 
+CREATE FUNCTION ducklake.table_changed(foreign_table regclass, after_snapshot bigint, up_to_snapshot bigint)
+  RETURNS boolean STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'table_changed_wrapper';
+COMMENT ON FUNCTION ducklake.table_changed(regclass, bigint, bigint)
+  IS 'Whether a snapshot after the first, up to the second, changed the lake table (from the catalog alone)';
+
 CREATE FUNCTION ducklake.table_changes(foreign_table regclass, from_snapshot bigint, to_snapshot bigint)
   RETURNS TABLE (snapshot_id bigint, rowid bigint, change_type text, row_data jsonb)
   STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'table_changes_wrapper';

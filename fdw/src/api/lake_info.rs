@@ -163,6 +163,39 @@ fn ducklake_latest_snapshot_id(foreign_table: pg_sys::Oid) -> i64 {
     run().or_raise()
 }
 
+/// Whether a snapshot after `after_snapshot`, up to `up_to_snapshot`, changed the
+/// lake table behind a foreign table, as the snapshots' change lists record it: a
+/// list naming the table (by id, or by name for creations and drops) counts, so the
+/// answer may say "changed" for a snapshot that only compacted or altered it, never
+/// "unchanged" for one whose change feed has rows. A table the catalog does not know
+/// counts as changed. Reads only the catalog, where reading the feed would scan the
+/// data files of every deletion. Declared in lib.rs (regclass).
+#[pg_extern(sql = false)]
+fn table_changed(foreign_table: pg_sys::Oid, after_snapshot: i64, up_to_snapshot: i64) -> bool {
+    let run = || -> LakeResult<bool> {
+        let (lake, table) = lake_of_table(foreign_table)?;
+        let query = format!(
+            "WITH ids AS (SELECT CAST(t.table_id AS VARCHAR) AS id FROM {} t JOIN {} s ON s.schema_id = t.schema_id \
+                          WHERE s.schema_name = ? AND t.table_name = ?), \
+                  changed AS (SELECT flatten(map_values(changes)) AS items FROM ducklake_snapshots({}) \
+                              WHERE snapshot_id > ? AND snapshot_id <= ?) \
+             SELECT NOT EXISTS (SELECT 1 FROM ids) \
+                 OR EXISTS (SELECT 1 FROM changed, ids WHERE list_contains(items, ids.id) OR list_contains(items, ?))",
+            lake.instance.metadata_table("ducklake_table"),
+            lake.instance.metadata_table("ducklake_schema"),
+            sql::literal(&lake.instance.alias),
+        );
+        let named = format!("{}.{}", table.schema, table.table);
+        let changed = lake.connection()?.query_row(
+            &query,
+            duckdb::params![table.schema, table.table, after_snapshot, up_to_snapshot, named],
+            |row| row.get::<_, bool>(0),
+        )?;
+        Ok(changed)
+    };
+    run().or_raise()
+}
+
 type ChangeRow = (i64, i64, String, JsonB);
 
 /// Changes of lake table `schema.table` in snapshots `from..=to`, each row as a JSON

@@ -27,6 +27,9 @@ pub struct LakeInstance {
     /// The directory of the lake's files (normalized, trailing slash): what identifies
     /// the lake to the backends of this cluster (see `lake_locks`).
     pub data_path: String,
+    /// The catalog and schema of DuckLake's metadata tables inside DuckDB.
+    metadata_catalog: String,
+    metadata_schema: String,
     /// Threads lent to DuckDB next to the backend's own (see `workers`); stopped
     /// before the database closes.
     pool: Rc<Pool>,
@@ -134,10 +137,17 @@ impl LakeInstance {
             interrupt,
             alias: config.alias.clone(),
             data_path,
+            metadata_catalog: format!("__ducklake_metadata_{}", config.alias),
+            metadata_schema: config.metadata_schema.clone(),
             pool,
             temp_dir: temp_directory,
             _database: database,
         })
+    }
+
+    /// DuckLake's metadata table `table` (e.g. `ducklake_table`), quoted.
+    pub fn metadata_table(&self, table: &str) -> String {
+        sql::qualified(&self.metadata_catalog, &self.metadata_schema, table)
     }
 
     /// The instance's private directory for temporary files.
@@ -213,11 +223,7 @@ impl Drop for OwnedDatabase {
 
 /// DuckLake records the data path in its catalog; read it when the server gives none.
 fn stored_data_path(conn: &Connection, config: &LakeConfig) -> LakeResult<String> {
-    let table = sql::qualified(
-        &format!("__ducklake_metadata_{}", config.alias),
-        &config.metadata_schema,
-        "ducklake_metadata",
-    );
+    let table = sql::qualified(&format!("__ducklake_metadata_{}", config.alias), &config.metadata_schema, "ducklake_metadata");
     let path: String = conn.query_row(
         &format!("SELECT value FROM {table} WHERE key = 'data_path'"),
         [],

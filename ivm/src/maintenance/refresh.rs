@@ -294,9 +294,10 @@ fn differential(
         let mut feeds = Vec::new();
         if let Some(from) = positions.lake_from {
             for ((source, feed), (_, old)) in objects.feeds.iter().zip(&objects.olds) {
-                // With several sources, only those that changed have terms (see `rows`).
+                // With several sources, only those that changed have terms (see `rows`);
+                // the lake's catalog says which, without reading their feeds.
                 let changed = sources == 1
-                    || read.exists(&format!("SELECT EXISTS (SELECT FROM {feed} WHERE snapshot_id > {from} AND snapshot_id <= {to})"))?;
+                    || read.exists(&format!("SELECT ducklake.table_changed({}::pg_catalog.oid::pg_catalog.regclass, {from}, {to})", source.to_u32()))?;
                 if changed {
                     feeds.push(Feed {
                         source: *source,
