@@ -328,3 +328,6 @@ def test_table_changed_reads_the_catalog_alone(filed):
         assert changed("lake.events", s - 1, s) == (rows > 0)
     with pytest.raises(psycopg.errors.FeatureNotSupported):
         lake.rows("SELECT ducklake.table_changed('pg_class'::regclass, 0, 1)")
+    # an expired snapshot's changes are no longer listed: a range with one counts as changed
+    lake.ref.execute(f"CALL ducklake_expire_snapshots('analytics', versions => [{start + 1}])")
+    assert changed("lake.events", start, start + 1) and changed("lake.events", start + 2, start + 3) is False

@@ -211,3 +211,48 @@ def test_a_source_with_dropped_columns(lake):
     conn.execute("SELECT pgtrickle.refresh('priced')")
     check(conn, "priced", query)
     assert conn.execute("SELECT count(*) FROM pgtrickle.verify_stream_table('priced')").fetchone() == (0,)
+
+
+def test_a_lake_column_renamed_after_the_frontier(lake):
+    """A join reads a source as it was at the frontier by time travel, by the column's
+    name now (DuckLake maps it to the column's id): still differential and exact."""
+    setup_tables(lake)
+    conn = lake.conn
+    query = SHAPES["join_grouped"]
+    create(conn, "renamed", query)
+    conn.execute("SELECT pgtrickle.pause_scheduler(ARRAY['renamed'])")
+    lake.ref.execute("ALTER TABLE orders RENAME COLUMN amount TO amt")
+    conn.execute("ALTER FOREIGN TABLE lake.orders ALTER COLUMN amount OPTIONS (ADD column_name 'amt')")
+    notices = []
+    conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+    for _ in range(2):
+        conn.execute("UPDATE lake.customers SET region = 'south' WHERE id % 3 = 1")
+        conn.execute("UPDATE lake.orders SET amount = amount + 1 WHERE id % 4 = 0")
+        conn.execute("SELECT pgtrickle.refresh('renamed')")
+        check(conn, "renamed", query)
+    assert notices == []
+
+
+def test_a_source_pointed_at_another_lake_table_gets_new_mirrors(lake):
+    setup_tables(lake)
+    conn = lake.conn
+    query = "SELECT c.region, count(*) AS n FROM lake.orders o JOIN lake.customers c ON c.id = o.customer GROUP BY c.region"
+    create(conn, "moved", query)
+    conn.execute("SELECT pgtrickle.pause_scheduler(ARRAY['moved'])")
+    lake.ref.execute("CREATE TABLE orders2 AS SELECT * FROM orders WHERE id % 2 = 0")
+    conn.execute("ALTER FOREIGN TABLE lake.orders OPTIONS (SET table 'orders2')")
+    conn.execute("UPDATE lake.customers SET region = 'east' WHERE id = 3")
+    notices = []
+    conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+    conn.execute("SELECT pgtrickle.refresh('moved')")
+    assert notices == ["stream table public.moved: lake.orders now reads another lake table; rebuilt in full"]
+    check(conn, "moved", query)
+    conn.execute("INSERT INTO lake.orders VALUES (500, 1, 1.0, 'open', 'x')")
+    conn.execute("UPDATE lake.customers SET region = 'north' WHERE id = 3")
+    conn.execute("SELECT pgtrickle.refresh('moved')")
+    assert len(notices) == 1
+    check(conn, "moved", query)
+    feeds = conn.execute("SELECT ftoptions FROM pg_foreign_table WHERE ftrelid::regclass::text ~ "
+                         "('^pgtrickle_changes.(feed|old)_[0-9]+_' || 'lake.orders'::regclass::oid::text || '$')").fetchall()
+    assert len(feeds) == 2
+    assert feeds and all("table=orders2" in options for (options,) in feeds), feeds

@@ -87,7 +87,14 @@ def test_a_table_pinned_by_the_snapshot_a_setting_holds(history):
     conn.execute("SET myapp.snapshot = 'latest'")
     with pytest.raises(psycopg.errors.FdwInvalidAttributeValue) as error:
         conn.execute("EXECUTE then_count")
-    assert "holds \"latest\", which is not a snapshot id" in error.value.diag.message_primary
+    assert error.value.diag.message_primary == ('invalid value for option "snapshot_id_setting": setting '
+                                                '"myapp.snapshot" does not hold a snapshot id (a non-negative integer)')
+    conn.execute("SET myapp.snapshot = '2'")
+    # pinned: never written to
+    with pytest.raises(psycopg.errors.FeatureNotSupported):
+        conn.execute("INSERT INTO lake.events_then VALUES (1, 1)")
+    with pytest.raises(psycopg.errors.FeatureNotSupported):
+        conn.execute("UPDATE lake.events_then SET value = 0")
     with pytest.raises(psycopg.errors.FdwInvalidAttributeValue) as error:
         conn.execute("ALTER FOREIGN TABLE lake.events_then OPTIONS (ADD snapshot_id '2')")
         conn.execute("SELECT count(*) FROM lake.events_then")

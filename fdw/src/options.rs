@@ -188,6 +188,11 @@ impl TableOptions {
         }
     }
 
+    /// Whether it reads a past snapshot rather than the current one.
+    pub fn pinned(&self) -> bool {
+        self.snapshot_id.is_some() || self.as_of.is_some() || self.snapshot_id_setting.is_some()
+    }
+
     pub fn display(&self) -> String {
         format!("{}.{}", self.schema, self.table)
     }

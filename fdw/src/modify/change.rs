@@ -130,7 +130,7 @@ impl ChangeState {
             let relation = PgRelation::from_pg((*rinfo).ri_RelationDesc);
             let relid = relation.oid();
             let table = TableOptions::of(relid);
-            if table.changes || table.snapshot_id.is_some() || table.as_of.is_some() {
+            if table.changes || table.pinned() {
                 return Err(LakeError::NotSupported(format!(
                     "cannot change \"{}\": it is a change feed or pinned to a past snapshot",
                     relation.name()

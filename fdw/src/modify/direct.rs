@@ -49,8 +49,7 @@ pub unsafe extern "C-unwind" fn plan_direct_modify(
         let relid = pg_sys::Oid::from(scan.relid);
         let table = TableOptions::of(relid);
         if scan.source != Source::Table
-            || table.snapshot_id.is_some()
-            || table.as_of.is_some()
+            || table.pinned()
             || scan.limit.is_some()
             || has_row_triggers(relid, operation)
         {

@@ -29,9 +29,9 @@ impl InsertState {
                     relation.name()
                 )));
             }
-            if table.snapshot_id.is_some() || table.as_of.is_some() {
+            if table.pinned() {
                 return Err(LakeError::NotSupported(format!(
-                    "cannot insert into \"{}\": it is pinned to a past snapshot (option snapshot_id or as_of)",
+                    "cannot insert into \"{}\": it is pinned to a past snapshot (option snapshot_id, as_of or snapshot_id_setting)",
                     relation.name()
                 )));
             }

@@ -141,7 +141,7 @@ pub fn at_clause(table: &TableOptions) -> LakeResult<String> {
         })?;
         let id: i64 = value.trim().parse().ok().filter(|v| *v >= 0).ok_or_else(|| LakeError::InvalidOptionValue {
             name: "snapshot_id_setting".into(),
-            reason: format!("setting \"{setting}\" holds \"{value}\", which is not a snapshot id (a non-negative integer)"),
+            reason: format!("setting \"{setting}\" does not hold a snapshot id (a non-negative integer)"),
         })?;
         return Ok(format!(" AT (VERSION => {id})"));
     }
@@ -167,13 +167,14 @@ pub fn at_clause(table: &TableOptions) -> LakeResult<String> {
     }
 }
 
-/// The current value of setting `name`, None when it does not exist.
+/// The current value of setting `name`, None when it does not exist. A setting only
+/// superusers may read raises Postgres' own error for anybody else.
 fn setting_value(name: &str) -> Option<String> {
     let name = CString::new(name).ok()?;
     // SAFETY: GetConfigOption with missing_ok returns NULL or a string Postgres owns,
-    // copied at once.
+    // copied at once; restrict_privileged makes it check the caller's right to read it.
     unsafe {
-        let value = pg_sys::GetConfigOption(name.as_ptr(), true, false);
+        let value = pg_sys::GetConfigOption(name.as_ptr(), true, true);
         (!value.is_null()).then(|| std::ffi::CStr::from_ptr(value).to_string_lossy().into_owned())
     }
 }

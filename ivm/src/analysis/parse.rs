@@ -64,7 +64,7 @@ pub fn lake_source(relid: pg_sys::Oid) -> IvmResult<Option<LakeSource>> {
         let (schema, name) = crate::sql::relation_parts(relid);
         for option in PgList::<pg_sys::DefElem>::from_pg((*table).options).iter_ptr() {
             let option_name = std::ffi::CStr::from_ptr((*option).defname).to_string_lossy();
-            if matches!(option_name.as_ref(), "changes" | "snapshot_id" | "as_of") {
+            if matches!(option_name.as_ref(), "changes" | "snapshot_id" | "as_of" | "snapshot_id_setting") {
                 return Err(IvmError::new(
                     PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
                     format!("foreign table {schema}.{name} has option {option_name}; a stream table needs a source that reads the lake's current data"),

@@ -121,12 +121,25 @@ const COLUMN_SIGNATURE: &str = "SELECT pg_catalog.array_agg(pg_catalog.format('%
        FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped \
        AND attname NOT IN ('snapshot_id', 'rowid', 'change_type')";
 
+/// The lake table a foreign table reads: its server, schema and table.
+const TARGET_SIGNATURE: &str = "SELECT pg_catalog.format('%s %s %s', ft.ftserver, \
+       coalesce((SELECT pg_catalog.substr(o, pg_catalog.strpos(o, '=') + 1) FROM pg_catalog.unnest(ft.ftoptions) o \
+                 WHERE o LIKE 'schema=%'), 'main'), \
+       coalesce((SELECT pg_catalog.substr(o, pg_catalog.strpos(o, '=') + 1) FROM pg_catalog.unnest(ft.ftoptions) o \
+                 WHERE o LIKE 'table=%'), c.relname::text)) \
+       FROM pg_catalog.pg_foreign_table ft JOIN pg_catalog.pg_class c ON c.oid = ft.ftrelid WHERE ft.ftrelid = $1";
+
 /// Re-create the feeds and old states whose source's columns changed since they were
-/// made (a column added, dropped, renamed or given another `column_name`), so that a
-/// refresh reads what the source now is; create those a stream table made before
-/// they existed.
-pub fn refresh_change_relations(result_relid: pg_sys::Oid, objects: &Objects) -> IvmResult<()> {
-    let signature = |oid: pg_sys::Oid| Spi::get_one_with_args::<String>(COLUMN_SIGNATURE, &[oid.into()]);
+/// made (a column added, dropped, renamed or given another `column_name`), or that
+/// read another lake table than the source now does (its server or `schema`/`table`
+/// options changed), so that a refresh reads what the source now is; create those a
+/// stream table made before they existed. The frontier's positions are positions in
+/// the lake tables the sources read: when a source now reads another one, they mean
+/// nothing for it, and the reason is returned for the caller to rebuild.
+pub fn refresh_change_relations(result_relid: pg_sys::Oid, objects: &Objects) -> IvmResult<Option<String>> {
+    let columns = |oid: pg_sys::Oid| Spi::get_one_with_args::<String>(COLUMN_SIGNATURE, &[oid.into()]);
+    let target = |oid: pg_sys::Oid| Spi::get_one_with_args::<String>(TARGET_SIGNATURE, &[oid.into()]);
+    let mut retargeted = None;
     for (kind, mirrors) in [(Mirror::Feed, &objects.feeds), (Mirror::Old, &objects.olds)] {
         for (source, name) in mirrors {
             let Some(relid) = crate::sql::try_regclass(name)? else {
@@ -136,8 +149,12 @@ pub fn refresh_change_relations(result_relid: pg_sys::Oid, objects: &Objects) ->
                 })?;
                 continue;
             };
-            if signature(*source)? == signature(relid)? {
+            let moved = target(*source)? != target(relid)?;
+            if !moved && columns(*source)? == columns(relid)? {
                 continue;
+            }
+            if moved {
+                retargeted = Some(format!("{} now reads another lake table", crate::sql::relation_name(*source)));
             }
             as_extension_owner(|| {
                 run(&format!("DROP FOREIGN TABLE {name}"))?;
@@ -146,7 +163,7 @@ pub fn refresh_change_relations(result_relid: pg_sys::Oid, objects: &Objects) ->
             })?;
         }
     }
-    Ok(())
+    Ok(retargeted)
 }
 
 /// Drop the internal relations, capture functions and triggers (used when the

@@ -283,7 +283,9 @@ fn differential(
     context: &RefreshContext,
 ) -> IvmResult<Applied> {
     let objects = &plan.objects;
-    refresh_change_relations(result_relid, objects)?;
+    if let Some(reason) = refresh_change_relations(result_relid, objects)? {
+        return Ok(Applied::Rebuild(reason));
+    }
     let statements = Statements::new(shape, objects)?;
     let sources = objects.feeds.len() + objects.logs.len();
     let to = positions.lake_to.unwrap_or(0);
@@ -349,6 +351,15 @@ fn differential(
             // (its duck/change_feed.rs): the rows as they are now are still exact.
             if code == PgSqlErrorCode::ERRCODE_DATA_EXCEPTION && message.starts_with("ambiguous change feed") {
                 return Ok(Applied::Rebuild(message));
+            }
+            // A source read as it was at the frontier (see `rows`) that a lake rename has
+            // since changed: its table or column is not there under the name it has now.
+            // The sources as they are now are what a rebuild reads.
+            if matches!(
+                code,
+                PgSqlErrorCode::ERRCODE_FDW_COLUMN_NAME_NOT_FOUND | PgSqlErrorCode::ERRCODE_FDW_TABLE_NOT_FOUND
+            ) {
+                return Ok(Applied::Rebuild(format!("{message} (reading a source as of the frontier)")));
             }
             if let (PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, Some(from)) = (code, positions.lake_from) {
                 for source in &plan.sources {
