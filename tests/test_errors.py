@@ -31,7 +31,7 @@ def test_unknown_options(database):
     conn.execute("CREATE SERVER s FOREIGN DATA WRAPPER ducklake")
     err = expect_error(conn, "CREATE FOREIGN TABLE t (x int) SERVER s OPTIONS (tabel 'x')",
                        "HV00D", 'invalid option "tabel"')
-    assert err.diag.message_hint == "Valid options in this context are: schema, table, snapshot_id, as_of, changes"
+    assert err.diag.message_hint == "Valid options in this context are: schema, table, snapshot_id, as_of, snapshot_id_setting, changes"
     expect_error(conn, "CREATE FOREIGN TABLE t (x int OPTIONS (colum_name 'y')) SERVER s",
                  "HV00D", 'invalid option "colum_name"')
     expect_error(conn, "CREATE USER MAPPING FOR CURRENT_USER SERVER s OPTIONS (passwd 'x')",
