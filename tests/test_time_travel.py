@@ -75,6 +75,9 @@ def test_a_table_pinned_by_the_snapshot_a_setting_holds(history):
         conn.execute("SELECT count(*) FROM lake.events_then")
     assert error.value.diag.message_primary == ('invalid value for option "snapshot_id_setting": '
                                                 'setting "myapp.snapshot" is not set in this session')
+    # EXPLAIN without running shows the setting it follows
+    plan = "\n".join(r[0] for r in history.rows("EXPLAIN (VERBOSE, COSTS OFF) SELECT count(*) FROM lake.events_then"))
+    assert "AT (VERSION => <setting myapp.snapshot>)" in plan, plan
     conn.execute("SET myapp.snapshot = '3'")
     assert counts(history, "SELECT count(*), sum(value) FROM lake.events_then") == (30, 4350)
     # in one pushed query with the table as it is now: the rows deleted since

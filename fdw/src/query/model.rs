@@ -77,7 +77,7 @@ fn table_source(pushed: &PushedTable, lake: Option<&Lake>) -> LakeResult<String>
     }
     let qualified = sql::qualified(&alias, &table.schema, &table.table);
     // DuckDB takes no alias after an AT clause: time travel reads through a sub-select.
-    Ok(match at_clause(&table)? {
+    Ok(match at_clause(&table, lake.is_some())? {
         at if at.is_empty() => qualified,
         at => format!("(SELECT * FROM {qualified}{at})"),
     })

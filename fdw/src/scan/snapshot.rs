@@ -24,7 +24,7 @@ pub fn from_clause(plan: &ScanPlan, range_params: &[Option<i64>], lake: Option<&
     let (alias, table) = table_reference(pg_sys::Oid::from(plan.relid));
     let qualified = sql::qualified(&alias, &table.schema, &table.table);
     match plan.source {
-        Source::Table => Ok(format!("{qualified}{}", at_clause(&table)?)),
+        Source::Table => Ok(format!("{qualified}{}", at_clause(&table, lake.is_some())?)),
         Source::Changes => changes_source(&alias, &table, &plan.lower, &plan.upper, range_params, lake),
     }
 }
@@ -125,13 +125,18 @@ pub fn current_snapshot(lake: &Lake) -> LakeResult<i64> {
 }
 
 /// ` AT (VERSION => n)` / ` AT (TIMESTAMP => ...)`, or nothing for the latest snapshot.
-pub fn at_clause(table: &TableOptions) -> LakeResult<String> {
+/// `executing`: false for EXPLAIN without execution, which shows the setting a table
+/// follows instead of requiring it to be set.
+pub fn at_clause(table: &TableOptions, executing: bool) -> LakeResult<String> {
     if let Some(setting) = &table.snapshot_id_setting {
         if table.snapshot_id.is_some() || table.as_of.is_some() {
             return Err(LakeError::InvalidOptionValue {
                 name: "snapshot_id_setting".into(),
                 reason: "the foreign table also has option snapshot_id or as_of; set only one".into(),
             });
+        }
+        if !executing {
+            return Ok(format!(" AT (VERSION => <setting {setting}>)"));
         }
         let value = setting_value(setting).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
             LakeError::InvalidOptionValue {
