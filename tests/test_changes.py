@@ -271,36 +271,62 @@ def test_transactions_of_several_statements_match_time_travel(filed):
     assert len(got) == 10 + 10 + 1 + 2 + 4
 
 
-def test_a_row_changed_twice_in_one_transaction_is_refused_not_miscounted(filed):
+def test_rows_changed_twice_in_one_transaction_read_by_time_travel(filed):
     """DuckLake 1.5.5 reports the rows one transaction updated twice with their
-    intermediate versions, and its own feed then miscounts them; ours refuses that
-    snapshot with an error naming a row (stream tables rebuild instead)."""
+    intermediate versions, and its own feed then miscounts them. Ours refuses such a
+    snapshot, naming a row, until ducklake.resolve_changes finds them; the session then
+    reads them as the difference of the table before and after, by time travel: exact,
+    labels included."""
     lake = filed
+    start = latest_snapshot(lake) + 1
     with lake.conn.transaction():
         lake.conn.execute("UPDATE lake.events SET value = value + 1 WHERE id % 3 = 0")
         lake.conn.execute("UPDATE lake.events SET value = value + 1 WHERE id % 5 = 0")
-    snapshot = latest_snapshot(lake)
-    truth = net([row[2:] for row in time_travel_changes(lake, snapshot, snapshot)])
-    assert len(truth) == 2 * (667 + 400 - 134)
-    # DuckLake's own feed is not that difference (if this fails, DuckLake was fixed:
-    # the refusal below can then go)
+    lake.conn.execute("UPDATE lake.events SET value = -value WHERE id % 7 = 0")   # once: the macro
+    with lake.conn.transaction():
+        lake.conn.execute("UPDATE lake.events SET value = 0 WHERE id % 11 = 0")
+        lake.conn.execute("DELETE FROM lake.events WHERE id % 22 = 0")
+    end = latest_snapshot(lake)
+    assert end == start + 2
+    truth = time_travel_changes(lake, start, start)
+    assert len(net([row[2:] for row in truth])) == 2 * (667 + 400 - 134)
+    # DuckLake's own feed is not that difference (if this fails, DuckLake was fixed)
     theirs = lake.ref.rows(f"SELECT change_type, id, value FROM ducklake_table_changes('analytics', 'main', 'events', "
-                           f"{snapshot}, {snapshot})")
-    assert net(theirs) != truth
-    twice = {rowid for (rowid,) in lake.ref.rows("SELECT rowid FROM events WHERE id % 15 = 0")}
+                           f"{start}, {start})")
+    assert net(theirs) != net([row[2:] for row in truth])
+    # the rows each of the two snapshots changed twice (either may be named first)
+    twice = {(start, rowid) for (rowid,) in lake.ref.rows(f"SELECT rowid FROM events AT (VERSION => {start}) WHERE id % 15 = 0")}
+    twice |= {(end, rowid) for (rowid,) in lake.ref.rows(f"SELECT rowid FROM events AT (VERSION => {end - 1}) WHERE id % 22 = 0")}
     pattern = re.compile(r"ambiguous change feed: DuckLake reports 2 versions of row (\d+) of main\.events in snapshot "
-                         rf"{snapshot}, which a transaction changed more than once; DuckLake 1\.5\.5 does not say which "
+                         r"(\d+), which a transaction changed more than once; DuckLake 1\.5\.5 does not say which "
                          r"came first")
-    for query in [f"SELECT * FROM lake.events_changes WHERE snapshot_id = {snapshot}",
-                  f"SELECT count(*) FROM lake.events_changes WHERE snapshot_id >= {snapshot - 1} AND id = 1",
-                  f"SELECT * FROM ducklake.table_changes('lake.events', 0, {snapshot})"]:
+    query = f"SELECT snapshot_id, rowid, change_type, id, value FROM lake.events_changes WHERE snapshot_id >= {start}"
+    for refused in [query, f"SELECT count(*) FROM lake.events_changes WHERE snapshot_id = {start} AND id = 1",
+                    f"SELECT * FROM ducklake.table_changes('lake.events', 0, {start})"]:
         with pytest.raises(psycopg.errors.DataException) as error:
-            lake.rows(query)
+            lake.rows(refused)
         match = pattern.fullmatch(error.value.diag.message_primary)
-        assert match and int(match.group(1)) in twice, error.value.diag.message_primary
-        assert "time travel" in error.value.diag.message_hint
+        assert match and (int(match.group(2)), int(match.group(1))) in twice, error.value.diag.message_primary
+        assert "ducklake.resolve_changes" in error.value.diag.message_hint
     # the snapshots before it still read, and the session goes on
-    assert lake.rows(f"SELECT count(*) FROM lake.events_changes WHERE snapshot_id < {snapshot}") == [(2000,)]
+    assert lake.rows(f"SELECT count(*) FROM lake.events_changes WHERE snapshot_id < {start}") == [(2000,)]
+    assert lake.rows(f"SELECT ducklake.resolve_changes('lake.events', 0, {end})") == [([start, end],)]
+    assert lake.rows(f"SELECT ducklake.resolve_changes('lake.events', 0, {end})") == [([],)]
+    expected = sorted(time_travel_changes(lake, start, end))
+    assert sorted(lake.rows(query)) == expected
+    alive = sum(1 for i in range(2000) if (i % 3 == 0 or i % 5 == 0) and i % 22 != 0)
+    joined = lake.rows(f"SELECT c.change_type, count(*) FROM lake.events_changes c JOIN lake.events e USING (id) "
+                       f"WHERE c.snapshot_id = {start} GROUP BY 1 ORDER BY 1")
+    assert joined == [("update_postimage", alive), ("update_preimage", alive)]
+    json_rows = lake.rows(f"SELECT snapshot_id, rowid, change_type FROM ducklake.table_changes('lake.events', {start}, {end})")
+    assert sorted(json_rows) == sorted(row[:3] for row in expected)
+    # what a session learns is its own
+    other = lake.session()
+    try:
+        with pytest.raises(psycopg.errors.DataException):
+            other.rows(query)
+    finally:
+        other.close()
 
 
 def test_table_changed_reads_the_catalog_alone(filed):

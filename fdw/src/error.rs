@@ -153,8 +153,8 @@ impl LakeError {
                 "Users that are not superusers must give a password in their user mapping: CREATE USER MAPPING \
                  FOR CURRENT_USER SERVER {server} OPTIONS (user '...', password '...')"
             ),
-            LakeError::AmbiguousChanges(_) => "Read a range that starts after that snapshot or ends before it; \
-                 the table's versions before and after it can be compared by time travel."
+            LakeError::AmbiguousChanges(_) => "Run SELECT ducklake.resolve_changes('<foreign table>', <from>, <to>) \
+                 in a transaction of its own: this session then reads such snapshots by time travel."
                 .into(),
             _ => String::new(),
         }

@@ -53,6 +53,11 @@ CREATE FUNCTION ducklake.table_changed(foreign_table regclass, after_snapshot bi
 COMMENT ON FUNCTION ducklake.table_changed(regclass, bigint, bigint)
   IS 'Whether a snapshot after the first, up to the second, changed the lake table (from the catalog alone)';
 
+CREATE FUNCTION ducklake.resolve_changes(foreign_table regclass, from_snapshot bigint, to_snapshot bigint)
+  RETURNS bigint[] STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'resolve_changes_wrapper';
+COMMENT ON FUNCTION ducklake.resolve_changes(regclass, bigint, bigint)
+  IS 'Find the snapshots whose changes DuckLake reports ambiguously; this session reads them by time travel';
+
 CREATE FUNCTION ducklake.table_changes(foreign_table regclass, from_snapshot bigint, to_snapshot bigint)
   RETURNS TABLE (snapshot_id bigint, rowid bigint, change_type text, row_data jsonb)
   STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'table_changes_wrapper';

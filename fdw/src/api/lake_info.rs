@@ -219,6 +219,19 @@ fn table_changed(foreign_table: pg_sys::Oid, after_snapshot: i64, up_to_snapshot
     run().or_raise()
 }
 
+/// The snapshots in `from_snapshot..=to_snapshot` whose changes DuckLake 1.5.5 reports
+/// ambiguously for the lake table behind a foreign table (a transaction changed a row
+/// twice, see `duck::change_feed`); this backend reads them by time travel from now on.
+/// Returns those it did not know of yet. Declared in lib.rs (regclass).
+#[pg_extern(sql = false)]
+fn resolve_changes(foreign_table: pg_sys::Oid, from_snapshot: i64, to_snapshot: i64) -> Vec<i64> {
+    let run = || -> LakeResult<Vec<i64>> {
+        let (lake, table) = lake_of_table(foreign_table)?;
+        crate::scan::snapshot::resolve_ambiguous(&lake, &table.schema, &table.table, from_snapshot, to_snapshot)
+    };
+    run().or_raise()
+}
+
 type ChangeRow = (i64, i64, String, JsonB);
 
 /// Changes of lake table `schema.table` in snapshots `from..=to`, each row as a JSON
@@ -241,19 +254,15 @@ fn changes_as_json(
         fields.iter().map(|(key, column)| format!("{}: {}", sql::literal(key), sql::ident(column))).collect();
     // A stable order for callers that print or diff the feed: an update's preimage
     // comes before its postimage.
-    let query = format!(
-        "SELECT snapshot_id, rowid, change_type, CAST(to_json({{{}}}) AS VARCHAR) \
-         FROM {} c ORDER BY snapshot_id, rowid, change_type = 'update_postimage'",
-        fields.join(", "),
-        crate::scan::snapshot::changes_between(
-            &lake.instance.alias,
-            schema,
-            table,
-            &from_snapshot.to_string(),
-            &to_snapshot.to_string()
-        ),
-    );
-    let stream = lake.stream(&query, Vec::new())?;
+    let query = |lake: &Lake| {
+        format!(
+            "SELECT snapshot_id, rowid, change_type, CAST(to_json({{{}}}) AS VARCHAR) \
+             FROM {} c ORDER BY snapshot_id, rowid, change_type = 'update_postimage'",
+            fields.join(", "),
+            crate::scan::snapshot::feed_between(lake, &lake.instance.alias, schema, table, from_snapshot, to_snapshot),
+        )
+    };
+    let stream = lake.stream(&query(&lake), Vec::new())?;
     Ok(ChangeRows { lake, stream: Some(stream), batch: None, row: 0 })
 }
 

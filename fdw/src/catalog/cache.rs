@@ -17,6 +17,7 @@ use pgrx::pg_sys;
 
 use crate::catalog::column_cache::ColumnCache;
 use crate::catalog::config::LakeConfig;
+use crate::catalog::feed_snapshots::FeedSnapshots;
 use crate::catalog::lake_locks;
 use crate::catalog::lake_transaction::{LakeTransaction, current_subtransaction};
 use crate::duck::instance::LakeInstance;
@@ -39,6 +40,8 @@ pub struct Lake {
     pub(super) tx: RefCell<LakeTransaction>,
     /// Lake columns as last looked up.
     pub(super) columns: ColumnCache,
+    /// Snapshots whose changes are read by time travel (see `duck::change_feed`).
+    pub feed_snapshots: FeedSnapshots,
     /// When this backend last used the lake (see `evict_idle`).
     last_used: Cell<u64>,
 }
@@ -249,6 +252,7 @@ pub fn lake_for_write(server_oid: pg_sys::Oid) -> LakeResult<Rc<Lake>> {
                 fingerprint,
                 tx: RefCell::new(LakeTransaction::default()),
                 columns: ColumnCache::default(),
+                feed_snapshots: FeedSnapshots::default(),
                 last_used: Cell::new(0),
             });
             LAKES.with(|lakes| lakes.borrow_mut().insert(key, lake.clone()));

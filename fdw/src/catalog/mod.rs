@@ -12,6 +12,7 @@ pub mod cache;
 pub mod column_cache;
 pub mod columns;
 pub mod config;
+pub mod feed_snapshots;
 pub mod lake_locks;
 pub mod lake_transaction;
 pub mod locations;

@@ -18,7 +18,9 @@
 //! side has two versions. When a side does, which version came first is not in the
 //! feed, so the macro raises an error (`error()` in a filter, so that no projection
 //! prunes it away) instead of answering: the row, the snapshot and the table are named
-//! (see `AMBIGUOUS`). Stream tables rebuild instead of applying such a range.
+//! (see `AMBIGUOUS`). `ducklake.resolve_changes` finds every such snapshot of a range
+//! (`AMBIGUOUS_MACRO`), and the backend reads them `by_time_travel` from then on
+//! (`scan::snapshot::feed_between`); stream tables call it and refresh again.
 //!
 //! Filters of the caller must stay above the macro (see `scan::snapshot::changes_between`):
 //! a filter that reached the scans would also change the counts.
@@ -52,5 +54,55 @@ WHERE CASE WHEN __fdw_versions > 1
                || ' of ' || __fdw_schema || '.' || __fdw_table || ' in snapshot ' || __fdw_snapshot
                || ', which a transaction changed more than once; DuckLake 1.5.5 does not say which came first')
     ELSE true END"
+    )
+}
+
+/// The snapshots in `from..=to` of a lake table whose changes the macro refuses (one
+/// row each), found from the row ids alone (no data column is read).
+pub const AMBIGUOUS_MACRO: &str = "ducklake_fdw_ambiguous_snapshots";
+
+pub fn ambiguous_definition() -> String {
+    format!(
+        "CREATE OR REPLACE TEMP MACRO {AMBIGUOUS_MACRO}(__fdw_catalog, __fdw_schema, __fdw_table, __fdw_from, __fdw_to) AS TABLE
+SELECT DISTINCT __fdw_snapshot AS snapshot_id FROM (
+    SELECT i.snapshot_id AS __fdw_snapshot, i.rowid AS __fdw_rowid, true AS __fdw_inserted
+    FROM ducklake_table_insertions(__fdw_catalog, __fdw_schema, __fdw_table, __fdw_from, __fdw_to) AS i
+    UNION ALL
+    SELECT d.snapshot_id, d.rowid, false
+    FROM ducklake_table_deletions(__fdw_catalog, __fdw_schema, __fdw_table, __fdw_from, __fdw_to) AS d)
+GROUP BY __fdw_snapshot, __fdw_rowid, __fdw_inserted HAVING count(*) > 1"
+    )
+}
+
+/// The changes of snapshot `snapshot` of `qualified` (a lake table, quoted) as the
+/// difference of the table before and after it, with the macro's columns: exact
+/// whatever DuckLake reports, at the price of reading both versions of the table
+/// (restricted to the row ids DuckLake says the snapshot touched; every row that
+/// differs between the versions is among them). Rows are matched by row id and
+/// content as multisets, so even rows sharing a row id count right. An update is a
+/// row id with a row on each side.
+pub fn by_time_travel(catalog: &str, schema: &str, table: &str, qualified: &str, snapshot: i64) -> String {
+    let args = format!(
+        "{}, {}, {}, {snapshot}, {snapshot}",
+        super::sql::literal(catalog),
+        super::sql::literal(schema),
+        super::sql::literal(table)
+    );
+    let before = snapshot - 1;
+    format!(
+        "(WITH __fdw_touched AS (SELECT i.rowid AS __fdw_rowid FROM ducklake_table_insertions({args}) AS i
+                               UNION SELECT d.rowid FROM ducklake_table_deletions({args}) AS d),
+      __fdw_before AS (SELECT rowid AS __fdw_rowid, * FROM {qualified} AT (VERSION => {before})
+                       WHERE rowid IN (SELECT __fdw_rowid FROM __fdw_touched)),
+      __fdw_after AS (SELECT rowid AS __fdw_rowid, * FROM {qualified} AT (VERSION => {snapshot})
+                      WHERE rowid IN (SELECT __fdw_rowid FROM __fdw_touched)),
+      __fdw_net AS (SELECT false AS __fdw_inserted, * FROM (FROM __fdw_before EXCEPT ALL FROM __fdw_after)
+                    UNION ALL SELECT true, * FROM (FROM __fdw_after EXCEPT ALL FROM __fdw_before))
+  SELECT CAST({snapshot} AS BIGINT) AS snapshot_id, __fdw_rowid AS rowid,
+      CASE WHEN count(*) OVER (PARTITION BY __fdw_rowid) = 1
+           THEN CASE WHEN __fdw_inserted THEN 'insert' ELSE 'delete' END
+           WHEN __fdw_inserted THEN 'update_postimage' ELSE 'update_preimage' END AS change_type,
+      * EXCLUDE (__fdw_rowid, __fdw_inserted)
+  FROM __fdw_net)"
     )
 }

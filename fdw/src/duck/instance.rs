@@ -82,6 +82,7 @@ impl LakeInstance {
         setup.push("SET ducklake_retry_wait_ms = 1".to_owned());
         setup.push("SET ducklake_retry_backoff = 1.5".to_owned());
         setup.push(super::change_feed::definition());
+        setup.push(super::change_feed::ambiguous_definition());
         for statement in &setup {
             conn.execute_batch(statement)?;
         }

@@ -55,8 +55,65 @@ pub fn changes_source(
              CAST(NULL AS VARCHAR) AS change_type, * FROM {qualified} LIMIT 0)"
         ));
     }
-    let upper = upper.map_or_else(|| "<current snapshot>".to_owned(), |u| u.to_string());
-    Ok(changes_between(alias, &table.schema, &table.table, &lower.to_string(), &upper))
+    let (Some(lake), Some(upper)) = (lake, upper) else {
+        let upper = upper.map_or_else(|| "<current snapshot>".to_owned(), |u| u.to_string());
+        return Ok(changes_between(alias, &table.schema, &table.table, &lower.to_string(), &upper));
+    };
+    Ok(feed_between(lake, alias, &table.schema, &table.table, lower, upper))
+}
+
+/// The change feed of `schema.table` in snapshots `lower..=upper`: the macro, except
+/// for the snapshots this backend knows it refuses (see `resolve_ambiguous`), which are
+/// read by time travel.
+pub fn feed_between(lake: &Lake, alias: &str, schema: &str, table: &str, lower: i64, upper: i64) -> String {
+    let exact = lake.feed_snapshots.in_range(schema, table, lower, upper);
+    if exact.is_empty() {
+        return changes_between(alias, schema, table, &lower.to_string(), &upper.to_string());
+    }
+    let qualified = sql::qualified(alias, schema, table);
+    let mut parts = Vec::new();
+    let mut from = lower;
+    for snapshot in exact.iter().copied().chain(std::iter::once(upper + 1)) {
+        if from < snapshot {
+            let between = changes_between(alias, schema, table, &from.to_string(), &(snapshot - 1).to_string());
+            parts.push(format!("SELECT * FROM {between}"));
+        }
+        if snapshot <= upper {
+            let exact = crate::duck::change_feed::by_time_travel(alias, schema, table, &qualified, snapshot);
+            parts.push(format!("SELECT * FROM {exact}"));
+        }
+        from = snapshot + 1;
+    }
+    format!("({} OFFSET 0)", parts.join(" UNION ALL "))
+}
+
+/// The snapshots of `schema.table` in `lower..=upper` that the feed's macro refuses and
+/// this backend did not know of yet; read by time travel from now on.
+pub fn resolve_ambiguous(lake: &Lake, schema: &str, table: &str, lower: i64, upper: i64) -> LakeResult<Vec<i64>> {
+    // As the feed reads a range: snapshots after the current one have no changes.
+    let (lower, upper) = (lower.max(0), readable_upper(lake, Some(upper))?);
+    if lower > upper {
+        return Ok(Vec::new());
+    }
+    let known = lake.feed_snapshots.in_range(schema, table, lower, upper);
+    let query = format!(
+        "SELECT snapshot_id FROM {}({}, {}, {}, {lower}, {upper}) ORDER BY 1",
+        crate::duck::change_feed::AMBIGUOUS_MACRO,
+        sql::literal(&lake.instance.alias),
+        sql::literal(schema),
+        sql::literal(table),
+    );
+    let found: Vec<i64> = {
+        let conn = lake.connection()?;
+        crate::duck::cancel::interruptible(&lake.instance.interrupt, || -> LakeResult<Vec<i64>> {
+            let mut statement = conn.prepare(&query)?;
+            let rows = statement.query_map([], |row| row.get::<_, i64>(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })?
+    };
+    let new: Vec<i64> = found.into_iter().filter(|s| !known.contains(s)).collect();
+    lake.feed_snapshots.add(schema, table, new.iter().copied());
+    Ok(new)
 }
 
 /// The change feed of `schema.table` in snapshots `lower..=upper` (see

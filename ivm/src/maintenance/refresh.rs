@@ -5,6 +5,7 @@
 
 use super::capture::{forget_seen, still_capturable, written_by_this_transaction};
 use super::context::{RefreshContext, describe, in_subtransaction};
+use pgrx::pg_sys::panic::CaughtError;
 use super::objects::{objects_for, refresh_change_relations};
 use super::snapshot::ReadSnapshot;
 use super::statements::{Objects, Statements};
@@ -340,16 +341,38 @@ fn differential(
         context.unpin_snapshot();
         Ok(Ok(fetched))
     };
-    let fetched = match in_subtransaction(fill) {
+    let ambiguous = |error: &CaughtError| {
+        let (code, message) = describe(error);
+        code == PgSqlErrorCode::ERRCODE_DATA_EXCEPTION && message.starts_with("ambiguous change feed")
+    };
+    let mut attempt = in_subtransaction(&fill);
+    if let (Err(error), Some(from)) = (&attempt, positions.lake_from) {
+        // A transaction changed rows twice, which DuckLake's change lists cannot order
+        // (the FDW's duck/change_feed.rs): once the FDW knows those snapshots, it reads
+        // them by time travel.
+        if ambiguous(error) {
+            let mut found = false;
+            for (source, _) in &objects.feeds {
+                found |= exists(&format!(
+                    "SELECT pg_catalog.cardinality(ducklake.resolve_changes({}::pg_catalog.oid::pg_catalog.regclass, {}, {to})) > 0",
+                    source.to_u32(),
+                    from + 1
+                ))?;
+            }
+            if found {
+                attempt = in_subtransaction(&fill);
+            }
+        }
+    }
+    let fetched = match attempt {
         Ok(result) => match result? {
             Ok(fetched) => fetched,
             Err(reason) => return Ok(Applied::Rebuild(reason)),
         },
         Err(error) => {
             let (code, message) = describe(&error);
-            // The FDW's feed cannot say in which order a transaction changed a row twice
-            // (its duck/change_feed.rs): the rows as they are now are still exact.
-            if code == PgSqlErrorCode::ERRCODE_DATA_EXCEPTION && message.starts_with("ambiguous change feed") {
+            // Still refused: the rows as they are now are exact.
+            if ambiguous(&error) {
                 return Ok(Applied::Rebuild(message));
             }
             // A source read as it was at the frontier (see `rows`) that a lake rename has
