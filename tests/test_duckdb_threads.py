@@ -4,6 +4,7 @@ Commits run on the backend's thread alone (DuckDB starts no worker of its own, w
 would take the catalog round trips of a commit and leave the backend spinning)."""
 
 import pathlib
+import time
 
 import pytest
 
@@ -46,6 +47,25 @@ def named(threads, name):
     return {tid: runtime for tid, (n, runtime) in threads.items() if n == name}
 
 
+def parked(pid, name="ducklake-duckdb"):
+    """{thread id: nanoseconds on CPU} of the threads called `name`, once every one of
+    them sleeps: a lending ends when the result is released, and under load a thread
+    can still be on its way back to the pool a moment later."""
+    deadline = time.monotonic() + 30
+    while True:
+        threads = named(threads_of(pid), name)
+        states = {}
+        for tid in threads:
+            try:
+                states[tid] = (pathlib.Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[0])
+            except FileNotFoundError:
+                states[tid] = "gone"
+        if all(state == "S" for state in states.values()) and named(threads_of(pid), name) == threads:
+            return threads
+        assert time.monotonic() < deadline, states
+        time.sleep(0.01)
+
+
 @pytest.fixture
 def events(lake):
     lake.ref.execute("CREATE TABLE events (kind VARCHAR, value BIGINT)")
@@ -74,7 +94,7 @@ def test_threads_are_lent_for_scans_and_never_for_commits(events):
         before = named(threads_of(pid), "ducklake-duckdb")
         assert len(before) == 2
         assert conn.execute(aggregate).fetchall() == expected + [("small", 10, 45)]
-        after = named(threads_of(pid), "ducklake-duckdb")
+        after = parked(pid)
         assert set(after) == set(before)  # the same threads, kept between lendings
         # they did part of the aggregate (all of it takes tens of milliseconds)
         assert sum(after[t] - before[t] for t in after) > 5_000_000
