@@ -130,6 +130,11 @@ def test_table_changes_function_and_latest_snapshot(feed):
     assert feed.rows("SELECT count(*) FROM ducklake.table_changes('lake.events', 2, 2)") == [(3,)]
 
 
+def create_id_value_feed(lake):
+    lake.conn.execute("CREATE FOREIGN TABLE lake.events_changes (snapshot_id bigint, rowid bigint, change_type text, "
+                      "id bigint, value bigint) SERVER lake OPTIONS (table 'events', changes 'true')")
+
+
 @pytest.fixture
 def files_with_deletes(lake):
     """A Parquet-backed table whose data file has a delete file before an UPDATE: the
@@ -143,8 +148,7 @@ def files_with_deletes(lake):
     lake.ref.execute("INSERT INTO events VALUES (5000, 1), (5001, 2), (5002, 3)")
     lake.ref.execute("UPDATE events SET value = -value WHERE id IN (5001, 500)")
     lake.ref.execute("DELETE FROM events WHERE id IN (5002, 501)")
-    lake.conn.execute("CREATE FOREIGN TABLE lake.events_changes (snapshot_id bigint, rowid bigint, change_type text, "
-                      "id bigint, value bigint) SERVER lake OPTIONS (table 'events', changes 'true')")
+    create_id_value_feed(lake)
     return lake
 
 
@@ -232,8 +236,7 @@ def filed(lake):
     lake.ref.execute("CREATE TABLE events (id BIGINT, value BIGINT)")
     lake.ref.execute("INSERT INTO events SELECT i, i FROM range(2000) t(i)")
     lake.import_schema("events")
-    lake.conn.execute("CREATE FOREIGN TABLE lake.events_changes (snapshot_id bigint, rowid bigint, change_type text, "
-                      "id bigint, value bigint) SERVER lake OPTIONS (table 'events', changes 'true')")
+    create_id_value_feed(lake)
     return lake
 
 

@@ -25,15 +25,21 @@ def assert_exact(conn, name, query):
     assert verify(conn, name) == []
 
 
-def test_update_of_a_file_with_deletes_keeps_groups_exact(lake):
-    """A Parquet file with a delete file, then an UPDATE of its rows: the refresh must
-    see the preimages (DuckLake 1.5.5 loses them under a pushed snapshot filter)."""
+def summary_of_a_file(lake):
+    """3,000 events in one Parquet file (written by the reference client) and the
+    seed's event_summary over them; the session's connection."""
     lake.ref.execute("CREATE TABLE events (event_id UUID, event_type VARCHAR, value BIGINT, created_at TIMESTAMPTZ)")
     lake.ref.execute("INSERT INTO events SELECT uuid(), ['a', 'b', 'c'][1 + i % 3], i, now() FROM range(3000) t(i)")
     lake.import_schema("events")
     lake.conn.execute("CREATE EXTENSION ducklake_ivm")
-    conn = lake.conn
-    conn.execute("SELECT pgtrickle.create_stream_table('event_summary', %s, '1h')", (SUMMARY_QUERY,))
+    lake.conn.execute("SELECT pgtrickle.create_stream_table('event_summary', %s, '1h')", (SUMMARY_QUERY,))
+    return lake.conn
+
+
+def test_update_of_a_file_with_deletes_keeps_groups_exact(lake):
+    """A Parquet file with a delete file, then an UPDATE of its rows: the refresh must
+    see the preimages (DuckLake 1.5.5 loses them under a pushed snapshot filter)."""
+    conn = summary_of_a_file(lake)
     lake.ref.execute("DELETE FROM events WHERE value % 97 = 0")
     conn.execute("SELECT pgtrickle.refresh('event_summary')")
     assert_exact(conn, "event_summary", SUMMARY_QUERY)
@@ -226,12 +232,7 @@ def test_rows_changed_twice_by_one_transaction_stay_differential_and_exact(lake)
     """A transaction that updates rows twice: DuckLake 1.5.5's change feed miscounts
     them (see test_changes); the FDW's reads that snapshot by time travel, and the
     refresh stays differential and exact."""
-    lake.ref.execute("CREATE TABLE events (event_id UUID, event_type VARCHAR, value BIGINT, created_at TIMESTAMPTZ)")
-    lake.ref.execute("INSERT INTO events SELECT uuid(), ['a', 'b', 'c'][1 + i % 3], i, now() FROM range(3000) t(i)")
-    lake.import_schema("events")
-    lake.conn.execute("CREATE EXTENSION ducklake_ivm")
-    conn = lake.conn
-    conn.execute("SELECT pgtrickle.create_stream_table('event_summary', %s, '1h')", (SUMMARY_QUERY,))
+    conn = summary_of_a_file(lake)
     # refreshed here, not by the scheduler (it would see the commit first)
     conn.execute("SELECT pgtrickle.pause_scheduler(ARRAY['event_summary'])")
     notices = []
