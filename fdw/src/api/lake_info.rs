@@ -254,15 +254,13 @@ fn changes_as_json(
         fields.iter().map(|(key, column)| format!("{}: {}", sql::literal(key), sql::ident(column))).collect();
     // A stable order for callers that print or diff the feed: an update's preimage
     // comes before its postimage.
-    let query = |lake: &Lake| {
-        format!(
-            "SELECT snapshot_id, rowid, change_type, CAST(to_json({{{}}}) AS VARCHAR) \
-             FROM {} c ORDER BY snapshot_id, rowid, change_type = 'update_postimage'",
-            fields.join(", "),
-            crate::scan::snapshot::feed_between(lake, &lake.instance.alias, schema, table, from_snapshot, to_snapshot),
-        )
-    };
-    let stream = lake.stream(&query(&lake), Vec::new())?;
+    let query = format!(
+        "SELECT snapshot_id, rowid, change_type, CAST(to_json({{{}}}) AS VARCHAR) \
+         FROM {} c ORDER BY snapshot_id, rowid, change_type = 'update_postimage'",
+        fields.join(", "),
+        crate::scan::snapshot::feed_between(&lake, &lake.instance.alias, schema, table, from_snapshot, to_snapshot)?,
+    );
+    let stream = lake.stream(&query, Vec::new())?;
     Ok(ChangeRows { lake, stream: Some(stream), batch: None, row: 0 })
 }
 

@@ -90,8 +90,8 @@ pub fn by_time_travel(catalog: &str, schema: &str, table: &str, qualified: &str,
     );
     let before = snapshot - 1;
     format!(
-        "(WITH __fdw_touched AS (SELECT i.rowid AS __fdw_rowid FROM ducklake_table_insertions({args}) AS i
-                               UNION SELECT d.rowid FROM ducklake_table_deletions({args}) AS d),
+        "(WITH __fdw_touched AS (SELECT * FROM (SELECT i.rowid AS __fdw_rowid FROM ducklake_table_insertions({args}) AS i OFFSET 0)
+                               UNION SELECT * FROM (SELECT d.rowid FROM ducklake_table_deletions({args}) AS d OFFSET 0)),
       __fdw_before AS (SELECT rowid AS __fdw_rowid, * FROM {qualified} AT (VERSION => {before})
                        WHERE rowid IN (SELECT __fdw_rowid FROM __fdw_touched)),
       __fdw_after AS (SELECT rowid AS __fdw_rowid, * FROM {qualified} AT (VERSION => {snapshot})

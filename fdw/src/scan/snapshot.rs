@@ -59,16 +59,33 @@ pub fn changes_source(
         let upper = upper.map_or_else(|| "<current snapshot>".to_owned(), |u| u.to_string());
         return Ok(changes_between(alias, &table.schema, &table.table, &lower.to_string(), &upper));
     };
-    Ok(feed_between(lake, alias, &table.schema, &table.table, lower, upper))
+    feed_between(lake, alias, &table.schema, &table.table, lower, upper)
 }
 
 /// The change feed of `schema.table` in snapshots `lower..=upper`: the macro, except
 /// for the snapshots this backend knows it refuses (see `resolve_ambiguous`), which are
-/// read by time travel.
-pub fn feed_between(lake: &Lake, alias: &str, schema: &str, table: &str, lower: i64, upper: i64) -> String {
+/// read by time travel. Each piece looks the table up by name at its own snapshots, so
+/// the range is split only when the lake's schema is the same from before the first
+/// such snapshot to `upper` (no table created, dropped, renamed or altered: the name is
+/// the same table with the same columns throughout); otherwise the macro reads the
+/// whole range, and refuses.
+pub fn feed_between(lake: &Lake, alias: &str, schema: &str, table: &str, lower: i64, upper: i64) -> LakeResult<String> {
+    let whole = || changes_between(alias, schema, table, &lower.to_string(), &upper.to_string());
     let exact = lake.feed_snapshots.in_range(schema, table, lower, upper);
-    if exact.is_empty() {
-        return changes_between(alias, schema, table, &lower.to_string(), &upper.to_string());
+    let Some(first) = exact.first() else {
+        return Ok(whole());
+    };
+    let snapshots = lake.instance.metadata_table("ducklake_snapshot");
+    let same_schema: bool = lake.connection()?.query_row(
+        &format!(
+            "SELECT coalesce((SELECT schema_version FROM {snapshots} WHERE snapshot_id = ?) = \
+                             (SELECT schema_version FROM {snapshots} WHERE snapshot_id = ?), false)"
+        ),
+        duckdb::params![first - 1, upper],
+        |row| row.get(0),
+    )?;
+    if !same_schema {
+        return Ok(whole());
     }
     let qualified = sql::qualified(alias, schema, table);
     let mut parts = Vec::new();
@@ -84,7 +101,7 @@ pub fn feed_between(lake: &Lake, alias: &str, schema: &str, table: &str, lower: 
         }
         from = snapshot + 1;
     }
-    format!("({} OFFSET 0)", parts.join(" UNION ALL "))
+    Ok(format!("({} OFFSET 0)", parts.join(" UNION ALL ")))
 }
 
 /// The snapshots of `schema.table` in `lower..=upper` that the feed's macro refuses and

@@ -351,16 +351,26 @@ fn differential(
         // (the FDW's duck/change_feed.rs): once the FDW knows those snapshots, it reads
         // them by time travel.
         if ambiguous(error) {
-            let mut found = false;
-            for (source, _) in &objects.feeds {
-                found |= exists(&format!(
-                    "SELECT pg_catalog.cardinality(ducklake.resolve_changes({}::pg_catalog.oid::pg_catalog.regclass, {}, {to})) > 0",
-                    source.to_u32(),
-                    from + 1
-                ))?;
-            }
-            if found {
-                attempt = in_subtransaction(&fill);
+            let (_, refused) = describe(error);
+            let resolve = || -> IvmResult<bool> {
+                let mut found = false;
+                for (source, _) in &objects.feeds {
+                    found |= exists(&format!(
+                        "SELECT pg_catalog.cardinality(ducklake.resolve_changes({}::pg_catalog.oid::pg_catalog.regclass, {}, {to})) > 0",
+                        source.to_u32(),
+                        from + 1
+                    ))?;
+                }
+                Ok(found)
+            };
+            // If they cannot be found, the rows as they are now are still exact; a
+            // cancel is not a reason to rebuild.
+            match in_subtransaction(resolve) {
+                Ok(Ok(true)) => attempt = in_subtransaction(&fill),
+                Err(caught) if describe(&caught).0 == PgSqlErrorCode::ERRCODE_QUERY_CANCELED => {
+                    return Err(super::context::to_ivm_error(&caught));
+                }
+                _ => return Ok(Applied::Rebuild(refused)),
             }
         }
     }
