@@ -36,7 +36,7 @@ pub const AMBIGUOUS: &str = "ambiguous change feed";
 /// not to the lake).
 pub fn definition() -> String {
     format!(
-        "CREATE OR REPLACE TEMP MACRO {MACRO}(__fdw_catalog, __fdw_schema, __fdw_table, __fdw_from, __fdw_to) AS TABLE
+        "CREATE OR REPLACE TEMP MACRO {MACRO}({PARAMETERS}) AS TABLE
 SELECT __fdw_snapshot AS snapshot_id, __fdw_rowid AS rowid,
     CASE WHEN __fdw_images = 1 THEN CASE WHEN __fdw_inserted THEN 'insert' ELSE 'delete' END
          WHEN __fdw_inserted THEN 'update_postimage' ELSE 'update_preimage' END AS change_type,
@@ -44,16 +44,30 @@ SELECT __fdw_snapshot AS snapshot_id, __fdw_rowid AS rowid,
 FROM (
     SELECT count(*) OVER (PARTITION BY __fdw_snapshot, __fdw_rowid) AS __fdw_images,
            count(*) OVER (PARTITION BY __fdw_snapshot, __fdw_rowid, __fdw_inserted) AS __fdw_versions, *
-    FROM (SELECT i.snapshot_id AS __fdw_snapshot, i.rowid AS __fdw_rowid, true AS __fdw_inserted, i.*
-          FROM ducklake_table_insertions(__fdw_catalog, __fdw_schema, __fdw_table, __fdw_from, __fdw_to) AS i
-          UNION ALL
-          SELECT d.snapshot_id, d.rowid, false, d.*
-          FROM ducklake_table_deletions(__fdw_catalog, __fdw_schema, __fdw_table, __fdw_from, __fdw_to) AS d))
+    FROM ({}))
 WHERE CASE WHEN __fdw_versions > 1
     THEN error('{AMBIGUOUS}: DuckLake reports ' || __fdw_versions || ' versions of row ' || __fdw_rowid
                || ' of ' || __fdw_schema || '.' || __fdw_table || ' in snapshot ' || __fdw_snapshot
                || ', which a transaction changed more than once; DuckLake 1.5.5 does not say which came first')
-    ELSE true END"
+    ELSE true END",
+        both_sides(true)
+    )
+}
+
+/// The macros' parameters: DuckLake's catalog, schema, table, first and last snapshot.
+const PARAMETERS: &str = "__fdw_catalog, __fdw_schema, __fdw_table, __fdw_from, __fdw_to";
+
+/// DuckLake's insertions and deletions of the macros' range as one relation:
+/// `__fdw_snapshot`, `__fdw_rowid`, `__fdw_inserted` and, `with_columns`, the table's
+/// columns.
+fn both_sides(with_columns: bool) -> String {
+    let (inserted, deleted) = if with_columns { (", i.*", ", d.*") } else { ("", "") };
+    format!(
+        "SELECT i.snapshot_id AS __fdw_snapshot, i.rowid AS __fdw_rowid, true AS __fdw_inserted{inserted}
+          FROM ducklake_table_insertions({PARAMETERS}) AS i
+          UNION ALL
+          SELECT d.snapshot_id, d.rowid, false{deleted}
+          FROM ducklake_table_deletions({PARAMETERS}) AS d"
     )
 }
 
@@ -63,14 +77,10 @@ pub const AMBIGUOUS_MACRO: &str = "ducklake_fdw_ambiguous_snapshots";
 
 pub fn ambiguous_definition() -> String {
     format!(
-        "CREATE OR REPLACE TEMP MACRO {AMBIGUOUS_MACRO}(__fdw_catalog, __fdw_schema, __fdw_table, __fdw_from, __fdw_to) AS TABLE
-SELECT DISTINCT __fdw_snapshot AS snapshot_id FROM (
-    SELECT i.snapshot_id AS __fdw_snapshot, i.rowid AS __fdw_rowid, true AS __fdw_inserted
-    FROM ducklake_table_insertions(__fdw_catalog, __fdw_schema, __fdw_table, __fdw_from, __fdw_to) AS i
-    UNION ALL
-    SELECT d.snapshot_id, d.rowid, false
-    FROM ducklake_table_deletions(__fdw_catalog, __fdw_schema, __fdw_table, __fdw_from, __fdw_to) AS d)
-GROUP BY __fdw_snapshot, __fdw_rowid, __fdw_inserted HAVING count(*) > 1"
+        "CREATE OR REPLACE TEMP MACRO {AMBIGUOUS_MACRO}({PARAMETERS}) AS TABLE
+SELECT DISTINCT __fdw_snapshot AS snapshot_id FROM ({})
+GROUP BY __fdw_snapshot, __fdw_rowid, __fdw_inserted HAVING count(*) > 1",
+        both_sides(false)
     )
 }
 

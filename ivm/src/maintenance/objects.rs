@@ -140,8 +140,10 @@ pub fn refresh_change_relations(result_relid: pg_sys::Oid, objects: &Objects) ->
     let columns = |oid: pg_sys::Oid| Spi::get_one_with_args::<String>(COLUMN_SIGNATURE, &[oid.into()]);
     let target = |oid: pg_sys::Oid| Spi::get_one_with_args::<String>(TARGET_SIGNATURE, &[oid.into()]);
     let mut retargeted = None;
-    for (kind, mirrors) in [(Mirror::Feed, &objects.feeds), (Mirror::Old, &objects.olds)] {
-        for (source, name) in mirrors {
+    for ((source, feed), (_, old)) in objects.feeds.iter().zip(&objects.olds) {
+        // The source's signatures, read once for both of its mirrors.
+        let (source_columns, source_target) = (columns(*source)?, target(*source)?);
+        for (kind, name) in [(Mirror::Feed, feed), (Mirror::Old, old)] {
             let Some(relid) = crate::sql::try_regclass(name)? else {
                 as_extension_owner(|| {
                     create_mirror(*source, name, kind)?;
@@ -149,8 +151,8 @@ pub fn refresh_change_relations(result_relid: pg_sys::Oid, objects: &Objects) ->
                 })?;
                 continue;
             };
-            let moved = target(*source)? != target(relid)?;
-            if !moved && columns(*source)? == columns(relid)? {
+            let moved = source_target != target(relid)?;
+            if !moved && source_columns == columns(relid)? {
                 continue;
             }
             if moved {

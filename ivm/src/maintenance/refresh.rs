@@ -5,7 +5,6 @@
 
 use super::capture::{forget_seen, still_capturable, written_by_this_transaction};
 use super::context::{RefreshContext, describe, in_subtransaction};
-use pgrx::pg_sys::panic::CaughtError;
 use super::objects::{objects_for, refresh_change_relations};
 use super::snapshot::ReadSnapshot;
 use super::statements::{Objects, Statements};
@@ -341,17 +340,16 @@ fn differential(
         context.unpin_snapshot();
         Ok(Ok(fetched))
     };
-    let ambiguous = |error: &CaughtError| {
+    // The FDW's refusal of a snapshot whose changes DuckLake cannot order (a
+    // transaction changed rows twice, see its duck/change_feed.rs): its message.
+    let refusal = |error: &pgrx::pg_sys::panic::CaughtError| {
         let (code, message) = describe(error);
-        code == PgSqlErrorCode::ERRCODE_DATA_EXCEPTION && message.starts_with("ambiguous change feed")
+        (code == PgSqlErrorCode::ERRCODE_DATA_EXCEPTION && message.starts_with("ambiguous change feed")).then_some(message)
     };
     let mut attempt = in_subtransaction(&fill);
     if let (Err(error), Some(from)) = (&attempt, positions.lake_from) {
-        // A transaction changed rows twice, which DuckLake's change lists cannot order
-        // (the FDW's duck/change_feed.rs): once the FDW knows those snapshots, it reads
-        // them by time travel.
-        if ambiguous(error) {
-            let (_, refused) = describe(error);
+        // Once the FDW knows those snapshots, it reads them by time travel.
+        if let Some(refused) = refusal(error) {
             let resolve = || -> IvmResult<bool> {
                 let mut found = false;
                 for (source, _) in &objects.feeds {
@@ -380,11 +378,11 @@ fn differential(
             Err(reason) => return Ok(Applied::Rebuild(reason)),
         },
         Err(error) => {
-            let (code, message) = describe(&error);
             // Still refused: the rows as they are now are exact.
-            if ambiguous(&error) {
-                return Ok(Applied::Rebuild(message));
+            if let Some(refused) = refusal(&error) {
+                return Ok(Applied::Rebuild(refused));
             }
+            let (code, message) = describe(&error);
             // A source read as it was at the frontier (see `rows`) that a lake rename has
             // since changed: its table or column is not there under the name it has now.
             // The sources as they are now are what a rebuild reads.
