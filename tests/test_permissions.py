@@ -130,12 +130,36 @@ def test_ducklake_functions_by_role(roles):
     # ... but reading a table's rows or changes needs SELECT on its foreign table
     for call in ["SELECT * FROM lake.events",
                  "SELECT * FROM ducklake.table_changes('lake.events', 0, 100)",
-                 "SELECT ducklake.ducklake_latest_snapshot_id('lake.events')"]:
+                 "SELECT ducklake.ducklake_latest_snapshot_id('lake.events')",
+                 "SELECT ducklake.table_changed('lake.events', 0, 100)",
+                 "SELECT ducklake.resolve_changes('lake.events', 0, 100)"]:
         assert error_of(carol_s, call)[0] == "42501", call
     assert bob_s.execute("SELECT count(*) FROM ducklake.table_changes('lake.events', 0, 100)").fetchone() == (3,)
+    assert bob_s.execute("SELECT ducklake.table_changed('lake.events', 0, 100)").fetchone() == (True,)
+    assert bob_s.execute("SELECT ducklake.resolve_changes('lake.events', 0, 100)").fetchone() == ([],)
     # without USAGE on the server, nothing
     lake.conn.execute(f"REVOKE USAGE ON FOREIGN SERVER lake FROM {carol}")
     assert error_of(carol_s, "SELECT * FROM ducklake.snapshots('lake')") == \
         ("42501", "permission denied for foreign server lake")
     assert error_of(carol_s, "SELECT * FROM ducklake.ducklake_table_changes('lake', 'main', 'events', 0, 10)") == \
         ("42501", "permission denied for foreign server lake")
+
+
+def test_an_owners_join_reads_its_sources_as_they_were(roles):
+    """A join refreshed by its owner (no superuser): each changed source's term reads
+    the others through mirrors the owner owns, at the frontier's snapshot."""
+    lake, sessions, _ = roles
+    alice_s = sessions["alice"]
+    query = ("SELECT a.event_type, count(*) AS pairs FROM lake.events a JOIN lake.events b "
+             "ON b.value = a.value + 1 GROUP BY a.event_type")
+    alice_s.execute("SELECT pgtrickle.create_stream_table('alice_pairs', %s, '1h')", (query,))
+    alice_s.execute("SELECT pgtrickle.pause_scheduler(ARRAY['alice_pairs'])")
+    lake.conn.execute("INSERT INTO lake.events SELECT gen_random_uuid(), 'view', i, now() FROM generate_series(4, 9) i")
+    lake.conn.execute("UPDATE lake.events SET event_type = 'buy' WHERE value % 3 = 0")
+    notices = []
+    alice_s.add_notice_handler(lambda d: notices.append(d.message_primary))
+    alice_s.execute("SELECT pgtrickle.refresh('alice_pairs')")
+    assert notices == []
+    table = sorted(alice_s.execute("SELECT * FROM alice_pairs").fetchall())
+    assert table == sorted(alice_s.execute(query).fetchall())
+    assert table == [("buy", 2), ("click", 2), ("view", 4)]  # a.value 1..8: 3 and 6 bought
