@@ -5,6 +5,7 @@
 //! - `duck_sql`: quoting identifiers and literals for DuckDB
 //! - `conninfo`: libpq connection strings (both forms), their secrets and options
 //! - `paths`: lexical normalization of data paths and the roots they must lie under
+//! - `object_store`: a lake's object store (S3, GCS) as a DuckDB secret
 //! - `rowid`: DuckLake's 64-bit rowid packed into a Postgres tuple id
 //! - `calendar`: days and microseconds since an epoch as ISO dates and times
 //! - `schedule`: stream-table schedules ('500ms', '5s') and the backoff after failures
@@ -12,6 +13,7 @@
 pub mod calendar;
 pub mod conninfo;
 pub mod duck_sql;
+pub mod object_store;
 pub mod paths;
 pub mod rowid;
 pub mod schedule;
