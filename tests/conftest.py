@@ -198,14 +198,16 @@ def wait_until_accepting(cluster, dbname="postgres", timeout=60):
 class Reference:
     """The reference DuckLake client, attached to a lake's catalog and data path."""
 
-    def __init__(self, cluster, dbname, data_path, alias="analytics", metadata_schema=None):
+    def __init__(self, cluster, dbname, data_path, alias="analytics", metadata_schema=None, s3_secret=None):
         self.alias = alias
         self.data_path = data_path
         # The files are the official ones the install copied; DuckDB's signature check
         # (a SHA-256 over 100 MB, about 0.15 s per client) verifies nothing a test needs.
         self.con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
-        for name in ("ducklake", "postgres_scanner", "icu"):
+        for name in ("ducklake", "postgres_scanner", "icu") + (("httpfs",) if s3_secret else ()):
             self.con.execute(f"LOAD '{cluster.extension_dir / (name + '.duckdb_extension')}'")
+        if s3_secret:
+            self.con.execute(s3_secret)
         self.con.execute("SET TimeZone = 'UTC'")
         schema = metadata_schema or f"__ducklake_metadata_{alias}"
         options = [f"METADATA_SCHEMA '{schema}'"]
@@ -229,7 +231,7 @@ class Reference:
     def _share_directories(self):
         """DuckDB creates directories 0755 whatever the umask: let the server's user
         write files next to the ones this (root) process wrote."""
-        if self.data_path is None:
+        if self.data_path is None or "://" in self.data_path:
             return
         for directory, subdirectories, _ in os.walk(self.data_path):
             for path in [directory] + [os.path.join(directory, d) for d in subdirectories]:
@@ -244,23 +246,24 @@ class Lake:
     """A fresh database with the extension, a `lake` server (catalog embedded in that
     database, data under a test directory) and the reference client on the same lake."""
 
-    def __init__(self, cluster, dbname, data_path):
+    def __init__(self, cluster, dbname, data_path, server_options=None, mapping=None, s3_secret=None):
         self.cluster = cluster
         self.dbname = dbname
         self.data_path = data_path
+        self.s3_secret = s3_secret
         self.conn = cluster.connect(dbname)
         self.conn.execute("CREATE EXTENSION ducklake_fdw")
-        self.conn.execute(
-            f"CREATE SERVER lake FOREIGN DATA WRAPPER ducklake "
-            f"OPTIONS (catalog_name 'analytics', data_path '{data_path}')"
-        )
+        options = {"catalog_name": "analytics", "data_path": data_path, **(server_options or {})}
+        self.conn.execute(f"CREATE SERVER lake FOREIGN DATA WRAPPER ducklake OPTIONS ({option_list(options)})")
+        if mapping:
+            self.conn.execute(f"CREATE USER MAPPING FOR PUBLIC SERVER lake OPTIONS ({option_list(mapping)})")
         self.conn.execute("CREATE SCHEMA lake")
         self._ref = None
 
     @property
     def ref(self):
         if self._ref is None:
-            self._ref = Reference(self.cluster, self.dbname, self.data_path)
+            self._ref = Reference(self.cluster, self.dbname, self.data_path, s3_secret=self.s3_secret)
         return self._ref
 
     def rows(self, sql, params=None):
@@ -285,6 +288,11 @@ class Lake:
         if self._ref is not None:
             self._ref.close()
         self.conn.close()
+
+
+def option_list(options):
+    """`name 'value', ...` of an OPTIONS clause."""
+    return ", ".join(f"{name} '{value}'" for name, value in options.items())
 
 
 def database_name(request):
@@ -338,3 +346,40 @@ def database(pg, request):
     yield conn, dbname
     conn.close()
     drop_database(pg, dbname)
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """moto's S3 server on loopback, with IAM authentication (see object_store.py)."""
+    from object_store import S3Server
+    server = S3Server(free_port())
+    yield server
+    server.stop()
+
+
+@contextlib.contextmanager
+def new_s3_lake(pg, request, s3, endpoint_server=None):
+    """A Lake whose data path is `s3://<new bucket>/lake/`, reached with the keys of an
+    IAM user allowed everything on that bucket (a user mapping FOR PUBLIC);
+    `endpoint_server`: another S3Server of the same store to reach it through."""
+    store = endpoint_server or s3
+    bucket = s3.new_bucket()
+    key_id, secret, user = s3.new_user("lake", ["s3:*"], [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"])
+    data_path = f"s3://{bucket}/lake/"
+    dbname = database_name(request)
+    pg.execute(f'CREATE DATABASE "{dbname}"')
+    lk = Lake(pg, dbname, data_path, server_options=store.server_options(),
+              mapping={"key_id": key_id, "secret": secret},
+              s3_secret=store.secret_statement((key_id, secret), data_path))
+    lk.bucket, lk.s3_keys, lk.s3_user = bucket, (key_id, secret), user
+    try:
+        yield lk
+    finally:
+        lk.close()
+        drop_database(pg, dbname)
+
+
+@pytest.fixture
+def s3_lake(pg, request, s3):
+    with new_s3_lake(pg, request, s3) as lk:
+        yield lk

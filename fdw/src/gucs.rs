@@ -16,6 +16,7 @@ static AS_OF: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(N
 static COMMIT_AUTHOR: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static COMMIT_MESSAGE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static ALLOWED_DATA_PATHS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static ALLOWED_ENDPOINTS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static SAVEPOINT_REPLAY_MEMORY: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024);
 
 pub fn init() {
@@ -69,9 +70,17 @@ pub fn init() {
     );
     GucRegistry::define_string_guc(
         c"ducklake.allowed_data_paths",
-        c"Directories under which servers owned by roles that are not superusers may keep their lakes' data.",
-        c"A comma-separated list of absolute directories. Servers owned by superusers may use any data path.",
+        c"Directories and object-store prefixes under which servers owned by roles that are not superusers may keep their lakes' data.",
+        c"A comma-separated list of absolute directories and prefixes such as s3://bucket/prefix/. Servers owned by superusers may use any data path.",
         &ALLOWED_DATA_PATHS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"ducklake.allowed_endpoints",
+        c"Object-store endpoints (host[:port]) that servers owned by roles that are not superusers may name in their endpoint option.",
+        c"A comma-separated list. Without an endpoint option a server reaches its store's public endpoint (e.g. AWS S3).",
+        &ALLOWED_ENDPOINTS,
         GucContext::Suset,
         GucFlags::default(),
     );
@@ -127,6 +136,12 @@ pub fn extension_directory() -> Option<String> {
 
 pub fn allowed_data_paths() -> Option<String> {
     string_setting(&ALLOWED_DATA_PATHS)
+}
+
+pub fn allowed_endpoints() -> Vec<String> {
+    string_setting(&ALLOWED_ENDPOINTS)
+        .map(|list| list.split(',').map(|e| e.trim().to_ascii_lowercase()).filter(|e| !e.is_empty()).collect())
+        .unwrap_or_default()
 }
 
 pub fn install_extensions() -> bool {

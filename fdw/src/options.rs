@@ -12,14 +12,26 @@ use supabase_wrappers::prelude::{
     FOREIGN_DATA_WRAPPER_RELATION_ID, FOREIGN_SERVER_RELATION_ID, FOREIGN_TABLE_RELATION_ID,
 };
 
+use ducklake_formats::object_store::{self, ObjectStore};
+
 use crate::catalog::access;
 use crate::error::{LakeError, LakeResult};
 
-pub const SERVER_OPTIONS: &[&str] =
-    &["catalog_connection", "catalog_name", "data_path", "metadata_schema", "data_inlining_row_limit"];
+pub const SERVER_OPTIONS: &[&str] = &[
+    "catalog_connection",
+    "catalog_name",
+    "data_path",
+    "metadata_schema",
+    "data_inlining_row_limit",
+    "region",
+    "endpoint",
+    "url_style",
+    "use_ssl",
+    "credential_chain",
+];
 pub const TABLE_OPTIONS: &[&str] = &["schema", "table", "snapshot_id", "as_of", "snapshot_id_setting", "changes"];
 pub const COLUMN_OPTIONS: &[&str] = &["column_name"];
-pub const USER_MAPPING_OPTIONS: &[&str] = &["user", "password"];
+pub const USER_MAPPING_OPTIONS: &[&str] = &["user", "password", "key_id", "secret", "session_token"];
 
 const USER_MAPPING_RELATION_ID: pg_sys::Oid = pg_sys::BuiltinOid::UserMappingRelationId.value();
 const ATTRIBUTE_RELATION_ID: pg_sys::Oid = pg_sys::BuiltinOid::AttributeRelationId.value();
@@ -37,11 +49,13 @@ pub fn validate(options: &[(String, String)], catalog: pg_sys::Oid) -> LakeResul
     };
     for (name, value) in options {
         if !allowed.contains(&name.as_str()) {
-            if catalog == FOREIGN_SERVER_RELATION_ID && (name == "password" || name == "user") {
+            if catalog == FOREIGN_SERVER_RELATION_ID && USER_MAPPING_OPTIONS.contains(&name.as_str()) {
+                // Not echoing the value: it may be a secret.
                 return Err(LakeError::InvalidOptionValue {
                     name: name.clone(),
                     reason: "credentials belong in a user mapping: CREATE USER MAPPING FOR ... SERVER ... \
-                             OPTIONS (user '...', password '...')"
+                             OPTIONS (user '...', password '...') for the catalog, (key_id '...', secret '...') \
+                             for an object store"
                         .into(),
                 });
             }
@@ -83,10 +97,11 @@ fn validate_server(options: &[(String, String)]) -> LakeResult<()> {
         // The path the catalog records, checked once it is attached.
         (None, Some(_)) => None,
     };
-    match data_path {
-        Some(path) => access::check_data_path(None, &access::normalized_data_path(&path)?, &access::data_path_roots()?),
-        None => Ok(()),
+    if let Some(path) = data_path {
+        access::check_data_path(None, &access::normalized_data_path(&path)?, &access::data_path_roots()?)?;
     }
+    let server_options: HashMap<String, String> = options.iter().cloned().collect();
+    access::check_object_store(None, &ObjectStore::from_options(&server_options, &HashMap::new()))
 }
 
 fn validate_value(name: &str, value: &str) -> LakeResult<()> {
@@ -119,6 +134,13 @@ fn validate_value(name: &str, value: &str) -> LakeResult<()> {
             access::normalized_data_path(value)?;
         }
         "catalog_name" => access::check_catalog_name(value)?,
+        "region" | "endpoint" | "url_style" | "use_ssl" | "credential_chain" | "key_id" | "secret" => {
+            object_store::validate_value(name, value).map_err(|reason| LakeError::InvalidOptionValue {
+                name: name.into(),
+                // A secret's value is never echoed.
+                reason,
+            })?;
+        }
         "snapshot_id_setting" => {
             if value.is_empty() || !value.contains('.') {
                 return invalid("must name a custom setting (with a dot, e.g. 'myapp.snapshot')");

@@ -14,9 +14,14 @@
 //!   to the embedded catalog as oneself needs no password. A server owned by such a
 //!   role may not name files of the server in its connection string (a password
 //!   file, certificates, a service file).
+//! - **Object stores**: such a server keeps its data under a prefix of
+//!   `ducklake.allowed_data_paths` like any other path, names only endpoints of
+//!   `ducklake.allowed_endpoints`, and authenticates with its user mappings' keys,
+//!   never with the database server's own credential chain.
 //! - **Encoding**: DuckDB's text is UTF-8, so lakes are refused in databases of any
 //!   other encoding rather than having their text altered.
 
+use ducklake_formats::object_store::ObjectStore;
 use ducklake_formats::{conninfo, paths};
 use pgrx::pg_sys;
 
@@ -115,6 +120,30 @@ pub fn explain_authentication_failure(server: &str, message: &str) -> Option<Lak
                 .to_owned(),
         ),
     })
+}
+
+/// What a server owned by a role that is not a superuser may not do with an object
+/// store: use the database server's own cloud identity, or send requests to an
+/// endpoint a superuser has not listed in `ducklake.allowed_endpoints` (any host
+/// the database server reaches, internal ones included).
+pub fn check_object_store(server: Option<&str>, store: &ObjectStore) -> LakeResult<()> {
+    if store.credential_chain {
+        return Err(LakeError::PermissionDenied(format!(
+            "credential_chain{} would use the database server's own cloud credentials (its environment or instance \
+             role); only superusers may own servers that use them",
+            of_server(server)
+        )));
+    }
+    match &store.endpoint {
+        Some(endpoint) if !gucs::allowed_endpoints().contains(&endpoint.to_ascii_lowercase()) => {
+            Err(LakeError::PermissionDenied(format!(
+                "endpoint \"{endpoint}\"{} is not in ducklake.allowed_endpoints: a server whose owner is not a \
+                 superuser may only name endpoints a superuser allows",
+                of_server(server)
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn of_server(server: Option<&str>) -> String {

@@ -4,6 +4,7 @@
 use std::ffi::CStr;
 
 use ducklake_formats::conninfo;
+use ducklake_formats::object_store::ObjectStore;
 use pgrx::pg_sys;
 use pgrx::{PgSqlErrorCode, PgTryBuilder};
 
@@ -28,6 +29,8 @@ pub struct LakeConfig {
     pub inlining_limit: Option<String>,
     /// This backend's own directory for DuckDB's temporary files (removed with the instance).
     pub temp_directory: String,
+    /// Where and as whom to reach the data path when it is an object-store prefix.
+    pub object_store: ObjectStore,
     password: Option<String>,
 }
 
@@ -73,6 +76,10 @@ impl LakeConfig {
             }
             None => None,
         };
+        let object_store = ObjectStore::from_options(&server_options, &mapping);
+        if !owner_trusted {
+            access::check_object_store(Some(&server_name), &object_store)?;
+        }
 
         let mut credentials: Vec<(&str, String)> = Vec::new();
         if let Some(user) = &user {
@@ -107,6 +114,7 @@ impl LakeConfig {
             metadata_schema,
             inlining_limit: server_options.get("data_inlining_row_limit").cloned(),
             temp_directory,
+            object_store,
             password,
         })
     }
@@ -114,16 +122,25 @@ impl LakeConfig {
     /// Everything that requires re-attaching when it changes.
     pub fn fingerprint(&self) -> String {
         format!(
-            "{}\u{0}{}\u{0}{:?}\u{0}{:?}\u{0}{}\u{0}{:?}",
-            self.alias, self.conninfo, self.data_path, self.data_path_roots, self.metadata_schema, self.inlining_limit
+            "{}\u{0}{}\u{0}{:?}\u{0}{:?}\u{0}{}\u{0}{:?}\u{0}{:?}",
+            self.alias,
+            self.conninfo,
+            self.data_path,
+            self.data_path_roots,
+            self.metadata_schema,
+            self.inlining_limit,
+            self.object_store
         )
     }
 
-    /// Remove this server's password (and any conninfo password) from a message.
+    /// Remove this server's password, its object-store credentials (and any conninfo
+    /// password) from a message.
     pub fn scrub(&self, message: &str) -> String {
         let mut text = message.to_owned();
-        if let Some(password) = self.password.as_deref().filter(|p| !p.is_empty()) {
-            text = text.replace(password, "********");
+        for secret in self.password.as_deref().into_iter().chain(self.object_store.secrets()) {
+            if !secret.is_empty() {
+                text = text.replace(secret, "********");
+            }
         }
         scrub_secrets(&text)
     }

@@ -1,4 +1,5 @@
-//! Where the DuckLake and Postgres DuckDB extensions come from.
+//! Where the DuckDB extensions come from: DuckLake, Postgres and ICU for every
+//! instance, httpfs (and aws) for lakes kept in object stores.
 //!
 //! The setup script copies them out of their PyPI wheels into `<sharedir>/ducklake_fdw`;
 //! an operator may point `ducklake.extension_directory` elsewhere, or let DuckDB
@@ -28,15 +29,27 @@ pub fn default_directory() -> PathBuf {
     PathBuf::from(share).join("ducklake_fdw")
 }
 
-/// The statements that make both extensions available in a fresh instance.
+/// The statements that make the extensions every instance needs available.
 pub fn load_statements() -> LakeResult<Vec<String>> {
+    statements(&EXTENSION_FILES, &["ducklake", "postgres", "icu"])
+}
+
+/// The statements that let an instance reach object stores: httpfs (S3 and GCS), and
+/// the aws extension when credentials come from the server's credential chain.
+pub fn object_store_statements(credential_chain: bool) -> LakeResult<Vec<String>> {
+    if credential_chain {
+        statements(&["httpfs.duckdb_extension", "aws.duckdb_extension"], &["httpfs", "aws"])
+    } else {
+        statements(&["httpfs.duckdb_extension"], &["httpfs"])
+    }
+}
+
+fn statements(files: &[&str], names: &[&str]) -> LakeResult<Vec<String>> {
     if gucs::install_extensions() {
-        return Ok(["INSTALL ducklake", "LOAD ducklake", "INSTALL postgres", "LOAD postgres", "INSTALL icu", "LOAD icu"]
-            .map(str::to_owned)
-            .to_vec());
+        return Ok(names.iter().flat_map(|name| [format!("INSTALL {name}"), format!("LOAD {name}")]).collect());
     }
     let directory = gucs::extension_directory().map(PathBuf::from).unwrap_or_else(default_directory);
-    EXTENSION_FILES
+    files
         .iter()
         .map(|file| {
             let path = directory.join(file);
@@ -45,7 +58,7 @@ pub fn load_statements() -> LakeResult<Vec<String>> {
                     path: path.display().to_string(),
                     hint: format!(
                         "Install it with scripts/install-duckdb-extensions.sh (it copies {file} out of the \
-                         PyPI wheels duckdb-extension-ducklake, -postgres and -icu, version 1.5.5), \
+                         PyPI wheels duckdb-extension-ducklake, -postgres, -icu, -httpfs and -aws, version 1.5.5), \
                          point ducklake.extension_directory at a directory that has it, \
                          or set ducklake.install_extensions = on where DuckDB can reach its repository."
                     ),

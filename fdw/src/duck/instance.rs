@@ -10,6 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use duckdb::{Connection, InterruptHandle, ffi};
+use ducklake_formats::paths;
 
 use crate::catalog::access;
 use crate::catalog::config::LakeConfig;
@@ -81,17 +82,24 @@ impl LakeInstance {
         // DuckLake's default starts at 100 ms.
         setup.push("SET ducklake_retry_wait_ms = 1".to_owned());
         setup.push("SET ducklake_retry_backoff = 1.5".to_owned());
+        // Persistent secrets live in the instance's own directory, removed with it:
+        // never read from or written to the OS user's home, where they would outlive
+        // the backend and reach every lake of the cluster. (Switching them off makes
+        // the Postgres extension's ATTACH fail.)
+        setup.push(format!("SET secret_directory = {}", sql::literal(&format!("{}/secrets", config.temp_directory))));
         setup.push(super::change_feed::definition());
         setup.push(super::change_feed::ambiguous_definition());
         for statement in &setup {
             conn.execute_batch(statement)?;
         }
 
-        if let Some(path) = &config.data_path {
-            std::fs::create_dir_all(path).map_err(|e| LakeError::AttachFailed {
+        match &config.data_path {
+            Some(path) if paths::is_object_store(path) => reach_object_store(&conn, config, path)?,
+            Some(path) => std::fs::create_dir_all(path).map_err(|e| LakeError::AttachFailed {
                 server: config.server_name.clone(),
                 message: format!("cannot create data path {path}: {e}"),
-            })?;
+            })?,
+            None => {}
         }
         let mut attach_options = vec![format!("METADATA_SCHEMA {}", sql::literal(&config.metadata_schema))];
         if let Some(path) = &config.data_path {
@@ -118,6 +126,9 @@ impl LakeInstance {
                 let path = access::normalized_data_path(&stored_data_path(&conn, config).map_err(attach_error)?)?;
                 if let Some(roots) = &config.data_path_roots {
                     access::check_data_path(Some(&config.server_name), &path, roots)?;
+                }
+                if paths::is_object_store(&path) {
+                    reach_object_store(&conn, config, &path)?;
                 }
                 path
             }
@@ -229,6 +240,29 @@ impl Drop for OwnedDatabase {
         // every lent thread joined.
         unsafe { ffi::duckdb_close(&mut self.0) };
     }
+}
+
+/// Make an object-store data path reachable: load httpfs (and aws for a credential
+/// chain), create the lake's secret scoped to its prefix, and cache what never
+/// changes for a lake's files, which DuckLake writes once under new names: objects'
+/// metadata (size, time) and Parquet footers, each otherwise a request per file
+/// per query.
+fn reach_object_store(conn: &Connection, config: &LakeConfig, data_path: &str) -> LakeResult<()> {
+    let store = &config.object_store;
+    let secret = store
+        .secret_statement(data_path)
+        .map_err(|reason| LakeError::InvalidOptionValue { name: "credential_chain".into(), reason })?;
+    let mut statements = extensions::object_store_statements(store.credential_chain)?;
+    statements.push(secret);
+    statements.push("SET enable_http_metadata_cache = true".to_owned());
+    statements.push("SET parquet_metadata_cache = true".to_owned());
+    for statement in &statements {
+        conn.execute_batch(statement).map_err(|e| LakeError::AttachFailed {
+            server: config.server_name.clone(),
+            message: config.scrub(&e.to_string()),
+        })?;
+    }
+    Ok(())
 }
 
 /// DuckLake records the data path in its catalog; read it when the server gives none.
