@@ -260,3 +260,18 @@ def test_object_store_options_are_checked(database):
                  "credential_chain 'true')")
     err = error_of(conn, "SELECT ducklake.current_snapshot('gs')")
     assert err.sqlstate == "HV024" and "available for s3:// data paths only" in str(err), str(err)
+
+
+def test_a_gs_prefix_uses_the_same_protocol(database, s3):
+    """gs:// lakes speak GCS's S3-compatible API with HMAC keys; pointed at the loopback
+    server, the same store answers."""
+    conn, _ = database
+    bucket = s3.new_bucket()
+    key_id, secret, _ = s3.new_user("gcs", ["s3:*"])
+    conn.execute(f"CREATE SERVER g FOREIGN DATA WRAPPER ducklake OPTIONS (data_path 'gs://{bucket}/lake/', "
+                 f"{option_list(s3.server_options())})")
+    conn.execute(f"CREATE USER MAPPING FOR CURRENT_USER SERVER g OPTIONS (key_id '{key_id}', secret '{secret}')")
+    conn.execute("SELECT ducklake.execute('g', 'CREATE TABLE t AS SELECT range AS x FROM range(2000)')")
+    conn.execute("CREATE FOREIGN TABLE t (x bigint) SERVER g")
+    assert conn.execute("SELECT count(*), sum(x) FROM t").fetchall() == [(2000, 1999 * 1000)]
+    assert s3.keys(bucket) and all(k.startswith("lake/main/t/") for k in s3.keys(bucket))
