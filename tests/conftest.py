@@ -136,13 +136,13 @@ def pg(request):
 
 
 @contextlib.contextmanager
-def another_cluster(pg, scheduler=False):
+def another_cluster(pg, scheduler=False, environment=None):
     """A second cluster of `pg`'s version with the extensions installed (the stream-table
-    scheduler only when asked for)."""
+    scheduler only when asked for); `environment`: more variables its server runs with."""
     base = pathlib.Path(tempfile.mkdtemp(prefix="ducklake-second-", dir="/tmp"))
     os.chmod(base, 0o777)
     port = free_port()
-    env = dict(os.environ, DUCKLAKE_PRELOAD="ducklake_ivm" if scheduler else "")
+    env = dict(os.environ, DUCKLAKE_PRELOAD="ducklake_ivm" if scheduler else "", **(environment or {}))
     subprocess.run([str(SCRIPTS / "cluster.sh"), "start", str(base), str(port), pg.version], check=True, env=env)
     try:
         yield Cluster(pg.version, base, port)
