@@ -2,6 +2,7 @@
 one lake and runs every scenario of the playbook; its output and the lake it leaves behind
 are checked, then the README's migration from a DuckDB file runs against it."""
 
+import contextlib
 import os
 import pathlib
 import re
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 
+import boto3
 import duckdb
 import psycopg
 import pytest
@@ -37,20 +39,28 @@ THREE_USERS = """\
 """
 
 
-@pytest.fixture(scope="module")
-def playbook(pg):
+@contextlib.contextmanager
+def run_playbook(*args):
+    """run.sh with `args` on free ports: its output, the instances' ports (and the S3
+    server's), the lake's directory; stopped afterwards."""
     base = pathlib.Path(tempfile.mkdtemp(prefix="demo-playbook-", dir="/tmp"))
     os.chmod(base, 0o777)
-    ports = free_port(), free_port()
+    ports = free_port(), free_port(), free_port()
     env = dict(os.environ, DEMO_DIR=str(base / "pg"), POSTGRES_PORT=str(ports[0]), SECOND_POSTGRES_PORT=str(ports[1]),
-               DEMO_SKIP_INSTALL="1", WORKERS=str(WORKERS), USER_IDS=str(USER_IDS))
-    run = subprocess.run([str(DEMO / "run.sh")], env=env, capture_output=True, text=True)
+               S3_PORT=str(ports[2]), DEMO_SKIP_INSTALL="1", WORKERS=str(WORKERS), USER_IDS=str(USER_IDS))
+    run = subprocess.run([str(DEMO / "run.sh"), *args], env=env, capture_output=True, text=True)
     output = re.sub(r"\x1b\[[0-9;]*m", "", run.stdout)
     try:
         assert run.returncode == 0, output + run.stderr
         yield output, ports, base / "pg" / "lake"
     finally:
         subprocess.run([str(DEMO / "run.sh"), "stop"], check=False, env=env)
+
+
+@pytest.fixture(scope="module")
+def playbook(pg):
+    with run_playbook() as result:
+        yield result
 
 
 def connect(port, dbname):
@@ -93,6 +103,28 @@ def test_track_changes_step_runs_the_playbook_commands(playbook):
 
 
 def test_distributed_loop_loses_and_duplicates_nothing(playbook):
+    check_distributed_loop(playbook)
+
+
+def test_the_playbook_on_s3(pg):
+    """run.sh --s3: the same scenarios with the lake's data in a bucket of a local S3 server."""
+    with run_playbook("--s3") as result:
+        output, ports, lake_dir = result
+        check_distributed_loop(result)
+        assert not lake_dir.exists()
+        with connect(ports[0], "ducklake_catalog") as conn:
+            assert conn.execute("SELECT value FROM __ducklake_metadata_analytics.ducklake_metadata "
+                                "WHERE key = 'data_path'").fetchone() == ("s3://playbook-lake/lake/",)
+            files = conn.execute("SELECT count(*) FROM __ducklake_metadata_analytics.ducklake_data_file "
+                                 "WHERE end_snapshot IS NULL").fetchone()[0]
+        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{ports[2]}", aws_access_key_id="playbook",
+                          aws_secret_access_key="playbook-secret", region_name="us-east-1")
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="playbook-lake").get("Contents", [])]
+        assert files > 0 and len(keys) >= files and all(k.startswith("lake/main/") for k in keys)
+        assert "playbook-secret" not in output
+
+
+def check_distributed_loop(playbook):
     output, ports, _ = playbook
     step = section(output, "4. Distributed loop")
     assert THREE_USERS in step  # the second instance reads what the first committed

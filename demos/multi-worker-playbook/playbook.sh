@@ -8,7 +8,12 @@
 #   PGUSER, PGPASSWORD         a superuser of both instances (client side)
 #   CATALOG_CONNECTION         how the instances reach the catalog (postgresql://host:port/ducklake_catalog)
 #   CATALOG_PASSWORD           password of the catalog role "ducklake" (created here)
-#   DATA_PATH                  the shared data directory, the same path on both instances
+#   DATA_PATH                  the shared data directory, the same path on both instances,
+#                              or an object-store prefix (s3://bucket/prefix/)
+#   S3_ENDPOINT, S3_KEY_ID, S3_SECRET
+#                              for an s3:// DATA_PATH: the store's endpoint (host:port, plain
+#                              HTTP, path-style URLs) and keys; unset: AWS's own S3
+#   DATA_INLINING_ROW_LIMIT    the server option (unset: DuckLake's default, 10 rows)
 #   WORKERS, USER_IDS          size of the distributed loop (default 8 workers, 300 user ids)
 #   PYTHON, PSQL               interpreters (default python3, psql)
 set -euo pipefail
@@ -28,8 +33,12 @@ step "Prerequisites: the catalog database and role, on the first instance"
 run_sql "$first dbname=postgres" "$here/sql/metastore.sql" -v catalog_password="$CATALOG_PASSWORD"
 "$psql" -X -q -v ON_ERROR_STOP=1 -d "$second dbname=postgres" -c "CREATE DATABASE playbook"
 for conn in "$first dbname=ducklake_catalog" "$second dbname=playbook"; do
+    store=()
+    [ -n "${S3_KEY_ID:-}" ] && store+=(-v s3_key_id="$S3_KEY_ID" -v s3_secret="$S3_SECRET")
+    [ -n "${S3_ENDPOINT:-}" ] && store+=(-v s3_endpoint="$S3_ENDPOINT")
+    [ -n "${DATA_INLINING_ROW_LIMIT:-}" ] && store+=(-v data_inlining_row_limit="$DATA_INLINING_ROW_LIMIT")
     run_sql "$conn" "$here/sql/server.sql" -v catalog_connection="$CATALOG_CONNECTION" \
-        -v catalog_password="$CATALOG_PASSWORD" -v data_path="$DATA_PATH"
+        -v catalog_password="$CATALOG_PASSWORD" -v data_path="$DATA_PATH" ${store[@]+"${store[@]}"}
 done
 
 step "1. Create table and insert data (first instance)"
