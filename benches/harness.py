@@ -55,9 +55,10 @@ class Bench:
                                   check=True, capture_output=True, text=True).stdout.strip()
         self.site_packages = subprocess.run(["bash", "-c", f'source "{SCRIPTS}/env.sh"; site_packages'],
                                             check=True, capture_output=True, text=True).stdout.strip()
+        self.extension_dir = pathlib.Path(sharedir) / "ducklake_fdw"
         self.duck = duckdb.connect()
         for name in ("ducklake", "postgres_scanner", "icu"):
-            self.duck.execute(f"LOAD '{sharedir}/ducklake_fdw/{name}.duckdb_extension'")
+            self.duck.execute(f"LOAD '{self.extension_dir}/{name}.duckdb_extension'")
         self.duck.execute(f"ATTACH 'ducklake:postgres:{self.dsn}' AS bench "
                           f"(DATA_PATH '{self.data}/', METADATA_SCHEMA '__ducklake_metadata_bench')")
         self.duck.execute("USE bench")

