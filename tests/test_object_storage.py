@@ -69,6 +69,12 @@ def test_a_lake_on_s3_is_read_written_and_travelled(s3_lake, s3):
         lake.rows(summary)
     lake.ref.execute("INSERT INTO events SELECT range, 'ref', 0.5 FROM range(5000, 6000)")
     assert lake.rows("SELECT count(*), sum(value) FROM lake.events WHERE kind = 'ref'") == [(1000, 500.0)]
+    # a join runs as one DuckDB query over the bucket
+    join = ("SELECT a.kind, count(*) FROM lake.events a JOIN lake.events b ON b.id = a.id + 1 "
+            "WHERE a.id < 100 GROUP BY a.kind ORDER BY a.kind")
+    plan = "\n".join(r[0] for r in lake.rows("EXPLAIN (VERBOSE) " + join))
+    assert "Custom Scan (DuckLake Query)" in plan and "Join" not in plan.split("DuckDB Query")[0], plan
+    assert lake.rows(join) == [("changed", 10), ("k0", 30), ("k1", 29), ("k2", 29)]
 
 
 def test_maintenance_cleans_the_bucket(s3_lake, s3):
@@ -135,6 +141,22 @@ def test_credentials_live_in_user_mappings_and_stay_hidden(s3_lake, s3):
         assert reader_secret not in str(err)
         assert conn.execute("SELECT count(*) FROM lake.events").fetchall() == [(1000,)]
         assert conn.execute("SELECT ducklake.current_snapshot('lake')").fetchall() == before
+
+
+def test_access_revoked_in_the_middle_of_a_transaction(s3_lake, s3):
+    lake = events_lake(s3_lake)
+    before = lake.rows("SELECT count(*), sum(value) FROM lake.events")
+    snapshot_before = snapshot(lake)
+    with lake.connect(autocommit=False) as conn:
+        conn.execute("INSERT INTO lake.events SELECT g, 'in txn', 1 FROM generate_series(5001, 6000) g")
+        assert conn.execute("SELECT count(*) FROM lake.events").fetchone() == (2000,)
+        s3.set_policy(lake.s3_user, ["s3:GetObject", "s3:ListBucket"])  # writes are refused from now on
+        err = error_of(conn, "UPDATE lake.events SET value = value + 1 WHERE id <= 500")
+        assert err.sqlstate == "HV000" and "403" in str(err), str(err)
+        conn.rollback()
+    s3.set_policy(lake.s3_user, ["s3:*"])
+    assert lake.rows("SELECT count(*), sum(value) FROM lake.events") == before
+    assert snapshot(lake) == snapshot_before
 
 
 def test_lost_objects_and_an_unreachable_store_are_errors(pg, request, s3):
