@@ -74,7 +74,8 @@ def test_a_lake_on_s3_is_read_written_and_travelled(s3_lake, s3):
             "WHERE a.id < 100 GROUP BY a.kind ORDER BY a.kind")
     plan = "\n".join(r[0] for r in lake.rows("EXPLAIN (VERBOSE) " + join))
     assert "Custom Scan (DuckLake Query)" in plan and "Join" not in plan.split("DuckDB Query")[0], plan
-    assert lake.rows(join) == [("changed", 10), ("k0", 30), ("k1", 29), ("k2", 29)]
+    kinds = ["changed" if i <= 10 else f"k{i % 3}" for i in range(1, 100)]
+    assert lake.rows(join) == [(kind, kinds.count(kind)) for kind in sorted(set(kinds))]
 
 
 def test_maintenance_cleans_the_bucket(s3_lake, s3):
