@@ -315,3 +315,28 @@ def test_drop_of_a_source_during_a_refresh_fails_plainly(events):
     thread.join(timeout=60)
     assert outcome == ["refreshed"]
     assert rows(conn, "SELECT * FROM event_summary") == [("click", 2, 6), ("view", 1, 4)]
+
+
+def scheduler_idle_since(conn, moment):
+    """Whether this database's scheduler finished a refresh after `moment`."""
+    return conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pgtrickle scheduler' "
+        "AND datname = current_database() AND state = 'idle' AND state_change > %s)", (moment,)).fetchone()[0]
+
+
+def test_a_lake_commit_refreshes_at_once_and_the_schedule_bounds_how_often(events):
+    """Schedule '1h': after the scheduler's first look at the table no poll comes for an
+    hour, so only the INSERT's commit (NOTIFY ducklake_commit) can make it due. A second
+    commit within the hour after that change waits for the schedule."""
+    conn = events.conn
+    conn.execute("SELECT pgtrickle.create_stream_table('prompt', %s, '1h')", (SUMMARY_QUERY,))
+    created = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+    wait_for(lambda: scheduler_idle_since(conn, created), "the scheduler's first look at the table")
+    insert_events(conn, "click", 50, 1)
+    wait_for(lambda: rows(conn, "SELECT * FROM prompt") == [("click", 50, 50)], "the refresh the commit starts")
+    # a table that may change every second shows when the scheduler has seen the next commit
+    conn.execute("SELECT pgtrickle.create_stream_table('witness', %s, '1s')", (SUMMARY_QUERY,))
+    insert_events(conn, "view", 5, 2)
+    wait_for(lambda: rows(conn, "SELECT * FROM witness") == [("click", 50, 50), ("view", 5, 10)],
+             "the witness to refresh")
+    assert rows(conn, "SELECT * FROM prompt") == [("click", 50, 50)]

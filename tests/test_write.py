@@ -763,3 +763,26 @@ def test_update_keeps_the_row_path_when_it_must(filled):
     filled.conn.execute("UPDATE lake.events SET event_type = 'x' WHERE value <= 10")
     assert filled.rows("SELECT count(*) FROM audit") == [(10,)]
     assert filled.ref.rows("SELECT count(*) FROM events WHERE event_type = 'x'") == [(10,)]
+
+
+def test_commits_that_write_a_lake_are_announced(events):
+    """NOTIFY ducklake_commit, '<server>' once per committed writing transaction: not for
+    reads or rollbacks (the stream-table scheduler listens; so may applications)."""
+    with events.connect() as listener:
+        listener.execute("LISTEN ducklake_commit")
+        writer = events.conn
+        writer.execute("INSERT INTO lake.events (event_type, value) VALUES ('a', 1)")
+        writer.execute("SELECT count(*) FROM lake.events")
+        with events.connect(autocommit=False) as rolled_back:
+            rolled_back.execute("INSERT INTO lake.events (event_type, value) VALUES ('b', 2)")
+            rolled_back.rollback()
+        with writer.transaction():
+            writer.execute("UPDATE lake.events SET value = 3 WHERE event_type = 'a'")
+            writer.execute("DELETE FROM lake.events WHERE value = 99")
+        writer.execute("NOTIFY ducklake_commit, 'end of test'")
+        payloads = []
+        for notify in listener.notifies(timeout=30):
+            payloads.append(notify.payload)
+            if notify.payload == "end of test":
+                break
+        assert payloads == ["lake", "lake", "end of test"]

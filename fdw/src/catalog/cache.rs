@@ -16,6 +16,7 @@ use std::rc::Rc;
 use pgrx::pg_sys;
 
 use crate::catalog::column_cache::ColumnCache;
+use crate::catalog::commit_notice;
 use crate::catalog::config::LakeConfig;
 use crate::catalog::feed_snapshots::FeedSnapshots;
 use crate::catalog::lake_locks;
@@ -289,12 +290,17 @@ pub fn commit_all() -> LakeResult<()> {
     if let Some(e) = lakes.iter().find_map(|l| l.doomed_error()) {
         return Err(e);
     }
+    let writers: Vec<String> =
+        lakes.iter().filter(|l| l.tx.borrow().has_writes()).map(|l| l.server_name.clone()).collect();
     let _locks = lake_locks::acquire_commit(keys);
     for lake in &lakes {
         lake.apply_deferred_recording(false)?;
     }
     for lake in lakes {
         lake.finish(true)?;
+    }
+    for server in writers {
+        commit_notice::announce(&server);
     }
     evict_idle();
     Ok(())

@@ -11,6 +11,7 @@ pub mod access;
 pub mod cache;
 pub mod column_cache;
 pub mod columns;
+pub mod commit_notice;
 pub mod config;
 pub mod feed_snapshots;
 pub mod lake_locks;

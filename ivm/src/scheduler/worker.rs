@@ -1,17 +1,17 @@
 //! A database's scheduler: refreshes each due, non-paused stream table in its own
-//! transaction. A failing table is marked ERROR with the message and retried with
+//! transaction: every interval, and at once when a lake commit lands (see `commits`). A failing table is marked ERROR with the message and retried with
 //! backoff; it turns ACTIVE again by itself once a refresh succeeds.
 
-use super::process;
+use super::{commits, process};
 use super::schedule::{backoff, parse};
 use crate::catalog::{self, Lock};
 use crate::error::OrRaise;
 use crate::maintenance::context::{describe, in_subtransaction};
-use crate::maintenance::refresh::{Requested, refresh};
+use crate::maintenance::refresh::{Outcome, Requested, refresh};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use pgrx::pg_sys;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// Longest sleep between catalog reads: new and resumed tables are noticed this fast.
@@ -39,7 +39,14 @@ pub extern "C-unwind" fn pgtrickle_scheduler_main(argument: pg_sys::Datum) {
     if !claimed {
         return;
     }
+    commits::listen();
+    // When each table was last refreshed, and last refreshed with changes (or failed):
+    // a table is polled once per interval, and a lake commit makes it due at once,
+    // but never sooner than an interval after its last change. Refreshes that find
+    // nothing do not count, so a commit after a quiet interval shows at once.
     let mut last_attempt: HashMap<i64, Instant> = HashMap::new();
+    let mut last_change: HashMap<i64, Instant> = HashMap::new();
+    let mut commit_seen: HashSet<i64> = HashSet::new();
     loop {
         if BackgroundWorker::sighup_received() {
             // SAFETY: reloading the configuration file from the worker's main loop.
@@ -48,20 +55,32 @@ pub extern "C-unwind" fn pgtrickle_scheduler_main(argument: pg_sys::Datum) {
         let Some(tables) = BackgroundWorker::transaction(active_tables) else {
             return; // the extension was dropped
         };
+        if commits::arrived() {
+            commit_seen.extend(tables.iter().map(|t| t.id));
+        }
         let now = Instant::now();
         let mut next_wake = now + MAX_IDLE;
         for table in &tables {
-            let due_at = last_attempt.get(&table.id).map(|t| *t + table.interval).unwrap_or(now);
+            let after_change = last_change.get(&table.id).map(|t| *t + table.interval);
+            let next_poll = last_attempt.get(&table.id).map(|t| *t + table.interval);
+            let due_at = if commit_seen.contains(&table.id) { after_change } else { after_change.max(next_poll) }
+                .unwrap_or(now);
             if due_at <= Instant::now() {
                 last_attempt.insert(table.id, Instant::now());
-                refresh_one(table.id);
+                commit_seen.remove(&table.id);
+                if refresh_one(table.id) {
+                    last_change.insert(table.id, Instant::now());
+                }
                 process::check_for_interrupts();
                 next_wake = next_wake.min(Instant::now() + table.interval);
             } else {
                 next_wake = next_wake.min(due_at);
             }
         }
-        last_attempt.retain(|id, _| tables.iter().any(|t| t.id == *id));
+        let present = |id: &i64| tables.iter().any(|t| t.id == *id);
+        last_attempt.retain(|id, _| present(id));
+        last_change.retain(|id, _| present(id));
+        commit_seen.retain(present);
         let wait = next_wake.saturating_duration_since(Instant::now()).max(Duration::from_millis(10));
         if !BackgroundWorker::wait_latch(Some(wait)) {
             return; // the postmaster died
@@ -112,8 +131,8 @@ fn active_tables() -> Option<Vec<Due>> {
 /// One scheduled refresh, in a transaction of its own, bounded by
 /// `pgtrickle.refresh_lock_timeout` (a table locked by another session fails this
 /// refresh instead of stalling every stream table of the database) and
-/// `pgtrickle.refresh_timeout`.
-fn refresh_one(id: i64) {
+/// `pgtrickle.refresh_timeout`. True when it changed the table or failed.
+fn refresh_one(id: i64) -> bool {
     BackgroundWorker::transaction(|| {
         let activity = std::ffi::CString::new(format!("pgtrickle: refresh of stream table {id}")).expect("no NUL");
         // SAFETY: reports this worker's activity in pg_stat_activity.
@@ -124,14 +143,20 @@ fn refresh_one(id: i64) {
         );
         let _timeout = RefreshTimeout::start(crate::gucs::refresh_timeout_ms());
         let result = in_subtransaction(|| refresh(id, Requested::Differential, Lock::SkipLocked).or_raise());
-        if let Err(error) = result {
-            let (_, message) = describe(&error);
-            pgrx::log!("pgtrickle: refresh of stream table {id} failed: {message}");
-            let _ = catalog::record_error(id, &message);
-        }
+        let changed = match result {
+            Ok(Some(Outcome::Refreshed { changes, .. })) => changes != 0,
+            Ok(_) => false,
+            Err(error) => {
+                let (_, message) = describe(&error);
+                pgrx::log!("pgtrickle: refresh of stream table {id} failed: {message}");
+                let _ = catalog::record_error(id, &message);
+                true
+            }
+        };
         // SAFETY: as above.
         unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, std::ptr::null()) };
-    });
+        changed
+    })
 }
 
 /// Postgres' statement timeout, which no client statement arms in a background
