@@ -12,15 +12,20 @@ static FRONTIER_SNAPSHOT_ID: GucSetting<Option<CString>> = GucSetting::<Option<C
 /// before the changes it applies are foreign tables whose `snapshot_id_setting` names it.
 pub const FRONTIER_SNAPSHOT_SETTING: &str = "pgtrickle.frontier_snapshot_id";
 
-pub fn register() {
-    GucRegistry::define_string_guc(
-        c"pgtrickle.launcher_database",
-        c"Database the pgtrickle launcher connects to in order to list databases.",
-        c"Any database that accepts connections; schedulers run in every database with ducklake_ivm installed.",
-        &LAUNCHER_DATABASE,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
+/// `preloading`: the library is loaded by shared_preload_libraries. Only then may a
+/// postmaster setting be defined (Postgres refuses it later), and only then does the
+/// launcher that reads it run.
+pub fn register(preloading: bool) {
+    if preloading {
+        GucRegistry::define_string_guc(
+            c"pgtrickle.launcher_database",
+            c"Database the pgtrickle launcher connects to in order to list databases.",
+            c"Any database that accepts connections; schedulers run in every database with ducklake_ivm installed.",
+            &LAUNCHER_DATABASE,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+    }
     GucRegistry::define_string_guc(
         c"pgtrickle.frontier_snapshot_id",
         c"Set by a refresh, for its own statements: the lake snapshot of the stream table's frontier.",

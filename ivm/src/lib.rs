@@ -25,9 +25,10 @@ mod sql;
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    gucs::register();
     // SAFETY: reading a postmaster flag during library load.
-    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+    let preloading = unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress };
+    gucs::register(preloading);
+    if preloading {
         scheduler::launcher::register_launcher();
     }
 }
