@@ -325,18 +325,23 @@ def scheduler_idle_since(conn, moment):
 
 
 def test_a_lake_commit_refreshes_at_once_and_the_schedule_bounds_how_often(events):
-    """Schedule '1h': after the scheduler's first look at the table no poll comes for an
-    hour, so only the INSERT's commit (NOTIFY ducklake_commit) can make it due. A second
-    commit within the hour after that change waits for the schedule."""
+    """Schedule '1h': after the scheduler's first look at a table no poll comes for an
+    hour, so only a commit (NOTIFY ducklake_commit) can make it due. A second commit
+    within the hour after that change waits for the schedule."""
     conn = events.conn
-    conn.execute("SELECT pgtrickle.create_stream_table('prompt', %s, '1h')", (SUMMARY_QUERY,))
-    created = conn.execute("SELECT clock_timestamp()").fetchone()[0]
-    wait_for(lambda: scheduler_idle_since(conn, created), "the scheduler's first look at the table")
+
+    def create_and_wait_for_first_look(name):
+        before = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        conn.execute("SELECT pgtrickle.create_stream_table(%s, %s, '1h')", (name, SUMMARY_QUERY))
+        wait_for(lambda: scheduler_idle_since(conn, before), f"the scheduler's first look at {name}")
+
+    create_and_wait_for_first_look("prompt")
     insert_events(conn, "click", 50, 1)
     wait_for(lambda: rows(conn, "SELECT * FROM prompt") == [("click", 50, 50)], "the refresh the commit starts")
-    # a table that may change every second shows when the scheduler has seen the next commit
-    conn.execute("SELECT pgtrickle.create_stream_table('witness', %s, '1s')", (SUMMARY_QUERY,))
+    # a second table, also looked at once: its refresh shows the scheduler has handled
+    # the next commit, in the same pass as `prompt`, which that commit must not change
+    create_and_wait_for_first_look("witness")
     insert_events(conn, "view", 5, 2)
     wait_for(lambda: rows(conn, "SELECT * FROM witness") == [("click", 50, 50), ("view", 5, 10)],
-             "the witness to refresh")
+             "the witness's refresh")
     assert rows(conn, "SELECT * FROM prompt") == [("click", 50, 50)]

@@ -290,17 +290,17 @@ pub fn commit_all() -> LakeResult<()> {
     if let Some(e) = lakes.iter().find_map(|l| l.doomed_error()) {
         return Err(e);
     }
-    let writers: Vec<String> =
-        lakes.iter().filter(|l| l.tx.borrow().has_writes()).map(|l| l.server_name.clone()).collect();
+    // Queued before any lake commits: a notification is sent only if the Postgres
+    // transaction commits, and queueing one may fail, which must abort everything.
+    for lake in lakes.iter().filter(|l| l.tx.borrow().has_writes()) {
+        commit_notice::announce(&lake.server_name);
+    }
     let _locks = lake_locks::acquire_commit(keys);
     for lake in &lakes {
         lake.apply_deferred_recording(false)?;
     }
     for lake in lakes {
         lake.finish(true)?;
-    }
-    for server in writers {
-        commit_notice::announce(&server);
     }
     evict_idle();
     Ok(())

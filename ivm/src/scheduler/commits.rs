@@ -14,7 +14,9 @@ const CHANNEL: &CStr = c"ducklake_commit";
 unsafe extern "C-unwind" {
     fn Async_Listen(channel: *const c_char);
     fn ProcessNotifyInterrupt(flush: bool);
-    static notifyInterruptPending: c_int;
+    /// `volatile sig_atomic_t` (an int here), set by the SIGUSR1 handler: mutable
+    /// from outside Rust, so declared `mut` and only read volatile.
+    static mut notifyInterruptPending: c_int;
 }
 
 /// Listen for lake commits, from the scheduler's start (LISTEN takes effect when the

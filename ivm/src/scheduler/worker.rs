@@ -17,6 +17,12 @@ use std::time::{Duration, Instant};
 /// Longest sleep between catalog reads: new and resumed tables are noticed this fast.
 const MAX_IDLE: Duration = Duration::from_millis(500);
 
+/// Shortest time between two looks at a table that commits start. A commit wakes the
+/// scheduler whichever lake it wrote, and a look that finds nothing costs a few
+/// milliseconds: under a stream of commits to other lakes, a table is looked at no
+/// more often than this.
+const COMMIT_LOOK_GAP: Duration = Duration::from_millis(100);
+
 struct Due {
     id: i64,
     interval: Duration,
@@ -63,13 +69,26 @@ pub extern "C-unwind" fn pgtrickle_scheduler_main(argument: pg_sys::Datum) {
         for table in &tables {
             let after_change = last_change.get(&table.id).map(|t| *t + table.interval);
             let next_poll = last_attempt.get(&table.id).map(|t| *t + table.interval);
-            let due_at = if commit_seen.contains(&table.id) { after_change } else { after_change.max(next_poll) }
-                .unwrap_or(now);
+            let next_look = last_attempt.get(&table.id).map(|t| *t + COMMIT_LOOK_GAP.min(table.interval));
+            let due_at = if commit_seen.contains(&table.id) {
+                after_change.max(next_look)
+            } else {
+                after_change.max(next_poll)
+            }
+            .unwrap_or(now);
             if due_at <= Instant::now() {
                 last_attempt.insert(table.id, Instant::now());
-                commit_seen.remove(&table.id);
-                if refresh_one(table.id) {
-                    last_change.insert(table.id, Instant::now());
+                match refresh_one(table.id) {
+                    Look::Changed => {
+                        last_change.insert(table.id, Instant::now());
+                        commit_seen.remove(&table.id);
+                    }
+                    Look::Unchanged => {
+                        commit_seen.remove(&table.id);
+                    }
+                    // Another session holds the table (a manual refresh): a commit
+                    // it may not have read is looked at again.
+                    Look::Skipped => {}
                 }
                 process::check_for_interrupts();
                 next_wake = next_wake.min(Instant::now() + table.interval);
@@ -131,8 +150,8 @@ fn active_tables() -> Option<Vec<Due>> {
 /// One scheduled refresh, in a transaction of its own, bounded by
 /// `pgtrickle.refresh_lock_timeout` (a table locked by another session fails this
 /// refresh instead of stalling every stream table of the database) and
-/// `pgtrickle.refresh_timeout`. True when it changed the table or failed.
-fn refresh_one(id: i64) -> bool {
+/// `pgtrickle.refresh_timeout`.
+fn refresh_one(id: i64) -> Look {
     BackgroundWorker::transaction(|| {
         let activity = std::ffi::CString::new(format!("pgtrickle: refresh of stream table {id}")).expect("no NUL");
         // SAFETY: reports this worker's activity in pg_stat_activity.
@@ -143,20 +162,32 @@ fn refresh_one(id: i64) -> bool {
         );
         let _timeout = RefreshTimeout::start(crate::gucs::refresh_timeout_ms());
         let result = in_subtransaction(|| refresh(id, Requested::Differential, Lock::SkipLocked).or_raise());
-        let changed = match result {
-            Ok(Some(Outcome::Refreshed { changes, .. })) => changes != 0,
-            Ok(_) => false,
+        let look = match result {
+            Ok(Some(Outcome::Refreshed { changes, .. })) if changes != 0 => Look::Changed,
+            Ok(Some(_)) => Look::Unchanged,
+            Ok(None) => Look::Skipped,
             Err(error) => {
                 let (_, message) = describe(&error);
                 pgrx::log!("pgtrickle: refresh of stream table {id} failed: {message}");
                 let _ = catalog::record_error(id, &message);
-                true
+                // Retried after the (backed-off) interval, not at the next commit.
+                Look::Changed
             }
         };
         // SAFETY: as above.
         unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_IDLE, std::ptr::null()) };
-        changed
+        look
     })
+}
+
+/// What one look at a table did.
+enum Look {
+    /// Changed the table, or failed: the next waits for the schedule.
+    Changed,
+    /// Found nothing to apply.
+    Unchanged,
+    /// The table was locked by another session.
+    Skipped,
 }
 
 /// Postgres' statement timeout, which no client statement arms in a background
