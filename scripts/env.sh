@@ -30,6 +30,10 @@ PINNED_DBT_CORE=1.10.13
 PINNED_DBT_POSTGRES=1.9.1
 # The S3-protocol server the tests start on loopback.
 PINNED_MOTO=5.2.6
+# The Azure Blob Storage server the tests start on loopback (npm), and its client library.
+PINNED_AZURITE=3.37.0
+PINNED_AZURE_STORAGE_BLOB=12.31.1
+export AZURITE_DIR="$DUCKLAKE_CACHE/azurite-$PINNED_AZURITE"
 
 s3_server_binary() {  # prints the path of the benchmarks' S3 server, building it on first use
     local target="$DUCKLAKE_CACHE/bench-s3-server-target"

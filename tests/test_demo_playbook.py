@@ -119,7 +119,8 @@ def test_the_playbook_on_s3(pg):
                                  "WHERE end_snapshot IS NULL").fetchone()[0]
         s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{ports[2]}", aws_access_key_id="playbook",
                           aws_secret_access_key="playbook-secret", region_name="us-east-1")
-        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="playbook-lake").get("Contents", [])]
+        keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="playbook-lake")
+                for o in page.get("Contents", [])]
         assert files > 0 and len(keys) >= files and all(k.startswith("lake/main/") for k in keys)
         assert "playbook-secret" not in output
 

@@ -2,7 +2,10 @@
 //!
 //! Every failure that can be caused by user input ends up here and is raised as an
 //! ERROR with a SQLSTATE a client can act on. Messages that may contain connection
-//! strings pass through [`scrub_secrets`] first.
+//! strings pass through [`scrub_secrets`] first, and every message loses the secrets
+//! of this backend's lakes ([`hide_in_messages`]).
+
+use std::cell::RefCell;
 
 use pgrx::PgSqlErrorCode;
 use pgrx::pg_sys::panic::ErrorReport;
@@ -194,11 +197,39 @@ fn duckdb_sqlstate(message: &str) -> PgSqlErrorCode {
     }
 }
 
+thread_local! {
+    /// Secrets of the lakes this backend has opened: catalog passwords, object-store
+    /// keys. A store's error may quote them (an S3 error body names the access key),
+    /// whichever statement met it.
+    static HIDDEN: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Never show `secrets` in a message of this backend again, nor their SQL-quoted forms
+/// (in which a DuckDB parser error would quote them).
+pub fn hide_in_messages<'a>(secrets: impl IntoIterator<Item = &'a str>) {
+    HIDDEN.with(|hidden| {
+        let mut hidden = hidden.borrow_mut();
+        for secret in secrets.into_iter().filter(|s| !s.is_empty()) {
+            for form in [secret.to_owned(), secret.replace('\'', "''")] {
+                if !hidden.contains(&form) {
+                    hidden.push(form);
+                }
+            }
+        }
+        // Longest first, so a secret containing another is hidden whole.
+        hidden.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    });
+}
+
+fn without_hidden(text: &str) -> String {
+    HIDDEN.with(|hidden| hidden.borrow().iter().fold(text.to_owned(), |text, secret| text.replace(secret, "********")))
+}
+
 impl From<LakeError> for ErrorReport {
     fn from(e: LakeError) -> Self {
         let code = e.sqlstate();
         let hint = e.hint();
-        let report = ErrorReport::new(code, scrub_secrets(&e.to_string()), "");
+        let report = ErrorReport::new(code, scrub_secrets(&without_hidden(&e.to_string())), "");
         if hint.is_empty() { report } else { report.set_hint(hint) }
     }
 }

@@ -28,10 +28,11 @@ pub const SERVER_OPTIONS: &[&str] = &[
     "url_style",
     "use_ssl",
     "credential_chain",
+    "account_name",
 ];
 pub const TABLE_OPTIONS: &[&str] = &["schema", "table", "snapshot_id", "as_of", "snapshot_id_setting", "changes"];
 pub const COLUMN_OPTIONS: &[&str] = &["column_name"];
-pub const USER_MAPPING_OPTIONS: &[&str] = &["user", "password", "key_id", "secret", "session_token"];
+pub const USER_MAPPING_OPTIONS: &[&str] = &["user", "password", "key_id", "secret", "session_token", "account_key"];
 
 const USER_MAPPING_RELATION_ID: pg_sys::Oid = pg_sys::BuiltinOid::UserMappingRelationId.value();
 const ATTRIBUTE_RELATION_ID: pg_sys::Oid = pg_sys::BuiltinOid::AttributeRelationId.value();
@@ -55,7 +56,7 @@ pub fn validate(options: &[(String, String)], catalog: pg_sys::Oid) -> LakeResul
                     name: name.clone(),
                     reason: "credentials belong in a user mapping: CREATE USER MAPPING FOR ... SERVER ... \
                              OPTIONS (user '...', password '...') for the catalog, (key_id '...', secret '...') \
-                             for an object store"
+                             for an object store, (account_key '...') for Azure"
                         .into(),
                 });
             }
@@ -134,7 +135,7 @@ fn validate_value(name: &str, value: &str) -> LakeResult<()> {
             access::normalized_data_path(value)?;
         }
         "catalog_name" => access::check_catalog_name(value)?,
-        "region" | "endpoint" | "url_style" | "use_ssl" | "credential_chain" | "key_id" | "secret" => {
+        _ if object_store::SERVER_OPTIONS.contains(&name) || object_store::CREDENTIAL_OPTIONS.contains(&name) => {
             object_store::validate_value(name, value).map_err(|reason| LakeError::InvalidOptionValue {
                 name: name.into(),
                 // A secret's value is never echoed.

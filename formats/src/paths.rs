@@ -20,8 +20,8 @@ impl std::fmt::Display for PathError {
 }
 
 /// Schemes of object stores whose prefixes a lake may keep its data under (DuckDB's
-/// httpfs extension reads and writes them).
-pub const OBJECT_STORE_SCHEMES: &[&str] = &["s3", "gs", "gcs"];
+/// httpfs extension reads and writes the first three, its azure extension the others).
+pub const OBJECT_STORE_SCHEMES: &[&str] = &["s3", "gs", "gcs", "az", "abfss"];
 
 /// The scheme of a URL (`s3` of `s3://b/p/`), lowercase; None for a local path.
 pub fn url_scheme(path: &str) -> Option<String> {
@@ -60,12 +60,9 @@ pub fn normalize_directory(path: &str) -> Result<String, PathError> {
 
 fn normalize_prefix(scheme: &str, rest: &str) -> Result<String, PathError> {
     if !OBJECT_STORE_SCHEMES.contains(&scheme) {
-        let azure = matches!(scheme, "az" | "azure" | "abfss");
-        return Err(PathError(if azure {
-            format!("uses {scheme}://: Azure storage is not supported yet (supported: s3://, gs://)")
-        } else {
-            format!("uses {scheme}://, which is not an object store a lake can use (supported: s3://, gs://)")
-        }));
+        return Err(PathError(format!(
+            "uses {scheme}://, which is not an object store a lake can use (supported: s3://, gs://, az://, abfss://)"
+        )));
     }
     if let Some(bad) = rest.chars().find(|c| c.is_control() || matches!(c, '?' | '#' | '\\')) {
         return Err(PathError(format!("must not contain {bad:?}")));
@@ -150,7 +147,8 @@ mod tests {
         assert!(normalize_directory("s3:///a").is_err());
         assert!(normalize_directory("s3://").is_err());
         assert!(normalize_directory("http://host/a").unwrap_err().0.contains("not an object store"));
-        assert!(normalize_directory("az://c/a").unwrap_err().0.contains("Azure storage is not supported yet"));
+        assert_eq!(normalize_directory("az://c/a").unwrap(), "az://c/a/");
+        assert!(normalize_directory("azure://c/a").unwrap_err().0.contains("not an object store"));
         assert_eq!(bucket("s3://lake/a/"), Some("lake"));
         assert!(is_object_store("s3://lake/"));
         assert!(!is_object_store("/lakes/s3:/x"));

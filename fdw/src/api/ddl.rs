@@ -21,6 +21,17 @@ fn execute(server: &str, statement: &str) {
         let server_oid = server_by_name(server)?;
         require_owner(server_oid)?;
         let lake = lake_for(server_oid)?;
+        // DuckDB may create secrets whatever its configuration, and a secret names the
+        // host its requests go to: on a lake in an object store, DuckDB SQL could send
+        // requests anywhere the database server reaches.
+        // SAFETY: reads the current user's role.
+        if ducklake_formats::paths::is_object_store(&lake.instance.data_path) && !unsafe { pg_sys::superuser() } {
+            return Err(LakeError::PermissionDenied(format!(
+                "ducklake.execute on server \"{server}\", whose data is in an object store, needs a superuser: its \
+                 DuckDB SQL could create secrets that send requests to any host; create lake tables with \
+                 ducklake.create_table"
+            )));
+        }
         // Counted as a write: the snapshot gets an author, and a rolled-back savepoint
         // around it undoes it like any other write.
         lake.forget_columns();

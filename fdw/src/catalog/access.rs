@@ -17,7 +17,8 @@
 //! - **Object stores**: such a server keeps its data under a prefix of
 //!   `ducklake.allowed_data_paths` like any other path, names only endpoints of
 //!   `ducklake.allowed_endpoints`, and authenticates with its user mappings' keys,
-//!   never with the database server's own credential chain.
+//!   never with the database server's own credential chain. Its owner may not run
+//!   DuckDB SQL on it (`ducklake.execute`): a DuckDB secret may name any host.
 //! - **Encoding**: DuckDB's text is UTF-8, so lakes are refused in databases of any
 //!   other encoding rather than having their text altered.
 

@@ -133,14 +133,16 @@ impl LakeConfig {
         )
     }
 
-    /// Remove this server's password, its object-store credentials (and any conninfo
-    /// password) from a message.
+    /// The server's password and object-store credentials.
+    pub fn secrets(&self) -> impl Iterator<Item = &str> {
+        self.password.as_deref().into_iter().chain(self.object_store.secrets())
+    }
+
+    /// Remove this server's secrets (and any conninfo password) from a message.
     pub fn scrub(&self, message: &str) -> String {
         let mut text = message.to_owned();
-        for secret in self.password.as_deref().into_iter().chain(self.object_store.secrets()) {
-            if !secret.is_empty() {
-                text = text.replace(secret, "********");
-            }
+        for secret in self.secrets().filter(|s| !s.is_empty()) {
+            text = text.replace(secret, "********");
         }
         scrub_secrets(&text)
     }

@@ -1,5 +1,5 @@
 //! Where the DuckDB extensions come from: DuckLake, Postgres and ICU for every
-//! instance, httpfs (and aws) for lakes kept in object stores.
+//! instance, httpfs (and aws) or azure for lakes kept in object stores.
 //!
 //! The setup script copies them out of their PyPI wheels into `<sharedir>/ducklake_fdw`;
 //! an operator may point `ducklake.extension_directory` elsewhere, or let DuckDB
@@ -34,13 +34,14 @@ pub fn load_statements() -> LakeResult<Vec<String>> {
     statements(&EXTENSION_FILES, &["ducklake", "postgres", "icu"])
 }
 
-/// The statements that let an instance reach object stores: httpfs (S3 and GCS), and
-/// the aws extension when credentials come from the server's credential chain.
-pub fn object_store_statements(credential_chain: bool) -> LakeResult<Vec<String>> {
-    if credential_chain {
-        statements(&["httpfs.duckdb_extension", "aws.duckdb_extension"], &["httpfs", "aws"])
-    } else {
-        statements(&["httpfs.duckdb_extension"], &["httpfs"])
+/// The statements that let an instance reach the object store of `scheme`: azure for
+/// Azure Blob Storage; httpfs for S3 and GCS, with aws when credentials come from the
+/// server's credential chain.
+pub fn object_store_statements(scheme: &str, credential_chain: bool) -> LakeResult<Vec<String>> {
+    match (scheme, credential_chain) {
+        ("az" | "abfss", _) => statements(&["azure.duckdb_extension"], &["azure"]),
+        (_, true) => statements(&["httpfs.duckdb_extension", "aws.duckdb_extension"], &["httpfs", "aws"]),
+        (_, false) => statements(&["httpfs.duckdb_extension"], &["httpfs"]),
     }
 }
 
@@ -58,7 +59,7 @@ fn statements(files: &[&str], names: &[&str]) -> LakeResult<Vec<String>> {
                     path: path.display().to_string(),
                     hint: format!(
                         "Install it with scripts/install-duckdb-extensions.sh (it copies {file} out of the \
-                         PyPI wheels duckdb-extension-ducklake, -postgres, -icu, -httpfs and -aws, version 1.5.5), \
+                         PyPI wheels duckdb-extension-ducklake, -postgres, -icu, -httpfs, -aws and -azure, version 1.5.5), \
                          point ducklake.extension_directory at a directory that has it, \
                          or set ducklake.install_extensions = on where DuckDB can reach its repository."
                     ),

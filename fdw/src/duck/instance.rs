@@ -42,6 +42,7 @@ pub struct LakeInstance {
 
 impl LakeInstance {
     pub fn open(config: &LakeConfig) -> LakeResult<Self> {
+        crate::error::hide_in_messages(config.secrets());
         let threads = gucs::threads() as usize;
         let database = OwnedDatabase::open(threads, &gucs::memory_limit(), !gucs::install_extensions())?;
         // SAFETY: the database outlives the connection (field order).
@@ -242,19 +243,24 @@ impl Drop for OwnedDatabase {
     }
 }
 
-/// Make an object-store data path reachable: load httpfs (and aws for a credential
-/// chain), create the lake's secret scoped to its prefix, and cache what never
+/// Make an object-store data path reachable: load its extension (httpfs, with aws for
+/// a credential chain, or azure), create the lake's secret scoped to its prefix, and cache what never
 /// changes for a lake's files, which DuckLake writes once under new names: objects'
 /// metadata (size, time) and Parquet footers, each otherwise a request per file
 /// per query.
 fn reach_object_store(conn: &Connection, config: &LakeConfig, data_path: &str) -> LakeResult<()> {
     let store = &config.object_store;
-    let secret = store
-        .secret_statement(data_path)
-        .map_err(|reason| LakeError::InvalidOptionValue { name: "credential_chain".into(), reason })?;
-    let mut statements = extensions::object_store_statements(store.credential_chain)?;
+    let secret = store.secret_statement(data_path).map_err(|reason| LakeError::InvalidOptionValue {
+        name: "data_path".into(),
+        reason: format!("{data_path} of server \"{}\": {reason}", config.server_name),
+    })?;
+    let scheme = paths::url_scheme(data_path).unwrap_or_default();
+    let mut statements = extensions::object_store_statements(&scheme, store.credential_chain)?;
     statements.push(secret);
-    statements.push("SET enable_http_metadata_cache = true".to_owned());
+    if !matches!(scheme.as_str(), "az" | "abfss") {
+        // httpfs' own cache; azure has none.
+        statements.push("SET enable_http_metadata_cache = true".to_owned());
+    }
     statements.push("SET parquet_metadata_cache = true".to_owned());
     for statement in &statements {
         conn.execute_batch(statement).map_err(|e| LakeError::AttachFailed {
