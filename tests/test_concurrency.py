@@ -9,22 +9,14 @@ import pytest
 from psycopg import errors
 
 from conftest import another_cluster, attach_remote_lake
+from writers import insert_batches
 
 ROWS_PER_TXN = 10
 TRANSACTIONS = 200
 
 
 def writer(dsn, tag, transactions, failures):
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for txn in range(transactions):
-            first = txn * ROWS_PER_TXN
-            while True:
-                try:
-                    conn.execute(f"INSERT INTO lake.events (writer, value) SELECT '{tag}', g "
-                                 f"FROM generate_series({first}, {first + ROWS_PER_TXN - 1}) g")
-                    break
-                except errors.SerializationFailure:
-                    failures.append(tag)  # a clean conflict: the client retries
+    insert_batches(dsn, tag, transactions, ROWS_PER_TXN, failures)
 
 
 @pytest.fixture

@@ -37,11 +37,19 @@ def events_lake(lake):
     return lake
 
 
-def test_a_lake_on_s3_is_read_written_and_travelled(s3_lake, s3):
-    lake = events_lake(s3_lake)
+def changed_events(lake):
+    """The events, then an UPDATE of ids 1..10 and a DELETE of ids 991..1000: the
+    snapshot before both, and each remaining id's kind."""
+    events_lake(lake)
     loaded = snapshot(lake)
     lake.conn.execute("UPDATE lake.events SET kind = 'changed' WHERE id <= 10")
     lake.conn.execute("DELETE FROM lake.events WHERE id > 990")
+    return loaded, {i: "changed" if i <= 10 else f"k{i % 3}" for i in range(1, 991)}
+
+
+def test_a_lake_on_s3_is_read_written_and_travelled(s3_lake, s3):
+    lake = s3_lake
+    loaded, _ = changed_events(lake)
     summary = "SELECT kind, count(*), sum(value) FROM lake.events GROUP BY kind ORDER BY kind"
     expected = {}
     for g in range(1, 991):
@@ -335,14 +343,11 @@ def azure_lake(pg, request, azurite):
 
 
 def test_a_lake_on_azure_blob_storage(azure_lake, azurite):
-    lake = events_lake(azure_lake)
-    loaded = snapshot(lake)
-    lake.conn.execute("UPDATE lake.events SET kind = 'changed' WHERE id <= 10")
-    lake.conn.execute("DELETE FROM lake.events WHERE id > 990")
+    lake = azure_lake
+    loaded, kinds = changed_events(lake)
     summary = "SELECT kind, count(*), sum(id) FROM lake.events GROUP BY kind ORDER BY kind"
-    kinds = ["changed" if i <= 10 else f"k{i % 3}" for i in range(1, 991)]
-    assert lake.rows(summary) == [(k, kinds.count(k), sum(i for i, x in zip(range(1, 991), kinds) if x == k))
-                                  for k in sorted(set(kinds))]
+    assert lake.rows(summary) == [(k, list(kinds.values()).count(k), sum(i for i, x in kinds.items() if x == k))
+                                  for k in sorted(set(kinds.values()))]
     blobs = azurite.blobs(lake.container)
     assert blobs and all(b.startswith("lake/main/events/") and b.endswith(".parquet") for b in blobs)
     with lake.connect() as conn:

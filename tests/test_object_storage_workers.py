@@ -6,11 +6,9 @@ commits, and a stream table on one follows the writes of all."""
 import contextlib
 import threading
 
-import psycopg
-from psycopg import errors
-
 from conftest import another_cluster, new_s3_lake, option_list
 from object_store import REGION
+from writers import insert_batches
 
 WRITERS_PER_INSTANCE = 2
 TRANSACTIONS = 12
@@ -19,16 +17,7 @@ SUMMARY = "SELECT writer, count(*) AS n, sum(value) AS total FROM lake.events GR
 
 
 def writer(dsn, tag, failures):
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for txn in range(TRANSACTIONS):
-            first = txn * ROWS_PER_TXN
-            while True:
-                try:
-                    conn.execute(f"INSERT INTO lake.events (writer, value) SELECT '{tag}', g "
-                                 f"FROM generate_series({first}, {first + ROWS_PER_TXN - 1}) g")
-                    break
-                except errors.SerializationFailure:
-                    failures.append(tag)  # a clean conflict: the client retries
+    insert_batches(dsn, tag, TRANSACTIONS, ROWS_PER_TXN, failures)
 
 
 def attach(conn, catalog, lake, store_options, mapping):
