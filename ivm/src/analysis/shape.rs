@@ -36,6 +36,13 @@ pub enum AggKind {
     Avg,
     Min,
     Max,
+    /// Aggregates no running value can follow under deletions: every group a change
+    /// touches is aggregated again from its rows at the target snapshot (like a group
+    /// whose min was deleted), the cost of reading that group, not the table.
+    CountDistinct,
+    SumDistinct,
+    BoolAnd,
+    BoolOr,
 }
 
 impl AggKind {
@@ -43,11 +50,22 @@ impl AggKind {
     /// can stand in for it in the generated SQL.
     pub fn function(self) -> &'static str {
         match self {
-            AggKind::CountStar | AggKind::Count => "pg_catalog.count",
-            AggKind::Sum => "pg_catalog.sum",
+            AggKind::CountStar | AggKind::Count | AggKind::CountDistinct => "pg_catalog.count",
+            AggKind::Sum | AggKind::SumDistinct => "pg_catalog.sum",
             AggKind::Avg => "pg_catalog.avg",
             AggKind::Min => "pg_catalog.min",
             AggKind::Max => "pg_catalog.max",
+            AggKind::BoolAnd => "pg_catalog.bool_and",
+            AggKind::BoolOr => "pg_catalog.bool_or",
+        }
+    }
+
+    /// The call over argument `arg` (a column of the rows).
+    pub fn call(self, arg: &str) -> String {
+        match self {
+            AggKind::CountStar => "pg_catalog.count(*)".into(),
+            AggKind::CountDistinct | AggKind::SumDistinct => format!("{}(DISTINCT {arg})", self.function()),
+            _ => format!("{}({arg})", self.function()),
         }
     }
 }
@@ -72,6 +90,7 @@ impl Aggregate {
     pub fn state_columns(&self) -> Vec<String> {
         let suffixes: &[&str] = match self.kind {
             AggKind::CountStar | AggKind::Count => &[""],
+            AggKind::CountDistinct | AggKind::SumDistinct | AggKind::BoolAnd | AggKind::BoolOr => &[""],
             AggKind::Sum | AggKind::Min | AggKind::Max => &["", "_n", "_ins", "_del"],
             AggKind::Avg => &["", "_n", "_s", "_ins", "_del"],
         };
@@ -553,8 +572,9 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[i32], occurrences: &mut V
     }
 }
 
-/// Classify an aggregate call; only the plain forms of count, sum, avg, min and max.
-/// Returns the aggregate and its argument expression.
+/// Classify an aggregate call: the plain forms of count, sum, avg, min and max, and
+/// count(DISTINCT), sum(DISTINCT), bool_and/every and bool_or, which are aggregated
+/// again per touched group. Returns the aggregate and its argument expression.
 unsafe fn aggregate_of(aggref: *mut pg_sys::Aggref, number: usize) -> IvmResult<(Aggregate, Option<*mut pg_sys::Node>)> {
     unsafe {
         let a = &*aggref;
@@ -562,9 +582,7 @@ unsafe fn aggregate_of(aggref: *mut pg_sys::Aggref, number: usize) -> IvmResult<
         if !builtin {
             return Err(IvmError::unsupported(format!("aggregate {name}()")));
         }
-        if !a.aggdistinct.is_null() {
-            return Err(IvmError::unsupported(format!("{name}(DISTINCT ...)")));
-        }
+        let distinct = !a.aggdistinct.is_null();
         if !a.aggorder.is_null() {
             return Err(IvmError::unsupported(format!("{name}(... ORDER BY ...)")));
         }
@@ -576,17 +594,31 @@ unsafe fn aggregate_of(aggref: *mut pg_sys::Aggref, number: usize) -> IvmResult<
         }
         let arguments = PgList::<pg_sys::TargetEntry>::from_pg(a.args);
         let argument: Option<*mut pg_sys::Node> = arguments.get_ptr(0).map(|t| (*t).expr as *mut pg_sys::Node);
-        let kind = match (name.as_str(), a.aggstar, arguments.len()) {
-            ("count", true, 0) => AggKind::CountStar,
-            ("count", false, 1) => AggKind::Count,
-            ("sum", false, 1) => AggKind::Sum,
-            ("avg", false, 1) => AggKind::Avg,
-            ("min", false, 1) => AggKind::Min,
-            ("max", false, 1) => AggKind::Max,
+        let kind = match (name.as_str(), a.aggstar, arguments.len(), distinct) {
+            ("count", true, 0, false) => AggKind::CountStar,
+            ("count", false, 1, false) => AggKind::Count,
+            ("count", false, 1, true) => AggKind::CountDistinct,
+            ("sum", false, 1, false) => AggKind::Sum,
+            ("sum", false, 1, true) => AggKind::SumDistinct,
+            ("avg", false, 1, false) => AggKind::Avg,
+            // The extreme of the distinct values is the extreme of all of them.
+            ("min", false, 1, _) => AggKind::Min,
+            ("max", false, 1, _) => AggKind::Max,
+            ("bool_and" | "every", false, 1, _) => AggKind::BoolAnd,
+            ("bool_or", false, 1, _) => AggKind::BoolOr,
+            (_, _, _, true) => return Err(IvmError::unsupported(format!("{name}(DISTINCT ...)"))),
             _ => return Err(IvmError::unsupported(format!("aggregate {name}()"))),
         };
         let mut avg_sum_type = None;
         let mut inexact = false;
+        if let (AggKind::SumDistinct, Some(arg)) = (kind, argument) {
+            // A float sum depends on the order of its terms, which a rescan need not
+            // repeat: the group's value could differ from the query's in the last bits.
+            let input = pg_sys::exprType(arg);
+            if ![pg_sys::INT2OID, pg_sys::INT4OID, pg_sys::INT8OID, pg_sys::NUMERICOID].contains(&input) {
+                return Err(IvmError::unsupported(format!("sum(DISTINCT ...) over type {}", type_name(input))));
+            }
+        }
         if let (AggKind::Sum | AggKind::Avg, Some(arg)) = (kind, argument) {
             let input = pg_sys::exprType(arg);
             let numeric_input = [pg_sys::INT2OID, pg_sys::INT4OID, pg_sys::INT8OID, pg_sys::NUMERICOID].contains(&input);

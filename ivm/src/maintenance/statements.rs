@@ -63,6 +63,7 @@ pub fn state_from_source(shape: &Shape, extra: Option<String>) -> String {
         match a.kind {
             AggKind::CountStar => columns.push(format!("pg_catalog.count(*) AS {}", col(""))),
             AggKind::Count => columns.push(format!("pg_catalog.count({arg}) AS {}", col(""))),
+            kind @ (AggKind::CountDistinct | AggKind::SumDistinct | AggKind::BoolAnd | AggKind::BoolOr) => columns.push(format!("{} AS {}", kind.call(&arg), col(""))),
             AggKind::Sum | AggKind::Min | AggKind::Max => {
                 let f = a.kind.function();
                 columns.push(format!("{f}({arg}) AS {}", col("")));
@@ -111,6 +112,7 @@ impl<'a> Statements<'a> {
             let nonnull = format!("coalesce(pg_catalog.sum(c.__pgt_weight) FILTER (WHERE ({arg}) IS NOT NULL), 0)::bigint AS {}", col("_n"));
             match a.kind {
                 AggKind::CountStar => {}
+                AggKind::CountDistinct | AggKind::SumDistinct | AggKind::BoolAnd | AggKind::BoolOr => {}
                 AggKind::Count => columns.push(nonnull),
                 AggKind::Sum | AggKind::Min | AggKind::Max => {
                     let f = a.kind.function();
@@ -149,6 +151,14 @@ impl<'a> Statements<'a> {
                     insert_columns.push(c(""));
                     proposed.push("d.__pgt_count".into());
                     updates.push(format!("{} = {} + {}", c(""), s(""), x("")));
+                }
+                AggKind::CountDistinct | AggKind::SumDistinct | AggKind::BoolAnd | AggKind::BoolOr => {
+                    // Unknown until the group is aggregated again, which every group
+                    // the change touches is.
+                    insert_columns.push(c(""));
+                    proposed.push("NULL".into());
+                    rescan_new.push("true".into());
+                    rescan_update.push("true".into());
                 }
                 AggKind::Count => {
                     insert_columns.push(c(""));
