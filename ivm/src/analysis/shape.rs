@@ -572,9 +572,38 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[i32], occurrences: &mut V
     }
 }
 
+/// `CASE WHEN condition THEN value END`, of value's type and collation.
+unsafe fn case_when(condition: *mut pg_sys::Node, value: *mut pg_sys::Node) -> *mut pg_sys::Node {
+    unsafe {
+        let (typid, typmod, collid) = (pg_sys::exprType(value), pg_sys::exprTypmod(value), pg_sys::exprCollation(value));
+        let mut when = pgrx::PgBox::<pg_sys::CaseWhen>::alloc_node(pg_sys::NodeTag::T_CaseWhen);
+        when.expr = condition as *mut pg_sys::Expr;
+        when.result = value as *mut pg_sys::Expr;
+        when.location = -1;
+        let mut whens = PgList::<pg_sys::CaseWhen>::new();
+        whens.push(when.into_pg());
+        let mut case = pgrx::PgBox::<pg_sys::CaseExpr>::alloc_node(pg_sys::NodeTag::T_CaseExpr);
+        case.casetype = typid;
+        case.casecollid = collid;
+        case.args = whens.into_pg();
+        case.defresult = pg_sys::makeNullConst(typid, typmod, collid) as *mut pg_sys::Expr;
+        case.location = -1;
+        case.into_pg() as *mut pg_sys::Node
+    }
+}
+
+/// The integer constant 1.
+unsafe fn int4_one() -> *mut pg_sys::Node {
+    unsafe {
+        pg_sys::makeConst(pg_sys::INT4OID, -1, pg_sys::InvalidOid, 4, pg_sys::Datum::from(1i32), false, true)
+            as *mut pg_sys::Node
+    }
+}
+
 /// Classify an aggregate call: the plain forms of count, sum, avg, min and max, and
 /// count(DISTINCT), sum(DISTINCT), bool_and/every and bool_or, which are aggregated
-/// again per touched group. Returns the aggregate and its argument expression.
+/// again per touched group; each with FILTER too. Returns the aggregate and its
+/// argument expression.
 unsafe fn aggregate_of(aggref: *mut pg_sys::Aggref, number: usize) -> IvmResult<(Aggregate, Option<*mut pg_sys::Node>)> {
     unsafe {
         let a = &*aggref;
@@ -585,9 +614,6 @@ unsafe fn aggregate_of(aggref: *mut pg_sys::Aggref, number: usize) -> IvmResult<
         let distinct = !a.aggdistinct.is_null();
         if !a.aggorder.is_null() {
             return Err(IvmError::unsupported(format!("{name}(... ORDER BY ...)")));
-        }
-        if !a.aggfilter.is_null() {
-            return Err(IvmError::unsupported(format!("{name}(...) FILTER (...)")));
         }
         if a.aggkind != b'n' as std::ffi::c_char || a.agglevelsup != 0 {
             return Err(IvmError::unsupported(format!("aggregate {name}()")));
@@ -608,6 +634,18 @@ unsafe fn aggregate_of(aggref: *mut pg_sys::Aggref, number: usize) -> IvmResult<
             ("bool_or", false, 1, _) => AggKind::BoolOr,
             (_, _, _, true) => return Err(IvmError::unsupported(format!("{name}(DISTINCT ...)"))),
             _ => return Err(IvmError::unsupported(format!("aggregate {name}()"))),
+        };
+        // agg(x) FILTER (WHERE p) is agg(CASE WHEN p THEN x END): every aggregate above
+        // skips NULL inputs, and the CASE is NULL exactly where the filter is not true
+        // (false or NULL). count(*) FILTER (WHERE p) counts CASE WHEN p THEN 1 END.
+        let (kind, argument) = if a.aggfilter.is_null() {
+            (kind, argument)
+        } else {
+            let (kind, value) = match (kind, argument) {
+                (AggKind::CountStar, _) | (_, None) => (AggKind::Count, int4_one()),
+                (kind, Some(value)) => (kind, value),
+            };
+            (kind, Some(case_when(a.aggfilter as *mut pg_sys::Node, value)))
         };
         let mut avg_sum_type = None;
         let mut inexact = false;
