@@ -40,6 +40,13 @@ SHAPES = {
     # UNION ALL below UNION: the duplicates of every branch go
     "union_distinct": "SELECT c.region AS name FROM lake.customers c UNION ALL SELECT r.name FROM lake.regions r "
                       "UNION SELECT o.status FROM lake.orders o",
+    # each row counted on either side; NULLs are equal, as set operations compare them
+    "intersected": "SELECT c.region AS name FROM lake.customers c INTERSECT SELECT r.name FROM lake.regions r",
+    "intersected_all": "SELECT o.customer AS id, o.region_hint FROM lake.orders o "
+                     "INTERSECT ALL SELECT c.id, c.region_hint FROM lake.customers c WHERE c.tier > 0",
+    "excepted": "SELECT r.name FROM lake.regions r EXCEPT SELECT c.region FROM lake.customers c WHERE c.tier = 0",
+    "excepted_all": "SELECT o.status AS label FROM lake.orders o JOIN lake.customers c ON c.id = o.customer "
+                  "EXCEPT ALL SELECT r.zone FROM lake.regions r",
 }
 
 DDL = """
@@ -178,8 +185,10 @@ def test_outer_joins_and_other_set_operations_are_refused_by_name(lake):
     queries = [(f"SELECT o.id, c.region FROM lake.orders o {join} lake.customers c ON c.id = o.customer", f"a {join}")
                for join in ("LEFT JOIN", "FULL JOIN", "RIGHT JOIN")]
     queries += [
-        ("SELECT region FROM lake.customers INTERSECT SELECT name FROM lake.regions", "INTERSECT"),
-        ("SELECT region FROM lake.customers EXCEPT ALL SELECT name FROM lake.regions", "EXCEPT"),
+        ("SELECT region FROM lake.customers UNION (SELECT name FROM lake.regions INTERSECT SELECT zone FROM lake.regions)",
+         "INTERSECT below a UNION"),
+        ("(SELECT region FROM lake.customers UNION SELECT name FROM lake.regions) EXCEPT ALL SELECT zone FROM lake.regions",
+         "EXCEPT of set operations (only of two SELECTs)"),
         ("SELECT region FROM lake.customers UNION SELECT name FROM lake.regions UNION ALL SELECT status FROM lake.orders",
          "UNION below UNION ALL"),
         ("SELECT region FROM lake.customers UNION ALL SELECT max(name) FROM lake.regions",

@@ -26,6 +26,32 @@ pub enum Kind {
     Grouped,
     /// Aggregates without GROUP BY: always exactly one state row (key `__pgt_one`).
     Scalar,
+    /// INTERSECT or EXCEPT [ALL] of two SELECTs: each state row (all columns) counts
+    /// its rows on either side (`a1` left, `a2` right), and appears as often as the
+    /// set operation says.
+    Counted(SetOp),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetOp {
+    Intersect,
+    IntersectAll,
+    Except,
+    ExceptAll,
+}
+
+impl SetOp {
+    /// How often a row appears with `left` copies on the left and `right` on the
+    /// right, as the SQL standard and Postgres define it.
+    pub fn copies(self, left: &str, right: &str) -> String {
+        match self {
+            // LEAST and GREATEST are SQL syntax, not functions a search path could shadow.
+            SetOp::IntersectAll => format!("LEAST({left}, {right})"),
+            SetOp::ExceptAll => format!("GREATEST({left} - {right}, 0)"),
+            SetOp::Intersect => format!("CASE WHEN {left} > 0 AND {right} > 0 THEN 1 ELSE 0 END"),
+            SetOp::Except => format!("CASE WHEN {left} > 0 AND {right} = 0 THEN 1 ELSE 0 END"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,7 +313,8 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
                 add_key(&mut keys, "__pgt_one".into(), one as *mut pg_sys::Node, None);
                 keys[0].expression = "1".into();
             }
-            Kind::Plain | Kind::Distinct => {
+            // Set operations are shaped by `union_shape`, never here.
+            Kind::Plain | Kind::Distinct | Kind::Counted(_) => {
                 for (i, entry) in visible.iter().enumerate() {
                     let expression = (**entry).expr as *mut pg_sys::Node;
                     require_key_type(expression, &format!("result column \"{}\"", outputs[i]))?;
@@ -357,14 +384,31 @@ unsafe fn union_shape(query: *mut pg_sys::Query) -> IvmResult<Shape> {
         let q = &*query;
         let top = q.setOperations as *mut pg_sys::SetOperationStmt;
         let mut leaves = Vec::new();
-        let mut all_along = true;
-        union_leaves(top as *mut pg_sys::Node, &mut leaves, &mut all_along)?;
-        let kind = if !(*top).all {
-            Kind::Distinct
-        } else if all_along {
-            Kind::Plain
-        } else {
-            return Err(IvmError::unsupported("UNION below UNION ALL"));
+        let kind = match ((*top).op, (*top).all) {
+            (pg_sys::SetOperation::SETOP_UNION, all) => {
+                let mut all_along = true;
+                union_leaves(top as *mut pg_sys::Node, &mut leaves, &mut all_along)?;
+                match (all, all_along) {
+                    (false, _) => Kind::Distinct,
+                    (true, true) => Kind::Plain,
+                    (true, false) => return Err(IvmError::unsupported("UNION below UNION ALL")),
+                }
+            }
+            (op, all) => {
+                let name = if op == pg_sys::SetOperation::SETOP_INTERSECT { "INTERSECT" } else { "EXCEPT" };
+                for side in [(*top).larg, (*top).rarg] {
+                    if !pgrx::is_a(side, pg_sys::NodeTag::T_RangeTblRef) {
+                        return Err(IvmError::unsupported(format!("{name} of set operations (only of two SELECTs)")));
+                    }
+                    leaves.push((*(side as *mut pg_sys::RangeTblRef)).rtindex as usize);
+                }
+                Kind::Counted(match (op, all) {
+                    (pg_sys::SetOperation::SETOP_INTERSECT, false) => SetOp::Intersect,
+                    (pg_sys::SetOperation::SETOP_INTERSECT, true) => SetOp::IntersectAll,
+                    (_, false) => SetOp::Except,
+                    (_, true) => SetOp::ExceptAll,
+                })
+            }
         };
         let target_list = PgList::<pg_sys::TargetEntry>::from_pg(q.targetList);
         let visible: Vec<*mut pg_sys::TargetEntry> = target_list.iter_ptr().filter(|t| !(**t).resjunk).collect();
@@ -381,9 +425,26 @@ unsafe fn union_shape(query: *mut pg_sys::Query) -> IvmResult<Shape> {
             keys.push(Key { expression: format!("c.{}", ident(&column)), column, output: Some(outputs[i].clone()) });
             key_trees.push(expression);
         }
+        // INTERSECT/EXCEPT: per side, a column that is 1 on that side's rows (NULL on
+        // the other's), counted as aggregates a1 and a2.
+        let sides = matches!(kind, Kind::Counted(_));
+        let aggregates: Vec<Aggregate> = if sides {
+            ["a1", "a2"]
+                .iter()
+                .map(|column| Aggregate {
+                    kind: AggKind::Count,
+                    column: column.to_string(),
+                    argument: Some(format!("c.{}", ident(column))),
+                    avg_sum_type: None,
+                    inexact: false,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let rtable = PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable);
         let mut branches = Vec::new();
-        for leaf in leaves {
+        for (side, leaf) in leaves.into_iter().enumerate() {
             let rte = rtable.get_ptr(leaf - 1).ok_or_else(|| IvmError::unsupported("this UNION"))?;
             let branch = (*rte).subquery;
             if (*rte).rtekind != pg_sys::RTEKind::RTE_SUBQUERY || branch.is_null() {
@@ -397,12 +458,18 @@ unsafe fn union_shape(query: *mut pg_sys::Query) -> IvmResult<Shape> {
                 return Err(IvmError::unsupported("a UNION branch with aggregates, DISTINCT, subqueries or LIMIT"));
             }
             let occurrences = source_relations(b)?;
-            let columns: Vec<(String, *mut pg_sys::Node)> = PgList::<pg_sys::TargetEntry>::from_pg(b.targetList)
+            let mut columns: Vec<(String, *mut pg_sys::Node)> = PgList::<pg_sys::TargetEntry>::from_pg(b.targetList)
                 .iter_ptr()
                 .filter(|t| !(**t).resjunk)
                 .zip(&keys)
                 .map(|(t, key)| (key.column.clone(), (*t).expr as *mut pg_sys::Node))
                 .collect();
+            if sides {
+                let one = int4_one();
+                let null = pg_sys::makeNullConst(pg_sys::INT4OID, -1, pg_sys::InvalidOid) as *mut pg_sys::Node;
+                columns.push(("a1".into(), if side == 0 { one } else { null }));
+                columns.push(("a2".into(), if side == 0 { null } else { one }));
+            }
             branches.push((branch, occurrences, columns));
         }
         let mut to_state = |node: *mut pg_sys::Node| -> Option<*mut pg_sys::Node> {
@@ -413,7 +480,7 @@ unsafe fn union_shape(query: *mut pg_sys::Query) -> IvmResult<Shape> {
             rows: Rows::union(branches),
             kind,
             keys,
-            aggregates: Vec::new(),
+            aggregates,
             outputs,
             output_trees,
             having_tree: None,
@@ -432,8 +499,8 @@ unsafe fn union_leaves(node: *mut pg_sys::Node, leaves: &mut Vec<usize>, all_alo
         let s = node as *mut pg_sys::SetOperationStmt;
         match (*s).op {
             pg_sys::SetOperation::SETOP_UNION => {}
-            pg_sys::SetOperation::SETOP_INTERSECT => return Err(IvmError::unsupported("INTERSECT")),
-            _ => return Err(IvmError::unsupported("EXCEPT")),
+            pg_sys::SetOperation::SETOP_INTERSECT => return Err(IvmError::unsupported("INTERSECT below a UNION")),
+            _ => return Err(IvmError::unsupported("EXCEPT below a UNION")),
         }
         *all_along &= (*s).all;
         union_leaves((*s).larg, leaves, all_along)?;

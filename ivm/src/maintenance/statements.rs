@@ -2,7 +2,7 @@
 //! a change buffer into the state (the delta rules), and projecting changed groups
 //! into the result table. Every name is quoted; expressions come from ruleutils.
 
-use crate::analysis::shape::{AggKind, Kind, Shape};
+use crate::analysis::shape::{AggKind, Kind, SetOp, Shape};
 use crate::error::IvmResult;
 use crate::sql::ident;
 
@@ -275,7 +275,12 @@ impl<'a> Statements<'a> {
 
     /// Result rows of the state rows in `from` (alias `s`).
     fn project(&self, from: &str, extra: Option<&str>) -> String {
-        let repeat = if self.shape.kind == Kind::Plain { " CROSS JOIN LATERAL pg_catalog.generate_series(1::bigint, s.__pgt_count) AS __pgt_copy" } else { "" };
+        let copies = |count: String| format!(" CROSS JOIN LATERAL pg_catalog.generate_series(1::bigint, {count}) AS __pgt_copy");
+        let repeat = match self.shape.kind {
+            Kind::Plain => copies("s.__pgt_count".into()),
+            Kind::Counted(op) => copies(op.copies("s.a1", "s.a2")),
+            _ => String::new(),
+        };
         let mut conditions: Vec<String> = extra.iter().map(|e| e.to_string()).collect();
         if self.shape.kind != Kind::Scalar {
             conditions.push("s.__pgt_count > 0".into());
@@ -349,7 +354,9 @@ impl<'a> Statements<'a> {
             return None;
         }
         Some(match self.shape.kind {
-            Kind::Plain => format!("CREATE INDEX ON {} ({})", self.objects.result, list(columns)),
+            Kind::Plain | Kind::Counted(SetOp::IntersectAll | SetOp::ExceptAll) => {
+                format!("CREATE INDEX ON {} ({})", self.objects.result, list(columns))
+            }
             _ => format!("CREATE UNIQUE INDEX ON {} ({}) NULLS NOT DISTINCT", self.objects.result, list(columns)),
         })
     }
