@@ -284,6 +284,37 @@ def test_setting_turns_it_off(session, tpch):
     assert "DuckLake Query" not in plan and "Foreign Scan" in plan
 
 
+def test_explain_verbose_says_why_a_query_stays_in_postgres(session, tpch):
+    """Each foreign scan of a query that could have run whole in DuckDB names the
+    reason it did not; plain scans and pushed queries name none."""
+    reason = "Not Run Whole In DuckDB: "
+    cases = [
+        ("SELECT n.n_name, count(*) FROM lake.customer c JOIN heap.nation n ON n.n_nationkey = c.c_nationkey "
+         "GROUP BY n.n_name", "it reads heap.nation, which is not a lake table"),
+        ("SELECT n_regionkey, count(*) FROM lake.nation GROUP BY ROLLUP (n_regionkey)",
+         "grouping sets (ROLLUP, CUBE, GROUPING SETS)"),
+        ("SELECT n_name FROM lake.nation n, LATERAL (SELECT r_name FROM lake.region r "
+         "WHERE r.r_regionkey = n.n_regionkey LIMIT 1) x", "LATERAL"),
+        ("SELECT count(*) FROM lake.nation, generate_series(1, 3) g", "a function in FROM"),
+        ("SELECT n_name, md5(n_comment) FROM lake.nation ORDER BY 1", None),  # a plain scan: nothing to say
+        ("SELECT count(*), max(md5(n_comment)) FROM lake.nation n JOIN lake.region r ON r.r_regionkey = n.n_regionkey",
+         "an expression, function or clause whose DuckDB result could differ from Postgres'"),
+    ]
+    for query, expected in cases:
+        plan = plan_of(session, query)
+        lines = [l.strip() for l in plan.splitlines() if reason in l]
+        if expected is None:
+            assert lines == [], plan
+        else:
+            assert lines and all(l.startswith(reason + expected) for l in lines), plan
+    # pushed whole: no reason
+    assert reason not in plan_of(session, "SELECT count(*) FROM lake.nation n JOIN lake.region r "
+                                          "ON r.r_regionkey = n.n_regionkey")
+    session.conn.execute("SET ducklake.query_pushdown = off")
+    plan = plan_of(session, "SELECT count(*) FROM lake.nation n JOIN lake.region r ON r.r_regionkey = n.n_regionkey")
+    assert reason + "ducklake.query_pushdown is off" in plan
+
+
 def test_single_table_scans_keep_their_plan(session):
     plan = plan_of(session, "SELECT n_name FROM lake.nation WHERE n_nationkey < 3 ORDER BY n_nationkey LIMIT 2")
     assert "Foreign Scan on lake.nation" in plan and "DuckLake Query" not in plan

@@ -19,6 +19,7 @@ mod modify;
 mod options;
 mod pg_nodes;
 mod query;
+mod refusal;
 mod scan;
 mod types;
 

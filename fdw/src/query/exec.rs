@@ -201,6 +201,10 @@ unsafe extern "C-unwind" fn explain(node: *mut pg_sys::CustomScanState, _ancesto
             if (*es).verbose {
                 let sql = std::ffi::CString::new(run.sql.as_str()).expect("SQL without NUL");
                 pg_sys::ExplainPropertyText(c"DuckDB Query".as_ptr(), sql.as_ptr(), es);
+                if let Some(reason) = &run.query.not_whole {
+                    let reason = std::ffi::CString::new(reason.as_str()).unwrap_or_default();
+                    pg_sys::ExplainPropertyText(c"Not Run Whole In DuckDB".as_ptr(), reason.as_ptr(), es);
+                }
             }
         }
     }

@@ -17,7 +17,9 @@ use pgrx::prelude::*;
 use crate::gucs;
 use crate::pg_nodes::list_nodes;
 use crate::query::exec;
+use crate::query::refusal_reason;
 use crate::query::split;
+use crate::refusal::RefusalScope;
 use crate::query::top::{Top, translate_top};
 
 static mut PREVIOUS_PLANNER: pg_sys::planner_hook_type = None;
@@ -41,13 +43,18 @@ unsafe extern "C-unwind" fn plan_query(
 ) -> *mut pg_sys::PlannedStmt {
     unsafe {
         let enabled = gucs::query_pushdown() && cursor_options & pg_sys::CURSOR_OPT_SCROLL as i32 == 0;
-        let pushed = if enabled {
-            // The planner rewrites the tree it is given; translate a copy of its own.
-            let copy = pg_sys::copyObjectImpl(parse.cast()) as *mut pg_sys::Query;
-            if worth_pushing(copy) { translate_top(copy) } else { None }
-        } else {
-            None
+        // The planner rewrites the tree it is given; translate a copy of its own.
+        let copy = pg_sys::copyObjectImpl(parse.cast()) as *mut pg_sys::Query;
+        let worth = worth_pushing(copy);
+        let pushed = if enabled && worth { translate_top(copy) } else { None };
+        // Why it stays in Postgres, for EXPLAIN of the foreign scans planned below.
+        let reason = match (worth && pushed.is_none(), enabled) {
+            (false, _) => None,
+            (true, true) => Some(refusal_reason::why_not_whole(copy)),
+            (true, false) if !gucs::query_pushdown() => Some("ducklake.query_pushdown is off".to_owned()),
+            (true, false) => Some("a scrollable cursor (DuckDB's results are read once)".to_owned()),
         };
+        let _reason = RefusalScope::new(reason);
         // Else the lake-only part of the query may still run in DuckDB (see `split`).
         let _scope = split::PendingScope::new();
         let parse = match pushed {

@@ -33,6 +33,10 @@ pub struct PushedQuery {
     pub outputs: Vec<PushedOutput>,
     /// Number of parameters (`custom_exprs`), bound as `$1..$n`.
     pub params: usize,
+    /// For the lake part of a query that does not run whole in DuckDB: why not (see
+    /// `refusal`).
+    #[serde(default)]
+    pub not_whole: Option<String>,
 }
 
 /// A foreign table a pushed query reads: a lake table, or a change feed over the

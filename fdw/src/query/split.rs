@@ -361,8 +361,9 @@ unsafe fn keep_permission_checks(outer: *mut pg_sys::Query, sub: *mut pg_sys::Qu
 }
 
 /// Run sub-select `sub` of the query being planned as `query` (see `set_rel_pathlist`).
-unsafe fn register(sub: *mut pg_sys::Query, query: PushedQuery, params: Vec<*mut Node>) {
+unsafe fn register(sub: *mut pg_sys::Query, mut query: PushedQuery, params: Vec<*mut Node>) {
     unsafe {
+        query.not_whole = crate::refusal::current();
         let token = TOKEN_MARK | NEXT_TOKEN.with(|n| {
             n.set(n.get().wrapping_add(1) & 0xFFFF_FFFF);
             n.get()

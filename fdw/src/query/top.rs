@@ -98,6 +98,7 @@ pub unsafe fn translate_top(q: *mut pg_sys::Query) -> Option<Top> {
                 tables: translator.tables.clone(),
                 outputs: outputs.outputs,
                 params: translator.params.len(),
+                not_whole: None,
             },
             params: translator.params.clone(),
             targets: targets.into_inner(),

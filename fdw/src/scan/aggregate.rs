@@ -276,6 +276,7 @@ pub unsafe fn plan_aggregate_scan(
             lower: base.lower.clone(),
             upper: base.upper.clone(),
             assignments: Vec::new(),
+            not_whole: crate::refusal::current(),
         };
         pg_sys::make_foreignscan(
             tlist,

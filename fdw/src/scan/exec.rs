@@ -187,6 +187,10 @@ pub unsafe extern "C-unwind" fn explain_foreign_scan(node: *mut pg_sys::ForeignS
             if (*es).verbose {
                 let sql = std::ffi::CString::new(state.sql.as_str()).expect("SQL without NUL");
                 pg_sys::ExplainPropertyText(c"DuckDB SQL".as_ptr(), sql.as_ptr(), es);
+                if let Some(reason) = &state.plan.not_whole {
+                    let reason = std::ffi::CString::new(reason.as_str()).unwrap_or_default();
+                    pg_sys::ExplainPropertyText(c"Not Run Whole In DuckDB".as_ptr(), reason.as_ptr(), es);
+                }
             }
         }
     }

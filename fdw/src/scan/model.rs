@@ -77,6 +77,9 @@ pub struct ScanPlan {
     /// The new values of a direct UPDATE (see modify/direct.rs).
     #[serde(default)]
     pub assignments: Vec<Assignment>,
+    /// Why the query this scan belongs to does not run whole in DuckDB (see `refusal`).
+    #[serde(default)]
+    pub not_whole: Option<String>,
 }
 
 /// `"lake column" = <DuckDB expression>` in a direct UPDATE.

@@ -409,6 +409,7 @@ pub unsafe extern "C-unwind" fn get_foreign_plan(
             lower: plan.lower.clone(),
             upper: plan.upper.clone(),
             assignments: Vec::new(),
+            not_whole: crate::refusal::current(),
         };
         pg_sys::make_foreignscan(
             tlist,
