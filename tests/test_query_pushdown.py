@@ -225,6 +225,42 @@ def test_errors_where_postgres_errors(edge, session, query, message):
         assert re.search(message, str(raised.value), re.IGNORECASE), (schema, str(raised.value))
 
 
+TIMES = """
+CREATE TABLE analytics.main.times AS SELECT * FROM (VALUES
+  (1, TIMESTAMP '2024-01-03 10:11:12.345678', 'e' || chr(769)),
+  (2, 'infinity'::TIMESTAMP, chr(128077) || chr(127997)),
+  (3, '-infinity'::TIMESTAMP, ''),
+  (4, TIMESTAMP '0000-06-15 01:02:03', NULL),
+  (5, NULL, 'abc'),
+  (6, TIMESTAMP '2023-12-31 23:59:59.999999', chr(223))) t(id, ts, s)
+"""
+
+
+@pytest.mark.parametrize("query", [
+    # as text: infinities and BC years have no Python datetime
+    "SELECT t.id, date_trunc('week', t.ts)::text, date_trunc('QUARTER', t.ts)::text, date_trunc('second', t.ts)::text, "
+    "date_trunc('year', t.ts)::text, date_trunc('hour', t.ts)::text FROM times t "
+    "JOIN nation n ON n.n_nationkey = t.id ORDER BY 1",
+    "SELECT date_trunc('month', ts)::text AS m, count(*) FROM times GROUP BY date_trunc('month', ts) "
+    "ORDER BY date_trunc('month', ts) NULLS FIRST",
+    "SELECT t.id, length(t.s), char_length(t.s), character_length(t.s) FROM times t "
+    "JOIN nation n ON n.n_nationkey = t.id ORDER BY 1",
+    "SELECT sum(length(s)), max(date_trunc('day', ts)) FROM times WHERE ts < 'infinity'",
+])
+def test_date_trunc_and_length_match_postgres_pushed(tpch, session, query):
+    """Edge values: infinities, a BC timestamp, the last microsecond of a year, combining
+    characters and an emoji with a skin tone (two code points each), NULLs."""
+    if not session.rows("SELECT 1 FROM pg_tables WHERE schemaname = 'heap' AND tablename = 'times'"):
+        tpch.ref.execute(TIMES)
+        tpch.import_schema("times")
+        tpch.conn.execute("CREATE TABLE heap.times AS SELECT * FROM lake.times")
+    plan = plan_of(session, query.replace("FROM times", "FROM lake.times").replace("JOIN nation", "JOIN lake.nation"))
+    duckdb_query = next(line for line in plan.splitlines() if "DuckDB Query:" in line)
+    for function in ("date_trunc(", "length("):
+        assert (function in query) == (function in duckdb_query), plan
+    assert rows_in(session, "lake", query) == rows_in(session, "heap", query)
+
+
 def test_numeric_division_and_avg_match_postgres_on_random_values(tpch, session):
     """numeric_div's scale depends on the operands' leading digits: random operands of
     several magnitudes and scales, divided and averaged in DuckDB, print exactly as

@@ -394,6 +394,30 @@ impl Translator {
                         Ty::decimal(18, 0),
                     )
                 }
+                // Characters (code points) in both: Postgres counts them for UTF-8 text,
+                // DuckDB's length too ('e' + a combining accent is 2, an emoji with a
+                // skin tone 2).
+                ("length" | "char_length" | "character_length", [text]) if result == pg_sys::INT4OID => {
+                    let text = self.expr(*text)?;
+                    if !matches!(text.ty.oid, pg_sys::TEXTOID | pg_sys::VARCHAROID) {
+                        return None;
+                    }
+                    typed(format!("CAST(length({}) AS INTEGER)", text.sql), Ty::of(pg_sys::INT4OID))
+                }
+                // A timestamp (without time zone) truncated to a field both define alike:
+                // ISO weeks start on Monday in both, infinities stay infinite, and a BC year
+                // is DuckDB's year one less (1 BC is year 0), the same instant. Decades,
+                // centuries and millennia count differently (no year 0 in Postgres), and a
+                // timestamptz would be truncated in DuckDB's time zone, not the session's.
+                ("date_trunc", [field, source]) if result == pg_sys::TIMESTAMPOID => {
+                    let field = const_text(*field)?.to_ascii_lowercase();
+                    let source = self.expr(*source)?;
+                    let fields = ["second", "minute", "hour", "day", "week", "month", "quarter", "year"];
+                    if source.ty.oid != pg_sys::TIMESTAMPOID || !fields.contains(&field.as_str()) {
+                        return None;
+                    }
+                    typed(format!("date_trunc('{field}', {})", source.sql), Ty::of(pg_sys::TIMESTAMPOID))
+                }
                 ("substring" | "substr", [text, start, length]) => {
                     let text = self.expr(*text)?;
                     let (start, length) = (const_int(*start)?, const_int(*length)?);
