@@ -129,6 +129,8 @@ def edge(tpch):
     "SELECT e.s FROM edge e JOIN edge f ON e.s = f.s ORDER BY e.s DESC",
     "SELECT CASE WHEN a < 0 THEN 'neg' WHEN a = 0 THEN 'zero' ELSE 'pos' END, count(*) FROM edge GROUP BY 1 ORDER BY 1",
     "SELECT substring(s FROM 1 FOR 1), coalesce(k, -1) FROM edge e JOIN nation n ON n.n_nationkey = e.id ORDER BY 1, 2",
+    "SELECT e.id, nullif(e.k, 3), nullif(e.s, 'a'), nullif(e.d, 0)::text, nullif(e.d, 1.250)::text FROM edge e "
+    "JOIN nation n ON n.n_nationkey = e.id ORDER BY 1",
     "SELECT id, (SELECT max(k) FROM edge f WHERE f.id < e.id) FROM edge e ORDER BY id",
     "WITH big AS (SELECT * FROM edge WHERE a > 0) SELECT count(*) FROM big, edge WHERE big.id = edge.id",
     "SELECT DISTINCT k FROM edge ORDER BY k NULLS FIRST",

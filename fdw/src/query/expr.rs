@@ -115,6 +115,19 @@ impl Translator {
                     let sql = format!("COALESCE({})", items.iter().map(|t| t.sql.as_str()).collect::<Vec<_>>().join(", "));
                     Some(Typed { sql, ty, scale })
                 }
+                // NULLIF(a, b): NULL where a = b is true, else a (also where it is NULL),
+                // with the equality pushed under the rules of `=` below.
+                NodeTag::T_NullIfExpr => {
+                    let op = node as *mut pg_sys::OpExpr;
+                    let args = list_nodes((*op).args);
+                    let [first, _] = args.as_slice() else { return None };
+                    if builtin_operator_name((*op).opno)? != "=" {
+                        return None;
+                    }
+                    let equal = self.op_expr(op)?;
+                    let value = self.expr(*first)?;
+                    Some(Typed { sql: format!("(CASE WHEN {} THEN NULL ELSE {} END)", equal.sql, value.sql), ..value })
+                }
                 NodeTag::T_FuncExpr => self.func_expr(node as *mut pg_sys::FuncExpr),
                 NodeTag::T_Aggref => self.aggregate(node as *mut pg_sys::Aggref),
                 NodeTag::T_WindowFunc => self.window_function(node as *mut pg_sys::WindowFunc),
