@@ -131,6 +131,10 @@ def edge(tpch):
     "SELECT substring(s FROM 1 FOR 1), coalesce(k, -1) FROM edge e JOIN nation n ON n.n_nationkey = e.id ORDER BY 1, 2",
     "SELECT e.id, nullif(e.k, 3), nullif(e.s, 'a'), nullif(e.d, 0)::text, nullif(e.d, 1.250)::text FROM edge e "
     "JOIN nation n ON n.n_nationkey = e.id ORDER BY 1",
+    # text functions on NULLs, an empty search string, negative counts; abs keeps types and scales
+    "SELECT e.id, abs(e.a), abs(e.d)::text, abs(e.b::int2), strpos(e.s, 'B'), position('' IN e.s), "
+    "replace(e.s, 'a', 'xy'), replace(e.s, '', 'z'), left(e.s, -1), right(coalesce(e.s, 'zz'), 1), left(e.s, e.b) "
+    "FROM edge e JOIN nation n ON n.n_nationkey = e.id WHERE e.id <> 3 ORDER BY 1",
     "SELECT id, (SELECT max(k) FROM edge f WHERE f.id < e.id) FROM edge e ORDER BY id",
     "WITH big AS (SELECT * FROM edge WHERE a > 0) SELECT count(*) FROM big, edge WHERE big.id = edge.id",
     "SELECT DISTINCT k FROM edge ORDER BY k NULLS FIRST",
@@ -216,6 +220,7 @@ def test_window_functions_match_postgres(edge, session, query, pushed):
 
 @pytest.mark.parametrize("query, message", [
     ("SELECT e.a / (e.b - e.b) FROM edge e JOIN nation n ON n.n_nationkey = e.id", "division by zero"),
+    ("SELECT abs(e.a) FROM edge e JOIN nation n ON n.n_nationkey = e.id", "out of range|Overflow"),
     ("SELECT sum(e.a * 2) FROM edge e JOIN nation n ON n.n_nationkey = e.id WHERE e.id = 3", "out of range|Overflow"),
     ("SELECT e.d / (e.b - e.b) FROM edge e JOIN nation n ON n.n_nationkey = e.id WHERE e.d IS NOT NULL", "division by zero"),
 ])

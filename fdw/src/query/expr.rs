@@ -407,6 +407,46 @@ impl Translator {
                         Ty::decimal(18, 0),
                     )
                 }
+                // Same value and type; the minimum integer overflows in both (22003).
+                ("abs", [arg]) if is_integer(result) || result == pg_sys::NUMERICOID => {
+                    let a = self.expr(*arg)?;
+                    if a.ty.oid != result {
+                        return None;
+                    }
+                    let sql = match param_duck_type(result) {
+                        Some(duck) if is_integer(result) => format!("CAST(abs({}) AS {duck})", a.sql),
+                        _ => format!("abs({})", a.sql),
+                    };
+                    Some(Typed { sql, ..a })
+                }
+                // Searching and replacing text compares characters exactly in both, as a
+                // deterministic collation does (Postgres refuses the others); an empty
+                // search string is at position 1 and replaces nothing in both.
+                ("strpos" | "position", [text, search]) if collation_is_deterministic((*f).inputcollid) => {
+                    let (text, search) = (self.expr(*text)?, self.expr(*search)?);
+                    let is_text = |t: &Typed| matches!(t.ty.oid, pg_sys::TEXTOID | pg_sys::VARCHAROID);
+                    if !is_text(&text) || !is_text(&search) {
+                        return None;
+                    }
+                    typed(format!("CAST(strpos({}, {}) AS INTEGER)", text.sql, search.sql), Ty::of(pg_sys::INT4OID))
+                }
+                ("replace", [text, from, to]) if collation_is_deterministic((*f).inputcollid) => {
+                    let (text, from, to) = (self.expr(*text)?, self.expr(*from)?, self.expr(*to)?);
+                    let is_text = |t: &Typed| matches!(t.ty.oid, pg_sys::TEXTOID | pg_sys::VARCHAROID);
+                    if !is_text(&text) || !is_text(&from) || !is_text(&to) {
+                        return None;
+                    }
+                    typed(format!("replace({}, {}, {})", text.sql, from.sql, to.sql), Ty::of(pg_sys::TEXTOID))
+                }
+                // The first or last n characters; a negative n drops that many from the
+                // other end, in both.
+                ("left" | "right", [text, count]) => {
+                    let (text, count) = (self.expr(*text)?, self.expr(*count)?);
+                    if !matches!(text.ty.oid, pg_sys::TEXTOID | pg_sys::VARCHAROID) || count.ty.oid != pg_sys::INT4OID {
+                        return None;
+                    }
+                    typed(format!("{name}({}, {})", text.sql, count.sql), Ty::of(pg_sys::TEXTOID))
+                }
                 // Characters (code points) in both: Postgres counts them for UTF-8 text,
                 // DuckDB's length too ('e' + a combining accent is 2, an emoji with a
                 // skin tone 2).
