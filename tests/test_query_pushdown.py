@@ -209,8 +209,14 @@ def test_set_operations_match_postgres(edge, session, query, pushed):
     ("SELECT k, (sum(CASE WHEN k = 3 THEN 1.5 ELSE 2.25 END) OVER ())::text FROM edge GROUP BY k ORDER BY k NULLS FIRST", True),
     # another row's value of a varying scale would print at this row's scale: not pushed
     ("SELECT k, (lag(avg(d)) OVER (ORDER BY k))::text FROM edge GROUP BY k ORDER BY k NULLS FIRST", False),
-    # a frame with offsets stays with Postgres
-    ("SELECT id, sum(a) OVER (ORDER BY id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) FROM edge ORDER BY id", False),
+    # ROWS frames with constant offsets count rows alike
+    ("SELECT id, sum(a) OVER (ORDER BY id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW), "
+     "count(k) OVER (ORDER BY id ROWS BETWEEN 2 PRECEDING AND 1 FOLLOWING), "
+     "(avg(d) OVER (ORDER BY id ROWS BETWEEN 1 FOLLOWING AND 3 FOLLOWING))::text, "
+     "min(a) OVER (ORDER BY id ROWS BETWEEN 0 PRECEDING AND 0 FOLLOWING) FROM edge ORDER BY id", True),
+    ("SELECT id, max(a) OVER (ORDER BY id ROWS BETWEEN 3 PRECEDING AND 2 PRECEDING) FROM edge ORDER BY id", True),
+    # RANGE offsets add to the sort key, a parameter is not a constant: with Postgres
+    ("SELECT id, sum(a) OVER (ORDER BY id RANGE BETWEEN 1 PRECEDING AND CURRENT ROW) FROM edge ORDER BY id", False),
 ])
 def test_window_functions_match_postgres(edge, session, query, pushed):
     session.conn.execute("SET search_path = lake")

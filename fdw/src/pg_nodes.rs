@@ -40,3 +40,21 @@ pub unsafe fn members(set: *const pg_sys::Bitmapset) -> Vec<i32> {
         numbers.push(member);
     }
 }
+
+/// The value of an integer constant (int4 or int8), if `node` is one and not NULL.
+pub unsafe fn const_int(node: *mut pg_sys::Node) -> Option<i64> {
+    unsafe {
+        if (*node).type_ != pg_sys::NodeTag::T_Const {
+            return None;
+        }
+        let c = node as *mut pg_sys::Const;
+        if (*c).constisnull {
+            return None;
+        }
+        match (*c).consttype {
+            pg_sys::INT4OID => Some((*c).constvalue.value() as i32 as i64),
+            pg_sys::INT8OID => Some((*c).constvalue.value() as i64),
+            _ => None,
+        }
+    }
+}

@@ -27,7 +27,7 @@
 
 use pgrx::pg_sys::{self, Node, NodeTag, Oid};
 
-use crate::pg_nodes::list_nodes;
+use crate::pg_nodes::{const_int, list_nodes};
 use crate::query::numeric::{self, common_type};
 use crate::query::translate::Translator;
 use crate::query::typed::{Ty, Typed, groupable, typed};
@@ -710,19 +710,3 @@ unsafe fn const_text(node: *mut Node) -> Option<String> {
     }
 }
 
-unsafe fn const_int(node: *mut Node) -> Option<i64> {
-    unsafe {
-        if (*node).type_ != NodeTag::T_Const {
-            return None;
-        }
-        let c = node as *mut pg_sys::Const;
-        if (*c).constisnull {
-            return None;
-        }
-        match (*c).consttype {
-            pg_sys::INT4OID => Some((*c).constvalue.value() as i32 as i64),
-            pg_sys::INT8OID => Some((*c).constvalue.value() as i64),
-            _ => None,
-        }
-    }
-}

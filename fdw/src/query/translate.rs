@@ -16,7 +16,7 @@ use pgrx::PgRelation;
 
 use crate::duck::sql;
 use crate::options::{TableOptions, lake_column_name};
-use crate::pg_nodes::list_nodes;
+use crate::pg_nodes::{const_int, list_nodes};
 use crate::query::typed::{Ty, Typed, groupable};
 use crate::query::model::{PushedQuery, PushedTable};
 use crate::scan::model::Bound;
@@ -282,23 +282,39 @@ impl Translator {
                 .map(|c| c as *mut pg_sys::WindowClause)
                 .find(|c| (**c).winref == winref)?;
             let options = (*clause).frameOptions as u32;
-            if options & (pg_sys::FRAMEOPTION_EXCLUSION | pg_sys::FRAMEOPTION_START_OFFSET | pg_sys::FRAMEOPTION_END_OFFSET) != 0
-                || options & pg_sys::FRAMEOPTION_GROUPS != 0
-            {
+            let rows = options & pg_sys::FRAMEOPTION_ROWS != 0;
+            // Offsets count rows alike in ROWS mode; RANGE offsets add to the sort key
+            // (numeric, date and interval arithmetic) and stay with Postgres, as do
+            // GROUPS and exclusions.
+            let offsets = pg_sys::FRAMEOPTION_START_OFFSET | pg_sys::FRAMEOPTION_END_OFFSET;
+            if options & (pg_sys::FRAMEOPTION_EXCLUSION | pg_sys::FRAMEOPTION_GROUPS) != 0 || (!rows && options & offsets != 0) {
                 return None;
             }
-            let mode = if options & pg_sys::FRAMEOPTION_ROWS != 0 { "ROWS" } else { "RANGE" };
+            let mode = if rows { "ROWS" } else { "RANGE" };
+            // A constant, not negative (Postgres raises an error for a negative one). The
+            // analyzer leaves a literal's cast to bigint unevaluated: fold it.
+            let offset = |node: *mut Node| -> Option<i64> {
+                const_int(pg_sys::eval_const_expressions(std::ptr::null_mut(), node)).filter(|n| *n >= 0)
+            };
             let start = if options & pg_sys::FRAMEOPTION_START_UNBOUNDED_PRECEDING != 0 {
-                "UNBOUNDED PRECEDING"
+                "UNBOUNDED PRECEDING".to_owned()
             } else if options & pg_sys::FRAMEOPTION_START_CURRENT_ROW != 0 {
-                "CURRENT ROW"
+                "CURRENT ROW".to_owned()
+            } else if options & pg_sys::FRAMEOPTION_START_OFFSET_PRECEDING != 0 {
+                format!("{} PRECEDING", offset((*clause).startOffset)?)
+            } else if options & pg_sys::FRAMEOPTION_START_OFFSET_FOLLOWING != 0 {
+                format!("{} FOLLOWING", offset((*clause).startOffset)?)
             } else {
                 return None;
             };
             let end = if options & pg_sys::FRAMEOPTION_END_UNBOUNDED_FOLLOWING != 0 {
-                "UNBOUNDED FOLLOWING"
+                "UNBOUNDED FOLLOWING".to_owned()
             } else if options & pg_sys::FRAMEOPTION_END_CURRENT_ROW != 0 {
-                "CURRENT ROW"
+                "CURRENT ROW".to_owned()
+            } else if options & pg_sys::FRAMEOPTION_END_OFFSET_PRECEDING != 0 {
+                format!("{} PRECEDING", offset((*clause).endOffset)?)
+            } else if options & pg_sys::FRAMEOPTION_END_OFFSET_FOLLOWING != 0 {
+                format!("{} FOLLOWING", offset((*clause).endOffset)?)
             } else {
                 return None;
             };
