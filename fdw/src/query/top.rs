@@ -176,7 +176,15 @@ unsafe fn boundary_list(t: &mut Translator, outputs: &mut Outputs, args: *mut pg
     unsafe {
         let mut list: *mut pg_sys::List = std::ptr::null_mut();
         for arg in list_nodes(args) {
-            list = pg_sys::lappend(list, boundary(t, outputs, arg)?.cast());
+            // A constant argument stays a constant of the Postgres expression: some
+            // functions need one where they are printed (EXTRACT's field: EXPLAIN
+            // VERBOSE crashed the backend deparsing a scan output there).
+            let arg = if (*arg).type_ == NodeTag::T_Const {
+                pg_sys::copyObjectImpl(arg.cast()) as *mut Node
+            } else {
+                boundary(t, outputs, arg)?
+            };
+            list = pg_sys::lappend(list, arg.cast());
         }
         Some(list)
     }
