@@ -393,15 +393,31 @@ impl Translator {
                     typed(format!("CAST({} AS DECIMAL({width},0))", a.sql), Ty::decimal(width, 0))
                 }
                 ("extract" | "date_part", [field, source]) if name == "extract" => {
-                    let field = const_text(*field)?;
+                    let field = const_text(*field)?.to_ascii_lowercase();
                     let source = self.expr(*source)?;
-                    if source.ty.oid != pg_sys::DATEOID || !matches!(field.as_str(), "year" | "month" | "day" | "quarter") {
+                    // Integral fields both compute alike on the proleptic Gregorian calendar
+                    // (Sunday is day 0 of the week, ISO weeks start on Monday). A timestamp's
+                    // second has a fraction in Postgres (numeric), not in DuckDB: not pushed.
+                    let date_fields = ["year", "month", "day", "quarter", "dow", "isodow", "doy", "week"];
+                    let fields_of = match source.ty.oid {
+                        pg_sys::DATEOID => &date_fields[..],
+                        pg_sys::TIMESTAMPOID => &["year", "month", "day", "quarter", "dow", "isodow", "doy", "week", "hour", "minute"][..],
+                        _ => return None,
+                    };
+                    if !fields_of.contains(&field.as_str()) {
                         return None;
                     }
-                    // Dates before year 1 are BC in Postgres, negative years in DuckDB.
+                    // Dates before year 1 are BC in Postgres, negative years in DuckDB. The
+                    // year of an infinite date or timestamp is Infinity in Postgres, which
+                    // no DuckDB decimal holds (the other fields are NULL in both).
+                    let year_of_infinity = if field == "year" {
+                        format!(" WHEN isinf({}) THEN error('extract(year) of an infinite date or timestamp is not pushed: SET ducklake.query_pushdown = off')", source.sql)
+                    } else {
+                        String::new()
+                    };
                     typed(
                         format!(
-                            "CAST((CASE WHEN year({s}) <= 0 THEN error('extract of a BC date is not pushed') ELSE extract({field} FROM {s}) END) AS DECIMAL(18,0))",
+                            "CAST((CASE WHEN year({s}) <= 0 THEN error('extract of a BC date is not pushed'){year_of_infinity} ELSE extract({field} FROM {s}) END) AS DECIMAL(18,0))",
                             s = source.sql
                         ),
                         Ty::decimal(18, 0),
