@@ -154,11 +154,20 @@ impl<'a> Statements<'a> {
                 }
                 AggKind::CountDistinct | AggKind::SumDistinct | AggKind::BoolAnd | AggKind::BoolOr => {
                     // Unknown until the group is aggregated again, which every group
-                    // the change touches is.
+                    // the change touches and leaves with rows is. One left without rows
+                    // (kept only by the one-group form, the query without GROUP BY)
+                    // takes the aggregate's value over no rows.
+                    let empty = if a.kind == AggKind::CountDistinct { "0" } else { "NULL" };
+                    let rows_after = "(s.__pgt_count + excluded.__pgt_count)";
                     insert_columns.push(c(""));
-                    proposed.push("NULL".into());
-                    rescan_new.push("true".into());
-                    rescan_update.push("true".into());
+                    proposed.push(if empty == "NULL" {
+                        "NULL".into() // untyped: the column's type
+                    } else {
+                        format!("CASE WHEN d.__pgt_count > 0 THEN NULL ELSE {empty} END")
+                    });
+                    rescan_new.push("d.__pgt_count > 0".into());
+                    updates.push(format!("{} = CASE WHEN {rows_after} > 0 THEN {} ELSE {empty} END", c(""), s("")));
+                    rescan_update.push(format!("{rows_after} > 0"));
                 }
                 AggKind::Count => {
                     insert_columns.push(c(""));
