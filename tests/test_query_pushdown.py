@@ -133,7 +133,8 @@ def edge(tpch):
     "JOIN nation n ON n.n_nationkey = e.id ORDER BY 1",
     # text functions on NULLs, an empty search string, negative counts; abs keeps types and scales
     "SELECT e.id, abs(e.a), abs(e.d)::text, abs(e.b::int2), strpos(e.s, 'B'), position('' IN e.s), "
-    "replace(e.s, 'a', 'xy'), replace(e.s, '', 'z'), left(e.s, -1), right(coalesce(e.s, 'zz'), 1), left(e.s, e.b) "
+    "replace(e.s, 'a', 'xy'), replace(e.s, '', 'z'), left(e.s, -1), right(coalesce(e.s, 'zz'), 1), left(e.s, e.b), "
+    "right(e.s, e.b * 0 - 2147483647 - 1), left(e.s, e.b * 0 - 2147483647 - 1) "
     "FROM edge e JOIN nation n ON n.n_nationkey = e.id WHERE e.id <> 3 ORDER BY 1",
     "SELECT id, (SELECT max(k) FROM edge f WHERE f.id < e.id) FROM edge e ORDER BY id",
     "WITH big AS (SELECT * FROM edge WHERE a > 0) SELECT count(*) FROM big, edge WHERE big.id = edge.id",
@@ -365,6 +366,9 @@ def test_explain_verbose_says_why_a_query_stays_in_postgres(session, tpch):
         ("SELECT n_name FROM lake.nation n, LATERAL (SELECT r_name FROM lake.region r "
          "WHERE r.r_regionkey = n.n_regionkey LIMIT 1) x", "LATERAL"),
         ("SELECT count(*) FROM lake.nation, generate_series(1, 3) g", "a function in FROM"),
+        # found in a sub-select in an expression too
+        ("SELECT count(*) FROM lake.nation n JOIN lake.region r ON r.r_regionkey = n.n_regionkey "
+         "WHERE n.n_nationkey IN (SELECT n_nationkey FROM heap.nation)", "it reads heap.nation, which is not a lake table"),
         ("SELECT n_name, md5(n_comment) FROM lake.nation ORDER BY 1", None),  # a plain scan: nothing to say
         ("SELECT count(*), max(md5(n_comment)) FROM lake.nation n JOIN lake.region r ON r.r_regionkey = n.n_regionkey",
          "an expression, function or clause whose DuckDB result could differ from Postgres'"),

@@ -461,7 +461,14 @@ impl Translator {
                     if !matches!(text.ty.oid, pg_sys::TEXTOID | pg_sys::VARCHAROID) || count.ty.oid != pg_sys::INT4OID {
                         return None;
                     }
-                    typed(format!("{name}({}, {})", text.sql, count.sql), Ty::of(pg_sys::TEXTOID))
+                    // right(s, -2147483648) is all of s in Postgres (negating the count
+                    // overflows, so nothing is cut), nothing in DuckDB.
+                    let sql = if name == "right" {
+                        format!("(CASE WHEN {n} = -2147483648 THEN {s} ELSE right({s}, {n}) END)", s = text.sql, n = count.sql)
+                    } else {
+                        format!("left({}, {})", text.sql, count.sql)
+                    };
+                    typed(sql, Ty::of(pg_sys::TEXTOID))
                 }
                 // Characters (code points) in both: Postgres counts them for UTF-8 text,
                 // DuckDB's length too ('e' + a combining accent is 2, an emoji with a

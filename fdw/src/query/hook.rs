@@ -43,14 +43,15 @@ unsafe extern "C-unwind" fn plan_query(
 ) -> *mut pg_sys::PlannedStmt {
     unsafe {
         let enabled = gucs::query_pushdown() && cursor_options & pg_sys::CURSOR_OPT_SCROLL as i32 == 0;
+        let worth = worth_pushing(parse);
         // The planner rewrites the tree it is given; translate a copy of its own.
-        let copy = pg_sys::copyObjectImpl(parse.cast()) as *mut pg_sys::Query;
-        let worth = worth_pushing(copy);
+        let copy = if enabled && worth { pg_sys::copyObjectImpl(parse.cast()) as *mut pg_sys::Query } else { parse };
         let pushed = if enabled && worth { translate_top(copy) } else { None };
-        // Why it stays in Postgres, for EXPLAIN of the foreign scans planned below.
+        // Why it stays in Postgres, for EXPLAIN of the foreign scans planned below
+        // (None when it reads no lake table).
         let reason = match (worth && pushed.is_none(), enabled) {
             (false, _) => None,
-            (true, true) => Some(refusal_reason::why_not_whole(copy)),
+            (true, true) => refusal_reason::why_not_whole(copy),
             (true, false) if !gucs::query_pushdown() => Some("ducklake.query_pushdown is off".to_owned()),
             (true, false) => Some("a scrollable cursor (DuckDB's results are read once)".to_owned()),
         };

@@ -1,77 +1,109 @@
 //! Why a query that could have run whole in DuckDB did not, in words for `EXPLAIN`:
-//! the first of the definite obstacles found in its structure (a relation that is not
-//! a lake table, lakes of several servers, LATERAL, grouping sets, row locks, a
-//! recursive CTE, a function in FROM), else the general one, an expression or clause
-//! whose DuckDB result could differ from Postgres' (see the README's Pushdown list).
+//! the first of the definite obstacles found anywhere in it, sub-selects in FROM and in
+//! expressions and CTEs included (a relation that is not a lake table, lakes of several
+//! servers, LATERAL, grouping sets, row locks, a recursive CTE, a function in FROM),
+//! else the general one, an expression or clause whose DuckDB result could differ from
+//! Postgres' (see the README's Pushdown list). None for a query that reads no lake
+//! table: its plan has nothing of this extension to explain.
 
 use std::ffi::CStr;
 
-use pgrx::pg_sys;
+use pgrx::pg_guard;
+use pgrx::pg_sys::{self, Node, NodeTag};
 
-use crate::pg_nodes::list_nodes;
 use crate::query::translate::lake_table_server;
 
 pub const GENERAL: &str =
     "an expression, function or clause whose DuckDB result could differ from Postgres' (see Pushdown in fdw/README.md)";
 
+#[derive(Default)]
+struct Walk {
+    servers: Vec<pg_sys::Oid>,
+    first_obstacle: Option<String>,
+}
+
+impl Walk {
+    fn obstacle(&mut self, reason: impl FnOnce() -> String) {
+        if self.first_obstacle.is_none() {
+            self.first_obstacle = Some(reason());
+        }
+    }
+}
+
 /// The reason for `q`, a query the translator refused.
-pub unsafe fn why_not_whole(q: *mut pg_sys::Query) -> String {
+pub unsafe fn why_not_whole(q: *mut pg_sys::Query) -> Option<String> {
     unsafe {
-        let mut servers = Vec::new();
-        obstacle(q, &mut servers).unwrap_or_else(|| {
-            if servers.len() > 1 {
-                let names: Vec<String> = servers.iter().map(|s| server_name(*s)).collect();
+        let mut walk = Walk::default();
+        walker(q.cast(), (&mut walk as *mut Walk).cast());
+        if walk.servers.is_empty() {
+            return None;
+        }
+        Some(match walk.first_obstacle {
+            Some(reason) => reason,
+            None if walk.servers.len() > 1 => {
+                let names: Vec<String> = walk.servers.iter().map(|s| server_name(*s)).collect();
                 format!("it reads lake tables of several servers ({})", names.join(", "))
-            } else {
-                GENERAL.to_owned()
             }
+            None => GENERAL.to_owned(),
         })
     }
 }
 
-unsafe fn obstacle(q: *mut pg_sys::Query, servers: &mut Vec<pg_sys::Oid>) -> Option<String> {
+#[pg_guard]
+unsafe extern "C-unwind" fn walker(node: *mut Node, context: *mut std::ffi::c_void) -> bool {
     unsafe {
-        if !(*q).groupingSets.is_null() {
-            return Some("grouping sets (ROLLUP, CUBE, GROUPING SETS)".into());
+        if node.is_null() {
+            return false;
         }
-        if !(*q).rowMarks.is_null() || (*q).hasForUpdate {
-            return Some("FOR UPDATE/SHARE".into());
-        }
-        if (*q).hasRecursive {
-            return Some("WITH RECURSIVE".into());
-        }
-        for cte in list_nodes((*q).cteList) {
-            let query = (*(cte as *mut pg_sys::CommonTableExpr)).ctequery;
-            if pgrx::is_a(query, pg_sys::NodeTag::T_Query) {
-                if let Some(found) = obstacle(query as *mut pg_sys::Query, servers) {
-                    return Some(found);
+        let walk = &mut *(context as *mut Walk);
+        match (*node).type_ {
+            NodeTag::T_Query => {
+                let q = node as *mut pg_sys::Query;
+                if !(*q).groupingSets.is_null() {
+                    walk.obstacle(|| "grouping sets (ROLLUP, CUBE, GROUPING SETS)".into());
                 }
+                if !(*q).rowMarks.is_null() || (*q).hasForUpdate {
+                    walk.obstacle(|| "FOR UPDATE/SHARE".into());
+                }
+                if (*q).hasRecursive {
+                    walk.obstacle(|| "WITH RECURSIVE".into());
+                }
+                pg_sys::query_tree_walker(q, Some(walker), context, pg_sys::QTW_EXAMINE_RTES_BEFORE as i32)
             }
-        }
-        for rte in list_nodes((*q).rtable) {
-            let rte = rte as *mut pg_sys::RangeTblEntry;
-            if (*rte).lateral {
-                return Some("LATERAL".into());
-            }
-            match (*rte).rtekind {
-                pg_sys::RTEKind::RTE_RELATION => match lake_table_server(rte) {
-                    Some(server) if !servers.contains(&server) => servers.push(server),
-                    Some(_) => {}
-                    None => return Some(format!("it reads {}, which is not a lake table", relation_name((*rte).relid))),
-                },
-                pg_sys::RTEKind::RTE_SUBQUERY if !(*rte).subquery.is_null() => {
-                    if let Some(found) = obstacle((*rte).subquery, servers) {
-                        return Some(found);
+            NodeTag::T_RangeTblEntry => {
+                let rte = node as *mut pg_sys::RangeTblEntry;
+                if (*rte).lateral {
+                    walk.obstacle(|| "LATERAL".into());
+                }
+                match (*rte).rtekind {
+                    pg_sys::RTEKind::RTE_RELATION => match lake_table_server(rte) {
+                        Some(server) => {
+                            if !walk.servers.contains(&server) {
+                                walk.servers.push(server);
+                            }
+                        }
+                        None if is_foreign_table((*rte).relid) && !(*rte).tablesample.is_null() => {
+                            walk.obstacle(|| format!("TABLESAMPLE of {}", relation_name((*rte).relid)));
+                        }
+                        None if is_foreign_table((*rte).relid) => walk.obstacle(|| {
+                            format!("it reads {}, a foreign table of another wrapper or with child tables", relation_name((*rte).relid))
+                        }),
+                        None => walk.obstacle(|| format!("it reads {}, which is not a lake table", relation_name((*rte).relid))),
+                    },
+                    pg_sys::RTEKind::RTE_FUNCTION | pg_sys::RTEKind::RTE_TABLEFUNC => {
+                        walk.obstacle(|| "a function in FROM".into());
                     }
+                    _ => {}
                 }
-                pg_sys::RTEKind::RTE_FUNCTION | pg_sys::RTEKind::RTE_TABLEFUNC => {
-                    return Some("a function in FROM".into());
-                }
-                _ => {}
+                false // the walker goes on into a sub-select entry's query
             }
+            _ => pg_sys::expression_tree_walker(node, Some(walker), context),
         }
-        None
     }
+}
+
+unsafe fn is_foreign_table(relid: pg_sys::Oid) -> bool {
+    unsafe { pg_sys::get_rel_relkind(relid) as u8 == pg_sys::RELKIND_FOREIGN_TABLE }
 }
 
 unsafe fn relation_name(relid: pg_sys::Oid) -> String {
