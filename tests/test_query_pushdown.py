@@ -133,8 +133,7 @@ def edge(tpch):
     "JOIN nation n ON n.n_nationkey = e.id ORDER BY 1",
     # text functions on NULLs, an empty search string, negative counts; abs keeps types and scales
     "SELECT e.id, abs(e.a), abs(e.d)::text, abs(e.b::int2), strpos(e.s, 'B'), position('' IN e.s), "
-    "replace(e.s, 'a', 'xy'), replace(e.s, '', 'z'), left(e.s, -1), right(coalesce(e.s, 'zz'), 1), left(e.s, e.b), "
-    "right(e.s, e.b * 0 - 2147483647 - 1), left(e.s, e.b * 0 - 2147483647 - 1) "
+    "replace(e.s, 'a', 'xy'), replace(e.s, '', 'z'), left(e.s, -1), right(coalesce(e.s, 'zz'), 1), left(e.s, e.b) "
     "FROM edge e JOIN nation n ON n.n_nationkey = e.id WHERE e.id <> 3 ORDER BY 1",
     "SELECT id, (SELECT max(k) FROM edge f WHERE f.id < e.id) FROM edge e ORDER BY id",
     "WITH big AS (SELECT * FROM edge WHERE a > 0) SELECT count(*) FROM big, edge WHERE big.id = edge.id",
@@ -293,6 +292,16 @@ def test_the_year_of_an_infinite_timestamp_is_refused_not_wrong(tpch, session):
         rows_in(session, "lake", query)
     session.conn.execute("SET ducklake.query_pushdown = off")
     assert rows_in(session, "lake", query) == rows_in(session, "heap", query)
+
+
+def test_left_and_right_of_the_minimum_count_are_refused(edge, session):
+    """Postgres cannot negate a count of -2147483648; what it returns then depends on its
+    version, so the pushed query raises an error naming the setting instead."""
+    for function in ("left", "right"):
+        query = (f"SELECT {function}(e.s, e.b * 0 - 2147483647 - 1) FROM lake.edge e "
+                 "JOIN lake.nation n ON n.n_nationkey = e.id WHERE e.id = 1")
+        with pytest.raises(psycopg.Error, match=f"{function}.. with a count of -2147483648 is not pushed"):
+            session.rows(query)
 
 
 def test_numeric_division_and_avg_match_postgres_on_random_values(tpch, session):

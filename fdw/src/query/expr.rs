@@ -461,13 +461,14 @@ impl Translator {
                     if !matches!(text.ty.oid, pg_sys::TEXTOID | pg_sys::VARCHAROID) || count.ty.oid != pg_sys::INT4OID {
                         return None;
                     }
-                    // right(s, -2147483648) is all of s in Postgres (negating the count
-                    // overflows, so nothing is cut), nothing in DuckDB.
-                    let sql = if name == "right" {
-                        format!("(CASE WHEN {n} = -2147483648 THEN {s} ELSE right({s}, {n}) END)", s = text.sql, n = count.sql)
-                    } else {
-                        format!("left({}, {})", text.sql, count.sql)
-                    };
+                    // A count of -2147483648 cannot be negated: what Postgres then returns
+                    // depends on its version (all of s, or nothing), so it is an error here.
+                    let sql = format!(
+                        "(CASE WHEN {n} = -2147483648 THEN error('{name}() with a count of -2147483648 is not pushed: \
+                         SET ducklake.query_pushdown = off') ELSE {name}({s}, {n}) END)",
+                        s = text.sql,
+                        n = count.sql
+                    );
                     typed(sql, Ty::of(pg_sys::TEXTOID))
                 }
                 // Characters (code points) in both: Postgres counts them for UTF-8 text,
