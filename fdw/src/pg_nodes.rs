@@ -58,3 +58,48 @@ pub unsafe fn const_int(node: *mut pg_sys::Node) -> Option<i64> {
         }
     }
 }
+
+/// What `walk_queries` shows a visitor.
+pub trait QueryVisitor {
+    /// A query, before its range table and expressions are walked.
+    fn enter(&mut self, query: *mut pg_sys::Query);
+    /// The same query, after.
+    fn leave(&mut self, _query: *mut pg_sys::Query) {}
+    /// A range-table entry, before a sub-select entry's query is walked.
+    fn entry(&mut self, rte: *mut pg_sys::RangeTblEntry);
+}
+
+/// Show `visitor` every query and range-table entry of `query` at any depth: sub-selects
+/// in FROM and in expressions, CTEs.
+///
+/// # Safety
+/// `query` must be a valid analyzed Query.
+pub unsafe fn walk_queries(query: *mut pg_sys::Query, visitor: &mut dyn QueryVisitor) {
+    #[pgrx::pg_guard]
+    unsafe extern "C-unwind" fn walker(node: *mut pg_sys::Node, context: *mut std::ffi::c_void) -> bool {
+        unsafe {
+            if node.is_null() {
+                return false;
+            }
+            let visitor = &mut **(context as *mut &mut dyn QueryVisitor);
+            match (*node).type_ {
+                pg_sys::NodeTag::T_Query => {
+                    let query = node as *mut pg_sys::Query;
+                    visitor.enter(query);
+                    let done =
+                        pg_sys::query_tree_walker(query, Some(walker), context, pg_sys::QTW_EXAMINE_RTES_BEFORE as i32);
+                    visitor.leave(query);
+                    done
+                }
+                pg_sys::NodeTag::T_RangeTblEntry => {
+                    visitor.entry(node as *mut pg_sys::RangeTblEntry);
+                    false // the walker goes on into a sub-select entry's query
+                }
+                _ => pg_sys::expression_tree_walker(node, Some(walker), context),
+            }
+        }
+    }
+
+    let mut visitor = visitor;
+    unsafe { walker(query.cast(), (&mut visitor as *mut &mut dyn QueryVisitor).cast()) };
+}

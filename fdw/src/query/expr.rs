@@ -32,7 +32,7 @@ use crate::query::numeric::{self, common_type};
 use crate::query::translate::Translator;
 use crate::query::typed::{Ty, Typed, groupable, typed};
 use crate::scan::deparse::{
-    Deparser, builtin_operator_name, collation_is_c, collation_is_deterministic, comparable, is_integer, is_pushable_type,
+    Deparser, builtin_operator_name, collation_is_c, collation_is_deterministic, comparable, is_integer, is_pushable_type, is_text,
     literal, output_text, param_duck_type,
 };
 
@@ -212,7 +212,7 @@ impl Translator {
                 }
                 ("~~" | "!~~" | "~~*" | "!~~*", [l, r]) => {
                     let (left, pattern) = (self.expr(*l)?, self.expr(*r)?);
-                    if !matches!(left.ty.oid, pg_sys::TEXTOID | pg_sys::VARCHAROID) || !collation_is_deterministic(collation) {
+                    if !is_text(left.ty.oid) || !collation_is_deterministic(collation) {
                         return None;
                     }
                     let keyword = match name.as_str() {
@@ -225,8 +225,7 @@ impl Translator {
                 }
                 ("||", [l, r]) if result == pg_sys::TEXTOID => {
                     let (left, right) = (self.expr(*l)?, self.expr(*r)?);
-                    let text = |t: &Typed| matches!(t.ty.oid, pg_sys::TEXTOID | pg_sys::VARCHAROID);
-                    (text(&left) && text(&right))
+                    (is_text(left.ty.oid) && is_text(right.ty.oid))
                         .then(|| Typed::new(format!("({} || {})", left.sql, right.sql), Ty::of(pg_sys::TEXTOID)))
                 }
                 ("+" | "-" | "*" | "/" | "%", [l, r]) => {
@@ -440,16 +439,14 @@ impl Translator {
                 // search string is at position 1 and replaces nothing in both.
                 ("strpos" | "position", [text, search]) if collation_is_deterministic((*f).inputcollid) => {
                     let (text, search) = (self.expr(*text)?, self.expr(*search)?);
-                    let is_text = |t: &Typed| matches!(t.ty.oid, pg_sys::TEXTOID | pg_sys::VARCHAROID);
-                    if !is_text(&text) || !is_text(&search) {
+                    if !is_text(text.ty.oid) || !is_text(search.ty.oid) {
                         return None;
                     }
                     typed(format!("CAST(strpos({}, {}) AS INTEGER)", text.sql, search.sql), Ty::of(pg_sys::INT4OID))
                 }
                 ("replace", [text, from, to]) if collation_is_deterministic((*f).inputcollid) => {
                     let (text, from, to) = (self.expr(*text)?, self.expr(*from)?, self.expr(*to)?);
-                    let is_text = |t: &Typed| matches!(t.ty.oid, pg_sys::TEXTOID | pg_sys::VARCHAROID);
-                    if !is_text(&text) || !is_text(&from) || !is_text(&to) {
+                    if !is_text(text.ty.oid) || !is_text(from.ty.oid) || !is_text(to.ty.oid) {
                         return None;
                     }
                     typed(format!("replace({}, {}, {})", text.sql, from.sql, to.sql), Ty::of(pg_sys::TEXTOID))
@@ -458,7 +455,7 @@ impl Translator {
                 // other end, in both.
                 ("left" | "right", [text, count]) => {
                     let (text, count) = (self.expr(*text)?, self.expr(*count)?);
-                    if !matches!(text.ty.oid, pg_sys::TEXTOID | pg_sys::VARCHAROID) || count.ty.oid != pg_sys::INT4OID {
+                    if !is_text(text.ty.oid) || count.ty.oid != pg_sys::INT4OID {
                         return None;
                     }
                     // A count of -2147483648 cannot be negated: what Postgres then returns
@@ -476,7 +473,7 @@ impl Translator {
                 // skin tone 2).
                 ("length" | "char_length" | "character_length", [text]) if result == pg_sys::INT4OID => {
                     let text = self.expr(*text)?;
-                    if !matches!(text.ty.oid, pg_sys::TEXTOID | pg_sys::VARCHAROID) {
+                    if !is_text(text.ty.oid) {
                         return None;
                     }
                     typed(format!("CAST(length({}) AS INTEGER)", text.sql), Ty::of(pg_sys::INT4OID))
@@ -498,7 +495,7 @@ impl Translator {
                 ("substring" | "substr", [text, start, length]) => {
                     let text = self.expr(*text)?;
                     let (start, length) = (const_int(*start)?, const_int(*length)?);
-                    if !matches!(text.ty.oid, pg_sys::TEXTOID | pg_sys::VARCHAROID) || start < 1 || length < 0 {
+                    if !is_text(text.ty.oid) || start < 1 || length < 0 {
                         return None;
                     }
                     typed(format!("substring({}, {start}, {length})", text.sql), Ty::of(pg_sys::TEXTOID))

@@ -8,9 +8,9 @@
 
 use std::ffi::CStr;
 
-use pgrx::pg_guard;
-use pgrx::pg_sys::{self, Node, NodeTag};
+use pgrx::pg_sys;
 
+use crate::pg_nodes::{QueryVisitor, walk_queries};
 use crate::query::translate::lake_table_server;
 
 pub const GENERAL: &str =
@@ -34,7 +34,7 @@ impl Walk {
 pub unsafe fn why_not_whole(q: *mut pg_sys::Query) -> Option<String> {
     unsafe {
         let mut walk = Walk::default();
-        walker(q.cast(), (&mut walk as *mut Walk).cast());
+        walk_queries(q, &mut walk);
         if walk.servers.is_empty() {
             return None;
         }
@@ -49,55 +49,48 @@ pub unsafe fn why_not_whole(q: *mut pg_sys::Query) -> Option<String> {
     }
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn walker(node: *mut Node, context: *mut std::ffi::c_void) -> bool {
-    unsafe {
-        if node.is_null() {
-            return false;
+impl QueryVisitor for Walk {
+    fn enter(&mut self, q: *mut pg_sys::Query) {
+        // SAFETY: a query of the tree being walked.
+        unsafe {
+            if !(*q).groupingSets.is_null() {
+                self.obstacle(|| "grouping sets (ROLLUP, CUBE, GROUPING SETS)".into());
+            }
+            if !(*q).rowMarks.is_null() || (*q).hasForUpdate {
+                self.obstacle(|| "FOR UPDATE/SHARE".into());
+            }
+            if (*q).hasRecursive {
+                self.obstacle(|| "WITH RECURSIVE".into());
+            }
         }
-        let walk = &mut *(context as *mut Walk);
-        match (*node).type_ {
-            NodeTag::T_Query => {
-                let q = node as *mut pg_sys::Query;
-                if !(*q).groupingSets.is_null() {
-                    walk.obstacle(|| "grouping sets (ROLLUP, CUBE, GROUPING SETS)".into());
-                }
-                if !(*q).rowMarks.is_null() || (*q).hasForUpdate {
-                    walk.obstacle(|| "FOR UPDATE/SHARE".into());
-                }
-                if (*q).hasRecursive {
-                    walk.obstacle(|| "WITH RECURSIVE".into());
-                }
-                pg_sys::query_tree_walker(q, Some(walker), context, pg_sys::QTW_EXAMINE_RTES_BEFORE as i32)
+    }
+
+    fn entry(&mut self, rte: *mut pg_sys::RangeTblEntry) {
+        // SAFETY: an entry of the tree being walked; catalog lookups.
+        unsafe {
+            if (*rte).lateral {
+                self.obstacle(|| "LATERAL".into());
             }
-            NodeTag::T_RangeTblEntry => {
-                let rte = node as *mut pg_sys::RangeTblEntry;
-                if (*rte).lateral {
-                    walk.obstacle(|| "LATERAL".into());
-                }
-                match (*rte).rtekind {
-                    pg_sys::RTEKind::RTE_RELATION => match lake_table_server(rte) {
-                        Some(server) => {
-                            if !walk.servers.contains(&server) {
-                                walk.servers.push(server);
-                            }
+            match (*rte).rtekind {
+                pg_sys::RTEKind::RTE_RELATION => match lake_table_server(rte) {
+                    Some(server) => {
+                        if !self.servers.contains(&server) {
+                            self.servers.push(server);
                         }
-                        None if is_foreign_table((*rte).relid) && !(*rte).tablesample.is_null() => {
-                            walk.obstacle(|| format!("TABLESAMPLE of {}", relation_name((*rte).relid)));
-                        }
-                        None if is_foreign_table((*rte).relid) => walk.obstacle(|| {
-                            format!("it reads {}, a foreign table of another wrapper or with child tables", relation_name((*rte).relid))
-                        }),
-                        None => walk.obstacle(|| format!("it reads {}, which is not a lake table", relation_name((*rte).relid))),
-                    },
-                    pg_sys::RTEKind::RTE_FUNCTION | pg_sys::RTEKind::RTE_TABLEFUNC => {
-                        walk.obstacle(|| "a function in FROM".into());
                     }
-                    _ => {}
+                    None if is_foreign_table((*rte).relid) && !(*rte).tablesample.is_null() => {
+                        self.obstacle(|| format!("TABLESAMPLE of {}", relation_name((*rte).relid)));
+                    }
+                    None if is_foreign_table((*rte).relid) => self.obstacle(|| {
+                        format!("it reads {}, a foreign table of another wrapper or with child tables", relation_name((*rte).relid))
+                    }),
+                    None => self.obstacle(|| format!("it reads {}, which is not a lake table", relation_name((*rte).relid))),
+                },
+                pg_sys::RTEKind::RTE_FUNCTION | pg_sys::RTEKind::RTE_TABLEFUNC => {
+                    self.obstacle(|| "a function in FROM".into());
                 }
-                false // the walker goes on into a sub-select entry's query
+                _ => {}
             }
-            _ => pg_sys::expression_tree_walker(node, Some(walker), context),
         }
     }
 }

@@ -34,7 +34,7 @@ use std::collections::HashMap;
 use pgrx::pg_sys::{self, Node, NodeTag};
 use pgrx::prelude::*;
 
-use crate::pg_nodes::list_nodes;
+use crate::pg_nodes::{QueryVisitor, list_nodes, walk_queries};
 use crate::query::exec;
 use crate::query::top::translate_exact;
 use crate::query::model::PushedQuery;
@@ -310,54 +310,41 @@ pub unsafe fn insert_source(original: *mut pg_sys::Query) -> Option<*mut pg_sys:
 /// checks the privileges and takes the locks of these copies as it would have of the
 /// originals.
 unsafe fn keep_permission_checks(outer: *mut pg_sys::Query, sub: *mut pg_sys::Query) {
-    struct Walk {
+    struct Copies {
         outer: *mut pg_sys::Query,
         levels: Vec<*mut pg_sys::Query>,
     }
 
-    #[pg_guard]
-    unsafe extern "C-unwind" fn walker(node: *mut Node, context: *mut std::ffi::c_void) -> bool {
-        unsafe {
-            if node.is_null() {
-                return false;
-            }
-            let walk = &mut *(context as *mut Walk);
-            match (*node).type_ {
-                NodeTag::T_Query => {
-                    walk.levels.push(node as *mut pg_sys::Query);
-                    let done = pg_sys::query_tree_walker(
-                        node as *mut pg_sys::Query,
-                        Some(walker),
-                        context,
-                        pg_sys::QTW_EXAMINE_RTES_BEFORE as i32,
-                    );
-                    walk.levels.pop();
-                    done
+    impl QueryVisitor for Copies {
+        fn enter(&mut self, query: *mut pg_sys::Query) {
+            self.levels.push(query);
+        }
+
+        fn leave(&mut self, _query: *mut pg_sys::Query) {
+            self.levels.pop();
+        }
+
+        fn entry(&mut self, original: *mut pg_sys::RangeTblEntry) {
+            // SAFETY: an entry of the query being walked; copies go in palloc'd lists.
+            unsafe {
+                if (*original).rtekind != pg_sys::RTEKind::RTE_RELATION {
+                    return;
                 }
-                NodeTag::T_RangeTblEntry => {
-                    let original = node as *mut pg_sys::RangeTblEntry;
-                    if (*original).rtekind == pg_sys::RTEKind::RTE_RELATION {
-                        let copy = pg_sys::copyObjectImpl(original.cast()) as *mut pg_sys::RangeTblEntry;
-                        #[cfg(not(feature = "pg15"))]
-                        if (*original).perminfoindex != 0 {
-                            let level = *walk.levels.last().expect("an entry belongs to a query");
-                            let info = pg_sys::getRTEPermissionInfo((*level).rteperminfos, original);
-                            (*walk.outer).rteperminfos =
-                                pg_sys::lappend((*walk.outer).rteperminfos, pg_sys::copyObjectImpl(info.cast()));
-                            (*copy).perminfoindex = list_nodes((*walk.outer).rteperminfos).len() as pg_sys::Index;
-                        }
-                        (*copy).inFromCl = false;
-                        (*walk.outer).rtable = pg_sys::lappend((*walk.outer).rtable, copy.cast());
-                    }
-                    false // the walker goes on into a sub-select entry's query
+                let copy = pg_sys::copyObjectImpl(original.cast()) as *mut pg_sys::RangeTblEntry;
+                #[cfg(not(feature = "pg15"))]
+                if (*original).perminfoindex != 0 {
+                    let level = *self.levels.last().expect("an entry belongs to a query");
+                    let info = pg_sys::getRTEPermissionInfo((*level).rteperminfos, original);
+                    (*self.outer).rteperminfos = pg_sys::lappend((*self.outer).rteperminfos, pg_sys::copyObjectImpl(info.cast()));
+                    (*copy).perminfoindex = list_nodes((*self.outer).rteperminfos).len() as pg_sys::Index;
                 }
-                _ => pg_sys::expression_tree_walker(node, Some(walker), context),
+                (*copy).inFromCl = false;
+                (*self.outer).rtable = pg_sys::lappend((*self.outer).rtable, copy.cast());
             }
         }
     }
 
-    let mut walk = Walk { outer, levels: Vec::new() };
-    unsafe { walker(sub.cast(), (&mut walk as *mut Walk).cast()) };
+    unsafe { walk_queries(sub, &mut Copies { outer, levels: Vec::new() }) };
 }
 
 /// Run sub-select `sub` of the query being planned as `query` (see `set_rel_pathlist`).

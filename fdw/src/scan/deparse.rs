@@ -348,7 +348,8 @@ pub fn is_integer(type_oid: Oid) -> bool {
     matches!(type_oid, pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID)
 }
 
-fn is_text(type_oid: Oid) -> bool {
+/// text or varchar: one type, VARCHAR, in DuckDB.
+pub fn is_text(type_oid: Oid) -> bool {
     matches!(type_oid, pg_sys::TEXTOID | pg_sys::VARCHAROID)
 }
 
