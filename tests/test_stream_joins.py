@@ -192,9 +192,9 @@ def test_outer_joins_and_other_set_operations_are_refused_by_name(lake):
         ("SELECT region FROM lake.customers UNION SELECT name FROM lake.regions UNION ALL SELECT status FROM lake.orders",
          "UNION below UNION ALL"),
         ("SELECT region FROM lake.customers UNION ALL SELECT max(name) FROM lake.regions",
-         "a UNION branch with aggregates, DISTINCT, subqueries or LIMIT"),
+         "a UNION branch with aggregates, DISTINCT, WITH or LIMIT"),
         ("SELECT s.n FROM (SELECT count(*) AS n FROM lake.orders) s",
-         "a subquery in FROM with aggregates, DISTINCT, LIMIT, set operations or subqueries"),
+         "a subquery in FROM with aggregates, DISTINCT, LIMIT or set operations"),
     ]
     for query, name in queries:
         with pytest.raises(psycopg.errors.FeatureNotSupported) as error:

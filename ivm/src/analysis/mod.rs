@@ -3,4 +3,5 @@
 pub mod parse;
 pub mod rows;
 pub mod shape;
+pub mod sublinks;
 pub mod tree;

@@ -13,14 +13,17 @@
 //! and for changed sources X1..Xk: Σi X1'⋈..⋈X(i−1)'⋈ΔXi⋈X(i+1)⋈..⋈Xk. That is k terms,
 //! each reading one change feed. A lake source as it was is its lake table at the
 //! frontier's snapshot (time travel: a mirror foreign table reading the snapshot in a
-//! setting the refresh pins, see `objects`). A Postgres table cannot be read as it was,
-//! so when one of the changed sources is a Postgres table the change is the
-//! alternating sum over every non-empty set T of changed sources instead, which reads
+//! setting the refresh pins, see `objects`). A Postgres table cannot be read as it was:
+//! one changed Postgres table goes first, so no term reads it as it was; with several,
+//! the change is the alternating sum over every non-empty set T of changed sources, which reads
 //! every source as it is now: (−1)^(|T|+1) · (⋈ of ΔX for X in T and of X' for the
 //! others); with R and S, ΔR⋈S' + R'⋈ΔS − ΔR⋈ΔS. Unchanged sources are the same then
 //! and now, and with one changed source both forms are the one term ΔR⋈S'. A term's
 //! weight is the product of its change rows' weights (an insert or update post-image
 //! +1, a delete or pre-image −1) times its sign.
+//!
+//! A source inside a subquery expression of a WHERE clause is not a factor of a join:
+//! its term is the rows whose WHERE clause it changes (see `sublinks`).
 //!
 //! A term is the defining query's own tree with each source of T replaced by its
 //! changes (a lake table's change feed, a Postgres table's change log: relations that
@@ -32,6 +35,7 @@
 //! visible in the frontier's).
 
 use super::parse::Source;
+use super::sublinks::{and, boolean_test, change_filter, conjuncts, split_at_sublink, sublinks_in};
 use crate::sql::ident;
 use pgrx::{PgList, pg_sys};
 use std::ffi::{CStr, CString};
@@ -41,15 +45,44 @@ use std::ffi::{CStr, CString};
 const INT8_GREATER: u32 = 413;
 const INT8_LESS_EQUAL: u32 = 414;
 
+/// One step from a query level down to a level below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Into the sub-select in FROM at this range-table index.
+    From(i32),
+    /// Into the subquery of the n-th subquery expression of the level's WHERE (in the
+    /// order `sublinks::sublinks_in` lists them).
+    SubLink(usize),
+}
+
 /// One relation of the query: where it is and what it reads.
 #[derive(Debug, Clone)]
 pub struct Occurrence {
-    /// The range-table indexes of the sub-selects in FROM it is inside, outermost
-    /// first (empty: the query's own FROM).
-    pub path: Vec<i32>,
+    /// The levels it is inside, outermost first (empty: the query's own FROM): the
+    /// sub-selects in FROM, then the subquery expressions (a sub-select in FROM inside
+    /// a subquery expression is refused).
+    pub path: Vec<Step>,
     /// Its index in the range table of its query level.
     pub rtindex: i32,
     pub source: Source,
+}
+
+impl Occurrence {
+    /// The range-table indexes of the sub-selects in FROM it is inside.
+    fn from_steps(&self) -> Vec<i32> {
+        self.path.iter().filter_map(|s| if let Step::From(i) = s { Some(*i) } else { None }).collect()
+    }
+
+    /// The subquery expressions it is inside, below its last sub-select in FROM.
+    fn sublink_steps(&self) -> Vec<usize> {
+        self.path.iter().filter_map(|s| if let Step::SubLink(n) = s { Some(*n) } else { None }).collect()
+    }
+
+    /// Whether it is read inside a subquery expression (where its changes are not
+    /// rows of the result but changes of the WHERE clause's value, see `sublinks`).
+    pub fn in_subquery_expression(&self) -> bool {
+        self.path.iter().any(|s| matches!(s, Step::SubLink(_)))
+    }
 }
 
 /// Which of a source's changes a delta term reads.
@@ -167,9 +200,15 @@ impl Branch {
             return None;
         }
         let columns = self.columns.iter().map(|c| format!("d.{}", ident(c))).collect::<Vec<_>>().join(", ");
-        // (changes, sources read as they were, sign) per term
+        // (changes, sources read as they were, sign) per term. The telescoping sum reads
+        // every changed source after a term's own as it was, which a Postgres table
+        // cannot be: with one such source it goes first, with more the alternating sum
+        // (whose terms are products, so it needs every source read in FROM: `shape`
+        // refuses subquery expressions over sources then).
+        let mut changed = changed;
+        changed.sort_by_key(|(_, feed)| feed.old.is_some());
         let terms: Vec<(Vec<&(&Occurrence, &Feed)>, Vec<&(&Occurrence, &Feed)>, &str)> =
-            if changed.iter().all(|(_, feed)| feed.old.is_some()) {
+            if changed.iter().filter(|(_, feed)| feed.old.is_none()).count() <= 1 {
                 (0..changed.len()).map(|i| (vec![&changed[i]], changed[i + 1..].iter().collect(), "")).collect()
             } else {
                 (1u64..(1u64 << changed.len()))
@@ -198,46 +237,64 @@ impl Branch {
 
     /// The rows with each member's source replaced by its changes, restricted to those
     /// unseen, with each member's change type as column `__pgt_change<i>`, and each of
-    /// `olds` read as it was at the frontier.
+    /// `olds` read as it was at the frontier. A member inside a subquery expression
+    /// (always alone in its term) gives the rows whose WHERE clause changed instead,
+    /// typed 'insert' where it became true and 'delete' where it stopped being true.
     unsafe fn term(&self, members: &[&(&Occurrence, &Feed)], olds: &[&(&Occurrence, &Feed)], to: i64) -> String {
         unsafe {
             let query = pg_sys::copyObjectImpl(self.query as *const std::ffi::c_void) as *mut pg_sys::Query;
             for (occurrence, feed) in olds {
-                let (_, rte) = occurrence_entry(query, occurrence);
+                let rte = occurrence_entry(query, occurrence);
                 (*rte).relid = feed.old.expect("a source that can be read as it was");
             }
             for (i, (occurrence, feed)) in members.iter().enumerate() {
-                let (levels, rte) = occurrence_entry(query, occurrence);
+                let from = occurrence.from_steps();
+                let levels = from_levels(query, &from);
                 let level = *levels.last().expect("a level");
-                (*rte).relid = feed.relid;
-                let mut quals = PgList::<pg_sys::Node>::new();
-                if !(*(*level).jointree).quals.is_null() {
-                    quals.push((*(*level).jointree).quals);
-                }
-                match &feed.unseen {
-                    Unseen::After(from) => {
-                        let snapshot = feed_var(feed.relid, occurrence.rtindex, "snapshot_id");
-                        quals.push(int8_clause(INT8_GREATER, snapshot, *from));
-                        quals.push(int8_clause(INT8_LESS_EQUAL, pg_sys::copyObjectImpl(snapshot as _) as _, to));
-                    }
-                    Unseen::NotVisibleIn(seen) => {
-                        let xid = feed_var(feed.relid, occurrence.rtindex, "__pgt_xid");
-                        quals.push(not_visible_in(xid, seen));
-                    }
-                }
-                (*(*level).jointree).quals = pg_sys::make_andclause(quals.into_pg()) as *mut pg_sys::Node;
+                let changes = |q: *mut pg_sys::Query, rtindex: i32| -> Vec<*mut pg_sys::Node> {
+                    (*rt_fetch(q, rtindex)).relid = feed.relid;
+                    unseen_conditions(feed, rtindex, to)
+                };
+                let sublinks = occurrence.sublink_steps();
+                let column = if sublinks.is_empty() {
+                    let mut quals = conjuncts((*(*level).jointree).quals);
+                    quals.extend(changes(level, occurrence.rtindex));
+                    (*(*level).jointree).quals = and(quals);
+                    feed_var(feed.relid, occurrence.rtindex, "change_type")
+                } else {
+                    let (mut quals, now, sublinks) = split_at_sublink((*(*level).jointree).quals, &sublinks);
+                    let before = pg_sys::copyObjectImpl(now as *const std::ffi::c_void) as *mut pg_sys::Node;
+                    (*sublink_entry(before, &sublinks, occurrence.rtindex)).relid = feed.old.expect("a lake source");
+                    let filter = change_filter(now, &sublinks, occurrence.rtindex, &changes);
+                    let is_true = |node: *mut pg_sys::Node| {
+                        boolean_test(pg_sys::copyObjectImpl(node as *const std::ffi::c_void) as _, pg_sys::BoolTestType::IS_TRUE)
+                    };
+                    let changed = pg_sys::make_opclause(
+                        pg_sys::Oid::from(pg_sys::BooleanNotEqualOperator),
+                        pg_sys::BOOLOID,
+                        false,
+                        is_true(now) as *mut pg_sys::Expr,
+                        is_true(before) as *mut pg_sys::Expr,
+                        pg_sys::InvalidOid,
+                        pg_sys::InvalidOid,
+                    ) as *mut pg_sys::Node;
+                    let became_true = case_text(is_true(now), "insert", "delete");
+                    quals.extend([filter, changed]);
+                    (*(*level).jointree).quals = and(quals);
+                    became_true
+                };
                 // The change type, as an output of every level up to the top.
                 let name = format!("__pgt_change{i}");
-                let mut column = feed_var(feed.relid, occurrence.rtindex, "change_type");
+                let mut column = column;
                 for depth in (0..levels.len()).rev() {
                     let resno = append_output(levels[depth], column, &name);
                     if depth > 0 {
                         let parent = levels[depth - 1];
-                        let entry = rt_fetch(parent, occurrence.path[depth - 1]);
+                        let entry = rt_fetch(parent, from[depth - 1]);
                         let c_name = CString::new(name.as_str()).expect("no NUL");
                         (*(*entry).eref).colnames =
                             pg_sys::lappend((*(*entry).eref).colnames, pg_sys::makeString(pg_sys::pstrdup(c_name.as_ptr())) as _);
-                        column = pg_sys::makeVar(occurrence.path[depth - 1], resno, pg_sys::TEXTOID, -1, pg_sys::DEFAULT_COLLATION_OID, 0)
+                        column = pg_sys::makeVar(from[depth - 1], resno, pg_sys::TEXTOID, -1, pg_sys::DEFAULT_COLLATION_OID, 0)
                             as *mut pg_sys::Node;
                     }
                 }
@@ -247,17 +304,86 @@ impl Branch {
     }
 }
 
-/// The query levels from `query` down to the one `occurrence` is in (the sub-selects
-/// in FROM above it), and its range-table entry there.
-unsafe fn occurrence_entry(query: *mut pg_sys::Query, occurrence: &Occurrence) -> (Vec<*mut pg_sys::Query>, *mut pg_sys::RangeTblEntry) {
+/// The conditions that keep only the changes of `feed` (at range-table index
+/// `rtindex` of its level) not yet seen.
+unsafe fn unseen_conditions(feed: &Feed, rtindex: i32, to: i64) -> Vec<*mut pg_sys::Node> {
+    unsafe {
+        match &feed.unseen {
+            Unseen::After(from) => {
+                let snapshot = feed_var(feed.relid, rtindex, "snapshot_id");
+                vec![
+                    int8_clause(INT8_GREATER, snapshot, *from),
+                    int8_clause(INT8_LESS_EQUAL, pg_sys::copyObjectImpl(snapshot as _) as _, to),
+                ]
+            }
+            Unseen::NotVisibleIn(seen) => {
+                let xid = feed_var(feed.relid, rtindex, "__pgt_xid");
+                vec![not_visible_in(xid, seen)]
+            }
+        }
+    }
+}
+
+/// `CASE WHEN condition THEN 'yes' ELSE 'no' END`, of type text.
+unsafe fn case_text(condition: *mut pg_sys::Node, yes: &str, no: &str) -> *mut pg_sys::Node {
+    unsafe {
+        let text = |value: &str| {
+            let value = CString::new(value).expect("no NUL");
+            let datum = pg_sys::Datum::from(pg_sys::cstring_to_text(value.as_ptr()));
+            pg_sys::makeConst(pg_sys::TEXTOID, -1, pg_sys::DEFAULT_COLLATION_OID, -1, datum, false, false) as *mut pg_sys::Expr
+        };
+        let mut when = pgrx::PgBox::<pg_sys::CaseWhen>::alloc_node(pg_sys::NodeTag::T_CaseWhen);
+        when.expr = condition as *mut pg_sys::Expr;
+        when.result = text(yes);
+        when.location = -1;
+        let mut whens = PgList::<pg_sys::CaseWhen>::new();
+        whens.push(when.into_pg());
+        let mut case = pgrx::PgBox::<pg_sys::CaseExpr>::alloc_node(pg_sys::NodeTag::T_CaseExpr);
+        case.casetype = pg_sys::TEXTOID;
+        case.casecollid = pg_sys::DEFAULT_COLLATION_OID;
+        case.args = whens.into_pg();
+        case.defresult = text(no);
+        case.location = -1;
+        case.into_pg() as *mut pg_sys::Node
+    }
+}
+
+/// The query levels from `query` down through the sub-selects in FROM at `from`.
+unsafe fn from_levels(query: *mut pg_sys::Query, from: &[i32]) -> Vec<*mut pg_sys::Query> {
     unsafe {
         let mut levels = vec![query];
-        for s in &occurrence.path {
-            let rte = rt_fetch(*levels.last().expect("a level"), *s);
+        for index in from {
+            let rte = rt_fetch(*levels.last().expect("a level"), *index);
             levels.push((*rte).subquery);
         }
-        let rte = rt_fetch(*levels.last().expect("a level"), occurrence.rtindex);
-        (levels, rte)
+        levels
+    }
+}
+
+/// The range-table entry of `occurrence` in `query`.
+unsafe fn occurrence_entry(query: *mut pg_sys::Query, occurrence: &Occurrence) -> *mut pg_sys::RangeTblEntry {
+    unsafe {
+        let level = *from_levels(query, &occurrence.from_steps()).last().expect("a level");
+        let sublinks = occurrence.sublink_steps();
+        if sublinks.is_empty() {
+            rt_fetch(level, occurrence.rtindex)
+        } else {
+            sublink_entry((*(*level).jointree).quals, &sublinks, occurrence.rtindex)
+        }
+    }
+}
+
+/// Range-table entry `rtindex` of the subquery that the subquery expressions `path`
+/// lead to from WHERE clause `quals`.
+unsafe fn sublink_entry(quals: *mut pg_sys::Node, path: &[usize], rtindex: i32) -> *mut pg_sys::RangeTblEntry {
+    unsafe {
+        let mut quals = quals;
+        let mut sub = std::ptr::null_mut();
+        for n in path {
+            sub = (*sublinks_in(quals)[*n]).subselect as *mut pg_sys::Query;
+            quals = (*(*sub).jointree).quals;
+        }
+        rt_fetch(sub, rtindex)
     }
 }
 

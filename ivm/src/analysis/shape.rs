@@ -8,7 +8,8 @@
 //! grouping by every output column (the count is the row's multiplicity).
 
 use super::parse::{Source, lake_source, postgres_source};
-use super::rows::{Occurrence, Rows};
+use super::rows::{Occurrence, Rows, Step};
+use super::sublinks::{check_placement, check_sublink, sublinks_in};
 use super::tree::{deparse, equal, mutate, var_like};
 use crate::sql::ident;
 use crate::error::{IvmError, IvmResult};
@@ -208,9 +209,6 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
         let q = &*query;
         if !q.cteList.is_null() {
             return Err(IvmError::unsupported("WITH"));
-        }
-        if q.hasSubLinks {
-            return Err(IvmError::unsupported("a subquery expression"));
         }
         if q.hasWindowFuncs {
             return Err(IvmError::unsupported("a window function"));
@@ -452,10 +450,10 @@ unsafe fn union_shape(query: *mut pg_sys::Query) -> IvmResult<Shape> {
             }
             let b = &*branch;
             if b.hasAggs || !b.groupClause.is_null() || !b.havingQual.is_null() || !b.distinctClause.is_null()
-                || b.hasWindowFuncs || b.hasSubLinks || !b.cteList.is_null() || b.hasTargetSRFs
+                || b.hasWindowFuncs || !b.cteList.is_null() || b.hasTargetSRFs
                 || !b.limitCount.is_null() || !b.limitOffset.is_null() || !b.setOperations.is_null()
             {
-                return Err(IvmError::unsupported("a UNION branch with aggregates, DISTINCT, subqueries or LIMIT"));
+                return Err(IvmError::unsupported("a UNION branch with aggregates, DISTINCT, WITH or LIMIT"));
             }
             let occurrences = source_relations(b)?;
             let mut columns: Vec<(String, *mut pg_sys::Node)> = PgList::<pg_sys::TargetEntry>::from_pg(b.targetList)
@@ -555,23 +553,33 @@ unsafe fn changing_between_refreshes(node: *mut pg_sys::Node) -> Option<String> 
 /// The query's relations: DuckLake foreign tables and Postgres tables, inner-joined
 /// (by commas or `[INNER] JOIN`), also inside sub-selects in FROM that only filter
 /// and compute columns (no aggregates, DISTINCT, LIMIT or set operations: rows in,
-/// rows out, so their changes are their tables' changes); every one a source.
+/// rows out, so their changes are their tables' changes), and inside subquery
+/// expressions of a WHERE clause (see `sublinks`); every one a source.
 unsafe fn source_relations(q: &pg_sys::Query) -> IvmResult<Vec<Occurrence>> {
     unsafe {
         let mut occurrences = Vec::new();
         collect_relations(q, &[], &mut occurrences)?;
-        if occurrences.is_empty() {
+        if !occurrences.iter().any(|o| !o.in_subquery_expression()) {
             return Err(IvmError::unsupported("a query without a table in FROM"));
         }
         if occurrences.len() > MAX_RELATIONS {
-            return Err(IvmError::unsupported(format!("a join of more than {MAX_RELATIONS} tables")));
+            return Err(IvmError::unsupported(format!("a query of more than {MAX_RELATIONS} tables")));
+        }
+        // Changes of several Postgres tables are added up by the alternating sum,
+        // whose terms are joins: it has no term for a subquery expression's change.
+        let postgres = occurrences.iter().filter(|o| matches!(o.source, Source::Postgres(_))).count();
+        if postgres > 1 && occurrences.iter().any(Occurrence::in_subquery_expression) {
+            return Err(IvmError::unsupported(
+                "a subquery expression over lake tables in a query that reads more than one Postgres table",
+            ));
         }
         Ok(occurrences)
     }
 }
 
-unsafe fn collect_relations(q: &pg_sys::Query, path: &[i32], occurrences: &mut Vec<Occurrence>) -> IvmResult<()> {
+unsafe fn collect_relations(q: &pg_sys::Query, path: &[Step], occurrences: &mut Vec<Occurrence>) -> IvmResult<()> {
     unsafe {
+        let in_subquery_expression = path.iter().any(|s| matches!(s, Step::SubLink(_)));
         for (index, rte) in PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable).iter_ptr().enumerate() {
             let rtindex = index as i32 + 1;
             match (*rte).rtekind {
@@ -582,6 +590,14 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[i32], occurrences: &mut V
                     }
                     let source = match lake_source(relid)? {
                         Some(lake) => Source::Lake(lake),
+                        // A refresh reads a subquery expression's sources as they were,
+                        // by time travel.
+                        None if in_subquery_expression => {
+                            return Err(IvmError::unsupported(format!(
+                                "reading {} in a subquery expression (only lake tables can be read there: a refresh reads them as they were)",
+                                crate::sql::relation_name(relid)
+                            )));
+                        }
                         None => Source::Postgres(postgres_source(relid).ok_or_else(|| {
                             IvmError::unsupported(format!(
                                 "reading {} (neither a DuckLake foreign table nor a user's Postgres table)",
@@ -605,6 +621,9 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[i32], occurrences: &mut V
                     pg_sys::JoinType::JOIN_FULL => return Err(IvmError::unsupported("a FULL JOIN")),
                     _ => return Err(IvmError::unsupported("this kind of join")),
                 },
+                pg_sys::RTEKind::RTE_SUBQUERY if in_subquery_expression => {
+                    return Err(IvmError::unsupported("a subquery in FROM inside a subquery expression"));
+                }
                 pg_sys::RTEKind::RTE_SUBQUERY => {
                     let sub = (*rte).subquery;
                     let s = &*sub;
@@ -615,7 +634,6 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[i32], occurrences: &mut V
                         && s.distinctClause.is_null()
                         && !s.hasWindowFuncs
                         && !s.hasTargetSRFs
-                        && !s.hasSubLinks
                         && s.cteList.is_null()
                         && s.setOperations.is_null()
                         && s.limitCount.is_null()
@@ -623,16 +641,25 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[i32], occurrences: &mut V
                         && s.rowMarks.is_null();
                     if !row_preserving {
                         return Err(IvmError::unsupported(
-                            "a subquery in FROM with aggregates, DISTINCT, LIMIT, set operations or subqueries",
+                            "a subquery in FROM with aggregates, DISTINCT, LIMIT or set operations",
                         ));
                     }
                     let mut inner = path.to_vec();
-                    inner.push(rtindex);
+                    inner.push(Step::From(rtindex));
                     collect_relations(s, &inner, occurrences)?;
                 }
                 pg_sys::RTEKind::RTE_FUNCTION => return Err(IvmError::unsupported("a function in FROM")),
                 pg_sys::RTEKind::RTE_VALUES => return Err(IvmError::unsupported("VALUES in FROM")),
                 _ => return Err(IvmError::unsupported("this kind of FROM item")),
+            }
+        }
+        check_placement(q)?;
+        if q.hasSubLinks && !q.jointree.is_null() {
+            for (n, sublink) in sublinks_in((*q.jointree).quals).into_iter().enumerate() {
+                check_sublink(sublink)?;
+                let mut inner = path.to_vec();
+                inner.push(Step::SubLink(n));
+                collect_relations(&*((*sublink).subselect as *mut pg_sys::Query), &inner, occurrences)?;
             }
         }
         Ok(())

@@ -1,0 +1,288 @@
+//! Subquery expressions in a WHERE clause: `EXISTS`, `IN`/`NOT IN` (`= ANY`), `ALL`
+//! and scalar subqueries, correlated or not, nested too.
+//!
+//! A WHERE clause C(r) AND P(r, X) is a predicate of the row r and of the sources X
+//! read inside the subqueries of its conjunct P (C: the other conjuncts, the same
+//! before and after). When one such source moves from X to X', the rows' change is
+//! every row r whose predicate changed, +1 where it became true and −1 where it
+//! stopped being true (NULL counts as not true, as WHERE has it):
+//!
+//!   Δ = { r : C(r) AND (P(r, X') IS TRUE) ≠ (P(r, X) IS TRUE) }
+//!
+//! with X read as it was by time travel. Keeping C as it is keeps the query's joins
+//! plain joins; folded into the comparison they would be a cross product. Comparing both for every row would cost O(N);
+//! a row's predicate can only change if some changed row of X reaches it, which the
+//! *change filter* F(r) says, read over X's change feed ΔX (its inserted and deleted
+//! rows, update images included):
+//! - the subquery `SELECT .. FROM X, Y WHERE c` (aggregating or not) reads the rows of
+//!   its FROM that pass c: if no row of ΔX joined with the others passes c, the rows it
+//!   reads are the same before and after, so is its result. F = EXISTS (SELECT FROM
+//!   ΔX, Y WHERE c).
+//! - For `x op ANY (SELECT y ..)` without aggregates, a row s whose `x op s.y` is false
+//!   cannot change an OR of them, and for `ALL` one whose comparison is true cannot
+//!   change an AND: F also requires `(x op s.y) IS NOT FALSE` (`IS NOT TRUE` for ALL).
+//!   That keeps an `IN` from touching every row (a NULL y reaches them all, as it must
+//!   for `NOT IN`).
+//! - X inside a subquery nested in conjunct c_k of the subquery's WHERE: a row s of the
+//!   subquery changes whether it passes only if the other conjuncts hold and c_k
+//!   changes, so F = EXISTS (SELECT FROM .. WHERE c_1 .. F_k(s) .. c_n), F_k built the
+//!   same way one level down.
+//! Every filter is a necessary condition; the comparison decides, so the change is exact.
+
+use crate::error::{IvmError, IvmResult};
+use pgrx::{PgList, pg_sys};
+
+/// The subquery expressions of `node` at its own query level, in the order a tree
+/// walk meets them (not those inside another's subquery or comparison).
+pub unsafe fn sublinks_in(node: *mut pg_sys::Node) -> Vec<*mut pg_sys::SubLink> {
+    #[pgrx::pg_guard]
+    unsafe extern "C-unwind" fn walker(node: *mut pg_sys::Node, context: *mut std::ffi::c_void) -> bool {
+        unsafe {
+            if node.is_null() {
+                return false;
+            }
+            if pgrx::is_a(node, pg_sys::NodeTag::T_SubLink) {
+                (*(context as *mut Vec<*mut pg_sys::SubLink>)).push(node as *mut pg_sys::SubLink);
+                return false;
+            }
+            pg_sys::expression_tree_walker(node, Some(walker), context)
+        }
+    }
+    let mut found: Vec<*mut pg_sys::SubLink> = Vec::new();
+    unsafe { walker(node, &mut found as *mut Vec<*mut pg_sys::SubLink> as *mut std::ffi::c_void) };
+    found
+}
+
+/// The AND-ed parts of a WHERE clause.
+pub unsafe fn conjuncts(quals: *mut pg_sys::Node) -> Vec<*mut pg_sys::Node> {
+    unsafe {
+        if quals.is_null() {
+            return Vec::new();
+        }
+        if pgrx::is_a(quals, pg_sys::NodeTag::T_BoolExpr) && (*(quals as *mut pg_sys::BoolExpr)).boolop == pg_sys::BoolExprType::AND_EXPR {
+            return PgList::<pg_sys::Node>::from_pg((*(quals as *mut pg_sys::BoolExpr)).args).iter_ptr().collect();
+        }
+        vec![quals]
+    }
+}
+
+/// A WHERE clause split at the conjunct holding its subquery expression `path[0]`:
+/// the other conjuncts, that one, and the path from that conjunct. Only that conjunct
+/// changes with a source below the subquery expression; the others are the same
+/// before and after (and keep their joins plain for the planner).
+pub unsafe fn split_at_sublink(quals: *mut pg_sys::Node, path: &[usize]) -> (Vec<*mut pg_sys::Node>, *mut pg_sys::Node, Vec<usize>) {
+    unsafe {
+        let mut others = Vec::new();
+        let mut found = None;
+        let mut seen = 0;
+        for part in conjuncts(quals) {
+            let count = sublinks_in(part).len();
+            if (seen..seen + count).contains(&path[0]) {
+                let mut inner = vec![path[0] - seen];
+                inner.extend_from_slice(&path[1..]);
+                found = Some((part, inner));
+            } else {
+                others.push(part);
+            }
+            seen += count;
+        }
+        let (part, inner) = found.expect("the subquery expression is in the WHERE clause");
+        (others, part, inner)
+    }
+}
+
+/// Refuse subquery expressions of query level `q` anywhere but its WHERE clause: a
+/// refresh compares the WHERE clause before and after a change, nothing else.
+pub unsafe fn check_placement(q: &pg_sys::Query) -> IvmResult<()> {
+    unsafe {
+        if !q.hasSubLinks {
+            return Ok(());
+        }
+        let outside = |node: *mut pg_sys::Node, place: &str| -> IvmResult<()> {
+            if sublinks_in(node).is_empty() {
+                Ok(())
+            } else {
+                Err(IvmError::unsupported(format!("a subquery expression {place} (only in WHERE)")))
+            }
+        };
+        outside(q.targetList as *mut pg_sys::Node, "in the select list, GROUP BY or ORDER BY")?;
+        outside(q.havingQual, "in HAVING")?;
+        if !q.jointree.is_null() {
+            for item in PgList::<pg_sys::Node>::from_pg((*q.jointree).fromlist).iter_ptr() {
+                outside(join_conditions(item), "in a JOIN's ON condition")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every ON condition of a FROM item, as a list node.
+unsafe fn join_conditions(item: *mut pg_sys::Node) -> *mut pg_sys::Node {
+    unsafe {
+        let mut conditions = PgList::<pg_sys::Node>::new();
+        let mut stack = vec![item];
+        while let Some(node) = stack.pop() {
+            if pgrx::is_a(node, pg_sys::NodeTag::T_JoinExpr) {
+                let join = node as *mut pg_sys::JoinExpr;
+                if !(*join).quals.is_null() {
+                    conditions.push((*join).quals);
+                }
+                stack.push((*join).larg);
+                stack.push((*join).rarg);
+            }
+        }
+        conditions.into_pg() as *mut pg_sys::Node
+    }
+}
+
+/// Refuse what a change filter cannot see through: a subquery whose result is not a
+/// function of the rows its WHERE lets through.
+pub unsafe fn check_sublink(sublink: *mut pg_sys::SubLink) -> IvmResult<()> {
+    unsafe {
+        match (*sublink).subLinkType {
+            pg_sys::SubLinkType::EXISTS_SUBLINK
+            | pg_sys::SubLinkType::ANY_SUBLINK
+            | pg_sys::SubLinkType::ALL_SUBLINK
+            | pg_sys::SubLinkType::EXPR_SUBLINK => {}
+            pg_sys::SubLinkType::ARRAY_SUBLINK => return Err(IvmError::unsupported("ARRAY(subquery)")),
+            _ => return Err(IvmError::unsupported("this kind of subquery expression")),
+        }
+        if !sublinks_in((*sublink).testexpr).is_empty() {
+            return Err(IvmError::unsupported("a subquery expression compared with another"));
+        }
+        let s = &*((*sublink).subselect as *mut pg_sys::Query);
+        let refuse = |what: &str| Err(IvmError::unsupported(format!("{what} in a subquery expression")));
+        if !s.cteList.is_null() {
+            return refuse("WITH");
+        }
+        if !s.setOperations.is_null() {
+            return refuse("a set operation");
+        }
+        if !s.limitCount.is_null() || !s.limitOffset.is_null() {
+            return refuse("LIMIT/OFFSET");
+        }
+        if s.hasWindowFuncs {
+            return refuse("a window function");
+        }
+        if s.hasTargetSRFs {
+            return refuse("a set-returning function");
+        }
+        if !s.groupingSets.is_null() {
+            return refuse("GROUPING SETS/ROLLUP/CUBE");
+        }
+        if s.hasDistinctOn {
+            return refuse("DISTINCT ON");
+        }
+        if !s.rowMarks.is_null() {
+            return refuse("FOR UPDATE/SHARE");
+        }
+        check_placement(s)
+    }
+}
+
+/// The change filter (see the module's comment) of the subquery expression `path[0]`
+/// of `quals` for the source at range-table index `rtindex` of the subquery `path`
+/// leads to, whose level the source is replaced in by its changes (`changes`
+/// rewrites that level: the feed's relation and the conditions for its unseen rows).
+pub unsafe fn change_filter(
+    quals: *mut pg_sys::Node,
+    path: &[usize],
+    rtindex: i32,
+    changes: &dyn Fn(*mut pg_sys::Query, i32) -> Vec<*mut pg_sys::Node>,
+) -> *mut pg_sys::Node {
+    unsafe {
+        let sublink = sublinks_in(quals)[path[0]];
+        let sub = pg_sys::copyObjectImpl((*sublink).subselect as *const std::ffi::c_void) as *mut pg_sys::Query;
+        let mut parts: Vec<*mut pg_sys::Node> = Vec::new();
+        if path.len() == 1 {
+            parts.extend(conjuncts((*(*sub).jointree).quals));
+            parts.extend(changes(sub, rtindex));
+        } else {
+            let (others, part, inner) = split_at_sublink((*(*sub).jointree).quals, &path[1..]);
+            parts.extend(others);
+            parts.push(change_filter(part, &inner, rtindex, changes));
+        }
+        let aggregating = (*sub).hasAggs || !(*sub).groupClause.is_null() || !(*sub).havingQual.is_null();
+        let reaching = match (*sublink).subLinkType {
+            pg_sys::SubLinkType::ANY_SUBLINK if !aggregating => Some(pg_sys::BoolTestType::IS_NOT_FALSE),
+            pg_sys::SubLinkType::ALL_SUBLINK if !aggregating => Some(pg_sys::BoolTestType::IS_NOT_TRUE),
+            _ => None,
+        };
+        if let Some(test) = reaching {
+            parts.push(boolean_test(comparison_per_row((*sublink).testexpr, sub), test));
+        }
+        (*(*sub).jointree).quals = and(parts);
+        let one = pg_sys::makeConst(pg_sys::INT4OID, -1, pg_sys::InvalidOid, 4, pg_sys::Datum::from(1i32), false, true);
+        let mut targets = PgList::<pg_sys::TargetEntry>::new();
+        targets.push(pg_sys::makeTargetEntry(one as *mut pg_sys::Expr, 1, std::ptr::null_mut(), false));
+        (*sub).targetList = targets.into_pg();
+        (*sub).hasAggs = false;
+        (*sub).groupClause = std::ptr::null_mut();
+        (*sub).havingQual = std::ptr::null_mut();
+        (*sub).distinctClause = std::ptr::null_mut();
+        (*sub).sortClause = std::ptr::null_mut();
+        #[cfg(feature = "pg18")]
+        {
+            (*sub).hasGroupRTE = false;
+        }
+        let mut exists = pgrx::PgBox::<pg_sys::SubLink>::alloc_node(pg_sys::NodeTag::T_SubLink);
+        exists.subLinkType = pg_sys::SubLinkType::EXISTS_SUBLINK;
+        exists.subLinkId = 0;
+        exists.subselect = sub as *mut pg_sys::Node;
+        exists.location = -1;
+        exists.into_pg() as *mut pg_sys::Node
+    }
+}
+
+/// An ANY/ALL comparison `testexpr` (over the subquery's outputs as Params) as a
+/// condition on one row of the subquery `sub`: one level deeper, so its own Vars
+/// reach one level further up, and each Param replaced by that output's expression.
+unsafe fn comparison_per_row(testexpr: *mut pg_sys::Node, sub: *mut pg_sys::Query) -> *mut pg_sys::Node {
+    unsafe {
+        let outputs = PgList::<pg_sys::TargetEntry>::from_pg((*sub).targetList);
+        let mut deeper = |node: *mut pg_sys::Node| -> Option<*mut pg_sys::Node> {
+            if pgrx::is_a(node, pg_sys::NodeTag::T_Var) {
+                let var = pg_sys::copyObjectImpl(node as *const std::ffi::c_void) as *mut pg_sys::Var;
+                (*var).varlevelsup += 1;
+                return Some(var as *mut pg_sys::Node);
+            }
+            if pgrx::is_a(node, pg_sys::NodeTag::T_Param) {
+                let param = node as *mut pg_sys::Param;
+                if (*param).paramkind == pg_sys::ParamKind::PARAM_SUBLINK {
+                    let entry = outputs.get_ptr((*param).paramid as usize - 1).expect("an output for each Param");
+                    return Some(pg_sys::copyObjectImpl((*entry).expr as *const std::ffi::c_void) as *mut pg_sys::Node);
+                }
+            }
+            None
+        };
+        super::tree::mutate(testexpr, &mut deeper)
+    }
+}
+
+/// `node IS TRUE` and the like.
+pub unsafe fn boolean_test(node: *mut pg_sys::Node, test: pg_sys::BoolTestType::Type) -> *mut pg_sys::Node {
+    unsafe {
+        let mut t = pgrx::PgBox::<pg_sys::BooleanTest>::alloc_node(pg_sys::NodeTag::T_BooleanTest);
+        t.arg = node as *mut pg_sys::Expr;
+        t.booltesttype = test;
+        t.location = -1;
+        t.into_pg() as *mut pg_sys::Node
+    }
+}
+
+/// The AND of `parts` (true when there are none).
+pub unsafe fn and(parts: Vec<*mut pg_sys::Node>) -> *mut pg_sys::Node {
+    unsafe {
+        match parts.len() {
+            0 => pg_sys::makeBoolConst(true, false),
+            1 => parts[0],
+            _ => {
+                let mut list = PgList::<pg_sys::Node>::new();
+                for part in parts {
+                    list.push(part);
+                }
+                pg_sys::make_andclause(list.into_pg()) as *mut pg_sys::Node
+            }
+        }
+    }
+}
