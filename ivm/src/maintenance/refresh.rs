@@ -34,11 +34,20 @@ pub enum Outcome {
 }
 
 fn run(sql: &str) -> IvmResult<u64> {
-    Spi::connect_mut(|client| client.update(sql, None, &[]).map(|t| t.len() as u64)).map_err(IvmError::from)
+    timed(sql, || Spi::connect_mut(|client| client.update(sql, None, &[]).map(|t| t.len() as u64)).map_err(IvmError::from))
 }
 
 fn exists(sql: &str) -> IvmResult<bool> {
-    Ok(Spi::get_one::<bool>(sql)?.unwrap_or(false))
+    timed(sql, || Ok(Spi::get_one::<bool>(sql)?.unwrap_or(false)))
+}
+
+/// Run `body`, logging at DEBUG2 how long statement `sql` took: where a refresh's
+/// time goes.
+pub fn timed<T>(sql: &str, body: impl FnOnce() -> IvmResult<T>) -> IvmResult<T> {
+    let started = std::time::Instant::now();
+    let result = body();
+    pgrx::debug2!("pgtrickle: {:.1} ms: {}", started.elapsed().as_secs_f64() * 1000.0, sql);
+    result
 }
 
 pub fn latest_snapshot(source: &LakeSource) -> IvmResult<i64> {
