@@ -171,6 +171,9 @@ impl Branch {
             (*rows).havingQual = std::ptr::null_mut();
             (*rows).distinctClause = std::ptr::null_mut();
             (*rows).sortClause = std::ptr::null_mut();
+            (*rows).limitCount = std::ptr::null_mut();
+            (*rows).limitOffset = std::ptr::null_mut();
+            (*rows).limitOption = pg_sys::LimitOption::LIMIT_OPTION_COUNT;
             (*rows).windowClause = std::ptr::null_mut();
             (*rows).hasAggs = false;
             (*rows).hasDistinctOn = false;

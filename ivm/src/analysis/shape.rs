@@ -150,6 +150,34 @@ pub struct Shape {
     /// deparsed once the state table exists (see `final_sql`).
     output_trees: Vec<*mut pg_sys::Node>,
     having_tree: Option<*mut pg_sys::Node>,
+    /// ORDER BY and LIMIT/OFFSET, when the result is the first rows of the state.
+    top_n: Option<TopN>,
+}
+
+/// One ORDER BY item, rewritten onto state columns.
+#[derive(Debug)]
+struct SortKey {
+    tree: *mut pg_sys::Node,
+    direction: &'static str,
+    nulls_first: bool,
+}
+
+/// The first rows of the result in an order (see `top_n_of`).
+#[derive(Debug)]
+struct TopN {
+    order: Vec<SortKey>,
+    /// LIMIT and OFFSET: expressions without columns, as the query has them.
+    count: Option<*mut pg_sys::Node>,
+    offset: Option<*mut pg_sys::Node>,
+    with_ties: bool,
+}
+
+/// What the state becomes in the result, as SQL over the state table (alias `s`).
+pub struct FinalSql {
+    pub outputs: Vec<String>,
+    pub having: Option<String>,
+    /// `ORDER BY ... LIMIT ...` taking the result's rows, when the query has LIMIT.
+    pub top_n: Option<String>,
 }
 
 const STATE_KEY_PREFIX: &str = "k";
@@ -166,11 +194,33 @@ impl Shape {
         columns
     }
 
-    /// Result expressions and HAVING over the state table `state_relid`, alias `s`.
-    pub fn final_sql(&self, state_relid: pg_sys::Oid) -> (Vec<String>, Option<String>) {
-        let outputs = self.output_trees.iter().map(|t| deparse(*t, "s", state_relid)).collect();
-        let having = self.having_tree.map(|t| deparse(t, "s", state_relid));
-        (outputs, having)
+    /// Result expressions, HAVING and top-N over the state table `state_relid`, alias `s`.
+    pub fn final_sql(&self, state_relid: pg_sys::Oid) -> FinalSql {
+        let sql = |tree: *mut pg_sys::Node| deparse(tree, "s", state_relid);
+        let outputs = self.output_trees.iter().map(|t| sql(*t)).collect();
+        let having = self.having_tree.map(sql);
+        let top_n = self.top_n.as_ref().map(|top| {
+            let order = top
+                .order
+                .iter()
+                .map(|k| format!("({}) {} NULLS {}", sql(k.tree), k.direction, if k.nulls_first { "FIRST" } else { "LAST" }))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let offset = top.offset.map(|o| format!(" OFFSET ({}) ROWS", sql(o))).unwrap_or_default();
+            let count = match (top.count, top.with_ties) {
+                (Some(c), true) => format!(" FETCH FIRST ({}) ROWS WITH TIES", sql(c)),
+                (Some(c), false) => format!(" FETCH FIRST ({}) ROWS ONLY", sql(c)),
+                (None, _) => String::new(),
+            };
+            format!("ORDER BY {order}{offset}{count}")
+        });
+        FinalSql { outputs, having, top_n }
+    }
+
+    /// Whether the result is the first rows of the state (LIMIT): every refresh that
+    /// changes the state takes them again.
+    pub fn is_top_n(&self) -> bool {
+        self.top_n.is_some()
     }
 }
 
@@ -215,9 +265,6 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
         }
         if q.hasTargetSRFs {
             return Err(IvmError::unsupported("a set-returning function in the select list"));
-        }
-        if !q.limitCount.is_null() || !q.limitOffset.is_null() {
-            return Err(IvmError::unsupported("LIMIT/OFFSET"));
         }
         if !q.rowMarks.is_null() {
             return Err(IvmError::unsupported("FOR UPDATE/SHARE"));
@@ -358,6 +405,7 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
         };
         let output_trees: Vec<*mut pg_sys::Node> = visible.iter().map(|t| mutate((**t).expr as _, &mut to_state)).collect();
         let having_tree = if having.is_null() { None } else { Some(mutate(having, &mut to_state)) };
+        let top_n = top_n_of(q, &target_list, kind, &key_trees, &mut to_state)?;
         if let Some(e) = failure {
             return Err(e);
         }
@@ -369,7 +417,64 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
             outputs,
             output_trees,
             having_tree,
+            top_n,
         })
+    }
+}
+
+/// The ORDER BY and LIMIT of a query whose result is its first rows in that order:
+/// the rows of every group are kept in the state as without LIMIT, and the result is
+/// the first rows of the state in the query's order, taken again after every
+/// refresh that changed the state (the cost of sorting the groups, not of reading
+/// the lake). Ties at the limit are broken as any run of the query may break them,
+/// unless WITH TIES keeps them all.
+unsafe fn top_n_of(
+    q: &pg_sys::Query,
+    target_list: &PgList<pg_sys::TargetEntry>,
+    kind: Kind,
+    key_trees: &[*mut pg_sys::Node],
+    to_state: &mut dyn FnMut(*mut pg_sys::Node) -> Option<*mut pg_sys::Node>,
+) -> IvmResult<Option<TopN>> {
+    unsafe {
+        if q.limitCount.is_null() && q.limitOffset.is_null() {
+            return Ok(None);
+        }
+        if q.sortClause.is_null() {
+            return Err(IvmError::unsupported("LIMIT/OFFSET without ORDER BY (which rows it keeps is arbitrary)"));
+        }
+        for bound in [q.limitCount, q.limitOffset] {
+            if !bound.is_null() && !sublinks_in(bound).is_empty() {
+                return Err(IvmError::unsupported("a subquery expression in LIMIT/OFFSET"));
+            }
+        }
+        let mut order = Vec::new();
+        for clause in PgList::<pg_sys::SortGroupClause>::from_pg(q.sortClause).iter_ptr() {
+            let entry = target_list
+                .iter_ptr()
+                .find(|t| (**t).ressortgroupref == (*clause).tleSortGroupRef)
+                .ok_or_else(|| IvmError::unsupported("this ORDER BY"))?;
+            let expression = (*entry).expr as *mut pg_sys::Node;
+            // Without aggregates the state holds the result columns only.
+            if matches!(kind, Kind::Plain | Kind::Distinct) && !key_trees.iter().any(|k| equal(*k, expression)) {
+                return Err(IvmError::unsupported("ORDER BY an expression that is not a result column, with LIMIT"));
+            }
+            let type_oid = pg_sys::exprType(expression);
+            let cache = pg_sys::lookup_type_cache(type_oid, (pg_sys::TYPECACHE_LT_OPR | pg_sys::TYPECACHE_GT_OPR) as i32);
+            let direction = if (*clause).sortop == (*cache).lt_opr {
+                "ASC"
+            } else if (*clause).sortop == (*cache).gt_opr {
+                "DESC"
+            } else {
+                return Err(IvmError::unsupported("ORDER BY ... USING an operator other than the type's < or >, with LIMIT"));
+            };
+            order.push(SortKey { tree: mutate(expression, &mut |n| to_state(n)), direction, nulls_first: (*clause).nulls_first });
+        }
+        Ok(Some(TopN {
+            order,
+            count: (!q.limitCount.is_null()).then_some(q.limitCount),
+            offset: (!q.limitOffset.is_null()).then_some(q.limitOffset),
+            with_ties: q.limitOption == pg_sys::LimitOption::LIMIT_OPTION_WITH_TIES,
+        }))
     }
 }
 
@@ -380,6 +485,9 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
 unsafe fn union_shape(query: *mut pg_sys::Query) -> IvmResult<Shape> {
     unsafe {
         let q = &*query;
+        if !q.limitCount.is_null() || !q.limitOffset.is_null() {
+            return Err(IvmError::unsupported("LIMIT/OFFSET on a set operation"));
+        }
         let top = q.setOperations as *mut pg_sys::SetOperationStmt;
         let mut leaves = Vec::new();
         let kind = match ((*top).op, (*top).all) {
@@ -482,6 +590,7 @@ unsafe fn union_shape(query: *mut pg_sys::Query) -> IvmResult<Shape> {
             outputs,
             output_trees,
             having_tree: None,
+            top_n: None,
         })
     }
 }

@@ -425,11 +425,17 @@ fn differential(
         context.unpin_snapshot();
     }
     let with_nulls = shape.kind != Kind::Scalar && exists(&statements.affected_has_null_key())?;
-    run(&statements.delete_affected_results(false))?;
-    if with_nulls {
-        run(&statements.delete_affected_results(true))?;
+    if shape.is_top_n() {
+        // A changed group can move any other into or out of the first rows.
+        run(&statements.delete_all_results())?;
+        run(&statements.insert_all_results())?;
+    } else {
+        run(&statements.delete_affected_results(false))?;
+        if with_nulls {
+            run(&statements.delete_affected_results(true))?;
+        }
+        run(&statements.insert_affected_results())?;
     }
-    run(&statements.insert_affected_results())?;
     if shape.kind != Kind::Scalar {
         run(&statements.delete_empty_groups(false))?;
         if with_nulls {

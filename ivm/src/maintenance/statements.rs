@@ -2,7 +2,7 @@
 //! a change buffer into the state (the delta rules), and projecting changed groups
 //! into the result table. Every name is quoted; expressions come from ruleutils.
 
-use crate::analysis::shape::{AggKind, Kind, SetOp, Shape};
+use crate::analysis::shape::{AggKind, FinalSql, Kind, SetOp, Shape};
 use crate::error::IvmResult;
 use crate::sql::ident;
 
@@ -31,6 +31,7 @@ pub struct Statements<'a> {
     /// Result expressions and HAVING over the state (alias `s`).
     outputs: Vec<String>,
     having: Option<String>,
+    top_n: Option<String>,
 }
 
 fn list(items: impl IntoIterator<Item = String>) -> String {
@@ -89,8 +90,8 @@ impl<'a> Statements<'a> {
     /// expressions are deparsed against it).
     pub fn new(shape: &'a Shape, objects: &'a Objects) -> IvmResult<Self> {
         let state_relid = crate::sql::regclass(&objects.state)?;
-        let (outputs, having) = shape.final_sql(state_relid);
-        Ok(Statements { shape, objects, outputs, having })
+        let FinalSql { outputs, having, top_n } = shape.final_sql(state_relid);
+        Ok(Statements { shape, objects, outputs, having, top_n })
     }
 
     fn key_columns(&self) -> Vec<String> {
@@ -298,12 +299,18 @@ impl<'a> Statements<'a> {
             conditions.push(format!("({having})"));
         }
         let filter = if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
+        let top_n = self.top_n.as_ref().map(|t| format!(" {t}")).unwrap_or_default();
         format!(
-            "INSERT INTO {} ({}) SELECT {} FROM {from} s{repeat}{filter}",
+            "INSERT INTO {} ({}) SELECT {} FROM {from} s{repeat}{filter}{top_n}",
             self.objects.result,
             self.result_columns(),
             list(self.outputs.iter().cloned())
         )
+    }
+
+    /// Remove every result row (before `insert_all_results`).
+    pub fn delete_all_results(&self) -> String {
+        format!("DELETE FROM {}", self.objects.result)
     }
 
     /// Insert the result rows of the affected groups (after `delete_affected_results`).
