@@ -39,7 +39,7 @@ def error_of(conn, sql, params=None):
 
 
 @pytest.mark.parametrize("query, construct", [
-    ("SELECT e.event_type FROM lake.events e LEFT JOIN lake.events f USING (event_id)", "a LEFT JOIN"),
+    ("SELECT e.event_type FROM lake.events e FULL JOIN lake.events f USING (event_id)", "a FULL JOIN"),
     ("SELECT e.event_type FROM lake.events e JOIN pg_class c ON c.relname = e.event_type",
      "reading pg_catalog.pg_class (neither a DuckLake foreign table nor a user's Postgres table)"),
     ("SELECT count(*) FROM lake.events e, lake.events f GROUP BY e.value + f.value",

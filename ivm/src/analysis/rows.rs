@@ -35,6 +35,7 @@
 //! visible in the frontier's).
 
 use super::parse::Source;
+use super::outer_joins::{self, make_inner};
 use super::sublinks::{and, boolean_test, change_filter, conjuncts, split_at_sublink, sublinks_in};
 use crate::sql::ident;
 use pgrx::{PgList, pg_sys};
@@ -62,6 +63,8 @@ pub struct Occurrence {
     /// sub-selects in FROM, then the subquery expressions (a sub-select in FROM inside
     /// a subquery expression is refused).
     pub path: Vec<Step>,
+    /// The range-table index of the LEFT or RIGHT JOIN whose nullable side it is.
+    pub nullable_in: Option<i32>,
     /// Its index in the range table of its query level.
     pub rtindex: i32,
     pub source: Source,
@@ -242,7 +245,9 @@ impl Branch {
     /// unseen, with each member's change type as column `__pgt_change<i>`, and each of
     /// `olds` read as it was at the frontier. A member inside a subquery expression
     /// (always alone in its term) gives the rows whose WHERE clause changed instead,
-    /// typed 'insert' where it became true and 'delete' where it stopped being true.
+    /// typed 'insert' where it became true and 'delete' where it stopped being true;
+    /// one on the nullable side of an outer join (alone too) gives the pairs it
+    /// changes and the padded rows it adds or removes (see `outer_joins`).
     unsafe fn term(&self, members: &[&(&Occurrence, &Feed)], olds: &[&(&Occurrence, &Feed)], to: i64) -> String {
         unsafe {
             let query = pg_sys::copyObjectImpl(self.query as *const std::ffi::c_void) as *mut pg_sys::Query;
@@ -250,59 +255,111 @@ impl Branch {
                 let rte = occurrence_entry(query, occurrence);
                 (*rte).relid = feed.old.expect("a source that can be read as it was");
             }
-            for (i, (occurrence, feed)) in members.iter().enumerate() {
-                let from = occurrence.from_steps();
-                let levels = from_levels(query, &from);
-                let level = *levels.last().expect("a level");
-                let changes = |q: *mut pg_sys::Query, rtindex: i32| -> Vec<*mut pg_sys::Node> {
-                    (*rt_fetch(q, rtindex)).relid = feed.relid;
-                    unseen_conditions(feed, rtindex, to)
-                };
-                let sublinks = occurrence.sublink_steps();
-                let column = if sublinks.is_empty() {
-                    let mut quals = conjuncts((*(*level).jointree).quals);
-                    quals.extend(changes(level, occurrence.rtindex));
-                    (*(*level).jointree).quals = and(quals);
-                    feed_var(feed.relid, occurrence.rtindex, "change_type")
-                } else {
-                    let (mut quals, now, sublinks) = split_at_sublink((*(*level).jointree).quals, &sublinks);
-                    let before = pg_sys::copyObjectImpl(now as *const std::ffi::c_void) as *mut pg_sys::Node;
-                    (*sublink_entry(before, &sublinks, occurrence.rtindex)).relid = feed.old.expect("a lake source");
-                    let filter = change_filter(now, &sublinks, occurrence.rtindex, &changes);
-                    let is_true = |node: *mut pg_sys::Node| {
-                        boolean_test(pg_sys::copyObjectImpl(node as *const std::ffi::c_void) as _, pg_sys::BoolTestType::IS_TRUE)
-                    };
-                    let changed = pg_sys::make_opclause(
-                        pg_sys::Oid::from(pg_sys::BooleanNotEqualOperator),
-                        pg_sys::BOOLOID,
-                        false,
-                        is_true(now) as *mut pg_sys::Expr,
-                        is_true(before) as *mut pg_sys::Expr,
-                        pg_sys::InvalidOid,
-                        pg_sys::InvalidOid,
-                    ) as *mut pg_sys::Node;
-                    let became_true = case_text(is_true(now), "insert", "delete");
-                    quals.extend([filter, changed]);
-                    (*(*level).jointree).quals = and(quals);
-                    became_true
-                };
-                // The change type, as an output of every level up to the top.
-                let name = format!("__pgt_change{i}");
-                let mut column = column;
-                for depth in (0..levels.len()).rev() {
-                    let resno = append_output(levels[depth], column, &name);
-                    if depth > 0 {
-                        let parent = levels[depth - 1];
-                        let entry = rt_fetch(parent, from[depth - 1]);
-                        let c_name = CString::new(name.as_str()).expect("no NUL");
-                        (*(*entry).eref).colnames =
-                            pg_sys::lappend((*(*entry).eref).colnames, pg_sys::makeString(pg_sys::pstrdup(c_name.as_ptr())) as _);
-                        column = pg_sys::makeVar(from[depth - 1], resno, pg_sys::TEXTOID, -1, pg_sys::DEFAULT_COLLATION_OID, 0)
-                            as *mut pg_sys::Node;
-                    }
+            if let [member] = members {
+                if let Some(join) = member.0.nullable_in {
+                    let pairs = pg_sys::copyObjectImpl(query as *const std::ffi::c_void) as *mut pg_sys::Query;
+                    make_inner(*from_levels(pairs, &member.0.from_steps()).last().expect("a level"), join);
+                    let pairs = with_changes(pairs, members, to);
+                    let padding = padding_change(query, member.0, member.1, join, to);
+                    return format!("{pairs} UNION ALL {padding}");
                 }
             }
-            querydef(query)
+            with_changes(query, members, to)
+        }
+    }
+}
+
+/// `query` with each member's source replaced by its changes (see `Branch::term`).
+unsafe fn with_changes(query: *mut pg_sys::Query, members: &[&(&Occurrence, &Feed)], to: i64) -> String {
+    unsafe {
+        for (i, (occurrence, feed)) in members.iter().enumerate() {
+            let from = occurrence.from_steps();
+            let levels = from_levels(query, &from);
+            let level = *levels.last().expect("a level");
+            let changes = |q: *mut pg_sys::Query, rtindex: i32| -> Vec<*mut pg_sys::Node> {
+                (*rt_fetch(q, rtindex)).relid = feed.relid;
+                unseen_conditions(feed, rtindex, to)
+            };
+            let sublinks = occurrence.sublink_steps();
+            let column = if sublinks.is_empty() {
+                let mut quals = conjuncts((*(*level).jointree).quals);
+                quals.extend(changes(level, occurrence.rtindex));
+                (*(*level).jointree).quals = and(quals);
+                feed_var(feed.relid, occurrence.rtindex, "change_type")
+            } else {
+                let (mut quals, now, sublinks) = split_at_sublink((*(*level).jointree).quals, &sublinks);
+                let before = pg_sys::copyObjectImpl(now as *const std::ffi::c_void) as *mut pg_sys::Node;
+                (*sublink_entry(before, &sublinks, occurrence.rtindex)).relid = feed.old.expect("a lake source");
+                let filter = change_filter(now, &sublinks, occurrence.rtindex, &changes);
+                let is_true = |node: *mut pg_sys::Node| {
+                    boolean_test(pg_sys::copyObjectImpl(node as *const std::ffi::c_void) as _, pg_sys::BoolTestType::IS_TRUE)
+                };
+                quals.extend([filter, differ(is_true(now), is_true(before))]);
+                (*(*level).jointree).quals = and(quals);
+                case_text(is_true(now), "insert", "delete")
+            };
+            output_change(&levels, &from, column, &format!("__pgt_change{i}"));
+        }
+        querydef(query)
+    }
+}
+
+/// The padded rows of outer join `join` that the changes of `feed` to its nullable
+/// side `occurrence` add ('insert': the rows' last match went away) or remove
+/// ('delete': a first match appeared), see `outer_joins`.
+unsafe fn padding_change(query: *mut pg_sys::Query, occurrence: &Occurrence, feed: &Feed, join: i32, to: i64) -> String {
+    unsafe {
+        let from = occurrence.from_steps();
+        let levels = from_levels(query, &from);
+        let level = *levels.last().expect("a level");
+        let join_expr = outer_joins::join_expr(level, join);
+        let condition = (*join_expr).quals;
+        let table = occurrence.rtindex;
+        let current = (*rt_fetch(level, table)).relid;
+        let now = move || outer_joins::has_match(level, condition, table, current, Vec::new());
+        let before = outer_joins::has_match(level, condition, table, feed.old.expect("a lake source"), Vec::new());
+        let reached = outer_joins::has_match(level, condition, table, feed.relid, unseen_conditions(feed, 1, to));
+        let mut quals = conjuncts((*(*level).jointree).quals);
+        quals.extend([reached, differ(now(), before)]);
+        (*(*level).jointree).quals = and(quals);
+        // Every row of the other side, padded.
+        (*join_expr).quals = pg_sys::makeBoolConst(false, false);
+        output_change(&levels, &from, case_text(now(), "delete", "insert"), "__pgt_change0");
+        querydef(query)
+    }
+}
+
+/// `a <> b` for booleans that are never NULL.
+unsafe fn differ(a: *mut pg_sys::Node, b: *mut pg_sys::Node) -> *mut pg_sys::Node {
+    unsafe {
+        pg_sys::make_opclause(
+            pg_sys::Oid::from(pg_sys::BooleanNotEqualOperator),
+            pg_sys::BOOLOID,
+            false,
+            a as *mut pg_sys::Expr,
+            b as *mut pg_sys::Expr,
+            pg_sys::InvalidOid,
+            pg_sys::InvalidOid,
+        ) as *mut pg_sys::Node
+    }
+}
+
+/// Add `column` (text) as output `name` of the deepest of `levels` and of every
+/// level above it, up to the top (`from`: the sub-selects in FROM between them).
+unsafe fn output_change(levels: &[*mut pg_sys::Query], from: &[i32], column: *mut pg_sys::Node, name: &str) {
+    unsafe {
+        let mut column = column;
+        for depth in (0..levels.len()).rev() {
+            let resno = append_output(levels[depth], column, name);
+            if depth > 0 {
+                let parent = levels[depth - 1];
+                let entry = rt_fetch(parent, from[depth - 1]);
+                let c_name = CString::new(name).expect("no NUL");
+                (*(*entry).eref).colnames =
+                    pg_sys::lappend((*(*entry).eref).colnames, pg_sys::makeString(pg_sys::pstrdup(c_name.as_ptr())) as _);
+                column = pg_sys::makeVar(from[depth - 1], resno, pg_sys::TEXTOID, -1, pg_sys::DEFAULT_COLLATION_OID, 0)
+                    as *mut pg_sys::Node;
+            }
         }
     }
 }
@@ -400,12 +457,27 @@ unsafe fn rt_fetch(query: *mut pg_sys::Query, index: i32) -> *mut pg_sys::RangeT
 }
 
 /// Add `expression` named `name` to `query`'s select list; its position.
+/// It goes after the visible outputs and before the hidden ones (an ORDER BY's), so
+/// that its position is the one the parent's column names give it.
 unsafe fn append_output(query: *mut pg_sys::Query, expression: *mut pg_sys::Node, name: &str) -> i16 {
     unsafe {
-        let mut targets = PgList::<pg_sys::TargetEntry>::from_pg((*query).targetList);
-        let resno = (targets.len() + 1) as i16;
+        let old = PgList::<pg_sys::TargetEntry>::from_pg((*query).targetList);
+        let visible = old.iter_ptr().filter(|t| !(**t).resjunk).count();
+        let resno = (visible + 1) as i16;
         let name = CString::new(name).expect("no NUL");
-        targets.push(pg_sys::makeTargetEntry(expression as *mut pg_sys::Expr, resno, pg_sys::pstrdup(name.as_ptr()), false));
+        let mut targets = PgList::<pg_sys::TargetEntry>::new();
+        for (i, entry) in old.iter_ptr().enumerate() {
+            if i == visible {
+                targets.push(pg_sys::makeTargetEntry(expression as *mut pg_sys::Expr, resno, pg_sys::pstrdup(name.as_ptr()), false));
+            }
+            if (*entry).resjunk {
+                (*entry).resno += 1;
+            }
+            targets.push(entry);
+        }
+        if visible == old.len() {
+            targets.push(pg_sys::makeTargetEntry(expression as *mut pg_sys::Expr, resno, pg_sys::pstrdup(name.as_ptr()), false));
+        }
         (*query).targetList = targets.into_pg();
         resno
     }

@@ -677,10 +677,13 @@ unsafe fn source_relations(q: &pg_sys::Query) -> IvmResult<Vec<Occurrence>> {
         // Changes of several Postgres tables are added up by the alternating sum,
         // whose terms are joins: it has no term for a subquery expression's change.
         let postgres = occurrences.iter().filter(|o| matches!(o.source, Source::Postgres(_))).count();
-        if postgres > 1 && occurrences.iter().any(Occurrence::in_subquery_expression) {
+        if postgres > 1 && occurrences.iter().any(|o| o.in_subquery_expression()) {
             return Err(IvmError::unsupported(
                 "a subquery expression over lake tables in a query that reads more than one Postgres table",
             ));
+        }
+        if postgres > 1 && occurrences.iter().any(|o| o.nullable_in.is_some()) {
+            return Err(IvmError::unsupported("an outer join in a query that reads more than one Postgres table"));
         }
         Ok(occurrences)
     }
@@ -689,6 +692,7 @@ unsafe fn source_relations(q: &pg_sys::Query) -> IvmResult<Vec<Occurrence>> {
 unsafe fn collect_relations(q: &pg_sys::Query, path: &[Step], occurrences: &mut Vec<Occurrence>) -> IvmResult<()> {
     unsafe {
         let in_subquery_expression = path.iter().any(|s| matches!(s, Step::SubLink(_)));
+        let nullable = if q.jointree.is_null() { Vec::new() } else { nullable_sides(q, (*q.jointree).fromlist as *mut pg_sys::Node)? };
         for (index, rte) in PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable).iter_ptr().enumerate() {
             let rtindex = index as i32 + 1;
             match (*rte).rtekind {
@@ -714,7 +718,15 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[Step], occurrences: &mut 
                             ))
                         })?),
                     };
-                    occurrences.push(Occurrence { path: path.to_vec(), rtindex, source });
+                    let nullable_in = nullable.iter().find(|(relation, _)| *relation == rtindex).map(|(_, join)| *join);
+                    if nullable_in.is_some() && !matches!(source, Source::Lake(_)) {
+                        // Its rows' padding is compared with the table as it was.
+                        return Err(IvmError::unsupported(format!(
+                            "reading {} on the nullable side of an outer join (only lake tables can be read there: a refresh reads them as they were)",
+                            crate::sql::relation_name(relid)
+                        )));
+                    }
+                    occurrences.push(Occurrence { path: path.to_vec(), rtindex, source, nullable_in });
                 }
                 #[cfg(feature = "pg18")]
                 pg_sys::RTEKind::RTE_GROUP => {}
@@ -725,8 +737,10 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[Step], occurrences: &mut 
                 }
                 pg_sys::RTEKind::RTE_JOIN => match (*rte).jointype {
                     pg_sys::JoinType::JOIN_INNER => {}
-                    pg_sys::JoinType::JOIN_LEFT => return Err(IvmError::unsupported("a LEFT JOIN")),
-                    pg_sys::JoinType::JOIN_RIGHT => return Err(IvmError::unsupported("a RIGHT JOIN")),
+                    pg_sys::JoinType::JOIN_LEFT | pg_sys::JoinType::JOIN_RIGHT if in_subquery_expression => {
+                        return Err(IvmError::unsupported("an outer join inside a subquery expression"));
+                    }
+                    pg_sys::JoinType::JOIN_LEFT | pg_sys::JoinType::JOIN_RIGHT => {}
                     pg_sys::JoinType::JOIN_FULL => return Err(IvmError::unsupported("a FULL JOIN")),
                     _ => return Err(IvmError::unsupported("this kind of join")),
                 },
@@ -772,6 +786,48 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[Step], occurrences: &mut 
             }
         }
         Ok(())
+    }
+}
+
+/// The (relation, join) range-table indexes of the relations on the nullable side of
+/// a LEFT or RIGHT JOIN in the FROM items `node`. Each must be one table: the rows a
+/// change to it pads or unpads are the other side's rows it matches (see `rows`).
+unsafe fn nullable_sides(q: &pg_sys::Query, node: *mut pg_sys::Node) -> IvmResult<Vec<(i32, i32)>> {
+    unsafe {
+        let mut found = Vec::new();
+        let mut stack = vec![node];
+        while let Some(node) = stack.pop() {
+            if node.is_null() {
+                continue;
+            }
+            if pgrx::is_a(node, pg_sys::NodeTag::T_List) {
+                stack.extend(PgList::<pg_sys::Node>::from_pg(node as *mut pg_sys::List).iter_ptr());
+            } else if pgrx::is_a(node, pg_sys::NodeTag::T_JoinExpr) {
+                let join = node as *mut pg_sys::JoinExpr;
+                let side = match (*join).jointype {
+                    pg_sys::JoinType::JOIN_LEFT => Some(((*join).rarg, "LEFT")),
+                    pg_sys::JoinType::JOIN_RIGHT => Some(((*join).larg, "RIGHT")),
+                    _ => None,
+                };
+                if let Some((side, name)) = side {
+                    let relation = pgrx::is_a(side, pg_sys::NodeTag::T_RangeTblRef)
+                        .then(|| (*(side as *mut pg_sys::RangeTblRef)).rtindex)
+                        .filter(|index| {
+                            let rte = PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable).get_ptr(*index as usize - 1);
+                            rte.is_some_and(|rte| (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION)
+                        });
+                    let Some(relation) = relation else {
+                        return Err(IvmError::unsupported(format!(
+                            "a {name} JOIN whose nullable side is not one table (a sub-select or a parenthesized join)"
+                        )));
+                    };
+                    found.push((relation, (*join).rtindex));
+                }
+                stack.push((*join).larg);
+                stack.push((*join).rarg);
+            }
+        }
+        Ok(found)
     }
 }
 

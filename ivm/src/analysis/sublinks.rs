@@ -176,7 +176,60 @@ pub unsafe fn check_sublink(sublink: *mut pg_sys::SubLink) -> IvmResult<()> {
         if !s.rowMarks.is_null() {
             return refuse("FOR UPDATE/SHARE");
         }
-        check_placement(s)
+        check_placement(s)?;
+        for aggregate in aggregates_in(s.targetList as *mut pg_sys::Node).into_iter().chain(aggregates_in(s.havingQual)) {
+            check_aggregate(aggregate)?;
+        }
+        Ok(())
+    }
+}
+
+/// The aggregate calls of `node` at its own query level.
+unsafe fn aggregates_in(node: *mut pg_sys::Node) -> Vec<*mut pg_sys::Aggref> {
+    #[pgrx::pg_guard]
+    unsafe extern "C-unwind" fn walker(node: *mut pg_sys::Node, context: *mut std::ffi::c_void) -> bool {
+        unsafe {
+            if node.is_null() || pgrx::is_a(node, pg_sys::NodeTag::T_SubLink) {
+                return false;
+            }
+            if pgrx::is_a(node, pg_sys::NodeTag::T_Aggref) {
+                (*(context as *mut Vec<*mut pg_sys::Aggref>)).push(node as *mut pg_sys::Aggref);
+            }
+            pg_sys::expression_tree_walker(node, Some(walker), context)
+        }
+    }
+    let mut found: Vec<*mut pg_sys::Aggref> = Vec::new();
+    unsafe { walker(node, &mut found as *mut Vec<*mut pg_sys::Aggref> as *mut std::ffi::c_void) };
+    found
+}
+
+/// A subquery's aggregate must give the same value whenever it is computed over the
+/// same rows: a refresh compares its value at the frontier, computed again, with
+/// what the refresh that counted the row saw. Built-in count, min, max, bool_and,
+/// bool_or and every are; sum and avg of integers and numerics are (of floats they
+/// depend on the order of the rows, as do string_agg and array_agg).
+unsafe fn check_aggregate(aggregate: *mut pg_sys::Aggref) -> IvmResult<()> {
+    unsafe {
+        let function = (*aggregate).aggfnoid;
+        let raw = pg_sys::get_func_name(function);
+        let name = if raw.is_null() { String::new() } else { std::ffi::CStr::from_ptr(raw).to_string_lossy().into_owned() };
+        let builtin = pg_sys::get_func_namespace(function) == pg_sys::PG_CATALOG_NAMESPACE.into();
+        let refuse = || Err(IvmError::unsupported(format!("aggregate {name}() in a subquery expression")));
+        if !builtin || !(*aggregate).aggorder.is_null() || (*aggregate).aggkind != b'n' as std::ffi::c_char {
+            return refuse();
+        }
+        match name.as_str() {
+            "count" | "min" | "max" | "bool_and" | "bool_or" | "every" => Ok(()),
+            "sum" | "avg" => {
+                let exact = [pg_sys::INT2OID, pg_sys::INT4OID, pg_sys::INT8OID, pg_sys::NUMERICOID];
+                let arguments = PgList::<pg_sys::TargetEntry>::from_pg((*aggregate).args);
+                match arguments.get_ptr(0) {
+                    Some(argument) if exact.contains(&pg_sys::exprType((*argument).expr as *mut pg_sys::Node)) => Ok(()),
+                    _ => Err(IvmError::unsupported(format!("{name}() of a type other than integers and numeric in a subquery expression"))),
+                }
+            }
+            _ => refuse(),
+        }
     }
 }
 

@@ -408,6 +408,14 @@ fn differential(
                     }
                 }
             }
+            // A term reads some sources as they are and others as they were: a
+            // combination that never existed, where `1 / (SELECT count(*) ...)` can
+            // divide by zero or a scalar subquery find two rows although neither the
+            // old nor the new data does. The rebuild reads one state (and raises the
+            // error if that state has it too).
+            if is_data_exception(code) || code == PgSqlErrorCode::ERRCODE_CARDINALITY_VIOLATION {
+                return Ok(Applied::Rebuild(format!("{message} (in the change of the sources' rows)")));
+            }
             // As it was raised: SQLSTATE, message, detail and hint.
             return Err(super::context::to_ivm_error(&error));
         }
@@ -443,6 +451,12 @@ fn differential(
         }
     }
     Ok(Applied::Changes(fetched as i64))
+}
+
+/// Is `code` of SQLSTATE class 22 (data exception)? A SQLSTATE's first two
+/// characters are its low 12 bits.
+fn is_data_exception(code: PgSqlErrorCode) -> bool {
+    (code as i32) & 0xFFF == (PgSqlErrorCode::ERRCODE_DATA_EXCEPTION as i32) & 0xFFF
 }
 
 /// Is `snapshot` older than the lake's oldest remaining snapshot?

@@ -1,0 +1,104 @@
+//! LEFT and RIGHT JOINs. `L ⟕ R ON θ` is the matched pairs plus each row of L without
+//! a match, padded with NULLs. Both are linear in L: a changed row of L brings its own
+//! pairs or padding, so L's change is the query with L replaced by its changes, like
+//! any join's. For R, the pairs are linear too (the query with the join made inner and
+//! R replaced by its changes), and the padding of a row r of L changes exactly when
+//! whether r has a match changes:
+//!
+//!   Δpadding = { r padded : EXISTS (R' θ r) ≠ EXISTS (R θ r) }
+//!
+//! +1 where the match went away, −1 where one appeared, with R read as it was by time
+//! travel. As with subquery expressions (see `sublinks`), only rows that a changed row
+//! of R matches can change, which an EXISTS over R's change feed keeps the comparison
+//! to. The padded rows themselves are the query with the join's condition made false,
+//! so everything above the join (other joins, WHERE, the select list) sees them as the
+//! query does. R must be one table: the nullable side of the join.
+
+use pgrx::{PgList, pg_sys};
+
+/// The JoinExpr with range-table index `rtindex` in the FROM items of `query`.
+pub unsafe fn join_expr(query: *mut pg_sys::Query, rtindex: i32) -> *mut pg_sys::JoinExpr {
+    unsafe {
+        let mut stack: Vec<*mut pg_sys::Node> = PgList::<pg_sys::Node>::from_pg((*(*query).jointree).fromlist).iter_ptr().collect();
+        while let Some(node) = stack.pop() {
+            if pgrx::is_a(node, pg_sys::NodeTag::T_JoinExpr) {
+                let join = node as *mut pg_sys::JoinExpr;
+                if (*join).rtindex == rtindex {
+                    return join;
+                }
+                stack.push((*join).larg);
+                stack.push((*join).rarg);
+            }
+        }
+        panic!("join {rtindex} is in the query's FROM items")
+    }
+}
+
+/// Make outer join `rtindex` of `query` an inner join: its matched pairs alone.
+pub unsafe fn make_inner(query: *mut pg_sys::Query, rtindex: i32) {
+    unsafe {
+        (*join_expr(query, rtindex)).jointype = pg_sys::JoinType::JOIN_INNER;
+        let rte = PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable).get_ptr(rtindex as usize - 1).expect("the join's entry");
+        (*rte).jointype = pg_sys::JoinType::JOIN_INNER;
+    }
+}
+
+/// `EXISTS (SELECT 1 FROM <relid> WHERE θ AND extra)`: whether the row of `query`
+/// has a match in relation `relid` standing for its table at range-table index
+/// `nullable` (which the join condition `condition` reads), placed in `query`'s WHERE.
+/// `extra` are conditions on that relation as range-table entry 1 of the subquery.
+pub unsafe fn has_match(
+    query: *mut pg_sys::Query,
+    condition: *mut pg_sys::Node,
+    nullable: i32,
+    relid: pg_sys::Oid,
+    extra: Vec<*mut pg_sys::Node>,
+) -> *mut pg_sys::Node {
+    unsafe {
+        let original = PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable).get_ptr(nullable as usize - 1).expect("the table's entry");
+        let rte = pg_sys::copyObjectImpl(original as *const std::ffi::c_void) as *mut pg_sys::RangeTblEntry;
+        (*rte).relid = relid;
+        #[cfg(not(feature = "pg15"))]
+        {
+            (*rte).perminfoindex = 0;
+        }
+        // One level down: the table becomes entry 1 there, everything else reaches
+        // one level further up.
+        let mut lower = |node: *mut pg_sys::Node| -> Option<*mut pg_sys::Node> {
+            if !pgrx::is_a(node, pg_sys::NodeTag::T_Var) {
+                return None;
+            }
+            let var = pg_sys::copyObjectImpl(node as *const std::ffi::c_void) as *mut pg_sys::Var;
+            if (*var).varlevelsup == 0 && (*var).varno == nullable {
+                (*var).varno = 1;
+                (*var).varnosyn = 1;
+            } else {
+                (*var).varlevelsup += 1;
+            }
+            Some(var as *mut pg_sys::Node)
+        };
+        let mut parts = super::sublinks::conjuncts(super::tree::mutate(condition, &mut lower));
+        parts.extend(extra);
+        let mut reference = pgrx::PgBox::<pg_sys::RangeTblRef>::alloc_node(pg_sys::NodeTag::T_RangeTblRef);
+        reference.rtindex = 1;
+        let mut from = PgList::<pg_sys::Node>::new();
+        from.push(reference.into_pg() as *mut pg_sys::Node);
+        let mut rtable = PgList::<pg_sys::RangeTblEntry>::new();
+        rtable.push(rte);
+        let one = pg_sys::makeConst(pg_sys::INT4OID, -1, pg_sys::InvalidOid, 4, pg_sys::Datum::from(1i32), false, true);
+        let mut targets = PgList::<pg_sys::TargetEntry>::new();
+        targets.push(pg_sys::makeTargetEntry(one as *mut pg_sys::Expr, 1, std::ptr::null_mut(), false));
+        let mut sub = pgrx::PgBox::<pg_sys::Query>::alloc_node(pg_sys::NodeTag::T_Query);
+        sub.commandType = pg_sys::CmdType::CMD_SELECT;
+        sub.querySource = pg_sys::QuerySource::QSRC_ORIGINAL;
+        sub.canSetTag = true;
+        sub.rtable = rtable.into_pg();
+        sub.jointree = pg_sys::makeFromExpr(from.into_pg(), super::sublinks::and(parts));
+        sub.targetList = targets.into_pg();
+        let mut exists = pgrx::PgBox::<pg_sys::SubLink>::alloc_node(pg_sys::NodeTag::T_SubLink);
+        exists.subLinkType = pg_sys::SubLinkType::EXISTS_SUBLINK;
+        exists.subselect = sub.into_pg() as *mut pg_sys::Node;
+        exists.location = -1;
+        exists.into_pg() as *mut pg_sys::Node
+    }
+}
