@@ -55,6 +55,10 @@ def test_random_changes_keep_outer_joins_exact(lake, seed):
      "a LEFT JOIN whose nullable side is not one table (a sub-select or a parenthesized join)"),
     ("SELECT c.id, s.id FROM lake.customers c LEFT JOIN (SELECT id, customer FROM lake.orders) s ON s.customer = c.id",
      "a LEFT JOIN whose nullable side is not one table (a sub-select or a parenthesized join)"),
+    ("SELECT o.id, c.tier FROM lake.orders o LEFT JOIN lake.customers c USING (region_hint)",
+     "a LEFT JOIN with USING or NATURAL (write its condition with ON)"),
+    ("SELECT o.id, c.tier FROM lake.orders o NATURAL RIGHT JOIN lake.customers c",
+     "a RIGHT JOIN with USING or NATURAL (write its condition with ON)"),
     ("SELECT c.id, z.name FROM lake.customers c LEFT JOIN public.zones z ON z.name = c.region",
      "reading public.zones on the nullable side of an outer join (only lake tables can be read there"),
     ("SELECT c.id FROM lake.customers c WHERE EXISTS (SELECT 1 FROM lake.orders o "

@@ -810,6 +810,11 @@ unsafe fn nullable_sides(q: &pg_sys::Query, node: *mut pg_sys::Node) -> IvmResul
                     _ => None,
                 };
                 if let Some((side, name)) = side {
+                    // The padded rows are the join with its condition made false, which
+                    // USING (printed instead of a condition) has no place for.
+                    if !(*join).usingClause.is_null() {
+                        return Err(IvmError::unsupported(format!("a {name} JOIN with USING or NATURAL (write its condition with ON)")));
+                    }
                     let relation = pgrx::is_a(side, pg_sys::NodeTag::T_RangeTblRef)
                         .then(|| (*(side as *mut pg_sys::RangeTblRef)).rtindex)
                         .filter(|index| {
