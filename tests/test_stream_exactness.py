@@ -252,6 +252,13 @@ REAGGREGATED = ("SELECT g, count(DISTINCT v) AS dv, sum(DISTINCT v) AS sv, bool_
                 "every(v > 0) AS ev, count(DISTINCT s) AS ds, min(DISTINCT v) AS lo, count(*) AS n "
                 "FROM lake.d GROUP BY g")
 REAGGREGATED_SCALAR = "SELECT count(DISTINCT v) AS dv, bool_or(b) AS bo, count(*) AS n FROM lake.d"
+# any aggregate, recomputed per touched group: ordered ones, ordered-set ones, statistics
+RECOMPUTED = ("SELECT g, string_agg(s, ',' ORDER BY s, id) AS ss, array_agg(v ORDER BY id) AS vs, "
+              "avg(DISTINCT v) AS adv, percentile_cont(0.5) WITHIN GROUP (ORDER BY v) AS median, "
+              "stddev_samp(v) AS sd, bit_or(v) AS bits, jsonb_agg(b ORDER BY id) FILTER (WHERE v > 0) AS bs, "
+              "count(*) AS n FROM lake.d GROUP BY g")
+RECOMPUTED_SCALAR = ("SELECT string_agg(s, '/' ORDER BY id DESC) AS ss, mode() WITHIN GROUP (ORDER BY v) AS common, "
+                     "count(DISTINCT s) AS ds FROM lake.d")
 REAGGREGATED_HAVING = "SELECT g, count(DISTINCT s) AS ds FROM lake.d GROUP BY g HAVING count(DISTINCT v) > 2"
 FILTERED = ("SELECT g, count(*) FILTER (WHERE b) AS nb, sum(v) FILTER (WHERE s = 's1') AS s1, "
             "max(v) FILTER (WHERE v < 3) AS under3, avg(v) FILTER (WHERE b) AS avg_b, "
@@ -271,7 +278,7 @@ def test_distinct_boolean_and_filtered_aggregates_stay_exact(lake):
     conn.execute("CREATE EXTENSION ducklake_ivm")
     conn.execute("INSERT INTO lake.d SELECT i, i % 4, i % 7 - 1, i % 3 = 0, 's' || i % 5 FROM generate_series(1, 60) i")
     shapes = {"reagg": REAGGREGATED, "reagg_scalar": REAGGREGATED_SCALAR, "reagg_having": REAGGREGATED_HAVING,
-              "filtered": FILTERED}
+              "filtered": FILTERED, "recomputed": RECOMPUTED, "recomputed_scalar": RECOMPUTED_SCALAR}
     for name, query in shapes.items():
         conn.execute("SELECT pgtrickle.create_stream_table(%s, %s, '1h')", (name, query))
         conn.execute("SELECT pgtrickle.pause_scheduler(ARRAY[%s])", (name,))
@@ -308,5 +315,6 @@ def test_distinct_boolean_and_filtered_aggregates_stay_exact(lake):
             assert_exact(conn, name, query)
         if statement.startswith("DELETE"):
             assert rows(conn, "SELECT * FROM reagg_scalar") == [(0, None, 0)]
+            assert rows(conn, "SELECT * FROM recomputed_scalar") == [(None, None, 0)]
     assert rows(conn, "SELECT * FROM reagg_scalar") == [(1, True, 2)]
     assert notices == []  # no refresh was rebuilt in full

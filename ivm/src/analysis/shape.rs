@@ -63,36 +63,26 @@ pub enum AggKind {
     Avg,
     Min,
     Max,
-    /// Aggregates no running value can follow under deletions: every group a change
-    /// touches is aggregated again from its rows at the target snapshot (like a group
-    /// whose min was deleted), the cost of reading that group, not the table.
-    CountDistinct,
-    SumDistinct,
-    BoolAnd,
-    BoolOr,
+    /// Any other aggregate (DISTINCT forms, bool_and/bool_or, string_agg and array_agg
+    /// with ORDER BY, ordered-set aggregates, statistics...): no running value follows
+    /// it under deletions, so every group a change touches is aggregated again from its
+    /// rows at the target snapshot (like a group whose min was deleted), the cost of
+    /// reading that group, not the table.
+    Recomputed,
 }
 
 impl AggKind {
-    /// The built-in aggregate, qualified so that no look-alike on the search path
-    /// can stand in for it in the generated SQL.
+    /// The built-in aggregate of a kind with a running value, qualified so that no
+    /// look-alike on the search path can stand in for it in the generated SQL.
     pub fn function(self) -> &'static str {
         match self {
-            AggKind::CountStar | AggKind::Count | AggKind::CountDistinct => "pg_catalog.count",
-            AggKind::Sum | AggKind::SumDistinct => "pg_catalog.sum",
+            AggKind::CountStar | AggKind::Count => "pg_catalog.count",
+            AggKind::Sum => "pg_catalog.sum",
             AggKind::Avg => "pg_catalog.avg",
             AggKind::Min => "pg_catalog.min",
             AggKind::Max => "pg_catalog.max",
-            AggKind::BoolAnd => "pg_catalog.bool_and",
-            AggKind::BoolOr => "pg_catalog.bool_or",
-        }
-    }
-
-    /// The call over argument `arg` (a column of the rows).
-    pub fn call(self, arg: &str) -> String {
-        match self {
-            AggKind::CountStar => "pg_catalog.count(*)".into(),
-            AggKind::CountDistinct | AggKind::SumDistinct => format!("{}(DISTINCT {arg})", self.function()),
-            _ => format!("{}({arg})", self.function()),
+            // Its call is the query's own, see `Aggregate::call`.
+            AggKind::Recomputed => "",
         }
     }
 }
@@ -110,6 +100,9 @@ pub struct Aggregate {
     /// A sum or average of floats: its running value is not exact under deletions,
     /// so a group that lost rows is recomputed.
     pub inexact: bool,
+    /// A recomputed aggregate: the query's call with every expression in it replaced
+    /// by a column of the rows (Vars of relation 1, numbered as the rows' columns).
+    call: Option<*mut pg_sys::Node>,
 }
 
 impl Aggregate {
@@ -117,7 +110,7 @@ impl Aggregate {
     pub fn state_columns(&self) -> Vec<String> {
         let suffixes: &[&str] = match self.kind {
             AggKind::CountStar | AggKind::Count => &[""],
-            AggKind::CountDistinct | AggKind::SumDistinct | AggKind::BoolAnd | AggKind::BoolOr => &[""],
+            AggKind::Recomputed => &[""],
             AggKind::Sum | AggKind::Min | AggKind::Max => &["", "_n", "_ins", "_del"],
             AggKind::Avg => &["", "_n", "_s", "_ins", "_del"],
         };
@@ -215,6 +208,12 @@ impl Shape {
             format!("ORDER BY {order}{offset}{count}")
         });
         FinalSql { outputs, having, top_n }
+    }
+
+    /// Each aggregate's call over the rows (alias `c`) when it is recomputed, deparsed
+    /// against `rows_relid`, a table with the rows' columns (the change buffer).
+    pub fn aggregate_calls(&self, rows_relid: pg_sys::Oid) -> Vec<Option<String>> {
+        self.aggregates.iter().map(|a| a.call.map(|call| deparse(call, "c", rows_relid))).collect()
     }
 
     /// Whether the result is the first rows of the state (LIMIT): every refresh that
@@ -385,11 +384,9 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
                 if let Some((_, _, attno)) = aggregates.iter().find(|(_, n, _)| equal(*n, node)) {
                     return Some(var_like(node, *attno));
                 }
-                match aggregate_of(node as *mut pg_sys::Aggref, aggregates.len() + 1) {
-                    Ok((aggregate, argument)) => {
-                        if let Some(argument) = argument {
-                            row_columns.push((aggregate.column.clone(), argument));
-                        }
+                match aggregate_of(node as *mut pg_sys::Aggref, aggregates.len() + 1, row_columns.len() as i16 + 1) {
+                    Ok((aggregate, columns)) => {
+                        row_columns.extend(columns);
                         let attno = next_attno;
                         next_attno += aggregate.state_columns().len() as i16;
                         aggregates.push((aggregate, node, attno));
@@ -543,6 +540,7 @@ unsafe fn union_shape(query: *mut pg_sys::Query) -> IvmResult<Shape> {
                     argument: Some(format!("c.{}", ident(column))),
                     avg_sum_type: None,
                     inexact: false,
+                    call: None,
                 })
                 .collect()
         } else {
@@ -864,40 +862,47 @@ unsafe fn int4_one() -> *mut pg_sys::Node {
     }
 }
 
-/// Classify an aggregate call: the plain forms of count, sum, avg, min and max, and
-/// count(DISTINCT), sum(DISTINCT), bool_and/every and bool_or, which are aggregated
-/// again per touched group; each with FILTER too. Returns the aggregate and its
-/// argument expression.
-unsafe fn aggregate_of(aggref: *mut pg_sys::Aggref, number: usize) -> IvmResult<(Aggregate, Option<*mut pg_sys::Node>)> {
+/// Aggregates whose value depends on the order their rows come in: without ORDER BY
+/// the query itself has no one answer.
+const ORDER_SENSITIVE: &[&str] = &[
+    "string_agg", "array_agg", "json_agg", "jsonb_agg", "json_agg_strict", "jsonb_agg_strict", "json_object_agg",
+    "jsonb_object_agg", "json_object_agg_strict", "jsonb_object_agg_strict", "json_object_agg_unique",
+    "jsonb_object_agg_unique", "json_object_agg_unique_strict", "jsonb_object_agg_unique_strict", "xmlagg",
+    "json_arrayagg", "json_objectagg",
+];
+
+/// Classify an aggregate call: the plain forms of count, sum, avg, min and max keep a
+/// running value (with FILTER as the aggregate of a CASE); every other aggregate is
+/// recomputed per touched group. Returns the aggregate and the columns of the rows it
+/// reads (named `a<number>` or `a<number>_<i>`, the first at position `first_attno`).
+unsafe fn aggregate_of(
+    aggref: *mut pg_sys::Aggref,
+    number: usize,
+    first_attno: i16,
+) -> IvmResult<(Aggregate, Vec<(String, *mut pg_sys::Node)>)> {
     unsafe {
         let a = &*aggref;
         let (name, builtin) = name_of_function(a.aggfnoid);
-        if !builtin {
-            return Err(IvmError::unsupported(format!("aggregate {name}()")));
+        if a.agglevelsup != 0 {
+            return Err(IvmError::unsupported(format!("aggregate {name}() of an outer query")));
         }
         let distinct = !a.aggdistinct.is_null();
-        if !a.aggorder.is_null() {
-            return Err(IvmError::unsupported(format!("{name}(... ORDER BY ...)")));
-        }
-        if a.aggkind != b'n' as std::ffi::c_char || a.agglevelsup != 0 {
-            return Err(IvmError::unsupported(format!("aggregate {name}()")));
-        }
         let arguments = PgList::<pg_sys::TargetEntry>::from_pg(a.args);
         let argument: Option<*mut pg_sys::Node> = arguments.get_ptr(0).map(|t| (*t).expr as *mut pg_sys::Node);
-        let kind = match (name.as_str(), a.aggstar, arguments.len(), distinct) {
-            ("count", true, 0, false) => AggKind::CountStar,
-            ("count", false, 1, false) => AggKind::Count,
-            ("count", false, 1, true) => AggKind::CountDistinct,
-            ("sum", false, 1, false) => AggKind::Sum,
-            ("sum", false, 1, true) => AggKind::SumDistinct,
-            ("avg", false, 1, false) => AggKind::Avg,
+        let plain = builtin && a.aggkind == b'n' as std::ffi::c_char && a.aggorder.is_null();
+        let running = match (plain, name.as_str(), a.aggstar, arguments.len(), distinct) {
+            (true, "count", true, 0, false) => Some(AggKind::CountStar),
+            (true, "count", false, 1, false) => Some(AggKind::Count),
+            (true, "sum", false, 1, false) => Some(AggKind::Sum),
+            (true, "avg", false, 1, false) => Some(AggKind::Avg),
             // The extreme of the distinct values is the extreme of all of them.
-            ("min", false, 1, _) => AggKind::Min,
-            ("max", false, 1, _) => AggKind::Max,
-            ("bool_and" | "every", false, 1, _) => AggKind::BoolAnd,
-            ("bool_or", false, 1, _) => AggKind::BoolOr,
-            (_, _, _, true) => return Err(IvmError::unsupported(format!("{name}(DISTINCT ...)"))),
-            _ => return Err(IvmError::unsupported(format!("aggregate {name}()"))),
+            (true, "min", false, 1, _) => Some(AggKind::Min),
+            (true, "max", false, 1, _) => Some(AggKind::Max),
+            _ => None,
+        };
+        let column = format!("a{number}");
+        let Some(kind) = running else {
+            return recomputed(aggref, &name, builtin, column, first_attno);
         };
         // agg(x) FILTER (WHERE p) is agg(CASE WHEN p THEN x END): every aggregate above
         // skips NULL inputs, and the CASE is NULL exactly where the filter is not true
@@ -913,14 +918,6 @@ unsafe fn aggregate_of(aggref: *mut pg_sys::Aggref, number: usize) -> IvmResult<
         };
         let mut avg_sum_type = None;
         let mut inexact = false;
-        if let (AggKind::SumDistinct, Some(arg)) = (kind, argument) {
-            // A float sum depends on the order of its terms, which a rescan need not
-            // repeat: the group's value could differ from the query's in the last bits.
-            let input = pg_sys::exprType(arg);
-            if ![pg_sys::INT2OID, pg_sys::INT4OID, pg_sys::INT8OID, pg_sys::NUMERICOID].contains(&input) {
-                return Err(IvmError::unsupported(format!("sum(DISTINCT ...) over type {}", type_name(input))));
-            }
-        }
         if let (AggKind::Sum | AggKind::Avg, Some(arg)) = (kind, argument) {
             let input = pg_sys::exprType(arg);
             let numeric_input = [pg_sys::INT2OID, pg_sys::INT4OID, pg_sys::INT8OID, pg_sys::NUMERICOID].contains(&input);
@@ -936,14 +933,82 @@ unsafe fn aggregate_of(aggref: *mut pg_sys::Aggref, number: usize) -> IvmResult<
         if let (AggKind::Min | AggKind::Max, Some(arg)) = (kind, argument) {
             require_key_type(arg, &format!("{name}()"))?;
         }
-        let column = format!("a{number}");
         let aggregate = Aggregate {
             kind,
             argument: argument.map(|_| format!("c.{}", ident(&column))),
-            column,
             avg_sum_type,
             inexact,
+            call: None,
+            column: column.clone(),
         };
-        Ok((aggregate, argument))
+        Ok((aggregate, argument.map(|argument| vec![(column, argument)]).unwrap_or_default()))
+    }
+}
+
+/// An aggregate recomputed per touched group: the query's own call, each of its
+/// aggregated arguments, ORDER BY expressions and FILTER read from a column of the
+/// rows. Refused when recomputing a group could give another value than the query
+/// over the same rows: an order-sensitive aggregate without ORDER BY, arithmetic on
+/// floats (its last digits depend on the order of the terms), or direct arguments of
+/// an ordered-set aggregate that read columns.
+unsafe fn recomputed(
+    aggref: *mut pg_sys::Aggref,
+    name: &str,
+    builtin: bool,
+    column: String,
+    first_attno: i16,
+) -> IvmResult<(Aggregate, Vec<(String, *mut pg_sys::Node)>)> {
+    unsafe {
+        let a = &*aggref;
+        if builtin && a.aggorder.is_null() && ORDER_SENSITIVE.contains(&name) {
+            return Err(IvmError::unsupported(format!(
+                "{name}() without ORDER BY (its result depends on the order the rows come in)"
+            )));
+        }
+        let arguments = PgList::<pg_sys::TargetEntry>::from_pg(a.args);
+        // Sums of floats (and statistics built on them) differ in their last digits
+        // with the order of the terms; what a user-defined aggregate does is unknown.
+        let summing = !builtin
+            || name.starts_with("regr_")
+            || ["sum", "avg", "stddev", "stddev_samp", "stddev_pop", "variance", "var_samp", "var_pop", "covar_pop",
+                "covar_samp", "corr"]
+                .contains(&name);
+        for entry in arguments.iter_ptr() {
+            let input = pg_sys::exprType((*entry).expr as *mut pg_sys::Node);
+            if summing && !(*entry).resjunk && [pg_sys::FLOAT4OID, pg_sys::FLOAT8OID].contains(&input) {
+                return Err(IvmError::unsupported(format!(
+                    "{name}() of {} recomputed per group (its last digits depend on the order of the rows)",
+                    type_name(input)
+                )));
+            }
+        }
+        if !a.aggdirectargs.is_null() && pg_sys::contain_var_clause(a.aggdirectargs as *mut pg_sys::Node) {
+            return Err(IvmError::unsupported(format!("{name}() with direct arguments that read columns")));
+        }
+        let call = pg_sys::copyObjectImpl(aggref as *const std::ffi::c_void) as *mut pg_sys::Aggref;
+        let mut columns: Vec<(String, *mut pg_sys::Node)> = Vec::new();
+        let mut as_column = |expression: *mut pg_sys::Node| -> *mut pg_sys::Node {
+            let attno = first_attno + columns.len() as i16;
+            columns.push((format!("{column}_{}", columns.len() + 1), expression));
+            let var = var_like(expression, 1);
+            (*(var as *mut pg_sys::Var)).varattno = attno;
+            (*(var as *mut pg_sys::Var)).varattnosyn = attno;
+            var
+        };
+        for entry in PgList::<pg_sys::TargetEntry>::from_pg((*call).args).iter_ptr() {
+            (*entry).expr = as_column((*entry).expr as *mut pg_sys::Node) as *mut pg_sys::Expr;
+        }
+        if !(*call).aggfilter.is_null() {
+            (*call).aggfilter = as_column((*call).aggfilter as *mut pg_sys::Node) as *mut pg_sys::Expr;
+        }
+        let aggregate = Aggregate {
+            kind: AggKind::Recomputed,
+            argument: None,
+            avg_sum_type: None,
+            inexact: false,
+            call: Some(call as *mut pg_sys::Node),
+            column,
+        };
+        Ok((aggregate, columns))
     }
 }

@@ -74,21 +74,23 @@ fn adopt(kind: &str, name: &str, result_relid: pg_sys::Oid) -> IvmResult<()> {
 /// Create the state, work, buffer and feed relations of a DIFFERENTIAL stream table.
 pub fn create_internals(result_relid: pg_sys::Oid, shape: &Shape, objects: &Objects) -> IvmResult<()> {
     as_extension_owner(|| {
+        // The buffer holds the rows' changes: their columns and a weight. The calls of
+        // recomputed aggregates are deparsed against it, so it comes first.
+        run(&format!(
+            "CREATE TABLE {} AS SELECT c.*, 0 AS __pgt_weight FROM ({}) c WITH NO DATA",
+            objects.buffer,
+            shape.rows.sql()
+        ))?;
+        let calls = shape.aggregate_calls(regclass(&objects.buffer)?);
         // WITH NO DATA: the query is analyzed, never run, by the extension's owner.
-        run(&format!("CREATE TABLE {} AS {} WITH NO DATA", objects.state, state_from_source(shape, None)))?;
-        // The result expressions are deparsed against the state table, so it comes first.
+        run(&format!("CREATE TABLE {} AS {} WITH NO DATA", objects.state, state_from_source(shape, &calls, None)))?;
+        // The result expressions are deparsed against the state table, so it comes next.
         let statements = Statements::new(shape, objects)?;
         run(&statements.state_index())?;
         run(&format!("CREATE UNLOGGED TABLE {} (LIKE {})", objects.affected, objects.state))?;
         if let Some(index) = statements.result_index() {
             run(&index)?;
         }
-        // The buffer holds the rows' changes: their columns and a weight.
-        run(&format!(
-            "CREATE TABLE {} AS SELECT c.*, 0 AS __pgt_weight FROM ({}) c WITH NO DATA",
-            objects.buffer,
-            shape.rows.sql()
-        ))?;
         for name in [&objects.state, &objects.affected, &objects.buffer] {
             adopt("TABLE", name, result_relid)?;
         }

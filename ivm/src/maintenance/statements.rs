@@ -32,6 +32,7 @@ pub struct Statements<'a> {
     outputs: Vec<String>,
     having: Option<String>,
     top_n: Option<String>,
+    calls: Vec<Option<String>>,
 }
 
 fn list(items: impl IntoIterator<Item = String>) -> String {
@@ -52,19 +53,19 @@ fn group_by(shape: &Shape) -> String {
 
 /// The state computed from the rows themselves (alias `c`): the state table's
 /// definition, the full rebuild, and (with `extra`) the rescan of groups whose min/max
-/// was deleted.
-pub fn state_from_source(shape: &Shape, extra: Option<String>) -> String {
+/// was deleted. `calls`: the recomputed aggregates' calls (see `Shape::aggregate_calls`).
+pub fn state_from_source(shape: &Shape, calls: &[Option<String>], extra: Option<String>) -> String {
     let mut columns: Vec<String> =
         shape.keys.iter().map(|k| format!("{} AS {}", k.expression, ident(&k.column))).collect();
     columns.push("pg_catalog.count(*) AS __pgt_count".into());
     columns.push("false AS __pgt_rescan".into());
-    for a in &shape.aggregates {
+    for (a, call) in shape.aggregates.iter().zip(calls) {
         let arg = a.argument.clone().unwrap_or_default();
         let col = |suffix: &str| ident(&format!("{}{suffix}", a.column));
         match a.kind {
             AggKind::CountStar => columns.push(format!("pg_catalog.count(*) AS {}", col(""))),
             AggKind::Count => columns.push(format!("pg_catalog.count({arg}) AS {}", col(""))),
-            kind @ (AggKind::CountDistinct | AggKind::SumDistinct | AggKind::BoolAnd | AggKind::BoolOr) => columns.push(format!("{} AS {}", kind.call(&arg), col(""))),
+            AggKind::Recomputed => columns.push(format!("{} AS {}", call.as_deref().unwrap_or("NULL"), col(""))),
             AggKind::Sum | AggKind::Min | AggKind::Max => {
                 let f = a.kind.function();
                 columns.push(format!("{f}({arg}) AS {}", col("")));
@@ -91,7 +92,8 @@ impl<'a> Statements<'a> {
     pub fn new(shape: &'a Shape, objects: &'a Objects) -> IvmResult<Self> {
         let state_relid = crate::sql::regclass(&objects.state)?;
         let FinalSql { outputs, having, top_n } = shape.final_sql(state_relid);
-        Ok(Statements { shape, objects, outputs, having, top_n })
+        let calls = shape.aggregate_calls(crate::sql::regclass(&objects.buffer)?);
+        Ok(Statements { shape, objects, outputs, having, top_n, calls })
     }
 
     fn key_columns(&self) -> Vec<String> {
@@ -99,7 +101,7 @@ impl<'a> Statements<'a> {
     }
 
     pub fn state_from_source(&self, extra: Option<String>) -> String {
-        state_from_source(self.shape, extra)
+        state_from_source(self.shape, &self.calls, extra)
     }
 
     /// Net change per group in the buffer (alias `c`, weight +1/-1 per change row).
@@ -113,7 +115,7 @@ impl<'a> Statements<'a> {
             let nonnull = format!("coalesce(pg_catalog.sum(c.__pgt_weight) FILTER (WHERE ({arg}) IS NOT NULL), 0)::bigint AS {}", col("_n"));
             match a.kind {
                 AggKind::CountStar => {}
-                AggKind::CountDistinct | AggKind::SumDistinct | AggKind::BoolAnd | AggKind::BoolOr => {}
+                AggKind::Recomputed => {}
                 AggKind::Count => columns.push(nonnull),
                 AggKind::Sum | AggKind::Min | AggKind::Max => {
                     let f = a.kind.function();
@@ -153,22 +155,16 @@ impl<'a> Statements<'a> {
                     proposed.push("d.__pgt_count".into());
                     updates.push(format!("{} = {} + {}", c(""), s(""), x("")));
                 }
-                AggKind::CountDistinct | AggKind::SumDistinct | AggKind::BoolAnd | AggKind::BoolOr => {
+                AggKind::Recomputed => {
                     // Unknown until the group is aggregated again, which every group
-                    // the change touches and leaves with rows is. One left without rows
-                    // (kept only by the one-group form, the query without GROUP BY)
-                    // takes the aggregate's value over no rows.
-                    let empty = if a.kind == AggKind::CountDistinct { "0" } else { "NULL" };
-                    let rows_after = "(s.__pgt_count + excluded.__pgt_count)";
+                    // the change touches is: one left with rows, and the one group of
+                    // a query without GROUP BY even when it has none left (its value
+                    // is then the aggregate over no rows, 0 for a count, NULL for most).
                     insert_columns.push(c(""));
-                    proposed.push(if empty == "NULL" {
-                        "NULL".into() // untyped: the column's type
-                    } else {
-                        format!("CASE WHEN d.__pgt_count > 0 THEN NULL ELSE {empty} END")
-                    });
-                    rescan_new.push("d.__pgt_count > 0".into());
-                    updates.push(format!("{} = CASE WHEN {rows_after} > 0 THEN {} ELSE {empty} END", c(""), s("")));
-                    rescan_update.push(format!("{rows_after} > 0"));
+                    proposed.push("NULL".into()); // untyped: the column's type
+                    let scalar = self.shape.kind == Kind::Scalar;
+                    rescan_new.push(if scalar { "true".into() } else { "d.__pgt_count > 0".into() });
+                    rescan_update.push(if scalar { "true".into() } else { "(s.__pgt_count + excluded.__pgt_count) > 0".into() });
                 }
                 AggKind::Count => {
                     insert_columns.push(c(""));
@@ -249,7 +245,13 @@ impl<'a> Statements<'a> {
 
     /// Does any affected group need its min/max recomputed?
     pub fn needs_rescan(&self) -> String {
-        format!("SELECT EXISTS (SELECT 1 FROM {} WHERE __pgt_rescan AND __pgt_count > 0)", self.objects.affected)
+        format!("SELECT EXISTS (SELECT 1 FROM {} a WHERE a.__pgt_rescan AND {})", self.objects.affected, self.has_rows())
+    }
+
+    /// A flagged group is recomputed when it has rows, and the one group of a query
+    /// without GROUP BY always (over no rows, its aggregates have their empty values).
+    fn has_rows(&self) -> &'static str {
+        if self.shape.kind == Kind::Scalar { "true" } else { "a.__pgt_count > 0" }
     }
 
     /// Recompute the flagged groups from the lake and record their new state.
@@ -262,8 +264,9 @@ impl<'a> Statements<'a> {
             .collect::<Vec<_>>()
             .join(" AND ");
         let flagged = format!(
-            "EXISTS (SELECT 1 FROM {} a WHERE a.__pgt_rescan AND a.__pgt_count > 0 AND {matches})",
-            self.objects.affected
+            "EXISTS (SELECT 1 FROM {} a WHERE a.__pgt_rescan AND {} AND {matches})",
+            self.objects.affected,
+            self.has_rows()
         );
         let state_columns = self.shape.state_columns();
         let keys = self.shape.keys.len();
