@@ -48,6 +48,11 @@ SHAPES = {
     # the sub-select's ORDER BY adds a hidden output after its visible ones
     "ordered_subselect": "SELECT s.region, s.id FROM (SELECT c.region, c.id FROM lake.customers c "
                          "WHERE EXISTS (SELECT 1 FROM lake.orders o WHERE o.customer = c.id) ORDER BY c.tier) s",
+    # TPC-H 11: HAVING compares each group with an uncorrelated subquery
+    "large_share": "SELECT c.region, sum(o.amount) AS total FROM lake.orders o JOIN lake.customers c "
+                   "ON c.id = o.customer GROUP BY c.region HAVING sum(o.amount) > (SELECT sum(amount) * 0.3 FROM lake.orders)",
+    "tiers_vs_regions": "SELECT c.tier, count(*) AS n FROM lake.customers c GROUP BY c.tier "
+                        "HAVING count(*) >= (SELECT count(*) FROM lake.regions) - 1",
     "join_and_exists": "SELECT c.region, sum(o.amount) AS total FROM lake.orders o JOIN lake.customers c "
                        "ON c.id = o.customer WHERE EXISTS (SELECT 1 FROM lake.regions r WHERE r.name = c.region) "
                        "GROUP BY c.region",
@@ -66,7 +71,13 @@ def test_random_changes_keep_subquery_expressions_exact(lake, seed):
 @pytest.mark.parametrize("query, construct", [
     ("SELECT c.id, (SELECT count(*) FROM lake.orders o WHERE o.customer = c.id) FROM lake.customers c",
      "a subquery expression in the select list, GROUP BY or ORDER BY (only in WHERE)"),
-    ("SELECT c.region FROM lake.customers c GROUP BY c.region HAVING count(*) > (SELECT count(*) FROM lake.regions)",
+    ("SELECT c.region FROM lake.customers c GROUP BY c.region "
+     "HAVING count(*) > (SELECT count(*) FROM lake.regions r WHERE r.name = c.region)",
+     "a subquery expression in HAVING that refers to the group"),
+    ("SELECT c.region FROM lake.customers c GROUP BY c.region HAVING count(*) > (SELECT count(*) FROM public.zones)",
+     "reading public.zones in a subquery expression in HAVING (only lake tables can be read there)"),
+    ("SELECT c.id FROM lake.customers c WHERE EXISTS (SELECT o.customer FROM lake.orders o GROUP BY o.customer "
+     "HAVING count(*) > (SELECT count(*) FROM lake.regions))",
      "a subquery expression in HAVING (only in WHERE)"),
     ("SELECT c.id FROM lake.customers c JOIN lake.regions r "
      "ON r.name = c.region AND EXISTS (SELECT 1 FROM lake.orders o WHERE o.customer = c.id)",

@@ -25,6 +25,9 @@ SHAPES = {
     "large_customers": "SELECT o.customer, sum(o.amount) AS total FROM lake.orders o "
                        "WHERE o.customer IN (SELECT customer FROM lake.orders GROUP BY customer HAVING count(*) > 2) "
                        "GROUP BY o.customer ORDER BY total DESC NULLS LAST, o.customer LIMIT 3",
+    # a constant sort key orders nothing (printed alone it would name a column position)
+    "constant_key": "SELECT c.region, 1 AS prio, count(*) AS n FROM lake.customers c GROUP BY c.region "
+                    "ORDER BY prio, n DESC, c.region NULLS FIRST LIMIT 2",
     "first_regions": "SELECT r.name, r.zone FROM lake.regions r ORDER BY r.name NULLS FIRST, r.zone LIMIT 2",
 }
 
@@ -50,3 +53,19 @@ def test_limits_that_cannot_be_maintained_are_refused_by_name(lake, query, const
         lake.conn.execute("SELECT pgtrickle.create_stream_table('refused_t', %s, '1h', 'DIFFERENTIAL')", (query,))
     message = error.value.diag.message_primary
     assert message.startswith(construct) and message.endswith("is not supported in a DIFFERENTIAL stream table"), message
+
+
+def test_a_column_a_grouped_primary_key_determines_is_refused(lake):
+    """Postgres lets `p.name` stand ungrouped beside `GROUP BY p.id` when id is the
+    primary key; the state keeps only grouped columns and aggregates."""
+    setup_tables(lake)
+    conn = lake.conn
+    conn.execute("CREATE TABLE public.people (id int PRIMARY KEY, name text)")
+    for query in ("SELECT p.id, p.name, count(*) AS n FROM public.people p JOIN lake.orders o ON o.customer = p.id "
+                  "GROUP BY p.id",
+                  "SELECT p.id, count(*) AS n FROM public.people p JOIN lake.orders o ON o.customer = p.id "
+                  "GROUP BY p.id ORDER BY p.name LIMIT 3"):
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as error:
+            conn.execute("SELECT pgtrickle.create_stream_table('refused_t', %s, '1h', 'DIFFERENTIAL')", (query,))
+        assert error.value.diag.message_primary.startswith(
+            "a column that is neither grouped nor aggregated (one a grouped primary key determines)"), query

@@ -9,7 +9,7 @@
 
 use super::parse::{Source, lake_source, postgres_source};
 use super::rows::{Occurrence, Rows, Step};
-use super::sublinks::{check_placement, check_sublink, sublinks_in};
+use super::sublinks::{check_placement, check_placement_but_having, check_sublink, sublinks_in};
 use super::tree::{deparse, equal, mutate, var_like};
 use crate::sql::ident;
 use crate::error::{IvmError, IvmResult};
@@ -143,6 +143,8 @@ pub struct Shape {
     /// deparsed once the state table exists (see `final_sql`).
     output_trees: Vec<*mut pg_sys::Node>,
     having_tree: Option<*mut pg_sys::Node>,
+    /// Whether HAVING reads lake tables (in uncorrelated subquery expressions).
+    having_reads: bool,
     /// ORDER BY and LIMIT/OFFSET, when the result is the first rows of the state.
     top_n: Option<TopN>,
 }
@@ -205,7 +207,8 @@ impl Shape {
                 (Some(c), false) => format!(" FETCH FIRST ({}) ROWS ONLY", sql(c)),
                 (None, _) => String::new(),
             };
-            format!("ORDER BY {order}{offset}{count}")
+            let order = if order.is_empty() { String::new() } else { format!("ORDER BY {order}") };
+            format!("{order}{offset}{count}")
         });
         FinalSql { outputs, having, top_n }
     }
@@ -216,10 +219,12 @@ impl Shape {
         self.aggregates.iter().map(|a| a.call.map(|call| deparse(call, "c", rows_relid))).collect()
     }
 
-    /// Whether the result is the first rows of the state (LIMIT): every refresh that
-    /// changes the state takes them again.
-    pub fn is_top_n(&self) -> bool {
-        self.top_n.is_some()
+    /// Whether every refresh with changes takes the result from the whole state again:
+    /// it is the state's first rows (LIMIT), or HAVING compares each group with a
+    /// subquery over lake tables, whose value a change can move for every group (TPC-H
+    /// 11). The projection then reads the lake at the refresh's snapshot.
+    pub fn reprojects_all(&self) -> bool {
+        self.top_n.is_some() || self.having_reads
     }
 }
 
@@ -380,6 +385,14 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
             if let Some(i) = key_trees.iter().position(|k| equal(node, *k)) {
                 return Some(var_like(node, i as i16 + 1));
             }
+            // A column neither grouped nor aggregated: Postgres allows one that a grouped
+            // primary key determines, which the state does not keep.
+            if pgrx::is_a(node, pg_sys::NodeTag::T_Var) && (*(node as *mut pg_sys::Var)).varlevelsup == 0 {
+                failure.get_or_insert(IvmError::unsupported(
+                    "a column that is neither grouped nor aggregated (one a grouped primary key determines)",
+                ));
+                return Some(node);
+            }
             if pgrx::is_a(node, pg_sys::NodeTag::T_Aggref) {
                 if let Some((_, _, attno)) = aggregates.iter().find(|(_, n, _)| equal(*n, node)) {
                     return Some(var_like(node, *attno));
@@ -401,6 +414,7 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
             None
         };
         let output_trees: Vec<*mut pg_sys::Node> = visible.iter().map(|t| mutate((**t).expr as _, &mut to_state)).collect();
+        let having_reads = having_subqueries(having)?;
         let having_tree = if having.is_null() { None } else { Some(mutate(having, &mut to_state)) };
         let top_n = top_n_of(q, &target_list, kind, &key_trees, &mut to_state)?;
         if let Some(e) = failure {
@@ -414,8 +428,35 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
             outputs,
             output_trees,
             having_tree,
+            having_reads,
             top_n,
         })
+    }
+}
+
+/// Whether HAVING holds subquery expressions, each uncorrelated (the same value for
+/// every group) and reading lake tables only (read at the refresh's snapshot when the
+/// result is projected; a Postgres table's changes would not be seen). Refused
+/// otherwise.
+unsafe fn having_subqueries(having: *mut pg_sys::Node) -> IvmResult<bool> {
+    unsafe {
+        let sublinks = sublinks_in(having);
+        for sublink in &sublinks {
+            check_sublink(*sublink)?;
+            let sub = (**sublink).subselect;
+            if pg_sys::contain_vars_of_level(sub, 1) {
+                return Err(IvmError::unsupported("a subquery expression in HAVING that refers to the group"));
+            }
+            for relid in super::parse::relations_read(sub as *mut pg_sys::Query) {
+                if lake_source(relid)?.is_none() {
+                    return Err(IvmError::unsupported(format!(
+                        "reading {} in a subquery expression in HAVING (only lake tables can be read there)",
+                        crate::sql::relation_name(relid)
+                    )));
+                }
+            }
+        }
+        Ok(!sublinks.is_empty())
     }
 }
 
@@ -464,7 +505,12 @@ unsafe fn top_n_of(
             } else {
                 return Err(IvmError::unsupported("ORDER BY ... USING an operator other than the type's < or >, with LIMIT"));
             };
-            order.push(SortKey { tree: mutate(expression, &mut |n| to_state(n)), direction, nulls_first: (*clause).nulls_first });
+            let tree = mutate(expression, &mut |n| to_state(n));
+            // A constant does not order anything, and printed alone it would name a
+            // column position.
+            if !pgrx::is_a(tree, pg_sys::NodeTag::T_Const) {
+                order.push(SortKey { tree, direction, nulls_first: (*clause).nulls_first });
+            }
         }
         Ok(Some(TopN {
             order,
@@ -588,6 +634,7 @@ unsafe fn union_shape(query: *mut pg_sys::Query) -> IvmResult<Shape> {
             outputs,
             output_trees,
             having_tree: None,
+            having_reads: false,
             top_n: None,
         })
     }
@@ -774,7 +821,11 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[Step], occurrences: &mut 
                 _ => return Err(IvmError::unsupported("this kind of FROM item")),
             }
         }
-        check_placement(q)?;
+        if path.is_empty() {
+            check_placement_but_having(q)?;
+        } else {
+            check_placement(q)?;
+        }
         if q.hasSubLinks && !q.jointree.is_null() {
             for (n, sublink) in sublinks_in((*q.jointree).quals).into_iter().enumerate() {
                 check_sublink(sublink)?;

@@ -94,6 +94,18 @@ pub unsafe fn split_at_sublink(quals: *mut pg_sys::Node, path: &[usize]) -> (Vec
 /// Refuse subquery expressions of query level `q` anywhere but its WHERE clause: a
 /// refresh compares the WHERE clause before and after a change, nothing else.
 pub unsafe fn check_placement(q: &pg_sys::Query) -> IvmResult<()> {
+    unsafe { check_placement_but_having(q)? };
+    unsafe {
+        if q.hasSubLinks && !sublinks_in(q.havingQual).is_empty() {
+            return Err(IvmError::unsupported("a subquery expression in HAVING (only in WHERE)"));
+        }
+    }
+    Ok(())
+}
+
+/// `check_placement` for the query's own level, whose HAVING may hold uncorrelated
+/// subquery expressions (see `shape::having_subqueries`).
+pub unsafe fn check_placement_but_having(q: &pg_sys::Query) -> IvmResult<()> {
     unsafe {
         if !q.hasSubLinks {
             return Ok(());
@@ -106,7 +118,6 @@ pub unsafe fn check_placement(q: &pg_sys::Query) -> IvmResult<()> {
             }
         };
         outside(q.targetList as *mut pg_sys::Node, "in the select list, GROUP BY or ORDER BY")?;
-        outside(q.havingQual, "in HAVING")?;
         if !q.jointree.is_null() {
             for item in PgList::<pg_sys::Node>::from_pg((*q.jointree).fromlist).iter_ptr() {
                 outside(join_conditions(item), "in a JOIN's ON condition")?;

@@ -413,14 +413,23 @@ fn differential(
             // divide by zero or a scalar subquery find two rows although neither the
             // old nor the new data does. The rebuild reads one state (and raises the
             // error if that state has it too).
-            if is_data_exception(code) || code == PgSqlErrorCode::ERRCODE_CARDINALITY_VIOLATION {
+            if matches!(
+                code,
+                PgSqlErrorCode::ERRCODE_DIVISION_BY_ZERO
+                    | PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE
+                    | PgSqlErrorCode::ERRCODE_INVALID_ARGUMENT_FOR_LOG
+                    | PgSqlErrorCode::ERRCODE_INVALID_ARGUMENT_FOR_POWER_FUNCTION
+                    | PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW
+                    | PgSqlErrorCode::ERRCODE_CARDINALITY_VIOLATION
+            ) {
                 return Ok(Applied::Rebuild(format!("{message} (in the change of the sources' rows)")));
             }
             // As it was raised: SQLSTATE, message, detail and hint.
             return Err(super::context::to_ivm_error(&error));
         }
     };
-    if fetched == 0 {
+    // A subquery of HAVING over a changed source can change the result without a row.
+    if fetched == 0 && !shape.reprojects_all() {
         return Ok(Applied::Changes(0));
     }
     run(&format!("DELETE FROM {}", objects.affected))?;
@@ -433,10 +442,15 @@ fn differential(
         context.unpin_snapshot();
     }
     let with_nulls = shape.kind != Kind::Scalar && exists(&statements.affected_has_null_key())?;
-    if shape.is_top_n() {
-        // A changed group can move any other into or out of the first rows.
+    if shape.reprojects_all() {
+        // A changed group can move any other into or out of the first rows; a changed
+        // subquery in HAVING, any group in or out of the result.
         run(&statements.delete_all_results())?;
-        run(&statements.insert_all_results())?;
+        if positions.lake_to.is_some() {
+            context.pin_snapshot(to);
+        }
+        read.run(&statements.insert_all_results())?;
+        context.unpin_snapshot();
     } else {
         run(&statements.delete_affected_results(false))?;
         if with_nulls {
@@ -451,12 +465,6 @@ fn differential(
         }
     }
     Ok(Applied::Changes(fetched as i64))
-}
-
-/// Is `code` of SQLSTATE class 22 (data exception)? A SQLSTATE's first two
-/// characters are its low 12 bits.
-fn is_data_exception(code: PgSqlErrorCode) -> bool {
-    (code as i32) & 0xFFF == (PgSqlErrorCode::ERRCODE_DATA_EXCEPTION as i32) & 0xFFF
 }
 
 /// Is `snapshot` older than the lake's oldest remaining snapshot?
