@@ -6,3 +6,4 @@ pub mod rows;
 pub mod shape;
 pub mod sublinks;
 pub mod tree;
+pub mod windows;

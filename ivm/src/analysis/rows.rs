@@ -179,6 +179,7 @@ impl Branch {
             (*rows).limitOption = pg_sys::LimitOption::LIMIT_OPTION_COUNT;
             (*rows).windowClause = std::ptr::null_mut();
             (*rows).hasAggs = false;
+            (*rows).hasWindowFuncs = false;
             (*rows).hasDistinctOn = false;
             #[cfg(feature = "pg18")]
             {

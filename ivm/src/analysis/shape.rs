@@ -31,6 +31,10 @@ pub enum Kind {
     /// its rows on either side (`a1` left, `a2` right), and appears as often as the
     /// set operation says.
     Counted(SetOp),
+    /// Window functions, all partitioned by the keys (result columns): the rows'
+    /// changes name the partitions they touch, whose result rows are computed again
+    /// by the query itself (see `windows`); the state is not used.
+    Windowed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +182,29 @@ pub struct FinalSql {
 const STATE_KEY_PREFIX: &str = "k";
 
 impl Shape {
+    /// A shape whose result is computed again per partition (see `windows`): its keys
+    /// are the partitions, with no aggregates or result expressions over the state.
+    pub fn windowed(rows: Rows, keys: Vec<Key>, outputs: Vec<String>) -> Shape {
+        Shape {
+            rows,
+            kind: Kind::Windowed,
+            keys,
+            aggregates: Vec::new(),
+            outputs,
+            output_trees: Vec::new(),
+            having_tree: None,
+            having_reads: false,
+            top_n: None,
+        }
+    }
+
+    /// The name of state key number `n` (1-based) and the rows' column holding it.
+    pub fn key_column(n: usize) -> String {
+        format!("{STATE_KEY_PREFIX}{n}")
+    }
+}
+
+impl Shape {
     /// State-table column names in order: keys, `__pgt_count`, `__pgt_rescan`, aggregates.
     pub fn state_columns(&self) -> Vec<String> {
         let mut columns: Vec<String> = self.keys.iter().map(|k| k.column.clone()).collect();
@@ -244,7 +271,7 @@ fn type_name(type_oid: pg_sys::Oid) -> String {
 
 /// Types whose values can be state keys: those with a default btree equality (unique
 /// index, grouping and `=` agree on them).
-fn require_key_type(node: *mut pg_sys::Node, what: &str) -> IvmResult<()> {
+pub(super) fn require_key_type(node: *mut pg_sys::Node, what: &str) -> IvmResult<()> {
     // SAFETY: typcache lookup of an existing type.
     unsafe {
         let type_oid = pg_sys::exprType(node);
@@ -263,9 +290,6 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
         let q = &*query;
         if !q.cteList.is_null() {
             return Err(IvmError::unsupported("WITH"));
-        }
-        if q.hasWindowFuncs {
-            return Err(IvmError::unsupported("a window function"));
         }
         if q.hasTargetSRFs {
             return Err(IvmError::unsupported("a set-returning function in the select list"));
@@ -287,6 +311,12 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
         }
         if !q.setOperations.is_null() {
             return union_shape(query);
+        }
+        if q.hasWindowFuncs {
+            return super::windows::windowed_shape(query);
+        }
+        if let Some(rtindex) = super::windows::windowed_subselect(q) {
+            return super::windows::per_partition_shape(query, rtindex);
         }
 
         let occurrences = source_relations(q)?;
@@ -362,8 +392,8 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
                 add_key(&mut keys, "__pgt_one".into(), one as *mut pg_sys::Node, None);
                 keys[0].expression = "1".into();
             }
-            // Set operations are shaped by `union_shape`, never here.
-            Kind::Plain | Kind::Distinct | Kind::Counted(_) => {
+            // Set operations are shaped by `union_shape` and windows by `windows`, never here.
+            Kind::Plain | Kind::Distinct | Kind::Counted(_) | Kind::Windowed => {
                 for (i, entry) in visible.iter().enumerate() {
                     let expression = (**entry).expr as *mut pg_sys::Node;
                     require_key_type(expression, &format!("result column \"{}\"", outputs[i]))?;
@@ -709,7 +739,7 @@ unsafe fn changing_between_refreshes(node: *mut pg_sys::Node) -> Option<String> 
 /// and compute columns (no aggregates, DISTINCT, LIMIT or set operations: rows in,
 /// rows out, so their changes are their tables' changes), and inside subquery
 /// expressions of a WHERE clause (see `sublinks`); every one a source.
-unsafe fn source_relations(q: &pg_sys::Query) -> IvmResult<Vec<Occurrence>> {
+pub(super) unsafe fn source_relations(q: &pg_sys::Query) -> IvmResult<Vec<Occurrence>> {
     unsafe {
         let mut occurrences = Vec::new();
         collect_relations(q, &[], &mut occurrences)?;

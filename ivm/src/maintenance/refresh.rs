@@ -164,7 +164,7 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
             (Outcome::Refreshed { snapshot: at, changes: 0 }, at, None)
         }
         (Requested::Differential, Some(shape)) if differential_possible => {
-            match differential(table.relid, shape, &plan, &positions, &read, &context)? {
+            match differential(table.relid, shape, &plan, &positions, &read, &context, &definition::select_all(table.id))? {
                 Applied::Changes(changes) => (Outcome::Refreshed { snapshot: lake_to, changes }, lake_to, None),
                 Applied::Rebuild(reason) => {
                     rebuild(&table, &plan, &context, &read, lake_to)?;
@@ -253,7 +253,7 @@ fn rebuild(table: &StreamTable, plan: &Plan, context: &RefreshContext, read: &Re
         context.pin_snapshot(at);
     }
     match &plan.shape {
-        Some(shape) => {
+        Some(shape) if shape.kind != Kind::Windowed => {
             let statements = Statements::new(shape, &plan.objects)?;
             let columns = shape.state_columns().iter().map(|c| crate::sql::ident(c)).collect::<Vec<_>>().join(", ");
             run(&format!("DELETE FROM {}", plan.objects.state))?;
@@ -261,7 +261,8 @@ fn rebuild(table: &StreamTable, plan: &Plan, context: &RefreshContext, read: &Re
             run(&format!("DELETE FROM {}", plan.objects.result))?;
             run(&statements.insert_all_results())?;
         }
-        None => {
+        // FULL-mode tables and windowed ones, whose result the query computes itself.
+        _ => {
             run(&format!("DELETE FROM {}", plan.objects.result))?;
             read.run(&format!("INSERT INTO {} {}", plan.objects.result, definition::select_all(table.id)))?;
         }
@@ -290,6 +291,7 @@ fn differential(
     positions: &Positions,
     read: &ReadSnapshot,
     context: &RefreshContext,
+    query: &str,
 ) -> IvmResult<Applied> {
     let objects = &plan.objects;
     if let Some(reason) = refresh_change_relations(result_relid, objects)? {
@@ -428,6 +430,17 @@ fn differential(
             return Err(super::context::to_ivm_error(&error));
         }
     };
+    if shape.kind == Kind::Windowed {
+        if fetched > 0 {
+            run(&statements.delete_touched_partitions())?;
+            if positions.lake_to.is_some() {
+                context.pin_snapshot(to);
+            }
+            read.run(&statements.insert_touched_partitions(query))?;
+            context.unpin_snapshot();
+        }
+        return Ok(Applied::Changes(fetched as i64));
+    }
     // A subquery of HAVING over a changed source can change the result without a row.
     if fetched == 0 && !shape.reprojects_all() {
         return Ok(Applied::Changes(0));

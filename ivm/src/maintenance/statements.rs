@@ -360,6 +360,28 @@ impl<'a> Statements<'a> {
         format!("DELETE FROM {target} t USING {} a WHERE {}", self.objects.affected, conditions.join(" AND "))
     }
 
+    /// Whether the result row or query row `alias` is in a partition the buffer's
+    /// changes touch (a windowed query, see `analysis::windows`).
+    fn in_touched_partition(&self, alias: &str) -> String {
+        let conditions = self
+            .keyed_result_columns()
+            .into_iter()
+            .map(|(output, key)| format!("{alias}.{output} IS NOT DISTINCT FROM b.{key}"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        format!("EXISTS (SELECT 1 FROM {} b WHERE {conditions})", self.objects.buffer)
+    }
+
+    /// Remove the result rows of the partitions the changes touch.
+    pub fn delete_touched_partitions(&self) -> String {
+        format!("DELETE FROM {} t WHERE {}", self.objects.result, self.in_touched_partition("t"))
+    }
+
+    /// The query's rows of the partitions the changes touch (`query`: the definition).
+    pub fn insert_touched_partitions(&self, query: &str) -> String {
+        format!("INSERT INTO {} SELECT q.* FROM ({query}) q WHERE {}", self.objects.result, self.in_touched_partition("q"))
+    }
+
     /// Does any affected group have a NULL key?
     pub fn affected_has_null_key(&self) -> String {
         let any_null = self.key_columns().iter().map(|k| format!("{k} IS NULL")).collect::<Vec<_>>().join(" OR ");
@@ -373,7 +395,7 @@ impl<'a> Statements<'a> {
             return None;
         }
         Some(match self.shape.kind {
-            Kind::Plain | Kind::Counted(SetOp::IntersectAll | SetOp::ExceptAll) => {
+            Kind::Plain | Kind::Windowed | Kind::Counted(SetOp::IntersectAll | SetOp::ExceptAll) => {
                 format!("CREATE INDEX ON {} ({})", self.objects.result, list(columns))
             }
             _ => format!("CREATE UNIQUE INDEX ON {} ({}) NULLS NOT DISTINCT", self.objects.result, list(columns)),
