@@ -1,5 +1,6 @@
 //! Understanding a defining query through Postgres' parser and analyzer.
 
+pub mod ctes;
 pub mod outer_joins;
 pub mod parse;
 pub mod rows;

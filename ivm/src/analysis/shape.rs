@@ -287,10 +287,8 @@ pub(super) fn require_key_type(node: *mut pg_sys::Node, what: &str) -> IvmResult
 pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
     // SAFETY: reads an analyzed Query tree produced by parse::analyze.
     unsafe {
+        super::ctes::inline_ctes(query)?;
         let q = &*query;
-        if !q.cteList.is_null() {
-            return Err(IvmError::unsupported("WITH"));
-        }
         if q.hasTargetSRFs {
             return Err(IvmError::unsupported("a set-returning function in the select list"));
         }

@@ -1,0 +1,97 @@
+//! WITH. A non-recursive common table expression of a SELECT means what a sub-select
+//! in FROM with its query means wherever it is referenced (Postgres' planner inlines
+//! it the same way unless told not to, and MATERIALIZED changes only how it runs: the
+//! query has no volatile functions). The differential analysis therefore replaces
+//! every reference by a copy of its query, and a CTE that filters and computes columns
+//! is maintained like such a sub-select; one that aggregates is refused like one.
+
+use crate::error::{IvmError, IvmResult};
+use pgrx::{PgList, pg_sys};
+use std::ffi::CStr;
+
+/// Replace every CTE reference of `query`, at any depth, by a sub-select in FROM.
+pub unsafe fn inline_ctes(query: *mut pg_sys::Query) -> IvmResult<()> {
+    unsafe { inline_level(query, &mut Vec::new()) }
+}
+
+/// `stack`: the CTE lists of the levels above `query`, outermost first.
+unsafe fn inline_level(query: *mut pg_sys::Query, stack: &mut Vec<*mut pg_sys::List>) -> IvmResult<()> {
+    unsafe {
+        let q = &mut *query;
+        if q.hasRecursive {
+            return Err(IvmError::unsupported("WITH RECURSIVE"));
+        }
+        if q.hasModifyingCTE {
+            return Err(IvmError::unsupported("a data-modifying statement in WITH"));
+        }
+        stack.push(q.cteList);
+        for rte in PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable).iter_ptr() {
+            match (*rte).rtekind {
+                pg_sys::RTEKind::RTE_CTE => {
+                    let Some(level) = stack.len().checked_sub(1 + (*rte).ctelevelsup as usize) else {
+                        return Err(IvmError::unsupported("this WITH reference"));
+                    };
+                    let name = CStr::from_ptr((*rte).ctename);
+                    let cte = PgList::<pg_sys::CommonTableExpr>::from_pg(stack[level])
+                        .iter_ptr()
+                        .find(|c| CStr::from_ptr((**c).ctename) == name)
+                        .ok_or_else(|| IvmError::unsupported("this WITH reference"))?;
+                    let copy = pg_sys::copyObjectImpl((*cte).ctequery as *const std::ffi::c_void) as *mut pg_sys::Query;
+                    // Its own references resolve among the CTEs of its defining level
+                    // and those above; all of them are replaced, so their level
+                    // numbers never need to match the new position.
+                    let mut defining = stack[..=level].to_vec();
+                    inline_level(copy, &mut defining)?;
+                    (*rte).rtekind = pg_sys::RTEKind::RTE_SUBQUERY;
+                    (*rte).subquery = copy;
+                    (*rte).ctename = std::ptr::null_mut();
+                    (*rte).ctelevelsup = 0;
+                    (*rte).self_reference = false;
+                    (*rte).coltypes = std::ptr::null_mut();
+                    (*rte).coltypmods = std::ptr::null_mut();
+                    (*rte).colcollations = std::ptr::null_mut();
+                }
+                pg_sys::RTEKind::RTE_SUBQUERY => inline_level((*rte).subquery, stack)?,
+                _ => {}
+            }
+        }
+        let mut context = Context { stack, failure: None };
+        pg_sys::query_tree_walker(
+            query,
+            Some(walker),
+            &mut context as *mut Context as *mut std::ffi::c_void,
+            (pg_sys::QTW_IGNORE_RT_SUBQUERIES | pg_sys::QTW_IGNORE_CTE_SUBQUERIES) as i32,
+        );
+        if let Some(failure) = context.failure {
+            return Err(failure);
+        }
+        stack.pop();
+        q.cteList = std::ptr::null_mut();
+        Ok(())
+    }
+}
+
+struct Context<'a> {
+    stack: &'a mut Vec<*mut pg_sys::List>,
+    failure: Option<IvmError>,
+}
+
+/// Into the subqueries of the level's subquery expressions.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn walker(node: *mut pg_sys::Node, context: *mut std::ffi::c_void) -> bool {
+    unsafe {
+        if node.is_null() {
+            return false;
+        }
+        let ctx = &mut *(context as *mut Context);
+        if pgrx::is_a(node, pg_sys::NodeTag::T_SubLink) {
+            let sublink = node as *mut pg_sys::SubLink;
+            if let Err(e) = inline_level((*sublink).subselect as *mut pg_sys::Query, ctx.stack) {
+                ctx.failure.get_or_insert(e);
+                return true;
+            }
+            return pg_sys::expression_tree_walker((*sublink).testexpr, Some(walker), context);
+        }
+        pg_sys::expression_tree_walker(node, Some(walker), context)
+    }
+}
