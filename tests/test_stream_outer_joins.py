@@ -1,4 +1,4 @@
-"""Differential stream tables over LEFT and RIGHT JOINs: the matched pairs change
+"""Differential stream tables over LEFT, RIGHT and FULL JOINs: the matched pairs change
 with either side; the padded rows of one side change with its own rows and whenever
 a change to the other side takes away a row's last match or brings its first. Random
 inserts, deletes and updates on every source; after each refresh every stream table
@@ -34,6 +34,12 @@ SHAPES = {
     "left_and_exists": "SELECT c.region, count(o.id) AS orders FROM lake.customers c "
                        "LEFT JOIN lake.orders o ON o.customer = c.id "
                        "WHERE EXISTS (SELECT 1 FROM lake.regions r WHERE r.name = c.region) GROUP BY c.region",
+    # FULL JOIN: both sides padded (NULL regions never match, so both pad)
+    "full_rows": "SELECT c.id, c.region, r.name, r.zone FROM lake.customers c FULL JOIN lake.regions r ON r.name = c.region",
+    "full_grouped": "SELECT r.zone, count(*) AS n, count(c.id) AS customers, count(r.name) AS regions "
+                    "FROM lake.customers c FULL JOIN lake.regions r ON r.name = c.region GROUP BY r.zone",
+    "full_then_left": "SELECT c.id, r.zone, o.id AS order_id FROM lake.customers c FULL JOIN lake.regions r "
+                      "ON r.name = c.region LEFT JOIN lake.orders o ON o.customer = c.id AND o.status = 'open'",
     "distinct_zones": "SELECT DISTINCT o.status, r.zone FROM lake.orders o LEFT JOIN lake.customers c ON c.id = o.customer "
                       "LEFT JOIN lake.regions r ON r.name = c.region",
 }
@@ -49,7 +55,9 @@ def test_random_changes_keep_outer_joins_exact(lake, seed):
 
 
 @pytest.mark.parametrize("query, construct", [
-    ("SELECT c.id, o.id FROM lake.customers c FULL JOIN lake.orders o ON o.customer = c.id", "a FULL JOIN"),
+    ("SELECT c.id, o.id FROM lake.customers c FULL JOIN (lake.orders o JOIN lake.regions r ON r.name = o.status) "
+     "ON o.customer = c.id",
+     "a FULL JOIN whose nullable side is not one table (a sub-select or a parenthesized join)"),
     ("SELECT c.id, o.id FROM lake.customers c LEFT JOIN (lake.orders o JOIN lake.regions r ON r.name = o.status) "
      "ON o.customer = c.id",
      "a LEFT JOIN whose nullable side is not one table (a sub-select or a parenthesized join)"),

@@ -13,6 +13,11 @@
 //! to. The padded rows themselves are the query with the join's condition made false,
 //! so everything above the join (other joins, WHERE, the select list) sees them as the
 //! query does. R must be one table: the nullable side of the join.
+//!
+//! A FULL JOIN pads both sides: a change of either side X gives the pairs and X's own
+//! padded rows (linear in X: the join preserving X alone, X replaced by its changes)
+//! and the padding changes of the other side's rows, as above. Both sides must be
+//! one table.
 
 use pgrx::{PgList, pg_sys};
 
@@ -34,12 +39,50 @@ pub unsafe fn join_expr(query: *mut pg_sys::Query, rtindex: i32) -> *mut pg_sys:
     }
 }
 
-/// Make outer join `rtindex` of `query` an inner join: its matched pairs alone.
-pub unsafe fn make_inner(query: *mut pg_sys::Query, rtindex: i32) {
+/// Set the type of join `rtindex` of `query`.
+unsafe fn set_join_type(query: *mut pg_sys::Query, rtindex: i32, jointype: pg_sys::JoinType::Type) {
     unsafe {
-        (*join_expr(query, rtindex)).jointype = pg_sys::JoinType::JOIN_INNER;
+        (*join_expr(query, rtindex)).jointype = jointype;
         let rte = PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable).get_ptr(rtindex as usize - 1).expect("the join's entry");
-        (*rte).jointype = pg_sys::JoinType::JOIN_INNER;
+        (*rte).jointype = jointype;
+    }
+}
+
+/// Whether table `table` is the left side of join `rtindex`.
+unsafe fn is_left(query: *mut pg_sys::Query, rtindex: i32, table: i32) -> bool {
+    unsafe {
+        let left = (*join_expr(query, rtindex)).larg;
+        pgrx::is_a(left, pg_sys::NodeTag::T_RangeTblRef) && (*(left as *mut pg_sys::RangeTblRef)).rtindex == table
+    }
+}
+
+/// Make outer join `rtindex` of `query` give what is linear in its side `table`: the
+/// matched pairs (LEFT/RIGHT, `table` being the nullable side: an inner join), and for
+/// a FULL JOIN also `table`'s own padded rows (a join preserving `table` alone).
+pub unsafe fn keep_linear_part(query: *mut pg_sys::Query, rtindex: i32, table: i32) {
+    unsafe {
+        let jointype = match (*join_expr(query, rtindex)).jointype {
+            pg_sys::JoinType::JOIN_FULL if is_left(query, rtindex, table) => pg_sys::JoinType::JOIN_LEFT,
+            pg_sys::JoinType::JOIN_FULL => pg_sys::JoinType::JOIN_RIGHT,
+            _ => pg_sys::JoinType::JOIN_INNER,
+        };
+        set_join_type(query, rtindex, jointype);
+    }
+}
+
+/// Make outer join `rtindex` of `query` give the other side's rows, each padded as if
+/// `table` had no match: the join preserving the other side alone, its condition
+/// false. Returns the condition it had.
+pub unsafe fn pad_other_side(query: *mut pg_sys::Query, rtindex: i32, table: i32) -> *mut pg_sys::Node {
+    unsafe {
+        if (*join_expr(query, rtindex)).jointype == pg_sys::JoinType::JOIN_FULL {
+            let jointype = if is_left(query, rtindex, table) { pg_sys::JoinType::JOIN_RIGHT } else { pg_sys::JoinType::JOIN_LEFT };
+            set_join_type(query, rtindex, jointype);
+        }
+        let join = join_expr(query, rtindex);
+        let condition = (*join).quals;
+        (*join).quals = pg_sys::makeBoolConst(false, false);
+        condition
     }
 }
 

@@ -35,7 +35,7 @@
 //! visible in the frontier's).
 
 use super::parse::Source;
-use super::outer_joins::{self, make_inner};
+use super::outer_joins;
 use super::sublinks::{and, boolean_test, change_filter, conjuncts, split_at_sublink, sublinks_in};
 use crate::sql::ident;
 use pgrx::{PgList, pg_sys};
@@ -259,7 +259,7 @@ impl Branch {
             if let [member] = members {
                 if let Some(join) = member.0.nullable_in {
                     let pairs = pg_sys::copyObjectImpl(query as *const std::ffi::c_void) as *mut pg_sys::Query;
-                    make_inner(*from_levels(pairs, &member.0.from_steps()).last().expect("a level"), join);
+                    outer_joins::keep_linear_part(*from_levels(pairs, &member.0.from_steps()).last().expect("a level"), join, member.0.rtindex);
                     let pairs = with_changes(pairs, members, to);
                     let padding = padding_change(query, member.0, member.1, join, to);
                     return format!("{pairs} UNION ALL {padding}");
@@ -313,9 +313,9 @@ unsafe fn padding_change(query: *mut pg_sys::Query, occurrence: &Occurrence, fee
         let from = occurrence.from_steps();
         let levels = from_levels(query, &from);
         let level = *levels.last().expect("a level");
-        let join_expr = outer_joins::join_expr(level, join);
-        let condition = (*join_expr).quals;
         let table = occurrence.rtindex;
+        // Every row of the other side, padded.
+        let condition = outer_joins::pad_other_side(level, join, table);
         let current = (*rt_fetch(level, table)).relid;
         let now = move || outer_joins::has_match(level, condition, table, current, Vec::new());
         let before = outer_joins::has_match(level, condition, table, feed.old.expect("a lake source"), Vec::new());
@@ -323,8 +323,6 @@ unsafe fn padding_change(query: *mut pg_sys::Query, occurrence: &Occurrence, fee
         let mut quals = conjuncts((*(*level).jointree).quals);
         quals.extend([reached, differ(now(), before)]);
         (*(*level).jointree).quals = and(quals);
-        // Every row of the other side, padded.
-        (*join_expr).quals = pg_sys::makeBoolConst(false, false);
         output_change(&levels, &from, case_text(now(), "delete", "insert"), "__pgt_change0");
         querydef(query)
     }

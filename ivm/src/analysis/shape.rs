@@ -810,11 +810,10 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[Step], occurrences: &mut 
                 }
                 pg_sys::RTEKind::RTE_JOIN => match (*rte).jointype {
                     pg_sys::JoinType::JOIN_INNER => {}
-                    pg_sys::JoinType::JOIN_LEFT | pg_sys::JoinType::JOIN_RIGHT if in_subquery_expression => {
+                    pg_sys::JoinType::JOIN_LEFT | pg_sys::JoinType::JOIN_RIGHT | pg_sys::JoinType::JOIN_FULL if in_subquery_expression => {
                         return Err(IvmError::unsupported("an outer join inside a subquery expression"));
                     }
-                    pg_sys::JoinType::JOIN_LEFT | pg_sys::JoinType::JOIN_RIGHT => {}
-                    pg_sys::JoinType::JOIN_FULL => return Err(IvmError::unsupported("a FULL JOIN")),
+                    pg_sys::JoinType::JOIN_LEFT | pg_sys::JoinType::JOIN_RIGHT | pg_sys::JoinType::JOIN_FULL => {}
                     _ => return Err(IvmError::unsupported("this kind of join")),
                 },
                 pg_sys::RTEKind::RTE_SUBQUERY if in_subquery_expression => {
@@ -881,12 +880,13 @@ unsafe fn nullable_sides(q: &pg_sys::Query, node: *mut pg_sys::Node) -> IvmResul
                 stack.extend(PgList::<pg_sys::Node>::from_pg(node as *mut pg_sys::List).iter_ptr());
             } else if pgrx::is_a(node, pg_sys::NodeTag::T_JoinExpr) {
                 let join = node as *mut pg_sys::JoinExpr;
-                let side = match (*join).jointype {
-                    pg_sys::JoinType::JOIN_LEFT => Some(((*join).rarg, "LEFT")),
-                    pg_sys::JoinType::JOIN_RIGHT => Some(((*join).larg, "RIGHT")),
-                    _ => None,
+                let sides = match (*join).jointype {
+                    pg_sys::JoinType::JOIN_LEFT => vec![((*join).rarg, "LEFT")],
+                    pg_sys::JoinType::JOIN_RIGHT => vec![((*join).larg, "RIGHT")],
+                    pg_sys::JoinType::JOIN_FULL => vec![((*join).larg, "FULL"), ((*join).rarg, "FULL")],
+                    _ => Vec::new(),
                 };
-                if let Some((side, name)) = side {
+                for (side, name) in sides {
                     // The padded rows are the join with its condition made false, which
                     // USING (printed instead of a condition) has no place for.
                     if !(*join).usingClause.is_null() {
