@@ -256,6 +256,8 @@ REAGGREGATED_SCALAR = "SELECT count(DISTINCT v) AS dv, bool_or(b) AS bo, count(*
 RECOMPUTED = ("SELECT g, string_agg(s, ',' ORDER BY s, id) AS ss, array_agg(v ORDER BY id) AS vs, "
               "avg(DISTINCT v) AS adv, percentile_cont(0.5) WITHIN GROUP (ORDER BY v) AS median, "
               "stddev_samp(v) AS sd, bit_or(v) AS bits, jsonb_agg(b ORDER BY id) FILTER (WHERE v > 0) AS bs, "
+              # FILTER guards the argument: no division by zero
+              "count(DISTINCT 100 / v) FILTER (WHERE v <> 0) AS inverses, public.plus_all(v) AS total, "
               "count(*) AS n FROM lake.d GROUP BY g")
 RECOMPUTED_SCALAR = ("SELECT string_agg(s, '/' ORDER BY id DESC) AS ss, mode() WITHIN GROUP (ORDER BY v) AS common, "
                      "count(DISTINCT s) AS ds FROM lake.d")
@@ -277,6 +279,10 @@ def test_distinct_boolean_and_filtered_aggregates_stay_exact(lake):
     conn.execute("SELECT ducklake.create_table('lake.d')")
     conn.execute("CREATE EXTENSION ducklake_ivm")
     conn.execute("INSERT INTO lake.d SELECT i, i % 4, i % 7 - 1, i % 3 = 0, 's' || i % 5 FROM generate_series(1, 60) i")
+    # a user-defined aggregate of immutable functions
+    conn.execute("CREATE FUNCTION public.plus(bigint, int) RETURNS bigint LANGUAGE sql IMMUTABLE "
+                 "AS 'SELECT coalesce($1, 0) + coalesce($2, 0)'")
+    conn.execute("CREATE AGGREGATE public.plus_all(int) (SFUNC = public.plus, STYPE = bigint)")
     shapes = {"reagg": REAGGREGATED, "reagg_scalar": REAGGREGATED_SCALAR, "reagg_having": REAGGREGATED_HAVING,
               "filtered": FILTERED, "recomputed": RECOMPUTED, "recomputed_scalar": RECOMPUTED_SCALAR}
     for name, query in shapes.items():
@@ -318,3 +324,18 @@ def test_distinct_boolean_and_filtered_aggregates_stay_exact(lake):
             assert rows(conn, "SELECT * FROM recomputed_scalar") == [(None, None, 0)]
     assert rows(conn, "SELECT * FROM reagg_scalar") == [(1, True, 2)]
     assert notices == []  # no refresh was rebuilt in full
+
+
+def test_a_user_defined_aggregate_of_a_volatile_function_is_refused(lake):
+    """Its transition function could read what a refresh does not track."""
+    conn = lake.conn
+    conn.execute("CREATE FOREIGN TABLE lake.d (g int, v int) SERVER lake OPTIONS (table 'd')")
+    conn.execute("SELECT ducklake.create_table('lake.d')")
+    conn.execute("CREATE EXTENSION ducklake_ivm")
+    conn.execute("CREATE FUNCTION public.plus(bigint, int) RETURNS bigint LANGUAGE sql VOLATILE "
+                 "AS 'SELECT coalesce($1, 0) + coalesce($2, 0)'")
+    conn.execute("CREATE AGGREGATE public.plus_all(int) (SFUNC = public.plus, STYPE = bigint)")
+    with pytest.raises(psycopg.errors.FeatureNotSupported) as error:
+        conn.execute("SELECT pgtrickle.create_stream_table('t', 'SELECT g, public.plus_all(v) FROM lake.d GROUP BY g')")
+    assert error.value.diag.message_primary.startswith(
+        "aggregate plus_all() whose transition or final function is not IMMUTABLE"), error.value.diag.message_primary

@@ -74,6 +74,9 @@ def test_random_changes_keep_subquery_expressions_exact(lake, seed):
     ("SELECT c.region FROM lake.customers c GROUP BY c.region "
      "HAVING count(*) > (SELECT count(*) FROM lake.regions r WHERE r.name = c.region)",
      "a subquery expression in HAVING that refers to the group"),
+    ("SELECT c.region FROM lake.customers c GROUP BY c.region "
+     "HAVING sum(c.tier * (SELECT count(*) FROM lake.regions)) > 3",
+     "a subquery expression inside an aggregate"),
     ("SELECT c.region FROM lake.customers c GROUP BY c.region HAVING count(*) > (SELECT count(*) FROM public.zones)",
      "reading public.zones in a subquery expression in HAVING (only lake tables can be read there)"),
     ("SELECT c.id FROM lake.customers c WHERE EXISTS (SELECT o.customer FROM lake.orders o GROUP BY o.customer "

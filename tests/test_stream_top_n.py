@@ -28,6 +28,9 @@ SHAPES = {
     # a constant sort key orders nothing (printed alone it would name a column position)
     "constant_key": "SELECT c.region, 1 AS prio, count(*) AS n FROM lake.customers c GROUP BY c.region "
                     "ORDER BY prio, n DESC, c.region NULLS FIRST LIMIT 2",
+    # every row ties under an order of constants: WITH TIES keeps them all
+    "all_tie": "SELECT c.region, count(*) AS n, 'all' AS tag FROM lake.customers c GROUP BY c.region "
+               "ORDER BY tag FETCH FIRST 2 ROWS WITH TIES",
     "first_regions": "SELECT r.name, r.zone FROM lake.regions r ORDER BY r.name NULLS FIRST, r.zone LIMIT 2",
 }
 

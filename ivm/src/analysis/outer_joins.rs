@@ -122,26 +122,6 @@ pub unsafe fn has_match(
         };
         let mut parts = super::sublinks::conjuncts(super::tree::mutate(condition, &mut lower));
         parts.extend(extra);
-        let mut reference = pgrx::PgBox::<pg_sys::RangeTblRef>::alloc_node(pg_sys::NodeTag::T_RangeTblRef);
-        reference.rtindex = 1;
-        let mut from = PgList::<pg_sys::Node>::new();
-        from.push(reference.into_pg() as *mut pg_sys::Node);
-        let mut rtable = PgList::<pg_sys::RangeTblEntry>::new();
-        rtable.push(rte);
-        let one = pg_sys::makeConst(pg_sys::INT4OID, -1, pg_sys::InvalidOid, 4, pg_sys::Datum::from(1i32), false, true);
-        let mut targets = PgList::<pg_sys::TargetEntry>::new();
-        targets.push(pg_sys::makeTargetEntry(one as *mut pg_sys::Expr, 1, std::ptr::null_mut(), false));
-        let mut sub = pgrx::PgBox::<pg_sys::Query>::alloc_node(pg_sys::NodeTag::T_Query);
-        sub.commandType = pg_sys::CmdType::CMD_SELECT;
-        sub.querySource = pg_sys::QuerySource::QSRC_ORIGINAL;
-        sub.canSetTag = true;
-        sub.rtable = rtable.into_pg();
-        sub.jointree = pg_sys::makeFromExpr(from.into_pg(), super::sublinks::and(parts));
-        sub.targetList = targets.into_pg();
-        let mut exists = pgrx::PgBox::<pg_sys::SubLink>::alloc_node(pg_sys::NodeTag::T_SubLink);
-        exists.subLinkType = pg_sys::SubLinkType::EXISTS_SUBLINK;
-        exists.subselect = sub.into_pg() as *mut pg_sys::Node;
-        exists.location = -1;
-        exists.into_pg() as *mut pg_sys::Node
+        super::sublinks::exists_over(rte, parts)
     }
 }

@@ -151,6 +151,8 @@ pub struct Shape {
     having_reads: bool,
     /// ORDER BY and LIMIT/OFFSET, when the result is the first rows of the state.
     top_n: Option<TopN>,
+    /// A windowed query: how to compute its rows of chosen partitions.
+    pub partitions: Option<super::windows::Partitions>,
 }
 
 /// One ORDER BY item, rewritten onto state columns.
@@ -184,8 +186,9 @@ const STATE_KEY_PREFIX: &str = "k";
 impl Shape {
     /// A shape whose result is computed again per partition (see `windows`): its keys
     /// are the partitions, with no aggregates or result expressions over the state.
-    pub fn windowed(rows: Rows, keys: Vec<Key>, outputs: Vec<String>) -> Shape {
+    pub fn windowed(rows: Rows, keys: Vec<Key>, outputs: Vec<String>, partitions: super::windows::Partitions) -> Shape {
         Shape {
+            partitions: Some(partitions),
             rows,
             kind: Kind::Windowed,
             keys,
@@ -230,6 +233,8 @@ impl Shape {
                 .join(", ");
             let offset = top.offset.map(|o| format!(" OFFSET ({}) ROWS", sql(o))).unwrap_or_default();
             let count = match (top.count, top.with_ties) {
+                // Every row ties under an order of constants: WITH TIES keeps them all.
+                (Some(_), true) if order.is_empty() => String::new(),
                 (Some(c), true) => format!(" FETCH FIRST ({}) ROWS WITH TIES", sql(c)),
                 (Some(c), false) => format!(" FETCH FIRST ({}) ROWS ONLY", sql(c)),
                 (None, _) => String::new(),
@@ -458,6 +463,7 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
             having_tree,
             having_reads,
             top_n,
+            partitions: None,
         })
     }
 }
@@ -468,6 +474,13 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
 /// otherwise.
 unsafe fn having_subqueries(having: *mut pg_sys::Node) -> IvmResult<bool> {
     unsafe {
+        // Inside an aggregate, a subquery's value is folded into the group's running
+        // value when its rows arrive: a later change of its tables would not reach it.
+        for aggregate in super::sublinks::aggregates_in(having) {
+            if !sublinks_in(aggregate as *mut pg_sys::Node).is_empty() {
+                return Err(IvmError::unsupported("a subquery expression inside an aggregate"));
+            }
+        }
         let sublinks = sublinks_in(having);
         for sublink in &sublinks {
             check_sublink(*sublink)?;
@@ -664,6 +677,7 @@ unsafe fn union_shape(query: *mut pg_sys::Query) -> IvmResult<Shape> {
             having_tree: None,
             having_reads: false,
             top_n: None,
+            partitions: None,
         })
     }
 }
@@ -1061,6 +1075,11 @@ unsafe fn recomputed(
                 )));
             }
         }
+        if !builtin && !immutable_aggregate(a.aggfnoid)? {
+            return Err(IvmError::unsupported(format!(
+                "aggregate {name}() whose transition or final function is not IMMUTABLE (it could read what a refresh does not track)"
+            )));
+        }
         if !a.aggdirectargs.is_null() && pg_sys::contain_var_clause(a.aggdirectargs as *mut pg_sys::Node) {
             return Err(IvmError::unsupported(format!("{name}() with direct arguments that read columns")));
         }
@@ -1074,11 +1093,19 @@ unsafe fn recomputed(
             (*(var as *mut pg_sys::Var)).varattnosyn = attno;
             var
         };
+        // Postgres computes the arguments only of rows that pass FILTER (`100 / y`
+        // FILTER (WHERE y <> 0)); as columns of every row they are guarded the same way,
+        // and the rows FILTER leaves out never reach the aggregate.
+        let filter = (*call).aggfilter as *mut pg_sys::Node;
         for entry in PgList::<pg_sys::TargetEntry>::from_pg((*call).args).iter_ptr() {
-            (*entry).expr = as_column((*entry).expr as *mut pg_sys::Node) as *mut pg_sys::Expr;
+            let mut argument = (*entry).expr as *mut pg_sys::Node;
+            if !filter.is_null() {
+                argument = case_when(pg_sys::copyObjectImpl(filter as *const std::ffi::c_void) as *mut pg_sys::Node, argument);
+            }
+            (*entry).expr = as_column(argument) as *mut pg_sys::Expr;
         }
-        if !(*call).aggfilter.is_null() {
-            (*call).aggfilter = as_column((*call).aggfilter as *mut pg_sys::Node) as *mut pg_sys::Expr;
+        if !filter.is_null() {
+            (*call).aggfilter = as_column(filter) as *mut pg_sys::Expr;
         }
         let aggregate = Aggregate {
             kind: AggKind::Recomputed,
@@ -1090,4 +1117,15 @@ unsafe fn recomputed(
         };
         Ok((aggregate, columns))
     }
+}
+
+/// Whether a user-defined aggregate's transition and final functions are IMMUTABLE
+/// (the aggregate's own entry in pg_proc always is).
+fn immutable_aggregate(aggregate: pg_sys::Oid) -> IvmResult<bool> {
+    Ok(pgrx::Spi::get_one_with_args::<bool>(
+        "SELECT pg_catalog.bool_and(p.provolatile = 'i') FROM pg_catalog.pg_aggregate a \
+           JOIN pg_catalog.pg_proc p ON p.oid IN (a.aggtransfn, a.aggfinalfn) WHERE a.aggfnoid = $1",
+        &[aggregate.into()],
+    )?
+    .unwrap_or(false))
 }

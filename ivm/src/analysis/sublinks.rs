@@ -196,7 +196,7 @@ pub unsafe fn check_sublink(sublink: *mut pg_sys::SubLink) -> IvmResult<()> {
 }
 
 /// The aggregate calls of `node` at its own query level.
-unsafe fn aggregates_in(node: *mut pg_sys::Node) -> Vec<*mut pg_sys::Aggref> {
+pub unsafe fn aggregates_in(node: *mut pg_sys::Node) -> Vec<*mut pg_sys::Aggref> {
     #[pgrx::pg_guard]
     unsafe extern "C-unwind" fn walker(node: *mut pg_sys::Node, context: *mut std::ffi::c_void) -> bool {
         unsafe {
@@ -348,5 +348,33 @@ pub unsafe fn and(parts: Vec<*mut pg_sys::Node>) -> *mut pg_sys::Node {
                 pg_sys::make_andclause(list.into_pg()) as *mut pg_sys::Node
             }
         }
+    }
+}
+
+/// `EXISTS (SELECT 1 FROM <rte> WHERE parts)`, the relation `rte` being range-table
+/// entry 1 of the subquery (Vars of the level it is placed in reach one level up).
+pub unsafe fn exists_over(rte: *mut pg_sys::RangeTblEntry, parts: Vec<*mut pg_sys::Node>) -> *mut pg_sys::Node {
+    unsafe {
+        let mut reference = pgrx::PgBox::<pg_sys::RangeTblRef>::alloc_node(pg_sys::NodeTag::T_RangeTblRef);
+        reference.rtindex = 1;
+        let mut from = PgList::<pg_sys::Node>::new();
+        from.push(reference.into_pg() as *mut pg_sys::Node);
+        let mut rtable = PgList::<pg_sys::RangeTblEntry>::new();
+        rtable.push(rte);
+        let one = pg_sys::makeConst(pg_sys::INT4OID, -1, pg_sys::InvalidOid, 4, pg_sys::Datum::from(1i32), false, true);
+        let mut targets = PgList::<pg_sys::TargetEntry>::new();
+        targets.push(pg_sys::makeTargetEntry(one as *mut pg_sys::Expr, 1, std::ptr::null_mut(), false));
+        let mut sub = pgrx::PgBox::<pg_sys::Query>::alloc_node(pg_sys::NodeTag::T_Query);
+        sub.commandType = pg_sys::CmdType::CMD_SELECT;
+        sub.querySource = pg_sys::QuerySource::QSRC_ORIGINAL;
+        sub.canSetTag = true;
+        sub.rtable = rtable.into_pg();
+        sub.jointree = pg_sys::makeFromExpr(from.into_pg(), and(parts));
+        sub.targetList = targets.into_pg();
+        let mut exists = pgrx::PgBox::<pg_sys::SubLink>::alloc_node(pg_sys::NodeTag::T_SubLink);
+        exists.subLinkType = pg_sys::SubLinkType::EXISTS_SUBLINK;
+        exists.subselect = sub.into_pg() as *mut pg_sys::Node;
+        exists.location = -1;
+        exists.into_pg() as *mut pg_sys::Node
     }
 }

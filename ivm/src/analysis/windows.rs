@@ -2,19 +2,107 @@
 //! rows of its partition alone, so the result rows of a partition depend only on that
 //! partition's rows: when rows change, the partitions they belong to (before or after
 //! the change) are the only ones whose result rows can change. A refresh deletes the
-//! result rows of those partitions and inserts the query's own rows for them (the
-//! query filtered on its partition columns, which Postgres and DuckDB apply before
-//! computing the windows). That costs the touched partitions, not the table. Every
+//! result rows of those partitions and inserts the query's own rows for them: the
+//! query with a condition in the WHERE clause of its windowed level (applied before
+//! the windows) keeping the rows of partitions with a change. The windows are computed
+//! for the touched partitions only. Every
 //! window of the query must share the partition columns P (each may partition
 //! further), and P must be result columns, by which the result rows are found.
 
 use super::rows::Rows;
 use super::shape::{Key, Shape, require_key_type, source_relations};
-use super::tree::equal;
+use super::sublinks::{and, conjuncts, exists_over};
+use super::tree::{equal, mutate};
 use crate::error::{IvmError, IvmResult};
 use crate::sql::ident;
 use pgrx::{PgList, pg_sys};
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
+
+/// The query's rows of chosen partitions (see `touched_sql`).
+#[derive(Debug, Clone)]
+pub struct Partitions {
+    query: *mut pg_sys::Query,
+    /// The sub-select in FROM holding the windows (None: the query itself).
+    level: Option<i32>,
+    /// The partition expressions there, in key order.
+    expressions: Vec<*mut pg_sys::Node>,
+}
+
+impl Partitions {
+    /// The query restricted to the partitions that have a row in `buffer` (its first
+    /// columns: the partition keys in order): `EXISTS (SELECT 1 FROM buffer b WHERE
+    /// b.k1 = p1 OR b.k1 IS NULL AND p1 IS NULL ...)` added to the WHERE clause of the
+    /// windowed level.
+    pub fn touched_sql(&self, buffer: pg_sys::Oid, buffer_columns: &[String]) -> String {
+        // SAFETY: edits a copy of an analyzed Query tree.
+        unsafe {
+            let query = pg_sys::copyObjectImpl(self.query as *const std::ffi::c_void) as *mut pg_sys::Query;
+            let level = match self.level {
+                None => query,
+                Some(index) => {
+                    let rte = PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable).get_ptr(index as usize - 1).expect("the sub-select");
+                    (*rte).subquery
+                }
+            };
+            let mut parts = Vec::new();
+            for (i, expression) in self.expressions.iter().enumerate() {
+                let mut deeper = |node: *mut pg_sys::Node| -> Option<*mut pg_sys::Node> {
+                    if !pgrx::is_a(node, pg_sys::NodeTag::T_Var) {
+                        return None;
+                    }
+                    let var = pg_sys::copyObjectImpl(node as *const std::ffi::c_void) as *mut pg_sys::Var;
+                    (*var).varlevelsup += 1;
+                    Some(var as *mut pg_sys::Node)
+                };
+                let value = mutate(*expression, &mut deeper);
+                let (type_oid, typmod, collation) = (pg_sys::exprType(value), pg_sys::exprTypmod(value), pg_sys::exprCollation(value));
+                let key = || pg_sys::makeVar(1, (i + 1) as i16, type_oid, typmod, collation, 0) as *mut pg_sys::Node;
+                let cache = pg_sys::lookup_type_cache(type_oid, pg_sys::TYPECACHE_EQ_OPR as i32);
+                let equal = pg_sys::make_opclause(
+                    (*cache).eq_opr,
+                    pg_sys::BOOLOID,
+                    false,
+                    key() as *mut pg_sys::Expr,
+                    value as *mut pg_sys::Expr,
+                    pg_sys::InvalidOid,
+                    collation,
+                ) as *mut pg_sys::Node;
+                let both_null = and(vec![is_null(key()), is_null(pg_sys::copyObjectImpl(value as *const std::ffi::c_void) as _)]);
+                let mut either = PgList::<pg_sys::Node>::new();
+                either.push(equal);
+                either.push(both_null);
+                parts.push(pg_sys::make_orclause(either.into_pg()) as *mut pg_sys::Node);
+            }
+            let rte = pgrx::PgBox::<pg_sys::RangeTblEntry>::alloc_node(pg_sys::NodeTag::T_RangeTblEntry).into_pg();
+            (*rte).rtekind = pg_sys::RTEKind::RTE_RELATION;
+            (*rte).relid = buffer;
+            (*rte).relkind = pg_sys::RELKIND_RELATION as std::ffi::c_char;
+            (*rte).rellockmode = pg_sys::AccessShareLock as i32;
+            (*rte).inFromCl = true;
+            let mut names = PgList::<pg_sys::Node>::new();
+            for column in buffer_columns {
+                let column = CString::new(column.as_str()).expect("no NUL");
+                names.push(pg_sys::makeString(pg_sys::pstrdup(column.as_ptr())) as *mut pg_sys::Node);
+            }
+            (*rte).eref = pg_sys::makeAlias(c"b".as_ptr(), names.into_pg());
+            let mut quals = conjuncts((*(*level).jointree).quals);
+            quals.push(exists_over(rte, parts));
+            (*(*level).jointree).quals = and(quals);
+            CStr::from_ptr(pg_sys::pg_get_querydef(query, false)).to_string_lossy().into_owned()
+        }
+    }
+}
+
+/// `node IS NULL`.
+unsafe fn is_null(node: *mut pg_sys::Node) -> *mut pg_sys::Node {
+    unsafe {
+        let mut test = pgrx::PgBox::<pg_sys::NullTest>::alloc_node(pg_sys::NodeTag::T_NullTest);
+        test.arg = node as *mut pg_sys::Expr;
+        test.nulltesttype = pg_sys::NullTestType::IS_NULL;
+        test.location = -1;
+        test.into_pg() as *mut pg_sys::Node
+    }
+}
 
 pub unsafe fn windowed_shape(query: *mut pg_sys::Query) -> IvmResult<Shape> {
     unsafe {
@@ -30,8 +118,10 @@ pub unsafe fn windowed_shape(query: *mut pg_sys::Query) -> IvmResult<Shape> {
             };
             add_key(&mut keys, &mut columns, expression, &outputs[position])?;
         }
+        check_key_count(&keys)?;
         let occurrences = source_relations(q)?;
-        Ok(Shape::windowed(Rows::new(query, occurrences, columns), keys, outputs))
+        let partitions = Partitions { query, level: None, expressions: columns.iter().map(|(_, e)| *e).collect() };
+        Ok(Shape::windowed(Rows::new(query, occurrences, columns), keys, outputs, partitions))
     }
 }
 
@@ -98,8 +188,10 @@ pub unsafe fn per_partition_shape(query: *mut pg_sys::Query, rtindex: i32) -> Iv
             };
             add_key(&mut keys, &mut columns, expression, &outputs[position])?;
         }
+        check_key_count(&keys)?;
         let occurrences = source_relations(s)?;
-        Ok(Shape::windowed(Rows::new(sub, occurrences, columns), keys, outputs))
+        let partitions = Partitions { query, level: Some(rtindex), expressions: columns.iter().map(|(_, e)| *e).collect() };
+        Ok(Shape::windowed(Rows::new(sub, occurrences, columns), keys, outputs, partitions))
     }
 }
 
@@ -164,5 +256,12 @@ unsafe fn add_key(keys: &mut Vec<Key>, columns: &mut Vec<(String, *mut pg_sys::N
     let column = Shape::key_column(keys.len() + 1);
     keys.push(Key { expression: format!("c.{}", ident(&column)), column: column.clone(), output: Some(output.to_string()) });
     columns.push((column, expression));
+    Ok(())
+}
+
+fn check_key_count(keys: &[Key]) -> IvmResult<()> {
+    if keys.len() > 32 {
+        return Err(IvmError::unsupported("more than 32 partition columns"));
+    }
     Ok(())
 }

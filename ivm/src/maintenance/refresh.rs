@@ -164,7 +164,7 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
             (Outcome::Refreshed { snapshot: at, changes: 0 }, at, None)
         }
         (Requested::Differential, Some(shape)) if differential_possible => {
-            match differential(table.relid, shape, &plan, &positions, &read, &context, &definition::select_all(table.id))? {
+            match differential(table.relid, shape, &plan, &positions, &read, &context)? {
                 Applied::Changes(changes) => (Outcome::Refreshed { snapshot: lake_to, changes }, lake_to, None),
                 Applied::Rebuild(reason) => {
                     rebuild(&table, &plan, &context, &read, lake_to)?;
@@ -291,7 +291,6 @@ fn differential(
     positions: &Positions,
     read: &ReadSnapshot,
     context: &RefreshContext,
-    query: &str,
 ) -> IvmResult<Applied> {
     let objects = &plan.objects;
     if let Some(reason) = refresh_change_relations(result_relid, objects)? {
@@ -422,6 +421,7 @@ fn differential(
                     | PgSqlErrorCode::ERRCODE_INVALID_ARGUMENT_FOR_LOG
                     | PgSqlErrorCode::ERRCODE_INVALID_ARGUMENT_FOR_POWER_FUNCTION
                     | PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW
+                    | PgSqlErrorCode::ERRCODE_SUBSTRING_ERROR
                     | PgSqlErrorCode::ERRCODE_CARDINALITY_VIOLATION
             ) {
                 return Ok(Applied::Rebuild(format!("{message} (in the change of the sources' rows)")));
@@ -436,7 +436,7 @@ fn differential(
             if positions.lake_to.is_some() {
                 context.pin_snapshot(to);
             }
-            read.run(&statements.insert_touched_partitions(query))?;
+            read.run(&statements.insert_touched_partitions()?)?;
             context.unpin_snapshot();
         }
         return Ok(Applied::Changes(fetched as i64));

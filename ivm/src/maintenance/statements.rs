@@ -3,7 +3,7 @@
 //! into the result table. Every name is quoted; expressions come from ruleutils.
 
 use crate::analysis::shape::{AggKind, FinalSql, Kind, SetOp, Shape};
-use crate::error::IvmResult;
+use crate::error::{IvmError, IvmResult};
 use crate::sql::ident;
 
 /// Relations of one stream table.
@@ -377,9 +377,14 @@ impl<'a> Statements<'a> {
         format!("DELETE FROM {} t WHERE {}", self.objects.result, self.in_touched_partition("t"))
     }
 
-    /// The query's rows of the partitions the changes touch (`query`: the definition).
-    pub fn insert_touched_partitions(&self, query: &str) -> String {
-        format!("INSERT INTO {} SELECT q.* FROM ({query}) q WHERE {}", self.objects.result, self.in_touched_partition("q"))
+    /// The query's rows of the partitions the changes touch, the windows computed for
+    /// those partitions only.
+    pub fn insert_touched_partitions(&self) -> IvmResult<String> {
+        let partitions = self.shape.partitions.as_ref().ok_or_else(|| IvmError::invalid("not a windowed stream table"))?;
+        let mut columns: Vec<String> = self.shape.keys.iter().map(|k| k.column.clone()).collect();
+        columns.push("__pgt_weight".into());
+        let query = partitions.touched_sql(crate::sql::regclass(&self.objects.buffer)?, &columns);
+        Ok(format!("INSERT INTO {} {query}", self.objects.result))
     }
 
     /// Does any affected group have a NULL key?
