@@ -89,13 +89,18 @@ pub struct PostgresSource {
 pub enum Source {
     Lake(LakeSource),
     Postgres(PostgresSource),
+    /// Not a table: an aggregating sub-select in FROM, whose sources are its own (see
+    /// `rows::Derived`).
+    Derived,
 }
 
 impl Source {
+    /// The table's oid (InvalidOid for a derived relation).
     pub fn relid(&self) -> pg_sys::Oid {
         match self {
             Source::Lake(s) => s.relid,
             Source::Postgres(s) => s.relid,
+            Source::Derived => pg_sys::InvalidOid,
         }
     }
 }

@@ -36,7 +36,9 @@
 
 use super::parse::Source;
 use super::outer_joins;
-use super::sublinks::{and, boolean_test, change_filter, conjuncts, split_at_sublink, sublinks_in};
+use super::parse::analyze;
+use super::sublinks::{alias, and, boolean_test, change_filter, conjuncts, keep_keys_in, split_at_sublink, sublinks_in};
+use crate::error::IvmResult;
 use crate::sql::ident;
 use pgrx::{PgList, pg_sys};
 use std::ffi::{CStr, CString};
@@ -68,6 +70,106 @@ pub struct Occurrence {
     /// Its index in the range table of its query level.
     pub rtindex: i32,
     pub source: Source,
+    /// For `Source::Derived`: the aggregating sub-select.
+    pub derived: Option<Box<Derived>>,
+}
+
+/// An aggregating sub-select in FROM (or a WITH query that aggregates), read like a
+/// relation I = γ(R). Its change is its groups that the change of its rows touches,
+/// as they are now (+1) and as they were (−1): ΔI = I'|T − I|T for the groups T with
+/// a row in ΔR (their keys restricted in its WHERE clause, so only they are
+/// aggregated), and I as it was is the sub-select over its sources as they were.
+/// That is exact for any aggregate and HAVING, since each group's result row is
+/// computed by the sub-select itself.
+#[derive(Debug, Clone)]
+pub struct Derived {
+    /// The sub-select.
+    query: *mut pg_sys::Query,
+    /// Its rows: its FROM and WHERE projected on its grouping keys.
+    rows: Rows,
+    /// Its grouping keys over its FROM (empty: one group).
+    keys: Vec<*mut pg_sys::Node>,
+    /// The number of its result columns.
+    width: usize,
+    /// The names the query reads its columns by (its alias's), which its changes
+    /// keep: ruleutils prints them only where they differ from the real ones.
+    names: Vec<String>,
+}
+
+impl Derived {
+    pub fn new(query: *mut pg_sys::Query, rows: Rows, keys: Vec<*mut pg_sys::Node>, width: usize, names: Vec<String>) -> Derived {
+        Derived { query, rows, keys, width, names }
+    }
+
+    pub fn occurrences(&self) -> impl Iterator<Item = &Occurrence> {
+        self.rows.occurrences()
+    }
+
+    /// The first feed of one of its sources, if any changed.
+    fn feed<'a>(&self, feeds: &'a [Feed]) -> Option<&'a Feed> {
+        self.occurrences().find_map(|o| feed_of(o, feeds))
+    }
+
+    /// The sub-select with each changed source read as it was.
+    unsafe fn as_it_was(&self, feeds: &[Feed]) -> *mut pg_sys::Query {
+        unsafe {
+            let query = pg_sys::copyObjectImpl(self.query as *const std::ffi::c_void) as *mut pg_sys::Query;
+            for occurrence in self.occurrences() {
+                if let Some(feed) = feed_of(occurrence, feeds) {
+                    read_as_it_was(occurrence_entry(query, occurrence), occurrence, feed, feeds);
+                }
+            }
+            query
+        }
+    }
+
+    /// ΔI with a `change_type` column after its own: the touched groups as they are
+    /// ('insert') and as they were ('delete'), as an analyzed query.
+    unsafe fn changes(&self, feeds: &[Feed], to: i64) -> IvmResult<*mut pg_sys::Query> {
+        unsafe {
+            let touched = self.rows.delta_sql(feeds, to)?.unwrap_or_else(|| "SELECT 1 WHERE false".into());
+            let restricted = |query: *mut pg_sys::Query| -> IvmResult<String> {
+                let touched = analyze(&touched)?;
+                let rte = pgrx::PgBox::<pg_sys::RangeTblEntry>::alloc_node(pg_sys::NodeTag::T_RangeTblEntry).into_pg();
+                (*rte).rtekind = pg_sys::RTEKind::RTE_SUBQUERY;
+                (*rte).subquery = touched;
+                (*rte).inFromCl = true;
+                let names: Vec<String> = PgList::<pg_sys::TargetEntry>::from_pg((*touched).targetList)
+                    .iter_ptr()
+                    .map(|t| CStr::from_ptr((*t).resname).to_string_lossy().into_owned())
+                    .collect();
+                (*rte).eref = alias("t", &names);
+                keep_keys_in(query, &self.keys, rte);
+                Ok(querydef(query))
+            };
+            let now = restricted(pg_sys::copyObjectImpl(self.query as *const std::ffi::c_void) as *mut pg_sys::Query)?;
+            let before = restricted(self.as_it_was(feeds))?;
+            let columns = self.names.iter().map(|n| ident(n)).collect::<Vec<_>>().join(", ");
+            analyze(&format!(
+                "SELECT i.*, 'insert'::pg_catalog.text AS change_type FROM ({now}) AS i({columns}) \
+                 UNION ALL SELECT i.*, 'delete'::pg_catalog.text FROM ({before}) AS i({columns})"
+            ))
+        }
+    }
+}
+
+/// The feed of `occurrence`'s table among `feeds` (of one of its sources, for a
+/// derived relation): whether it changed.
+fn feed_of<'a>(occurrence: &Occurrence, feeds: &'a [Feed]) -> Option<&'a Feed> {
+    match &occurrence.derived {
+        Some(derived) => derived.feed(feeds),
+        None => feeds.iter().find(|f| f.source == occurrence.source.relid()),
+    }
+}
+
+/// Read `occurrence` (range-table entry `rte`) as it was at the frontier.
+unsafe fn read_as_it_was(rte: *mut pg_sys::RangeTblEntry, occurrence: &Occurrence, feed: &Feed, feeds: &[Feed]) {
+    unsafe {
+        match &occurrence.derived {
+            Some(derived) => (*rte).subquery = derived.as_it_was(feeds),
+            None => (*rte).relid = feed.old.expect("a source that can be read as it was"),
+        }
+    }
 }
 
 impl Occurrence {
@@ -111,7 +213,7 @@ pub struct Feed {
 
 /// The keys-and-arguments rows: one query over the defining query's FROM and WHERE,
 /// or (for a UNION of SELECTs) one per branch, whose rows are added up.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Rows {
     branches: Vec<Branch>,
 }
@@ -141,14 +243,17 @@ impl Rows {
 
     /// The change of the rows (see `Branch::delta_sql`): the branches' changes added
     /// up. None when no feed is given (nothing changed).
-    pub fn delta_sql(&self, feeds: &[Feed], to: i64) -> Option<String> {
-        let deltas: Vec<String> = self.branches.iter().filter_map(|b| b.delta_sql(feeds, to)).collect();
-        (!deltas.is_empty()).then(|| deltas.join(" UNION ALL "))
+    pub fn delta_sql(&self, feeds: &[Feed], to: i64) -> IvmResult<Option<String>> {
+        let mut deltas = Vec::new();
+        for branch in &self.branches {
+            deltas.extend(branch.delta_sql(feeds, to)?);
+        }
+        Ok((!deltas.is_empty()).then(|| deltas.join(" UNION ALL ")))
     }
 }
 
 /// The keys-and-arguments query of one SELECT.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Branch {
     query: *mut pg_sys::Query,
     occurrences: Vec<Occurrence>,
@@ -197,14 +302,10 @@ impl Branch {
     /// The change of the rows when each feed's source moves from what it has seen to
     /// now: the rows' columns plus `__pgt_weight`, one UNION ALL branch per term. None
     /// when none of the feeds is a source of this branch.
-    fn delta_sql(&self, feeds: &[Feed], to: i64) -> Option<String> {
-        let changed: Vec<(&Occurrence, &Feed)> = self
-            .occurrences
-            .iter()
-            .filter_map(|o| feeds.iter().find(|f| f.source == o.source.relid()).map(|f| (o, f)))
-            .collect();
+    fn delta_sql(&self, feeds: &[Feed], to: i64) -> IvmResult<Option<String>> {
+        let changed: Vec<(&Occurrence, &Feed)> = self.occurrences.iter().filter_map(|o| feed_of(o, feeds).map(|f| (o, f))).collect();
         if changed.is_empty() {
-            return None;
+            return Ok(None);
         }
         let columns = self.columns.iter().map(|c| format!("d.{}", ident(c))).collect::<Vec<_>>().join(", ");
         // (changes, sources read as they were, sign) per term. The telescoping sum reads
@@ -227,19 +328,17 @@ impl Branch {
                     })
                     .collect()
             };
-        let terms: Vec<String> = terms
-            .into_iter()
-            .map(|(members, olds, sign)| {
-                let weights = (0..members.len())
-                    .map(|i| format!("CASE WHEN d.__pgt_change{i} IN ('insert', 'update_postimage') THEN 1 ELSE -1 END"))
-                    .collect::<Vec<_>>()
-                    .join(" * ");
-                // SAFETY: edits a copy of the Query built in `new`.
-                let term = unsafe { self.term(&members, &olds, to) };
-                format!("SELECT {columns}, {sign}{weights} AS __pgt_weight FROM ({term}) d")
-            })
-            .collect();
-        Some(terms.join(" UNION ALL "))
+        let mut sql = Vec::new();
+        for (members, olds, sign) in terms {
+            let weights = (0..members.len())
+                .map(|i| format!("CASE WHEN d.__pgt_change{i} IN ('insert', 'update_postimage') THEN 1 ELSE -1 END"))
+                .collect::<Vec<_>>()
+                .join(" * ");
+            // SAFETY: edits a copy of the Query built in `new`.
+            let term = unsafe { self.term(&members, &olds, feeds, to)? };
+            sql.push(format!("SELECT {columns}, {sign}{weights} AS __pgt_weight FROM ({term}) d"));
+        }
+        Ok(Some(sql.join(" UNION ALL ")))
     }
 
     /// The rows with each member's source replaced by its changes, restricted to those
@@ -249,48 +348,67 @@ impl Branch {
     /// typed 'insert' where it became true and 'delete' where it stopped being true;
     /// one on the nullable side of an outer join (alone too) gives the pairs it
     /// changes and the padded rows it adds or removes (see `outer_joins`).
-    unsafe fn term(&self, members: &[&(&Occurrence, &Feed)], olds: &[&(&Occurrence, &Feed)], to: i64) -> String {
+    unsafe fn term(&self, members: &[&(&Occurrence, &Feed)], olds: &[&(&Occurrence, &Feed)], feeds: &[Feed], to: i64) -> IvmResult<String> {
         unsafe {
             let query = pg_sys::copyObjectImpl(self.query as *const std::ffi::c_void) as *mut pg_sys::Query;
             for (occurrence, feed) in olds {
-                let rte = occurrence_entry(query, occurrence);
-                (*rte).relid = feed.old.expect("a source that can be read as it was");
+                read_as_it_was(occurrence_entry(query, occurrence), occurrence, feed, feeds);
             }
             if let [member] = members {
                 if let Some(join) = member.0.nullable_in {
                     let pairs = pg_sys::copyObjectImpl(query as *const std::ffi::c_void) as *mut pg_sys::Query;
                     outer_joins::keep_linear_part(*from_levels(pairs, &member.0.from_steps()).last().expect("a level"), join, member.0.rtindex);
-                    let pairs = with_changes(pairs, members, to);
+                    let pairs = with_changes(pairs, members, feeds, to)?;
                     let padding = padding_change(query, member.0, member.1, join, to);
-                    return format!("{pairs} UNION ALL {padding}");
+                    return Ok(format!("{pairs} UNION ALL {padding}"));
                 }
             }
-            with_changes(query, members, to)
+            with_changes(query, members, feeds, to)
         }
     }
 }
 
 /// `query` with each member's source replaced by its changes (see `Branch::term`).
-unsafe fn with_changes(query: *mut pg_sys::Query, members: &[&(&Occurrence, &Feed)], to: i64) -> String {
+unsafe fn with_changes(query: *mut pg_sys::Query, members: &[&(&Occurrence, &Feed)], feeds: &[Feed], to: i64) -> IvmResult<String> {
     unsafe {
         for (i, (occurrence, feed)) in members.iter().enumerate() {
             let from = occurrence.from_steps();
             let levels = from_levels(query, &from);
             let level = *levels.last().expect("a level");
+            // A derived relation's changes are a query with its columns and change_type.
+            let derived_changes = match &occurrence.derived {
+                Some(derived) => Some((derived.changes(feeds, to)?, derived.width)),
+                None => None,
+            };
             let changes = |q: *mut pg_sys::Query, rtindex: i32| -> Vec<*mut pg_sys::Node> {
-                (*rt_fetch(q, rtindex)).relid = feed.relid;
-                unseen_conditions(feed, rtindex, to)
+                let rte = rt_fetch(q, rtindex);
+                match derived_changes {
+                    Some((changes, _)) => {
+                        (*rte).subquery = pg_sys::copyObjectImpl(changes as *const std::ffi::c_void) as *mut pg_sys::Query;
+                        let name = pg_sys::makeString(pg_sys::pstrdup(c"change_type".as_ptr()));
+                        (*(*rte).eref).colnames = pg_sys::lappend((*(*rte).eref).colnames, name as _);
+                        Vec::new()
+                    }
+                    None => {
+                        (*rte).relid = feed.relid;
+                        unseen_conditions(feed, rtindex, to)
+                    }
+                }
             };
             let sublinks = occurrence.sublink_steps();
             let column = if sublinks.is_empty() {
                 let mut quals = conjuncts((*(*level).jointree).quals);
                 quals.extend(changes(level, occurrence.rtindex));
                 (*(*level).jointree).quals = and(quals);
-                feed_var(feed.relid, occurrence.rtindex, "change_type")
+                match derived_changes {
+                    Some((_, width)) => pg_sys::makeVar(occurrence.rtindex, width as i16 + 1, pg_sys::TEXTOID, -1, pg_sys::DEFAULT_COLLATION_OID, 0)
+                        as *mut pg_sys::Node,
+                    None => feed_var(feed.relid, occurrence.rtindex, "change_type"),
+                }
             } else {
                 let (mut quals, now, sublinks) = split_at_sublink((*(*level).jointree).quals, &sublinks);
                 let before = pg_sys::copyObjectImpl(now as *const std::ffi::c_void) as *mut pg_sys::Node;
-                (*sublink_entry(before, &sublinks, occurrence.rtindex)).relid = feed.old.expect("a lake source");
+                read_as_it_was(sublink_entry(before, &sublinks, occurrence.rtindex), occurrence, feed, feeds);
                 let filter = change_filter(now, &sublinks, occurrence.rtindex, &changes);
                 let is_true = |node: *mut pg_sys::Node| {
                     boolean_test(pg_sys::copyObjectImpl(node as *const std::ffi::c_void) as _, pg_sys::BoolTestType::IS_TRUE)
@@ -301,7 +419,7 @@ unsafe fn with_changes(query: *mut pg_sys::Query, members: &[&(&Occurrence, &Fee
             };
             output_change(&levels, &from, column, &format!("__pgt_change{i}"));
         }
-        querydef(query)
+        Ok(querydef(query))
     }
 }
 

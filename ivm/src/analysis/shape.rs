@@ -8,7 +8,7 @@
 //! grouping by every output column (the count is the row's multiplicity).
 
 use super::parse::{Source, lake_source, postgres_source};
-use super::rows::{Occurrence, Rows, Step};
+use super::rows::{Derived, Occurrence, Rows, Step};
 use super::sublinks::{check_placement, check_placement_but_having, check_sublink, sublinks_in};
 use super::tree::{deparse, equal, mutate, var_like};
 use crate::sql::ident;
@@ -326,7 +326,7 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
         // Expressions in messages: as SQL over the source when there is one relation.
         let joined = PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable).iter_ptr().any(|r| (*r).rtekind == pg_sys::RTEKind::RTE_JOIN);
         let describe = |node: *mut pg_sys::Node, fallback: String| match occurrences.as_slice() {
-            [only] if !joined && only.path.is_empty() => deparse(node, "c", only.source.relid()),
+            [only] if !joined && only.path.is_empty() && only.derived.is_none() => deparse(node, "c", only.source.relid()),
             _ => fallback,
         };
 
@@ -769,6 +769,9 @@ pub(super) unsafe fn source_relations(q: &pg_sys::Query) -> IvmResult<Vec<Occurr
                 "a subquery expression over lake tables in a query that reads more than one Postgres table",
             ));
         }
+        if postgres > 1 && occurrences.iter().any(|o| o.derived.is_some()) {
+            return Err(IvmError::unsupported("an aggregating sub-select in a query that reads more than one Postgres table"));
+        }
         if postgres > 1 && occurrences.iter().any(|o| o.nullable_in.is_some()) {
             return Err(IvmError::unsupported("an outer join in a query that reads more than one Postgres table"));
         }
@@ -813,7 +816,7 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[Step], occurrences: &mut 
                             crate::sql::relation_name(relid)
                         )));
                     }
-                    occurrences.push(Occurrence { path: path.to_vec(), rtindex, source, nullable_in });
+                    occurrences.push(Occurrence { path: path.to_vec(), rtindex, source, nullable_in, derived: None });
                 }
                 #[cfg(feature = "pg18")]
                 pg_sys::RTEKind::RTE_GROUP => {}
@@ -830,6 +833,20 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[Step], occurrences: &mut 
                     pg_sys::JoinType::JOIN_LEFT | pg_sys::JoinType::JOIN_RIGHT | pg_sys::JoinType::JOIN_FULL => {}
                     _ => return Err(IvmError::unsupported("this kind of join")),
                 },
+                pg_sys::RTEKind::RTE_SUBQUERY if aggregating(&*(*rte).subquery) && !(*rte).lateral => {
+                    let names = PgList::<pg_sys::Node>::from_pg((*(*rte).eref).colnames)
+                        .iter_ptr()
+                        .map(|n| std::ffi::CStr::from_ptr((*(n as *mut pg_sys::String)).sval).to_string_lossy().into_owned())
+                        .collect();
+                    let derived = derived_of((*rte).subquery, names)?;
+                    occurrences.push(Occurrence {
+                        path: path.to_vec(),
+                        rtindex,
+                        source: Source::Derived,
+                        nullable_in: None,
+                        derived: Some(Box::new(derived)),
+                    });
+                }
                 pg_sys::RTEKind::RTE_SUBQUERY if in_subquery_expression => {
                     return Err(IvmError::unsupported("a subquery in FROM inside a subquery expression"));
                 }
@@ -850,7 +867,7 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[Step], occurrences: &mut 
                         && s.rowMarks.is_null();
                     if !row_preserving {
                         return Err(IvmError::unsupported(
-                            "a subquery in FROM with aggregates, DISTINCT, LIMIT or set operations",
+                            "a subquery in FROM with DISTINCT, window functions, LIMIT or set operations",
                         ));
                     }
                     let mut inner = path.to_vec();
@@ -876,6 +893,77 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[Step], occurrences: &mut 
             }
         }
         Ok(())
+    }
+}
+
+/// Whether a sub-select aggregates (and is then read as a derived relation).
+fn aggregating(s: &pg_sys::Query) -> bool {
+    (s.hasAggs || !s.groupClause.is_null()) && s.setOperations.is_null()
+}
+
+/// An aggregating sub-select in FROM as a derived relation (see `rows::Derived`): its
+/// rows are its FROM and WHERE projected on its grouping keys, which must be result
+/// columns; each group's result row is computed by the sub-select itself, so any
+/// aggregate and HAVING are exact. Its sources must be lake tables (read as they were).
+unsafe fn derived_of(sub: *mut pg_sys::Query, names: Vec<String>) -> IvmResult<Derived> {
+    unsafe {
+        let s = &*sub;
+        let refuse = |what: &str| Err(IvmError::unsupported(format!("{what} in an aggregating sub-select")));
+        if !s.limitCount.is_null() || !s.limitOffset.is_null() {
+            return refuse("LIMIT/OFFSET");
+        }
+        if s.hasWindowFuncs {
+            return refuse("a window function");
+        }
+        if s.hasTargetSRFs {
+            return refuse("a set-returning function");
+        }
+        if !s.groupingSets.is_null() {
+            return refuse("GROUPING SETS/ROLLUP/CUBE");
+        }
+        if s.hasDistinctOn {
+            return refuse("DISTINCT ON");
+        }
+        if !sublinks_in(s.havingQual).is_empty() {
+            return refuse("a subquery expression in HAVING");
+        }
+        #[cfg_attr(not(feature = "pg18"), allow(unused_mut))]
+        let mut targets_node = s.targetList as *mut pg_sys::Node;
+        #[cfg(feature = "pg18")]
+        if s.hasGroupRTE {
+            targets_node = pg_sys::flatten_group_exprs(std::ptr::null_mut(), sub, targets_node);
+        }
+        let targets = PgList::<pg_sys::TargetEntry>::from_pg(targets_node as *mut pg_sys::List);
+        let mut keys = Vec::new();
+        let mut columns: Vec<(String, *mut pg_sys::Node)> = Vec::new();
+        for clause in PgList::<pg_sys::SortGroupClause>::from_pg(s.groupClause).iter_ptr() {
+            let entry = targets
+                .iter_ptr()
+                .find(|t| (**t).ressortgroupref == (*clause).tleSortGroupRef)
+                .ok_or_else(|| IvmError::unsupported("a GROUP BY expression outside the select list of an aggregating sub-select"))?;
+            if (*entry).resjunk {
+                return Err(IvmError::unsupported("a GROUP BY expression outside the select list of an aggregating sub-select"));
+            }
+            let expression = (*entry).expr as *mut pg_sys::Node;
+            require_key_type(expression, "grouping an aggregating sub-select")?;
+            keys.push(expression);
+            columns.push((format!("{STATE_KEY_PREFIX}{}", columns.len() + 1), expression));
+        }
+        if columns.is_empty() {
+            columns.push(("__pgt_one".into(), int4_one()));
+        }
+        let occurrences = source_relations(s)?;
+        if let Some(postgres) = occurrences.iter().find(|o| matches!(o.source, Source::Postgres(_))) {
+            return Err(IvmError::unsupported(format!(
+                "reading {} in an aggregating sub-select (only lake tables can be read there: a refresh reads them as they were)",
+                crate::sql::relation_name(postgres.source.relid())
+            )));
+        }
+        let width = targets.iter_ptr().filter(|t| !(**t).resjunk).count();
+        if names.len() != width {
+            return Err(IvmError::unsupported("this aggregating sub-select"));
+        }
+        Ok(Derived::new(sub, Rows::new(sub, occurrences, columns), keys, width, names))
     }
 }
 

@@ -31,6 +31,8 @@
 
 use crate::error::{IvmError, IvmResult};
 use pgrx::{PgList, pg_sys};
+use std::ffi::CString;
+use super::tree::mutate;
 
 /// The subquery expressions of `node` at its own query level, in the order a tree
 /// walk meets them (not those inside another's subquery or comparison).
@@ -376,5 +378,69 @@ pub unsafe fn exists_over(rte: *mut pg_sys::RangeTblEntry, parts: Vec<*mut pg_sy
         exists.subselect = sub.into_pg() as *mut pg_sys::Node;
         exists.location = -1;
         exists.into_pg() as *mut pg_sys::Node
+    }
+}
+
+/// An alias named `name` with columns `columns`.
+pub unsafe fn alias(name: &str, columns: &[String]) -> *mut pg_sys::Alias {
+    unsafe {
+        let mut names = PgList::<pg_sys::Node>::new();
+        for column in columns {
+            let column = CString::new(column.as_str()).expect("no NUL");
+            names.push(pg_sys::makeString(pg_sys::pstrdup(column.as_ptr())) as *mut pg_sys::Node);
+        }
+        let name = CString::new(name).expect("no NUL");
+        pg_sys::makeAlias(name.as_ptr(), names.into_pg())
+    }
+}
+
+/// Add to the WHERE clause of `level` that the values of `expressions` (over its FROM)
+/// are those of some row of relation `keys` (its first columns, in order; NULLs equal):
+/// `EXISTS (SELECT 1 FROM keys b WHERE (b.k1 = e1 OR b.k1 IS NULL AND e1 IS NULL) ...)`.
+pub unsafe fn keep_keys_in(level: *mut pg_sys::Query, expressions: &[*mut pg_sys::Node], keys: *mut pg_sys::RangeTblEntry) {
+    unsafe {
+        let mut parts = Vec::new();
+        for (i, expression) in expressions.iter().enumerate() {
+            let mut deeper = |node: *mut pg_sys::Node| -> Option<*mut pg_sys::Node> {
+                if !pgrx::is_a(node, pg_sys::NodeTag::T_Var) {
+                    return None;
+                }
+                let var = pg_sys::copyObjectImpl(node as *const std::ffi::c_void) as *mut pg_sys::Var;
+                (*var).varlevelsup += 1;
+                Some(var as *mut pg_sys::Node)
+            };
+            let value = mutate(*expression, &mut deeper);
+            let (type_oid, typmod, collation) = (pg_sys::exprType(value), pg_sys::exprTypmod(value), pg_sys::exprCollation(value));
+            let key = || pg_sys::makeVar(1, (i + 1) as i16, type_oid, typmod, collation, 0) as *mut pg_sys::Node;
+            let cache = pg_sys::lookup_type_cache(type_oid, pg_sys::TYPECACHE_EQ_OPR as i32);
+            let equal = pg_sys::make_opclause(
+                (*cache).eq_opr,
+                pg_sys::BOOLOID,
+                false,
+                key() as *mut pg_sys::Expr,
+                value as *mut pg_sys::Expr,
+                pg_sys::InvalidOid,
+                collation,
+            ) as *mut pg_sys::Node;
+            let both_null = and(vec![is_null(key()), is_null(pg_sys::copyObjectImpl(value as *const std::ffi::c_void) as _)]);
+            let mut either = PgList::<pg_sys::Node>::new();
+            either.push(equal);
+            either.push(both_null);
+            parts.push(pg_sys::make_orclause(either.into_pg()) as *mut pg_sys::Node);
+        }
+        let mut quals = conjuncts((*(*level).jointree).quals);
+        quals.push(exists_over(keys, parts));
+        (*(*level).jointree).quals = and(quals);
+    }
+}
+
+/// `node IS NULL`.
+unsafe fn is_null(node: *mut pg_sys::Node) -> *mut pg_sys::Node {
+    unsafe {
+        let mut test = pgrx::PgBox::<pg_sys::NullTest>::alloc_node(pg_sys::NodeTag::T_NullTest);
+        test.arg = node as *mut pg_sys::Expr;
+        test.nulltesttype = pg_sys::NullTestType::IS_NULL;
+        test.location = -1;
+        test.into_pg() as *mut pg_sys::Node
     }
 }

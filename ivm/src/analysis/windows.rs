@@ -11,12 +11,12 @@
 
 use super::rows::Rows;
 use super::shape::{Key, Shape, require_key_type, source_relations};
-use super::sublinks::{and, conjuncts, exists_over};
-use super::tree::{equal, mutate};
+use super::sublinks::{alias, keep_keys_in};
+use super::tree::equal;
 use crate::error::{IvmError, IvmResult};
 use crate::sql::ident;
 use pgrx::{PgList, pg_sys};
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 
 /// The query's rows of chosen partitions (see `touched_sql`).
 #[derive(Debug, Clone)]
@@ -44,63 +44,16 @@ impl Partitions {
                     (*rte).subquery
                 }
             };
-            let mut parts = Vec::new();
-            for (i, expression) in self.expressions.iter().enumerate() {
-                let mut deeper = |node: *mut pg_sys::Node| -> Option<*mut pg_sys::Node> {
-                    if !pgrx::is_a(node, pg_sys::NodeTag::T_Var) {
-                        return None;
-                    }
-                    let var = pg_sys::copyObjectImpl(node as *const std::ffi::c_void) as *mut pg_sys::Var;
-                    (*var).varlevelsup += 1;
-                    Some(var as *mut pg_sys::Node)
-                };
-                let value = mutate(*expression, &mut deeper);
-                let (type_oid, typmod, collation) = (pg_sys::exprType(value), pg_sys::exprTypmod(value), pg_sys::exprCollation(value));
-                let key = || pg_sys::makeVar(1, (i + 1) as i16, type_oid, typmod, collation, 0) as *mut pg_sys::Node;
-                let cache = pg_sys::lookup_type_cache(type_oid, pg_sys::TYPECACHE_EQ_OPR as i32);
-                let equal = pg_sys::make_opclause(
-                    (*cache).eq_opr,
-                    pg_sys::BOOLOID,
-                    false,
-                    key() as *mut pg_sys::Expr,
-                    value as *mut pg_sys::Expr,
-                    pg_sys::InvalidOid,
-                    collation,
-                ) as *mut pg_sys::Node;
-                let both_null = and(vec![is_null(key()), is_null(pg_sys::copyObjectImpl(value as *const std::ffi::c_void) as _)]);
-                let mut either = PgList::<pg_sys::Node>::new();
-                either.push(equal);
-                either.push(both_null);
-                parts.push(pg_sys::make_orclause(either.into_pg()) as *mut pg_sys::Node);
-            }
             let rte = pgrx::PgBox::<pg_sys::RangeTblEntry>::alloc_node(pg_sys::NodeTag::T_RangeTblEntry).into_pg();
             (*rte).rtekind = pg_sys::RTEKind::RTE_RELATION;
             (*rte).relid = buffer;
             (*rte).relkind = pg_sys::RELKIND_RELATION as std::ffi::c_char;
             (*rte).rellockmode = pg_sys::AccessShareLock as i32;
             (*rte).inFromCl = true;
-            let mut names = PgList::<pg_sys::Node>::new();
-            for column in buffer_columns {
-                let column = CString::new(column.as_str()).expect("no NUL");
-                names.push(pg_sys::makeString(pg_sys::pstrdup(column.as_ptr())) as *mut pg_sys::Node);
-            }
-            (*rte).eref = pg_sys::makeAlias(c"b".as_ptr(), names.into_pg());
-            let mut quals = conjuncts((*(*level).jointree).quals);
-            quals.push(exists_over(rte, parts));
-            (*(*level).jointree).quals = and(quals);
+            (*rte).eref = alias("b", buffer_columns);
+            keep_keys_in(level, &self.expressions, rte);
             CStr::from_ptr(pg_sys::pg_get_querydef(query, false)).to_string_lossy().into_owned()
         }
-    }
-}
-
-/// `node IS NULL`.
-unsafe fn is_null(node: *mut pg_sys::Node) -> *mut pg_sys::Node {
-    unsafe {
-        let mut test = pgrx::PgBox::<pg_sys::NullTest>::alloc_node(pg_sys::NodeTag::T_NullTest);
-        test.arg = node as *mut pg_sys::Expr;
-        test.nulltesttype = pg_sys::NullTestType::IS_NULL;
-        test.location = -1;
-        test.into_pg() as *mut pg_sys::Node
     }
 }
 

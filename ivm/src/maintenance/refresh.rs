@@ -334,7 +334,7 @@ fn differential(
             // 2^n - 1 delta terms: a rebuild is cheaper.
             return Ok(Err(format!("{} sources changed at once", feeds.len())));
         }
-        let Some(delta) = shape.rows.delta_sql(&feeds, to) else {
+        let Some(delta) = shape.rows.delta_sql(&feeds, to)? else {
             return Ok(Ok(0));
         };
         // Every term reads the sources whose changes it does not take as they are now.
