@@ -231,11 +231,15 @@ def test_window_functions_match_postgres(edge, session, query, pushed):
     ("SELECT e.d / (e.b - e.b) FROM edge e JOIN nation n ON n.n_nationkey = e.id WHERE e.d IS NOT NULL", "division by zero"),
 ])
 def test_errors_where_postgres_errors(edge, session, query, message):
+    """The same error, with Postgres' SQLSTATE, whether DuckDB or Postgres computes it."""
     import re
+    sqlstates = []
     for schema in ("heap", "lake"):
         with pytest.raises(psycopg.Error) as raised:
             rows_in(session, schema, query)
         assert re.search(message, str(raised.value), re.IGNORECASE), (schema, str(raised.value))
+        sqlstates.append(raised.value.sqlstate)
+    assert sqlstates[0] == sqlstates[1], sqlstates
 
 
 TIMES = """

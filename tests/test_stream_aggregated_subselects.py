@@ -48,6 +48,12 @@ def test_random_changes_keep_aggregates_over_aggregates_exact(lake, seed):
      "LIMIT/OFFSET in an aggregating sub-select"),
     ("SELECT t.n FROM (SELECT count(*) AS n FROM lake.orders GROUP BY customer) t",
      "a GROUP BY expression outside the select list of an aggregating sub-select"),
+    # its value at the frontier is computed again: it must not depend on the order of the rows
+    ("SELECT t.customer, t.s FROM (SELECT customer, string_agg(status, ',') AS s FROM lake.orders "
+     "GROUP BY customer) t", "aggregate string_agg() in an aggregating sub-select"),
+    ("SELECT c.id FROM lake.customers c WHERE 2 < (SELECT count(*) FROM (SELECT o.status FROM lake.orders o "
+     "WHERE o.customer = c.id GROUP BY o.status) s)",
+     "a reference to an outer query in an aggregating sub-select"),
     ("SELECT t.name, t.n FROM (SELECT z.name, count(*) AS n FROM public.zones z GROUP BY z.name) t",
      "reading public.zones in an aggregating sub-select (only lake tables can be read there"),
 ])

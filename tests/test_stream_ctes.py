@@ -22,6 +22,9 @@ SHAPES = {
     # referenced twice; MATERIALIZED changes how it runs, not what it means
     "twice": "WITH big AS MATERIALIZED (SELECT id, customer FROM lake.orders WHERE amount > 5) "
              "SELECT x.id, y.id AS other FROM big x JOIN big y ON x.customer = y.customer AND x.id < y.id",
+    # a column alias list: the query reads the CTE's columns by these names
+    "renamed": "WITH x(cust, amt) AS (SELECT customer, amount FROM lake.orders WHERE status <> 'void') "
+               "SELECT cust, count(*) AS n, sum(amt) AS total FROM x GROUP BY cust",
     "in_subselect": "SELECT s.zone, count(*) AS n FROM (WITH r AS (SELECT name, zone FROM lake.regions) "
                     "SELECT r.zone FROM r JOIN lake.customers c ON c.region = r.name) s GROUP BY s.zone",
 }

@@ -167,6 +167,11 @@ impl LakeError {
 /// DuckDB reports errors as "<Kind> Error: message"; the kind picks the SQLSTATE.
 fn duckdb_sqlstate(message: &str) -> PgSqlErrorCode {
     use PgSqlErrorCode::*;
+    // Raised by the SQL the FDW pushes, with Postgres' own message (see query::expr):
+    // Postgres' own SQLSTATE.
+    if message.contains("Invalid Input Error: division by zero") {
+        return ERRCODE_DIVISION_BY_ZERO;
+    }
     if message.contains("out of range")
         || message.contains("Could not convert") && message.contains("to DECIMAL")
     {

@@ -36,6 +36,13 @@ unsafe fn inline_level(query: *mut pg_sys::Query, stack: &mut Vec<*mut pg_sys::L
                         .iter_ptr()
                         .find(|c| CStr::from_ptr((**c).ctename) == name)
                         .ok_or_else(|| IvmError::unsupported("this WITH reference"))?;
+                    // Referenced deeper than it is defined, its references to outer
+                    // queries would need their levels moved.
+                    if (*rte).ctelevelsup > 0
+                        && (1..=stack.len() as i32).any(|l| pg_sys::contain_vars_of_level((*cte).ctequery, l))
+                    {
+                        return Err(IvmError::unsupported("a WITH query that refers to an outer query, read at a deeper level"));
+                    }
                     let copy = pg_sys::copyObjectImpl((*cte).ctequery as *const std::ffi::c_void) as *mut pg_sys::Query;
                     // Its own references resolve among the CTEs of its defining level
                     // and those above; all of them are replaced, so their level
@@ -44,6 +51,14 @@ unsafe fn inline_level(query: *mut pg_sys::Query, stack: &mut Vec<*mut pg_sys::L
                     inline_level(copy, &mut defining)?;
                     (*rte).rtekind = pg_sys::RTEKind::RTE_SUBQUERY;
                     (*rte).subquery = copy;
+                    // ruleutils prints a sub-select's column names only from its alias:
+                    // those of `WITH x(a, b)` are how the query reads its columns.
+                    if (*rte).alias.is_null() {
+                        (*rte).alias = pg_sys::makeAlias(
+                            (*(*rte).eref).aliasname,
+                            pg_sys::copyObjectImpl((*(*rte).eref).colnames as *const std::ffi::c_void) as *mut pg_sys::List,
+                        );
+                    }
                     (*rte).ctename = std::ptr::null_mut();
                     (*rte).ctelevelsup = 0;
                     (*rte).self_reference = false;

@@ -79,8 +79,9 @@ pub struct Occurrence {
 /// as they are now (+1) and as they were (−1): ΔI = I'|T − I|T for the groups T with
 /// a row in ΔR (their keys restricted in its WHERE clause, so only they are
 /// aggregated), and I as it was is the sub-select over its sources as they were.
-/// That is exact for any aggregate and HAVING, since each group's result row is
-/// computed by the sub-select itself.
+/// Each group's result row is computed by the sub-select itself, so HAVING is exact;
+/// its aggregates must give one answer however the rows come (`shape::derived_of`),
+/// since a group's old row is computed again and must be the one counted before.
 #[derive(Debug, Clone)]
 pub struct Derived {
     /// The sub-select.

@@ -9,7 +9,7 @@
 
 use super::parse::{Source, lake_source, postgres_source};
 use super::rows::{Derived, Occurrence, Rows, Step};
-use super::sublinks::{check_placement, check_placement_but_having, check_sublink, sublinks_in};
+use super::sublinks::{aggregates_in, check_aggregate, check_placement, check_placement_but_having, check_sublink, sublinks_in};
 use super::tree::{deparse, equal, mutate, var_like};
 use crate::sql::ident;
 use crate::error::{IvmError, IvmResult};
@@ -476,7 +476,7 @@ unsafe fn having_subqueries(having: *mut pg_sys::Node) -> IvmResult<bool> {
     unsafe {
         // Inside an aggregate, a subquery's value is folded into the group's running
         // value when its rows arrive: a later change of its tables would not reach it.
-        for aggregate in super::sublinks::aggregates_in(having) {
+        for aggregate in aggregates_in(having) {
             if !sublinks_in(aggregate as *mut pg_sys::Node).is_empty() {
                 return Err(IvmError::unsupported("a subquery expression inside an aggregate"));
             }
@@ -838,7 +838,7 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[Step], occurrences: &mut 
                         .iter_ptr()
                         .map(|n| std::ffi::CStr::from_ptr((*(n as *mut pg_sys::String)).sval).to_string_lossy().into_owned())
                         .collect();
-                    let derived = derived_of((*rte).subquery, names)?;
+                    let derived = derived_of((*rte).subquery, names, path.len() + 1)?;
                     occurrences.push(Occurrence {
                         path: path.to_vec(),
                         rtindex,
@@ -905,7 +905,7 @@ fn aggregating(s: &pg_sys::Query) -> bool {
 /// rows are its FROM and WHERE projected on its grouping keys, which must be result
 /// columns; each group's result row is computed by the sub-select itself, so any
 /// aggregate and HAVING are exact. Its sources must be lake tables (read as they were).
-unsafe fn derived_of(sub: *mut pg_sys::Query, names: Vec<String>) -> IvmResult<Derived> {
+unsafe fn derived_of(sub: *mut pg_sys::Query, names: Vec<String>, depth: usize) -> IvmResult<Derived> {
     unsafe {
         let s = &*sub;
         let refuse = |what: &str| Err(IvmError::unsupported(format!("{what} in an aggregating sub-select")));
@@ -926,6 +926,13 @@ unsafe fn derived_of(sub: *mut pg_sys::Query, names: Vec<String>) -> IvmResult<D
         }
         if !sublinks_in(s.havingQual).is_empty() {
             return refuse("a subquery expression in HAVING");
+        }
+        // Its changes are computed on their own: it must not refer to an outer query.
+        if (1..=depth as i32).any(|level| pg_sys::contain_vars_of_level(sub as *mut pg_sys::Node, level)) {
+            return refuse("a reference to an outer query");
+        }
+        for aggregate in aggregates_in(s.targetList as *mut pg_sys::Node).into_iter().chain(aggregates_in(s.havingQual)) {
+            check_aggregate(aggregate, "an aggregating sub-select")?;
         }
         #[cfg_attr(not(feature = "pg18"), allow(unused_mut))]
         let mut targets_node = s.targetList as *mut pg_sys::Node;

@@ -191,7 +191,7 @@ pub unsafe fn check_sublink(sublink: *mut pg_sys::SubLink) -> IvmResult<()> {
         }
         check_placement(s)?;
         for aggregate in aggregates_in(s.targetList as *mut pg_sys::Node).into_iter().chain(aggregates_in(s.havingQual)) {
-            check_aggregate(aggregate)?;
+            check_aggregate(aggregate, "a subquery expression")?;
         }
         Ok(())
     }
@@ -216,18 +216,19 @@ pub unsafe fn aggregates_in(node: *mut pg_sys::Node) -> Vec<*mut pg_sys::Aggref>
     found
 }
 
-/// A subquery's aggregate must give the same value whenever it is computed over the
-/// same rows: a refresh compares its value at the frontier, computed again, with
-/// what the refresh that counted the row saw. Built-in count, min, max, bool_and,
+/// An aggregate of a subquery expression or of an aggregating sub-select in FROM
+/// must give the same value whenever it is computed over the same rows: a refresh
+/// computes its value at the frontier again and takes it for what the refresh that
+/// counted it saw. Built-in count, min, max, bool_and,
 /// bool_or and every are; sum and avg of integers and numerics are (of floats they
 /// depend on the order of the rows, as do string_agg and array_agg).
-unsafe fn check_aggregate(aggregate: *mut pg_sys::Aggref) -> IvmResult<()> {
+pub unsafe fn check_aggregate(aggregate: *mut pg_sys::Aggref, place: &str) -> IvmResult<()> {
     unsafe {
         let function = (*aggregate).aggfnoid;
         let raw = pg_sys::get_func_name(function);
         let name = if raw.is_null() { String::new() } else { std::ffi::CStr::from_ptr(raw).to_string_lossy().into_owned() };
         let builtin = pg_sys::get_func_namespace(function) == pg_sys::PG_CATALOG_NAMESPACE.into();
-        let refuse = || Err(IvmError::unsupported(format!("aggregate {name}() in a subquery expression")));
+        let refuse = || Err(IvmError::unsupported(format!("aggregate {name}() in {place}")));
         if !builtin || !(*aggregate).aggorder.is_null() || (*aggregate).aggkind != b'n' as std::ffi::c_char {
             return refuse();
         }
@@ -238,7 +239,7 @@ unsafe fn check_aggregate(aggregate: *mut pg_sys::Aggref) -> IvmResult<()> {
                 let arguments = PgList::<pg_sys::TargetEntry>::from_pg((*aggregate).args);
                 match arguments.get_ptr(0) {
                     Some(argument) if exact.contains(&pg_sys::exprType((*argument).expr as *mut pg_sys::Node)) => Ok(()),
-                    _ => Err(IvmError::unsupported(format!("{name}() of a type other than integers and numeric in a subquery expression"))),
+                    _ => Err(IvmError::unsupported(format!("{name}() of a type other than integers and numeric in {place}"))),
                 }
             }
             _ => refuse(),
