@@ -1,10 +1,13 @@
 //! Understanding a defining query through Postgres' parser and analyzer.
 
+pub mod aggregates;
 pub mod ctes;
 pub mod outer_joins;
 pub mod parse;
+pub mod relations;
 pub mod rows;
 pub mod shape;
 pub mod sublinks;
 pub mod tree;
+pub mod types;
 pub mod windows;

@@ -7,10 +7,15 @@
 //! running state of each aggregate. A query without aggregates is the special case of
 //! grouping by every output column (the count is the row's multiplicity).
 
-use super::parse::{Source, lake_source, postgres_source};
-use super::rows::{Derived, Occurrence, Rows, Step};
-use super::sublinks::{aggregates_in, check_aggregate, check_placement, check_placement_but_having, check_sublink, sublinks_in};
-use super::tree::{deparse, equal, mutate, var_like};
+use super::parse::lake_source;
+use super::relations::source_relations;
+use super::rows::Rows;
+pub use super::aggregates::{AggKind, Aggregate};
+use super::sublinks::{aggregates_in, check_sublink, sublinks_in};
+use super::aggregates::aggregate_of;
+use super::tree::{deparse, equal, int4_one, mutate, var_like};
+use super::types::{name_of_function, require_key_type};
+use super::windows;
 use crate::sql::ident;
 use crate::error::{IvmError, IvmResult};
 use pgrx::{PgList, pg_sys};
@@ -56,69 +61,6 @@ impl SetOp {
             SetOp::Intersect => format!("CASE WHEN {left} > 0 AND {right} > 0 THEN 1 ELSE 0 END"),
             SetOp::Except => format!("CASE WHEN {left} > 0 AND {right} = 0 THEN 1 ELSE 0 END"),
         }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AggKind {
-    CountStar,
-    Count,
-    Sum,
-    Avg,
-    Min,
-    Max,
-    /// Any other aggregate (DISTINCT forms, bool_and/bool_or, string_agg and array_agg
-    /// with ORDER BY, ordered-set aggregates, statistics...): no running value follows
-    /// it under deletions, so every group a change touches is aggregated again from its
-    /// rows at the target snapshot (like a group whose min was deleted), the cost of
-    /// reading that group, not the table.
-    Recomputed,
-}
-
-impl AggKind {
-    /// The built-in aggregate of a kind with a running value, qualified so that no
-    /// look-alike on the search path can stand in for it in the generated SQL.
-    pub fn function(self) -> &'static str {
-        match self {
-            AggKind::CountStar | AggKind::Count => "pg_catalog.count",
-            AggKind::Sum => "pg_catalog.sum",
-            AggKind::Avg => "pg_catalog.avg",
-            AggKind::Min => "pg_catalog.min",
-            AggKind::Max => "pg_catalog.max",
-            // Its call is the query's own, see `Aggregate::call`.
-            AggKind::Recomputed => "",
-        }
-    }
-}
-
-/// One aggregate of the query, kept in state columns `a<n>`, `a<n>_n`, ...
-#[derive(Debug, Clone)]
-pub struct Aggregate {
-    pub kind: AggKind,
-    /// Column prefix in the state table, `a1`, `a2`, ...
-    pub column: String,
-    /// The argument, a column of the rows (alias `c`); None for count(*).
-    pub argument: Option<String>,
-    /// For avg: the type the running sum is kept in (`numeric` or `float8`).
-    pub avg_sum_type: Option<&'static str>,
-    /// A sum or average of floats: its running value is not exact under deletions,
-    /// so a group that lost rows is recomputed.
-    pub inexact: bool,
-    /// A recomputed aggregate: the query's call with every expression in it replaced
-    /// by a column of the rows (Vars of relation 1, numbered as the rows' columns).
-    call: Option<*mut pg_sys::Node>,
-}
-
-impl Aggregate {
-    /// State columns of this aggregate, in table order.
-    pub fn state_columns(&self) -> Vec<String> {
-        let suffixes: &[&str] = match self.kind {
-            AggKind::CountStar | AggKind::Count => &[""],
-            AggKind::Recomputed => &[""],
-            AggKind::Sum | AggKind::Min | AggKind::Max => &["", "_n", "_ins", "_del"],
-            AggKind::Avg => &["", "_n", "_s", "_ins", "_del"],
-        };
-        suffixes.iter().map(|s| format!("{}{s}", self.column)).collect()
     }
 }
 
@@ -201,10 +143,6 @@ impl Shape {
         }
     }
 
-    /// The name of state key number `n` (1-based) and the rows' column holding it.
-    pub fn key_column(n: usize) -> String {
-        format!("{STATE_KEY_PREFIX}{n}")
-    }
 }
 
 impl Shape {
@@ -248,7 +186,7 @@ impl Shape {
     /// Each aggregate's call over the rows (alias `c`) when it is recomputed, deparsed
     /// against `rows_relid`, a table with the rows' columns (the change buffer).
     pub fn aggregate_calls(&self, rows_relid: pg_sys::Oid) -> Vec<Option<String>> {
-        self.aggregates.iter().map(|a| a.call.map(|call| deparse(call, "c", rows_relid))).collect()
+        self.aggregates.iter().map(|a| a.call_sql(rows_relid)).collect()
     }
 
     /// Whether every refresh with changes takes the result from the whole state again:
@@ -258,34 +196,6 @@ impl Shape {
     pub fn reprojects_all(&self) -> bool {
         self.top_n.is_some() || self.having_reads
     }
-}
-
-fn name_of_function(oid: pg_sys::Oid) -> (String, bool) {
-    // SAFETY: syscache lookups; get_func_name returns NULL for a missing function.
-    unsafe {
-        let name = pg_sys::get_func_name(oid);
-        let name = if name.is_null() { String::new() } else { CStr::from_ptr(name).to_string_lossy().into_owned() };
-        (name, pg_sys::get_func_namespace(oid) == pg_sys::PG_CATALOG_NAMESPACE.into())
-    }
-}
-
-fn type_name(type_oid: pg_sys::Oid) -> String {
-    // SAFETY: format_type_be returns a palloc'd name for any type oid.
-    unsafe { CStr::from_ptr(pg_sys::format_type_be(type_oid)).to_string_lossy().into_owned() }
-}
-
-/// Types whose values can be state keys: those with a default btree equality (unique
-/// index, grouping and `=` agree on them).
-pub(super) fn require_key_type(node: *mut pg_sys::Node, what: &str) -> IvmResult<()> {
-    // SAFETY: typcache lookup of an existing type.
-    unsafe {
-        let type_oid = pg_sys::exprType(node);
-        let cache = pg_sys::lookup_type_cache(type_oid, (pg_sys::TYPECACHE_BTREE_OPFAMILY | pg_sys::TYPECACHE_EQ_OPR) as i32);
-        if (*cache).btree_opf == pg_sys::InvalidOid || (*cache).eq_opr == pg_sys::InvalidOid {
-            return Err(IvmError::unsupported(format!("{what} of type {} (it has no btree equality)", type_name(type_oid))));
-        }
-    }
-    Ok(())
 }
 
 /// Analyze `query` for differential maintenance, or say which construct prevents it.
@@ -316,10 +226,10 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
             return union_shape(query);
         }
         if q.hasWindowFuncs {
-            return super::windows::windowed_shape(query);
+            return windowed_shape(windows::windowed(query)?);
         }
-        if let Some(rtindex) = super::windows::windowed_subselect(q) {
-            return super::windows::per_partition_shape(query, rtindex);
+        if let Some(rtindex) = windows::windowed_subselect(q) {
+            return windowed_shape(windows::windowed_below(query, rtindex)?);
         }
 
         let occurrences = source_relations(q)?;
@@ -465,6 +375,26 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
             top_n,
             partitions: None,
         })
+    }
+}
+
+/// A query local to partitions (see `windows`): its keys are the partitions, shown by
+/// result columns; its rows, the partitioned level's FROM and WHERE.
+unsafe fn windowed_shape(windowed: windows::Windowed) -> IvmResult<Shape> {
+    unsafe {
+        let mut keys = Vec::new();
+        let mut columns = Vec::new();
+        for (expression, output) in &windowed.partition {
+            require_key_type(*expression, &format!("partitioning by result column \"{output}\""))?;
+            let column = format!("{STATE_KEY_PREFIX}{}", keys.len() + 1);
+            keys.push(Key { expression: format!("c.{}", ident(&column)), column: column.clone(), output: Some(output.clone()) });
+            columns.push((column, *expression));
+        }
+        if keys.len() > 32 {
+            return Err(IvmError::unsupported("more than 32 partition columns"));
+        }
+        let occurrences = source_relations(&*windowed.level)?;
+        Ok(Shape::windowed(Rows::new(windowed.level, occurrences, columns), keys, windowed.outputs, windowed.partitions))
     }
 }
 
@@ -621,14 +551,7 @@ unsafe fn union_shape(query: *mut pg_sys::Query) -> IvmResult<Shape> {
         let aggregates: Vec<Aggregate> = if sides {
             ["a1", "a2"]
                 .iter()
-                .map(|column| Aggregate {
-                    kind: AggKind::Count,
-                    column: column.to_string(),
-                    argument: Some(format!("c.{}", ident(column))),
-                    avg_sum_type: None,
-                    inexact: false,
-                    call: None,
-                })
+                .map(|column| Aggregate::count_of_column(column))
                 .collect()
         } else {
             Vec::new()
@@ -702,10 +625,6 @@ unsafe fn union_leaves(node: *mut pg_sys::Node, leaves: &mut Vec<usize>, all_alo
     }
 }
 
-/// A SELECT reads at most this many tables: a refresh has a delta term per set of
-/// changed ones.
-const MAX_RELATIONS: usize = 16;
-
 /// What in the query gives another value at another refresh although the data is
 /// the same (the time, a setting not recorded with the definition), or reads what
 /// a delta term cannot mirror (system columns, whole rows): its name.
@@ -744,483 +663,4 @@ unsafe fn changing_between_refreshes(node: *mut pg_sys::Node) -> Option<String> 
     let mut found: Option<String> = None;
     unsafe { walker(node, &mut found as *mut Option<String> as *mut std::ffi::c_void) };
     found
-}
-
-/// The query's relations: DuckLake foreign tables and Postgres tables, inner-joined
-/// (by commas or `[INNER] JOIN`), also inside sub-selects in FROM that only filter
-/// and compute columns (no aggregates, DISTINCT, LIMIT or set operations: rows in,
-/// rows out, so their changes are their tables' changes), and inside subquery
-/// expressions of a WHERE clause (see `sublinks`); every one a source.
-pub(super) unsafe fn source_relations(q: &pg_sys::Query) -> IvmResult<Vec<Occurrence>> {
-    unsafe {
-        let mut occurrences = Vec::new();
-        collect_relations(q, &[], &mut occurrences)?;
-        if !occurrences.iter().any(|o| !o.in_subquery_expression()) {
-            return Err(IvmError::unsupported("a query without a table in FROM"));
-        }
-        if occurrences.len() > MAX_RELATIONS {
-            return Err(IvmError::unsupported(format!("a query of more than {MAX_RELATIONS} tables")));
-        }
-        // Changes of several Postgres tables are added up by the alternating sum,
-        // whose terms are joins: it has no term for a subquery expression's change.
-        let postgres = occurrences.iter().filter(|o| matches!(o.source, Source::Postgres(_))).count();
-        if postgres > 1 && occurrences.iter().any(|o| o.in_subquery_expression()) {
-            return Err(IvmError::unsupported(
-                "a subquery expression over lake tables in a query that reads more than one Postgres table",
-            ));
-        }
-        if postgres > 1 && occurrences.iter().any(|o| o.derived.is_some()) {
-            return Err(IvmError::unsupported("an aggregating sub-select in a query that reads more than one Postgres table"));
-        }
-        if postgres > 1 && occurrences.iter().any(|o| o.nullable_in.is_some()) {
-            return Err(IvmError::unsupported("an outer join in a query that reads more than one Postgres table"));
-        }
-        Ok(occurrences)
-    }
-}
-
-unsafe fn collect_relations(q: &pg_sys::Query, path: &[Step], occurrences: &mut Vec<Occurrence>) -> IvmResult<()> {
-    unsafe {
-        let in_subquery_expression = path.iter().any(|s| matches!(s, Step::SubLink(_)));
-        let nullable = if q.jointree.is_null() { Vec::new() } else { nullable_sides(q, (*q.jointree).fromlist as *mut pg_sys::Node)? };
-        for (index, rte) in PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable).iter_ptr().enumerate() {
-            let rtindex = index as i32 + 1;
-            match (*rte).rtekind {
-                pg_sys::RTEKind::RTE_RELATION => {
-                    let relid = (*rte).relid;
-                    if !(*rte).tablesample.is_null() {
-                        return Err(IvmError::unsupported("TABLESAMPLE"));
-                    }
-                    let source = match lake_source(relid)? {
-                        Some(lake) => Source::Lake(lake),
-                        // A refresh reads a subquery expression's sources as they were,
-                        // by time travel.
-                        None if in_subquery_expression => {
-                            return Err(IvmError::unsupported(format!(
-                                "reading {} in a subquery expression (only lake tables can be read there: a refresh reads them as they were)",
-                                crate::sql::relation_name(relid)
-                            )));
-                        }
-                        None => Source::Postgres(postgres_source(relid).ok_or_else(|| {
-                            IvmError::unsupported(format!(
-                                "reading {} (neither a DuckLake foreign table nor a user's Postgres table)",
-                                crate::sql::relation_name(relid)
-                            ))
-                        })?),
-                    };
-                    let nullable_in = nullable.iter().find(|(relation, _)| *relation == rtindex).map(|(_, join)| *join);
-                    if nullable_in.is_some() && !matches!(source, Source::Lake(_)) {
-                        // Its rows' padding is compared with the table as it was.
-                        return Err(IvmError::unsupported(format!(
-                            "reading {} on the nullable side of an outer join (only lake tables can be read there: a refresh reads them as they were)",
-                            crate::sql::relation_name(relid)
-                        )));
-                    }
-                    occurrences.push(Occurrence { path: path.to_vec(), rtindex, source, nullable_in, derived: None });
-                }
-                #[cfg(feature = "pg18")]
-                pg_sys::RTEKind::RTE_GROUP => {}
-                // A join's alias would hide the names of its tables, which the delta
-                // terms' conditions on their changes use.
-                pg_sys::RTEKind::RTE_JOIN if !(*rte).alias.is_null() => {
-                    return Err(IvmError::unsupported("a join with an alias (AS after a parenthesized join)"));
-                }
-                pg_sys::RTEKind::RTE_JOIN => match (*rte).jointype {
-                    pg_sys::JoinType::JOIN_INNER => {}
-                    pg_sys::JoinType::JOIN_LEFT | pg_sys::JoinType::JOIN_RIGHT | pg_sys::JoinType::JOIN_FULL if in_subquery_expression => {
-                        return Err(IvmError::unsupported("an outer join inside a subquery expression"));
-                    }
-                    pg_sys::JoinType::JOIN_LEFT | pg_sys::JoinType::JOIN_RIGHT | pg_sys::JoinType::JOIN_FULL => {}
-                    _ => return Err(IvmError::unsupported("this kind of join")),
-                },
-                pg_sys::RTEKind::RTE_SUBQUERY if aggregating(&*(*rte).subquery) && !(*rte).lateral => {
-                    let names = PgList::<pg_sys::Node>::from_pg((*(*rte).eref).colnames)
-                        .iter_ptr()
-                        .map(|n| std::ffi::CStr::from_ptr((*(n as *mut pg_sys::String)).sval).to_string_lossy().into_owned())
-                        .collect();
-                    let derived = derived_of((*rte).subquery, names, path.len() + 1)?;
-                    occurrences.push(Occurrence {
-                        path: path.to_vec(),
-                        rtindex,
-                        source: Source::Derived,
-                        nullable_in: None,
-                        derived: Some(Box::new(derived)),
-                    });
-                }
-                pg_sys::RTEKind::RTE_SUBQUERY if in_subquery_expression => {
-                    return Err(IvmError::unsupported("a subquery in FROM inside a subquery expression"));
-                }
-                pg_sys::RTEKind::RTE_SUBQUERY => {
-                    let sub = (*rte).subquery;
-                    let s = &*sub;
-                    let row_preserving = !(*rte).lateral
-                        && !s.hasAggs
-                        && s.groupClause.is_null()
-                        && s.havingQual.is_null()
-                        && s.distinctClause.is_null()
-                        && !s.hasWindowFuncs
-                        && !s.hasTargetSRFs
-                        && s.cteList.is_null()
-                        && s.setOperations.is_null()
-                        && s.limitCount.is_null()
-                        && s.limitOffset.is_null()
-                        && s.rowMarks.is_null();
-                    if !row_preserving {
-                        return Err(IvmError::unsupported(
-                            "a subquery in FROM with DISTINCT, window functions, LIMIT or set operations",
-                        ));
-                    }
-                    let mut inner = path.to_vec();
-                    inner.push(Step::From(rtindex));
-                    collect_relations(s, &inner, occurrences)?;
-                }
-                pg_sys::RTEKind::RTE_FUNCTION => return Err(IvmError::unsupported("a function in FROM")),
-                pg_sys::RTEKind::RTE_VALUES => return Err(IvmError::unsupported("VALUES in FROM")),
-                _ => return Err(IvmError::unsupported("this kind of FROM item")),
-            }
-        }
-        if path.is_empty() {
-            check_placement_but_having(q)?;
-        } else {
-            check_placement(q)?;
-        }
-        if q.hasSubLinks && !q.jointree.is_null() {
-            for (n, sublink) in sublinks_in((*q.jointree).quals).into_iter().enumerate() {
-                check_sublink(sublink)?;
-                let mut inner = path.to_vec();
-                inner.push(Step::SubLink(n));
-                collect_relations(&*((*sublink).subselect as *mut pg_sys::Query), &inner, occurrences)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Whether a sub-select aggregates (and is then read as a derived relation).
-fn aggregating(s: &pg_sys::Query) -> bool {
-    (s.hasAggs || !s.groupClause.is_null()) && s.setOperations.is_null()
-}
-
-/// An aggregating sub-select in FROM as a derived relation (see `rows::Derived`): its
-/// rows are its FROM and WHERE projected on its grouping keys, which must be result
-/// columns; each group's result row is computed by the sub-select itself, so any
-/// aggregate and HAVING are exact. Its sources must be lake tables (read as they were).
-unsafe fn derived_of(sub: *mut pg_sys::Query, names: Vec<String>, depth: usize) -> IvmResult<Derived> {
-    unsafe {
-        let s = &*sub;
-        let refuse = |what: &str| Err(IvmError::unsupported(format!("{what} in an aggregating sub-select")));
-        if !s.limitCount.is_null() || !s.limitOffset.is_null() {
-            return refuse("LIMIT/OFFSET");
-        }
-        if s.hasWindowFuncs {
-            return refuse("a window function");
-        }
-        if s.hasTargetSRFs {
-            return refuse("a set-returning function");
-        }
-        if !s.groupingSets.is_null() {
-            return refuse("GROUPING SETS/ROLLUP/CUBE");
-        }
-        if s.hasDistinctOn {
-            return refuse("DISTINCT ON");
-        }
-        if !sublinks_in(s.havingQual).is_empty() {
-            return refuse("a subquery expression in HAVING");
-        }
-        // Its changes are computed on their own: it must not refer to an outer query.
-        if (1..=depth as i32).any(|level| pg_sys::contain_vars_of_level(sub as *mut pg_sys::Node, level)) {
-            return refuse("a reference to an outer query");
-        }
-        for aggregate in aggregates_in(s.targetList as *mut pg_sys::Node).into_iter().chain(aggregates_in(s.havingQual)) {
-            check_aggregate(aggregate, "an aggregating sub-select")?;
-        }
-        #[cfg_attr(not(feature = "pg18"), allow(unused_mut))]
-        let mut targets_node = s.targetList as *mut pg_sys::Node;
-        #[cfg(feature = "pg18")]
-        if s.hasGroupRTE {
-            targets_node = pg_sys::flatten_group_exprs(std::ptr::null_mut(), sub, targets_node);
-        }
-        let targets = PgList::<pg_sys::TargetEntry>::from_pg(targets_node as *mut pg_sys::List);
-        let mut keys = Vec::new();
-        let mut columns: Vec<(String, *mut pg_sys::Node)> = Vec::new();
-        for clause in PgList::<pg_sys::SortGroupClause>::from_pg(s.groupClause).iter_ptr() {
-            let entry = targets
-                .iter_ptr()
-                .find(|t| (**t).ressortgroupref == (*clause).tleSortGroupRef)
-                .ok_or_else(|| IvmError::unsupported("a GROUP BY expression outside the select list of an aggregating sub-select"))?;
-            if (*entry).resjunk {
-                return Err(IvmError::unsupported("a GROUP BY expression outside the select list of an aggregating sub-select"));
-            }
-            let expression = (*entry).expr as *mut pg_sys::Node;
-            require_key_type(expression, "grouping an aggregating sub-select")?;
-            keys.push(expression);
-            columns.push((format!("{STATE_KEY_PREFIX}{}", columns.len() + 1), expression));
-        }
-        if columns.is_empty() {
-            columns.push(("__pgt_one".into(), int4_one()));
-        }
-        let occurrences = source_relations(s)?;
-        if let Some(postgres) = occurrences.iter().find(|o| matches!(o.source, Source::Postgres(_))) {
-            return Err(IvmError::unsupported(format!(
-                "reading {} in an aggregating sub-select (only lake tables can be read there: a refresh reads them as they were)",
-                crate::sql::relation_name(postgres.source.relid())
-            )));
-        }
-        let width = targets.iter_ptr().filter(|t| !(**t).resjunk).count();
-        if names.len() != width {
-            return Err(IvmError::unsupported("this aggregating sub-select"));
-        }
-        Ok(Derived::new(sub, Rows::new(sub, occurrences, columns), keys, width, names))
-    }
-}
-
-/// The (relation, join) range-table indexes of the relations on the nullable side of
-/// a LEFT or RIGHT JOIN in the FROM items `node`. Each must be one table: the rows a
-/// change to it pads or unpads are the other side's rows it matches (see `rows`).
-unsafe fn nullable_sides(q: &pg_sys::Query, node: *mut pg_sys::Node) -> IvmResult<Vec<(i32, i32)>> {
-    unsafe {
-        let mut found = Vec::new();
-        let mut stack = vec![node];
-        while let Some(node) = stack.pop() {
-            if node.is_null() {
-                continue;
-            }
-            if pgrx::is_a(node, pg_sys::NodeTag::T_List) {
-                stack.extend(PgList::<pg_sys::Node>::from_pg(node as *mut pg_sys::List).iter_ptr());
-            } else if pgrx::is_a(node, pg_sys::NodeTag::T_JoinExpr) {
-                let join = node as *mut pg_sys::JoinExpr;
-                let sides = match (*join).jointype {
-                    pg_sys::JoinType::JOIN_LEFT => vec![((*join).rarg, "LEFT")],
-                    pg_sys::JoinType::JOIN_RIGHT => vec![((*join).larg, "RIGHT")],
-                    pg_sys::JoinType::JOIN_FULL => vec![((*join).larg, "FULL"), ((*join).rarg, "FULL")],
-                    _ => Vec::new(),
-                };
-                for (side, name) in sides {
-                    // The padded rows are the join with its condition made false, which
-                    // USING (printed instead of a condition) has no place for.
-                    if !(*join).usingClause.is_null() {
-                        return Err(IvmError::unsupported(format!("a {name} JOIN with USING or NATURAL (write its condition with ON)")));
-                    }
-                    let relation = pgrx::is_a(side, pg_sys::NodeTag::T_RangeTblRef)
-                        .then(|| (*(side as *mut pg_sys::RangeTblRef)).rtindex)
-                        .filter(|index| {
-                            let rte = PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable).get_ptr(*index as usize - 1);
-                            rte.is_some_and(|rte| (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION)
-                        });
-                    let Some(relation) = relation else {
-                        return Err(IvmError::unsupported(format!(
-                            "a {name} JOIN whose nullable side is not one table (a sub-select or a parenthesized join)"
-                        )));
-                    };
-                    found.push((relation, (*join).rtindex));
-                }
-                stack.push((*join).larg);
-                stack.push((*join).rarg);
-            }
-        }
-        Ok(found)
-    }
-}
-
-/// `CASE WHEN condition THEN value END`, of value's type and collation.
-unsafe fn case_when(condition: *mut pg_sys::Node, value: *mut pg_sys::Node) -> *mut pg_sys::Node {
-    unsafe {
-        let (typid, typmod, collid) = (pg_sys::exprType(value), pg_sys::exprTypmod(value), pg_sys::exprCollation(value));
-        let mut when = pgrx::PgBox::<pg_sys::CaseWhen>::alloc_node(pg_sys::NodeTag::T_CaseWhen);
-        when.expr = condition as *mut pg_sys::Expr;
-        when.result = value as *mut pg_sys::Expr;
-        when.location = -1;
-        let mut whens = PgList::<pg_sys::CaseWhen>::new();
-        whens.push(when.into_pg());
-        let mut case = pgrx::PgBox::<pg_sys::CaseExpr>::alloc_node(pg_sys::NodeTag::T_CaseExpr);
-        case.casetype = typid;
-        case.casecollid = collid;
-        case.args = whens.into_pg();
-        case.defresult = pg_sys::makeNullConst(typid, typmod, collid) as *mut pg_sys::Expr;
-        case.location = -1;
-        case.into_pg() as *mut pg_sys::Node
-    }
-}
-
-/// The integer constant 1.
-unsafe fn int4_one() -> *mut pg_sys::Node {
-    unsafe {
-        pg_sys::makeConst(pg_sys::INT4OID, -1, pg_sys::InvalidOid, 4, pg_sys::Datum::from(1i32), false, true)
-            as *mut pg_sys::Node
-    }
-}
-
-/// Aggregates whose value depends on the order their rows come in: without ORDER BY
-/// the query itself has no one answer.
-const ORDER_SENSITIVE: &[&str] = &[
-    "string_agg", "array_agg", "json_agg", "jsonb_agg", "json_agg_strict", "jsonb_agg_strict", "json_object_agg",
-    "jsonb_object_agg", "json_object_agg_strict", "jsonb_object_agg_strict", "json_object_agg_unique",
-    "jsonb_object_agg_unique", "json_object_agg_unique_strict", "jsonb_object_agg_unique_strict", "xmlagg",
-    "json_arrayagg", "json_objectagg",
-];
-
-/// Classify an aggregate call: the plain forms of count, sum, avg, min and max keep a
-/// running value (with FILTER as the aggregate of a CASE); every other aggregate is
-/// recomputed per touched group. Returns the aggregate and the columns of the rows it
-/// reads (named `a<number>` or `a<number>_<i>`, the first at position `first_attno`).
-unsafe fn aggregate_of(
-    aggref: *mut pg_sys::Aggref,
-    number: usize,
-    first_attno: i16,
-) -> IvmResult<(Aggregate, Vec<(String, *mut pg_sys::Node)>)> {
-    unsafe {
-        let a = &*aggref;
-        let (name, builtin) = name_of_function(a.aggfnoid);
-        if a.agglevelsup != 0 {
-            return Err(IvmError::unsupported(format!("aggregate {name}() of an outer query")));
-        }
-        let distinct = !a.aggdistinct.is_null();
-        let arguments = PgList::<pg_sys::TargetEntry>::from_pg(a.args);
-        let argument: Option<*mut pg_sys::Node> = arguments.get_ptr(0).map(|t| (*t).expr as *mut pg_sys::Node);
-        let plain = builtin && a.aggkind == b'n' as std::ffi::c_char && a.aggorder.is_null();
-        let running = match (plain, name.as_str(), a.aggstar, arguments.len(), distinct) {
-            (true, "count", true, 0, false) => Some(AggKind::CountStar),
-            (true, "count", false, 1, false) => Some(AggKind::Count),
-            (true, "sum", false, 1, false) => Some(AggKind::Sum),
-            (true, "avg", false, 1, false) => Some(AggKind::Avg),
-            // The extreme of the distinct values is the extreme of all of them.
-            (true, "min", false, 1, _) => Some(AggKind::Min),
-            (true, "max", false, 1, _) => Some(AggKind::Max),
-            _ => None,
-        };
-        let column = format!("a{number}");
-        let Some(kind) = running else {
-            return recomputed(aggref, &name, builtin, column, first_attno);
-        };
-        // agg(x) FILTER (WHERE p) is agg(CASE WHEN p THEN x END): every aggregate above
-        // skips NULL inputs, and the CASE is NULL exactly where the filter is not true
-        // (false or NULL). count(*) FILTER (WHERE p) counts CASE WHEN p THEN 1 END.
-        let (kind, argument) = if a.aggfilter.is_null() {
-            (kind, argument)
-        } else {
-            let (kind, value) = match (kind, argument) {
-                (AggKind::CountStar, _) | (_, None) => (AggKind::Count, int4_one()),
-                (kind, Some(value)) => (kind, value),
-            };
-            (kind, Some(case_when(a.aggfilter as *mut pg_sys::Node, value)))
-        };
-        let mut avg_sum_type = None;
-        let mut inexact = false;
-        if let (AggKind::Sum | AggKind::Avg, Some(arg)) = (kind, argument) {
-            let input = pg_sys::exprType(arg);
-            let numeric_input = [pg_sys::INT2OID, pg_sys::INT4OID, pg_sys::INT8OID, pg_sys::NUMERICOID].contains(&input);
-            let float_input = [pg_sys::FLOAT4OID, pg_sys::FLOAT8OID].contains(&input);
-            if !numeric_input && !float_input {
-                return Err(IvmError::unsupported(format!("{name}() over type {}", type_name(input))));
-            }
-            if kind == AggKind::Avg {
-                avg_sum_type = Some(if numeric_input { "numeric" } else { "float8" });
-            }
-            inexact = float_input;
-        }
-        if let (AggKind::Min | AggKind::Max, Some(arg)) = (kind, argument) {
-            require_key_type(arg, &format!("{name}()"))?;
-        }
-        let aggregate = Aggregate {
-            kind,
-            argument: argument.map(|_| format!("c.{}", ident(&column))),
-            avg_sum_type,
-            inexact,
-            call: None,
-            column: column.clone(),
-        };
-        Ok((aggregate, argument.map(|argument| vec![(column, argument)]).unwrap_or_default()))
-    }
-}
-
-/// An aggregate recomputed per touched group: the query's own call, each of its
-/// aggregated arguments, ORDER BY expressions and FILTER read from a column of the
-/// rows. Refused when recomputing a group could give another value than the query
-/// over the same rows: an order-sensitive aggregate without ORDER BY, arithmetic on
-/// floats (its last digits depend on the order of the terms), or direct arguments of
-/// an ordered-set aggregate that read columns.
-unsafe fn recomputed(
-    aggref: *mut pg_sys::Aggref,
-    name: &str,
-    builtin: bool,
-    column: String,
-    first_attno: i16,
-) -> IvmResult<(Aggregate, Vec<(String, *mut pg_sys::Node)>)> {
-    unsafe {
-        let a = &*aggref;
-        if builtin && a.aggorder.is_null() && ORDER_SENSITIVE.contains(&name) {
-            return Err(IvmError::unsupported(format!(
-                "{name}() without ORDER BY (its result depends on the order the rows come in)"
-            )));
-        }
-        let arguments = PgList::<pg_sys::TargetEntry>::from_pg(a.args);
-        // Sums of floats (and statistics built on them) differ in their last digits
-        // with the order of the terms; what a user-defined aggregate does is unknown.
-        let summing = !builtin
-            || name.starts_with("regr_")
-            || ["sum", "avg", "stddev", "stddev_samp", "stddev_pop", "variance", "var_samp", "var_pop", "covar_pop",
-                "covar_samp", "corr"]
-                .contains(&name);
-        for entry in arguments.iter_ptr() {
-            let input = pg_sys::exprType((*entry).expr as *mut pg_sys::Node);
-            if summing && !(*entry).resjunk && [pg_sys::FLOAT4OID, pg_sys::FLOAT8OID].contains(&input) {
-                return Err(IvmError::unsupported(format!(
-                    "{name}() of {} recomputed per group (its last digits depend on the order of the rows)",
-                    type_name(input)
-                )));
-            }
-        }
-        if !builtin && !immutable_aggregate(a.aggfnoid)? {
-            return Err(IvmError::unsupported(format!(
-                "aggregate {name}() whose transition or final function is not IMMUTABLE (it could read what a refresh does not track)"
-            )));
-        }
-        if !a.aggdirectargs.is_null() && pg_sys::contain_var_clause(a.aggdirectargs as *mut pg_sys::Node) {
-            return Err(IvmError::unsupported(format!("{name}() with direct arguments that read columns")));
-        }
-        let call = pg_sys::copyObjectImpl(aggref as *const std::ffi::c_void) as *mut pg_sys::Aggref;
-        let mut columns: Vec<(String, *mut pg_sys::Node)> = Vec::new();
-        let mut as_column = |expression: *mut pg_sys::Node| -> *mut pg_sys::Node {
-            let attno = first_attno + columns.len() as i16;
-            columns.push((format!("{column}_{}", columns.len() + 1), expression));
-            let var = var_like(expression, 1);
-            (*(var as *mut pg_sys::Var)).varattno = attno;
-            (*(var as *mut pg_sys::Var)).varattnosyn = attno;
-            var
-        };
-        // Postgres computes the arguments only of rows that pass FILTER (`100 / y`
-        // FILTER (WHERE y <> 0)); as columns of every row they are guarded the same way,
-        // and the rows FILTER leaves out never reach the aggregate.
-        let filter = (*call).aggfilter as *mut pg_sys::Node;
-        for entry in PgList::<pg_sys::TargetEntry>::from_pg((*call).args).iter_ptr() {
-            let mut argument = (*entry).expr as *mut pg_sys::Node;
-            if !filter.is_null() {
-                argument = case_when(pg_sys::copyObjectImpl(filter as *const std::ffi::c_void) as *mut pg_sys::Node, argument);
-            }
-            (*entry).expr = as_column(argument) as *mut pg_sys::Expr;
-        }
-        if !filter.is_null() {
-            (*call).aggfilter = as_column(filter) as *mut pg_sys::Expr;
-        }
-        let aggregate = Aggregate {
-            kind: AggKind::Recomputed,
-            argument: None,
-            avg_sum_type: None,
-            inexact: false,
-            call: Some(call as *mut pg_sys::Node),
-            column,
-        };
-        Ok((aggregate, columns))
-    }
-}
-
-/// Whether a user-defined aggregate's transition and final functions are IMMUTABLE
-/// (the aggregate's own entry in pg_proc always is).
-fn immutable_aggregate(aggregate: pg_sys::Oid) -> IvmResult<bool> {
-    Ok(pgrx::Spi::get_one_with_args::<bool>(
-        "SELECT pg_catalog.bool_and(p.provolatile = 'i') FROM pg_catalog.pg_aggregate a \
-           JOIN pg_catalog.pg_proc p ON p.oid IN (a.aggtransfn, a.aggfinalfn) WHERE a.aggfnoid = $1",
-        &[aggregate.into()],
-    )?
-    .unwrap_or(false))
 }

@@ -1,7 +1,7 @@
 //! Expression trees: rewriting onto the state table's columns, and deparsing back to
 //! SQL with Postgres' own ruleutils.
 
-use pgrx::pg_sys;
+use pgrx::{PgList, pg_sys};
 use std::ffi::{CStr, CString, c_void};
 
 /// SQL text of `node`, whose Vars (varno 1) name columns of `relid`, written with `alias.`.
@@ -73,4 +73,32 @@ where
     let mut context = Context { replace };
     // SAFETY: the callback only runs during this call, while `context` lives.
     unsafe { callback(node, &mut context as *mut Context as *mut c_void) }
+}
+
+/// `CASE WHEN condition THEN value END`, of value's type and collation.
+pub unsafe fn case_when(condition: *mut pg_sys::Node, value: *mut pg_sys::Node) -> *mut pg_sys::Node {
+    unsafe {
+        let (typid, typmod, collid) = (pg_sys::exprType(value), pg_sys::exprTypmod(value), pg_sys::exprCollation(value));
+        let mut when = pgrx::PgBox::<pg_sys::CaseWhen>::alloc_node(pg_sys::NodeTag::T_CaseWhen);
+        when.expr = condition as *mut pg_sys::Expr;
+        when.result = value as *mut pg_sys::Expr;
+        when.location = -1;
+        let mut whens = PgList::<pg_sys::CaseWhen>::new();
+        whens.push(when.into_pg());
+        let mut case = pgrx::PgBox::<pg_sys::CaseExpr>::alloc_node(pg_sys::NodeTag::T_CaseExpr);
+        case.casetype = typid;
+        case.casecollid = collid;
+        case.args = whens.into_pg();
+        case.defresult = pg_sys::makeNullConst(typid, typmod, collid) as *mut pg_sys::Expr;
+        case.location = -1;
+        case.into_pg() as *mut pg_sys::Node
+    }
+}
+
+/// The integer constant 1.
+pub unsafe fn int4_one() -> *mut pg_sys::Node {
+    unsafe {
+        pg_sys::makeConst(pg_sys::INT4OID, -1, pg_sys::InvalidOid, 4, pg_sys::Datum::from(1i32), false, true)
+            as *mut pg_sys::Node
+    }
 }

@@ -9,14 +9,21 @@
 //! window of the query must share the partition columns P (each may partition
 //! further), and P must be result columns, by which the result rows are found.
 
-use super::rows::Rows;
-use super::shape::{Key, Shape, require_key_type, source_relations};
 use super::sublinks::{alias, keep_keys_in};
 use super::tree::equal;
 use crate::error::{IvmError, IvmResult};
-use crate::sql::ident;
 use pgrx::{PgList, pg_sys};
 use std::ffi::CStr;
+
+/// A query whose result is local to partitions: the level whose rows the windows
+/// partition (the query, or its sub-select in FROM), the partition expressions there
+/// with the result column showing each, and the query's result columns.
+pub struct Windowed {
+    pub level: *mut pg_sys::Query,
+    pub partition: Vec<(*mut pg_sys::Node, String)>,
+    pub outputs: Vec<String>,
+    pub partitions: Partitions,
+}
 
 /// The query's rows of chosen partitions (see `touched_sql`).
 #[derive(Debug, Clone)]
@@ -57,24 +64,22 @@ impl Partitions {
     }
 }
 
-pub unsafe fn windowed_shape(query: *mut pg_sys::Query) -> IvmResult<Shape> {
+/// The query itself has the windows.
+pub unsafe fn windowed(query: *mut pg_sys::Query) -> IvmResult<Windowed> {
     unsafe {
         let q = &*query;
         check_windowed_level(q)?;
         let outputs = output_names(q);
         let visible = visible_targets(q);
-        let mut keys = Vec::new();
-        let mut columns = Vec::new();
+        let mut partition = Vec::new();
         for expression in shared_partition(q)? {
             let Some(position) = visible.iter().position(|t| equal((**t).expr as *mut pg_sys::Node, expression)) else {
                 return Err(IvmError::unsupported("PARTITION BY an expression that is not a result column"));
             };
-            add_key(&mut keys, &mut columns, expression, &outputs[position])?;
+            partition.push((expression, outputs[position].clone()));
         }
-        check_key_count(&keys)?;
-        let occurrences = source_relations(q)?;
-        let partitions = Partitions { query, level: None, expressions: columns.iter().map(|(_, e)| *e).collect() };
-        Ok(Shape::windowed(Rows::new(query, occurrences, columns), keys, outputs, partitions))
+        let partitions = Partitions { query, level: None, expressions: partition.iter().map(|(e, _)| *e).collect() };
+        Ok(Windowed { level: query, partition, outputs, partitions })
     }
 }
 
@@ -103,7 +108,7 @@ pub unsafe fn windowed_subselect(q: &pg_sys::Query) -> Option<i32> {
 /// The shape of a query over a windowed sub-select (see `windowed_subselect`): the
 /// partitions are the sub-select's, found in the result through the columns that
 /// pass them up.
-pub unsafe fn per_partition_shape(query: *mut pg_sys::Query, rtindex: i32) -> IvmResult<Shape> {
+pub unsafe fn windowed_below(query: *mut pg_sys::Query, rtindex: i32) -> IvmResult<Windowed> {
     unsafe {
         let q = &*query;
         if q.hasAggs || !q.groupClause.is_null() || !q.havingQual.is_null() || !q.distinctClause.is_null() {
@@ -122,8 +127,7 @@ pub unsafe fn per_partition_shape(query: *mut pg_sys::Query, rtindex: i32) -> Iv
         let inner_visible = visible_targets(s);
         let outputs = output_names(q);
         let visible = visible_targets(q);
-        let mut keys = Vec::new();
-        let mut columns = Vec::new();
+        let mut partition = Vec::new();
         for expression in shared_partition(s)? {
             // The sub-select's column holding it, and the result column passing that up.
             let resno = inner_visible.iter().find(|t| equal((***t).expr as *mut pg_sys::Node, expression)).map(|t| (**t).resno);
@@ -139,12 +143,10 @@ pub unsafe fn per_partition_shape(query: *mut pg_sys::Query, rtindex: i32) -> Iv
             let Some(position) = position else {
                 return Err(IvmError::unsupported("PARTITION BY an expression that is not a result column"));
             };
-            add_key(&mut keys, &mut columns, expression, &outputs[position])?;
+            partition.push((expression, outputs[position].clone()));
         }
-        check_key_count(&keys)?;
-        let occurrences = source_relations(s)?;
-        let partitions = Partitions { query, level: Some(rtindex), expressions: columns.iter().map(|(_, e)| *e).collect() };
-        Ok(Shape::windowed(Rows::new(sub, occurrences, columns), keys, outputs, partitions))
+        let partitions = Partitions { query, level: Some(rtindex), expressions: partition.iter().map(|(e, _)| *e).collect() };
+        Ok(Windowed { level: sub, partition, outputs, partitions })
     }
 }
 
@@ -201,20 +203,4 @@ unsafe fn output_names(q: &pg_sys::Query) -> Vec<String> {
             .map(|t| if (**t).resname.is_null() { "?column?".into() } else { CStr::from_ptr((**t).resname).to_string_lossy().into_owned() })
             .collect()
     }
-}
-
-/// Partition expression `expression`, shown as result column `output`, as the next key.
-unsafe fn add_key(keys: &mut Vec<Key>, columns: &mut Vec<(String, *mut pg_sys::Node)>, expression: *mut pg_sys::Node, output: &str) -> IvmResult<()> {
-    require_key_type(expression, &format!("partitioning by result column \"{output}\""))?;
-    let column = Shape::key_column(keys.len() + 1);
-    keys.push(Key { expression: format!("c.{}", ident(&column)), column: column.clone(), output: Some(output.to_string()) });
-    columns.push((column, expression));
-    Ok(())
-}
-
-fn check_key_count(keys: &[Key]) -> IvmResult<()> {
-    if keys.len() > 32 {
-        return Err(IvmError::unsupported("more than 32 partition columns"));
-    }
-    Ok(())
 }

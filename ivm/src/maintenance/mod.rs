@@ -8,4 +8,5 @@ pub mod refresh;
 pub mod schemas;
 pub mod snapshot;
 pub mod statements;
+pub mod timing;
 pub mod verify;

@@ -7,6 +7,7 @@ use super::capture::{forget_seen, still_capturable, written_by_this_transaction}
 use super::context::{RefreshContext, describe, in_subtransaction};
 use super::objects::{objects_for, refresh_change_relations};
 use super::snapshot::ReadSnapshot;
+use super::timing::timed;
 use super::statements::{Objects, Statements};
 use crate::analysis::parse::{LakeSource, PostgresSource, Source, analyze, lake_sources, relations_read};
 use crate::analysis::rows::{Feed, Unseen};
@@ -41,14 +42,7 @@ fn exists(sql: &str) -> IvmResult<bool> {
     timed(sql, || Ok(Spi::get_one::<bool>(sql)?.unwrap_or(false)))
 }
 
-/// Run `body`, logging at DEBUG2 how long statement `sql` took: where a refresh's
-/// time goes.
-pub fn timed<T>(sql: &str, body: impl FnOnce() -> IvmResult<T>) -> IvmResult<T> {
-    let started = std::time::Instant::now();
-    let result = body();
-    pgrx::debug2!("pgtrickle: {:.1} ms: {}", started.elapsed().as_secs_f64() * 1000.0, sql);
-    result
-}
+
 
 pub fn latest_snapshot(source: &LakeSource) -> IvmResult<i64> {
     Spi::get_one_with_args::<i64>("SELECT ducklake.ducklake_latest_snapshot_id($1::oid::regclass)", &[source.relid.into()])?

@@ -62,12 +62,12 @@ impl ReadSnapshot {
 
     /// Run a statement that writes (a work table) in this snapshot.
     pub fn run(&self, sql: &str) -> IvmResult<u64> {
-        super::refresh::timed(sql, || Ok(self.execute(sql, false)?.0))
+        super::timing::timed(sql, || Ok(self.execute(sql, false)?.0))
     }
 
     /// A boolean query's answer in this snapshot.
     pub fn exists(&self, sql: &str) -> IvmResult<bool> {
-        super::refresh::timed(sql, || Ok(self.execute(sql, true)?.1.as_deref() == Some("t")))
+        super::timing::timed(sql, || Ok(self.execute(sql, true)?.1.as_deref() == Some("t")))
     }
 
     /// This snapshot as `pg_snapshot` text, for the frontier, with the current

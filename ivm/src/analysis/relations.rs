@@ -1,0 +1,292 @@
+//! The relations a query reads, where they are (FROM, sub-selects, subquery
+//! expressions, outer joins' nullable sides) and which of them are read as derived
+//! relations (aggregating sub-selects): what a delta term replaces by its changes.
+
+use super::parse::{Source, lake_source, postgres_source};
+use super::rows::{Derived, Occurrence, Rows, Step};
+use super::sublinks::{aggregates_in, check_aggregate, check_placement, check_placement_but_having, check_sublink, sublinks_in};
+use super::tree::int4_one;
+use super::types::require_key_type;
+use crate::error::{IvmError, IvmResult};
+use pgrx::{PgList, pg_sys};
+
+/// A SELECT reads at most this many tables: a refresh has a delta term per set of
+/// changed ones.
+const MAX_RELATIONS: usize = 16;
+
+/// The query's relations: DuckLake foreign tables and Postgres tables, inner-joined
+/// (by commas or `[INNER] JOIN`), also inside sub-selects in FROM that only filter
+/// and compute columns (no aggregates, DISTINCT, LIMIT or set operations: rows in,
+/// rows out, so their changes are their tables' changes), and inside subquery
+/// expressions of a WHERE clause (see `sublinks`); every one a source.
+pub unsafe fn source_relations(q: &pg_sys::Query) -> IvmResult<Vec<Occurrence>> {
+    unsafe {
+        let mut occurrences = Vec::new();
+        collect_relations(q, &[], &mut occurrences)?;
+        if !occurrences.iter().any(|o| !o.in_subquery_expression()) {
+            return Err(IvmError::unsupported("a query without a table in FROM"));
+        }
+        if occurrences.len() > MAX_RELATIONS {
+            return Err(IvmError::unsupported(format!("a query of more than {MAX_RELATIONS} tables")));
+        }
+        // Changes of several Postgres tables are added up by the alternating sum,
+        // whose terms are joins: it has no term for a subquery expression's change.
+        let postgres = occurrences.iter().filter(|o| matches!(o.source, Source::Postgres(_))).count();
+        if postgres > 1 && occurrences.iter().any(|o| o.in_subquery_expression()) {
+            return Err(IvmError::unsupported(
+                "a subquery expression over lake tables in a query that reads more than one Postgres table",
+            ));
+        }
+        if postgres > 1 && occurrences.iter().any(|o| o.derived.is_some()) {
+            return Err(IvmError::unsupported("an aggregating sub-select in a query that reads more than one Postgres table"));
+        }
+        if postgres > 1 && occurrences.iter().any(|o| o.nullable_in.is_some()) {
+            return Err(IvmError::unsupported("an outer join in a query that reads more than one Postgres table"));
+        }
+        Ok(occurrences)
+    }
+}
+
+unsafe fn collect_relations(q: &pg_sys::Query, path: &[Step], occurrences: &mut Vec<Occurrence>) -> IvmResult<()> {
+    unsafe {
+        let in_subquery_expression = path.iter().any(|s| matches!(s, Step::SubLink(_)));
+        let nullable = if q.jointree.is_null() { Vec::new() } else { nullable_sides(q, (*q.jointree).fromlist as *mut pg_sys::Node)? };
+        for (index, rte) in PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable).iter_ptr().enumerate() {
+            let rtindex = index as i32 + 1;
+            match (*rte).rtekind {
+                pg_sys::RTEKind::RTE_RELATION => {
+                    let relid = (*rte).relid;
+                    if !(*rte).tablesample.is_null() {
+                        return Err(IvmError::unsupported("TABLESAMPLE"));
+                    }
+                    let source = match lake_source(relid)? {
+                        Some(lake) => Source::Lake(lake),
+                        // A refresh reads a subquery expression's sources as they were,
+                        // by time travel.
+                        None if in_subquery_expression => {
+                            return Err(IvmError::unsupported(format!(
+                                "reading {} in a subquery expression (only lake tables can be read there: a refresh reads them as they were)",
+                                crate::sql::relation_name(relid)
+                            )));
+                        }
+                        None => Source::Postgres(postgres_source(relid).ok_or_else(|| {
+                            IvmError::unsupported(format!(
+                                "reading {} (neither a DuckLake foreign table nor a user's Postgres table)",
+                                crate::sql::relation_name(relid)
+                            ))
+                        })?),
+                    };
+                    let nullable_in = nullable.iter().find(|(relation, _)| *relation == rtindex).map(|(_, join)| *join);
+                    if nullable_in.is_some() && !matches!(source, Source::Lake(_)) {
+                        // Its rows' padding is compared with the table as it was.
+                        return Err(IvmError::unsupported(format!(
+                            "reading {} on the nullable side of an outer join (only lake tables can be read there: a refresh reads them as they were)",
+                            crate::sql::relation_name(relid)
+                        )));
+                    }
+                    occurrences.push(Occurrence { path: path.to_vec(), rtindex, source, nullable_in, derived: None });
+                }
+                #[cfg(feature = "pg18")]
+                pg_sys::RTEKind::RTE_GROUP => {}
+                // A join's alias would hide the names of its tables, which the delta
+                // terms' conditions on their changes use.
+                pg_sys::RTEKind::RTE_JOIN if !(*rte).alias.is_null() => {
+                    return Err(IvmError::unsupported("a join with an alias (AS after a parenthesized join)"));
+                }
+                pg_sys::RTEKind::RTE_JOIN => match (*rte).jointype {
+                    pg_sys::JoinType::JOIN_INNER => {}
+                    pg_sys::JoinType::JOIN_LEFT | pg_sys::JoinType::JOIN_RIGHT | pg_sys::JoinType::JOIN_FULL if in_subquery_expression => {
+                        return Err(IvmError::unsupported("an outer join inside a subquery expression"));
+                    }
+                    pg_sys::JoinType::JOIN_LEFT | pg_sys::JoinType::JOIN_RIGHT | pg_sys::JoinType::JOIN_FULL => {}
+                    _ => return Err(IvmError::unsupported("this kind of join")),
+                },
+                pg_sys::RTEKind::RTE_SUBQUERY if aggregating(&*(*rte).subquery) && !(*rte).lateral => {
+                    let names = PgList::<pg_sys::Node>::from_pg((*(*rte).eref).colnames)
+                        .iter_ptr()
+                        .map(|n| std::ffi::CStr::from_ptr((*(n as *mut pg_sys::String)).sval).to_string_lossy().into_owned())
+                        .collect();
+                    let derived = derived_of((*rte).subquery, names, path.len() + 1)?;
+                    occurrences.push(Occurrence {
+                        path: path.to_vec(),
+                        rtindex,
+                        source: Source::Derived,
+                        nullable_in: None,
+                        derived: Some(Box::new(derived)),
+                    });
+                }
+                pg_sys::RTEKind::RTE_SUBQUERY if in_subquery_expression => {
+                    return Err(IvmError::unsupported("a subquery in FROM inside a subquery expression"));
+                }
+                pg_sys::RTEKind::RTE_SUBQUERY => {
+                    let sub = (*rte).subquery;
+                    let s = &*sub;
+                    let row_preserving = !(*rte).lateral
+                        && !s.hasAggs
+                        && s.groupClause.is_null()
+                        && s.havingQual.is_null()
+                        && s.distinctClause.is_null()
+                        && !s.hasWindowFuncs
+                        && !s.hasTargetSRFs
+                        && s.cteList.is_null()
+                        && s.setOperations.is_null()
+                        && s.limitCount.is_null()
+                        && s.limitOffset.is_null()
+                        && s.rowMarks.is_null();
+                    if !row_preserving {
+                        return Err(IvmError::unsupported(
+                            "a subquery in FROM with DISTINCT, window functions, LIMIT or set operations",
+                        ));
+                    }
+                    let mut inner = path.to_vec();
+                    inner.push(Step::From(rtindex));
+                    collect_relations(s, &inner, occurrences)?;
+                }
+                pg_sys::RTEKind::RTE_FUNCTION => return Err(IvmError::unsupported("a function in FROM")),
+                pg_sys::RTEKind::RTE_VALUES => return Err(IvmError::unsupported("VALUES in FROM")),
+                _ => return Err(IvmError::unsupported("this kind of FROM item")),
+            }
+        }
+        if path.is_empty() {
+            check_placement_but_having(q)?;
+        } else {
+            check_placement(q)?;
+        }
+        if q.hasSubLinks && !q.jointree.is_null() {
+            for (n, sublink) in sublinks_in((*q.jointree).quals).into_iter().enumerate() {
+                check_sublink(sublink)?;
+                let mut inner = path.to_vec();
+                inner.push(Step::SubLink(n));
+                collect_relations(&*((*sublink).subselect as *mut pg_sys::Query), &inner, occurrences)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a sub-select aggregates (and is then read as a derived relation).
+fn aggregating(s: &pg_sys::Query) -> bool {
+    (s.hasAggs || !s.groupClause.is_null()) && s.setOperations.is_null()
+}
+
+/// An aggregating sub-select in FROM as a derived relation (see `rows::Derived`): its
+/// rows are its FROM and WHERE projected on its grouping keys, which must be result
+/// columns; each group's result row is computed by the sub-select itself, so any
+/// aggregate and HAVING are exact. Its sources must be lake tables (read as they were).
+unsafe fn derived_of(sub: *mut pg_sys::Query, names: Vec<String>, depth: usize) -> IvmResult<Derived> {
+    unsafe {
+        let s = &*sub;
+        let refuse = |what: &str| Err(IvmError::unsupported(format!("{what} in an aggregating sub-select")));
+        if !s.limitCount.is_null() || !s.limitOffset.is_null() {
+            return refuse("LIMIT/OFFSET");
+        }
+        if s.hasWindowFuncs {
+            return refuse("a window function");
+        }
+        if s.hasTargetSRFs {
+            return refuse("a set-returning function");
+        }
+        if !s.groupingSets.is_null() {
+            return refuse("GROUPING SETS/ROLLUP/CUBE");
+        }
+        if s.hasDistinctOn {
+            return refuse("DISTINCT ON");
+        }
+        if !sublinks_in(s.havingQual).is_empty() {
+            return refuse("a subquery expression in HAVING");
+        }
+        // Its changes are computed on their own: it must not refer to an outer query.
+        if (1..=depth as i32).any(|level| pg_sys::contain_vars_of_level(sub as *mut pg_sys::Node, level)) {
+            return refuse("a reference to an outer query");
+        }
+        for aggregate in aggregates_in(s.targetList as *mut pg_sys::Node).into_iter().chain(aggregates_in(s.havingQual)) {
+            check_aggregate(aggregate, "an aggregating sub-select")?;
+        }
+        #[cfg_attr(not(feature = "pg18"), allow(unused_mut))]
+        let mut targets_node = s.targetList as *mut pg_sys::Node;
+        #[cfg(feature = "pg18")]
+        if s.hasGroupRTE {
+            targets_node = pg_sys::flatten_group_exprs(std::ptr::null_mut(), sub, targets_node);
+        }
+        let targets = PgList::<pg_sys::TargetEntry>::from_pg(targets_node as *mut pg_sys::List);
+        let mut keys = Vec::new();
+        let mut columns: Vec<(String, *mut pg_sys::Node)> = Vec::new();
+        for clause in PgList::<pg_sys::SortGroupClause>::from_pg(s.groupClause).iter_ptr() {
+            let entry = targets
+                .iter_ptr()
+                .find(|t| (**t).ressortgroupref == (*clause).tleSortGroupRef)
+                .ok_or_else(|| IvmError::unsupported("a GROUP BY expression outside the select list of an aggregating sub-select"))?;
+            if (*entry).resjunk {
+                return Err(IvmError::unsupported("a GROUP BY expression outside the select list of an aggregating sub-select"));
+            }
+            let expression = (*entry).expr as *mut pg_sys::Node;
+            require_key_type(expression, "grouping an aggregating sub-select")?;
+            keys.push(expression);
+            columns.push((format!("k{}", columns.len() + 1), expression));
+        }
+        if columns.is_empty() {
+            columns.push(("__pgt_one".into(), int4_one()));
+        }
+        let occurrences = source_relations(s)?;
+        if let Some(postgres) = occurrences.iter().find(|o| matches!(o.source, Source::Postgres(_))) {
+            return Err(IvmError::unsupported(format!(
+                "reading {} in an aggregating sub-select (only lake tables can be read there: a refresh reads them as they were)",
+                crate::sql::relation_name(postgres.source.relid())
+            )));
+        }
+        let width = targets.iter_ptr().filter(|t| !(**t).resjunk).count();
+        if names.len() != width {
+            return Err(IvmError::unsupported("this aggregating sub-select"));
+        }
+        Ok(Derived::new(sub, Rows::new(sub, occurrences, columns), keys, width, names))
+    }
+}
+
+/// The (relation, join) range-table indexes of the relations on the nullable side of
+/// a LEFT or RIGHT JOIN in the FROM items `node`. Each must be one table: the rows a
+/// change to it pads or unpads are the other side's rows it matches (see `rows`).
+unsafe fn nullable_sides(q: &pg_sys::Query, node: *mut pg_sys::Node) -> IvmResult<Vec<(i32, i32)>> {
+    unsafe {
+        let mut found = Vec::new();
+        let mut stack = vec![node];
+        while let Some(node) = stack.pop() {
+            if node.is_null() {
+                continue;
+            }
+            if pgrx::is_a(node, pg_sys::NodeTag::T_List) {
+                stack.extend(PgList::<pg_sys::Node>::from_pg(node as *mut pg_sys::List).iter_ptr());
+            } else if pgrx::is_a(node, pg_sys::NodeTag::T_JoinExpr) {
+                let join = node as *mut pg_sys::JoinExpr;
+                let sides = match (*join).jointype {
+                    pg_sys::JoinType::JOIN_LEFT => vec![((*join).rarg, "LEFT")],
+                    pg_sys::JoinType::JOIN_RIGHT => vec![((*join).larg, "RIGHT")],
+                    pg_sys::JoinType::JOIN_FULL => vec![((*join).larg, "FULL"), ((*join).rarg, "FULL")],
+                    _ => Vec::new(),
+                };
+                for (side, name) in sides {
+                    // The padded rows are the join with its condition made false, which
+                    // USING (printed instead of a condition) has no place for.
+                    if !(*join).usingClause.is_null() {
+                        return Err(IvmError::unsupported(format!("a {name} JOIN with USING or NATURAL (write its condition with ON)")));
+                    }
+                    let relation = pgrx::is_a(side, pg_sys::NodeTag::T_RangeTblRef)
+                        .then(|| (*(side as *mut pg_sys::RangeTblRef)).rtindex)
+                        .filter(|index| {
+                            let rte = PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable).get_ptr(*index as usize - 1);
+                            rte.is_some_and(|rte| (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION)
+                        });
+                    let Some(relation) = relation else {
+                        return Err(IvmError::unsupported(format!(
+                            "a {name} JOIN whose nullable side is not one table (a sub-select or a parenthesized join)"
+                        )));
+                    };
+                    found.push((relation, (*join).rtindex));
+                }
+                stack.push((*join).larg);
+                stack.push((*join).rarg);
+            }
+        }
+        Ok(found)
+    }
+}
+
