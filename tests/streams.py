@@ -3,6 +3,9 @@ snapshot, and waiting for the scheduler by condition (never by sleeping blindly)
 
 import time
 
+import psycopg
+import pytest
+
 EVENTS_DDL = """
 CREATE FOREIGN TABLE lake.events (
     event_id uuid, event_type text, value bigint, created_at timestamptz)
@@ -90,3 +93,17 @@ def drive_randomly(lake, rng, shapes, create, mutate, check, rounds=20):
     for name, query in shapes.items():
         conn.execute("SELECT pgtrickle.refresh(%s)", (name,))
         check(conn, name, query)
+
+
+def assert_refused(conn, query, construct):
+    """Creating a DIFFERENTIAL stream table of `query` fails (0A000) naming `construct`."""
+    with pytest.raises(psycopg.errors.FeatureNotSupported) as error:
+        conn.execute("SELECT pgtrickle.create_stream_table('refused_t', %s, '1h', 'DIFFERENTIAL')", (query,))
+    message = error.value.diag.message_primary
+    assert message.startswith(construct) and message.endswith("is not supported in a DIFFERENTIAL stream table"), message
+
+
+def assert_verified(conn, names):
+    """`verify_stream_table` finds no difference between each table and its query."""
+    for name in names:
+        assert conn.execute("SELECT count(*) FROM pgtrickle.verify_stream_table(%s)", (name,)).fetchone()[0] == 0, name

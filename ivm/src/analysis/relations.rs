@@ -4,7 +4,9 @@
 
 use super::parse::{Source, lake_source, postgres_source};
 use super::rows::{Derived, Occurrence, Rows, Step};
-use super::sublinks::{aggregates_in, check_aggregate, check_placement, check_placement_but_having, check_sublink, sublinks_in};
+use super::sublinks::{
+    aggregates_in, check_aggregate, check_computed_again, check_placement, check_placement_but_having, check_sublink, sublinks_in,
+};
 use super::tree::int4_one;
 use super::types::require_key_type;
 use crate::error::{IvmError, IvmResult};
@@ -171,27 +173,13 @@ fn aggregating(s: &pg_sys::Query) -> bool {
 
 /// An aggregating sub-select in FROM as a derived relation (see `rows::Derived`): its
 /// rows are its FROM and WHERE projected on its grouping keys, which must be result
-/// columns; each group's result row is computed by the sub-select itself, so any
-/// aggregate and HAVING are exact. Its sources must be lake tables (read as they were).
+/// columns; each group's result row is computed by the sub-select itself, so HAVING
+/// is exact. Its sources must be lake tables (read as they were).
 unsafe fn derived_of(sub: *mut pg_sys::Query, names: Vec<String>, depth: usize) -> IvmResult<Derived> {
     unsafe {
         let s = &*sub;
         let refuse = |what: &str| Err(IvmError::unsupported(format!("{what} in an aggregating sub-select")));
-        if !s.limitCount.is_null() || !s.limitOffset.is_null() {
-            return refuse("LIMIT/OFFSET");
-        }
-        if s.hasWindowFuncs {
-            return refuse("a window function");
-        }
-        if s.hasTargetSRFs {
-            return refuse("a set-returning function");
-        }
-        if !s.groupingSets.is_null() {
-            return refuse("GROUPING SETS/ROLLUP/CUBE");
-        }
-        if s.hasDistinctOn {
-            return refuse("DISTINCT ON");
-        }
+        check_computed_again(s, "an aggregating sub-select")?;
         if !sublinks_in(s.havingQual).is_empty() {
             return refuse("a subquery expression in HAVING");
         }

@@ -449,9 +449,14 @@ unsafe fn padding_change(query: *mut pg_sys::Query, occurrence: &Occurrence, fee
 
 /// `a <> b` for booleans that are never NULL.
 unsafe fn differ(a: *mut pg_sys::Node, b: *mut pg_sys::Node) -> *mut pg_sys::Node {
+    unsafe { boolean_operator(pg_sys::BooleanNotEqualOperator, a, b) }
+}
+
+/// `a <op> b` for an operator `op` (by oid) giving a boolean, without collation.
+unsafe fn boolean_operator(op: u32, a: *mut pg_sys::Node, b: *mut pg_sys::Node) -> *mut pg_sys::Node {
     unsafe {
         pg_sys::make_opclause(
-            pg_sys::Oid::from(pg_sys::BooleanNotEqualOperator),
+            pg_sys::Oid::from(op),
             pg_sys::BOOLOID,
             false,
             a as *mut pg_sys::Expr,
@@ -616,15 +621,7 @@ unsafe fn feed_var(feed: pg_sys::Oid, rtindex: i32, name: &str) -> *mut pg_sys::
 unsafe fn int8_clause(operator: u32, var: *mut pg_sys::Node, value: i64) -> *mut pg_sys::Node {
     unsafe {
         let constant = pg_sys::makeConst(pg_sys::INT8OID, -1, pg_sys::InvalidOid, 8, pg_sys::Datum::from(value), false, true);
-        pg_sys::make_opclause(
-            pg_sys::Oid::from(operator),
-            pg_sys::BOOLOID,
-            false,
-            var as *mut pg_sys::Expr,
-            constant as *mut pg_sys::Expr,
-            pg_sys::InvalidOid,
-            pg_sys::InvalidOid,
-        ) as *mut pg_sys::Node
+        boolean_operator(operator, var, constant as *mut pg_sys::Node)
     }
 }
 

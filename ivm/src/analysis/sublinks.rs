@@ -164,31 +164,7 @@ pub unsafe fn check_sublink(sublink: *mut pg_sys::SubLink) -> IvmResult<()> {
             return Err(IvmError::unsupported("a subquery expression compared with another"));
         }
         let s = &*((*sublink).subselect as *mut pg_sys::Query);
-        let refuse = |what: &str| Err(IvmError::unsupported(format!("{what} in a subquery expression")));
-        if !s.cteList.is_null() {
-            return refuse("WITH");
-        }
-        if !s.setOperations.is_null() {
-            return refuse("a set operation");
-        }
-        if !s.limitCount.is_null() || !s.limitOffset.is_null() {
-            return refuse("LIMIT/OFFSET");
-        }
-        if s.hasWindowFuncs {
-            return refuse("a window function");
-        }
-        if s.hasTargetSRFs {
-            return refuse("a set-returning function");
-        }
-        if !s.groupingSets.is_null() {
-            return refuse("GROUPING SETS/ROLLUP/CUBE");
-        }
-        if s.hasDistinctOn {
-            return refuse("DISTINCT ON");
-        }
-        if !s.rowMarks.is_null() {
-            return refuse("FOR UPDATE/SHARE");
-        }
+        check_computed_again(s, "a subquery expression")?;
         check_placement(s)?;
         for aggregate in aggregates_in(s.targetList as *mut pg_sys::Node).into_iter().chain(aggregates_in(s.havingQual)) {
             check_aggregate(aggregate, "a subquery expression")?;
@@ -214,6 +190,38 @@ pub unsafe fn aggregates_in(node: *mut pg_sys::Node) -> Vec<*mut pg_sys::Aggref>
     let mut found: Vec<*mut pg_sys::Aggref> = Vec::new();
     unsafe { walker(node, &mut found as *mut Vec<*mut pg_sys::Aggref> as *mut std::ffi::c_void) };
     found
+}
+
+/// Refuse in a subquery that a refresh computes again on its own (`place`: a
+/// subquery expression, an aggregating sub-select) what makes its result other than
+/// a function of the rows its WHERE lets through.
+pub unsafe fn check_computed_again(s: &pg_sys::Query, place: &str) -> IvmResult<()> {
+    let refuse = |what: &str| Err(IvmError::unsupported(format!("{what} in {place}")));
+    if !s.cteList.is_null() {
+        return refuse("WITH");
+    }
+    if !s.setOperations.is_null() {
+        return refuse("a set operation");
+    }
+    if !s.limitCount.is_null() || !s.limitOffset.is_null() {
+        return refuse("LIMIT/OFFSET");
+    }
+    if s.hasWindowFuncs {
+        return refuse("a window function");
+    }
+    if s.hasTargetSRFs {
+        return refuse("a set-returning function");
+    }
+    if !s.groupingSets.is_null() {
+        return refuse("GROUPING SETS/ROLLUP/CUBE");
+    }
+    if s.hasDistinctOn {
+        return refuse("DISTINCT ON");
+    }
+    if !s.rowMarks.is_null() {
+        return refuse("FOR UPDATE/SHARE");
+    }
+    Ok(())
 }
 
 /// An aggregate of a subquery expression or of an aggregating sub-select in FROM
