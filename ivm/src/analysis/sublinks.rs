@@ -366,27 +366,34 @@ pub unsafe fn and(parts: Vec<*mut pg_sys::Node>) -> *mut pg_sys::Node {
 /// entry 1 of the subquery (Vars of the level it is placed in reach one level up).
 pub unsafe fn exists_over(rte: *mut pg_sys::RangeTblEntry, parts: Vec<*mut pg_sys::Node>) -> *mut pg_sys::Node {
     unsafe {
+        let one = pg_sys::makeConst(pg_sys::INT4OID, -1, pg_sys::InvalidOid, 4, pg_sys::Datum::from(1i32), false, true);
+        let mut targets = PgList::<pg_sys::TargetEntry>::new();
+        targets.push(pg_sys::makeTargetEntry(one as *mut pg_sys::Expr, 1, std::ptr::null_mut(), false));
+        let mut exists = pgrx::PgBox::<pg_sys::SubLink>::alloc_node(pg_sys::NodeTag::T_SubLink);
+        exists.subLinkType = pg_sys::SubLinkType::EXISTS_SUBLINK;
+        exists.subselect = subquery_over(rte, targets.into_pg(), and(parts)) as *mut pg_sys::Node;
+        exists.location = -1;
+        exists.into_pg() as *mut pg_sys::Node
+    }
+}
+
+/// `SELECT targets FROM <rte> WHERE quals`, the relation `rte` being range-table entry 1.
+unsafe fn subquery_over(rte: *mut pg_sys::RangeTblEntry, targets: *mut pg_sys::List, quals: *mut pg_sys::Node) -> *mut pg_sys::Query {
+    unsafe {
         let mut reference = pgrx::PgBox::<pg_sys::RangeTblRef>::alloc_node(pg_sys::NodeTag::T_RangeTblRef);
         reference.rtindex = 1;
         let mut from = PgList::<pg_sys::Node>::new();
         from.push(reference.into_pg() as *mut pg_sys::Node);
         let mut rtable = PgList::<pg_sys::RangeTblEntry>::new();
         rtable.push(rte);
-        let one = pg_sys::makeConst(pg_sys::INT4OID, -1, pg_sys::InvalidOid, 4, pg_sys::Datum::from(1i32), false, true);
-        let mut targets = PgList::<pg_sys::TargetEntry>::new();
-        targets.push(pg_sys::makeTargetEntry(one as *mut pg_sys::Expr, 1, std::ptr::null_mut(), false));
         let mut sub = pgrx::PgBox::<pg_sys::Query>::alloc_node(pg_sys::NodeTag::T_Query);
         sub.commandType = pg_sys::CmdType::CMD_SELECT;
         sub.querySource = pg_sys::QuerySource::QSRC_ORIGINAL;
         sub.canSetTag = true;
         sub.rtable = rtable.into_pg();
-        sub.jointree = pg_sys::makeFromExpr(from.into_pg(), and(parts));
-        sub.targetList = targets.into_pg();
-        let mut exists = pgrx::PgBox::<pg_sys::SubLink>::alloc_node(pg_sys::NodeTag::T_SubLink);
-        exists.subLinkType = pg_sys::SubLinkType::EXISTS_SUBLINK;
-        exists.subselect = sub.into_pg() as *mut pg_sys::Node;
-        exists.location = -1;
-        exists.into_pg() as *mut pg_sys::Node
+        sub.jointree = pg_sys::makeFromExpr(from.into_pg(), quals);
+        sub.targetList = targets;
+        sub.into_pg()
     }
 }
 
@@ -408,7 +415,20 @@ pub unsafe fn alias(name: &str, columns: &[String]) -> *mut pg_sys::Alias {
 /// `EXISTS (SELECT 1 FROM keys b WHERE (b.k1 = e1 OR b.k1 IS NULL AND e1 IS NULL) ...)`.
 pub unsafe fn keep_keys_in(level: *mut pg_sys::Query, expressions: &[*mut pg_sys::Node], keys: *mut pg_sys::RangeTblEntry) {
     unsafe {
-        let mut parts = Vec::new();
+        if expressions.is_empty() {
+            // One group: whether the keys relation has a row at all.
+            let mut quals = conjuncts((*(*level).jointree).quals);
+            quals.push(exists_over(keys, Vec::new()));
+            (*(*level).jointree).quals = and(quals);
+            return;
+        }
+        // As `(e1, ..) IN (SELECT k1, .. FROM keys)` (a hashed lookup) for keys without
+        // NULLs, and a NULL-safe EXISTS only for the rows with a NULL key: one EXISTS
+        // of `k = e OR both NULL` would compare every row with every key.
+        let mut null_safe = Vec::new();
+        let mut equalities = Vec::new();
+        let mut any_null = Vec::new();
+        let mut outputs = PgList::<pg_sys::TargetEntry>::new();
         for (i, expression) in expressions.iter().enumerate() {
             let mut deeper = |node: *mut pg_sys::Node| -> Option<*mut pg_sys::Node> {
                 if !pgrx::is_a(node, pg_sys::NodeTag::T_Var) {
@@ -421,25 +441,57 @@ pub unsafe fn keep_keys_in(level: *mut pg_sys::Query, expressions: &[*mut pg_sys
             let value = mutate(*expression, &mut deeper);
             let (type_oid, typmod, collation) = (pg_sys::exprType(value), pg_sys::exprTypmod(value), pg_sys::exprCollation(value));
             let key = || pg_sys::makeVar(1, (i + 1) as i16, type_oid, typmod, collation, 0) as *mut pg_sys::Node;
-            let cache = pg_sys::lookup_type_cache(type_oid, pg_sys::TYPECACHE_EQ_OPR as i32);
-            let equal = pg_sys::make_opclause(
-                (*cache).eq_opr,
-                pg_sys::BOOLOID,
-                false,
-                key() as *mut pg_sys::Expr,
-                value as *mut pg_sys::Expr,
-                pg_sys::InvalidOid,
-                collation,
-            ) as *mut pg_sys::Node;
-            let both_null = and(vec![is_null(key()), is_null(pg_sys::copyObjectImpl(value as *const std::ffi::c_void) as _)]);
+            let equality = (*pg_sys::lookup_type_cache(type_oid, pg_sys::TYPECACHE_EQ_OPR as i32)).eq_opr;
+            let equal = |a: *mut pg_sys::Node, b: *mut pg_sys::Node| {
+                pg_sys::make_opclause(equality, pg_sys::BOOLOID, false, a as *mut pg_sys::Expr, b as *mut pg_sys::Expr, pg_sys::InvalidOid, collation)
+                    as *mut pg_sys::Node
+            };
+            let copy = |node: *mut pg_sys::Node| pg_sys::copyObjectImpl(node as *const std::ffi::c_void) as *mut pg_sys::Node;
+            let both_null = and(vec![is_null(key()), is_null(copy(value))]);
             let mut either = PgList::<pg_sys::Node>::new();
-            either.push(equal);
+            either.push(equal(key(), copy(value)));
             either.push(both_null);
-            parts.push(pg_sys::make_orclause(either.into_pg()) as *mut pg_sys::Node);
+            null_safe.push(pg_sys::make_orclause(either.into_pg()) as *mut pg_sys::Node);
+            // The IN's comparison is at this level: the value as it is, the key a Param.
+            let mut param = pgrx::PgBox::<pg_sys::Param>::alloc_node(pg_sys::NodeTag::T_Param);
+            param.paramkind = pg_sys::ParamKind::PARAM_SUBLINK;
+            param.paramid = (i + 1) as i32;
+            param.paramtype = type_oid;
+            param.paramtypmod = typmod;
+            param.paramcollid = collation;
+            param.location = -1;
+            equalities.push(equal(copy(*expression), param.into_pg() as *mut pg_sys::Node));
+            any_null.push(is_null(copy(*expression)));
+            let name = CString::new(format!("k{}", i + 1)).expect("no NUL");
+            outputs.push(pg_sys::makeTargetEntry(key() as *mut pg_sys::Expr, (i + 1) as i16, pg_sys::pstrdup(name.as_ptr()), false));
         }
+        let copy_of_keys = pg_sys::copyObjectImpl(keys as *const std::ffi::c_void) as *mut pg_sys::RangeTblEntry;
+        let mut in_keys = pgrx::PgBox::<pg_sys::SubLink>::alloc_node(pg_sys::NodeTag::T_SubLink);
+        in_keys.subLinkType = pg_sys::SubLinkType::ANY_SUBLINK;
+        in_keys.testexpr = and(equalities);
+        let mut operator = PgList::<pg_sys::Node>::new();
+        operator.push(pg_sys::makeString(pg_sys::pstrdup(c"=".as_ptr())) as *mut pg_sys::Node);
+        in_keys.operName = operator.into_pg();
+        in_keys.subselect = subquery_over(copy_of_keys, outputs.into_pg(), std::ptr::null_mut()) as *mut pg_sys::Node;
+        in_keys.location = -1;
+        let with_a_null = and(vec![or(any_null), exists_over(keys, null_safe)]);
         let mut quals = conjuncts((*(*level).jointree).quals);
-        quals.push(exists_over(keys, parts));
+        quals.push(or(vec![in_keys.into_pg() as *mut pg_sys::Node, with_a_null]));
         (*(*level).jointree).quals = and(quals);
+    }
+}
+
+/// The OR of `parts` (at least one).
+unsafe fn or(parts: Vec<*mut pg_sys::Node>) -> *mut pg_sys::Node {
+    unsafe {
+        if parts.len() == 1 {
+            return parts[0];
+        }
+        let mut list = PgList::<pg_sys::Node>::new();
+        for part in parts {
+            list.push(part);
+        }
+        pg_sys::make_orclause(list.into_pg()) as *mut pg_sys::Node
     }
 }
 

@@ -426,7 +426,10 @@ fn differential(
     };
     if shape.kind == Kind::Windowed {
         if fetched > 0 {
-            run(&statements.delete_touched_partitions())?;
+            run(&statements.delete_touched_partitions(false))?;
+            if exists(&statements.buffer_has_null_key())? {
+                run(&statements.delete_touched_partitions(true))?;
+            }
             if positions.lake_to.is_some() {
                 context.pin_snapshot(to);
             }

@@ -350,6 +350,10 @@ impl<'a> Statements<'a> {
     }
 
     fn delete_matching(&self, target: &str, pairs: &[(String, String)], condition: Option<&str>, with_nulls: bool) -> String {
+        self.delete_matching_in(&self.objects.affected, target, pairs, condition, with_nulls)
+    }
+
+    fn delete_matching_in(&self, source: &str, target: &str, pairs: &[(String, String)], condition: Option<&str>, with_nulls: bool) -> String {
         let operator = if with_nulls { "IS NOT DISTINCT FROM" } else { "=" };
         let mut conditions: Vec<String> =
             pairs.iter().map(|(target_col, state_col)| format!("t.{target_col} {operator} a.{state_col}")).collect();
@@ -357,24 +361,20 @@ impl<'a> Statements<'a> {
             conditions.push(format!("({})", pairs.iter().map(|(_, s)| format!("a.{s} IS NULL")).collect::<Vec<_>>().join(" OR ")));
         }
         conditions.extend(condition.map(str::to_string));
-        format!("DELETE FROM {target} t USING {} a WHERE {}", self.objects.affected, conditions.join(" AND "))
+        format!("DELETE FROM {target} t USING {source} a WHERE {}", conditions.join(" AND "))
     }
 
-    /// Whether the result row or query row `alias` is in a partition the buffer's
-    /// changes touch (a windowed query, see `analysis::windows`).
-    fn in_touched_partition(&self, alias: &str) -> String {
-        let conditions = self
-            .keyed_result_columns()
-            .into_iter()
-            .map(|(output, key)| format!("{alias}.{output} IS NOT DISTINCT FROM b.{key}"))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        format!("EXISTS (SELECT 1 FROM {} b WHERE {conditions})", self.objects.buffer)
+    /// Remove the result rows of the partitions the changes touch: by equality (a
+    /// hash or index join), then (`with_nulls`) NULL-safely for partitions with a
+    /// NULL key.
+    pub fn delete_touched_partitions(&self, with_nulls: bool) -> String {
+        self.delete_matching_in(&self.objects.buffer, &self.objects.result, &self.keyed_result_columns(), None, with_nulls)
     }
 
-    /// Remove the result rows of the partitions the changes touch.
-    pub fn delete_touched_partitions(&self) -> String {
-        format!("DELETE FROM {} t WHERE {}", self.objects.result, self.in_touched_partition("t"))
+    /// Does any change name a partition with a NULL key?
+    pub fn buffer_has_null_key(&self) -> String {
+        let any_null = self.key_columns().iter().map(|k| format!("{k} IS NULL")).collect::<Vec<_>>().join(" OR ");
+        format!("SELECT EXISTS (SELECT 1 FROM {} WHERE {any_null})", self.objects.buffer)
     }
 
     /// The query's rows of the partitions the changes touch, the windows computed for
