@@ -37,7 +37,7 @@
 use super::parse::Source;
 use super::outer_joins;
 use super::parse::analyze;
-use super::sublinks::{alias, and, boolean_test, change_filter, conjuncts, keep_keys_in, split_at_sublink, sublinks_in};
+use super::sublinks::{Planner, alias, and, boolean_test, change_filter, conjuncts, keep_keys_in, split_at_sublink, sublinks_in};
 use crate::error::IvmResult;
 use crate::sql::ident;
 use pgrx::{PgList, pg_sys};
@@ -140,7 +140,7 @@ impl Derived {
                     .map(|t| CStr::from_ptr((*t).resname).to_string_lossy().into_owned())
                     .collect();
                 (*rte).eref = alias("t", &names);
-                keep_keys_in(query, &self.keys, rte);
+                keep_keys_in(query, &self.keys, rte, Planner::DuckDb);
                 Ok(querydef(query))
             };
             let now = restricted(pg_sys::copyObjectImpl(self.query as *const std::ffi::c_void) as *mut pg_sys::Query)?;

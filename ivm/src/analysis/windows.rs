@@ -9,7 +9,7 @@
 //! window of the query must share the partition columns P (each may partition
 //! further), and P must be result columns, by which the result rows are found.
 
-use super::sublinks::{alias, keep_keys_in};
+use super::sublinks::{Planner, alias, keep_keys_in};
 use super::tree::equal;
 use crate::error::{IvmError, IvmResult};
 use pgrx::{PgList, pg_sys};
@@ -58,7 +58,7 @@ impl Partitions {
             (*rte).rellockmode = pg_sys::AccessShareLock as i32;
             (*rte).inFromCl = true;
             (*rte).eref = alias("b", buffer_columns);
-            keep_keys_in(level, &self.expressions, rte);
+            keep_keys_in(level, &self.expressions, rte, Planner::Postgres);
             CStr::from_ptr(pg_sys::pg_get_querydef(query, false)).to_string_lossy().into_owned()
         }
     }
