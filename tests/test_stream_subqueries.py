@@ -42,6 +42,9 @@ SHAPES = {
     "subselect": "SELECT s.region, count(*) AS n, sum(s.tier) AS tiers FROM (SELECT c.region, c.tier "
                  "FROM lake.customers c WHERE c.tier > (SELECT avg(tier) FROM lake.customers) "
                  "AND NOT EXISTS (SELECT 1 FROM lake.orders o WHERE o.customer = c.id)) s GROUP BY s.region",
+    # LIMIT 1 in EXISTS asks what EXISTS asks
+    "exists_limit": "SELECT c.id FROM lake.customers c "
+                    "WHERE EXISTS (SELECT 1 FROM lake.orders o WHERE o.customer = c.id AND o.amount > 3 LIMIT 1)",
     "or_exists": "SELECT c.id FROM lake.customers c WHERE c.tier = 3 "
                  "OR EXISTS (SELECT 1 FROM lake.regions r WHERE r.name = c.region AND r.zone = 'cold')",
     # the sub-select's ORDER BY adds a hidden output after its visible ones
@@ -87,6 +90,8 @@ def test_random_changes_keep_subquery_expressions_exact(lake, seed):
      "ARRAY(subquery)"),
     ("SELECT c.id FROM lake.customers c WHERE c.id IN (SELECT customer FROM lake.orders ORDER BY id LIMIT 3)",
      "LIMIT/OFFSET in a subquery expression"),
+    ("SELECT c.id FROM lake.customers c WHERE EXISTS (SELECT 1 FROM lake.orders o WHERE o.customer = c.id "
+     "OFFSET 1 LIMIT 1)", "LIMIT/OFFSET in a subquery expression"),
     ("SELECT c.id FROM lake.customers c WHERE EXISTS (SELECT 1 FROM (SELECT customer FROM lake.orders) s "
      "WHERE s.customer = c.id)",
      "a subquery in FROM inside a subquery expression"),

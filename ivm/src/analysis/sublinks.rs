@@ -164,7 +164,14 @@ pub unsafe fn check_sublink(sublink: *mut pg_sys::SubLink) -> IvmResult<()> {
             return Err(IvmError::unsupported("a subquery expression compared with another"));
         }
         let s = &*((*sublink).subselect as *mut pg_sys::Query);
-        check_computed_again(s, "a subquery expression")?;
+        if (*sublink).subLinkType == pg_sys::SubLinkType::EXISTS_SUBLINK && limits_to_some_rows(s) {
+            // EXISTS (... LIMIT 1) asks what EXISTS asks: whether there is a row.
+            let mut unlimited = *s;
+            unlimited.limitCount = std::ptr::null_mut();
+            check_computed_again(&unlimited, "a subquery expression")?;
+        } else {
+            check_computed_again(s, "a subquery expression")?;
+        }
         check_placement(s)?;
         for aggregate in aggregates_in(s.targetList as *mut pg_sys::Node).into_iter().chain(aggregates_in(s.havingQual)) {
             check_aggregate(aggregate, "a subquery expression")?;
@@ -190,6 +197,22 @@ pub unsafe fn aggregates_in(node: *mut pg_sys::Node) -> Vec<*mut pg_sys::Aggref>
     let mut found: Vec<*mut pg_sys::Aggref> = Vec::new();
     unsafe { walker(node, &mut found as *mut Vec<*mut pg_sys::Aggref> as *mut std::ffi::c_void) };
     found
+}
+
+/// Whether `s` ends in `LIMIT n` for a constant n > 0, without OFFSET.
+unsafe fn limits_to_some_rows(s: &pg_sys::Query) -> bool {
+    unsafe {
+        if s.limitCount.is_null() || !s.limitOffset.is_null() || s.limitOption == pg_sys::LimitOption::LIMIT_OPTION_WITH_TIES {
+            return false;
+        }
+        // `LIMIT 1` is int8(1) as analyzed: folded, a constant.
+        let count = pg_sys::eval_const_expressions(std::ptr::null_mut(), pg_sys::copyObjectImpl(s.limitCount as *const std::ffi::c_void) as _);
+        if !pgrx::is_a(count, pg_sys::NodeTag::T_Const) {
+            return false;
+        }
+        let constant = count as *mut pg_sys::Const;
+        !(*constant).constisnull && (*constant).consttype == pg_sys::INT8OID && (*constant).constvalue.value() as i64 > 0
+    }
 }
 
 /// Refuse in a subquery that a refresh computes again on its own (`place`: a
