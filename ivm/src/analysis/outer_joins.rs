@@ -19,6 +19,7 @@
 //! and the padding changes of the other side's rows, as above. Both sides must be
 //! one table.
 
+use super::tree::rt_fetch;
 use pgrx::{PgList, pg_sys};
 
 /// The JoinExpr with range-table index `rtindex` in the FROM items of `query`.
@@ -43,8 +44,7 @@ pub unsafe fn join_expr(query: *mut pg_sys::Query, rtindex: i32) -> *mut pg_sys:
 unsafe fn set_join_type(query: *mut pg_sys::Query, rtindex: i32, jointype: pg_sys::JoinType::Type) {
     unsafe {
         (*join_expr(query, rtindex)).jointype = jointype;
-        let rte = PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable).get_ptr(rtindex as usize - 1).expect("the join's entry");
-        (*rte).jointype = jointype;
+        (*rt_fetch(query, rtindex)).jointype = jointype;
     }
 }
 
@@ -98,7 +98,7 @@ pub unsafe fn has_match(
     extra: Vec<*mut pg_sys::Node>,
 ) -> *mut pg_sys::Node {
     unsafe {
-        let original = PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable).get_ptr(nullable as usize - 1).expect("the table's entry");
+        let original = rt_fetch(query, nullable);
         let rte = pg_sys::copyObjectImpl(original as *const std::ffi::c_void) as *mut pg_sys::RangeTblEntry;
         (*rte).relid = relid;
         #[cfg(not(feature = "pg15"))]

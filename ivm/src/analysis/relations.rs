@@ -222,11 +222,10 @@ unsafe fn derived_of(sub: *mut pg_sys::Query, names: Vec<String>, depth: usize) 
                 crate::sql::relation_name(postgres.source.relid())
             )));
         }
-        let width = targets.iter_ptr().filter(|t| !(**t).resjunk).count();
-        if names.len() != width {
+        if names.len() != targets.iter_ptr().filter(|t| !(**t).resjunk).count() {
             return Err(IvmError::unsupported("this aggregating sub-select"));
         }
-        Ok(Derived::new(sub, Rows::new(sub, occurrences, columns), keys, width, names))
+        Ok(Derived::new(sub, Rows::new(sub, occurrences, columns), keys, names))
     }
 }
 

@@ -37,6 +37,7 @@
 use super::parse::Source;
 use super::outer_joins;
 use super::parse::analyze;
+use super::tree::rt_fetch;
 use super::sublinks::{Planner, alias, and, boolean_test, change_filter, conjuncts, keep_keys_in, split_at_sublink, sublinks_in};
 use crate::error::IvmResult;
 use crate::sql::ident;
@@ -90,16 +91,14 @@ pub struct Derived {
     rows: Rows,
     /// Its grouping keys over its FROM (empty: one group).
     keys: Vec<*mut pg_sys::Node>,
-    /// The number of its result columns.
-    width: usize,
-    /// The names the query reads its columns by (its alias's), which its changes
-    /// keep: ruleutils prints them only where they differ from the real ones.
+    /// The names the query reads its result columns by (its alias's), which its
+    /// changes keep: ruleutils prints them only where they differ from the real ones.
     names: Vec<String>,
 }
 
 impl Derived {
-    pub fn new(query: *mut pg_sys::Query, rows: Rows, keys: Vec<*mut pg_sys::Node>, width: usize, names: Vec<String>) -> Derived {
-        Derived { query, rows, keys, width, names }
+    pub fn new(query: *mut pg_sys::Query, rows: Rows, keys: Vec<*mut pg_sys::Node>, names: Vec<String>) -> Derived {
+        Derived { query, rows, keys, names }
     }
 
     pub fn occurrences(&self) -> impl Iterator<Item = &Occurrence> {
@@ -129,8 +128,9 @@ impl Derived {
     unsafe fn changes(&self, feeds: &[Feed], to: i64) -> IvmResult<*mut pg_sys::Query> {
         unsafe {
             let touched = self.rows.delta_sql(feeds, to)?.unwrap_or_else(|| "SELECT 1 WHERE false".into());
+            let touched = analyze(&touched)?;
             let restricted = |query: *mut pg_sys::Query| -> IvmResult<String> {
-                let touched = analyze(&touched)?;
+                let touched = pg_sys::copyObjectImpl(touched as *const std::ffi::c_void) as *mut pg_sys::Query;
                 let rte = pgrx::PgBox::<pg_sys::RangeTblEntry>::alloc_node(pg_sys::NodeTag::T_RangeTblEntry).into_pg();
                 (*rte).rtekind = pg_sys::RTEKind::RTE_SUBQUERY;
                 (*rte).subquery = touched;
@@ -378,7 +378,7 @@ unsafe fn with_changes(query: *mut pg_sys::Query, members: &[&(&Occurrence, &Fee
             let level = *levels.last().expect("a level");
             // A derived relation's changes are a query with its columns and change_type.
             let derived_changes = match &occurrence.derived {
-                Some(derived) => Some((derived.changes(feeds, to)?, derived.width)),
+                Some(derived) => Some((derived.changes(feeds, to)?, derived.names.len())),
                 None => None,
             };
             let changes = |q: *mut pg_sys::Query, rtindex: i32| -> Vec<*mut pg_sys::Node> {
@@ -567,15 +567,6 @@ unsafe fn sublink_entry(quals: *mut pg_sys::Node, path: &[usize], rtindex: i32) 
             quals = (*(*sub).jointree).quals;
         }
         rt_fetch(sub, rtindex)
-    }
-}
-
-/// Range-table entry `index` of `query`.
-unsafe fn rt_fetch(query: *mut pg_sys::Query, index: i32) -> *mut pg_sys::RangeTblEntry {
-    unsafe {
-        PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable)
-            .get_ptr(index as usize - 1)
-            .expect("an entry of the range table")
     }
 }
 

@@ -32,7 +32,7 @@
 use crate::error::{IvmError, IvmResult};
 use pgrx::{PgList, pg_sys};
 use std::ffi::CString;
-use super::tree::mutate;
+use super::tree::{mutate, one_level_down};
 
 /// The subquery expressions of `node` at its own query level, in the order a tree
 /// walk meets them (not those inside another's subquery or comparison).
@@ -338,12 +338,8 @@ pub unsafe fn change_filter(
 unsafe fn comparison_per_row(testexpr: *mut pg_sys::Node, sub: *mut pg_sys::Query) -> *mut pg_sys::Node {
     unsafe {
         let outputs = PgList::<pg_sys::TargetEntry>::from_pg((*sub).targetList);
-        let mut deeper = |node: *mut pg_sys::Node| -> Option<*mut pg_sys::Node> {
-            if pgrx::is_a(node, pg_sys::NodeTag::T_Var) {
-                let var = pg_sys::copyObjectImpl(node as *const std::ffi::c_void) as *mut pg_sys::Var;
-                (*var).varlevelsup += 1;
-                return Some(var as *mut pg_sys::Node);
-            }
+        // The outputs replace the Params after the move: they are at the subquery's level.
+        let mut output_of = |node: *mut pg_sys::Node| -> Option<*mut pg_sys::Node> {
             if pgrx::is_a(node, pg_sys::NodeTag::T_Param) {
                 let param = node as *mut pg_sys::Param;
                 if (*param).paramkind == pg_sys::ParamKind::PARAM_SUBLINK {
@@ -353,7 +349,7 @@ unsafe fn comparison_per_row(testexpr: *mut pg_sys::Node, sub: *mut pg_sys::Quer
             }
             None
         };
-        super::tree::mutate(testexpr, &mut deeper)
+        mutate(one_level_down(testexpr), &mut output_of)
     }
 }
 
@@ -452,15 +448,7 @@ pub unsafe fn keep_keys_in(level: *mut pg_sys::Query, expressions: &[*mut pg_sys
         let mut any_null = Vec::new();
         let mut outputs = PgList::<pg_sys::TargetEntry>::new();
         for (i, expression) in expressions.iter().enumerate() {
-            let mut deeper = |node: *mut pg_sys::Node| -> Option<*mut pg_sys::Node> {
-                if !pgrx::is_a(node, pg_sys::NodeTag::T_Var) {
-                    return None;
-                }
-                let var = pg_sys::copyObjectImpl(node as *const std::ffi::c_void) as *mut pg_sys::Var;
-                (*var).varlevelsup += 1;
-                Some(var as *mut pg_sys::Node)
-            };
-            let value = mutate(*expression, &mut deeper);
+            let value = one_level_down(*expression);
             let (type_oid, typmod, collation) = (pg_sys::exprType(value), pg_sys::exprTypmod(value), pg_sys::exprCollation(value));
             let key = || pg_sys::makeVar(1, (i + 1) as i16, type_oid, typmod, collation, 0) as *mut pg_sys::Node;
             let equality = (*pg_sys::lookup_type_cache(type_oid, pg_sys::TYPECACHE_EQ_OPR as i32)).eq_opr;

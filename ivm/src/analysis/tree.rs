@@ -102,3 +102,28 @@ pub unsafe fn int4_one() -> *mut pg_sys::Node {
             as *mut pg_sys::Node
     }
 }
+
+/// Range-table entry `index` of `query`.
+pub unsafe fn rt_fetch(query: *mut pg_sys::Query, index: i32) -> *mut pg_sys::RangeTblEntry {
+    unsafe {
+        PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable)
+            .get_ptr(index as usize - 1)
+            .expect("an entry of the range table")
+    }
+}
+
+/// `node` moved one query level down (into a subquery of its level): every Var
+/// reaches one level further up.
+pub fn one_level_down(node: *mut pg_sys::Node) -> *mut pg_sys::Node {
+    mutate(node, &mut |node| {
+        // SAFETY: reads the tag of, and copies, a node of the tree being rebuilt.
+        unsafe {
+            if !pgrx::is_a(node, pg_sys::NodeTag::T_Var) {
+                return None;
+            }
+            let var = pg_sys::copyObjectImpl(node as *const std::ffi::c_void) as *mut pg_sys::Var;
+            (*var).varlevelsup += 1;
+            Some(var as *mut pg_sys::Node)
+        }
+    })
+}

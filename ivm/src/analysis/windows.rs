@@ -10,7 +10,7 @@
 //! further), and P must be result columns, by which the result rows are found.
 
 use super::sublinks::{Planner, alias, keep_keys_in};
-use super::tree::equal;
+use super::tree::{equal, rt_fetch};
 use crate::error::{IvmError, IvmResult};
 use pgrx::{PgList, pg_sys};
 use std::ffi::CStr;
@@ -46,10 +46,7 @@ impl Partitions {
             let query = pg_sys::copyObjectImpl(self.query as *const std::ffi::c_void) as *mut pg_sys::Query;
             let level = match self.level {
                 None => query,
-                Some(index) => {
-                    let rte = PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable).get_ptr(index as usize - 1).expect("the sub-select");
-                    (*rte).subquery
-                }
+                Some(index) => (*rt_fetch(query, index)).subquery,
             };
             let rte = pgrx::PgBox::<pg_sys::RangeTblEntry>::alloc_node(pg_sys::NodeTag::T_RangeTblEntry).into_pg();
             (*rte).rtekind = pg_sys::RTEKind::RTE_RELATION;
@@ -120,8 +117,7 @@ pub unsafe fn windowed_below(query: *mut pg_sys::Query, rtindex: i32) -> IvmResu
         if q.hasSubLinks {
             return Err(IvmError::unsupported("a subquery expression over a sub-select with window functions"));
         }
-        let rte = PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable).get_ptr(rtindex as usize - 1).expect("the sub-select");
-        let sub = (*rte).subquery;
+        let sub = (*rt_fetch(query, rtindex)).subquery;
         let s = &*sub;
         check_windowed_level(s)?;
         let inner_visible = visible_targets(s);

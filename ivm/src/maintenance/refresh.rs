@@ -424,17 +424,22 @@ fn differential(
             return Err(super::context::to_ivm_error(&error));
         }
     };
+    // Statements that read the sources read them at the snapshot the refresh goes to.
+    let read_sources = |sql: &str| -> IvmResult<u64> {
+        if positions.lake_to.is_some() {
+            context.pin_snapshot(to);
+        }
+        let processed = read.run(sql)?;
+        context.unpin_snapshot();
+        Ok(processed)
+    };
     if shape.kind == Kind::Windowed {
         if fetched > 0 {
             run(&statements.delete_touched_partitions(false))?;
             if exists(&statements.buffer_has_null_key())? {
                 run(&statements.delete_touched_partitions(true))?;
             }
-            if positions.lake_to.is_some() {
-                context.pin_snapshot(to);
-            }
-            read.run(&statements.insert_touched_partitions()?)?;
-            context.unpin_snapshot();
+            read_sources(&statements.insert_touched_partitions()?)?;
         }
         return Ok(Applied::Changes(fetched as i64));
     }
@@ -445,22 +450,14 @@ fn differential(
     run(&format!("DELETE FROM {}", objects.affected))?;
     run(&statements.apply_delta())?;
     if exists(&statements.needs_rescan())? {
-        if positions.lake_to.is_some() {
-            context.pin_snapshot(to);
-        }
-        read.run(&statements.rescan())?;
-        context.unpin_snapshot();
+        read_sources(&statements.rescan())?;
     }
     let with_nulls = shape.kind != Kind::Scalar && exists(&statements.affected_has_null_key())?;
     if shape.reprojects_all() {
         // A changed group can move any other into or out of the first rows; a changed
         // subquery in HAVING, any group in or out of the result.
         run(&statements.delete_all_results())?;
-        if positions.lake_to.is_some() {
-            context.pin_snapshot(to);
-        }
-        read.run(&statements.insert_all_results())?;
-        context.unpin_snapshot();
+        read_sources(&statements.insert_all_results())?;
     } else {
         run(&statements.delete_affected_results(false))?;
         if with_nulls {
