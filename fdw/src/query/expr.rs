@@ -30,7 +30,7 @@ use pgrx::pg_sys::{self, Node, NodeTag, Oid};
 use crate::pg_nodes::{const_int, list_nodes};
 use crate::query::numeric::{self, common_type};
 use crate::query::translate::Translator;
-use crate::query::typed::{Ty, Typed, groupable, typed};
+use crate::query::typed::{Narrow, Ty, Typed, groupable, typed};
 use crate::scan::deparse::{
     Deparser, builtin_operator_name, collation_is_c, collation_is_deterministic, comparable, is_integer, is_pushable_type, is_text,
     literal, output_text, param_duck_type,
@@ -113,7 +113,7 @@ impl Translator {
                         format!("(CASE{whens} END)")
                     })?;
                     let sql = format!("COALESCE({})", items.iter().map(|t| t.sql.as_str()).collect::<Vec<_>>().join(", "));
-                    Some(Typed { sql, ty, scale })
+                    Some(Typed { sql, ty, scale, narrow: None })
                 }
                 // NULLIF(a, b): NULL where a = b is true, else a (also where it is NULL),
                 // with the equality pushed under the rules of `=` below.
@@ -126,7 +126,7 @@ impl Translator {
                     }
                     let equal = self.op_expr(op)?;
                     let value = self.expr(*first)?;
-                    Some(Typed { sql: format!("(CASE WHEN {} THEN NULL ELSE {} END)", equal.sql, value.sql), ..value })
+                    Some(Typed { sql: format!("(CASE WHEN {} THEN NULL ELSE {} END)", equal.sql, value.sql), narrow: None, ..value })
                 }
                 NodeTag::T_FuncExpr => self.func_expr(node as *mut pg_sys::FuncExpr),
                 NodeTag::T_Aggref => self.aggregate(node as *mut pg_sys::Aggref),
@@ -160,7 +160,7 @@ impl Translator {
                 if width > 38 {
                     return None;
                 }
-                return typed(format!("CAST('{text}' AS DECIMAL({width},{scale}))"), Ty::decimal(width, scale));
+                return Some(Typed::new(format!("CAST('{text}' AS DECIMAL({width},{scale}))"), Ty::decimal(width, scale)).plain());
             }
             if (*c).constisnull {
                 let duck = crate::types::kind::Kind::of(oid, -1).duck_type();
@@ -170,7 +170,7 @@ impl Translator {
             if sql.contains(crate::query::model::SLOT_OPEN) || sql.contains(crate::query::model::SLOT_CLOSE) {
                 return None;
             }
-            typed(sql, Ty::of(oid))
+            Some(Typed::new(sql, Ty::of(oid)).plain())
         }
     }
 
@@ -238,7 +238,7 @@ impl Translator {
                         return typed(format!("CAST((- {}) AS {})", arg.sql, param_duck_type(result)?), Ty::of(result));
                     }
                     (arg.ty.decimal.is_some() && result == pg_sys::NUMERICOID)
-                        .then(|| Typed { sql: format!("(- {})", arg.sql), ..arg })
+                        .then(|| Typed { sql: format!("(- {})", arg.sql), narrow: arg.narrow.as_ref().map(|n| n.map(|s| format!("(- {s})"), |d| format!("(- {d})"))), ..arg })
                 }
                 _ => None,
             }
@@ -270,23 +270,41 @@ impl Translator {
             // mul_var); a quotient's is numeric_div's (see `numeric`).
             let varying = left.ty.varying || right.ty.varying;
             let scales = left.display_scale().zip(right.display_scale());
-            let result = |sql: String, ty: Ty, scale: Option<String>| {
-                Some(if varying { Typed::varying(sql, ty, scale) } else { Typed::new(sql, ty) })
+            let result = |sql: String, ty: Ty, scale: Option<String>, narrow: Option<Narrow>| {
+                let value = if varying { Typed::varying(sql, ty, scale) } else { Typed::new(sql, ty) };
+                Some(Typed { narrow, ..value })
+            };
+            // DuckDB keeps `+ - *` of two 64-bit decimals in 64 bits, raising where the
+            // value passes 18 digits (Postgres has no such limit): a result that could
+            // get there is computed in 128 bits, with its 64-bit form kept as `narrow`
+            // for sums, which use it wherever it does not overflow.
+            let narrow = |op: &str, scale: u32, width: u32| match (&left.narrow, &right.narrow) {
+                (Some(l), Some(r)) if scale < 18 => Some(l.combine(op, r, scale, width > 18)),
+                _ => None,
+            };
+            let widened = |width: u32| {
+                if width > 18 && w1 <= 18 { format!("CAST({} AS DECIMAL(38,{s1}))", left.sql) } else { left.sql.clone() }
             };
             return match op {
-                "+" | "-" => result(
-                    format!("({} {op} {})", left.sql, right.sql),
-                    Ty::decimal((w1 - s1).max(w2 - s2) + s1.max(s2) + 1, s1.max(s2)),
-                    scales.map(|(l, r)| format!("greatest({l}, {r})")),
-                ),
+                "+" | "-" => {
+                    let width = (w1 - s1).max(w2 - s2) + s1.max(s2) + 1;
+                    result(
+                        format!("({} {op} {})", widened(width), right.sql),
+                        Ty::decimal(width, s1.max(s2)),
+                        scales.map(|(l, r)| format!("greatest({l}, {r})")),
+                        narrow(op, s1.max(s2), width),
+                    )
+                }
                 "*" => {
                     if s1 + s2 > 38 {
                         return None;
                     }
-                    // DuckDB keeps a product of two 64-bit decimals in 64 bits (and
-                    // raises past 18 digits); widen one side when it could get there.
-                    let l = if w1 + w2 > 18 { format!("CAST({} AS DECIMAL(38,{s1}))", left.sql) } else { left.sql };
-                    result(format!("({l} * {})", right.sql), Ty::decimal(w1 + w2, s1 + s2), scales.map(|(l, r)| format!("({l} + {r})")))
+                    result(
+                        format!("({} * {})", widened(w1 + w2), right.sql),
+                        Ty::decimal(w1 + w2, s1 + s2),
+                        scales.map(|(l, r)| format!("({l} + {r})")),
+                        narrow("*", s1 + s2, w1 + w2),
+                    )
                 }
                 // Any nonzero divisor is at least 10^-s2 in magnitude.
                 "/" => numeric::quotient(&left, &right, numeric::integer_digits(left.ty)? + s2),
@@ -358,7 +376,7 @@ impl Translator {
                 };
                 let (ty, scale) = common_type(&mut branches, case_of)?;
                 let values: Vec<String> = branches.into_iter().map(|b| b.sql).collect();
-                Some(Typed { sql: case_of(&values), ty, scale })
+                Some(Typed { sql: case_of(&values), ty, scale, narrow: None })
             })();
             self.case_value.pop();
             result
@@ -389,7 +407,8 @@ impl Translator {
                         pg_sys::INT8OID => 19,
                         _ => return None,
                     };
-                    typed(format!("CAST({} AS DECIMAL({width},0))", a.sql), Ty::decimal(width, 0))
+                    let narrow = a.narrow.filter(|_| width <= 18).map(|n| n.map(|s| format!("CAST({s} AS DECIMAL({width},0))"), str::to_owned));
+                    Some(Typed { narrow, ..Typed::new(format!("CAST({} AS DECIMAL({width},0))", a.sql), Ty::decimal(width, 0)) })
                 }
                 ("extract" | "date_part", [field, source]) if name == "extract" => {
                     let field = const_text(*field)?.to_ascii_lowercase();
@@ -432,7 +451,7 @@ impl Translator {
                         Some(duck) if is_integer(result) => format!("CAST(abs({}) AS {duck})", a.sql),
                         _ => format!("abs({})", a.sql),
                     };
-                    Some(Typed { sql, ..a })
+                    Some(Typed { sql, narrow: None, ..a })
                 }
                 // Searching and replacing text compares characters exactly in both, as a
                 // deterministic collation does (Postgres refuses the others); an empty
@@ -549,6 +568,11 @@ impl Translator {
             }
             let d = if distinct { "DISTINCT " } else { "" };
             let call = |f: &str| format!("{f}({d}{}){filter}{over}", arg.sql);
+            // A widened numeric sums its 64-bit values where they do not overflow.
+            let sum_call = || match (&arg.narrow, distinct, over.is_empty()) {
+                (Some(narrow), false, true) if !narrow.guards.is_empty() => numeric::sum_of_widened(narrow, &arg.sql, &filter),
+                _ => call("sum"),
+            };
             // Over a window with ORDER BY, Postgres adds floats in the frame's row order,
             // DuckDB in its own: the last bits could differ.
             if !over.is_empty() && matches!(arg.ty.oid, pg_sys::FLOAT4OID | pg_sys::FLOAT8OID) {
@@ -561,7 +585,7 @@ impl Translator {
                     pg_sys::INT8OID => typed(format!("CAST({} AS DECIMAL(38,0))", call("sum")), Ty::decimal(38, 0)),
                     pg_sys::NUMERICOID if !arg.ty.varying => {
                         let (_, s) = arg.ty.decimal?;
-                        typed(format!("CAST({} AS DECIMAL(38,{s}))", call("sum")), Ty::decimal(38, s))
+                        typed(format!("CAST({} AS DECIMAL(38,{s}))", sum_call()), Ty::decimal(38, s))
                     }
                     // A sum's display scale is the largest of its terms' (add_var); DISTINCT
                     // would keep one of several equal values of different scales.
@@ -572,7 +596,7 @@ impl Translator {
                             .scale
                             .as_ref()
                             .map(|scale| format!("max(CASE WHEN ({}) IS NOT NULL THEN {scale} END){filter}{over}", arg.sql));
-                        Some(Typed::varying(format!("CAST({} AS DECIMAL(38,{s}))", call("sum")), Ty::decimal(38, s), scale))
+                        Some(Typed::varying(format!("CAST({} AS DECIMAL(38,{s}))", sum_call()), Ty::decimal(38, s), scale))
                     }
                     pg_sys::FLOAT8OID => typed(call("sum"), Ty::of(pg_sys::FLOAT8OID)),
                     _ => None,
@@ -648,14 +672,14 @@ impl Translator {
                     if value.ty.varying {
                         return None;
                     }
-                    Some(Typed { sql: format!("{name}({}{offset}){over}", value.sql), ..value })
+                    Some(Typed { sql: format!("{name}({}{offset}){over}", value.sql), narrow: None, ..value })
                 }
                 ("first_value" | "last_value", [value]) => {
                     let value = self.expr(*value)?;
                     if value.ty.varying {
                         return None;
                     }
-                    Some(Typed { sql: format!("{name}({}){over}", value.sql), ..value })
+                    Some(Typed { sql: format!("{name}({}){over}", value.sql), narrow: None, ..value })
                 }
                 _ => None,
             }

@@ -529,14 +529,14 @@ impl Translator {
                     let ty = Ty::column((*var).vartype, (*var).vartypmod)?;
                     let column = format!("{}.{}", sql::ident(alias), sql::ident(&lake_name));
                     let expr = comparable_expression_of(&column, (*var).vartype, (*var).vartypmod)?;
-                    Some(Typed::new(expr, ty))
+                    Some(Typed::new(expr, ty).plain())
                 }
                 Relation::Derived { alias, types } => {
                     let ty = (*types.get(attno as usize - 1)?)?;
                     if alias.is_empty() {
                         return None;
                     }
-                    Some(Typed::new(format!("{}.{}", sql::ident(alias), sql::ident(&format!("c{attno}"))), ty))
+                    Some(Typed::new(format!("{}.{}", sql::ident(alias), sql::ident(&format!("c{attno}"))), ty).plain())
                 }
                 Relation::Join { rte } => {
                     let alias_var = *list_nodes((**rte).joinaliasvars).get(attno as usize - 1)?;

@@ -13,16 +13,21 @@ pub struct Typed {
     /// For a numeric of varying display scale (`Ty::varying`): DuckDB SQL giving each
     /// value's Postgres display scale, when it is known (see `numeric`).
     pub scale: Option<String>,
+    /// This value in DuckDB's 64-bit arithmetic, for numerics and integers built from
+    /// columns and constants by casts, `+ - *` and negation alone. It differs from
+    /// `sql` where that computes in 128 bits because the value could pass 18 digits.
+    /// Any other construct over this value leaves it unset.
+    pub narrow: Option<Narrow>,
 }
 
 impl Typed {
     pub fn new(sql: String, ty: Ty) -> Typed {
-        Typed { sql, ty, scale: None }
+        Typed { sql, ty, scale: None, narrow: None }
     }
 
     /// A numeric whose display scale varies from value to value, given by `scale`.
     pub fn varying(sql: String, ty: Ty, scale: Option<String>) -> Typed {
-        Typed { sql, ty: Ty { varying: true, ..ty }, scale }
+        Typed { sql, ty: Ty { varying: true, ..ty }, scale, narrow: None }
     }
 
     /// DuckDB SQL for Postgres' display scale of each value: integers have none, a
@@ -36,6 +41,45 @@ impl Typed {
             (true, Some(_)) => self.scale.clone(),
             _ => None,
         }
+    }
+
+    /// A column or a constant: its SQL is its own 64-bit form when it is an integer or
+    /// a numeric of at most 18 digits.
+    pub fn plain(self) -> Typed {
+        let fits = is_integer(self.ty.oid) || matches!(self.ty.decimal, Some((width, _)) if width <= 18);
+        let narrow = fits.then(|| Narrow { sql: self.sql.clone(), double: format!("CAST({} AS DOUBLE)", self.sql), guards: Vec::new() });
+        Typed { narrow, ..self }
+    }
+}
+
+/// A value in DuckDB's 64-bit DECIMAL arithmetic, which raises where a result passes
+/// 18 digits (see `numeric::sum_of_widened`).
+#[derive(Clone, Debug)]
+pub struct Narrow {
+    pub sql: String,
+    /// The same value in DOUBLE, to bound it cheaply.
+    pub double: String,
+    /// Conditions under which `sql` does not overflow: one per operation whose result
+    /// could pass 18 digits. They cannot raise themselves.
+    pub guards: Vec<String>,
+}
+
+impl Narrow {
+    /// `self op other`, a result of `scale` decimals that may pass 18 digits when
+    /// `may_overflow`. Its guard asks for half the 64-bit range: a DOUBLE is within
+    /// 10^-15 of the value relative to the operands' magnitudes, far inside that margin.
+    pub fn combine(&self, op: &str, other: &Narrow, scale: u32, may_overflow: bool) -> Narrow {
+        let double = format!("({} {op} {})", self.double, other.double);
+        let mut guards = [self.guards.clone(), other.guards.clone()].concat();
+        if may_overflow {
+            guards.push(format!("abs({double}) < 5e{}", 17 - scale as i32));
+        }
+        Narrow { sql: format!("({} {op} {})", self.sql, other.sql), double, guards }
+    }
+
+    /// The same value, `sql` and `double` applied to this one's.
+    pub fn map(&self, sql: impl FnOnce(&str) -> String, double: impl FnOnce(&str) -> String) -> Narrow {
+        Narrow { sql: sql(&self.sql), double: double(&self.double), guards: self.guards.clone() }
     }
 }
 
