@@ -174,6 +174,21 @@ def test_numeric_scales_and_division_match_postgres_pushed(edge, session, query)
     assert rows_in(session, "lake", query) == rows_in(session, "heap", query)
 
 
+def test_division_on_top_is_postgres_numeric_div(edge, session):
+    """avg and numeric division at the top of a query run as Postgres' numeric_div over
+    DuckDB's sums and counts, unless the query sorts by them (DuckDB sorts)."""
+    session.conn.execute("SET search_path = lake")
+    query = "SELECT k, avg(d)::text, (sum(d) / count(*))::text FROM edge GROUP BY k ORDER BY k"
+    plan = plan_of(session, query)
+    assert "DuckLake Query" in plan and "numeric_div(" in plan and "(NULL::numeric) / (NULL::numeric)" in plan, plan
+    assert rows_in(session, "lake", query) == rows_in(session, "heap", query)
+    sorted_by_avg = "SELECT k, avg(d) FROM edge GROUP BY k ORDER BY 2 NULLS FIRST, 1 LIMIT 3"
+    session.conn.execute("SET search_path = lake")
+    plan = plan_of(session, sorted_by_avg)
+    assert "DuckLake Query" in plan and "numeric_div(" not in plan and "Sort" not in plan.split("\n")[0], plan
+    assert rows_in(session, "lake", sorted_by_avg) == rows_in(session, "heap", sorted_by_avg)
+
+
 WIDE = """
 CREATE TABLE analytics.main.wide AS SELECT * FROM (VALUES
   (1, CAST(9999999999999999.99 AS DECIMAL(18,2)), CAST(9999999999999.99 AS DECIMAL(15,2)), 999999999999999999::DECIMAL(18,0)),

@@ -34,6 +34,8 @@ pub struct Target {
 struct Outputs {
     items: Vec<String>,
     outputs: Vec<PushedOutput>,
+    /// Whether Postgres may divide on top of the select item being translated.
+    postgres_on_top: bool,
 }
 
 impl Outputs {
@@ -66,6 +68,8 @@ pub unsafe fn translate_top(q: *mut pg_sys::Query) -> Option<Top> {
                     continue;
                 }
                 let expr = (*tle).expr as *mut Node;
+                // Dividing in Postgres would move the sort, or DISTINCT, out of DuckDB.
+                outputs.borrow_mut().postgres_on_top = !sort_key && (*q).distinctClause.is_null();
                 let target = boundary(t, &mut outputs.borrow_mut(), expr)?;
                 // What Postgres computes on top is sorted by Postgres, and cannot be
                 // de-duplicated in DuckDB.
@@ -123,6 +127,18 @@ pub unsafe fn translate_exact(q: *mut pg_sys::Query) -> Option<(PushedQuery, Vec
 unsafe fn boundary(t: &mut Translator, outputs: &mut Outputs, expr: *mut Node) -> Option<*mut Node> {
     unsafe {
         let saved_params = t.params.len();
+        // Numeric division (avg is sum / count) on top of the query is Postgres' own
+        // numeric_div, as cheap per value as DuckDB's emulation of it, whose SQL took
+        // DuckDB longer to plan than to run TPC-H 1 (19 of 23 ms of planning).
+        if outputs.postgres_on_top && divides_numerics(expr) {
+            let saved_outputs = outputs.items.len();
+            if let Some(on_top) = postgres_over_outputs(t, outputs, expr) {
+                return Some(on_top);
+            }
+            outputs.items.truncate(saved_outputs);
+            outputs.outputs.truncate(saved_outputs);
+            t.params.truncate(saved_params);
+        }
         match t.expr(expr) {
             Some(typed) if !typed.ty.varying => {
                 return Some(outputs.add(&typed.sql, pg_sys::exprType(expr), pg_sys::exprTypmod(expr), pg_sys::exprCollation(expr)));
@@ -138,6 +154,13 @@ unsafe fn boundary(t: &mut Translator, outputs: &mut Outputs, expr: *mut Node) -
             _ => {}
         }
         t.params.truncate(saved_params);
+        postgres_over_outputs(t, outputs, expr)
+    }
+}
+
+/// `expr` computed by Postgres over DuckDB outputs.
+unsafe fn postgres_over_outputs(t: &mut Translator, outputs: &mut Outputs, expr: *mut Node) -> Option<*mut Node> {
+    unsafe {
         match (*expr).type_ {
             NodeTag::T_Aggref => average(t, outputs, expr as *mut pg_sys::Aggref),
             NodeTag::T_OpExpr => {
@@ -168,6 +191,21 @@ unsafe fn boundary(t: &mut Translator, outputs: &mut Outputs, expr: *mut Node) -
                 Some(c.cast())
             }
             _ => None,
+        }
+    }
+}
+
+/// avg() of a numeric result, or a numeric division.
+unsafe fn divides_numerics(expr: *mut Node) -> bool {
+    unsafe {
+        match (*expr).type_ {
+            NodeTag::T_Aggref => {
+                let a = expr as *mut pg_sys::Aggref;
+                (*a).aggtype == pg_sys::NUMERICOID
+                    && std::ffi::CStr::from_ptr(pg_sys::get_func_name((*a).aggfnoid)).to_bytes() == b"avg"
+            }
+            NodeTag::T_OpExpr => pg_sys::get_opcode((*(expr as *mut pg_sys::OpExpr)).opno) == pg_sys::Oid::from(pg_sys::F_NUMERIC_DIV),
+            _ => false,
         }
     }
 }
