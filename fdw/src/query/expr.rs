@@ -206,7 +206,7 @@ impl Translator {
                         return None;
                     }
                     if left.ty.oid == pg_sys::NUMERICOID || right.ty.oid == pg_sys::NUMERICOID {
-                        return typed(numeric::comparison(&name, &left, &right)?, bool_ty);
+                        return typed(numeric::comparison(&name, &left, &right, self.binding())?, bool_ty);
                     }
                     typed(format!("({} {name} {})", left.sql, right.sql), bool_ty)
                 }
@@ -307,7 +307,7 @@ impl Translator {
                     )
                 }
                 // Any nonzero divisor is at least 10^-s2 in magnitude.
-                "/" => numeric::quotient(&left, &right, numeric::integer_digits(left.ty)? + s2),
+                "/" => numeric::quotient(&left, &right, numeric::integer_digits(left.ty)? + s2, self.binding()),
                 _ => None,
             };
         }
@@ -617,7 +617,7 @@ impl Translator {
                         _ => Typed::new(format!("CAST({} AS DECIMAL(38,0))", call("sum")), Ty::decimal(38, 0)),
                     };
                     let count = Typed::new(call("count"), Ty::decimal(19, 0));
-                    numeric::quotient(&sum, &count, numeric::integer_digits(arg.ty)?)
+                    numeric::quotient(&sum, &count, numeric::integer_digits(arg.ty)?, self.binding())
                 }
                 _ => None,
             }

@@ -19,6 +19,33 @@
 
 use crate::query::typed::{Narrow, Ty, Typed};
 
+/// How DuckDB SQL names values computed once, DuckDB's expressions having no `let`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binding {
+    /// A one-element `list_transform`: `list_transform([struct_pack(a := x)], lambda n: body)[1]`.
+    Lambda,
+    /// A scalar sub-select: `(SELECT body FROM (SELECT x AS a) AS n)`. DuckDB's binder
+    /// refuses lambdas over aggregates in HAVING ("column a must appear in the GROUP
+    /// BY clause"), and decorrelates this form there; elsewhere the lambda is cheaper.
+    SubSelect,
+}
+
+impl Binding {
+    /// `body`, in which `name.field` is each of `fields` computed once.
+    pub fn bind(self, fields: &[(&str, String)], name: &str, body: &str) -> String {
+        match self {
+            Binding::Lambda => {
+                let fields: Vec<String> = fields.iter().map(|(f, v)| format!("{f} := {v}")).collect();
+                format!("list_transform([struct_pack({})], lambda {name}: {body})[1]", fields.join(", "))
+            }
+            Binding::SubSelect => {
+                let fields: Vec<String> = fields.iter().map(|(f, v)| format!("{v} AS {f}")).collect();
+                format!("(SELECT {body} FROM (SELECT {}) AS {name})", fields.join(", "))
+            }
+        }
+    }
+}
+
 /// Postgres' NUMERIC_MIN_SIG_DIGITS and NUMERIC_MAX_DISPLAY_SCALE (numeric.c, the same
 /// in PostgreSQL 15 and 18).
 const MIN_SIG_DIGITS: u32 = 16;
@@ -71,7 +98,7 @@ fn leading_digit(unscaled: &str, scale: u32) -> (String, String) {
 /// Each intermediate value is bound once by a one-element `list_transform`, DuckDB's
 /// only expression-level `let`: written out inline, the operands would be repeated
 /// dozens of times and the SQL would take DuckDB longer to plan than to run.
-pub fn quotient(a: &Typed, b: &Typed, int_digits: u32) -> Option<Typed> {
+pub fn quotient(a: &Typed, b: &Typed, int_digits: u32, binding: Binding) -> Option<Typed> {
     let out_scale = 38u32.checked_sub(int_digits)?;
     if out_scale < MIN_QUOTIENT_SCALE {
         return None;
@@ -80,9 +107,6 @@ pub fn quotient(a: &Typed, b: &Typed, int_digits: u32) -> Option<Typed> {
     let (_, s2) = b.ty.decimal?;
     let (ds1, ds2) = (a.display_scale()?, b.display_scale()?);
     let (ua, ub) = (unscaled(a)?, unscaled(b)?);
-    let bind = |fields: &str, name: &str, body: &str| {
-        format!("list_transform([struct_pack({fields})], lambda {name}: {body})[1]")
-    };
     // pg_q1: the unscaled operands and display scales.
     let (w1, f1) = leading_digit("pg_q1.a", s1);
     let (w2, f2) = leading_digit("pg_q1.b", s2);
@@ -105,32 +129,43 @@ pub fn quotient(a: &Typed, b: &Typed, int_digits: u32) -> Option<Typed> {
         "CAST({signed} * {} AS DECIMAL(38,0)) * CAST('{one_unit}' AS DECIMAL({out_scale},{out_scale}))",
         power_of_ten(&format!("{out_scale} - pg_q3.r"))
     );
-    let divide = bind(
-        &format!("a := pg_q2.a, d := {d}, m := {m}, negative := (pg_q2.a < 0) <> (pg_q2.b < 0), r := pg_q2.r"),
+    let divide = binding.bind(
+        &[
+            ("a", "pg_q2.a".into()),
+            ("d", d),
+            ("m", m),
+            ("negative", "(pg_q2.a < 0) <> (pg_q2.b < 0)".into()),
+            ("r", "pg_q2.r".into()),
+        ],
         "pg_q3",
         &value,
     );
     // The scale is checked before d and m are formed (their powers of ten could not be).
-    let scaled = bind(
-        &format!("a := pg_q1.a, b := pg_q1.b, r := {rscale}, k := {rscale} + {}", s2 as i64 - s1 as i64),
+    let scaled = binding.bind(
+        &[
+            ("a", "pg_q1.a".into()),
+            ("b", "pg_q1.b".into()),
+            ("r", rscale.clone()),
+            ("k", format!("{rscale} + {}", s2 as i64 - s1 as i64)),
+        ],
         "pg_q2",
         &format!(
             "CASE WHEN pg_q2.r > {out_scale} THEN error('a numeric quotient needs more than {out_scale} decimal digits; \
              run the query in Postgres (SET ducklake.query_pushdown = off)') ELSE {divide} END"
         ),
     );
-    let operands = bind(
-        &format!("a := {ua}, b := {ub}, ds1 := {ds1}, ds2 := {ds2}"),
+    // Each operand once: NULL where it is (its unscaled integer is NULL then).
+    let operands = [("a", ua), ("b", ub), ("ds1", ds1), ("ds2", ds2)];
+    let sql = binding.bind(
+        &operands,
         "pg_q1",
-        &format!("CASE WHEN pg_q1.b = 0 THEN error('division by zero') ELSE {scaled} END"),
-    );
-    let sql = format!(
-        "CAST((CASE WHEN ({a}) IS NULL OR ({b}) IS NULL THEN NULL ELSE {operands} END) AS DECIMAL(38,{out_scale}))",
-        a = a.sql,
-        b = b.sql,
+        &format!(
+            "CAST((CASE WHEN pg_q1.a IS NULL OR pg_q1.b IS NULL THEN NULL \
+             WHEN pg_q1.b = 0 THEN error('division by zero') ELSE {scaled} END) AS DECIMAL(38,{out_scale}))"
+        ),
     );
     // The scale again, for outputs: it is small next to the value's SQL.
-    let scale = bind(&format!("a := {ua}, b := {ub}, ds1 := {ds1}, ds2 := {ds2}"), "pg_q1", &rscale);
+    let scale = binding.bind(&operands, "pg_q1", &rscale);
     Some(Typed::varying(sql, Ty::decimal(38, out_scale), Some(scale)))
 }
 
@@ -159,20 +194,24 @@ pub fn sum_of_widened(narrow: &Narrow, wide: &str, clauses: &str) -> String {
 /// DECIMAL of the larger scale and the larger integer part; when that needs more
 /// than 38 digits (a 10-digit integer against a quotient of scale 29), the integer
 /// parts (floor) and the fractions (in [0, 1)) are compared apart, each fitting.
-pub fn comparison(op: &str, left: &Typed, right: &Typed) -> Option<String> {
+/// The operands are bound once (see `quotient`): written out in each comparison, a
+/// scalar sub-select among them was run three times (TPC-H 17 scanned `lineitem`
+/// four times instead of twice).
+pub fn comparison(op: &str, left: &Typed, right: &Typed, binding: Binding) -> Option<String> {
     let ((w1, s1), (w2, s2)) = (left.ty.decimal?, right.ty.decimal?);
     let scale = s1.max(s2);
     if (w1 - s1).max(w2 - s2) + scale <= 38 {
         return Some(format!("({} {op} {})", left.sql, right.sql));
     }
-    let whole = |t: &Typed| format!("CAST(floor({}) AS DECIMAL(38,0))", t.sql);
-    let fraction = |t: &Typed| format!("CAST(({s}) - floor({s}) AS DECIMAL({scale},{scale}))", s = t.sql);
-    let (wl, wr, fl, fr) = (whole(left), whole(right), fraction(left), fraction(right));
-    Some(match op {
+    let whole = |side: &str| format!("CAST(floor(pg_c.{side}) AS DECIMAL(38,0))");
+    let fraction = |side: &str| format!("CAST(pg_c.{side} - floor(pg_c.{side}) AS DECIMAL({scale},{scale}))");
+    let (wl, wr, fl, fr) = (whole("l"), whole("r"), fraction("l"), fraction("r"));
+    let body = match op {
         "=" => format!("({wl} = {wr} AND {fl} = {fr})"),
         "<>" => format!("({wl} <> {wr} OR {fl} <> {fr})"),
         _ => format!("(CASE WHEN {wl} <> {wr} THEN {wl} {op} {wr} ELSE {fl} {op} {fr} END)"),
-    })
+    };
+    Some(binding.bind(&[("l", left.sql.clone()), ("r", right.sql.clone())], "pg_c", &body))
 }
 
 /// The integer digits a numeric of DECIMAL(width, scale) can have.

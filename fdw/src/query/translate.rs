@@ -17,6 +17,7 @@ use pgrx::PgRelation;
 use crate::duck::sql;
 use crate::options::{TableOptions, lake_column_name};
 use crate::pg_nodes::{const_int, list_nodes};
+use crate::query::numeric::Binding;
 use crate::query::typed::{Ty, Typed, groupable};
 use crate::query::model::{PushedQuery, PushedTable};
 use crate::scan::model::Bound;
@@ -43,6 +44,8 @@ struct Level {
     relations: Vec<Relation>,
     /// CTEs defined at this level: name → (alias, output types).
     ctes: HashMap<String, (String, Vec<Option<Ty>>)>,
+    /// Its HAVING clause is being translated, where DuckDB cannot bind lambdas.
+    in_having: bool,
 }
 
 pub struct Translator {
@@ -62,6 +65,11 @@ pub struct Translator {
 impl Translator {
     pub fn new() -> Translator {
         Translator { levels: Vec::new(), params: Vec::new(), tables: Vec::new(), server: None, case_value: Vec::new(), aliases: 0, sort_in_postgres: false }
+    }
+
+    /// How a value computed once is named in DuckDB SQL at this point (see `Binding`).
+    pub fn binding(&self) -> Binding {
+        if self.levels.last().is_some_and(|l| l.in_having) { Binding::SubSelect } else { Binding::Lambda }
     }
 
     fn alias(&mut self, prefix: &str) -> String {
@@ -85,7 +93,7 @@ impl Translator {
             if !supported_shape(q) {
                 return None;
             }
-            self.levels.push(Level { query: q, rtable: (*q).rtable, relations: Vec::new(), ctes: HashMap::new() });
+            self.levels.push(Level { query: q, rtable: (*q).rtable, relations: Vec::new(), ctes: HashMap::new(), in_having: false });
             let result = self.select_at_level(q, top_items);
             self.levels.pop();
             result
@@ -179,7 +187,10 @@ impl Translator {
                 sql.push_str(&format!(" GROUP BY {}", group_by.join(", ")));
             }
             if !(*q).havingQual.is_null() {
-                sql.push_str(&format!(" HAVING {}", self.condition((*q).havingQual)?));
+                self.levels.last_mut()?.in_having = true;
+                let having = self.condition((*q).havingQual);
+                self.levels.last_mut()?.in_having = false;
+                sql.push_str(&format!(" HAVING {}", having?));
             }
             let is_top = top_items.is_some();
             let order_by = match self.order_by(q) {
