@@ -45,6 +45,13 @@ def tpch(pg, request):
         for index in ["lineitem (l_partkey, l_suppkey)", "lineitem (l_orderkey)", "partsupp (ps_partkey)",
                       "orders (o_custkey)"]:
             lake.conn.execute(f"CREATE INDEX ON heap.{index}")
+        # Dimension tables too large to send to DuckDB (more than 8 pages): padded with
+        # rows that join nothing.
+        lake.conn.execute("CREATE SCHEMA bigheap")
+        lake.conn.execute("CREATE TABLE bigheap.nation AS SELECT * FROM heap.nation UNION ALL "
+                          "SELECT 1000 + g, 'PAD' || g, 1000 + g, repeat('x', 50) FROM generate_series(1, 2000) g")
+        lake.conn.execute("CREATE TABLE bigheap.region AS SELECT * FROM heap.region UNION ALL "
+                          "SELECT 1000 + g, 'PAD' || g, repeat('x', 50) FROM generate_series(1, 2000) g")
         lake.conn.execute("ANALYZE")
         texts = duckdb.connect()
         texts.execute(f"LOAD '{tpch_extension()}'")
@@ -440,8 +447,8 @@ def test_explain_verbose_says_why_a_query_stays_in_postgres(session, tpch):
     reason it did not; plain scans and pushed queries name none."""
     reason = "Not Run Whole In DuckDB: "
     cases = [
-        ("SELECT n.n_name, count(*) FROM lake.customer c JOIN heap.nation n ON n.n_nationkey = c.c_nationkey "
-         "GROUP BY n.n_name", "it reads heap.nation, which is not a lake table"),
+        ("SELECT n.n_name, count(*) FROM lake.customer c JOIN bigheap.nation n ON n.n_nationkey = c.c_nationkey "
+         "GROUP BY n.n_name", "it reads bigheap.nation, which is neither a lake table nor a plain table small enough"),
         ("SELECT n_regionkey, count(*) FROM lake.nation GROUP BY ROLLUP (n_regionkey)",
          "grouping sets (ROLLUP, CUBE, GROUPING SETS)"),
         ("SELECT n_name FROM lake.nation n, LATERAL (SELECT r_name FROM lake.region r "
@@ -449,7 +456,7 @@ def test_explain_verbose_says_why_a_query_stays_in_postgres(session, tpch):
         ("SELECT count(*) FROM lake.nation, generate_series(1, 3) g", "a function in FROM"),
         # found in a sub-select in an expression too
         ("SELECT count(*) FROM lake.nation n JOIN lake.region r ON r.r_regionkey = n.n_regionkey "
-         "WHERE n.n_nationkey IN (SELECT n_nationkey FROM heap.nation)", "it reads heap.nation, which is not a lake table"),
+         "WHERE n.n_nationkey IN (SELECT n_nationkey FROM bigheap.nation)", "it reads bigheap.nation, which is neither"),
         ("SELECT n_name, md5(n_comment) FROM lake.nation ORDER BY 1", None),  # a plain scan: nothing to say
         ("SELECT count(*), max(md5(n_comment)) FROM lake.nation n JOIN lake.region r ON r.r_regionkey = n.n_regionkey",
          "an expression, function or clause whose DuckDB result could differ from Postgres'"),
@@ -475,55 +482,106 @@ def test_single_table_scans_keep_their_plan(session):
 
 
 def test_mixed_lake_and_heap_stays_with_postgres(session):
-    query = ("SELECT n.n_name, count(*) FROM lake.customer c JOIN heap.nation n ON n.n_nationkey = c.c_nationkey "
+    query = ("SELECT n.n_name, count(*) FROM lake.customer c JOIN bigheap.nation n ON n.n_nationkey = c.c_nationkey "
              "GROUP BY n.n_name ORDER BY n.n_name")
     plan = plan_of(session, query)
     assert "DuckLake Query" not in plan
     assert session.rows(query) == session.rows(query.replace("lake.customer", "heap.customer"))
 
 
+def test_small_postgres_tables_are_sent_to_duckdb(tpch, session):
+    """A small plain table is read into the DuckDB query as its rows, at the statement's
+    snapshot: rows another transaction commits later are not in it, rows this
+    transaction wrote are, and the user's privileges on it are checked."""
+    query = ("SELECT n.n_name, count(*) FROM lake.customer c JOIN heap.nation n ON n.n_nationkey = c.c_nationkey "
+             "WHERE n.n_regionkey = 2 GROUP BY n.n_name ORDER BY n.n_name")
+    plan = plan_of(session, query)
+    assert "Custom Scan (DuckLake Query)" in plan and "Join" not in plan, plan
+    assert "and the rows of heap.nation" in plan and "Seq Scan" not in plan, plan
+    expected = session.rows(query.replace("lake.customer", "heap.customer"))
+    assert session.rows(query) == expected and len(expected) == 5
+    session.conn.execute("BEGIN")
+    session.conn.execute("UPDATE heap.nation SET n_regionkey = 2 WHERE n_nationkey = 0")
+    moved = session.rows(query)
+    assert moved == session.rows(query.replace("lake.customer", "heap.customer")) and len(moved) == 6
+    session.conn.execute("ROLLBACK")
+    assert session.rows(query) == expected
+    # a prepared statement reads the table again at each execution
+    session.conn.execute("SET plan_cache_mode = force_generic_plan")
+    session.conn.execute(f"PREPARE dims AS {query}")
+    assert session.rows("EXECUTE dims") == expected
+    tpch.conn.execute("INSERT INTO heap.nation VALUES (99, 'NEW', 2, 'new')")
+    try:
+        assert session.rows("EXECUTE dims") == expected  # no customer in nation 99
+        session.conn.execute("CREATE TEMP TABLE few_nations AS SELECT n_nationkey FROM heap.nation WHERE n_nationkey < 3")
+        two = ("SELECT count(*) FROM lake.customer c JOIN few_nations f ON f.n_nationkey = c.c_nationkey")
+        assert "DuckLake Query" in plan_of(session, two)
+        assert session.rows(two) == session.rows(two.replace("lake.customer", "heap.customer"))
+    finally:
+        tpch.conn.execute("DELETE FROM heap.nation WHERE n_nationkey = 99")
+
+
+@pytest.mark.parametrize("query, message", [
+    # NaN fits a numeric(p,s) column in Postgres, not a DuckDB DECIMAL
+    ("SELECT count(*) FROM lake.nation n JOIN odd o ON o.k = n.n_nationkey WHERE o.x > 0",
+     "a value of column x of .*odd cannot be sent to DuckDB"),
+])
+def test_values_duckdb_cannot_hold_raise_naming_the_column(tpch, session, query, message):
+    session.conn.execute("CREATE TEMP TABLE odd (k int, x numeric(10,2))")
+    session.conn.execute("INSERT INTO odd VALUES (1, 1.5), (2, 'NaN')")
+    assert "DuckLake Query" in plan_of(session, query)
+    with pytest.raises(psycopg.errors.FeatureNotSupported, match=message):
+        session.rows(query)
+
+
 MIXED = [
     # TPC-H Q5 with nation and region as Postgres tables
     """SELECT n.n_name, sum(l.l_extendedprice * (1 - l.l_discount)) AS revenue
-       FROM {s}.customer c, {s}.orders o, {s}.lineitem l, {s}.supplier su, heap.nation n, heap.region r
+       FROM {s}.customer c, {s}.orders o, {s}.lineitem l, {s}.supplier su, {d}.nation n, {d}.region r
        WHERE c.c_custkey = o.o_custkey AND l.l_orderkey = o.o_orderkey AND l.l_suppkey = su.s_suppkey
          AND c.c_nationkey = su.s_nationkey AND su.s_nationkey = n.n_nationkey AND n.n_regionkey = r.r_regionkey
          AND r.r_name = 'ASIA' AND o.o_orderdate >= DATE '1994-01-01' AND o.o_orderdate < DATE '1995-01-01'
        GROUP BY n.n_name ORDER BY revenue DESC""",
     # a condition Postgres derives for the lake part from the heap side (n_nationkey = 3)
-    """SELECT n.n_name, count(*), sum(o.o_totalprice) FROM heap.nation n, {s}.customer c, {s}.orders o
+    """SELECT n.n_name, count(*), sum(o.o_totalprice) FROM {d}.nation n, {s}.customer c, {s}.orders o
        WHERE n.n_nationkey = c.c_nationkey AND c.c_custkey = o.o_custkey AND n.n_nationkey = 3
        GROUP BY n.n_name""",
     # conditions on both sides, one mixing them, outer join to the heap table above the lake join
     """SELECT r.r_name, count(c.c_custkey) FROM {s}.customer c JOIN {s}.nation n ON n.n_nationkey = c.c_nationkey
-       RIGHT JOIN heap.region r ON r.r_regionkey = n.n_regionkey AND c.c_acctbal > r.r_regionkey * 1000
+       RIGHT JOIN {d}.region r ON r.r_regionkey = n.n_regionkey AND c.c_acctbal > r.r_regionkey * 1000
        GROUP BY r.r_name ORDER BY r.r_name""",
-    """SELECT n.n_name, c.c_name, o.o_orderkey FROM heap.nation n, {s}.customer c, {s}.orders o
+    """SELECT n.n_name, c.c_name, o.o_orderkey FROM {d}.nation n, {s}.customer c, {s}.orders o
        WHERE n.n_nationkey = c.c_nationkey AND c.c_custkey = o.o_custkey AND o.o_totalprice > 400000
          AND c.c_acctbal > n.n_nationkey * 100 ORDER BY o.o_orderkey""",
     # the same with JOIN ... ON (inner joins at the top of the FROM list)
-    """SELECT n.n_name, c.c_name, o.o_orderkey FROM heap.nation n JOIN {s}.customer c ON n.n_nationkey = c.c_nationkey
+    """SELECT n.n_name, c.c_name, o.o_orderkey FROM {d}.nation n JOIN {s}.customer c ON n.n_nationkey = c.c_nationkey
        JOIN {s}.orders o ON c.c_custkey = o.o_custkey AND o.o_totalprice > 400000
        WHERE c.c_acctbal > n.n_nationkey * 100 ORDER BY o.o_orderkey""",
     # grouped by lake columns (PostgreSQL 18 keeps the GROUP BY expressions apart)
-    """SELECT c.c_mktsegment, n.n_name, count(*), sum(o.o_totalprice) FROM heap.nation n
+    """SELECT c.c_mktsegment, n.n_name, count(*), sum(o.o_totalprice) FROM {d}.nation n
        JOIN {s}.customer c ON n.n_nationkey = c.c_nationkey JOIN {s}.orders o ON c.c_custkey = o.o_custkey
        GROUP BY c.c_mktsegment, n.n_name HAVING count(*) > 100 ORDER BY 1, 2""",
     # columns read through a join's alias (Postgres resolves them to the tables' columns)
     """SELECT j.c_name, count(*) FROM ({s}.customer c JOIN {s}.orders o ON c.c_custkey = o.o_custkey) AS j
-       JOIN heap.nation n ON n.n_nationkey = j.c_nationkey GROUP BY j.c_name ORDER BY 2 DESC, 1 LIMIT 5""",
+       JOIN {d}.nation n ON n.n_nationkey = j.c_nationkey GROUP BY j.c_name ORDER BY 2 DESC, 1 LIMIT 5""",
 ]
 
 
 @pytest.mark.parametrize("number", range(len(MIXED)))
-def test_lake_joins_of_mixed_queries_run_in_duckdb(session, number):
-    """The lake tables inner-joined at the top of a query with Postgres tables run as
-    one DuckDB query; Postgres joins the rest. Answers equal the all-heap query's."""
+@pytest.mark.parametrize("dimensions", ["heap", "bigheap"])
+def test_lake_joins_of_mixed_queries_run_in_duckdb(session, number, dimensions):
+    """Small Postgres tables are sent to DuckDB with the query, which runs whole there.
+    With larger ones, the lake tables inner-joined at the top of the query run as one
+    DuckDB query and Postgres joins the rest. Answers equal the all-heap query's."""
     query = MIXED[number]
-    lake_query, heap_query = query.format(s="lake"), query.format(s="heap")
+    lake_query, heap_query = query.format(s="lake", d=dimensions), query.format(s="heap", d=dimensions)
     plan = plan_of(session, lake_query)
-    pushed = "DuckLake Query" in plan
-    assert pushed == (number != 2), plan  # 2: its lake join is under an outer join
+    if dimensions == "heap":
+        assert plan.splitlines()[0].startswith(("Custom Scan (DuckLake Query)", "Sort", "Limit")), plan
+        assert "Seq Scan" not in plan and "Foreign Scan" not in plan, plan
+    else:
+        pushed = "DuckLake Query" in plan
+        assert pushed == (number != 2), plan  # 2: its lake join is under an outer join
     assert session.rows(lake_query) == session.rows(heap_query)
 
 
@@ -594,6 +652,18 @@ def test_permissions_are_checked_for_every_table(tpch, pg):
         assert conn.execute(readable).fetchall() == tpch.rows(readable.replace("lake.", "heap."))
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="supplier"):
             conn.execute(mixed.format(t="supplier", k="s_nationkey"))
+    # Small Postgres tables sent to DuckDB with the query: privileges checked, columns too.
+    joined = "SELECT {c} FROM heap.nation hn JOIN lake.customer c ON c.c_nationkey = hn.n_nationkey"
+    with pg.connect(tpch.dbname, user=role) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="nation"):
+            conn.execute(joined.format(c="count(*)"))
+    tpch.conn.execute(f"GRANT SELECT (n_nationkey) ON heap.nation TO {role}")
+    with pg.connect(tpch.dbname, user=role) as conn:
+        assert "DuckLake Query" in "\n".join(r[0] for r in conn.execute("EXPLAIN " + joined.format(c="count(*)")).fetchall())
+        assert conn.execute(joined.format(c="count(*)")).fetchall() == tpch.rows(
+            joined.format(c="count(*)").replace("lake.", "heap."))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="nation"):
+            conn.execute(joined.format(c="max(hn.n_name)"))
 
 
 def test_change_feeds_join_lake_tables_in_duckdb(tpch, session):

@@ -10,18 +10,19 @@
 //!   equality only under deterministic ones.
 //! - Integer `+ - *` are cast to Postgres' result type (DuckDB raises on overflow, as
 //!   Postgres does); `/` and `%` truncate toward zero in both, division by zero raises.
-//! - Numeric `+ - *`: DuckDB decimals are exact; a product that could exceed DuckDB's
-//!   64-bit decimal is computed in 128 bits, and one whose scale would pass 38 (where
-//!   DuckDB refuses) is not pushed. Numeric division rounds to a value-dependent
-//!   scale in Postgres and is refused here (the top of a query computes it in
-//!   Postgres, see `translate`).
-//! - `CASE`/`COALESCE` only when every branch has the same type (and, for numeric,
-//!   the same scale: Postgres keeps each value's own display scale).
+//! - Numeric `+ - *`: DuckDB decimals are exact. DuckDB keeps an operation on two
+//!   64-bit decimals in 64 bits and raises past 18 digits, so a result that could get
+//!   there is computed in 128 bits (with its 64-bit form beside it for sums, see
+//!   `numeric::sum_of_widened`); one whose scale would pass 38 (where DuckDB refuses)
+//!   is not pushed. Numeric division is Postgres' `numeric_div`, see `numeric`.
+//! - `CASE`/`COALESCE` only when every branch has the same type; numerics of several
+//!   scales become one DECIMAL holding them all, each value's display scale computed
+//!   beside it (see `numeric::common_type`).
 //! - Casts between integers and from integers to numeric; `extract` of year, month,
 //!   day or quarter from a date (numeric in Postgres); `substring(text, s, n)` with
 //!   constant s ≥ 1 and n ≥ 0.
 //! - Aggregates count, count(DISTINCT), sum (int → bigint, bigint → numeric, numeric
-//!   keeps its scale), min/max, with FILTER; avg only at the top of a query.
+//!   keeps its scale), min/max, avg (numeric_div of the sum and the count), with FILTER.
 //! - Sub-selects: EXISTS, `x = ANY (SELECT ...)` (IN; NOT IN with SQL's NULL rule, as
 //!   DuckDB implements it), and scalar sub-selects; DuckDB decorrelates them.
 

@@ -10,6 +10,7 @@
 //! - `numeric`: Postgres' numeric display scales and division, computed in DuckDB.
 //! - `model`: what the plan keeps (`PushedQuery`), and the one place its SQL is printed.
 //! - `top`: the outermost select list: DuckDB outputs and what Postgres computes over them.
+//! - `postgres_rows`: small Postgres tables read into a pushed query as their rows.
 //! - `refusal_reason`: why a query stays in Postgres, in words for EXPLAIN.
 //! - `split`: a query mixing lake and Postgres tables runs its lake-only inner join in
 //!   DuckDB as one sub-select.
@@ -20,6 +21,7 @@ pub mod expr;
 pub mod hook;
 pub mod model;
 pub mod numeric;
+pub mod postgres_rows;
 pub mod refusal_reason;
 pub mod split;
 pub mod top;

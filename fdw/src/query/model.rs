@@ -8,6 +8,7 @@ use crate::catalog::cache::Lake;
 use crate::duck::sql;
 use crate::error::LakeResult;
 use crate::options::TableOptions;
+use crate::query::postgres_rows::{PostgresColumn, rows_source};
 use crate::scan::model::{Bound, table_reference};
 use crate::scan::snapshot::{at_clause, changes_source};
 
@@ -39,14 +40,18 @@ pub struct PushedQuery {
     pub not_whole: Option<String>,
 }
 
-/// A foreign table a pushed query reads: a lake table, or a change feed over the
-/// snapshot range that the conditions of its query level bound (constants only).
+/// A table a pushed query reads: a lake table, a change feed over the snapshot range
+/// that the conditions of its query level bound (constants only), or the rows of a
+/// small Postgres table.
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct PushedTable {
     pub relid: u32,
     /// Its alias in the DuckDB query (DuckDB's binder errors name it).
     pub alias: String,
     pub changes: Option<(Vec<Bound>, Vec<Bound>)>,
+    /// For a small Postgres table read into the query: the columns it reads.
+    #[serde(default)]
+    pub postgres: Option<Vec<PostgresColumn>>,
 }
 
 impl PushedQuery {
@@ -75,6 +80,9 @@ impl PushedQuery {
 }
 
 fn table_source(pushed: &PushedTable, lake: Option<&Lake>) -> LakeResult<String> {
+    if let Some(columns) = &pushed.postgres {
+        return rows_source(pgrx::pg_sys::Oid::from(pushed.relid), columns, lake.is_some());
+    }
     let (alias, table): (String, TableOptions) = table_reference(pgrx::pg_sys::Oid::from(pushed.relid));
     if let Some((lower, upper)) = &pushed.changes {
         return changes_source(&alias, &table, lower, upper, &[], lake);

@@ -11,6 +11,7 @@ use std::ffi::CStr;
 use pgrx::pg_sys;
 
 use crate::pg_nodes::{QueryVisitor, walk_queries};
+use crate::query::postgres_rows;
 use crate::query::translate::lake_table_server;
 
 pub const GENERAL: &str =
@@ -84,7 +85,13 @@ impl QueryVisitor for Walk {
                     None if is_foreign_table((*rte).relid) => self.obstacle(|| {
                         format!("it reads {}, a foreign table of another wrapper or with child tables", relation_name((*rte).relid))
                     }),
-                    None => self.obstacle(|| format!("it reads {}, which is not a lake table", relation_name((*rte).relid))),
+                    None if postgres_rows::is_small_plain_table(rte) => {}
+                    None => self.obstacle(|| {
+                        format!(
+                            "it reads {}, which is neither a lake table nor a plain table small enough to send to DuckDB",
+                            relation_name((*rte).relid)
+                        )
+                    }),
                 },
                 pg_sys::RTEKind::RTE_FUNCTION | pg_sys::RTEKind::RTE_TABLEFUNC => {
                     self.obstacle(|| "a function in FROM".into());

@@ -18,6 +18,7 @@ use crate::duck::sql;
 use crate::options::{TableOptions, lake_column_name};
 use crate::pg_nodes::{const_int, list_nodes};
 use crate::query::numeric::Binding;
+use crate::query::postgres_rows::{self, PostgresColumn};
 use crate::query::typed::{Ty, Typed, groupable};
 use crate::query::model::{PushedQuery, PushedTable};
 use crate::scan::model::Bound;
@@ -28,6 +29,9 @@ use crate::types::kind::comparable_expression_of;
 /// How a range-table entry of one query level is referred to.
 enum Relation {
     Lake { alias: String, relid: Oid },
+    /// A small Postgres table read into the query (see `postgres_rows`), once the FROM
+    /// list has named it: its table slot.
+    Postgres { alias: String, relid: Oid, slot: Option<usize> },
     /// A sub-select or CTE reference: `alias."c<n>"`, with the outputs' types.
     Derived { alias: String, types: Vec<Option<Ty>> },
     /// A join's alias columns stand for expressions of its inputs.
@@ -356,6 +360,8 @@ impl Translator {
                         let relkind = pg_sys::get_rel_relkind((*rte).relid) as u8;
                         if relkind == pg_sys::RELKIND_VIEW {
                             Relation::None
+                        } else if relkind == pg_sys::RELKIND_RELATION && postgres_rows::is_small_plain_table(rte) {
+                            Relation::Postgres { alias: self.alias("t"), relid: (*rte).relid, slot: None }
                         } else {
                             self.lake_relation(rte)?
                         }
@@ -415,7 +421,14 @@ impl Translator {
                                     None
                                 };
                                 let slot = self.tables.len();
-                                self.tables.push(PushedTable { relid: relid.to_u32(), alias: alias.clone(), changes });
+                                self.tables.push(PushedTable { relid: relid.to_u32(), alias: alias.clone(), changes, postgres: None });
+                                Some(Some(format!("{} AS {}", PushedQuery::slot(slot), sql::ident(&alias))))
+                            }
+                            Relation::Postgres { alias, relid, .. } => {
+                                let (alias, relid) = (alias.clone(), *relid);
+                                let slot = self.tables.len();
+                                self.tables.push(PushedTable { relid: relid.to_u32(), alias: alias.clone(), changes: None, postgres: Some(Vec::new()) });
+                                self.levels[level].relations[index - 1] = Relation::Postgres { alias: alias.clone(), relid, slot: Some(slot) };
                                 Some(Some(format!("{} AS {}", PushedQuery::slot(slot), sql::ident(&alias))))
                             }
                             _ => None,
@@ -541,6 +554,17 @@ impl Translator {
                     let column = format!("{}.{}", sql::ident(alias), sql::ident(&lake_name));
                     let expr = comparable_expression_of(&column, (*var).vartype, (*var).vartypmod)?;
                     Some(Typed::new(expr, ty).plain())
+                }
+                Relation::Postgres { alias, slot, .. } => {
+                    let (alias, slot) = (alias.clone(), (*slot)?);
+                    let ty = Ty::column((*var).vartype, (*var).vartypmod)?;
+                    postgres_rows::duck_type((*var).vartype, (*var).vartypmod)?;
+                    let columns = self.tables.get_mut(slot)?.postgres.as_mut()?;
+                    if !columns.iter().any(|c| c.attno == attno) {
+                        columns.push(PostgresColumn { attno, type_oid: (*var).vartype.to_u32(), typmod: (*var).vartypmod });
+                    }
+                    let column = PostgresColumn::name(attno);
+                    Some(Typed::new(format!("{}.{}", sql::ident(&alias), sql::ident(&column)), ty).plain())
                 }
                 Relation::Derived { alias, types } => {
                     let ty = (*types.get(attno as usize - 1)?)?;
