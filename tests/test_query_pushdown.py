@@ -247,6 +247,33 @@ def test_sums_of_widened_products_add_64_bit_values(wide, session):
     assert "THEN NULL ELSE (CAST(CAST(" in plan, plan
 
 
+@pytest.mark.parametrize("query", [
+    # grouping sets: rolled-up keys are NULL, GROUPING() has Postgres' bits and type,
+    # repeated sets give their rows again, GROUP BY DISTINCT drops the repeats
+    "SELECT k, s, count(*), sum(a), GROUPING(k, s), GROUPING(s) FROM edge GROUP BY ROLLUP (k, s) "
+    "ORDER BY 1 NULLS FIRST, 2 NULLS FIRST, 5",
+    "SELECT k, b, count(*) FROM edge GROUP BY CUBE (k, b) HAVING count(*) > 0 ORDER BY 1 NULLS FIRST, 2 NULLS FIRST, 3",
+    "SELECT k, count(*) FROM edge GROUP BY GROUPING SETS ((k), (k), ()) ORDER BY 1 NULLS FIRST, 2",
+    "SELECT k, b, count(*) FROM edge GROUP BY DISTINCT ROLLUP (k, b), ROLLUP (k) ORDER BY 1 NULLS FIRST, 2 NULLS FIRST, 3",
+    "SELECT e.k, n.n_regionkey, sum(e.d)::text FROM edge e JOIN nation n ON n.n_nationkey = e.id "
+    "GROUP BY GROUPING SETS ((e.k, n.n_regionkey), (n.n_regionkey)) ORDER BY 1 NULLS FIRST, 2 NULLS FIRST",
+    "SELECT k, GROUPING(k) FROM edge GROUP BY k ORDER BY 1 NULLS FIRST",
+    # LATERAL sub-selects: per row, with LIMIT, over no row (count 0, LEFT JOIN's NULLs)
+    "SELECT e.id, x.n_name FROM edge e, LATERAL (SELECT n_name FROM nation n WHERE n.n_nationkey >= e.id "
+    "ORDER BY n.n_nationkey LIMIT 2) x ORDER BY 1, 2",
+    "SELECT e.id, x.c, x.m FROM edge e LEFT JOIN LATERAL (SELECT count(*) AS c, max(f.a) AS m FROM edge f "
+    "WHERE f.k = e.id) x ON true ORDER BY 1",
+    "SELECT e.id, x.id FROM edge e LEFT JOIN LATERAL (SELECT f.id FROM edge f WHERE f.b > e.b) x ON x.id <> 2 "
+    "ORDER BY 1, 2 NULLS FIRST",
+    "SELECT e.id, y.s FROM edge e JOIN edge f ON f.id = e.id, LATERAL (SELECT e.a + f.b AS s) y ORDER BY 1",
+])
+def test_grouping_sets_and_lateral_match_postgres_pushed(edge, session, query):
+    session.conn.execute("SET search_path = lake")
+    plan = plan_of(session, query)
+    assert "DuckLake Query" in plan and "Foreign Scan" not in plan, plan
+    assert rows_in(session, "lake", query) == rows_in(session, "heap", query)
+
+
 @pytest.mark.parametrize("query, pushed", [
     ("SELECT id FROM edge UNION SELECT k FROM edge ORDER BY 1 NULLS FIRST", True),
     ("SELECT a FROM edge UNION ALL SELECT b FROM edge UNION ALL SELECT k FROM edge ORDER BY 1 NULLS FIRST", True),
@@ -449,10 +476,10 @@ def test_explain_verbose_says_why_a_query_stays_in_postgres(session, tpch):
     cases = [
         ("SELECT n.n_name, count(*) FROM lake.customer c JOIN bigheap.nation n ON n.n_nationkey = c.c_nationkey "
          "GROUP BY n.n_name", "it reads bigheap.nation, which is neither a lake table nor a plain table small enough"),
-        ("SELECT n_regionkey, count(*) FROM lake.nation GROUP BY ROLLUP (n_regionkey)",
-         "grouping sets (ROLLUP, CUBE, GROUPING SETS)"),
-        ("SELECT n_name FROM lake.nation n, LATERAL (SELECT r_name FROM lake.region r "
-         "WHERE r.r_regionkey = n.n_regionkey LIMIT 1) x", "LATERAL"),
+        ("SELECT n.n_name FROM lake.nation n JOIN lake.region r ON r.r_regionkey = n.n_regionkey FOR SHARE",
+         "FOR UPDATE/SHARE"),
+        ("WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r WHERE x < 3) "
+         "SELECT count(*) FROM lake.nation, r", "WITH RECURSIVE"),
         ("SELECT count(*) FROM lake.nation, generate_series(1, 3) g", "a function in FROM"),
         # found in a sub-select in an expression too
         ("SELECT count(*) FROM lake.nation n JOIN lake.region r ON r.r_regionkey = n.n_regionkey "

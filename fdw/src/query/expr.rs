@@ -131,6 +131,17 @@ impl Translator {
                 }
                 NodeTag::T_FuncExpr => self.func_expr(node as *mut pg_sys::FuncExpr),
                 NodeTag::T_Aggref => self.aggregate(node as *mut pg_sys::Aggref),
+                // GROUPING(a, b): a bit per argument, the first the most significant, set
+                // where the row's grouping set leaves the argument out (the SQL standard's,
+                // in both); DuckDB's is a BIGINT.
+                NodeTag::T_GroupingFunc => {
+                    let g = node as *mut pg_sys::GroupingFunc;
+                    if (*g).agglevelsup != 0 {
+                        return None;
+                    }
+                    let args = list_nodes((*g).args).into_iter().map(|a| self.expr(a).map(|t| t.sql)).collect::<Option<Vec<_>>>()?;
+                    typed(format!("CAST(GROUPING({}) AS INTEGER)", args.join(", ")), Ty::of(pg_sys::INT4OID))
+                }
                 NodeTag::T_WindowFunc => self.window_function(node as *mut pg_sys::WindowFunc),
                 NodeTag::T_SubLink => self.sublink(node as *mut pg_sys::SubLink),
                 _ => None,

@@ -1,7 +1,7 @@
 //! Why a query that could have run whole in DuckDB did not, in words for `EXPLAIN`:
 //! the first of the definite obstacles found anywhere in it, sub-selects in FROM and in
 //! expressions and CTEs included (a relation that is not a lake table, lakes of several
-//! servers, LATERAL, grouping sets, row locks, a recursive CTE, a function in FROM),
+//! servers, row locks, a recursive CTE, a function in FROM),
 //! else the general one, an expression or clause whose DuckDB result could differ from
 //! Postgres' (see the README's Pushdown list). None for a query that reads no lake
 //! table: its plan has nothing of this extension to explain.
@@ -54,9 +54,6 @@ impl QueryVisitor for Walk {
     fn enter(&mut self, q: *mut pg_sys::Query) {
         // SAFETY: a query of the tree being walked.
         unsafe {
-            if !(*q).groupingSets.is_null() {
-                self.obstacle(|| "grouping sets (ROLLUP, CUBE, GROUPING SETS)".into());
-            }
             if !(*q).rowMarks.is_null() || (*q).hasForUpdate {
                 self.obstacle(|| "FOR UPDATE/SHARE".into());
             }
@@ -69,9 +66,6 @@ impl QueryVisitor for Walk {
     fn entry(&mut self, rte: *mut pg_sys::RangeTblEntry) {
         // SAFETY: an entry of the tree being walked; catalog lookups.
         unsafe {
-            if (*rte).lateral {
-                self.obstacle(|| "LATERAL".into());
-            }
             match (*rte).rtekind {
                 pg_sys::RTEKind::RTE_RELATION => match lake_table_server(rte) {
                     Some(server) => {

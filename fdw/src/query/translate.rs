@@ -1,10 +1,11 @@
 //! The structure of an analyzed query in DuckDB SQL: FROM lists and joins (inner,
 //! outer; semi and anti joins come as EXISTS/IN sub-selects, which DuckDB turns back
 //! into joins), sub-selects in FROM, non-recursive CTEs, WHERE, GROUP BY, HAVING,
-//! DISTINCT, UNION/INTERSECT/EXCEPT [ALL], window functions, ORDER BY and constant
-//! LIMIT/OFFSET. Lake tables and change feeds of the query's one server are read.
-//! Anything else (grouping sets, LATERAL, recursive CTEs, row locks, other tables)
-//! refuses the whole query.
+//! DISTINCT, UNION/INTERSECT/EXCEPT [ALL], window functions, grouping sets, LATERAL
+//! sub-selects, ORDER BY and constant LIMIT/OFFSET. Lake tables and change feeds of the
+//! query's one server are read, and small Postgres tables (`postgres_rows`). Anything
+//! else (recursive CTEs, row locks, functions in FROM, other tables) refuses the whole
+//! query.
 //!
 //! Every relation gets a fresh alias `t<n>`, every sub-select output the name
 //! `c<resno>`, so no user identifier needs to survive DuckDB's name resolution.
@@ -187,7 +188,9 @@ impl Translator {
             for clause in list_nodes((*q).groupClause) {
                 group_by.push(self.grouping_key(q, clause as *mut pg_sys::SortGroupClause)?);
             }
-            if !group_by.is_empty() {
+            if !(*q).groupingSets.is_null() {
+                sql.push_str(&format!(" GROUP BY GROUPING SETS ({})", self.grouping_sets(q)?.join(", ")));
+            } else if !group_by.is_empty() {
                 sql.push_str(&format!(" GROUP BY {}", group_by.join(", ")));
             }
             if !(*q).havingQual.is_null() {
@@ -249,6 +252,38 @@ impl Translator {
                 return None;
             }
             Some(t.sql)
+        }
+    }
+
+    /// ROLLUP, CUBE and GROUPING SETS as the grouping sets Postgres expands them to, each
+    /// a list of grouping keys; DuckDB keeps repeated sets, as Postgres does (each one
+    /// gives its rows).
+    unsafe fn grouping_sets(&mut self, q: *mut pg_sys::Query) -> Option<Vec<String>> {
+        unsafe {
+            const MAX_SETS: i32 = 4096;
+            let (grouping_sets, distinct) = ((*q).groupingSets, (*q).groupDistinct);
+            let sets = pg_sys::ffi::pg_guard_ffi_boundary(|| expand_grouping_sets(grouping_sets, distinct, MAX_SETS));
+            if sets.is_null() {
+                return None;
+            }
+            let clauses = list_nodes((*q).groupClause);
+            let mut printed = Vec::new();
+            for set in list_nodes(sets) {
+                let set = set as *mut pg_sys::List;
+                // The empty grouping set `()` is NIL.
+                let length = if set.is_null() { 0 } else { (*set).length };
+                let mut keys = Vec::new();
+                for i in 0..length {
+                    let reference = pg_sys::list_nth_int(set, i) as pg_sys::Index;
+                    let clause = clauses
+                        .iter()
+                        .map(|c| *c as *mut pg_sys::SortGroupClause)
+                        .find(|c| (**c).tleSortGroupRef == reference)?;
+                    keys.push(self.grouping_key(q, clause)?);
+                }
+                printed.push(format!("({})", keys.join(", ")));
+            }
+            Some(printed)
         }
     }
 
@@ -367,10 +402,8 @@ impl Translator {
                         }
                     }
                     pg_sys::RTEKind::RTE_SUBQUERY => {
-                        if (*rte).lateral {
-                            return None;
-                        }
-                        // Translated where the FROM list names it (see from_item).
+                        // Translated where the FROM list names it (see from_item); a
+                        // LATERAL one reads the items before it, translated by then.
                         Relation::Derived { alias: String::new(), types: Vec::new() }
                     }
                     pg_sys::RTEKind::RTE_JOIN => Relation::Join { rte },
@@ -437,7 +470,8 @@ impl Translator {
                             let (sub_sql, types) = self.query_sql((*q_rte).subquery)?;
                             let alias = self.alias("t");
                             self.levels[level].relations[index - 1] = Relation::Derived { alias: alias.clone(), types };
-                            Some(Some(format!("({sub_sql}) AS {}", sql::ident(&alias))))
+                            let lateral = if (*q_rte).lateral { "LATERAL " } else { "" };
+                            Some(Some(format!("{lateral}({sub_sql}) AS {}", sql::ident(&alias))))
                         }
                         pg_sys::RTEKind::RTE_CTE => {
                             let up = (*q_rte).ctelevelsup as usize;
@@ -646,6 +680,13 @@ pub unsafe fn lake_table_server(rte: *mut pg_sys::RangeTblEntry) -> Option<Oid> 
     }
 }
 
+unsafe extern "C-unwind" {
+    /// parse_agg.c (not in pgrx's bindings): the grouping sets ROLLUP, CUBE and GROUPING
+    /// SETS stand for, each an integer list of `tleSortGroupRef`s (NIL for `()`); NIL
+    /// when there would be more than `limit`.
+    fn expand_grouping_sets(grouping_sets: *mut pg_sys::List, group_distinct: bool, limit: std::ffi::c_int) -> *mut pg_sys::List;
+}
+
 /// The range-table index of the leftmost branch of a set operation.
 unsafe fn leftmost_branch(node: *mut Node) -> Option<usize> {
     unsafe {
@@ -678,7 +719,6 @@ unsafe fn supported_shape(q: *mut pg_sys::Query) -> bool {
             && !(*q).hasForUpdate
             && !(*q).hasDistinctOn
             && (*q).rowMarks.is_null()
-            && (*q).groupingSets.is_null()
             && (*q).limitOption != pg_sys::LimitOption::LIMIT_OPTION_WITH_TIES
     }
 }
