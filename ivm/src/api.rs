@@ -45,7 +45,7 @@ fn validate(query: &str, mode: RefreshMode) -> IvmResult<()> {
     lake_sources(tree)?;
     if mode == RefreshMode::Differential {
         let shape = shape_of(tree)?;
-        for occurrence in shape.rows.occurrences() {
+        for occurrence in shape.rows.all_occurrences() {
             if let Source::Postgres(source) = &occurrence.source {
                 check_capturable(source)?;
             }

@@ -5,6 +5,7 @@ pub mod ctes;
 pub mod outer_joins;
 pub mod parse;
 pub mod relations;
+pub mod replay;
 pub mod rows;
 pub mod shape;
 pub mod sublinks;

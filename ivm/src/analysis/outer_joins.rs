@@ -20,6 +20,7 @@
 //! one table.
 
 use super::tree::rt_fetch;
+use crate::error::IvmResult;
 use pgrx::{PgList, pg_sys};
 
 /// The JoinExpr with range-table index `rtindex` in the FROM items of `query`.
@@ -86,25 +87,26 @@ pub unsafe fn pad_other_side(query: *mut pg_sys::Query, rtindex: i32, table: i32
     }
 }
 
-/// `EXISTS (SELECT 1 FROM <relid> WHERE θ AND extra)`: whether the row of `query`
-/// has a match in relation `relid` standing for its table at range-table index
-/// `nullable` (which the join condition `condition` reads), placed in `query`'s WHERE.
-/// `extra` are conditions on that relation as range-table entry 1 of the subquery.
+/// `EXISTS (SELECT 1 FROM <table> WHERE θ AND extra)`: whether the row of `query`
+/// has a match in the table at range-table index `nullable` (which the join condition
+/// `condition` reads), placed in `query`'s WHERE, the table read as `read` makes a copy
+/// of its entry read it (as it is, as it was, its changes). `extra` are conditions on
+/// it as range-table entry 1 of the subquery.
 pub unsafe fn has_match(
     query: *mut pg_sys::Query,
     condition: *mut pg_sys::Node,
     nullable: i32,
-    relid: pg_sys::Oid,
+    read: impl FnOnce(*mut pg_sys::RangeTblEntry) -> IvmResult<()>,
     extra: Vec<*mut pg_sys::Node>,
-) -> *mut pg_sys::Node {
+) -> IvmResult<*mut pg_sys::Node> {
     unsafe {
         let original = rt_fetch(query, nullable);
         let rte = pg_sys::copyObjectImpl(original as *const std::ffi::c_void) as *mut pg_sys::RangeTblEntry;
-        (*rte).relid = relid;
         #[cfg(not(feature = "pg15"))]
         {
             (*rte).perminfoindex = 0;
         }
+        read(rte)?;
         // One level down: the table becomes entry 1 there, everything else reaches
         // one level further up.
         let mut lower = |node: *mut pg_sys::Node| -> Option<*mut pg_sys::Node> {
@@ -122,6 +124,6 @@ pub unsafe fn has_match(
         };
         let mut parts = super::sublinks::conjuncts(super::tree::mutate(condition, &mut lower));
         parts.extend(extra);
-        super::sublinks::exists_over(rte, parts)
+        Ok(super::sublinks::exists_over(rte, parts))
     }
 }

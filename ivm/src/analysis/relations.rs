@@ -31,20 +31,6 @@ pub unsafe fn source_relations(q: &pg_sys::Query) -> IvmResult<Vec<Occurrence>> 
         if occurrences.len() > MAX_RELATIONS {
             return Err(IvmError::unsupported(format!("a query of more than {MAX_RELATIONS} tables")));
         }
-        // Changes of several Postgres tables are added up by the alternating sum,
-        // whose terms are joins: it has no term for a subquery expression's change.
-        let postgres = occurrences.iter().filter(|o| matches!(o.source, Source::Postgres(_))).count();
-        if postgres > 1 && occurrences.iter().any(|o| o.in_subquery_expression()) {
-            return Err(IvmError::unsupported(
-                "a subquery expression over lake tables in a query that reads more than one Postgres table",
-            ));
-        }
-        if postgres > 1 && occurrences.iter().any(|o| o.derived.is_some()) {
-            return Err(IvmError::unsupported("an aggregating sub-select in a query that reads more than one Postgres table"));
-        }
-        if postgres > 1 && occurrences.iter().any(|o| o.nullable_in.is_some()) {
-            return Err(IvmError::unsupported("an outer join in a query that reads more than one Postgres table"));
-        }
         Ok(occurrences)
     }
 }
@@ -63,14 +49,6 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[Step], occurrences: &mut 
                     }
                     let source = match lake_source(relid)? {
                         Some(lake) => Source::Lake(lake),
-                        // A refresh reads a subquery expression's sources as they were,
-                        // by time travel.
-                        None if in_subquery_expression => {
-                            return Err(IvmError::unsupported(format!(
-                                "reading {} in a subquery expression (only lake tables can be read there: a refresh reads them as they were)",
-                                crate::sql::relation_name(relid)
-                            )));
-                        }
                         None => Source::Postgres(postgres_source(relid).ok_or_else(|| {
                             IvmError::unsupported(format!(
                                 "reading {} (neither a DuckLake foreign table nor a user's Postgres table)",
@@ -79,13 +57,6 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[Step], occurrences: &mut 
                         })?),
                     };
                     let nullable_in = nullable.iter().find(|(relation, _)| *relation == rtindex).map(|(_, join)| *join);
-                    if nullable_in.is_some() && !matches!(source, Source::Lake(_)) {
-                        // Its rows' padding is compared with the table as it was.
-                        return Err(IvmError::unsupported(format!(
-                            "reading {} on the nullable side of an outer join (only lake tables can be read there: a refresh reads them as they were)",
-                            crate::sql::relation_name(relid)
-                        )));
-                    }
                     occurrences.push(Occurrence { path: path.to_vec(), rtindex, source, nullable_in, derived: None });
                 }
                 #[cfg(feature = "pg18")]
@@ -216,12 +187,6 @@ unsafe fn derived_of(sub: *mut pg_sys::Query, names: Vec<String>, depth: usize) 
             columns.push(("__pgt_one".into(), int4_one()));
         }
         let occurrences = source_relations(s)?;
-        if let Some(postgres) = occurrences.iter().find(|o| matches!(o.source, Source::Postgres(_))) {
-            return Err(IvmError::unsupported(format!(
-                "reading {} in an aggregating sub-select (only lake tables can be read there: a refresh reads them as they were)",
-                crate::sql::relation_name(postgres.source.relid())
-            )));
-        }
         if names.len() != targets.iter_ptr().filter(|t| !(**t).resjunk).count() {
             return Err(IvmError::unsupported("this aggregating sub-select"));
         }

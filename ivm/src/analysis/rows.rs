@@ -13,9 +13,10 @@
 //! and for changed sources X1..Xk: Σi X1'⋈..⋈X(i−1)'⋈ΔXi⋈X(i+1)⋈..⋈Xk. That is k terms,
 //! each reading one change feed. A lake source as it was is its lake table at the
 //! frontier's snapshot (time travel: a mirror foreign table reading the snapshot in a
-//! setting the refresh pins, see `objects`). A Postgres table cannot be read as it was:
-//! one changed Postgres table goes first, so no term reads it as it was; with several,
-//! the change is the alternating sum over every non-empty set T of changed sources, which reads
+//! setting the refresh pins, see `objects`); a Postgres table as it was is replayed from
+//! its change log (see `replay`), which reads the whole table: one changed Postgres
+//! table goes first, so no term replays it; with several, when every source is a factor
+//! of a join, the change is the alternating sum over every non-empty set T of changed sources, which reads
 //! every source as it is now: (−1)^(|T|+1) · (⋈ of ΔX for X in T and of X' for the
 //! others); with R and S, ΔR⋈S' + R'⋈ΔS − ΔR⋈ΔS. Unchanged sources are the same then
 //! and now, and with one changed source both forms are the one term ΔR⋈S'. A term's
@@ -111,15 +112,15 @@ impl Derived {
     }
 
     /// The sub-select with each changed source read as it was.
-    unsafe fn as_it_was(&self, feeds: &[Feed]) -> *mut pg_sys::Query {
+    unsafe fn as_it_was(&self, feeds: &[Feed]) -> IvmResult<*mut pg_sys::Query> {
         unsafe {
             let query = pg_sys::copyObjectImpl(self.query as *const std::ffi::c_void) as *mut pg_sys::Query;
             for occurrence in self.occurrences() {
                 if let Some(feed) = feed_of(occurrence, feeds) {
-                    read_as_it_was(occurrence_entry(query, occurrence), occurrence, feed, feeds);
+                    read_as_it_was(occurrence_entry(query, occurrence), occurrence, feed, feeds)?;
                 }
             }
-            query
+            Ok(query)
         }
     }
 
@@ -144,7 +145,7 @@ impl Derived {
                 Ok(querydef(query))
             };
             let now = restricted(pg_sys::copyObjectImpl(self.query as *const std::ffi::c_void) as *mut pg_sys::Query)?;
-            let before = restricted(self.as_it_was(feeds))?;
+            let before = restricted(self.as_it_was(feeds)?)?;
             let columns = self.names.iter().map(|n| ident(n)).collect::<Vec<_>>().join(", ");
             analyze(&format!(
                 "SELECT i.*, 'insert'::pg_catalog.text AS change_type FROM ({now}) AS i({columns}) \
@@ -164,11 +165,27 @@ fn feed_of<'a>(occurrence: &Occurrence, feeds: &'a [Feed]) -> Option<&'a Feed> {
 }
 
 /// Read `occurrence` (range-table entry `rte`) as it was at the frontier.
-unsafe fn read_as_it_was(rte: *mut pg_sys::RangeTblEntry, occurrence: &Occurrence, feed: &Feed, feeds: &[Feed]) {
+unsafe fn read_as_it_was(rte: *mut pg_sys::RangeTblEntry, occurrence: &Occurrence, feed: &Feed, feeds: &[Feed]) -> IvmResult<()> {
     unsafe {
         match &occurrence.derived {
-            Some(derived) => (*rte).subquery = derived.as_it_was(feeds),
-            None => (*rte).relid = feed.old.expect("a source that can be read as it was"),
+            Some(derived) => (*rte).subquery = derived.as_it_was(feeds)?,
+            None => source_as_it_was(rte, feed)?,
+        }
+        Ok(())
+    }
+}
+
+/// Make `rte`, which reads `feed`'s source, read it as it was at the frontier: a lake
+/// table's time-travel mirror, a Postgres table replayed from its change log.
+pub unsafe fn source_as_it_was(rte: *mut pg_sys::RangeTblEntry, feed: &Feed) -> IvmResult<()> {
+    unsafe {
+        match (feed.old, &feed.unseen) {
+            (Some(mirror), _) => {
+                (*rte).relid = mirror;
+                Ok(())
+            }
+            (None, Unseen::NotVisibleIn(seen)) => super::replay::read_replayed(rte, feed.source, feed.relid, seen),
+            (None, Unseen::After(_)) => Err(crate::error::IvmError::invalid("a lake source without its time-travel mirror")),
         }
     }
 }
@@ -235,6 +252,19 @@ impl Rows {
     /// Every relation the rows read, branch by branch.
     pub fn occurrences(&self) -> impl Iterator<Item = &Occurrence> {
         self.branches.iter().flat_map(|b| &b.occurrences)
+    }
+
+    /// Every occurrence, those inside aggregating sub-selects included: the tables
+    /// whose changes a refresh reads.
+    pub fn all_occurrences(&self) -> Vec<&Occurrence> {
+        let mut all = Vec::new();
+        for occurrence in self.occurrences() {
+            all.push(occurrence);
+            if let Some(derived) = &occurrence.derived {
+                all.extend(derived.rows.all_occurrences());
+            }
+        }
+        all
     }
 
     /// The rows as the sources are now (the lake at the snapshot the refresh pins).
@@ -310,14 +340,17 @@ impl Branch {
         }
         let columns = self.columns.iter().map(|c| format!("d.{}", ident(c))).collect::<Vec<_>>().join(", ");
         // (changes, sources read as they were, sign) per term. The telescoping sum reads
-        // every changed source after a term's own as it was, which a Postgres table
-        // cannot be: with one such source it goes first, with more the alternating sum
-        // (whose terms are products, so it needs every source read in FROM: `shape`
-        // refuses subquery expressions over sources then).
+        // every changed source after a term's own as it was, which costs a Postgres
+        // table a replay of its change log (see `replay`): with one such source it goes
+        // first, so no term replays it; with more, the alternating sum reads every
+        // source as it is now, when every source is a factor of a join (its terms are
+        // products: none for a subquery expression's change, an outer join's padding or
+        // an aggregating sub-select's groups).
         let mut changed = changed;
         changed.sort_by_key(|(_, feed)| feed.old.is_some());
+        let products_only = self.occurrences.iter().all(|o| !o.in_subquery_expression() && o.nullable_in.is_none() && o.derived.is_none());
         let terms: Vec<(Vec<&(&Occurrence, &Feed)>, Vec<&(&Occurrence, &Feed)>, &str)> =
-            if changed.iter().filter(|(_, feed)| feed.old.is_none()).count() <= 1 {
+            if !products_only || changed.iter().filter(|(_, feed)| feed.old.is_none()).count() <= 1 {
                 (0..changed.len()).map(|i| (vec![&changed[i]], changed[i + 1..].iter().collect(), "")).collect()
             } else {
                 (1u64..(1u64 << changed.len()))
@@ -353,14 +386,14 @@ impl Branch {
         unsafe {
             let query = pg_sys::copyObjectImpl(self.query as *const std::ffi::c_void) as *mut pg_sys::Query;
             for (occurrence, feed) in olds {
-                read_as_it_was(occurrence_entry(query, occurrence), occurrence, feed, feeds);
+                read_as_it_was(occurrence_entry(query, occurrence), occurrence, feed, feeds)?;
             }
             if let [member] = members {
                 if let Some(join) = member.0.nullable_in {
                     let pairs = pg_sys::copyObjectImpl(query as *const std::ffi::c_void) as *mut pg_sys::Query;
                     outer_joins::keep_linear_part(*from_levels(pairs, &member.0.from_steps()).last().expect("a level"), join, member.0.rtindex);
                     let pairs = with_changes(pairs, members, feeds, to)?;
-                    let padding = padding_change(query, member.0, member.1, join, to);
+                    let padding = padding_change(query, member.0, member.1, join, to)?;
                     return Ok(format!("{pairs} UNION ALL {padding}"));
                 }
             }
@@ -409,7 +442,7 @@ unsafe fn with_changes(query: *mut pg_sys::Query, members: &[&(&Occurrence, &Fee
             } else {
                 let (mut quals, now, sublinks) = split_at_sublink((*(*level).jointree).quals, &sublinks);
                 let before = pg_sys::copyObjectImpl(now as *const std::ffi::c_void) as *mut pg_sys::Node;
-                read_as_it_was(sublink_entry(before, &sublinks, occurrence.rtindex), occurrence, feed, feeds);
+                read_as_it_was(sublink_entry(before, &sublinks, occurrence.rtindex), occurrence, feed, feeds)?;
                 let filter = change_filter(now, &sublinks, occurrence.rtindex, &changes);
                 let is_true = |node: *mut pg_sys::Node| {
                     boolean_test(pg_sys::copyObjectImpl(node as *const std::ffi::c_void) as _, pg_sys::BoolTestType::IS_TRUE)
@@ -427,7 +460,7 @@ unsafe fn with_changes(query: *mut pg_sys::Query, members: &[&(&Occurrence, &Fee
 /// The padded rows of outer join `join` that the changes of `feed` to its nullable
 /// side `occurrence` add ('insert': the rows' last match went away) or remove
 /// ('delete': a first match appeared), see `outer_joins`.
-unsafe fn padding_change(query: *mut pg_sys::Query, occurrence: &Occurrence, feed: &Feed, join: i32, to: i64) -> String {
+unsafe fn padding_change(query: *mut pg_sys::Query, occurrence: &Occurrence, feed: &Feed, join: i32, to: i64) -> IvmResult<String> {
     unsafe {
         let from = occurrence.from_steps();
         let levels = from_levels(query, &from);
@@ -435,15 +468,23 @@ unsafe fn padding_change(query: *mut pg_sys::Query, occurrence: &Occurrence, fee
         let table = occurrence.rtindex;
         // Every row of the other side, padded.
         let condition = outer_joins::pad_other_side(level, join, table);
-        let current = (*rt_fetch(level, table)).relid;
-        let now = move || outer_joins::has_match(level, condition, table, current, Vec::new());
-        let before = outer_joins::has_match(level, condition, table, feed.old.expect("a lake source"), Vec::new());
-        let reached = outer_joins::has_match(level, condition, table, feed.relid, unseen_conditions(feed, 1, to));
+        let now = move || outer_joins::has_match(level, condition, table, |_| Ok(()), Vec::new());
+        let before = outer_joins::has_match(level, condition, table, |rte| source_as_it_was(rte, feed), Vec::new())?;
+        let reached = outer_joins::has_match(
+            level,
+            condition,
+            table,
+            |rte| {
+                (*rte).relid = feed.relid;
+                Ok(())
+            },
+            unseen_conditions(feed, 1, to),
+        )?;
         let mut quals = conjuncts((*(*level).jointree).quals);
-        quals.extend([reached, differ(now(), before)]);
+        quals.extend([reached, differ(now()?, before)]);
         (*(*level).jointree).quals = and(quals);
-        output_change(&levels, &from, case_text(now(), "delete", "insert"), "__pgt_change0");
-        querydef(query)
+        output_change(&levels, &from, case_text(now()?, "delete", "insert"), "__pgt_change0");
+        Ok(querydef(query))
     }
 }
 

@@ -72,7 +72,7 @@ pub fn plan_for(table: &StreamTable) -> IvmResult<Plan> {
         RefreshMode::Full => None,
     };
     let mut postgres: Vec<PostgresSource> = Vec::new();
-    for occurrence in shape.iter().flat_map(|s| s.rows.occurrences()) {
+    for occurrence in shape.iter().flat_map(|s| s.rows.all_occurrences()) {
         if let Source::Postgres(source) = &occurrence.source {
             if !postgres.iter().any(|p| p.relid == source.relid) {
                 postgres.push(source.clone());
