@@ -250,7 +250,7 @@ impl Translator {
                         return typed(format!("CAST((- {}) AS {})", arg.sql, param_duck_type(result)?), Ty::of(result));
                     }
                     (arg.ty.decimal.is_some() && result == pg_sys::NUMERICOID)
-                        .then(|| Typed { sql: format!("(- {})", arg.sql), narrow: arg.narrow.as_ref().map(|n| n.map(|s| format!("(- {s})"), |d| format!("(- {d})"))), ..arg })
+                        .then(|| Typed { sql: format!("(- {})", arg.sql), narrow: arg.narrow.as_ref().map(|n| n.map(|s| format!("(- {s})"))), ..arg })
                 }
                 _ => None,
             }
@@ -419,7 +419,7 @@ impl Translator {
                         pg_sys::INT8OID => 19,
                         _ => return None,
                     };
-                    let narrow = a.narrow.filter(|_| width <= 18).map(|n| n.map(|s| format!("CAST({s} AS DECIMAL({width},0))"), str::to_owned));
+                    let narrow = a.narrow.filter(|_| width <= 18).map(|n| n.map(|s| format!("CAST({s} AS DECIMAL({width},0))")));
                     Some(Typed { narrow, ..Typed::new(format!("CAST({} AS DECIMAL({width},0))", a.sql), Ty::decimal(width, 0)) })
                 }
                 ("extract" | "date_part", [field, source]) if name == "extract" => {

@@ -24,24 +24,23 @@ use crate::query::typed::{Narrow, Ty, Typed};
 pub enum Binding {
     /// A one-element `list_transform`: `list_transform([struct_pack(a := x)], lambda n: body)[1]`.
     Lambda,
-    /// A scalar sub-select: `(SELECT body FROM (SELECT x AS a) AS n)`. DuckDB's binder
-    /// refuses lambdas over aggregates in HAVING ("column a must appear in the GROUP
-    /// BY clause"), and decorrelates this form there; elsewhere the lambda is cheaper.
-    SubSelect,
+    /// None: each use repeats the value's SQL. DuckDB's binder refuses lambdas over
+    /// aggregates in HAVING ("column a must appear in the GROUP BY clause"), and a
+    /// scalar sub-select instead would bind `count(*)` to itself (one row) and run for
+    /// every group, guarded or not.
+    Repeated,
 }
 
 impl Binding {
-    /// `body`, in which `name.field` is each of `fields` computed once.
-    pub fn bind(self, fields: &[(&str, String)], name: &str, body: &str) -> String {
+    /// `body`, in which `name.field` is each of `fields` computed once; None without a
+    /// binding.
+    pub fn bind(self, fields: &[(&str, String)], name: &str, body: &str) -> Option<String> {
         match self {
             Binding::Lambda => {
                 let fields: Vec<String> = fields.iter().map(|(f, v)| format!("{f} := {v}")).collect();
-                format!("list_transform([struct_pack({})], lambda {name}: {body})[1]", fields.join(", "))
+                Some(format!("list_transform([struct_pack({})], lambda {name}: {body})[1]", fields.join(", ")))
             }
-            Binding::SubSelect => {
-                let fields: Vec<String> = fields.iter().map(|(f, v)| format!("{v} AS {f}")).collect();
-                format!("(SELECT {body} FROM (SELECT {}) AS {name})", fields.join(", "))
-            }
+            Binding::Repeated => None,
         }
     }
 }
@@ -139,7 +138,7 @@ pub fn quotient(a: &Typed, b: &Typed, int_digits: u32, binding: Binding) -> Opti
         ],
         "pg_q3",
         &value,
-    );
+    )?;
     // The scale is checked before d and m are formed (their powers of ten could not be).
     let scaled = binding.bind(
         &[
@@ -153,7 +152,7 @@ pub fn quotient(a: &Typed, b: &Typed, int_digits: u32, binding: Binding) -> Opti
             "CASE WHEN pg_q2.r > {out_scale} THEN error('a numeric quotient needs more than {out_scale} decimal digits; \
              run the query in Postgres (SET ducklake.query_pushdown = off)') ELSE {divide} END"
         ),
-    );
+    )?;
     // Each operand once: NULL where it is (its unscaled integer is NULL then).
     let operands = [("a", ua), ("b", ub), ("ds1", ds1), ("ds2", ds2)];
     let sql = binding.bind(
@@ -163,9 +162,9 @@ pub fn quotient(a: &Typed, b: &Typed, int_digits: u32, binding: Binding) -> Opti
             "CAST((CASE WHEN pg_q1.a IS NULL OR pg_q1.b IS NULL THEN NULL \
              WHEN pg_q1.b = 0 THEN error('division by zero') ELSE {scaled} END) AS DECIMAL(38,{out_scale}))"
         ),
-    );
+    )?;
     // The scale again, for outputs: it is small next to the value's SQL.
-    let scale = binding.bind(&operands, "pg_q1", &rscale);
+    let scale = binding.bind(&operands, "pg_q1", &rscale)?;
     Some(Typed::varying(sql, Ty::decimal(38, out_scale), Some(scale)))
 }
 
@@ -194,24 +193,27 @@ pub fn sum_of_widened(narrow: &Narrow, wide: &str, clauses: &str) -> String {
 /// DECIMAL of the larger scale and the larger integer part; when that needs more
 /// than 38 digits (a 10-digit integer against a quotient of scale 29), the integer
 /// parts (floor) and the fractions (in [0, 1)) are compared apart, each fitting.
-/// The operands are bound once (see `quotient`): written out in each comparison, a
-/// scalar sub-select among them was run three times (TPC-H 17 scanned `lineitem`
-/// four times instead of twice).
+/// The operands are bound once where DuckDB can (see `Binding`): written out in each
+/// comparison, a scalar sub-select among them was run three times (TPC-H 17 scanned
+/// `lineitem` four times instead of twice).
 pub fn comparison(op: &str, left: &Typed, right: &Typed, binding: Binding) -> Option<String> {
     let ((w1, s1), (w2, s2)) = (left.ty.decimal?, right.ty.decimal?);
     let scale = s1.max(s2);
     if (w1 - s1).max(w2 - s2) + scale <= 38 {
         return Some(format!("({} {op} {})", left.sql, right.sql));
     }
-    let whole = |side: &str| format!("CAST(floor(pg_c.{side}) AS DECIMAL(38,0))");
-    let fraction = |side: &str| format!("CAST(pg_c.{side} - floor(pg_c.{side}) AS DECIMAL({scale},{scale}))");
-    let (wl, wr, fl, fr) = (whole("l"), whole("r"), fraction("l"), fraction("r"));
-    let body = match op {
-        "=" => format!("({wl} = {wr} AND {fl} = {fr})"),
-        "<>" => format!("({wl} <> {wr} OR {fl} <> {fr})"),
-        _ => format!("(CASE WHEN {wl} <> {wr} THEN {wl} {op} {wr} ELSE {fl} {op} {fr} END)"),
+    let body = |l: &str, r: &str| {
+        let whole = |side: &str| format!("CAST(floor({side}) AS DECIMAL(38,0))");
+        let fraction = |side: &str| format!("CAST({side} - floor({side}) AS DECIMAL({scale},{scale}))");
+        let (wl, wr, fl, fr) = (whole(l), whole(r), fraction(l), fraction(r));
+        match op {
+            "=" => format!("({wl} = {wr} AND {fl} = {fr})"),
+            "<>" => format!("({wl} <> {wr} OR {fl} <> {fr})"),
+            _ => format!("(CASE WHEN {wl} <> {wr} THEN {wl} {op} {wr} ELSE {fl} {op} {fr} END)"),
+        }
     };
-    Some(binding.bind(&[("l", left.sql.clone()), ("r", right.sql.clone())], "pg_c", &body))
+    let bound = binding.bind(&[("l", left.sql.clone()), ("r", right.sql.clone())], "pg_c", &body("pg_c.l", "pg_c.r"));
+    Some(bound.unwrap_or_else(|| body(&format!("({})", left.sql), &format!("({})", right.sql))))
 }
 
 /// The integer digits a numeric of DECIMAL(width, scale) can have.

@@ -74,7 +74,7 @@ impl Translator {
 
     /// How a value computed once is named in DuckDB SQL at this point (see `Binding`).
     pub fn binding(&self) -> Binding {
-        if self.levels.last().is_some_and(|l| l.in_having) { Binding::SubSelect } else { Binding::Lambda }
+        if self.levels.last().is_some_and(|l| l.in_having) { Binding::Repeated } else { Binding::Lambda }
     }
 
     fn alias(&mut self, prefix: &str) -> String {
@@ -395,7 +395,10 @@ impl Translator {
                         let relkind = pg_sys::get_rel_relkind((*rte).relid) as u8;
                         if relkind == pg_sys::RELKIND_VIEW {
                             Relation::None
-                        } else if relkind == pg_sys::RELKIND_RELATION && postgres_rows::is_small_plain_table(rte) {
+                        } else if relkind == pg_sys::RELKIND_RELATION
+                            && postgres_rows::is_small_plain_table(rte)
+                            && postgres_rows::read_as_current_user(q, rte)
+                        {
                             Relation::Postgres { alias: self.alias("t"), relid: (*rte).relid, slot: None }
                         } else {
                             self.lake_relation(rte)?

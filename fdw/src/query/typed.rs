@@ -47,39 +47,48 @@ impl Typed {
     /// a numeric of at most 18 digits.
     pub fn plain(self) -> Typed {
         let fits = is_integer(self.ty.oid) || matches!(self.ty.decimal, Some((width, _)) if width <= 18);
-        let narrow = fits.then(|| Narrow { sql: self.sql.clone(), double: format!("CAST({} AS DOUBLE)", self.sql), guards: Vec::new() });
+        let narrow = fits.then(|| Narrow { sql: self.sql.clone(), bound: format!("abs(CAST({} AS DOUBLE))", self.sql), guards: Vec::new() });
         Typed { narrow, ..self }
     }
 }
 
-/// A value in DuckDB's 64-bit DECIMAL arithmetic, which raises where a result passes
-/// 18 digits (see `numeric::sum_of_widened`).
+/// A value in DuckDB's 64-bit DECIMAL arithmetic, which raises where a result, or an
+/// operand DuckDB rescales to the larger scale of `+`/`-`, passes 18 digits (see
+/// `numeric::sum_of_widened`).
 #[derive(Clone, Debug)]
 pub struct Narrow {
     pub sql: String,
-    /// The same value in DOUBLE, to bound it cheaply.
-    pub double: String,
+    /// An upper bound of the value's magnitude in DOUBLE: a column's or constant's own,
+    /// the sum of the operands' bounds for `+`/`-`, their product for `*`. Every term is
+    /// non-negative, so rounding errs relative to the bound itself, never by more than
+    /// a few units in 10^15 of it; a signed DOUBLE of the value would not do, since the
+    /// difference of two nearly equal 18-digit numbers can round to zero.
+    pub bound: String,
     /// Conditions under which `sql` does not overflow: one per operation whose result
-    /// could pass 18 digits. They cannot raise themselves.
+    /// could pass 18 digits.
     pub guards: Vec<String>,
 }
 
 impl Narrow {
     /// `self op other`, a result of `scale` decimals that may pass 18 digits when
-    /// `may_overflow`. Its guard asks for half the 64-bit range: a DOUBLE is within
-    /// 10^-15 of the value relative to the operands' magnitudes, far inside that margin.
+    /// `may_overflow`. Its guard asks the bound for half the 64-bit range at that
+    /// scale, which also holds each operand, so DuckDB's rescaling of an operand of
+    /// `+`/`-` to that scale fits too.
     pub fn combine(&self, op: &str, other: &Narrow, scale: u32, may_overflow: bool) -> Narrow {
-        let double = format!("({} {op} {})", self.double, other.double);
+        let bound = match op {
+            "*" => format!("({} * {})", self.bound, other.bound),
+            _ => format!("({} + {})", self.bound, other.bound),
+        };
         let mut guards = [self.guards.clone(), other.guards.clone()].concat();
         if may_overflow {
-            guards.push(format!("abs({double}) < 5e{}", 17 - scale as i32));
+            guards.push(format!("{bound} < 5e{}", 17 - scale as i32));
         }
-        Narrow { sql: format!("({} {op} {})", self.sql, other.sql), double, guards }
+        Narrow { sql: format!("({} {op} {})", self.sql, other.sql), bound, guards }
     }
 
-    /// The same value, `sql` and `double` applied to this one's.
-    pub fn map(&self, sql: impl FnOnce(&str) -> String, double: impl FnOnce(&str) -> String) -> Narrow {
-        Narrow { sql: sql(&self.sql), double: double(&self.double), guards: self.guards.clone() }
+    /// The same bound and guards over SQL `sql` applied to this one's.
+    pub fn map(&self, sql: impl FnOnce(&str) -> String) -> Narrow {
+        Narrow { sql: sql(&self.sql), bound: self.bound.clone(), guards: self.guards.clone() }
     }
 }
 
