@@ -6,8 +6,9 @@
 //!
 //! - Which tables: plain tables of at most `MAX_PAGES` pages when the query is
 //!   planned, without row-level security (their policies would have to be applied
-//!   here), inheritance children or TABLESAMPLE. Each column the query reads must be
-//!   of a type whose constants the pushdown prints (`deparse::literal`).
+//!   here), inheritance children or TABLESAMPLE, whose privileges are checked for the
+//!   current user (not a view's owner). Each column the query reads must be of a type
+//!   whose constants the pushdown prints (`deparse::literal`).
 //! - When: the rows are read when the DuckDB query starts, by a read-only SPI query,
 //!   which sees the snapshot of the statement running it, as the table's own scan
 //!   would; prepared statements read the table anew at each execution.
@@ -28,6 +29,10 @@ use crate::types::kind::Kind;
 
 /// Larger tables stay with Postgres: 8 pages (64 kB) hold a few hundred rows.
 const MAX_PAGES: u32 = 8;
+
+/// A plan made when the table was small may run after it grew: past this many rows
+/// its execution stops with an error naming the table rather than send them all.
+const MAX_ROWS: u64 = 100_000;
 
 /// A column of a Postgres table that a pushed query reads.
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -65,6 +70,29 @@ pub unsafe fn is_small_plain_table(rte: *mut pg_sys::RangeTblEntry) -> bool {
     }
 }
 
+/// Whether the user running the query is the one whose privileges Postgres checks on
+/// `rte` (not a view's owner, for a table read through a view): the rows are read as
+/// the current user.
+pub unsafe fn read_as_current_user(q: *mut pg_sys::Query, rte: *mut pg_sys::RangeTblEntry) -> bool {
+    unsafe {
+        #[cfg(feature = "pg15")]
+        let check_as = {
+            let _ = q;
+            (*rte).checkAsUser
+        };
+        #[cfg(not(feature = "pg15"))]
+        let check_as = {
+            let index = (*rte).perminfoindex as usize;
+            if index == 0 || (*q).rteperminfos.is_null() || index > (*(*q).rteperminfos).length as usize {
+                return false;
+            }
+            let info = crate::pg_nodes::list_nodes((*q).rteperminfos)[index - 1] as *mut pg_sys::RTEPermissionInfo;
+            (*info).checkAsUser
+        };
+        check_as == pg_sys::InvalidOid || check_as == pg_sys::GetUserId()
+    }
+}
+
 /// The type a column of this type has in the DuckDB query, or `None` when its values
 /// cannot be sent.
 pub fn duck_type(type_oid: Oid, typmod: i32) -> Option<String> {
@@ -95,12 +123,16 @@ pub fn rows_source(relid: Oid, columns: &[PostgresColumn], run: bool) -> LakeRes
             .map(|c| duck_type(Oid::from(c.type_oid), c.typmod))
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| LakeError::NotSupported(format!("a column of {qualified} cannot be sent to DuckDB")))?;
-        // Typed NULLs give each column its type, rows or none.
-        let header: Vec<String> = columns
+        // Typed NULLs give each column its type, rows or none; a table none of whose
+        // columns is read still has rows (`EXISTS (SELECT 1 FROM t)`), of one NULL.
+        let mut header: Vec<String> = columns
             .iter()
             .zip(&types)
             .map(|(c, t)| format!("CAST(NULL AS {t}) AS {}", sql::ident(&PostgresColumn::name(c.attno))))
             .collect();
+        if header.is_empty() {
+            header.push(format!("CAST(NULL AS BOOLEAN) AS {}", sql::ident("c0")));
+        }
         let header = format!("SELECT {} WHERE FALSE", header.join(", "));
         if !run {
             return Ok(format!("({header} /* and the rows of {qualified} */)"));
@@ -126,8 +158,15 @@ unsafe fn read_rows(relid: Oid, qualified: &str, columns: &[PostgresColumn], typ
             return Err(LakeError::NotSupported(format!("could not read {qualified}")));
         }
         // Read-only: the statement's snapshot, without a command counter increment.
-        let result = if pg_sys::SPI_execute(query.as_ptr(), true, 0) == pg_sys::SPI_OK_SELECT as i32 {
-            render(qualified, columns, types, &names)
+        let result = if pg_sys::SPI_execute(query.as_ptr(), true, MAX_ROWS as i64 + 1) == pg_sys::SPI_OK_SELECT as i32 {
+            if pg_sys::SPI_processed > MAX_ROWS {
+                Err(LakeError::NotSupported(format!(
+                    "{qualified} has more than {MAX_ROWS} rows, too many to send to DuckDB with a query planned when it was small; \
+                     plan the query again (DISCARD PLANS) or run it in Postgres (SET ducklake.query_pushdown = off)"
+                )))
+            } else {
+                render(qualified, columns, types, &names)
+            }
         } else {
             Err(LakeError::NotSupported(format!("could not read {qualified}")))
         };
@@ -159,6 +198,9 @@ unsafe fn render(qualified: &str, columns: &[PostgresColumn], types: &[String], 
                     format!("CAST({text} AS {})", types[j])
                 };
                 values.push(value);
+            }
+            if values.is_empty() {
+                values.push("CAST(NULL AS BOOLEAN)".into());
             }
             rows.push(format!("({})", values.join(", ")));
         }

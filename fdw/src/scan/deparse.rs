@@ -427,8 +427,14 @@ pub unsafe fn literal(datum: pg_sys::Datum, type_oid: Oid) -> Option<String> {
             pg_sys::INT2OID => format!("CAST({} AS SMALLINT)", i16::from_datum(datum, false)?),
             pg_sys::INT4OID => format!("CAST({} AS INTEGER)", i32::from_datum(datum, false)?),
             pg_sys::INT8OID => format!("CAST({} AS BIGINT)", i64::from_datum(datum, false)?),
-            pg_sys::FLOAT4OID => float_literal(f32::from_datum(datum, false)? as f64, "FLOAT"),
-            pg_sys::FLOAT8OID => float_literal(f64::from_datum(datum, false)?, "DOUBLE"),
+            pg_sys::FLOAT4OID => {
+                let value = f32::from_datum(datum, false)?;
+                float_literal(format!("{value:?}"), value.is_nan(), "FLOAT")
+            }
+            pg_sys::FLOAT8OID => {
+                let value = f64::from_datum(datum, false)?;
+                float_literal(format!("{value:?}"), value.is_nan(), "DOUBLE")
+            }
             pg_sys::NUMERICOID => {
                 let text = output_text(datum, type_oid);
                 let digits = text.trim_start_matches('-').replace('.', "");
@@ -481,14 +487,14 @@ pub unsafe fn literal(datum: pg_sys::Datum, type_oid: Oid) -> Option<String> {
     }
 }
 
-fn float_literal(value: f64, duck_type: &str) -> String {
-    if value.is_nan() {
+/// A float constant as text DuckDB parses to exactly this value: a bare `1.5` would be
+/// a DECIMAL first, losing the sign of -0 and, past 2^53, the last bit of a double.
+/// `text` is Rust's shortest text that round-trips (of the f32 itself for FLOAT).
+fn float_literal(text: String, is_nan: bool, duck_type: &str) -> String {
+    if is_nan {
         format!("CAST('nan' AS {duck_type})")
-    } else if value.is_infinite() {
-        format!("CAST('{}inf' AS {duck_type})", if value < 0.0 { "-" } else { "" })
     } else {
-        // Rust prints the shortest text that round-trips exactly.
-        format!("CAST({value:?} AS {duck_type})")
+        format!("CAST('{text}' AS {duck_type})")
     }
 }
 
