@@ -173,6 +173,14 @@ def test_a_replayed_table_keeps_each_value_as_it_was(lake):
     conn.execute("SELECT pgtrickle.refresh('priced')")
     check(conn, "priced", query)
     assert rows(conn, "SELECT price FROM priced WHERE id IN (100, 101)") == [("1.00",), ("5.000",)]
+    # a renamed column and a dropped one: the replay follows attribute numbers
+    conn.execute("ALTER TABLE public.prices ADD COLUMN junk int")
+    conn.execute("ALTER TABLE public.prices DROP COLUMN junk")
+    conn.execute("ALTER TABLE public.prices RENAME COLUMN price TO cost")
+    conn.execute("UPDATE public.prices SET cost = 7.0 WHERE customer = 2")
+    conn.execute("DELETE FROM lake.orders WHERE id = 2")
+    conn.execute("SELECT pgtrickle.refresh('priced')")
+    check(conn, "priced", query.replace("p.price", "p.cost"))
 
 
 @pytest.mark.parametrize("seed", [1, 2])

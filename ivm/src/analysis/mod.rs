@@ -5,7 +5,6 @@ pub mod ctes;
 pub mod outer_joins;
 pub mod parse;
 pub mod relations;
-pub mod replay;
 pub mod rows;
 pub mod shape;
 pub mod sublinks;

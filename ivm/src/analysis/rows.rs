@@ -14,9 +14,10 @@
 //! each reading one change feed. A lake source as it was is its lake table at the
 //! frontier's snapshot (time travel: a mirror foreign table reading the snapshot in a
 //! setting the refresh pins, see `objects`); a Postgres table as it was is replayed from
-//! its change log (see `replay`), which reads the whole table: one changed Postgres
-//! table goes first, so no term replays it; with several, when every source is a factor
-//! of a join, the change is the alternating sum over every non-empty set T of changed sources, which reads
+//! its change log into a work table (see `maintenance::replay`), which reads the whole
+//! table, so it is done only for queries whose terms need it (`reads_as_it_was`). In
+//! the others one changed Postgres table goes first, so no term reads it as it was;
+//! with several, the change is the alternating sum over every non-empty set T of changed sources, which reads
 //! every source as it is now: (−1)^(|T|+1) · (⋈ of ΔX for X in T and of X' for the
 //! others); with R and S, ΔR⋈S' + R'⋈ΔS − ΔR⋈ΔS. Unchanged sources are the same then
 //! and now, and with one changed source both forms are the one term ΔR⋈S'. A term's
@@ -176,16 +177,18 @@ unsafe fn read_as_it_was(rte: *mut pg_sys::RangeTblEntry, occurrence: &Occurrenc
 }
 
 /// Make `rte`, which reads `feed`'s source, read it as it was at the frontier: a lake
-/// table's time-travel mirror, a Postgres table replayed from its change log.
+/// table's time-travel mirror, a Postgres table's replay (see `maintenance::replay`).
 pub unsafe fn source_as_it_was(rte: *mut pg_sys::RangeTblEntry, feed: &Feed) -> IvmResult<()> {
     unsafe {
-        match (feed.old, &feed.unseen) {
-            (Some(mirror), _) => {
-                (*rte).relid = mirror;
+        match feed.old {
+            Some(old) => {
+                (*rte).relid = old;
                 Ok(())
             }
-            (None, Unseen::NotVisibleIn(seen)) => super::replay::read_replayed(rte, feed.source, feed.relid, seen),
-            (None, Unseen::After(_)) => Err(crate::error::IvmError::invalid("a lake source without its time-travel mirror")),
+            None => Err(crate::error::IvmError::new(
+                pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                format!("no state as it was of {} for this refresh", crate::sql::relation_name(feed.source)),
+            )),
         }
     }
 }
@@ -225,7 +228,8 @@ pub struct Feed {
     /// The change feed or change log.
     pub relid: pg_sys::Oid,
     pub unseen: Unseen,
-    /// The source as it was at the frontier (lake sources: a time-travel mirror).
+    /// The source as it was at the frontier: a lake source's time-travel mirror, a
+    /// Postgres table's replay when a term may read it (see `Rows::reads_as_it_was`).
     pub old: Option<pg_sys::Oid>,
 }
 
@@ -252,6 +256,14 @@ impl Rows {
     /// Every relation the rows read, branch by branch.
     pub fn occurrences(&self) -> impl Iterator<Item = &Occurrence> {
         self.branches.iter().flat_map(|b| &b.occurrences)
+    }
+
+    /// Whether a term may read a Postgres table as it was: an occurrence in a subquery
+    /// expression, on an outer join's nullable side or in an aggregating sub-select
+    /// (without them, one changed Postgres table goes first and several take the
+    /// alternating sum, see `Branch::delta_sql`).
+    pub fn reads_as_it_was(&self) -> bool {
+        self.all_occurrences().iter().any(|o| o.in_subquery_expression() || o.nullable_in.is_some() || o.derived.is_some())
     }
 
     /// Every occurrence, those inside aggregating sub-selects included: the tables
@@ -340,12 +352,12 @@ impl Branch {
         }
         let columns = self.columns.iter().map(|c| format!("d.{}", ident(c))).collect::<Vec<_>>().join(", ");
         // (changes, sources read as they were, sign) per term. The telescoping sum reads
-        // every changed source after a term's own as it was, which costs a Postgres
-        // table a replay of its change log (see `replay`): with one such source it goes
-        // first, so no term replays it; with more, the alternating sum reads every
-        // source as it is now, when every source is a factor of a join (its terms are
-        // products: none for a subquery expression's change, an outer join's padding or
-        // an aggregating sub-select's groups).
+        // every changed source after a term's own as it was, which a Postgres table
+        // without a replay (see `Rows::reads_as_it_was`) cannot be: with one such source
+        // it goes first; with more, the alternating sum reads every source as it is now,
+        // when every source is a factor of a join (its terms are products: none for a
+        // subquery expression's change, an outer join's padding or an aggregating
+        // sub-select's groups).
         let mut changed = changed;
         changed.sort_by_key(|(_, feed)| feed.old.is_some());
         let products_only = self.occurrences.iter().all(|o| !o.in_subquery_expression() && o.nullable_in.is_none() && o.derived.is_none());

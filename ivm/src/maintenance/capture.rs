@@ -81,27 +81,7 @@ fn run(sql: &str) -> IvmResult<()> {
 /// extension's owner). Returns the log's name, the function's and the triggers' oids.
 pub fn create_capture(result_relid: pg_sys::Oid, source: &PostgresSource) -> IvmResult<(String, pg_sys::Oid, Vec<pg_sys::Oid>)> {
     let log = log_name(result_relid, source.relid);
-    let columns: String = Spi::get_one_with_args(
-        "SELECT coalesce(pg_catalog.string_agg(CASE WHEN a.attisdropped \
-                THEN pg_catalog.format('%I integer, ', '__pgt_dropped_' || a.attnum) \
-                ELSE pg_catalog.format('%I %s%s, ', a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), \
-                     CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation \
-                          THEN ' COLLATE ' || a.attcollation::pg_catalog.regcollation::text ELSE '' END) END, \
-                '' ORDER BY a.attnum), '') \
-           FROM pg_catalog.pg_attribute a LEFT JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
-          WHERE a.attrelid = $1 AND a.attnum > 0",
-        &[source.relid.into()],
-    )?
-    .unwrap_or_default();
-    run(&format!("CREATE TABLE {log} ({columns}__pgt_xid pg_catalog.xid8 NOT NULL, change_type text NOT NULL)"))?;
-    let dropped: Option<String> = Spi::get_one_with_args(
-        "SELECT pg_catalog.string_agg(pg_catalog.format('DROP COLUMN %I', '__pgt_dropped_' || attnum), ', ') \
-         FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attnum > 0 AND attisdropped",
-        &[source.relid.into()],
-    )?;
-    if let Some(drops) = dropped {
-        run(&format!("ALTER TABLE {log} {drops}"))?;
-    }
+    create_laid_out_like(&log, source.relid, "TABLE", "__pgt_xid pg_catalog.xid8 NOT NULL, change_type text NOT NULL")?;
     let function = function_name(result_relid, source.relid);
     let log_literal = crate::sql::literal(&log);
     // Columns by attribute number, of the same type in the table and in the log.
@@ -159,6 +139,45 @@ pub fn create_capture(result_relid: pg_sys::Oid, source: &PostgresSource) -> Ivm
     }
     let function_oid = regprocedure(&format!("{function}()"))?;
     Ok((log, function_oid, triggers))
+}
+
+/// The work table a refresh replays `source` as it was into (see `replay`).
+pub fn was_name(result_relid: pg_sys::Oid, source: pg_sys::Oid) -> String {
+    qualified(CHANGES_SCHEMA, &format!("was_{}_{}", result_relid.to_u32(), source.to_u32()))
+}
+
+/// Create work table `name` for `source` (run as the extension's owner), unlogged: it
+/// holds one refresh's replay.
+pub fn create_was(name: &str, source: pg_sys::Oid) -> IvmResult<()> {
+    create_laid_out_like(name, source, "UNLOGGED TABLE", "")
+}
+
+/// Create `kind` `name` with the columns of table `source` at its attribute numbers
+/// (a dropped column of it is dropped here too), then `extra` columns.
+fn create_laid_out_like(name: &str, source: pg_sys::Oid, kind: &str, extra: &str) -> IvmResult<()> {
+    let columns: String = Spi::get_one_with_args(
+        "SELECT coalesce(pg_catalog.string_agg(CASE WHEN a.attisdropped \
+                THEN pg_catalog.format('%I integer, ', '__pgt_dropped_' || a.attnum) \
+                ELSE pg_catalog.format('%I %s%s, ', a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), \
+                     CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation \
+                          THEN ' COLLATE ' || a.attcollation::pg_catalog.regcollation::text ELSE '' END) END, \
+                '' ORDER BY a.attnum), '') \
+           FROM pg_catalog.pg_attribute a LEFT JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+          WHERE a.attrelid = $1 AND a.attnum > 0",
+        &[source.into()],
+    )?
+    .unwrap_or_default();
+    let columns = format!("{columns}{extra}");
+    run(&format!("CREATE {kind} {name} ({})", columns.trim_end().trim_end_matches(',')))?;
+    let dropped: Option<String> = Spi::get_one_with_args(
+        "SELECT pg_catalog.string_agg(pg_catalog.format('DROP COLUMN %I', '__pgt_dropped_' || attnum), ', ') \
+         FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attnum > 0 AND attisdropped",
+        &[source.into()],
+    )?;
+    if let Some(drops) = dropped {
+        run(&format!("ALTER TABLE {name} {drops}"))?;
+    }
+    Ok(())
 }
 
 fn regprocedure(signature: &str) -> IvmResult<pg_sys::Oid> {

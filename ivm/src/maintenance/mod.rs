@@ -5,6 +5,7 @@ pub mod capture;
 pub mod context;
 pub mod objects;
 pub mod refresh;
+pub mod replay;
 pub mod schemas;
 pub mod snapshot;
 pub mod statements;

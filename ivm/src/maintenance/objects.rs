@@ -1,11 +1,12 @@
 //! The relations behind a stream table: the result table, its definition (see
 //! `definition`), and for DIFFERENTIAL ones the state table, the affected-groups work
-//! table, the change buffer and a change-feed foreign table per lake source. Internal
+//! table, the change buffer, a change-feed foreign table per lake source and a change
+//! log and replay work table per Postgres source. Internal
 //! relations are created by the extension's owner (nobody else may create anything in
 //! the internal schemas), handed to the stream table's owner, whose refreshes use
 //! them, and depend on the result table (dropped with it).
 
-use super::capture::{create_capture, log_name};
+use super::capture::{create_capture, create_was, log_name, was_name};
 use super::statements::{Objects, Statements, state_from_source};
 use crate::analysis::parse::{LakeSource, PostgresSource};
 use crate::analysis::shape::Shape;
@@ -35,6 +36,7 @@ pub fn objects_for(result_relid: pg_sys::Oid, sources: &[LakeSource], postgres: 
             .map(|s| (s.relid, qualified(CHANGES_SCHEMA, &format!("old_{id}_{}", s.relid.to_u32()))))
             .collect(),
         logs: postgres.iter().map(|s| (s.relid, log_name(result_relid, s.relid))).collect(),
+        was: postgres.iter().map(|s| (s.relid, was_name(result_relid, s.relid))).collect(),
     }
 }
 
@@ -107,6 +109,9 @@ pub fn create_internals(result_relid: pg_sys::Oid, shape: &Shape, objects: &Obje
             }
             let (log, function, triggers) = create_capture(result_relid, source)?;
             adopt("TABLE", &log, result_relid)?;
+            let was = was_name(result_relid, source.relid);
+            create_was(&was, source.relid)?;
+            adopt("TABLE", &was, result_relid)?;
             record_dependency_of(pg_sys::ProcedureRelationId, function, result_relid, pg_sys::DependencyType::DEPENDENCY_AUTO);
             for trigger in triggers {
                 record_dependency_of(pg_sys::TriggerRelationId, trigger, result_relid, pg_sys::DependencyType::DEPENDENCY_AUTO);
@@ -170,6 +175,22 @@ pub fn refresh_change_relations(result_relid: pg_sys::Oid, objects: &Objects) ->
     Ok(retargeted)
 }
 
+/// The replay work table of each Postgres source, created if the stream table was made
+/// before they existed: its oid by source.
+pub fn replay_tables(result_relid: pg_sys::Oid, objects: &Objects) -> IvmResult<Vec<(pg_sys::Oid, pg_sys::Oid)>> {
+    let mut tables = Vec::new();
+    for (source, name) in &objects.was {
+        if crate::sql::try_regclass(name)?.is_none() {
+            as_extension_owner(|| {
+                create_was(name, *source)?;
+                adopt("TABLE", name, result_relid)
+            })?;
+        }
+        tables.push((*source, regclass(name)?));
+    }
+    Ok(tables)
+}
+
 /// Drop the internal relations, capture functions and triggers (used when the
 /// defining query changes).
 pub fn drop_internals(result_relid: pg_sys::Oid) -> IvmResult<()> {
@@ -182,7 +203,8 @@ pub fn drop_internals(result_relid: pg_sys::Oid) -> IvmResult<()> {
                      WHERE c.relnamespace = $1::regnamespace AND c.relname LIKE $2";
     let mut feeds = named(relations, "feed")?;
     feeds.extend(named(relations, "old")?);
-    let logs = named(relations, "log")?;
+    let mut logs = named(relations, "log")?;
+    logs.extend(named(relations, "was")?);
     let functions = named(
         "SELECT pg_catalog.array_agg(p.oid::regprocedure::text) FROM pg_catalog.pg_proc p \
          WHERE p.pronamespace = $1::regnamespace AND p.proname LIKE $2",

@@ -5,7 +5,7 @@
 
 use super::capture::{forget_seen, still_capturable, written_by_this_transaction};
 use super::context::{RefreshContext, describe, in_subtransaction};
-use super::objects::{objects_for, refresh_change_relations};
+use super::objects::{objects_for, refresh_change_relations, replay_tables};
 use super::snapshot::ReadSnapshot;
 use super::timing::timed;
 use super::statements::{Objects, Statements};
@@ -158,7 +158,7 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
             (Outcome::Refreshed { snapshot: at, changes: 0 }, at, None)
         }
         (Requested::Differential, Some(shape)) if differential_possible => {
-            match differential(table.relid, shape, &plan, &positions, &read, &context)? {
+            match differential(table.id, table.relid, shape, &plan, &positions, &read, &context)? {
                 Applied::Changes(changes) => (Outcome::Refreshed { snapshot: lake_to, changes }, lake_to, None),
                 Applied::Rebuild(reason) => {
                     rebuild(&table, &plan, &context, &read, lake_to)?;
@@ -209,6 +209,29 @@ fn positions(table: &StreamTable, plan: &Plan, keys: &[String]) -> IvmResult<Pos
         seen.push((source.clone(), log, frontier_seen(&table.frontier, &source.key, &table.name)?));
     }
     Ok(Positions { lake_from, lake_to, seen })
+}
+
+/// The (table, attribute number) pairs stream table `id`'s query reads: its definition
+/// view's dependencies, as Postgres recorded them.
+fn read_columns(id: i64) -> IvmResult<Vec<(pg_sys::Oid, i16)>> {
+    let view = definition::view_oid(id)?;
+    Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT DISTINCT d.refobjid, d.refobjsubid::int2 FROM pg_catalog.pg_depend d \
+               JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid \
+              WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND r.ev_class = $1 \
+                AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjsubid > 0",
+            None,
+            &[view.into()],
+        )?;
+        let mut columns = Vec::new();
+        for row in rows {
+            if let (Some(relid), Some(attno)) = (row.get::<pg_sys::Oid>(1)?, row.get::<i16>(2)?) {
+                columns.push((relid, attno));
+            }
+        }
+        Ok(columns)
+    })
 }
 
 /// Has any Postgres source a change its frontier has not seen?
@@ -279,6 +302,7 @@ enum Applied {
 /// Fold the changes since the frontier into state and result: lake changes up to the
 /// lake's current snapshot, Postgres changes up to `read`.
 fn differential(
+    table_id: i64,
     result_relid: pg_sys::Oid,
     shape: &Shape,
     plan: &Plan,
@@ -322,6 +346,20 @@ fn differential(
             }
             if read.exists(&format!("SELECT EXISTS (SELECT FROM {log} WHERE {unseen})"))? {
                 feeds.push(Feed { source: source.relid, relid: crate::sql::regclass(log)?, unseen: Unseen::NotVisibleIn(seen), old: None });
+            }
+        }
+        // Postgres tables as they were, where a term may read them so (see `replay`).
+        if shape.rows.reads_as_it_was() {
+            let read_columns = read_columns(table_id)?;
+            for (source, was) in replay_tables(result_relid, objects)? {
+                let Some(feed) = feeds.iter_mut().find(|f| f.source == source && matches!(f.unseen, Unseen::NotVisibleIn(_))) else {
+                    continue;
+                };
+                let Unseen::NotVisibleIn(seen) = &feed.unseen else { continue };
+                let columns: Vec<i16> = read_columns.iter().filter(|(relid, _)| *relid == source).map(|(_, attno)| *attno).collect();
+                run(&format!("TRUNCATE {}", crate::sql::relation_name(was)))?;
+                read.run(&super::replay::fill_sql(source, feed.relid, was, seen, &columns)?)?;
+                feed.old = Some(was);
             }
         }
         if feeds.len() > MAX_CHANGED_SOURCES {

@@ -23,6 +23,9 @@ pub struct Objects {
     pub olds: Vec<(pgrx::pg_sys::Oid, String)>,
     /// Per Postgres source (by oid): its change log (see `capture`).
     pub logs: Vec<(pgrx::pg_sys::Oid, String)>,
+    /// Per Postgres source (by oid): the work table it is replayed into as it was (see
+    /// `replay`).
+    pub was: Vec<(pgrx::pg_sys::Oid, String)>,
 }
 
 pub struct Statements<'a> {
