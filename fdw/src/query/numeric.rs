@@ -24,25 +24,52 @@ use crate::query::typed::{Narrow, Ty, Typed};
 pub enum Binding {
     /// A one-element `list_transform`: `list_transform([struct_pack(a := x)], lambda n: body)[1]`.
     Lambda,
-    /// None: each use repeats the value's SQL. DuckDB's binder refuses lambdas over
-    /// aggregates in HAVING ("column a must appear in the GROUP BY clause"), and a
-    /// scalar sub-select instead would bind `count(*)` to itself (one row) and run for
-    /// every group, guarded or not.
+    /// None: each use repeats the value's SQL, which DuckDB plans more slowly. DuckDB's
+    /// binder refuses lambdas over aggregates in HAVING ("column a must appear in the
+    /// GROUP BY clause"), and a scalar sub-select instead would bind `count(*)` to
+    /// itself (one row) and run for every group, guarded or not.
     Repeated,
 }
 
 impl Binding {
-    /// `body`, in which `name.field` is each of `fields` computed once; None without a
-    /// binding.
-    pub fn bind(self, fields: &[(&str, String)], name: &str, body: &str) -> Option<String> {
+    /// `body`, in which `name.field` is each of `fields` computed once (or written out
+    /// in its place). The body is SQL this module wrote: the fields' values, which may
+    /// hold a query's text, are put in, never searched.
+    pub fn bind(self, fields: &[(&str, String)], name: &str, body: &str) -> String {
         match self {
             Binding::Lambda => {
                 let fields: Vec<String> = fields.iter().map(|(f, v)| format!("{f} := {v}")).collect();
-                Some(format!("list_transform([struct_pack({})], lambda {name}: {body})[1]", fields.join(", ")))
+                format!("list_transform([struct_pack({})], lambda {name}: {body})[1]", fields.join(", "))
             }
-            Binding::Repeated => None,
+            Binding::Repeated => substitute(body, name, fields),
         }
     }
+}
+
+/// `body` with each `name.field` (a whole identifier) replaced by `(value)`.
+fn substitute(body: &str, name: &str, fields: &[(&str, String)]) -> String {
+    let prefix = format!("{name}.");
+    let mut out = String::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(at) = rest.find(&prefix) {
+        let before_ok = !rest[..at].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
+        let after = &rest[at + prefix.len()..];
+        let field_len = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
+        let field = &after[..field_len];
+        match fields.iter().find(|(f, _)| *f == field) {
+            Some((_, value)) if before_ok => {
+                out.push_str(&rest[..at]);
+                out.push_str(&format!("({value})"));
+                rest = &after[field_len..];
+            }
+            _ => {
+                out.push_str(&rest[..at + prefix.len()]);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Postgres' NUMERIC_MIN_SIG_DIGITS and NUMERIC_MAX_DISPLAY_SCALE (numeric.c, the same
@@ -138,7 +165,7 @@ pub fn quotient(a: &Typed, b: &Typed, int_digits: u32, binding: Binding) -> Opti
         ],
         "pg_q3",
         &value,
-    )?;
+    );
     // The scale is checked before d and m are formed (their powers of ten could not be).
     let scaled = binding.bind(
         &[
@@ -152,7 +179,7 @@ pub fn quotient(a: &Typed, b: &Typed, int_digits: u32, binding: Binding) -> Opti
             "CASE WHEN pg_q2.r > {out_scale} THEN error('a numeric quotient needs more than {out_scale} decimal digits; \
              run the query in Postgres (SET ducklake.query_pushdown = off)') ELSE {divide} END"
         ),
-    )?;
+    );
     // Each operand once: NULL where it is (its unscaled integer is NULL then).
     let operands = [("a", ua), ("b", ub), ("ds1", ds1), ("ds2", ds2)];
     let sql = binding.bind(
@@ -162,9 +189,9 @@ pub fn quotient(a: &Typed, b: &Typed, int_digits: u32, binding: Binding) -> Opti
             "CAST((CASE WHEN pg_q1.a IS NULL OR pg_q1.b IS NULL THEN NULL \
              WHEN pg_q1.b = 0 THEN error('division by zero') ELSE {scaled} END) AS DECIMAL(38,{out_scale}))"
         ),
-    )?;
+    );
     // The scale again, for outputs: it is small next to the value's SQL.
-    let scale = binding.bind(&operands, "pg_q1", &rscale)?;
+    let scale = binding.bind(&operands, "pg_q1", &rscale);
     Some(Typed::varying(sql, Ty::decimal(38, out_scale), Some(scale)))
 }
 
@@ -212,8 +239,7 @@ pub fn comparison(op: &str, left: &Typed, right: &Typed, binding: Binding) -> Op
             _ => format!("(CASE WHEN {wl} <> {wr} THEN {wl} {op} {wr} ELSE {fl} {op} {fr} END)"),
         }
     };
-    let bound = binding.bind(&[("l", left.sql.clone()), ("r", right.sql.clone())], "pg_c", &body("pg_c.l", "pg_c.r"));
-    Some(bound.unwrap_or_else(|| body(&format!("({})", left.sql), &format!("({})", right.sql))))
+    Some(binding.bind(&[("l", left.sql.clone()), ("r", right.sql.clone())], "pg_c", &body("pg_c.l", "pg_c.r")))
 }
 
 /// The integer digits a numeric of DECIMAL(width, scale) can have.
