@@ -169,13 +169,20 @@ fn create_laid_out_like(name: &str, source: pg_sys::Oid, kind: &str, extra: &str
     .unwrap_or_default();
     let columns = format!("{columns}{extra}");
     run(&format!("CREATE {kind} {name} ({})", columns.trim_end().trim_end_matches(',')))?;
+    drop_placeholders("TABLE", name, source)
+}
+
+/// Drop the placeholder columns `__pgt_dropped_<n>` of relation `name` (an `ALTER`
+/// `kind`), made where `source` has dropped columns, so that both have them dropped at
+/// the same attribute numbers.
+pub(super) fn drop_placeholders(kind: &str, name: &str, source: pg_sys::Oid) -> IvmResult<()> {
     let dropped: Option<String> = Spi::get_one_with_args(
         "SELECT pg_catalog.string_agg(pg_catalog.format('DROP COLUMN %I', '__pgt_dropped_' || attnum), ', ') \
          FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attnum > 0 AND attisdropped",
         &[source.into()],
     )?;
     if let Some(drops) = dropped {
-        run(&format!("ALTER TABLE {name} {drops}"))?;
+        run(&format!("ALTER {kind} {name} {drops}"))?;
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! the internal schemas), handed to the stream table's owner, whose refreshes use
 //! them, and depend on the result table (dropped with it).
 
-use super::capture::{create_capture, create_was, log_name, was_name};
+use super::capture::{create_capture, create_was, drop_placeholders, log_name, was_name};
 use super::statements::{Objects, Statements, state_from_source};
 use crate::analysis::parse::{LakeSource, PostgresSource};
 use crate::analysis::shape::Shape;
@@ -294,13 +294,5 @@ fn create_mirror(source: pg_sys::Oid, feed: &str, kind: Mirror) -> IvmResult<()>
     )?
     .unwrap_or_default();
     run(&ddl)?;
-    let dropped: Option<String> = Spi::get_one_with_args(
-        "SELECT pg_catalog.string_agg(pg_catalog.format('DROP COLUMN %I', '__pgt_dropped_' || attnum), ', ') \
-         FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attnum > 0 AND attisdropped",
-        &[source.into()],
-    )?;
-    if let Some(drops) = dropped {
-        run(&format!("ALTER FOREIGN TABLE {feed} {drops}"))?;
-    }
-    Ok(())
+    drop_placeholders("FOREIGN TABLE", feed, source)
 }
