@@ -131,6 +131,10 @@ impl Derived {
         unsafe {
             let touched = self.rows.delta_sql(feeds, to)?.unwrap_or_else(|| "SELECT 1 WHERE false".into());
             let touched = analyze(&touched)?;
+            // Postgres runs a sub-select that reads a Postgres table (unless small enough
+            // to send to DuckDB with it), DuckDB one over lake tables alone.
+            let reads_postgres = self.rows.all_occurrences().iter().any(|o| matches!(o.source, Source::Postgres(_)));
+            let planner = if reads_postgres { Planner::Postgres } else { Planner::DuckDb };
             let restricted = |query: *mut pg_sys::Query| -> IvmResult<String> {
                 let touched = pg_sys::copyObjectImpl(touched as *const std::ffi::c_void) as *mut pg_sys::Query;
                 let rte = pgrx::PgBox::<pg_sys::RangeTblEntry>::alloc_node(pg_sys::NodeTag::T_RangeTblEntry).into_pg();
@@ -142,7 +146,7 @@ impl Derived {
                     .map(|t| CStr::from_ptr((*t).resname).to_string_lossy().into_owned())
                     .collect();
                 (*rte).eref = alias("t", &names);
-                keep_keys_in(query, &self.keys, rte, Planner::DuckDb);
+                keep_keys_in(query, &self.keys, rte, planner);
                 Ok(querydef(query))
             };
             let now = restricted(pg_sys::copyObjectImpl(self.query as *const std::ffi::c_void) as *mut pg_sys::Query)?;
