@@ -200,3 +200,40 @@ def test_an_owners_subqueries_outer_joins_windows_and_nested_aggregates(roles):
         table = sorted(alice_s.execute(f"SELECT * FROM {name}").fetchall(), key=repr)
         assert table == sorted(alice_s.execute(query).fetchall(), key=repr), name
     assert notices == []
+
+
+def test_an_owner_with_column_grants_keeps_postgres_tables_as_they_were(roles):
+    """Postgres tables read as they were (subquery expressions, outer joins) by an owner
+    who is not a superuser and may read only some columns of one of them: the replay
+    reads only the columns the query does."""
+    lake, sessions, (alice, _, _) = roles
+    conn, alice_s = lake.conn, sessions["alice"]
+    conn.execute("CREATE TABLE public.shared_tiers (event_type text, tier int, secret text)")
+    conn.execute("INSERT INTO public.shared_tiers VALUES ('click', 1, 'x'), ('view', 2, 'y')")
+    conn.execute(f"GRANT SELECT (event_type, tier), TRIGGER ON public.shared_tiers TO {alice}")
+    alice_s.execute("CREATE TABLE public.alice_types (event_type text, weight int)")
+    alice_s.execute("INSERT INTO public.alice_types VALUES ('click', 1), ('view', 0)")
+    shapes = {
+        "alice_weighted": "SELECT a.event_type, count(*) AS n FROM lake.events a WHERE EXISTS "
+                          "(SELECT 1 FROM public.alice_types t WHERE t.event_type = a.event_type AND t.weight > 0) "
+                          "GROUP BY a.event_type",
+        "alice_tiers": "SELECT a.value, s.tier FROM lake.events a LEFT JOIN public.shared_tiers s "
+                       "ON s.event_type = a.event_type",
+    }
+    for name, query in shapes.items():
+        alice_s.execute("SELECT pgtrickle.create_stream_table(%s, %s, '1h')", (name, query))
+        alice_s.execute("SELECT pgtrickle.pause_scheduler(ARRAY[%s])", (name,))
+    lake.conn.execute("INSERT INTO lake.events SELECT gen_random_uuid(), 'view', i, now() FROM generate_series(4, 6) i")
+    alice_s.execute("UPDATE public.alice_types SET weight = 3 WHERE event_type = 'view'")
+    conn.execute("UPDATE public.shared_tiers SET tier = 5, secret = 'z' WHERE event_type = 'click'")
+    conn.execute("DELETE FROM public.shared_tiers WHERE event_type = 'view'")
+    notices = []
+    alice_s.add_notice_handler(lambda d: notices.append(d.message_primary))
+    for name, query in shapes.items():
+        alice_s.execute("SELECT pgtrickle.refresh(%s)", (name,))
+        mode = alice_s.execute("SELECT refresh_mode FROM pgtrickle.pgt_stream_tables WHERE pgt_name = %s",
+                               (name,)).fetchone()[0]
+        assert mode == "DIFFERENTIAL", name
+        table = sorted(alice_s.execute(f"SELECT * FROM {name}").fetchall(), key=repr)
+        assert table == sorted(alice_s.execute(query).fetchall(), key=repr), name
+    assert notices == []
