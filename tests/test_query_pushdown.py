@@ -263,11 +263,14 @@ def test_wide_decimals_match_postgres_pushed(wide, session, query):
 
 
 def test_sums_of_widened_products_add_64_bit_values(wide, session):
-    """The 64-bit product is summed where its bound in DOUBLE shows it cannot overflow,
-    the 128-bit one only for the other rows."""
+    """The 64-bit product is summed where bounds of its columns (which the lake's
+    statistics may prove), else its bound in DOUBLE, show it cannot overflow, the
+    128-bit one only for the other rows."""
     session.conn.execute("SET search_path = lake")
     plan = plan_of(session, "SELECT sum(x * z) FROM wide")
-    assert 'sum(CASE WHEN (abs(CAST(CAST("t1"."x" AS DECIMAL(18,2)) AS DOUBLE)) * abs(' in plan, plan
+    assert ('sum(CASE WHEN ((CAST("t1"."x" AS DECIMAL(18,2)) BETWEEN -4999994999999 AND 4999994999999 '
+            'AND CAST("t1"."z" AS DECIMAL(15,2)) BETWEEN -10 AND 10) OR ') in plan, plan
+    assert 'OR ((abs(CAST(CAST("t1"."x" AS DECIMAL(18,2)) AS DOUBLE)) * abs(' in plan, plan
     assert "THEN NULL ELSE (CAST(CAST(" in plan, plan
 
 

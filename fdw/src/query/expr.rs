@@ -172,7 +172,10 @@ impl Translator {
                 if width > 38 {
                     return None;
                 }
-                return Some(Typed::new(format!("CAST('{text}' AS DECIMAL({width},{scale}))"), Ty::decimal(width, scale)).plain());
+                let sql = format!("CAST('{text}' AS DECIMAL({width},{scale}))");
+                let value: f64 = unsigned.parse().ok()?;
+                let narrow = (width <= 18).then(|| Narrow::constant(&sql, value));
+                return Some(Typed { narrow, ..Typed::new(sql, Ty::decimal(width, scale)) });
             }
             if (*c).constisnull {
                 let duck = crate::types::kind::Kind::of(oid, -1).duck_type();
@@ -582,7 +585,7 @@ impl Translator {
             let call = |f: &str| format!("{f}({d}{}){filter}{over}", arg.sql);
             // A widened numeric sums its 64-bit values where they do not overflow.
             let sum_call = || match (&arg.narrow, distinct, over.is_empty()) {
-                (Some(narrow), false, true) if !narrow.guards.is_empty() => numeric::sum_of_widened(narrow, &arg.sql, &filter),
+                (Some(narrow), false, true) if narrow.sql != arg.sql => numeric::sum_of_widened(narrow, &arg.sql, &filter),
                 _ => call("sum"),
             };
             // Over a window with ORDER BY, Postgres adds floats in the frame's row order,

@@ -7,7 +7,8 @@
 //!   `Query` to DuckDB SQL, refusing (`None`) anything whose meaning could differ;
 //!   the query then runs as before, each lake table scanned on its own.
 //! - `typed`: what a translated expression is (its SQL, Postgres type, numeric scale).
-//! - `numeric`: Postgres' numeric display scales and division, computed in DuckDB.
+//! - `numeric`: Postgres' numeric display scales and division, computed in DuckDB;
+//!   `magnitude`: bounds that let sums add 64-bit decimals where they cannot overflow.
 //! - `model`: what the plan keeps (`PushedQuery`), and the one place its SQL is printed.
 //! - `top`: the outermost select list: DuckDB outputs and what Postgres computes over them.
 //! - `postgres_rows`: small Postgres tables read into a pushed query as their rows.
@@ -19,6 +20,7 @@
 pub mod exec;
 pub mod expr;
 pub mod hook;
+pub mod magnitude;
 pub mod model;
 pub mod numeric;
 pub mod postgres_rows;

@@ -209,7 +209,9 @@ pub fn quotient(a: &Typed, b: &Typed, int_digits: u32, binding: Binding) -> Opti
 /// branches of a CASE alone, as it must for their short-circuiting.
 /// `clauses` follows each call (FILTER).
 pub fn sum_of_widened(narrow: &Narrow, wide: &str, clauses: &str) -> String {
-    let guard = narrow.guards.join(" AND ");
+    let Some(guard) = narrow.guard() else {
+        return format!("sum({}){clauses}", narrow.sql);
+    };
     let fast = format!("sum(CASE WHEN {guard} THEN {} END){clauses}", narrow.sql);
     let rest = format!("sum(CASE WHEN {guard} THEN NULL ELSE {wide} END){clauses}");
     // NULL only when both are: no value was summed.

@@ -3,6 +3,7 @@
 
 use pgrx::pg_sys::{self, Oid};
 
+use crate::query::magnitude::{self, Magnitude};
 use crate::scan::deparse::{is_integer, is_pushable_type};
 
 /// A translated expression: DuckDB SQL and what Postgres' value is.
@@ -43,11 +44,17 @@ impl Typed {
         }
     }
 
-    /// A column or a constant: its SQL is its own 64-bit form when it is an integer or
-    /// a numeric of at most 18 digits.
+    /// A column or an integer constant: its SQL is its own 64-bit form when it is an
+    /// integer or a numeric of at most 18 digits.
     pub fn plain(self) -> Typed {
-        let fits = is_integer(self.ty.oid) || matches!(self.ty.decimal, Some((width, _)) if width <= 18);
-        let narrow = fits.then(|| Narrow { sql: self.sql.clone(), bound: format!("abs(CAST({} AS DOUBLE))", self.sql), guards: Vec::new() });
+        let most = match (self.ty.oid, self.ty.decimal) {
+            (pg_sys::INT2OID, _) => Some(32768.0),
+            (pg_sys::INT4OID, _) => Some(2f64.powi(31)),
+            (pg_sys::INT8OID, _) => Some(2f64.powi(63)),
+            (_, Some((width, scale))) if width <= 18 => Some(10f64.powi((width - scale) as i32)),
+            _ => None,
+        };
+        let narrow = most.map(|most| Narrow::column(&self.sql, most));
         Typed { narrow, ..self }
     }
 }
@@ -58,37 +65,79 @@ impl Typed {
 #[derive(Clone, Debug)]
 pub struct Narrow {
     pub sql: String,
-    /// An upper bound of the value's magnitude in DOUBLE: a column's or constant's own,
-    /// the sum of the operands' bounds for `+`/`-`, their product for `*`. Every term is
-    /// non-negative, so rounding errs relative to the bound itself, never by more than
-    /// a few units in 10^15 of it; a signed DOUBLE of the value would not do, since the
-    /// difference of two nearly equal 18-digit numbers can round to zero.
-    pub bound: String,
-    /// Conditions under which `sql` does not overflow: one per operation whose result
-    /// could pass 18 digits.
-    pub guards: Vec<String>,
+    /// Its columns: their SQL and the largest magnitude their types hold.
+    columns: Vec<(String, f64)>,
+    /// A bound of its magnitude over its columns' (see `magnitude`).
+    magnitude: Magnitude,
+    /// The bounds that must stay below their limits for `sql` not to overflow: one per
+    /// operation whose result could pass 18 digits.
+    limits: Vec<(Magnitude, f64)>,
 }
 
 impl Narrow {
-    /// `self op other`, a result of `scale` decimals that may pass 18 digits when
-    /// `may_overflow`. Its guard asks the bound for half the 64-bit range at that
-    /// scale, which also holds each operand, so DuckDB's rescaling of an operand of
-    /// `+`/`-` to that scale fits too.
-    pub fn combine(&self, op: &str, other: &Narrow, scale: u32, may_overflow: bool) -> Narrow {
-        let bound = match op {
-            "*" => format!("({} * {})", self.bound, other.bound),
-            _ => format!("({} + {})", self.bound, other.bound),
-        };
-        let mut guards = [self.guards.clone(), other.guards.clone()].concat();
-        if may_overflow {
-            guards.push(format!("{bound} < 5e{}", 17 - scale as i32));
-        }
-        Narrow { sql: format!("({} {op} {})", self.sql, other.sql), bound, guards }
+    pub fn column(sql: &str, most: f64) -> Narrow {
+        Narrow { sql: sql.to_owned(), columns: vec![(sql.to_owned(), most)], magnitude: Magnitude::Column(0), limits: Vec::new() }
     }
 
-    /// The same bound and guards over SQL `sql` applied to this one's.
+    /// A numeric constant of magnitude `value`.
+    pub fn constant(sql: &str, value: f64) -> Narrow {
+        Narrow { sql: sql.to_owned(), columns: Vec::new(), magnitude: Magnitude::Constant(value), limits: Vec::new() }
+    }
+
+    /// `self op other`, a result of `scale` decimals that may pass 18 digits when
+    /// `may_overflow`. Its limit is half the 64-bit range at that scale, which also
+    /// holds each operand, so DuckDB's rescaling of an operand of `+`/`-` to that
+    /// scale fits too.
+    pub fn combine(&self, op: &str, other: &Narrow, scale: u32, may_overflow: bool) -> Narrow {
+        let shift = self.columns.len();
+        let (left, right) = (Box::new(self.magnitude.clone()), Box::new(other.magnitude.shifted(shift)));
+        let magnitude = if op == "*" { Magnitude::Product(left, right) } else { Magnitude::Sum(left, right) };
+        let mut limits = self.limits.clone();
+        limits.extend(other.limits.iter().map(|(m, l)| (m.shifted(shift), *l)));
+        if may_overflow {
+            limits.push((magnitude.clone(), 5.0 * 10f64.powi(17 - scale as i32)));
+        }
+        let columns = [self.columns.clone(), other.columns.clone()].concat();
+        Narrow { sql: format!("({} {op} {})", self.sql, other.sql), columns, magnitude, limits }
+    }
+
+    /// The same value's bounds over SQL `sql` applied to this one's.
     pub fn map(&self, sql: impl FnOnce(&str) -> String) -> Narrow {
-        Narrow { sql: sql(&self.sql), bound: self.bound.clone(), guards: self.guards.clone() }
+        Narrow { sql: sql(&self.sql), ..self.clone() }
+    }
+
+    /// A condition under which `sql` does not overflow (None: it never does): some
+    /// column-by-column bounds (`magnitude::one_large`), else the bound in DOUBLE.
+    pub fn guard(&self) -> Option<String> {
+        if self.limits.is_empty() {
+            return None;
+        }
+        let most: Vec<f64> = self.columns.iter().map(|(_, m)| *m).collect();
+        let mut alternatives: Vec<String> = Vec::new();
+        for small in [10.0, 1000.0] {
+            for large in 0..self.columns.len() {
+                let Some(allowed) = magnitude::one_large(&self.limits, &most, large, small) else { continue };
+                let mut conditions = Vec::new();
+                for (j, (sql, most)) in self.columns.iter().enumerate() {
+                    let bound = if j == large { allowed } else { small.min(*most) };
+                    if bound < *most {
+                        let k = bound.floor();
+                        conditions.push(format!("{sql} BETWEEN -{k:.0} AND {k:.0}"));
+                    }
+                }
+                if conditions.is_empty() {
+                    return None; // the types alone keep it inside
+                }
+                let alternative = format!("({})", conditions.join(" AND "));
+                if !alternatives.contains(&alternative) {
+                    alternatives.push(alternative);
+                }
+            }
+        }
+        let magnitudes: Vec<String> = self.columns.iter().map(|(sql, _)| format!("abs(CAST({sql} AS DOUBLE))")).collect();
+        let exact: Vec<String> = self.limits.iter().map(|(m, limit)| format!("{} < {limit:e}", m.sql(&magnitudes))).collect();
+        alternatives.push(format!("({})", exact.join(" AND ")));
+        Some(format!("({})", alternatives.join(" OR ")))
     }
 }
 
