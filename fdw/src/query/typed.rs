@@ -106,15 +106,16 @@ impl Narrow {
         Narrow { sql: sql(&self.sql), ..self.clone() }
     }
 
-    /// A condition under which `sql` does not overflow (None: it never does): some
-    /// column-by-column bounds (`magnitude::one_large`), else the bound in DOUBLE.
+    /// A condition under which `sql` does not overflow (None: it never does): bounds of
+    /// each column, one of them allowed as much as the limits leave when the others
+    /// are at most 1000 (`magnitude::one_large`), else the bound in DOUBLE.
     pub fn guard(&self) -> Option<String> {
         if self.limits.is_empty() {
             return None;
         }
         let most: Vec<f64> = self.columns.iter().map(|(_, m)| *m).collect();
         let mut alternatives: Vec<String> = Vec::new();
-        for small in [10.0, 1000.0] {
+        for small in [1000.0] {
             for large in 0..self.columns.len() {
                 let Some(allowed) = magnitude::one_large(&self.limits, &most, large, small) else { continue };
                 let mut conditions = Vec::new();
