@@ -406,3 +406,28 @@ def test_the_graph_of_stream_tables(lake):
     check(conn, "by_region", SHAPES["by_region"])
     check(conn, "regions_known", upper)
     check(conn, "all_known", top)
+
+
+def test_replayed_tables_with_not_null_domains_and_padded_text(lake):
+    """A column the query does not read may be of a NOT NULL domain (the replay leaves
+    it out), and `character` values that differ only in trailing spaces stay apart."""
+    setup_tables(lake)
+    conn = lake.conn
+    conn.execute("CREATE DOMAIN public.code AS int NOT NULL")
+    conn.execute("CREATE TABLE public.labels (customer int, label bpchar, c public.code)")
+    conn.execute("INSERT INTO public.labels VALUES (1, 'a', 1), (2, 'b ', 2), (3, 'c', 3)")
+    query = ("SELECT o.id, octet_length(l.label) AS width, concat(l.label, '|') AS shown FROM lake.orders o "
+             "LEFT JOIN public.labels l ON l.customer = o.customer")
+    create(conn, "labelled", query)
+    check(conn, "labelled", query)
+    conn.execute("UPDATE public.labels SET label = 'a ' WHERE customer = 1")
+    conn.execute("UPDATE public.labels SET label = 'b' WHERE customer = 2")
+    conn.execute("INSERT INTO public.labels VALUES (4, 'd  ', 4)")
+    conn.execute("DELETE FROM lake.orders WHERE id IN (1, 2, 3)")
+    conn.execute("SELECT pgtrickle.refresh('labelled')")
+    check(conn, "labelled", query)
+    conn.execute("UPDATE public.labels SET label = 'a' WHERE customer = 1")
+    conn.execute("INSERT INTO lake.orders VALUES (200, 1, 1.00, 'open'), (201, 4, 2.00, 'open')")
+    conn.execute("SELECT pgtrickle.refresh('labelled')")
+    check(conn, "labelled", query)
+    assert conn.execute("SELECT last_error FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'labelled'").fetchone() == (None,)

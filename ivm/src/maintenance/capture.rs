@@ -81,7 +81,7 @@ fn run(sql: &str) -> IvmResult<()> {
 /// extension's owner). Returns the log's name, the function's and the triggers' oids.
 pub fn create_capture(result_relid: pg_sys::Oid, source: &PostgresSource) -> IvmResult<(String, pg_sys::Oid, Vec<pg_sys::Oid>)> {
     let log = log_name(result_relid, source.relid);
-    create_laid_out_like(&log, source.relid, "TABLE", "__pgt_xid pg_catalog.xid8 NOT NULL, change_type text NOT NULL")?;
+    create_laid_out_like(&log, source.relid, "TABLE", "__pgt_xid pg_catalog.xid8 NOT NULL, change_type text NOT NULL", None)?;
     let function = function_name(result_relid, source.relid);
     let log_literal = crate::sql::literal(&log);
     // Columns by attribute number, of the same type in the table and in the log.
@@ -147,24 +147,29 @@ pub fn was_name(result_relid: pg_sys::Oid, source: pg_sys::Oid) -> String {
 }
 
 /// Create work table `name` for `source` (run as the extension's owner), unlogged: it
-/// holds one refresh's replay.
-pub fn create_was(name: &str, source: pg_sys::Oid) -> IvmResult<()> {
-    create_laid_out_like(name, source, "UNLOGGED TABLE", "")
+/// holds one refresh's replay of the columns `read`; the others are integer columns,
+/// NULL there, which their own types might refuse (a NOT NULL domain).
+pub fn create_was(name: &str, source: pg_sys::Oid, read: &[i16]) -> IvmResult<()> {
+    create_laid_out_like(name, source, "UNLOGGED TABLE", "", Some(read))
 }
 
 /// Create `kind` `name` with the columns of table `source` at its attribute numbers
-/// (a dropped column of it is dropped here too), then `extra` columns.
-fn create_laid_out_like(name: &str, source: pg_sys::Oid, kind: &str, extra: &str) -> IvmResult<()> {
+/// (a dropped column of it is dropped here too; one not in `typed`, when given, is an
+/// integer column), then `extra` columns.
+fn create_laid_out_like(name: &str, source: pg_sys::Oid, kind: &str, extra: &str, typed: Option<&[i16]>) -> IvmResult<()> {
+    let typed: Option<Vec<i32>> = typed.map(|t| t.iter().map(|a| *a as i32).collect());
     let columns: String = Spi::get_one_with_args(
         "SELECT coalesce(pg_catalog.string_agg(CASE WHEN a.attisdropped \
                 THEN pg_catalog.format('%I integer, ', '__pgt_dropped_' || a.attnum) \
+                WHEN $2::int4[] IS NOT NULL AND NOT a.attnum = ANY ($2::int4[]) \
+                THEN pg_catalog.format('%I integer, ', a.attname) \
                 ELSE pg_catalog.format('%I %s%s, ', a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), \
                      CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation \
                           THEN ' COLLATE ' || a.attcollation::pg_catalog.regcollation::text ELSE '' END) END, \
                 '' ORDER BY a.attnum), '') \
            FROM pg_catalog.pg_attribute a LEFT JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
           WHERE a.attrelid = $1 AND a.attnum > 0",
-        &[source.into()],
+        &[source.into(), typed.into()],
     )?
     .unwrap_or_default();
     let columns = format!("{columns}{extra}");

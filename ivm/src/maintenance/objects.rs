@@ -109,9 +109,6 @@ pub fn create_internals(result_relid: pg_sys::Oid, shape: &Shape, objects: &Obje
             }
             let (log, function, triggers) = create_capture(result_relid, source)?;
             adopt("TABLE", &log, result_relid)?;
-            let was = was_name(result_relid, source.relid);
-            create_was(&was, source.relid)?;
-            adopt("TABLE", &was, result_relid)?;
             record_dependency_of(pg_sys::ProcedureRelationId, function, result_relid, pg_sys::DependencyType::DEPENDENCY_AUTO);
             for trigger in triggers {
                 record_dependency_of(pg_sys::TriggerRelationId, trigger, result_relid, pg_sys::DependencyType::DEPENDENCY_AUTO);
@@ -175,14 +172,16 @@ pub fn refresh_change_relations(result_relid: pg_sys::Oid, objects: &Objects) ->
     Ok(retargeted)
 }
 
-/// The replay work table of each Postgres source, created if the stream table was made
-/// before they existed: its oid by source.
-pub fn replay_tables(result_relid: pg_sys::Oid, objects: &Objects) -> IvmResult<Vec<(pg_sys::Oid, pg_sys::Oid)>> {
+/// The replay work table of each Postgres source, made at the first refresh that
+/// replays (see `replay`) with the columns `read` of each (source, attribute number):
+/// its oid by source.
+pub fn replay_tables(result_relid: pg_sys::Oid, objects: &Objects, read: &[(pg_sys::Oid, i16)]) -> IvmResult<Vec<(pg_sys::Oid, pg_sys::Oid)>> {
     let mut tables = Vec::new();
     for (source, name) in &objects.was {
         if crate::sql::try_regclass(name)?.is_none() {
+            let columns: Vec<i16> = read.iter().filter(|(relid, _)| relid == source).map(|(_, attno)| *attno).collect();
             as_extension_owner(|| {
-                create_was(name, *source)?;
+                create_was(name, *source, &columns)?;
                 adopt("TABLE", name, result_relid)
             })?;
         }

@@ -348,10 +348,14 @@ fn differential(
                 feeds.push(Feed { source: source.relid, relid: crate::sql::regclass(log)?, unseen: Unseen::NotVisibleIn(seen), old: None });
             }
         }
+        if feeds.len() > MAX_CHANGED_SOURCES {
+            // 2^n - 1 delta terms: a rebuild is cheaper.
+            return Ok(Err(format!("{} sources changed at once", feeds.len())));
+        }
         // Postgres tables as they were, where a term may read them so (see `replay`).
         if shape.rows.reads_as_it_was() {
             let read_columns = read_columns(table_id)?;
-            for (source, was) in replay_tables(result_relid, objects)? {
+            for (source, was) in replay_tables(result_relid, objects, &read_columns)? {
                 let Some(feed) = feeds.iter_mut().find(|f| f.source == source && matches!(f.unseen, Unseen::NotVisibleIn(_))) else {
                     continue;
                 };
@@ -361,10 +365,6 @@ fn differential(
                 read.run(&super::replay::fill_sql(source, feed.relid, was, seen, &columns)?)?;
                 feed.old = Some(was);
             }
-        }
-        if feeds.len() > MAX_CHANGED_SOURCES {
-            // 2^n - 1 delta terms: a rebuild is cheaper.
-            return Ok(Err(format!("{} sources changed at once", feeds.len())));
         }
         let Some(delta) = shape.rows.delta_sql(&feeds, to)? else {
             return Ok(Ok(0));

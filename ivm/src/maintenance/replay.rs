@@ -17,34 +17,68 @@
 //! rebuilds instead.
 //!
 //! Rows are equal when their columns are equal byte for byte: text-like columns by
-//! their text under the "C" collation, others by their type's binary send form, which
-//! settings such as TimeZone or extra_float_digits do not change and which keeps
-//! `1.0` and `1.00` (or `0` and `-0`) apart, as the type's own equality would not.
+//! their text under the "C" collation (and `character(n)` by its length too), others
+//! by their type's binary send form, which settings such as TimeZone or
+//! extra_float_digits do not change and which keeps `1.0` and `1.00` (or `0` and `-0`)
+//! apart, as the type's own equality would not.
 //! Each kept row is one of its equals, repeated its weight times. Only the columns the
-//! query reads are replayed (the owner may be granted no others); the rest are NULL.
+//! query reads are replayed (the owner may be granted no others); the work table has
+//! the others as integer columns, NULL (their own types might refuse NULL: a domain).
 
 use crate::error::IvmResult;
 use crate::sql::{ident, literal};
 use pgrx::prelude::*;
 use pgrx::pg_sys;
 
-/// The column at attribute number `attno` of `relid`: its quoted name, and its
-/// comparison key over SQL expression `value`.
-fn column(relid: pg_sys::Oid, attno: i16) -> IvmResult<Option<(String, String)>> {
-    let row = Spi::get_two_with_args::<String, String>(
-        "SELECT pg_catalog.quote_ident(a.attname), \
-                CASE WHEN t.typcollation <> 0 OR t.typsend = 0 THEN NULL \
-                     ELSE pg_catalog.format('%I.%I', n.nspname, p.proname) END \
-           FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
-           LEFT JOIN pg_catalog.pg_proc p ON p.oid = t.typsend \
-           LEFT JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
-          WHERE a.attrelid = $1 AND a.attnum = $2 AND NOT a.attisdropped",
-        &[relid.into(), attno.into()],
-    )?;
-    Ok(match row {
-        (Some(name), send) => Some((name, send.unwrap_or_default())),
-        _ => None,
+/// The column at attribute number `attno` of `relid`: its quoted name, and how rows
+/// compare on it (see `key`). None where it is dropped or missing.
+fn column(relid: pg_sys::Oid, attno: i16) -> IvmResult<Option<(String, Key)>> {
+    Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT pg_catalog.quote_ident(a.attname), \
+                    CASE WHEN t.typcollation <> 0 OR t.typsend = 0 \
+                           OR p.proname IN ('json_send', 'jsonb_send', 'xml_send', 'record_send', 'range_send', \
+                                            'multirange_send', 'array_send') \
+                         THEN NULL ELSE pg_catalog.format('%I.%I', n.nspname, p.proname) END, \
+                    'pg_catalog.bpchar'::pg_catalog.regtype IN (a.atttypid, t.typbasetype) \
+               FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+               LEFT JOIN pg_catalog.pg_proc p ON p.oid = t.typsend \
+               LEFT JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+              WHERE a.attrelid = $1 AND a.attnum = $2 AND NOT a.attisdropped",
+            None,
+            &[relid.into(), attno.into()],
+        )?;
+        let Some(row) = rows.into_iter().next() else { return Ok(None) };
+        let name: String = row.get(1)?.unwrap_or_default();
+        let key = match (row.get::<String>(2)?, row.get::<bool>(3)?.unwrap_or(false)) {
+            (_, true) => Key::PaddedText,
+            (Some(send), false) => Key::Send(send),
+            (None, false) => Key::Text,
+        };
+        Ok(Some((name, key)))
     })
+}
+
+/// How rows compare on a column: byte for byte, never by settings or collations.
+enum Key {
+    /// The type's binary send form (not for types whose send form is text converted
+    /// to the client's encoding: JSON, XML, arrays, records, ranges).
+    Send(String),
+    /// The text under the "C" collation.
+    Text,
+    /// `character(n)` text, whose cast to text drops its trailing spaces: the text
+    /// and its length in bytes.
+    PaddedText,
+}
+
+impl Key {
+    fn sql(&self, value: &str) -> String {
+        match self {
+            Key::Send(function) => format!("{function}({value})"),
+            Key::Text => format!("({value}::text) COLLATE pg_catalog.\"C\""),
+            Key::PaddedText => format!("({value}::text) COLLATE pg_catalog.\"C\", pg_catalog.octet_length({value})"),
+        }
+    }
 }
 
 /// SQL filling work table `was` (empty) with table `source` as it was when the
@@ -59,21 +93,24 @@ pub fn fill_sql(source: pg_sys::Oid, log: pg_sys::Oid, was: pg_sys::Oid, seen: &
     let mut outputs = Vec::new();
     let mut keys = Vec::new();
     for &attno in read {
-        let (Some((table_name, send)), Some((log_name, _)), Some((was_name, _))) =
+        let (Some((table_name, key)), Some((log_name, _)), Some((was_name, _))) =
             (column(source, attno)?, column(log, attno)?, column(was, attno)?)
         else {
-            continue;
+            return Err(crate::error::IvmError::new(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!(
+                    "column {attno} of {}, which the query reads, is missing from its change log or replay table",
+                    crate::sql::relation_name(source)
+                ),
+            )
+            .with_hint("Drop the stream table and create it again."));
         };
         let alias = ident(&format!("__pgt_c{attno}"));
         from_table.push(format!("{table_name} AS {alias}"));
         from_log.push(format!("{log_name} AS {alias}"));
         targets.push(was_name);
         outputs.push(format!("g.{alias}"));
-        keys.push(if send.is_empty() {
-            format!("(c.{alias}::text) COLLATE pg_catalog.\"C\"")
-        } else {
-            format!("{send}(c.{alias})")
-        });
+        keys.push(key.sql(&format!("c.{alias}")));
     }
     let columns = |list: &[String]| list.iter().map(|c| format!("{c}, ")).collect::<String>();
     let partition = if keys.is_empty() { String::new() } else { format!("PARTITION BY {}", keys.join(", ")) };
