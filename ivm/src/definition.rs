@@ -42,29 +42,44 @@ pub fn view_oid(id: i64) -> IvmResult<pg_sys::Oid> {
 /// when it opens it), so such a DROP fails plainly (2BP01) instead of deadlocking.
 /// Called before `catalog::lock_result_table`.
 pub fn lock_sources(id: i64) -> IvmResult<()> {
-    let sources: Vec<pg_sys::Oid> = as_extension_owner(|| {
-        Spi::connect(|client| {
-            let rows = client.select(
-                "SELECT DISTINCT d.refobjid FROM pg_catalog.pg_rewrite r \
-                   JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
-                    AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
-                  WHERE r.ev_class = pg_catalog.to_regclass($1) AND d.refobjid <> r.ev_class ORDER BY 1",
-                None,
-                &[view_name(id).into()],
-            )?;
-            let mut oids = Vec::new();
-            for row in rows {
-                if let Some(oid) = row.get::<pg_sys::Oid>(1)? {
-                    oids.push(oid);
-                }
-            }
-            Ok::<_, IvmError>(oids)
-        })
-    })?;
+    let mut sources: Vec<pg_sys::Oid> = view_dependencies(id)?.into_iter().map(|(relid, _)| relid).collect();
+    sources.dedup();
     for oid in sources {
         crate::sql::lock_relation(oid, pg_sys::AccessShareLock);
     }
     Ok(())
+}
+
+/// The (table, attribute number) pairs stream table `id`'s query reads, as Postgres
+/// recorded its view's dependencies.
+pub fn read_columns(id: i64) -> IvmResult<Vec<(pg_sys::Oid, i16)>> {
+    view_oid(id)?;
+    Ok(view_dependencies(id)?.into_iter().filter(|(_, attno)| *attno > 0).collect())
+}
+
+/// The relations (attribute number 0) and columns the rule of stream table `id`'s view
+/// depends on, other than the view itself, ordered by relation: none when the view is
+/// missing. Read without opening the view.
+fn view_dependencies(id: i64) -> IvmResult<Vec<(pg_sys::Oid, i16)>> {
+    as_extension_owner(|| {
+        Spi::connect(|client| {
+            let rows = client.select(
+                "SELECT DISTINCT d.refobjid, d.refobjsubid::pg_catalog.int2 FROM pg_catalog.pg_rewrite r \
+                   JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
+                    AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+                  WHERE r.ev_class = pg_catalog.to_regclass($1) AND d.refobjid <> r.ev_class ORDER BY 1, 2",
+                None,
+                &[view_name(id).into()],
+            )?;
+            let mut dependencies = Vec::new();
+            for row in rows {
+                if let (Some(relid), Some(attno)) = (row.get::<pg_sys::Oid>(1)?, row.get::<i16>(2)?) {
+                    dependencies.push((relid, attno));
+                }
+            }
+            Ok::<_, IvmError>(dependencies)
+        })
+    })
 }
 
 /// Create the view of `query` for stream table `id`, owned by `owner`. The query's

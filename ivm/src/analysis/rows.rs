@@ -213,6 +213,13 @@ impl Occurrence {
     pub fn in_subquery_expression(&self) -> bool {
         self.path.iter().any(|s| matches!(s, Step::SubLink(_)))
     }
+
+    /// Whether it is a factor of a join: not in a subquery expression, on an outer
+    /// join's nullable side or an aggregating sub-select, whose changes' terms read
+    /// sources as they were and are no products (see `Branch::delta_sql`).
+    fn is_join_factor(&self) -> bool {
+        !self.in_subquery_expression() && self.nullable_in.is_none() && self.derived.is_none()
+    }
 }
 
 /// Which of a source's changes a delta term reads.
@@ -267,7 +274,7 @@ impl Rows {
     /// (without them, one changed Postgres table goes first and several take the
     /// alternating sum, see `Branch::delta_sql`).
     pub fn reads_as_it_was(&self) -> bool {
-        self.all_occurrences().iter().any(|o| o.in_subquery_expression() || o.nullable_in.is_some() || o.derived.is_some())
+        !self.all_occurrences().iter().all(|o| o.is_join_factor())
     }
 
     /// Every occurrence, those inside aggregating sub-selects included: the tables
@@ -364,7 +371,7 @@ impl Branch {
         // sub-select's groups).
         let mut changed = changed;
         changed.sort_by_key(|(_, feed)| feed.old.is_some());
-        let products_only = self.occurrences.iter().all(|o| !o.in_subquery_expression() && o.nullable_in.is_none() && o.derived.is_none());
+        let products_only = self.occurrences.iter().all(Occurrence::is_join_factor);
         let terms: Vec<(Vec<&(&Occurrence, &Feed)>, Vec<&(&Occurrence, &Feed)>, &str)> =
             if !products_only || changed.iter().filter(|(_, feed)| feed.old.is_none()).count() <= 1 {
                 (0..changed.len()).map(|i| (vec![&changed[i]], changed[i + 1..].iter().collect(), "")).collect()

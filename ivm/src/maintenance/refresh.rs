@@ -211,29 +211,6 @@ fn positions(table: &StreamTable, plan: &Plan, keys: &[String]) -> IvmResult<Pos
     Ok(Positions { lake_from, lake_to, seen })
 }
 
-/// The (table, attribute number) pairs stream table `id`'s query reads: its definition
-/// view's dependencies, as Postgres recorded them.
-fn read_columns(id: i64) -> IvmResult<Vec<(pg_sys::Oid, i16)>> {
-    let view = definition::view_oid(id)?;
-    Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT DISTINCT d.refobjid, d.refobjsubid::int2 FROM pg_catalog.pg_depend d \
-               JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid \
-              WHERE d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND r.ev_class = $1 \
-                AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjsubid > 0",
-            None,
-            &[view.into()],
-        )?;
-        let mut columns = Vec::new();
-        for row in rows {
-            if let (Some(relid), Some(attno)) = (row.get::<pg_sys::Oid>(1)?, row.get::<i16>(2)?) {
-                columns.push((relid, attno));
-            }
-        }
-        Ok(columns)
-    })
-}
-
 /// Has any Postgres source a change its frontier has not seen?
 fn any_unseen(positions: &Positions) -> IvmResult<bool> {
     Ok(first_unseen(positions)?.is_some())
@@ -354,11 +331,9 @@ fn differential(
         }
         // Postgres tables as they were, where a term may read them so (see `replay`).
         if shape.rows.reads_as_it_was() {
-            let read_columns = read_columns(table_id)?;
+            let read_columns = definition::read_columns(table_id)?;
             for (source, was) in replay_tables(result_relid, objects, &read_columns)? {
-                let Some(feed) = feeds.iter_mut().find(|f| f.source == source && matches!(f.unseen, Unseen::NotVisibleIn(_))) else {
-                    continue;
-                };
+                let Some(feed) = feeds.iter_mut().find(|f| f.source == source) else { continue };
                 let Unseen::NotVisibleIn(seen) = &feed.unseen else { continue };
                 let columns: Vec<i16> = read_columns.iter().filter(|(relid, _)| *relid == source).map(|(_, attno)| *attno).collect();
                 run(&format!("TRUNCATE {}", crate::sql::relation_name(was)))?;
