@@ -121,9 +121,9 @@ fn leading_digit(unscaled: &str, scale: u32) -> (String, String) {
 /// quotient whose scale exceeds the DECIMAL's (a tiny nonzero quotient, 10^-8 or less
 /// for the widest operands accepted) raises an error instead of being rounded.
 ///
-/// Each intermediate value is bound once by a one-element `list_transform`, DuckDB's
-/// only expression-level `let`: written out inline, the operands would be repeated
-/// dozens of times and the SQL would take DuckDB longer to plan than to run.
+/// Each intermediate value is bound once (see `Binding`): written out inline, as in
+/// HAVING, the operands are repeated dozens of times and the SQL takes DuckDB longer
+/// to plan than to run.
 pub fn quotient(a: &Typed, b: &Typed, int_digits: u32, binding: Binding) -> Option<Typed> {
     let out_scale = 38u32.checked_sub(int_digits)?;
     if out_scale < MIN_QUOTIENT_SCALE {

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::duck::sql;
 use crate::error::{LakeError, LakeResult};
+use crate::import::pg_ident;
 use crate::query::typed::Ty;
 use crate::scan::deparse::literal;
 use crate::types::kind::Kind;
@@ -113,11 +114,7 @@ pub fn rows_source(relid: Oid, columns: &[PostgresColumn], run: bool) -> LakeRes
         if namespace.is_null() || name.is_null() {
             return Err(LakeError::NotSupported(format!("table {relid} no longer exists")));
         }
-        let qualified = format!(
-            "{}.{}",
-            std::ffi::CStr::from_ptr(pg_sys::quote_identifier(namespace)).to_string_lossy(),
-            std::ffi::CStr::from_ptr(pg_sys::quote_identifier(name)).to_string_lossy()
-        );
+        let qualified = format!("{}.{}", pg_ident(&text(namespace)), pg_ident(&text(name)));
         let types = columns
             .iter()
             .map(|c| duck_type(Oid::from(c.type_oid), c.typmod))
@@ -142,15 +139,17 @@ pub fn rows_source(relid: Oid, columns: &[PostgresColumn], run: bool) -> LakeRes
     }
 }
 
+/// A name the catalog returned.
+unsafe fn text(name: *const std::ffi::c_char) -> String {
+    unsafe { std::ffi::CStr::from_ptr(name).to_string_lossy().into_owned() }
+}
+
 /// Each row as a DuckDB `(v1, v2, ...)`.
 unsafe fn read_rows(relid: Oid, qualified: &str, columns: &[PostgresColumn], types: &[String]) -> LakeResult<Vec<String>> {
     unsafe {
         let names: Vec<String> = columns
             .iter()
-            .map(|c| {
-                let name = pg_sys::get_attname(relid, c.attno, false);
-                std::ffi::CStr::from_ptr(pg_sys::quote_identifier(name)).to_string_lossy().into_owned()
-            })
+            .map(|c| pg_ident(&text(pg_sys::get_attname(relid, c.attno, false))))
             .collect();
         let query = std::ffi::CString::new(format!("SELECT {} FROM ONLY {qualified}", names.join(", ")))
             .map_err(|_| LakeError::NotSupported("a table name with a NUL byte".into()))?;

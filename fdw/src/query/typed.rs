@@ -113,26 +113,26 @@ impl Narrow {
         if self.limits.is_empty() {
             return None;
         }
+        // What the columns but one are allowed (`magnitude::one_large`).
+        const SMALL: f64 = 1000.0;
         let most: Vec<f64> = self.columns.iter().map(|(_, m)| *m).collect();
         let mut alternatives: Vec<String> = Vec::new();
-        for small in [1000.0] {
-            for large in 0..self.columns.len() {
-                let Some(allowed) = magnitude::one_large(&self.limits, &most, large, small) else { continue };
-                let mut conditions = Vec::new();
-                for (j, (sql, most)) in self.columns.iter().enumerate() {
-                    let bound = if j == large { allowed } else { small.min(*most) };
-                    if bound < *most {
-                        let k = bound.floor();
-                        conditions.push(format!("{sql} BETWEEN -{k:.0} AND {k:.0}"));
-                    }
+        for large in 0..self.columns.len() {
+            let Some(allowed) = magnitude::one_large(&self.limits, &most, large, SMALL) else { continue };
+            let mut conditions = Vec::new();
+            for (j, (sql, most)) in self.columns.iter().enumerate() {
+                let bound = if j == large { allowed } else { SMALL.min(*most) };
+                if bound < *most {
+                    let k = bound.floor();
+                    conditions.push(format!("{sql} BETWEEN -{k:.0} AND {k:.0}"));
                 }
-                if conditions.is_empty() {
-                    return None; // the types alone keep it inside
-                }
-                let alternative = format!("({})", conditions.join(" AND "));
-                if !alternatives.contains(&alternative) {
-                    alternatives.push(alternative);
-                }
+            }
+            if conditions.is_empty() {
+                return None; // the types alone keep it inside
+            }
+            let alternative = format!("({})", conditions.join(" AND "));
+            if !alternatives.contains(&alternative) {
+                alternatives.push(alternative);
             }
         }
         let magnitudes: Vec<String> = self.columns.iter().map(|(sql, _)| format!("abs(CAST({sql} AS DOUBLE))")).collect();
