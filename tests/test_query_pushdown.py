@@ -53,6 +53,7 @@ def tpch(pg, request):
         lake.conn.execute("CREATE TABLE bigheap.region AS SELECT * FROM heap.region UNION ALL "
                           "SELECT 1000 + g, 'PAD' || g, repeat('x', 50) FROM generate_series(1, 2000) g")
         lake.conn.execute("ANALYZE")
+        lake.conn.execute("CREATE COLLATION public.linguistic (provider = libc, locale = 'en_US.utf8')")
         texts = duckdb.connect()
         texts.execute(f"LOAD '{tpch_extension()}'")
         lake.queries = dict(texts.execute("SELECT query_nr, query FROM tpch_queries()").fetchall())
@@ -131,7 +132,7 @@ def edge(tpch):
     # outer joins and NULLs
     "SELECT e.id, f.id FROM edge e LEFT JOIN edge f ON f.k = e.id ORDER BY 1, 2",
     "SELECT e.id, f.id FROM edge e FULL JOIN edge f ON f.k = e.id ORDER BY 1 NULLS FIRST, 2 NULLS FIRST",
-    # text: equality is pushed, ordering under this database's collation is Postgres'
+    # text: equality, and ordering under this database's collation (libc C.UTF-8: code points)
     "SELECT s, count(*) FROM edge GROUP BY s ORDER BY s",
     "SELECT e.s FROM edge e JOIN edge f ON e.s = f.s ORDER BY e.s DESC",
     "SELECT CASE WHEN a < 0 THEN 'neg' WHEN a = 0 THEN 'zero' ELSE 'pos' END, count(*) FROM edge GROUP BY 1 ORDER BY 1",
@@ -239,6 +240,83 @@ def wide(tpch):
     return tpch
 
 
+WORDS = ["a", "B", "b", "Z", "e", "é", "ä", "ab", "a b", "", " ", "ｚ", "\ufffd", "😀", "\U00010000", "日本", None]
+
+
+@pytest.fixture(scope="module")
+def words(tpch):
+    rows = ", ".join(f"({i}, {'NULL' if w is None else repr(w)})" for i, w in enumerate(WORDS))
+    tpch.ref.execute(f"CREATE TABLE analytics.main.words AS SELECT * FROM (VALUES {rows}) t(id, w)")
+    tpch.import_schema("words")
+    tpch.conn.execute("CREATE TABLE heap.words AS SELECT * FROM lake.words")
+    tpch.conn.execute("CREATE COLLATION IF NOT EXISTS public.dashed (provider = libc, locale = 'C.UTF-8')")
+    return tpch
+
+
+WORD_QUERIES = [
+    "SELECT x.w{c}, x.id FROM words x LEFT JOIN nation n ON n.n_nationkey = x.id ORDER BY 1 NULLS FIRST, 2",
+    "SELECT min(w{c}), max(w{c}), count(*) FILTER (WHERE w{c} > 'Z' AND w{c} <= 'ｚ') FROM words",
+    "SELECT w, row_number() OVER (ORDER BY w{c} DESC NULLS LAST) FROM words ORDER BY 2",
+    "SELECT DISTINCT w{c} FROM words x JOIN nation n ON n.n_nationkey = x.id ORDER BY 1 DESC LIMIT 7",
+]
+
+
+@pytest.mark.parametrize("collation, bytewise", [
+    ("", True),  # the database's: libc C.UTF-8, whose glibc order is the code points'
+    (' COLLATE "C"', True),
+    (' COLLATE "C.utf8"', True),
+    (" COLLATE public.dashed", True),  # C.UTF-8 spelled as glibc also accepts it
+    (" COLLATE public.linguistic", False),
+])
+def test_text_ordering_runs_in_duckdb_where_postgres_orders_bytes(words, session, collation, bytewise):
+    for query in WORD_QUERIES:
+        query = query.format(c=collation)
+        assert rows_in(session, "lake", query) == rows_in(session, "heap", query), query
+        session.conn.execute("SET search_path = lake")
+        plan = plan_of(session, query)
+        assert plan.splitlines()[0].startswith("Custom Scan (DuckLake Query)") == bytewise, plan
+    # the two orders differ on these words, so the test tells them apart
+    heap = rows_in(session, "heap", "SELECT string_agg(w, ',' ORDER BY w{c}) FROM words".format(c=collation))
+    assert heap[0][0].startswith(", ,B,Z,a,a b" if bytewise else ", ,😀,a,ä,a b"), heap
+
+
+@pytest.mark.parametrize("collation, pushed", [
+    ("", True),
+    (" COLLATE public.linguistic", True),
+    (' COLLATE "C"', False),  # Postgres lowers ASCII only: 'é' is not ILIKE 'É'
+])
+def test_ilike_runs_in_duckdb_where_postgres_lowers_as_duckdb(words, session, collation, pushed):
+    query = (f"SELECT x.id, x.w{collation} ILIKE 'É', x.w{collation} NOT ILIKE '%Ä%' FROM words x "
+             "LEFT JOIN nation n ON n.n_nationkey = x.id ORDER BY 1")
+    rows = rows_in(session, "heap", query)
+    assert rows == rows_in(session, "lake", query)
+    lowered = pushed  # where Postgres lowers non-ASCII letters, and only there, it is pushed
+    assert (WORDS.index("é"), lowered, True) in rows and (WORDS.index("ä"), False, not lowered) in rows
+    session.conn.execute("SET search_path = lake")
+    plan = plan_of(session, query)
+    duckdb_query = next(line for line in plan.splitlines() if "DuckDB Query:" in line)
+    assert ("ILIKE" in duckdb_query) == pushed, plan
+
+
+def test_duckdb_lowers_every_code_point_as_postgres(tpch):
+    """What `collation_lowers_as_duckdb` relies on, checked against this machine's glibc:
+    DuckDB's lower() of each code point is Postgres' under the database's collation
+    (C.UTF-8) and under en_US.UTF-8."""
+    query = "SELECT c, lower(chr(c){c}) FROM generate_series(1, 1114111) t(c) WHERE c NOT BETWEEN 55296 AND 57343 ORDER BY c"
+    duck = tpch.ref.con.execute(query.replace("chr(c)", "chr(c::INTEGER)").format(c="")).fetchall()
+    for collation in ["", " COLLATE public.linguistic"]:
+        ours = tpch.rows(query.format(c=collation))
+        assert len(ours) == len(duck) == 1114111 - 2048
+        assert [row for row, theirs in zip(ours, duck) if row != theirs] == []
+
+
+@pytest.mark.skipif("config.getoption('--pg') != 'pg18'", reason="the builtin provider is PostgreSQL 17's")
+def test_text_ordering_under_the_builtin_code_point_collation_runs_in_duckdb(words, session):
+    query = 'SELECT DISTINCT w COLLATE pg_c_utf8 FROM words ORDER BY 1 NULLS FIRST'
+    assert rows_in(session, "heap", query) == rows_in(session, "lake", query)
+    assert plan_of(session, query).splitlines()[0].startswith("Custom Scan (DuckLake Query)")
+
+
 @pytest.mark.parametrize("query", [
     # DuckDB keeps + - * of 18-digit decimals in 64 bits and raises past them; Postgres does
     # not (past 38 digits both DuckDB forms raise: z * z * z would)
@@ -307,7 +385,7 @@ def test_grouping_sets_and_lateral_match_postgres_pushed(edge, session, query):
     ("SELECT a FROM edge INTERSECT ALL SELECT -b * 1 FROM edge ORDER BY 1", True),
     ("SELECT k FROM edge EXCEPT SELECT id FROM edge ORDER BY 1 NULLS LAST", True),
     ("SELECT count(*), count(DISTINCT x) FROM (SELECT id AS x FROM edge UNION ALL SELECT n_nationkey FROM nation) u", True),
-    # text: deduplicated by equality (deterministic collation), sorted by Postgres
+    # text: deduplicated by equality (deterministic collation), sorted by code point
     ("SELECT s FROM edge UNION SELECT n_name FROM nation WHERE n_nationkey < 3 ORDER BY 1", True),
     # numerics of different scales in the two branches: each row keeps its own, not pushed
     ("SELECT d FROM edge UNION ALL SELECT 1.5 FROM edge ORDER BY 1", False),
@@ -484,7 +562,8 @@ def test_explain_verbose_shows_the_duckdb_query(session, tpch):
     assert "JOIN" in line or "FROM" in line
     assert "ORDER BY" in line and "LIMIT 10" in line
     # text ordering under a linguistic collation: Postgres sorts DuckDB's result
-    plan = plan_of(session, tpch.queries[1])
+    plan = plan_of(session, "SELECT n_name, r_name FROM nation JOIN region ON n_regionkey = r_regionkey "
+                            "ORDER BY n_name COLLATE public.linguistic")
     assert plan.splitlines()[0].strip().startswith("Sort"), plan
     assert "Custom Scan (DuckLake Query)" in plan
 

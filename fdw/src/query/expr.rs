@@ -6,7 +6,8 @@
 //!   narrowest DECIMAL holding them, so DuckDB's result scales are Postgres' display
 //!   scales (+ - keep the larger scale, * adds them, in both).
 //! - Comparisons, LIKE, IN lists, IS [NOT] NULL/TRUE/FALSE, AND/OR/NOT: the rules of
-//!   the single-table scan (`scan::deparse`): text ordering only under the C collation,
+//!   the single-table scan (`scan::deparse`): text ordering only under a bytewise collation,
+//!   ILIKE only where Postgres lowers as DuckDB does (`scan::collation`),
 //!   equality only under deterministic ones.
 //! - Integer `+ - *` are cast to Postgres' result type (DuckDB raises on overflow, as
 //!   Postgres does); `/` and `%` truncate toward zero in both, division by zero raises.
@@ -32,8 +33,9 @@ use crate::pg_nodes::{const_int, list_nodes};
 use crate::query::numeric::{self, common_type};
 use crate::query::translate::Translator;
 use crate::query::typed::{Narrow, Ty, Typed, groupable, typed};
+use crate::scan::collation::{collation_is_deterministic, collation_lowers_as_duckdb, collation_sorts_bytewise};
 use crate::scan::deparse::{
-    Deparser, builtin_operator_name, collation_is_c, collation_is_deterministic, comparable, is_integer, is_pushable_type, is_text,
+    Deparser, builtin_operator_name, comparable, is_integer, is_pushable_type, is_text,
     literal, output_text, param_duck_type,
 };
 
@@ -56,6 +58,10 @@ impl Translator {
                         || matches!(((*r).resulttype, inner.ty.oid), (pg_sys::TEXTOID | pg_sys::VARCHAROID, pg_sys::TEXTOID | pg_sys::VARCHAROID));
                     same.then(|| Typed { ty: Ty { oid: (*r).resulttype, ..inner.ty }, ..inner })
                 }
+                // COLLATE changes no value, only the collation that the operators, sort
+                // keys and aggregates above compare under; they read it from the tree
+                // (inputcollid, exprCollation) and decide for themselves.
+                NodeTag::T_CollateExpr => self.expr((*(node as *mut pg_sys::CollateExpr)).arg.cast()),
                 NodeTag::T_BoolExpr => {
                     let b = node as *mut pg_sys::BoolExpr;
                     let mut parts = Vec::new();
@@ -217,7 +223,7 @@ impl Translator {
                     if text && !collation_is_deterministic(collation) {
                         return None;
                     }
-                    if text && !matches!(name.as_str(), "=" | "<>") && !collation_is_c(collation) {
+                    if text && !matches!(name.as_str(), "=" | "<>") && !collation_sorts_bytewise(collation) {
                         return None;
                     }
                     if left.ty.oid == pg_sys::NUMERICOID || right.ty.oid == pg_sys::NUMERICOID {
@@ -228,6 +234,9 @@ impl Translator {
                 ("~~" | "!~~" | "~~*" | "!~~*", [l, r]) => {
                     let (left, pattern) = (self.expr(*l)?, self.expr(*r)?);
                     if !is_text(left.ty.oid) || !collation_is_deterministic(collation) {
+                        return None;
+                    }
+                    if name.ends_with('*') && !collation_lowers_as_duckdb(collation) {
                         return None;
                     }
                     let keyword = match name.as_str() {
@@ -617,7 +626,7 @@ impl Translator {
                     _ => None,
                 },
                 "min" | "max" => {
-                    if crate::scan::deparse::is_collatable(arg.ty.oid) && !collation_is_c((*a).inputcollid) {
+                    if crate::scan::deparse::is_collatable(arg.ty.oid) && !collation_sorts_bytewise((*a).inputcollid) {
                         return None;
                     }
                     if matches!(arg.ty.oid, pg_sys::FLOAT4OID | pg_sys::FLOAT8OID) || arg.ty.varying {

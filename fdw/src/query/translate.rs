@@ -24,7 +24,8 @@ use crate::query::typed::{Ty, Typed, groupable};
 use crate::query::model::{PushedQuery, PushedTable};
 use crate::scan::model::Bound;
 use crate::scan::plan::{constant_bound, snapshot_bounds};
-use crate::scan::deparse::{builtin_operator_name, collation_is_c, collation_is_deterministic, is_collatable};
+use crate::scan::collation::{collation_is_deterministic, collation_sorts_bytewise};
+use crate::scan::deparse::{builtin_operator_name, is_collatable};
 use crate::types::kind::comparable_expression_of;
 
 /// How a range-table entry of one query level is referred to.
@@ -293,7 +294,7 @@ impl Translator {
     }
 
     /// Sort keys (of ORDER BY or a window's ORDER BY): DuckDB orders them as Postgres
-    /// does (not floats; text only under the C collation), with explicit NULLS placement.
+    /// does (not floats; text only under a bytewise collation (`scan::collation`)), with explicit NULLS placement.
     unsafe fn sort_items(&mut self, q: *mut pg_sys::Query, clauses: *mut pg_sys::List) -> Option<Vec<String>> {
         unsafe {
             let mut items = Vec::new();
@@ -305,7 +306,7 @@ impl Translator {
                 if matches!(t.ty.oid, pg_sys::FLOAT4OID | pg_sys::FLOAT8OID) {
                     return None;
                 }
-                if is_collatable(t.ty.oid) && !collation_is_c(pg_sys::exprCollation(expr)) {
+                if is_collatable(t.ty.oid) && !collation_sorts_bytewise(pg_sys::exprCollation(expr)) {
                     return None;
                 }
                 let direction = match builtin_operator_name((*clause).sortop)?.as_str() {

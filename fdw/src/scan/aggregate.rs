@@ -11,7 +11,7 @@
 //! - avg(smallint|integer|bigint|numeric) → numeric, computed here from DuckDB's
 //!   exact sum and count with Postgres' own numeric division (same scale rules);
 //!   avg(double) → double;
-//! - min/max of any pushable type (text only under the C collation) → that type.
+//! - min/max of any pushable type (text only under a bytewise collation, see `scan::collation`) → that type.
 
 use std::ffi::CStr;
 
@@ -20,7 +20,8 @@ use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
 
 use crate::pg_nodes::list_nodes;
-use crate::scan::deparse::{collation_is_c, collation_is_deterministic, is_pushable_type};
+use crate::scan::collation::{collation_is_deterministic, collation_sorts_bytewise};
+use crate::scan::deparse::{is_pushable_type};
 use crate::scan::model::{Output, OutputSource, RelPlan, ScanPlan, params_list, rel_plan, strip_relabel};
 use crate::types::kind::Kind;
 
@@ -240,7 +241,7 @@ unsafe fn aggregate_sql(base: &RelPlan, aggref: *mut pg_sys::Aggref, first: usiz
             },
             "min" | "max" => {
                 let collation = (*aggref).inputcollid;
-                if !collation_is_c(collation) {
+                if !collation_sorts_bytewise(collation) {
                     return None;
                 }
                 single(Kind::of(result, -1).duck_expression_of(&format!("{name}({arg_sql})")))

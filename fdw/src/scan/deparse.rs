@@ -7,9 +7,9 @@
 //!   date/time/timestamp(tz), interval, uuid, bytea), constants and parameters of those types;
 //! - `= <> < <= > >=` between them; for text and bytea only where ordering is
 //!   collation-independent: equality under a deterministic collation, ordering
-//!   under the C collation (DuckDB compares strings bytewise);
+//!   under a collation that sorts bytewise as DuckDB does (`scan::collation`);
 //! - `LIKE`/`NOT LIKE` (with Postgres' backslash escape made explicit) and
-//!   `ILIKE`/`NOT ILIKE` on text;
+//!   `ILIKE`/`NOT ILIKE` on text, the latter where Postgres lowers as DuckDB does;
 //! - `IN`/`NOT IN` lists (`= ANY(array)`, `<> ALL(array)`), `IS [NOT] NULL`,
 //!   `IS [NOT] TRUE/FALSE`, `AND`, `OR`, `NOT`, and binary-compatible casts.
 //!
@@ -25,6 +25,7 @@ use pgrx::FromDatum;
 use ducklake_formats::calendar;
 
 use crate::duck::sql;
+use crate::scan::collation::{collation_is_deterministic, collation_lowers_as_duckdb, collation_sorts_bytewise};
 use crate::pg_nodes::list_nodes;
 
 /// A column of the scanned relation as conditions see it.
@@ -128,7 +129,7 @@ impl Deparser<'_> {
                     name.as_str()
                 }
                 "<" | "<=" | ">" | ">=" => {
-                    if (is_collatable(lt) || is_collatable(rt)) && !collation_is_c(collation) {
+                    if (is_collatable(lt) || is_collatable(rt)) && !collation_sorts_bytewise(collation) {
                         return None;
                     }
                     name.as_str()
@@ -138,6 +139,9 @@ impl Deparser<'_> {
                         return None;
                     }
                     if !collation_is_deterministic(collation) {
+                        return None;
+                    }
+                    if name.ends_with('*') && !collation_lowers_as_duckdb(collation) {
                         return None;
                     }
                     let pattern = self.value(*right)?;
@@ -527,54 +531,3 @@ pub unsafe fn output_text(datum: pg_sys::Datum, type_oid: Oid) -> String {
     }
 }
 
-pub fn collation_is_deterministic(collation: Oid) -> bool {
-    // SAFETY: catalog lookup; InvalidOid means "not collatable".
-    collation == pg_sys::InvalidOid || unsafe { pg_sys::get_collation_isdeterministic(collation) }
-}
-
-/// Whether text ordering under `collation` is bytewise, as DuckDB's is.
-pub fn collation_is_c(collation: Oid) -> bool {
-    if collation == pg_sys::InvalidOid || collation == pg_sys::C_COLLATION_OID {
-        return true;
-    }
-    // SAFETY: these look up (and cache) the collation's locale; they raise an ERROR
-    // only for a collation that does not exist, which a planned query cannot have.
-    unsafe { locale::collate_is_c(collation) }
-}
-
-#[cfg(feature = "pg18")]
-mod locale {
-    use pgrx::pg_sys::Oid;
-
-    /// The leading fields of PostgreSQL 18's `struct pg_locale_struct` (utils/pg_locale.h).
-    #[repr(C)]
-    struct LocaleHead {
-        provider: std::ffi::c_char,
-        deterministic: bool,
-        collate_is_c: bool,
-    }
-
-    unsafe extern "C-unwind" {
-        fn pg_newlocale_from_collation(collid: Oid) -> *const LocaleHead;
-    }
-
-    pub unsafe fn collate_is_c(collation: Oid) -> bool {
-        unsafe {
-            let locale = pg_newlocale_from_collation(collation);
-            !locale.is_null() && (*locale).collate_is_c
-        }
-    }
-}
-
-#[cfg(not(feature = "pg18"))]
-mod locale {
-    use pgrx::pg_sys::Oid;
-
-    unsafe extern "C-unwind" {
-        fn lc_collate_is_c(collation: Oid) -> bool;
-    }
-
-    pub unsafe fn collate_is_c(collation: Oid) -> bool {
-        unsafe { lc_collate_is_c(collation) }
-    }
-}

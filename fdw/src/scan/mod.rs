@@ -2,7 +2,8 @@
 //! (whose plan keeps a pointer to state freed at the end of each execution, and
 //! whose per-row `Cell` conversion covers too few types).
 //!
-//! - `deparse`: Postgres conditions to DuckDB SQL, where the meaning is the same.
+//! - `deparse`: Postgres conditions to DuckDB SQL, where the meaning is the same;
+//!   `collation`: which collations DuckDB compares text under exactly.
 //! - `model`: what the planner knows of a foreign table and what it freezes into
 //!   the plan (kept as text, so cached plans can be executed any number of times).
 //! - `plan`: planner callbacks, which decide what DuckDB does.
@@ -12,6 +13,7 @@
 //!   batches fill tuple slots.
 
 pub mod aggregate;
+pub mod collation;
 pub mod cursor;
 pub mod deparse;
 pub mod exec;

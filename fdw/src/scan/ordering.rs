@@ -2,7 +2,7 @@
 //!
 //! A sorted path is offered only when DuckDB can produce the query's exact order:
 //! every sort key is a column of the table with a type whose ordering is the same
-//! in DuckDB (text only under the C collation), with explicit NULLS FIRST/LAST.
+//! in DuckDB (text only under a bytewise collation, see `scan::collation`), with explicit NULLS FIRST/LAST.
 //! The LIMIT is pushed only when nothing between the scan and the Limit node could
 //! remove or add rows: a single-table query without grouping, aggregates, window
 //! functions, DISTINCT, set-returning functions or row locks, and with every
@@ -13,7 +13,8 @@ use pgrx::pg_sys::{self, Node};
 use pgrx::FromDatum;
 
 use crate::pg_nodes::list_nodes;
-use crate::scan::deparse::{collation_is_c, collation_is_deterministic, is_pushable_type};
+use crate::scan::collation::{collation_is_deterministic, collation_sorts_bytewise};
+use crate::scan::deparse::{is_pushable_type};
 use crate::scan::model::{RelPlan, strip_relabel};
 
 /// DuckDB ORDER BY items for `pathkeys`, or `None` if any key cannot be sorted by DuckDB.
@@ -49,7 +50,7 @@ pub unsafe fn order_by_sql(plan: &RelPlan, pathkeys: *mut pg_sys::List) -> Optio
                     return None;
                 }
                 // Both are true for non-collatable types (InvalidOid).
-                if !(collation_is_c(collation) && collation_is_deterministic(collation)) {
+                if !(collation_sorts_bytewise(collation) && collation_is_deterministic(collation)) {
                     return None;
                 }
                 plan.column_ref((*var).varattno)?.expr
