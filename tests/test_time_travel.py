@@ -91,7 +91,15 @@ def test_a_table_pinned_by_the_snapshot_a_setting_holds(history):
     with pytest.raises(psycopg.errors.FdwInvalidAttributeValue) as error:
         conn.execute("EXECUTE then_count")
     assert error.value.diag.message_primary == ('invalid value for option "snapshot_id_setting": setting '
-                                                '"myapp.snapshot" does not hold a snapshot id (a non-negative integer)')
+                                                '"myapp.snapshot": "latest" is not a snapshot id (a non-negative integer)')
+    # a JSON object pins each server's lake: this table's server must be named
+    conn.execute("""SET myapp.snapshot = '{"lake": 3, "elsewhere": 1}'""")
+    assert history.rows("EXECUTE then_count") == [(30,)]
+    conn.execute("""SET myapp.snapshot = '{"elsewhere": 1}'""")
+    with pytest.raises(psycopg.errors.FdwInvalidAttributeValue) as error:
+        conn.execute("EXECUTE then_count")
+    assert error.value.diag.message_primary == ('invalid value for option "snapshot_id_setting": setting '
+                                                '"myapp.snapshot" pins no snapshot of server "lake"')
     conn.execute("SET myapp.snapshot = '2'")
     # pinned: never written to
     with pytest.raises(psycopg.errors.FeatureNotSupported):
@@ -105,6 +113,26 @@ def test_a_table_pinned_by_the_snapshot_a_setting_holds(history):
     with pytest.raises(psycopg.errors.FdwInvalidAttributeValue) as error:
         conn.execute("CREATE FOREIGN TABLE lake.bad (id bigint) SERVER lake OPTIONS (snapshot_id_setting 'nodot')")
     assert "must name a custom setting" in error.value.diag.message_primary
+
+
+def test_the_setting_pins_each_server_by_name(history):
+    """ducklake.snapshot_id as a JSON object: a snapshot per server (lakes' snapshot ids
+    are separate sequences); a server it does not name reads its latest snapshot."""
+    conn = history.conn
+    conn.execute("""SET ducklake.snapshot_id = '{"lake": 3}'""")
+    assert counts(history) == (30, 4350)
+    conn.execute("""SET ducklake.snapshot_id = '{"other lake": 3}'""")
+    assert counts(history) == counts(history, "SELECT count(*), sum(value) FROM lake.events") == (55, 17600)
+    conn.execute("""SET ducklake.snapshot_id = '{"lake": 2, "other lake": 3}'""")
+    assert counts(history) == (10, 450)
+    for pin, message in [
+        ('{"lake": -1}', 'server "lake": -1 is not a snapshot id (a non-negative integer)'),
+        ('{"lake": "3"}', 'server "lake": "3" is not a snapshot id (a non-negative integer)'),
+        ('{"lake": 3', '"{"lake": 3" is neither a snapshot id nor a JSON object of snapshot ids by server name'),
+    ]:
+        conn.execute("SELECT set_config('ducklake.snapshot_id', %s, false)", [pin])
+        expect_error(conn, "SELECT count(*) FROM lake.events", "HV024", message)
+    conn.execute("RESET ducklake.snapshot_id")
 
 
 def test_prepared_statement_follows_the_setting(history):

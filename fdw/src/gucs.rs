@@ -47,7 +47,7 @@ pub fn init() {
     GucRegistry::define_string_guc(
         c"ducklake.snapshot_id",
         c"Read DuckLake tables as of this snapshot id (empty: the latest).",
-        c"SET LOCAL pins one transaction. A foreign table's snapshot_id/as_of options take precedence.",
+        c"SET LOCAL pins one transaction. A JSON object such as {\"lake_a\": 12, \"lake_b\": 7} pins each server's lake by server name (others read their latest). A foreign table's snapshot_id/as_of options take precedence.",
         &SNAPSHOT_ID,
         GucContext::Userset,
         GucFlags::default(),

@@ -181,6 +181,8 @@ pub unsafe fn options_from_list(list: *mut pg_sys::List) -> HashMap<String, Stri
 
 /// Options of a foreign table: which lake table it reads, and how.
 pub struct TableOptions {
+    /// The foreign server's name: which lake, for settings that pin a snapshot per lake.
+    pub server: String,
     pub schema: String,
     pub table: String,
     /// Pinned snapshot (time travel), by id or by time.
@@ -200,7 +202,9 @@ impl TableOptions {
             let ftable = pg_sys::GetForeignTable(relid);
             let options = options_from_list((*ftable).options);
             let relname = CStr::from_ptr(pg_sys::get_rel_name(relid)).to_string_lossy().into_owned();
+            let server = CStr::from_ptr((*pg_sys::GetForeignServer((*ftable).serverid)).servername).to_string_lossy().into_owned();
             TableOptions {
+                server,
                 schema: options.get("schema").cloned().unwrap_or_else(|| "main".into()),
                 table: options.get("table").cloned().unwrap_or(relname),
                 snapshot_id: options.get("snapshot_id").cloned(),

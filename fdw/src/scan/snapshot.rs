@@ -218,10 +218,10 @@ pub fn at_clause(table: &TableOptions, executing: bool) -> LakeResult<String> {
                 reason: format!("setting \"{setting}\" is not set in this session"),
             }
         })?;
-        let id: i64 = value.trim().parse().ok().filter(|v| *v >= 0).ok_or_else(|| LakeError::InvalidOptionValue {
-            name: "snapshot_id_setting".into(),
-            reason: format!("setting \"{setting}\" does not hold a snapshot id (a non-negative integer)"),
-        })?;
+        let invalid = |reason: String| LakeError::InvalidOptionValue { name: "snapshot_id_setting".into(), reason };
+        let id = pinned_id(&value, &table.server)
+            .map_err(|reason| invalid(format!("setting \"{setting}\": {reason}")))?
+            .ok_or_else(|| invalid(format!("setting \"{setting}\" pins no snapshot of server \"{}\"", table.server)))?;
         return Ok(format!(" AT (VERSION => {id})"));
     }
     let (snapshot_id, as_of, origin) = if table.snapshot_id.is_some() || table.as_of.is_some() {
@@ -235,14 +235,36 @@ pub fn at_clause(table: &TableOptions, executing: bool) -> LakeResult<String> {
             name: "snapshot_id".into(),
             reason: format!("the {origin} are both set; set only one"),
         }),
-        (Some(id), None) => {
-            let id: i64 = id.trim().parse().ok().filter(|v| *v >= 0).ok_or_else(|| LakeError::InvalidOptionValue {
-                name: "snapshot_id".into(),
-                reason: format!("\"{id}\" is not a snapshot id (a non-negative integer)"),
-            })?;
-            Ok(format!(" AT (VERSION => {id})"))
-        }
+        // A server the setting's object does not name reads its latest snapshot.
+        (Some(value), None) => match pinned_id(&value, &table.server) {
+            Ok(Some(id)) => Ok(format!(" AT (VERSION => {id})")),
+            Ok(None) => Ok(String::new()),
+            Err(reason) => Err(LakeError::InvalidOptionValue { name: "snapshot_id".into(), reason }),
+        },
         (None, Some(timestamp)) => Ok(format!(" AT (TIMESTAMP => {})", timestamptz_literal(&timestamp)?)),
+    }
+}
+
+/// The snapshot id that a pin (`ducklake.snapshot_id`, or the setting a table's
+/// `snapshot_id_setting` names) gives the lake of `server`: the pin is one id for
+/// every server, or a JSON object of ids by server name, `{"lake_a": 12, "lake_b": 7}`,
+/// for queries over lakes of several servers (whose snapshot ids are separate
+/// sequences). None: the object does not name `server`. Err: why the pin is invalid.
+fn pinned_id(pin: &str, server: &str) -> Result<Option<i64>, String> {
+    let pin = pin.trim();
+    if !pin.starts_with('{') {
+        let not_an_id = || format!("\"{pin}\" is not a snapshot id (a non-negative integer)");
+        return pin.parse::<i64>().ok().filter(|id| *id >= 0).map(Some).ok_or_else(not_an_id);
+    }
+    let ids: serde_json::Map<String, serde_json::Value> = serde_json::from_str(pin)
+        .map_err(|error| format!("\"{pin}\" is neither a snapshot id nor a JSON object of snapshot ids by server name ({error})"))?;
+    match ids.get(server) {
+        None => Ok(None),
+        Some(id) => id
+            .as_i64()
+            .filter(|id| *id >= 0)
+            .map(Some)
+            .ok_or_else(|| format!("server \"{server}\": {id} is not a snapshot id (a non-negative integer)")),
     }
 }
 
