@@ -249,6 +249,13 @@ def words(tpch):
     tpch.ref.execute(f"CREATE TABLE analytics.main.words AS SELECT * FROM (VALUES {rows}) t(id, w)")
     tpch.import_schema("words")
     tpch.conn.execute("CREATE TABLE heap.words AS SELECT * FROM lake.words")
+    tpch.conn.execute('CREATE FOREIGN TABLE lake.words_c (id int, w text COLLATE "C") SERVER lake OPTIONS (table \'words\')')
+    tpch.conn.execute('CREATE TABLE heap.words_c (id int, w text COLLATE "C")')
+    tpch.conn.execute("INSERT INTO heap.words_c SELECT * FROM heap.words")
+    tpch.conn.execute('CREATE FOREIGN TABLE lake.words_posix (id int, w text COLLATE "POSIX") SERVER lake '
+                      "OPTIONS (table 'words')")
+    tpch.conn.execute('CREATE TABLE heap.words_posix (id int, w text COLLATE "POSIX")')
+    tpch.conn.execute("INSERT INTO heap.words_posix SELECT * FROM heap.words")
     tpch.conn.execute("CREATE COLLATION IF NOT EXISTS public.dashed (provider = libc, locale = 'C.UTF-8')")
     return tpch
 
@@ -298,6 +305,35 @@ def test_ilike_runs_in_duckdb_where_postgres_lowers_as_duckdb(words, session, co
     assert ("ILIKE" in duckdb_query) == pushed, plan
 
 
+@pytest.mark.parametrize("query", [
+    "SELECT count(*) FROM words_posix a JOIN words_c b ON a.w < b.w",
+    "SELECT count(*) FROM words_posix a JOIN words_c b ON a.w = b.w",
+    "SELECT count(*) FROM words_posix a, words_c b WHERE a.w ILIKE b.w",
+    "SELECT count(*) FROM words_posix a, words_c b WHERE a.w IN (b.w, 'x')",
+])
+def test_text_of_conflicting_collations_raises_as_in_postgres(words, session, query):
+    # Two non-default implicit collations in conflict leave the operator none: Postgres
+    # raises when it runs, so the query is not pushed, where DuckDB would answer.
+    for schema in ["heap", "lake"]:
+        session.conn.execute(f"SET search_path = {schema}")
+        with pytest.raises(psycopg.errors.IndeterminateCollation):
+            session.conn.execute(query)
+        session.conn.rollback()
+
+
+def test_distinct_under_a_nondeterministic_collation_stays_in_postgres(words, session):
+    if session.conn.info.server_version >= 180000:
+        pytest.skip("needs ICU, which PostgreSQL 18 from PyPI lacks")
+    session.conn.execute("CREATE COLLATION IF NOT EXISTS public.nocase "
+                         "(provider = icu, locale = 'und-u-ks-level2', deterministic = false)")
+    query = "SELECT count(DISTINCT x.w COLLATE public.nocase) FROM words x JOIN nation n ON n.n_nationkey = x.id"
+    assert rows_in(session, "lake", query) == rows_in(session, "heap", query)
+    # 'B' and 'b' are one value under it: fewer than by bytes, so pushing would show
+    assert rows_in(session, "heap", query)[0][0] < rows_in(session, "heap", query.replace(" COLLATE public.nocase", ""))[0][0]
+    session.conn.execute("SET search_path = lake")
+    assert not plan_of(session, query).splitlines()[0].startswith("Custom Scan (DuckLake Query)")
+
+
 def test_duckdb_lowers_every_code_point_as_postgres(tpch):
     """What `collation_lowers_as_duckdb` relies on, checked against this machine's glibc:
     DuckDB's lower() of each code point is Postgres' under the database's collation
@@ -310,8 +346,9 @@ def test_duckdb_lowers_every_code_point_as_postgres(tpch):
         assert [row for row, theirs in zip(ours, duck) if row != theirs] == []
 
 
-@pytest.mark.skipif("config.getoption('--pg') != 'pg18'", reason="the builtin provider is PostgreSQL 17's")
 def test_text_ordering_under_the_builtin_code_point_collation_runs_in_duckdb(words, session):
+    if session.conn.info.server_version < 170000:
+        pytest.skip("the builtin collation provider came with PostgreSQL 17")
     query = 'SELECT DISTINCT w COLLATE pg_c_utf8 FROM words ORDER BY 1 NULLS FIRST'
     assert rows_in(session, "heap", query) == rows_in(session, "lake", query)
     assert plan_of(session, query).splitlines()[0].startswith("Custom Scan (DuckLake Query)")

@@ -220,7 +220,8 @@ impl Translator {
                         return None;
                     }
                     let text = crate::scan::deparse::is_collatable(left.ty.oid);
-                    if text && !collation_is_deterministic(collation) {
+                    // No collation: implicit ones in conflict, which Postgres raises on.
+                    if text && (collation == pg_sys::InvalidOid || !collation_is_deterministic(collation)) {
                         return None;
                     }
                     if text && !matches!(name.as_str(), "=" | "<>") && !collation_sorts_bytewise(collation) {
@@ -233,7 +234,7 @@ impl Translator {
                 }
                 ("~~" | "!~~" | "~~*" | "!~~*", [l, r]) => {
                     let (left, pattern) = (self.expr(*l)?, self.expr(*r)?);
-                    if !is_text(left.ty.oid) || !collation_is_deterministic(collation) {
+                    if !is_text(left.ty.oid) || collation == pg_sys::InvalidOid || !collation_is_deterministic(collation) {
                         return None;
                     }
                     if name.ends_with('*') && !collation_lowers_as_duckdb(collation) {
@@ -349,7 +350,8 @@ impl Translator {
             };
             let left = self.expr(*left)?;
             if left.ty.oid == pg_sys::NUMERICOID
-                || (crate::scan::deparse::is_collatable(left.ty.oid) && !collation_is_deterministic((*op).inputcollid))
+                || (crate::scan::deparse::is_collatable(left.ty.oid)
+                    && ((*op).inputcollid == pg_sys::InvalidOid || !collation_is_deterministic((*op).inputcollid)))
             {
                 return None;
             }
@@ -588,6 +590,10 @@ impl Translator {
             let [arg] = args.as_slice() else { return None };
             let arg = self.expr((*(*arg as *mut pg_sys::TargetEntry)).expr.cast())?;
             if distinct && (name != "count" || !groupable(arg.ty)) {
+                return None;
+            }
+            // DISTINCT de-duplicates under the argument's collation, DuckDB by bytes.
+            if distinct && crate::scan::deparse::is_collatable(arg.ty.oid) && !collation_is_deterministic((*a).inputcollid) {
                 return None;
             }
             let d = if distinct { "DISTINCT " } else { "" };

@@ -45,15 +45,20 @@ pub fn collation_sorts_bytewise(collation: Oid) -> bool {
 /// does, so that ILIKE (Postgres lowers both sides under the collation, then
 /// matches) means the same in DuckDB.
 ///
-/// DuckDB lowers by Unicode's simple case mapping. So does glibc's `towlower`,
-/// which Postgres uses for a libc collation of a UTF-8 locale: the two agree on
-/// every code point (checked by `tests/test_query_pushdown.py` on the machine it
-/// runs on) except in the Turkic locales, which lower `I` to a dotless `ı`. Not
-/// pushed: a `C`/`POSIX` LC_CTYPE (Postgres lowers ASCII only), ICU (full,
-/// locale-dependent case mapping), the builtin provider (Postgres' own tables).
+/// DuckDB lowers by Unicode's simple case mapping (utf8proc, Unicode 15.1 in
+/// DuckDB 1.5.5). So does glibc's `towlower`, which Postgres uses for a libc
+/// collation of a UTF-8 locale, from glibc's own Unicode tables: glibc 2.35 to
+/// 2.40 (Unicode 14 and 15) agree with DuckDB on every code point, as
+/// `tests/test_query_pushdown.py` checks on the machine it runs on, except in the
+/// Turkic locales, which lower `I` to a dotless `ı`. Older glibc lacks case pairs
+/// that Unicode 14 added and newer ones have Unicode 16's, so there ILIKE stays in
+/// Postgres. Not pushed either: a `C`/`POSIX` LC_CTYPE (Postgres lowers ASCII
+/// only), ICU (full, locale-dependent case mapping), the builtin provider
+/// (Postgres' own tables).
 pub fn collation_lowers_as_duckdb(collation: Oid) -> bool {
-    if collation == pg_sys::InvalidOid {
-        return true;
+    // No collation for text: implicit ones in conflict, which Postgres raises on.
+    if collation == pg_sys::InvalidOid || !glibc_case_maps_as_duckdb() {
+        return false;
     }
     cached(&LOWERS_AS_DUCKDB, collation, || {
         libc_locale(collation, Category::Ctype).is_some_and(|name| {
@@ -148,20 +153,29 @@ fn is_glibc_c_utf8(name: &str) -> bool {
     })
 }
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn glibc_has_codepoint_c_utf8() -> bool {
+    glibc_version().is_some_and(|version| version >= (2, 35))
+}
+
+fn glibc_case_maps_as_duckdb() -> bool {
+    glibc_version().is_some_and(|version| ((2, 35)..(2, 41)).contains(&version))
+}
+
+/// The running glibc's (major, minor) version; None on another C library.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn glibc_version() -> Option<(u32, u32)> {
     unsafe extern "C" {
         fn gnu_get_libc_version() -> *const std::ffi::c_char;
     }
     // SAFETY: returns a static NUL-terminated string.
     let version = unsafe { CStr::from_ptr(gnu_get_libc_version()) }.to_string_lossy();
-    let mut parts = version.split('.').map(|part| part.parse::<u32>().unwrap_or(0));
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (2, 35)
+    let mut parts = version.split('.').map(|part| part.parse::<u32>().ok());
+    Some((parts.next()??, parts.next()??))
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn glibc_has_codepoint_c_utf8() -> bool {
-    false
+fn glibc_version() -> Option<(u32, u32)> {
+    None
 }
 
 #[cfg(feature = "pg18")]

@@ -121,6 +121,10 @@ impl Deparser<'_> {
             let name = builtin_operator_name((*op).opno)?;
             let (lt, rt) = (expr_type(*left), expr_type(*right));
             let collation = (*op).inputcollid;
+            // Text without a collation: implicit ones in conflict, which Postgres raises on.
+            if (is_collatable(lt) || is_collatable(rt)) && collation == pg_sys::InvalidOid {
+                return None;
+            }
             let sql_op = match name.as_str() {
                 "=" | "<>" => {
                     if is_collatable(lt) && !collation_is_deterministic(collation) {
