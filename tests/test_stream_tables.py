@@ -112,7 +112,7 @@ def test_invalid_frontier_is_an_error_then_recovers(events):
                  "'{sources,ducklake:lake.events,snapshot_id}', '999999'::jsonb)")
     current = latest(conn)
     assert error_of(conn, "SELECT pgtrickle.refresh('event_summary')") == (
-        "22023", f"frontier of public.event_summary is snapshot 999999, but the lake's current snapshot is {current}")
+        "22023", f"frontier of public.event_summary is snapshot 999999 of the lake, but its current snapshot is {current}")
     # The scheduler marks it ERROR with the message, and keeps retrying.
     wait_for(lambda: conn.execute("SELECT status FROM pgtrickle.pgt_stream_tables").fetchone()[0] == "ERROR",
              "status ERROR")

@@ -286,14 +286,26 @@ fn rewind(name: &str, snapshot_id: i64) {
     let run = || -> IvmResult<()> {
         let id = catalog::resolve(name)?;
         let table = catalog::load(id, Lock::Wait)?.ok_or_else(|| IvmError::no_such_stream_table(name))?;
-        let keys: Vec<String> = {
+        let sources = {
             let _context = RefreshContext::enter(owner_of(table.relid)?, &table.settings)?;
-            refresh::plan_for(&table)?.sources.iter().map(|s| s.key.clone()).collect()
+            refresh::plan_for(&table)?.sources
         };
+        // Snapshot ids count each lake's commits apart: one id cannot place two lakes.
+        let mut servers: Vec<&str> = sources.iter().map(|s| s.server_name.as_str()).collect();
+        servers.sort_unstable();
+        servers.dedup();
+        if servers.len() > 1 {
+            return Err(IvmError::invalid(format!(
+                "stream table {name} reads the lakes of servers {}, whose snapshot ids are separate sequences",
+                servers.join(", ")
+            ))
+            .with_hint("Set each source's snapshot_id in its frontier (jsonb_set), then refresh it with mode => 'FULL'."));
+        }
+        let entries: Vec<(String, i64)> = sources.iter().map(|s| (s.key.clone(), snapshot_id)).collect();
         catalog::set_status(id, "PAUSED")?;
         catalog::write(
             "UPDATE pgtrickle.pgt_stream_tables SET frontier = $2 WHERE pgt_id = $1",
-            &[id.into(), JsonB(catalog::frontier_at(&keys, snapshot_id)).into()],
+            &[id.into(), JsonB(catalog::frontier_of(&entries, &[])).into()],
         )?;
         refresh::refresh(id, Requested::Full, Lock::Wait)?;
         Ok(())

@@ -202,10 +202,11 @@ pub fn clear_error(id: i64) -> IvmResult<()> {
     )
 }
 
-/// The frontier's snapshot of sources `keys`, which must agree (lake sources of one
-/// server share one snapshot sequence). A frontier with a single source is read even
-/// when the key differs (the foreign table was renamed).
-pub fn frontier_snapshot(frontier: &Value, keys: &[String], table: &str) -> IvmResult<Option<i64>> {
+/// The frontier's snapshot of sources `keys`, the lake sources of one server, which
+/// must agree (they share one snapshot sequence). When the stream table has one lake
+/// source in all (`only_source`), a frontier with a single entry is read even when the
+/// key differs (the foreign table was renamed).
+pub fn frontier_snapshot(frontier: &Value, keys: &[String], only_source: bool, table: &str) -> IvmResult<Option<i64>> {
     let sources = match frontier.get("sources") {
         Some(Value::Object(map)) => map,
         None | Some(Value::Null) => return Ok(None),
@@ -214,7 +215,7 @@ pub fn frontier_snapshot(frontier: &Value, keys: &[String], table: &str) -> IvmR
     let snapshot_of = |key: &str| -> IvmResult<Option<i64>> {
         let entry = match sources.get(key) {
             Some(entry) => entry,
-            None if sources.len() == 1 && keys.len() == 1 => sources.values().next().expect("one entry"),
+            None if sources.len() == 1 && only_source => sources.values().next().expect("one entry"),
             None => return Ok(None),
         };
         match entry.get("snapshot_id") {
@@ -237,7 +238,7 @@ pub fn frontier_snapshot(frontier: &Value, keys: &[String], table: &str) -> IvmR
                     show(at),
                     show(&snapshot)
                 ))
-                .with_hint("Its lake sources share one snapshot sequence: give them all the same snapshot_id (pgtrickle.rewind(name, snapshot_id) sets every one)."));
+                .with_hint("The sources of one lake share one snapshot sequence: give them all the same snapshot_id (pgtrickle.rewind(name, snapshot_id) sets every one of a table reading one lake)."));
             }
             Some(_) => {}
         }
@@ -245,18 +246,12 @@ pub fn frontier_snapshot(frontier: &Value, keys: &[String], table: &str) -> IvmR
     Ok(common.and_then(|(_, at)| at))
 }
 
-pub fn frontier_at(keys: &[String], snapshot: i64) -> Value {
-    frontier_of(keys, Some(snapshot), &[])
-}
-
-/// A frontier: lake sources `keys` at `snapshot`, Postgres sources each at its
-/// `pg_snapshot` (see `maintenance::capture`).
-pub fn frontier_of(keys: &[String], snapshot: Option<i64>, postgres: &[(String, String)]) -> Value {
+/// A frontier: lake sources each at its lake's snapshot (`lake`: key and snapshot id),
+/// Postgres sources each at its `pg_snapshot` (see `maintenance::capture`).
+pub fn frontier_of(lake: &[(String, i64)], postgres: &[(String, String)]) -> Value {
     let mut sources: serde_json::Map<String, Value> = serde_json::Map::new();
-    if let Some(snapshot) = snapshot {
-        for key in keys {
-            sources.insert(key.clone(), json!({ "snapshot_id": snapshot }));
-        }
+    for (key, snapshot) in lake {
+        sources.insert(key.clone(), json!({ "snapshot_id": snapshot }));
     }
     for (key, seen) in postgres {
         sources.insert(key.clone(), json!({ "snapshot": seen }));

@@ -41,7 +41,9 @@ pub fn analyze(text: &str) -> IvmResult<*mut pg_sys::Query> {
 #[derive(Debug, Clone)]
 pub struct LakeSource {
     pub relid: pg_sys::Oid,
+    /// Its lake: snapshot ids are a sequence per server.
     pub server: pg_sys::Oid,
+    pub server_name: String,
     /// Frontier key: `ducklake:<schema>.<table>`.
     pub key: String,
 }
@@ -71,7 +73,8 @@ pub fn lake_source(relid: pg_sys::Oid) -> IvmResult<Option<LakeSource>> {
                 ));
             }
         }
-        Ok(Some(LakeSource { relid, server: (*table).serverid, key: format!("ducklake:{schema}.{name}") }))
+        let server_name = std::ffi::CStr::from_ptr((*server).servername).to_string_lossy().into_owned();
+        Ok(Some(LakeSource { relid, server: (*table).serverid, server_name, key: format!("ducklake:{schema}.{name}") }))
     }
 }
 
@@ -152,14 +155,6 @@ pub fn lake_sources(query: *mut pg_sys::Query) -> IvmResult<Vec<LakeSource>> {
             if !sources.iter().any(|s| s.relid == source.relid) {
                 sources.push(source);
             }
-        }
-    }
-    if let Some(first) = sources.first() {
-        if sources.iter().any(|s| s.server != first.server) {
-            return Err(IvmError::new(
-                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                "a stream table can read DuckLake tables of one server only (their snapshot ids are one sequence)",
-            ));
         }
     }
     Ok(sources)

@@ -127,9 +127,9 @@ impl Derived {
 
     /// ΔI with a `change_type` column after its own: the touched groups as they are
     /// ('insert') and as they were ('delete'), as an analyzed query.
-    unsafe fn changes(&self, feeds: &[Feed], to: i64) -> IvmResult<*mut pg_sys::Query> {
+    unsafe fn changes(&self, feeds: &[Feed]) -> IvmResult<*mut pg_sys::Query> {
         unsafe {
-            let touched = self.rows.delta_sql(feeds, to)?.unwrap_or_else(|| "SELECT 1 WHERE false".into());
+            let touched = self.rows.delta_sql(feeds)?.unwrap_or_else(|| "SELECT 1 WHERE false".into());
             let touched = analyze(&touched)?;
             // Postgres runs a sub-select that reads a Postgres table (unless small enough
             // to send to DuckDB with it), DuckDB one over lake tables alone.
@@ -225,8 +225,9 @@ impl Occurrence {
 /// Which of a source's changes a delta term reads.
 #[derive(Debug, Clone)]
 pub enum Unseen {
-    /// A lake change feed: snapshot ids after this one, up to the term's `to`.
-    After(i64),
+    /// A lake change feed: snapshot ids after the first, up to the second (each lake
+    /// has its own).
+    Between(i64, i64),
     /// A Postgres change log: rows of transactions not visible in this snapshot
     /// (`pg_snapshot` text).
     NotVisibleIn(String),
@@ -297,10 +298,10 @@ impl Rows {
 
     /// The change of the rows (see `Branch::delta_sql`): the branches' changes added
     /// up. None when no feed is given (nothing changed).
-    pub fn delta_sql(&self, feeds: &[Feed], to: i64) -> IvmResult<Option<String>> {
+    pub fn delta_sql(&self, feeds: &[Feed]) -> IvmResult<Option<String>> {
         let mut deltas = Vec::new();
         for branch in &self.branches {
-            deltas.extend(branch.delta_sql(feeds, to)?);
+            deltas.extend(branch.delta_sql(feeds)?);
         }
         Ok((!deltas.is_empty()).then(|| deltas.join(" UNION ALL ")))
     }
@@ -356,7 +357,7 @@ impl Branch {
     /// The change of the rows when each feed's source moves from what it has seen to
     /// now: the rows' columns plus `__pgt_weight`, one UNION ALL branch per term. None
     /// when none of the feeds is a source of this branch.
-    fn delta_sql(&self, feeds: &[Feed], to: i64) -> IvmResult<Option<String>> {
+    fn delta_sql(&self, feeds: &[Feed]) -> IvmResult<Option<String>> {
         let changed: Vec<(&Occurrence, &Feed)> = self.occurrences.iter().filter_map(|o| feed_of(o, feeds).map(|f| (o, f))).collect();
         if changed.is_empty() {
             return Ok(None);
@@ -392,7 +393,7 @@ impl Branch {
                 .collect::<Vec<_>>()
                 .join(" * ");
             // SAFETY: edits a copy of the Query built in `new`.
-            let term = unsafe { self.term(&members, &olds, feeds, to)? };
+            let term = unsafe { self.term(&members, &olds, feeds)? };
             sql.push(format!("SELECT {columns}, {sign}{weights} AS __pgt_weight FROM ({term}) d"));
         }
         Ok(Some(sql.join(" UNION ALL ")))
@@ -405,7 +406,7 @@ impl Branch {
     /// typed 'insert' where it became true and 'delete' where it stopped being true;
     /// one on the nullable side of an outer join (alone too) gives the pairs it
     /// changes and the padded rows it adds or removes (see `outer_joins`).
-    unsafe fn term(&self, members: &[&(&Occurrence, &Feed)], olds: &[&(&Occurrence, &Feed)], feeds: &[Feed], to: i64) -> IvmResult<String> {
+    unsafe fn term(&self, members: &[&(&Occurrence, &Feed)], olds: &[&(&Occurrence, &Feed)], feeds: &[Feed]) -> IvmResult<String> {
         unsafe {
             let query = pg_sys::copyObjectImpl(self.query as *const std::ffi::c_void) as *mut pg_sys::Query;
             for (occurrence, feed) in olds {
@@ -415,18 +416,18 @@ impl Branch {
                 if let Some(join) = member.0.nullable_in {
                     let pairs = pg_sys::copyObjectImpl(query as *const std::ffi::c_void) as *mut pg_sys::Query;
                     outer_joins::keep_linear_part(*from_levels(pairs, &member.0.from_steps()).last().expect("a level"), join, member.0.rtindex);
-                    let pairs = with_changes(pairs, members, feeds, to)?;
-                    let padding = padding_change(query, member.0, member.1, join, to)?;
+                    let pairs = with_changes(pairs, members, feeds)?;
+                    let padding = padding_change(query, member.0, member.1, join)?;
                     return Ok(format!("{pairs} UNION ALL {padding}"));
                 }
             }
-            with_changes(query, members, feeds, to)
+            with_changes(query, members, feeds)
         }
     }
 }
 
 /// `query` with each member's source replaced by its changes (see `Branch::term`).
-unsafe fn with_changes(query: *mut pg_sys::Query, members: &[&(&Occurrence, &Feed)], feeds: &[Feed], to: i64) -> IvmResult<String> {
+unsafe fn with_changes(query: *mut pg_sys::Query, members: &[&(&Occurrence, &Feed)], feeds: &[Feed]) -> IvmResult<String> {
     unsafe {
         for (i, (occurrence, feed)) in members.iter().enumerate() {
             let from = occurrence.from_steps();
@@ -434,7 +435,7 @@ unsafe fn with_changes(query: *mut pg_sys::Query, members: &[&(&Occurrence, &Fee
             let level = *levels.last().expect("a level");
             // A derived relation's changes are a query with its columns and change_type.
             let derived_changes = match &occurrence.derived {
-                Some(derived) => Some((derived.changes(feeds, to)?, derived.names.len())),
+                Some(derived) => Some((derived.changes(feeds)?, derived.names.len())),
                 None => None,
             };
             let changes = |q: *mut pg_sys::Query, rtindex: i32| -> Vec<*mut pg_sys::Node> {
@@ -448,7 +449,7 @@ unsafe fn with_changes(query: *mut pg_sys::Query, members: &[&(&Occurrence, &Fee
                     }
                     None => {
                         (*rte).relid = feed.relid;
-                        unseen_conditions(feed, rtindex, to)
+                        unseen_conditions(feed, rtindex)
                     }
                 }
             };
@@ -483,7 +484,7 @@ unsafe fn with_changes(query: *mut pg_sys::Query, members: &[&(&Occurrence, &Fee
 /// The padded rows of outer join `join` that the changes of `feed` to its nullable
 /// side `occurrence` add ('insert': the rows' last match went away) or remove
 /// ('delete': a first match appeared), see `outer_joins`.
-unsafe fn padding_change(query: *mut pg_sys::Query, occurrence: &Occurrence, feed: &Feed, join: i32, to: i64) -> IvmResult<String> {
+unsafe fn padding_change(query: *mut pg_sys::Query, occurrence: &Occurrence, feed: &Feed, join: i32) -> IvmResult<String> {
     unsafe {
         let from = occurrence.from_steps();
         let levels = from_levels(query, &from);
@@ -501,7 +502,7 @@ unsafe fn padding_change(query: *mut pg_sys::Query, occurrence: &Occurrence, fee
                 (*rte).relid = feed.relid;
                 Ok(())
             },
-            unseen_conditions(feed, 1, to),
+            unseen_conditions(feed, 1),
         )?;
         let mut quals = conjuncts((*(*level).jointree).quals);
         quals.extend([reached, differ(now()?, before)]);
@@ -553,14 +554,14 @@ unsafe fn output_change(levels: &[*mut pg_sys::Query], from: &[i32], column: *mu
 
 /// The conditions that keep only the changes of `feed` (at range-table index
 /// `rtindex` of its level) not yet seen.
-unsafe fn unseen_conditions(feed: &Feed, rtindex: i32, to: i64) -> Vec<*mut pg_sys::Node> {
+unsafe fn unseen_conditions(feed: &Feed, rtindex: i32) -> Vec<*mut pg_sys::Node> {
     unsafe {
         match &feed.unseen {
-            Unseen::After(from) => {
+            Unseen::Between(from, to) => {
                 let snapshot = feed_var(feed.relid, rtindex, "snapshot_id");
                 vec![
                     int8_clause(INT8_GREATER, snapshot, *from),
-                    int8_clause(INT8_LESS_EQUAL, pg_sys::copyObjectImpl(snapshot as _) as _, to),
+                    int8_clause(INT8_LESS_EQUAL, pg_sys::copyObjectImpl(snapshot as _) as _, *to),
                 ]
             }
             Unseen::NotVisibleIn(seen) => {

@@ -43,15 +43,16 @@ impl RefreshContext {
         let _ = Spi::run_with_args("SELECT pg_catalog.set_config($1, $2, true)", &[name.into(), value.into()]);
     }
 
-    /// Read the lake as of `snapshot` for the rest of this refresh.
-    pub fn pin_snapshot(&self, snapshot: i64) {
-        self.set("ducklake.snapshot_id", &snapshot.to_string());
+    /// Read the lakes as of `pin` (a snapshot id, or a JSON object of ids by server
+    /// name: see `lakes`) for the rest of this refresh.
+    pub fn pin_snapshot(&self, pin: &str) {
+        self.set("ducklake.snapshot_id", pin);
     }
 
     /// Read the sources' states before the refresh's changes (see `objects::create_mirror`)
-    /// as of `snapshot`.
-    pub fn pin_frontier(&self, snapshot: i64) {
-        self.set(crate::gucs::FRONTIER_SNAPSHOT_SETTING, &snapshot.to_string());
+    /// as of `pin`.
+    pub fn pin_frontier(&self, pin: &str) {
+        self.set(crate::gucs::FRONTIER_SNAPSHOT_SETTING, pin);
     }
 
     pub fn unpin_snapshot(&self) {

@@ -3,6 +3,7 @@
 
 pub mod capture;
 pub mod context;
+pub mod lakes;
 pub mod objects;
 pub mod refresh;
 pub mod replay;

@@ -5,6 +5,7 @@
 
 use super::capture::{forget_seen, still_capturable, written_by_this_transaction};
 use super::context::{RefreshContext, describe, in_subtransaction};
+use super::lakes::{Lake, Lakes};
 use super::objects::{objects_for, refresh_change_relations, replay_tables};
 use super::snapshot::ReadSnapshot;
 use super::timing::timed;
@@ -12,7 +13,7 @@ use super::statements::{Objects, Statements};
 use crate::analysis::parse::{LakeSource, PostgresSource, Source, analyze, lake_sources, relations_read};
 use crate::analysis::rows::{Feed, Unseen};
 use crate::analysis::shape::{Kind, Shape, shape_of};
-use crate::catalog::{self, Lock, RefreshMode, StreamTable, frontier_seen, frontier_snapshot};
+use crate::catalog::{self, Lock, RefreshMode, StreamTable, frontier_seen};
 use crate::definition;
 use crate::error::{IvmError, IvmResult};
 use crate::privileges::owner_of;
@@ -31,7 +32,8 @@ pub enum Requested {
 pub enum Outcome {
     /// Nothing to do: the frontier is the lake's current snapshot.
     UpToDate,
-    Refreshed { snapshot: Option<i64>, changes: i64 },
+    /// Rebuilt, or this many change rows folded in.
+    Refreshed { changes: i64 },
 }
 
 fn run(sql: &str) -> IvmResult<u64> {
@@ -40,13 +42,6 @@ fn run(sql: &str) -> IvmResult<u64> {
 
 fn exists(sql: &str) -> IvmResult<bool> {
     timed(sql, || Ok(Spi::get_one::<bool>(sql)?.unwrap_or(false)))
-}
-
-
-
-pub fn latest_snapshot(source: &LakeSource) -> IvmResult<i64> {
-    Spi::get_one_with_args::<i64>("SELECT ducklake.ducklake_latest_snapshot_id($1::oid::regclass)", &[source.relid.into()])?
-        .ok_or_else(|| IvmError::new(PgSqlErrorCode::ERRCODE_FDW_ERROR, "the lake reported no current snapshot"))
 }
 
 /// The plan for maintaining `table`: its shape (None for FULL-mode tables), sources and objects.
@@ -86,9 +81,8 @@ pub fn plan_for(table: &StreamTable) -> IvmResult<Plan> {
 
 /// Where a refresh starts from and goes to.
 struct Positions {
-    /// The lake's snapshot in the frontier, and the lake's current one (None without lake sources).
-    lake_from: Option<i64>,
-    lake_to: Option<i64>,
+    /// Each lake's snapshot in the frontier, and its current one.
+    lakes: Lakes,
     /// Per Postgres source, with its log: the `pg_snapshot` the frontier has seen it up to.
     seen: Vec<(PostgresSource, String, Option<String>)>,
 }
@@ -112,16 +106,15 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
     let owner = owner_of(table.relid)?;
     let context = RefreshContext::enter(owner, &table.settings)?;
     let plan = plan_for(&table)?;
-    let keys: Vec<String> = plan.sources.iter().map(|s| s.key.clone()).collect();
     if plan.sources.is_empty() && plan.postgres.is_empty() {
         // No source to track: every refresh is a rebuild.
         let read = ReadSnapshot::take();
-        rebuild(&table, &plan, &context, &read, None)?;
+        rebuild(&table, &plan, &context, &read, &[])?;
         drop(context);
         catalog::record_refresh(id, &serde_json::json!({"sources": {}}), None)?;
-        return Ok(Some(Outcome::Refreshed { snapshot: None, changes: 0 }));
+        return Ok(Some(Outcome::Refreshed { changes: 0 }));
     }
-    let positions = positions(&table, &plan, &keys)?;
+    let positions = positions(&table, &plan)?;
     for (source, log, _) in &positions.seen {
         still_capturable(source)?;
         if written_by_this_transaction(log)? {
@@ -136,12 +129,12 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
             .with_hint("Refresh it after this transaction commits (the scheduler does)."));
         }
     }
-    let (lake_from, lake_to) = (positions.lake_from, positions.lake_to);
+    let lakes = &positions.lakes;
     let all_seen = positions.seen.iter().all(|(_, _, seen)| seen.is_some());
     // A FULL-mode table reading anything but lake tables is rebuilt every time: what
     // else it reads has no position to compare.
     let only_lake = table.mode == RefreshMode::Differential || !plan.reads_other;
-    if requested == Requested::Differential && only_lake && lake_from == lake_to && all_seen && !any_unseen(&positions)? {
+    if requested == Requested::Differential && only_lake && lakes.up_to_date() && all_seen && !any_unseen(&positions)? {
         drop(context);
         if table.status != "ACTIVE" || table.consecutive_errors > 0 {
             catalog::clear_error(id)?;
@@ -149,28 +142,29 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
         return Ok(Some(Outcome::UpToDate));
     }
     let read = ReadSnapshot::take();
-    let differential_possible =
-        table.mode == RefreshMode::Differential && (keys.is_empty() || lake_from.is_some()) && all_seen;
+    let differential_possible = table.mode == RefreshMode::Differential && lakes.all_have_frontier() && all_seen;
     let (outcome, at, note) = match (requested, plan.shape.as_ref()) {
         (Requested::Full, _) => {
-            let at = lake_from.or(lake_to);
-            rebuild(&table, &plan, &context, &read, at)?;
-            (Outcome::Refreshed { snapshot: at, changes: 0 }, at, None)
+            let at = lakes.at_frontier();
+            rebuild(&table, &plan, &context, &read, &at)?;
+            (Outcome::Refreshed { changes: 0 }, at, None)
         }
         (Requested::Differential, Some(shape)) if differential_possible => {
+            let at = lakes.at_latest();
             match differential(table.id, table.relid, shape, &plan, &positions, &read, &context)? {
-                Applied::Changes(changes) => (Outcome::Refreshed { snapshot: lake_to, changes }, lake_to, None),
+                Applied::Changes(changes) => (Outcome::Refreshed { changes }, at, None),
                 Applied::Rebuild(reason) => {
-                    rebuild(&table, &plan, &context, &read, lake_to)?;
+                    rebuild(&table, &plan, &context, &read, &at)?;
                     let note = format!("{reason}; rebuilt in full");
                     pgrx::warning!("stream table {}: {note}", table.name);
-                    (Outcome::Refreshed { snapshot: lake_to, changes: 0 }, lake_to, Some(note))
+                    (Outcome::Refreshed { changes: 0 }, at, Some(note))
                 }
             }
         }
         (Requested::Differential, _) => {
-            rebuild(&table, &plan, &context, &read, lake_to)?;
-            (Outcome::Refreshed { snapshot: lake_to, changes: 0 }, lake_to, None)
+            let at = lakes.at_latest();
+            rebuild(&table, &plan, &context, &read, &at)?;
+            (Outcome::Refreshed { changes: 0 }, at, None)
         }
     };
     let seen_now = read.text()?;
@@ -180,35 +174,19 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
     }
     drop(context);
     let postgres: Vec<(String, String)> = plan.postgres.iter().map(|p| (p.key.clone(), seen_now.clone())).collect();
-    catalog::record_refresh(id, &catalog::frontier_of(&keys, at, &postgres), note.as_deref())?;
+    catalog::record_refresh(id, &catalog::frontier_of(&Lakes::frontier_entries(&at), &postgres), note.as_deref())?;
     Ok(Some(outcome))
 }
 
-/// The frontier's and the lake's current positions of `table`'s sources.
-fn positions(table: &StreamTable, plan: &Plan, keys: &[String]) -> IvmResult<Positions> {
-    let (lake_from, lake_to) = match plan.sources.first() {
-        None => (None, None),
-        Some(source) => {
-            let from = frontier_snapshot(&table.frontier, keys, &table.name)?;
-            let latest = latest_snapshot(source)?;
-            if let Some(f) = from {
-                if f > latest {
-                    return Err(IvmError::invalid(format!(
-                        "frontier of {} is snapshot {f}, but the lake's current snapshot is {latest}",
-                        table.name
-                    ))
-                    .with_hint("Set the frontier to an existing snapshot (see ducklake.snapshots()) or to null."));
-                }
-            }
-            (from, Some(latest))
-        }
-    };
+/// The frontier's and the lakes' current positions of `table`'s sources.
+fn positions(table: &StreamTable, plan: &Plan) -> IvmResult<Positions> {
+    let lakes = Lakes::of(&plan.sources, &table.frontier, &table.name)?;
     let mut seen = Vec::new();
     for source in &plan.postgres {
         let log = plan.objects.logs.iter().find(|(relid, _)| *relid == source.relid).map(|(_, l)| l.clone()).unwrap_or_default();
         seen.push((source.clone(), log, frontier_seen(&table.frontier, &source.key, &table.name)?));
     }
-    Ok(Positions { lake_from, lake_to, seen })
+    Ok(Positions { lakes, seen })
 }
 
 /// Has any Postgres source a change its frontier has not seen?
@@ -235,17 +213,14 @@ fn first_unseen(positions: &Positions) -> IvmResult<Option<&PostgresSource>> {
 /// table against its query cannot take into account (Postgres tables are read as
 /// they are now): the source's name.
 pub fn changed_postgres_source(table: &StreamTable, plan: &Plan) -> IvmResult<Option<String>> {
-    let keys: Vec<String> = plan.sources.iter().map(|s| s.key.clone()).collect();
-    let positions = positions(table, plan, &keys)?;
+    let positions = positions(table, plan)?;
     Ok(first_unseen(&positions)?.map(|s| crate::sql::relation_name(s.relid)))
 }
 
-/// Replace the result (and state) with the query's result: lake tables as of
-/// `snapshot`, Postgres tables as `read` sees them.
-fn rebuild(table: &StreamTable, plan: &Plan, context: &RefreshContext, read: &ReadSnapshot, snapshot: Option<i64>) -> IvmResult<()> {
-    if let Some(at) = snapshot {
-        context.pin_snapshot(at);
-    }
+/// Replace the result (and state) with the query's result: each lake as of its
+/// snapshot in `at`, Postgres tables as `read` sees them.
+fn rebuild(table: &StreamTable, plan: &Plan, context: &RefreshContext, read: &ReadSnapshot, at: &[(&Lake, i64)]) -> IvmResult<()> {
+    Lakes::pin(context, at);
     match &plan.shape {
         Some(shape) if shape.kind != Kind::Windowed => {
             let statements = Statements::new(shape, &plan.objects)?;
@@ -293,26 +268,26 @@ fn differential(
     }
     let statements = Statements::new(shape, objects)?;
     let sources = objects.feeds.len() + objects.logs.len();
-    let to = positions.lake_to.unwrap_or(0);
+    let lakes = &positions.lakes;
     run(&format!("DELETE FROM {}", objects.buffer))?;
     // The rows' changes into the buffer; in a subtransaction, so that a frontier that
     // has expired from the lake (22023) leads to a rebuild instead.
     let fill = || -> IvmResult<Result<u64, String>> {
         let mut feeds = Vec::new();
-        if let Some(from) = positions.lake_from {
-            for ((source, feed), (_, old)) in objects.feeds.iter().zip(&objects.olds) {
-                // With several sources, only those that changed have terms (see `rows`);
-                // the lake's catalog says which, without reading their feeds.
-                let changed = sources == 1
-                    || read.exists(&format!("SELECT ducklake.table_changed({}::pg_catalog.oid::pg_catalog.regclass, {from}, {to})", source.to_u32()))?;
-                if changed {
-                    feeds.push(Feed {
-                        source: *source,
-                        relid: crate::sql::regclass(feed)?,
-                        unseen: Unseen::After(from),
-                        old: Some(crate::sql::regclass(old)?),
-                    });
-                }
+        for ((source, feed), (_, old)) in objects.feeds.iter().zip(&objects.olds) {
+            let Some(lake) = lakes.lake_of(*source) else { continue };
+            let (Some(from), to) = (lake.from, lake.to) else { continue };
+            // With several sources, only those that changed have terms (see `rows`);
+            // the lake's catalog says which, without reading their feeds.
+            let changed = sources == 1
+                || read.exists(&format!("SELECT ducklake.table_changed({}::pg_catalog.oid::pg_catalog.regclass, {from}, {to})", source.to_u32()))?;
+            if changed {
+                feeds.push(Feed {
+                    source: *source,
+                    relid: crate::sql::regclass(feed)?,
+                    unseen: Unseen::Between(from, to),
+                    old: Some(crate::sql::regclass(old)?),
+                });
             }
         }
         for (source, log, seen) in &positions.seen {
@@ -341,16 +316,12 @@ fn differential(
                 feed.old = Some(was);
             }
         }
-        let Some(delta) = shape.rows.delta_sql(&feeds, to)? else {
+        let Some(delta) = shape.rows.delta_sql(&feeds)? else {
             return Ok(Ok(0));
         };
         // Every term reads the sources whose changes it does not take as they are now.
-        if positions.lake_to.is_some() {
-            context.pin_snapshot(to);
-        }
-        if let Some(from) = positions.lake_from {
-            context.pin_frontier(from);
-        }
+        Lakes::pin(context, &lakes.at_latest());
+        lakes.pin_frontier(context);
         let fill = format!("INSERT INTO {} {delta}", objects.buffer);
         pgrx::debug1!("pgtrickle: changes since the frontier: {fill}");
         let fetched = read.run(&fill)?;
@@ -364,16 +335,19 @@ fn differential(
         (code == PgSqlErrorCode::ERRCODE_DATA_EXCEPTION && message.starts_with("ambiguous change feed")).then_some(message)
     };
     let mut attempt = in_subtransaction(&fill);
-    if let (Err(error), Some(from)) = (&attempt, positions.lake_from) {
+    if let Err(error) = &attempt {
         // Once the FDW knows those snapshots, it reads them by time travel.
         if let Some(refused) = refusal(error) {
             let resolve = || -> IvmResult<bool> {
                 let mut found = false;
                 for (source, _) in &objects.feeds {
+                    let Some(lake) = lakes.lake_of(*source) else { continue };
+                    let Some(from) = lake.from else { continue };
                     found |= exists(&format!(
-                        "SELECT pg_catalog.cardinality(ducklake.resolve_changes({}::pg_catalog.oid::pg_catalog.regclass, {}, {to})) > 0",
+                        "SELECT pg_catalog.cardinality(ducklake.resolve_changes({}::pg_catalog.oid::pg_catalog.regclass, {}, {})) > 0",
                         source.to_u32(),
-                        from + 1
+                        from + 1,
+                        lake.to
                     ))?;
                 }
                 Ok(found)
@@ -409,10 +383,12 @@ fn differential(
             ) {
                 return Ok(Applied::Rebuild(format!("{message} (reading a source as of the frontier)")));
             }
-            if let (PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, Some(from)) = (code, positions.lake_from) {
-                for source in &plan.sources {
-                    if frontier_expired(source, from)? {
-                        return Ok(Applied::Rebuild(format!("frontier snapshot {from} has expired from the lake")));
+            if code == PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE {
+                for lake in &lakes.0 {
+                    let Some(from) = lake.from else { continue };
+                    if lake.expired(from)? {
+                        let which = if lakes.0.len() > 1 { format!("the lake of server {}", lake.server_name) } else { "the lake".into() };
+                        return Ok(Applied::Rebuild(format!("frontier snapshot {from} has expired from {which}")));
                     }
                 }
             }
@@ -439,9 +415,7 @@ fn differential(
     };
     // Statements that read the sources read them at the snapshot the refresh goes to.
     let read_sources = |sql: &str| -> IvmResult<u64> {
-        if positions.lake_to.is_some() {
-            context.pin_snapshot(to);
-        }
+        Lakes::pin(context, &lakes.at_latest());
         let processed = read.run(sql)?;
         context.unpin_snapshot();
         Ok(processed)
@@ -485,13 +459,4 @@ fn differential(
         }
     }
     Ok(Applied::Changes(fetched as i64))
-}
-
-/// Is `snapshot` older than the lake's oldest remaining snapshot?
-fn frontier_expired(source: &LakeSource, snapshot: i64) -> IvmResult<bool> {
-    let oldest: Option<i64> = Spi::get_one_with_args(
-        "SELECT min(snapshot_id) FROM ducklake.snapshots((SELECT srvname FROM pg_foreign_server WHERE oid = $1))",
-        &[source.server.into()],
-    )?;
-    Ok(oldest.is_some_and(|oldest| snapshot < oldest))
 }

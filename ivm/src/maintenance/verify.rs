@@ -7,7 +7,8 @@
 //! not backend memory.
 
 use super::context::RefreshContext;
-use crate::catalog::{self, Lock, frontier_snapshot};
+use super::lakes::Lakes;
+use crate::catalog::{self, Lock};
 use crate::error::{IvmError, IvmResult, OrRaise};
 use crate::privileges::owner_of;
 use crate::sql::relation_name;
@@ -70,16 +71,14 @@ pub fn differences(id: i64, mut emit: impl FnMut(&str, JsonB)) -> IvmResult<()> 
         )
         .with_hint("Postgres tables are read as they are now: refresh the stream table, then verify it."));
     }
-    if !plan.sources.is_empty() {
-        let keys: Vec<String> = plan.sources.iter().map(|s| s.key.clone()).collect();
-        let at = frontier_snapshot(&table.frontier, &keys, &table.name)?.ok_or_else(|| {
-            IvmError::new(
-                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                format!("stream table {} has no frontier yet; refresh it first", table.name),
-            )
-        })?;
-        context.pin_snapshot(at);
+    let lakes = Lakes::of(&plan.sources, &table.frontier, &table.name)?;
+    if !lakes.all_have_frontier() {
+        return Err(IvmError::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("stream table {} has no frontier yet; refresh it first", table.name),
+        ));
     }
+    Lakes::pin(&context, &lakes.at_frontier());
     let query = format!(
         "WITH st AS (SELECT * FROM {result}), q AS MATERIALIZED ({query}) \
          SELECT 'extra', pg_catalog.to_jsonb(e) FROM (SELECT * FROM st EXCEPT ALL SELECT * FROM q) e \

@@ -1,0 +1,203 @@
+"""Stream tables over the lakes of two servers in one query. Each lake counts its
+snapshots apart, so the frontier keeps each source at its own lake's snapshot: random
+changes to both lakes (through the FDW and the reference clients), refreshes at random
+points, and after each refresh the table equals its query with each lake read as of
+its frontier snapshot."""
+
+import json
+import os
+import random
+
+import psycopg
+import pytest
+
+from conftest import Reference
+from streams import assert_verified, drive_randomly, rows
+
+SHAPES = {
+    "across_lakes": "SELECT o.id, o.amount, r.zone FROM lake.orders o JOIN lake.customers c ON c.id = o.customer "
+                    "JOIN archive.regions r ON r.name = c.region",
+    "zones": "SELECT r.zone, count(*) AS n, sum(o.amount) AS total FROM lake.orders o, lake.customers c, "
+             "archive.regions r WHERE c.id = o.customer AND r.name = c.region GROUP BY r.zone",
+    "in_archive": "SELECT c.id, c.region FROM lake.customers c "
+                  "WHERE EXISTS (SELECT 1 FROM archive.regions r WHERE r.name = c.region AND r.zone = 'warm')",
+    "not_in_archive": "SELECT o.status, count(*) AS n FROM lake.orders o LEFT JOIN archive.regions r "
+                      "ON r.name = o.region_hint WHERE r.name IS NULL GROUP BY o.status",
+    "both_lakes": "SELECT c.region AS name FROM lake.customers c UNION ALL SELECT r.name FROM archive.regions r",
+}
+
+REGIONS = ["north", "south", "east", None]
+STATUSES = ["open", "paid", "void"]
+
+
+@pytest.fixture
+def lakes(lake):
+    """Server `lake` with orders and customers, server `archive` (another lake, its
+    catalog in the same database) with regions, both written until their snapshot ids
+    differ."""
+    archive_path = f"{lake.data_path}archive-lake/"  # removed with the lake's directory
+    os.makedirs(archive_path)
+    os.chmod(archive_path, 0o777)
+    conn = lake.conn
+    conn.execute(f"CREATE SERVER archive FOREIGN DATA WRAPPER ducklake OPTIONS (catalog_name 'archive', "
+                 f"data_path '{archive_path}')")
+    conn.execute("CREATE SCHEMA archive")
+    for ddl in [
+        "CREATE FOREIGN TABLE lake.orders (id int, customer int, amount numeric(10,2), status text, region_hint text) "
+        "SERVER lake OPTIONS (table 'orders')",
+        "CREATE FOREIGN TABLE lake.customers (id int, region text, tier int) SERVER lake OPTIONS (table 'customers')",
+        "CREATE FOREIGN TABLE archive.regions (name text, zone text) SERVER archive OPTIONS (table 'regions')",
+    ]:
+        conn.execute(ddl)
+    for table in ["lake.orders", "lake.customers", "archive.regions"]:
+        conn.execute("SELECT ducklake.create_table(%s)", (table,))
+    conn.execute("CREATE EXTENSION ducklake_ivm")
+    conn.execute("INSERT INTO archive.regions VALUES ('north', 'cold'), ('south', 'warm'), ('east', 'warm')")
+    conn.execute("INSERT INTO lake.customers SELECT i, (ARRAY['north','south','east'])[1 + i % 3], i % 4 "
+                 "FROM generate_series(1, 12) i")
+    for part in range(4):
+        conn.execute(f"INSERT INTO lake.orders SELECT i, 1 + i % 14, (i * 7 % 50) / 4.0, "
+                     f"(ARRAY['open','paid','void'])[1 + i % 3], (ARRAY['north','west', NULL])[1 + i % 3] "
+                     f"FROM generate_series({part * 10 + 1}, {part * 10 + 10}) i")
+    lake.archive = Reference(lake.cluster, lake.dbname, archive_path, alias="archive")
+    assert server_snapshots(conn)["lake"] != server_snapshots(conn)["archive"]
+    yield lake
+    lake.archive.close()
+
+
+def server_snapshots(conn):
+    return {"lake": conn.execute("SELECT ducklake.ducklake_latest_snapshot_id('lake.orders')").fetchone()[0],
+            "archive": conn.execute("SELECT ducklake.ducklake_latest_snapshot_id('archive.regions')").fetchone()[0]}
+
+
+def literal(value):
+    return "NULL" if value is None else repr(value)
+
+
+def mutate(lake, rng, next_id):
+    conn = lake.conn
+    table = rng.choice(["orders", "orders", "customers", "regions", "regions"])
+    through_ref = rng.random() < 0.5
+    if table == "regions":
+        run, name = (lake.archive.execute, "regions") if through_ref else (conn.execute, "archive.regions")
+        op = rng.choice(["insert", "delete", "update"])
+        if op == "insert":
+            run(f"INSERT INTO {name} VALUES ({literal(rng.choice(REGIONS + ['west']))}, "
+                f"{literal(rng.choice(['cold', 'warm']))})")
+        elif op == "delete":
+            run(f"DELETE FROM {name} WHERE name = {literal(rng.choice(REGIONS[:3] + ['west']))}")
+        else:
+            run(f"UPDATE {name} SET zone = {literal(rng.choice(['cold', 'warm', 'hot']))} "
+                f"WHERE name = {literal(rng.choice(REGIONS[:3]))}")
+        return next_id
+    run, prefix = (lake.ref.execute, "") if through_ref else (conn.execute, "lake.")
+    op = rng.choice(["insert", "delete", "update"])
+    if table == "orders":
+        if op == "insert":
+            values = ", ".join(
+                f"({next_id + i}, {rng.randint(1, 16)}, {literal(rng.choice([None, rng.randint(0, 4000) / 100]))}, "
+                f"{literal(rng.choice(STATUSES))}, {literal(rng.choice(['north', 'west', None]))})"
+                for i in range(rng.randint(1, 5)))
+            run(f"INSERT INTO {prefix}orders VALUES {values}")
+        elif op == "delete":
+            run(f"DELETE FROM {prefix}orders WHERE customer = {rng.randint(1, 16)}")
+        else:
+            run(f"UPDATE {prefix}orders SET amount = amount + 1, customer = {rng.randint(1, 16)} "
+                f"WHERE id % 7 = {rng.randint(0, 6)}")
+    else:
+        if op == "insert":
+            run(f"INSERT INTO {prefix}customers VALUES ({rng.randint(1, 16)}, {literal(rng.choice(REGIONS))}, "
+                f"{literal(rng.choice([0, 1, 2, 3, None]))})")
+        elif op == "delete":
+            run(f"DELETE FROM {prefix}customers WHERE id = {rng.randint(1, 16)}")
+        else:
+            run(f"UPDATE {prefix}customers SET tier = {rng.randint(0, 3)}, region = {literal(rng.choice(REGIONS))} "
+                f"WHERE id % 5 = {rng.randint(0, 4)}")
+    return next_id + 10
+
+
+SERVER_OF = {"ducklake:lake.orders": "lake", "ducklake:lake.customers": "lake", "ducklake:archive.regions": "archive"}
+
+
+def frontier_pins(conn, name):
+    """The frontier as snapshot ids by server, checking that the sources of one lake agree."""
+    frontier = conn.execute("SELECT frontier FROM pgtrickle.pgt_stream_tables WHERE pgt_name = %s",
+                            (name,)).fetchone()[0]
+    pins = {}
+    for key, entry in frontier["sources"].items():
+        assert pins.setdefault(SERVER_OF[key], entry["snapshot_id"]) == entry["snapshot_id"], frontier
+    return pins
+
+
+def query_at(conn, query, pins):
+    conn.execute("BEGIN")
+    try:
+        conn.execute("SELECT set_config('ducklake.snapshot_id', %s, true)", (json.dumps(pins),))
+        return rows(conn, query)
+    finally:
+        conn.execute("ROLLBACK")
+
+
+def check(conn, name, query):
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        pins = frontier_pins(conn, name)
+        table = rows(conn, f"SELECT * FROM {name}")
+    assert table == query_at(conn, query, pins), f"{name} at {pins}"
+
+
+def create(conn, name, query):
+    conn.execute("SELECT pgtrickle.create_stream_table(%s, %s, '1h')", (name, query))
+    mode = conn.execute("SELECT refresh_mode FROM pgtrickle.pgt_stream_tables WHERE pgt_name = %s",
+                        (name,)).fetchone()[0]
+    assert mode == "DIFFERENTIAL", (name, mode)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_changes_to_two_lakes_keep_stream_tables_exact(lakes, seed):
+    drive_randomly(lakes, random.Random(seed), SHAPES, create, mutate, check)
+    assert_verified(lakes.conn, SHAPES)
+    # each source is recorded at its own lake's current snapshot
+    assert frontier_pins(lakes.conn, "zones") == server_snapshots(lakes.conn)
+
+
+def test_each_lake_rewinds_to_its_own_snapshot(lakes):
+    conn = lakes.conn
+    query = SHAPES["zones"]
+    create(conn, "zones", query)
+    start = server_snapshots(conn)
+    assert frontier_pins(conn, "zones") == start
+    conn.execute("UPDATE archive.regions SET zone = 'hot' WHERE name = 'north'")
+    conn.execute("DELETE FROM lake.orders WHERE id <= 10")
+    conn.execute("SELECT pgtrickle.refresh('zones')")
+    assert frontier_pins(conn, "zones") == server_snapshots(conn) != start
+    assert ("hot",) in rows(conn, "SELECT zone FROM zones")
+    check(conn, "zones", query)
+    # one id cannot place two lakes: refused, naming both servers
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as error:
+        conn.execute("SELECT pgtrickle.rewind('zones', %s)", (start["lake"],))
+    assert error.value.diag.message_primary == ("stream table zones reads the lakes of servers archive, lake, "
+                                                "whose snapshot ids are separate sequences")
+    assert "jsonb_set" in error.value.diag.message_hint
+    # the seed's way: each source's snapshot_id in the frontier, then FULL at the frontier
+    conn.execute("SELECT pgtrickle.pause_scheduler(ARRAY['zones'])")
+    for key, server in SERVER_OF.items():
+        conn.execute("UPDATE pgtrickle.pgt_stream_tables SET frontier = jsonb_set(frontier, "
+                     "ARRAY['sources', %s, 'snapshot_id'], to_jsonb(%s::bigint)) WHERE pgt_name = 'zones'",
+                     (key, start[server]))
+    conn.execute("SELECT pgtrickle.refresh('zones', 'FULL')")
+    assert frontier_pins(conn, "zones") == start
+    assert ("hot",) not in rows(conn, "SELECT zone FROM zones")
+    assert rows(conn, "SELECT * FROM zones") == query_at(conn, query, start)
+    # resumed, it replays both lakes' changes since
+    conn.execute("SELECT pgtrickle.resume_scheduler(ARRAY['zones'])")
+    conn.execute("SELECT pgtrickle.refresh('zones')")
+    assert frontier_pins(conn, "zones") == server_snapshots(conn)
+    check(conn, "zones", query)
+    assert_verified(conn, ["zones"])
+    # the sources of one lake must agree
+    conn.execute("UPDATE pgtrickle.pgt_stream_tables SET frontier = jsonb_set(frontier, "
+                 "'{sources,ducklake:lake.customers,snapshot_id}', '1') WHERE pgt_name = 'zones'")
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as error:
+        conn.execute("SELECT pgtrickle.refresh('zones', 'FULL')")
+    assert "puts its sources at different snapshots" in str(error.value)
