@@ -202,6 +202,26 @@ def test_quotients_in_having_are_exact(edge, session, query):
     assert rows_in(session, "lake", query) == rows_in(session, "heap", query)
 
 
+@pytest.mark.parametrize("query, hoisted", [
+    # TPC-H 11's form: a wide comparison with an uncorrelated sub-select, which would
+    # otherwise be written out (and run) four times
+    ("SELECT k, sum(d * a) FROM edge GROUP BY k "
+     "HAVING sum(d * a) > (SELECT sum(d * a) * 0.0001000000 FROM edge WHERE id > 1) ORDER BY 1 NULLS FIRST", 1),
+    ("SELECT k FROM edge GROUP BY k HAVING count(*) >= (SELECT count(*) FROM edge WHERE s IS NULL) "
+     "AND max(d) < (SELECT avg(d) FROM edge) ORDER BY 1 NULLS FIRST", 2),
+    # no row: NULL, and so no group
+    ("SELECT k FROM edge GROUP BY k HAVING sum(d) <> (SELECT sum(d) FROM edge WHERE id > 99) ORDER BY 1", 1),
+    # correlated (the group's k): stays where it is
+    ("SELECT k FROM edge e GROUP BY k HAVING count(*) <= (SELECT count(*) FROM edge f WHERE f.k = e.k) "
+     "ORDER BY 1 NULLS FIRST", 0),
+])
+def test_uncorrelated_sub_selects_in_having_run_once(edge, session, query, hoisted):
+    session.conn.execute("SET search_path = lake")
+    duckdb_query = next(l for l in plan_of(session, query).splitlines() if "DuckDB Query:" in l)
+    assert duckdb_query.count("AS MATERIALIZED") == hoisted, duckdb_query
+    assert rows_in(session, "lake", query) == rows_in(session, "heap", query)
+
+
 def test_division_on_top_is_postgres_numeric_div(edge, session):
     """avg and numeric division at the top of a query run as Postgres' numeric_div over
     DuckDB's sums and counts, unless the query sorts by them (DuckDB sorts)."""

@@ -728,7 +728,10 @@ impl Translator {
                 pg_sys::SubLinkType::EXPR_SUBLINK => {
                     let (sql, types) = self.query_sql(sub)?;
                     let [Some(ty)] = types.as_slice() else { return None };
-                    typed(format!("({sql})"), *ty)
+                    match self.hoist(sub, &sql) {
+                        Some(read) => typed(read, *ty),
+                        None => typed(format!("({sql})"), *ty),
+                    }
                 }
                 pg_sys::SubLinkType::ANY_SUBLINK => {
                     // testexpr: `lhs = $param` for a one-column IN.

@@ -52,6 +52,8 @@ struct Level {
     ctes: HashMap<String, (String, Vec<Option<Ty>>)>,
     /// Its HAVING clause is being translated, where DuckDB cannot bind lambdas.
     in_having: bool,
+    /// Uncorrelated sub-selects of its HAVING clause, as materialized CTEs (see `hoist`).
+    hoisted: Vec<String>,
 }
 
 pub struct Translator {
@@ -99,7 +101,14 @@ impl Translator {
             if !supported_shape(q) {
                 return None;
             }
-            self.levels.push(Level { query: q, rtable: (*q).rtable, relations: Vec::new(), ctes: HashMap::new(), in_having: false });
+            self.levels.push(Level {
+                query: q,
+                rtable: (*q).rtable,
+                relations: Vec::new(),
+                ctes: HashMap::new(),
+                in_having: false,
+                hoisted: Vec::new(),
+            });
             let result = self.select_at_level(q, top_items);
             self.levels.pop();
             result
@@ -125,9 +134,6 @@ impl Translator {
                 ctes.push(format!("{} AS ({cte_sql})", sql::ident(&alias)));
                 let name = std::ffi::CStr::from_ptr((*cte).ctename).to_string_lossy().into_owned();
                 self.levels.last_mut()?.ctes.insert(name, (alias, types));
-            }
-            if !ctes.is_empty() {
-                sql.push_str(&format!("WITH {} ", ctes.join(", ")));
             }
             self.register_relations(q)?;
 
@@ -211,7 +217,7 @@ impl Translator {
                 None => return None,
             };
             if is_top && self.sort_in_postgres {
-                return Some((sql, types)); // Postgres sorts and limits the result
+                return Some((self.with_clause(ctes, sql)?, types)); // Postgres sorts and limits the result
             }
             if !order_by.is_empty() {
                 sql.push_str(&format!(" ORDER BY {}", order_by.join(", ")));
@@ -222,7 +228,32 @@ impl Translator {
             if let Some(offset) = limit_value((*q).limitOffset)? {
                 sql.push_str(&format!(" OFFSET {offset}"));
             }
-            Some((sql, types))
+            Some((self.with_clause(ctes, sql)?, types))
+        }
+    }
+
+    /// `sql` (this level's SELECT) after its CTEs and those `hoist` made of its
+    /// HAVING clause's sub-selects, which may read the former.
+    fn with_clause(&mut self, mut ctes: Vec<String>, sql: String) -> Option<String> {
+        ctes.append(&mut self.levels.last_mut()?.hoisted);
+        Some(if ctes.is_empty() { sql } else { format!("WITH {} {sql}", ctes.join(", ")) })
+    }
+
+    /// In HAVING, a value used twice is written out twice (see `Binding::Repeated`),
+    /// and a wide comparison uses each operand up to four times: a sub-select would
+    /// run each time. One that reads nothing of the queries around it (`sql`, one
+    /// column `c1`) is computed once, as a materialized CTE of this level, and read
+    /// where it is used. None: it is correlated, or not in HAVING.
+    pub unsafe fn hoist(&mut self, sub: *mut pg_sys::Query, sql: &str) -> Option<String> {
+        unsafe {
+            let depth = self.levels.len();
+            let level = self.levels.last()?;
+            if !level.in_having || (1..=depth).any(|up| pg_sys::contain_vars_of_level(sub.cast(), up as i32)) {
+                return None;
+            }
+            let alias = self.alias("h");
+            self.levels.last_mut()?.hoisted.push(format!("{} AS MATERIALIZED ({sql})", sql::ident(&alias)));
+            Some(format!("(SELECT {} FROM {})", sql::ident("c1"), sql::ident(&alias)))
         }
     }
 
