@@ -471,8 +471,40 @@ def test_writes_refused_where_they_make_no_sense(events):
                         "OPTIONS (table 'events', snapshot_id '1')")
     with pytest.raises(psycopg.Error, match="pinned to a past snapshot"):
         events.conn.execute("INSERT INTO lake.old VALUES ('x')")
-    with pytest.raises(psycopg.Error, match="change feed or pinned to a past snapshot"):
+    with pytest.raises(psycopg.errors.FeatureNotSupported, match="change feed or reads a past snapshot"):
         events.conn.execute("DELETE FROM lake.old")
+
+
+def test_rows_read_at_a_pinned_snapshot_are_not_changed(filled):
+    """With the settings pinning the lake, UPDATE and DELETE would read past rows and
+    change current ones by rowid: refused, prepared statements too. INSERT (also of
+    rows read from the past) and other servers' tables are not affected."""
+    conn = filled.conn
+    at = conn.execute("SELECT ducklake.ducklake_latest_snapshot_id('lake.events')").fetchone()[0]
+    conn.execute("PREPARE bump AS UPDATE lake.events SET value = value + 1 WHERE value <= 3")
+    conn.execute("DELETE FROM lake.events WHERE value = 1")
+    message = ('cannot change "events": it is a change feed or reads a past snapshot (its options snapshot_id, '
+               'as_of or snapshot_id_setting, or the settings ducklake.snapshot_id and ducklake.as_of)')
+    for pin in [str(at), f'{{"lake": {at}}}']:
+        conn.execute("SELECT set_config('ducklake.snapshot_id', %s, false)", (pin,))
+        for statement in ["DELETE FROM lake.events WHERE value <= 2",
+                          "UPDATE lake.events SET value = 0 WHERE value = 2",
+                          "UPDATE lake.events SET value = 0 WHERE lower(event_type) = 'click' AND value = 2",
+                          "EXECUTE bump"]:
+            with pytest.raises(psycopg.errors.FeatureNotSupported) as caught:
+                conn.execute(statement)
+            assert caught.value.diag.message_primary == message, statement
+    # the pin names another server only: this lake's rows are current
+    conn.execute("""SET ducklake.snapshot_id = '{"elsewhere": 1}'""")
+    conn.execute("EXECUTE bump")
+    # restoring a deleted row from the past is an INSERT, which is allowed
+    conn.execute(f"SET ducklake.snapshot_id = '{at}'")
+    conn.execute("INSERT INTO lake.events (event_type, value, amount) SELECT event_type, value, amount "
+                 "FROM lake.events WHERE value = 1")
+    conn.execute("RESET ducklake.snapshot_id")
+    # 1 back; 2 and 3 bumped once, by the one EXECUTE that ran
+    assert conn.execute("SELECT value FROM lake.events WHERE value <= 4 ORDER BY 1").fetchall() == [
+        (1,), (3,), (4,), (4,)]
 
 
 @pytest.fixture

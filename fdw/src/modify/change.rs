@@ -119,6 +119,10 @@ unsafe fn updated_columns(root: *mut pg_sys::PlannerInfo, rte: *mut pg_sys::Rang
     unsafe { (*pg_sys::getRTEPermissionInfo((*(*root).parse).rteperminfos, rte)).updatedCols }
 }
 
+/// Why a table's rows cannot be changed: they are not its current ones.
+pub const PINNED: &str = "it is a change feed or reads a past snapshot (its options snapshot_id, as_of or \
+                          snapshot_id_setting, or the settings ducklake.snapshot_id and ducklake.as_of)";
+
 impl ChangeState {
     pub unsafe fn new(
         mtstate: *mut pg_sys::ModifyTableState,
@@ -130,9 +134,9 @@ impl ChangeState {
             let relation = PgRelation::from_pg((*rinfo).ri_RelationDesc);
             let relid = relation.oid();
             let table = TableOptions::of(relid);
-            if table.changes || table.pinned() {
+            if table.changes || crate::scan::snapshot::reads_the_past(&table)? {
                 return Err(LakeError::NotSupported(format!(
-                    "cannot change \"{}\": it is a change feed or pinned to a past snapshot",
+                    "cannot change \"{}\": {PINNED}",
                     relation.name()
                 )));
             }

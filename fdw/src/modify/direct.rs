@@ -49,7 +49,7 @@ pub unsafe extern "C-unwind" fn plan_direct_modify(
         let relid = pg_sys::Oid::from(scan.relid);
         let table = TableOptions::of(relid);
         if scan.source != Source::Table
-            || table.pinned()
+            || !matches!(crate::scan::snapshot::reads_the_past(&table), Ok(false))
             || scan.limit.is_some()
             || has_row_triggers(relid, operation)
         {
@@ -186,6 +186,13 @@ pub unsafe extern "C-unwind" fn begin_direct_modify(node: *mut pg_sys::ForeignSc
         let mut state = DirectState { sql, changed: 0, reported: false };
         if eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 == 0 {
             let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
+            // A prepared statement planned before the settings pinned the lake.
+            let relation = (*(*node).resultRelInfo).ri_RelationDesc;
+            let table = TableOptions::of((*relation).rd_id);
+            if crate::scan::snapshot::reads_the_past(&table).or_raise() {
+                let name = std::ffi::CStr::from_ptr(pg_sys::get_rel_name((*relation).rd_id)).to_string_lossy().into_owned();
+                raise(LakeError::NotSupported(format!("cannot change \"{name}\": {}", crate::modify::change::PINNED)));
+            }
             let lake = lake_for((*plan).fs_server).or_raise();
             check_assignments(&lake, &ScanPlan::from_list((*plan).fdw_private)).or_raise();
             let conn = lake.connection().or_raise();

@@ -245,6 +245,13 @@ pub fn at_clause(table: &TableOptions, executing: bool) -> LakeResult<String> {
     }
 }
 
+/// Whether `table` reads a past snapshot now: by its options, or by the settings
+/// (`ducklake.snapshot_id`, `ducklake.as_of`) as they pin its server's lake. Rows
+/// read there cannot be changed: UPDATE and DELETE change the current rows.
+pub fn reads_the_past(table: &TableOptions) -> LakeResult<bool> {
+    Ok(table.pinned() || !at_clause(table, true)?.is_empty())
+}
+
 /// The snapshot id that a pin (`ducklake.snapshot_id`, or the setting a table's
 /// `snapshot_id_setting` names) gives the lake of `server`: the pin is one id for
 /// every server, or a JSON object of ids by server name, `{"lake_a": 12, "lake_b": 7}`,
