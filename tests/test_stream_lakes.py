@@ -24,6 +24,16 @@ SHAPES = {
     "not_in_archive": "SELECT o.status, count(*) AS n FROM lake.orders o LEFT JOIN archive.regions r "
                       "ON r.name = o.region_hint WHERE r.name IS NULL GROUP BY o.status",
     "both_lakes": "SELECT c.region AS name FROM lake.customers c UNION ALL SELECT r.name FROM archive.regions r",
+    # archive.tiers changes while archive.regions does not: one lake, two sources
+    "tiered": "SELECT c.region, t.label, count(*) AS n FROM lake.customers c JOIN archive.tiers t ON t.tier = c.tier "
+              "GROUP BY c.region, t.label",
+    # an aggregating sub-select over both lakes (Postgres joins what DuckDB cannot)
+    "busy_zones": "SELECT s.zone, s.n FROM (SELECT r.zone, count(*) AS n FROM lake.customers c "
+                  "JOIN archive.regions r ON r.name = c.region GROUP BY r.zone) s WHERE s.n > 1",
+    # and a Postgres table with them
+    "labelled": "SELECT l.label, count(*) AS n, sum(o.amount) AS total FROM lake.orders o "
+                "JOIN lake.customers c ON c.id = o.customer JOIN archive.regions r ON r.name = c.region "
+                "JOIN public.labels l ON l.zone = r.zone GROUP BY l.label",
 }
 
 REGIONS = ["north", "south", "east", None]
@@ -47,10 +57,14 @@ def lakes(lake):
         "SERVER lake OPTIONS (table 'orders')",
         "CREATE FOREIGN TABLE lake.customers (id int, region text, tier int) SERVER lake OPTIONS (table 'customers')",
         "CREATE FOREIGN TABLE archive.regions (name text, zone text) SERVER archive OPTIONS (table 'regions')",
+        "CREATE FOREIGN TABLE archive.tiers (tier int, label text) SERVER archive OPTIONS (table 'tiers')",
+        "CREATE TABLE public.labels (zone text, label text)",
     ]:
         conn.execute(ddl)
-    for table in ["lake.orders", "lake.customers", "archive.regions"]:
+    for table in ["lake.orders", "lake.customers", "archive.regions", "archive.tiers"]:
         conn.execute("SELECT ducklake.create_table(%s)", (table,))
+    conn.execute("INSERT INTO archive.tiers VALUES (0, 'free'), (1, 'basic'), (2, 'pro'), (3, 'pro')")
+    conn.execute("INSERT INTO public.labels VALUES ('cold', 'north pole'), ('warm', 'beach'), ('hot', 'desert')")
     conn.execute("CREATE EXTENSION ducklake_ivm")
     conn.execute("INSERT INTO archive.regions VALUES ('north', 'cold'), ('south', 'warm'), ('east', 'warm')")
     conn.execute("INSERT INTO lake.customers SELECT i, (ARRAY['north','south','east'])[1 + i % 3], i % 4 "
@@ -76,8 +90,20 @@ def literal(value):
 
 def mutate(lake, rng, next_id):
     conn = lake.conn
-    table = rng.choice(["orders", "orders", "customers", "regions", "regions"])
+    table = rng.choice(["orders", "orders", "customers", "regions", "regions", "tiers", "labels"])
     through_ref = rng.random() < 0.5
+    if table == "labels":
+        conn.execute(f"UPDATE public.labels SET label = {literal(rng.choice(['beach', 'desert', 'ice']))} "
+                     f"WHERE zone = {literal(rng.choice(['cold', 'warm', 'hot']))}")
+        return next_id
+    if table == "tiers":
+        run, name = (lake.archive.execute, "tiers") if through_ref else (conn.execute, "archive.tiers")
+        if rng.random() < 0.5:
+            run(f"UPDATE {name} SET label = {literal(rng.choice(['free', 'basic', 'pro', None]))} "
+                f"WHERE tier = {rng.randint(0, 3)}")
+        else:
+            run(f"INSERT INTO {name} VALUES ({rng.randint(0, 3)}, {literal(rng.choice(['extra', 'pro']))})")
+        return next_id
     if table == "regions":
         run, name = (lake.archive.execute, "regions") if through_ref else (conn.execute, "archive.regions")
         op = rng.choice(["insert", "delete", "update"])
@@ -116,7 +142,8 @@ def mutate(lake, rng, next_id):
     return next_id + 10
 
 
-SERVER_OF = {"ducklake:lake.orders": "lake", "ducklake:lake.customers": "lake", "ducklake:archive.regions": "archive"}
+SERVER_OF = {"ducklake:lake.orders": "lake", "ducklake:lake.customers": "lake", "ducklake:archive.regions": "archive",
+             "ducklake:archive.tiers": "archive"}
 
 
 def frontier_pins(conn, name):
@@ -125,6 +152,8 @@ def frontier_pins(conn, name):
                             (name,)).fetchone()[0]
     pins = {}
     for key, entry in frontier["sources"].items():
+        if key.startswith("postgres:"):
+            continue
         assert pins.setdefault(SERVER_OF[key], entry["snapshot_id"]) == entry["snapshot_id"], frontier
     return pins
 
@@ -143,7 +172,10 @@ def check(conn, name, query):
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         pins = frontier_pins(conn, name)
         table = rows(conn, f"SELECT * FROM {name}")
+        note = conn.execute("SELECT last_error FROM pgtrickle.pgt_stream_tables WHERE pgt_name = %s",
+                            (name,)).fetchone()[0]
     assert table == query_at(conn, query, pins), f"{name} at {pins}"
+    assert note is None, f"{name}: {note}"  # differential, not a rebuild
 
 
 def create(conn, name, query):
@@ -156,9 +188,18 @@ def create(conn, name, query):
 @pytest.mark.parametrize("seed", [1, 2])
 def test_random_changes_to_two_lakes_keep_stream_tables_exact(lakes, seed):
     drive_randomly(lakes, random.Random(seed), SHAPES, create, mutate, check)
-    assert_verified(lakes.conn, SHAPES)
+    conn = lakes.conn
     # each source is recorded at its own lake's current snapshot
-    assert frontier_pins(lakes.conn, "zones") == server_snapshots(lakes.conn)
+    assert frontier_pins(conn, "zones") == server_snapshots(conn)
+    # both lakes move on: verify compares each table with its query at the frontier
+    conn.execute("DELETE FROM lake.orders WHERE id % 3 = 0")
+    conn.execute("UPDATE archive.regions SET zone = 'polar' WHERE name = 'north'")
+    conn.execute("UPDATE archive.tiers SET label = 'gold' WHERE tier = 3")
+    assert frontier_pins(conn, "zones") != server_snapshots(conn)
+    assert_verified(conn, SHAPES)
+    for name, query in SHAPES.items():
+        conn.execute("SELECT pgtrickle.refresh(%s)", (name,))
+        check(conn, name, query)
 
 
 def test_each_lake_rewinds_to_its_own_snapshot(lakes):
@@ -178,26 +219,66 @@ def test_each_lake_rewinds_to_its_own_snapshot(lakes):
         conn.execute("SELECT pgtrickle.rewind('zones', %s)", (start["lake"],))
     assert error.value.diag.message_primary == ("stream table zones reads the lakes of servers archive, lake, "
                                                 "whose snapshot ids are separate sequences")
-    assert "jsonb_set" in error.value.diag.message_hint
-    # the seed's way: each source's snapshot_id in the frontier, then FULL at the frontier
-    conn.execute("SELECT pgtrickle.pause_scheduler(ARRAY['zones'])")
-    for key, server in SERVER_OF.items():
-        conn.execute("UPDATE pgtrickle.pgt_stream_tables SET frontier = jsonb_set(frontier, "
-                     "ARRAY['sources', %s, 'snapshot_id'], to_jsonb(%s::bigint)) WHERE pgt_name = 'zones'",
-                     (key, start[server]))
-    conn.execute("SELECT pgtrickle.refresh('zones', 'FULL')")
+    assert error.value.diag.message_hint == """Name each lake's snapshot: pgtrickle.rewind('zones', '{"archive": 42, ...}'::jsonb)."""
+    for ids, message in [
+        ({"lake": start["lake"]}, 'snapshot_ids names no snapshot of server "archive"'),
+        ({**start, "other": 1}, 'stream table zones reads no lake of server "other" (its lakes: archive, lake)'),
+        ({**start, "lake": -2}, 'snapshot_ids: -2 of server "lake" is not a snapshot id (a non-negative integer)'),
+        ([1, 2], "snapshot_ids must be a JSON object of snapshot ids by server name"),
+    ]:
+        with pytest.raises(psycopg.errors.InvalidParameterValue) as error:
+            conn.execute("SELECT pgtrickle.rewind('zones', %s::jsonb)", (json.dumps(ids),))
+        assert error.value.diag.message_primary == message
+    # each lake named: paused, and rebuilt with each lake as it was
+    conn.execute("SELECT pgtrickle.rewind('zones', %s::jsonb)", (json.dumps(start),))
+    assert conn.execute("SELECT status FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'zones'").fetchone()[0] == "PAUSED"
     assert frontier_pins(conn, "zones") == start
     assert ("hot",) not in rows(conn, "SELECT zone FROM zones")
     assert rows(conn, "SELECT * FROM zones") == query_at(conn, query, start)
-    # resumed, it replays both lakes' changes since
+    # resumed, it replays both lakes' changes since, differentially
     conn.execute("SELECT pgtrickle.resume_scheduler(ARRAY['zones'])")
     conn.execute("SELECT pgtrickle.refresh('zones')")
     assert frontier_pins(conn, "zones") == server_snapshots(conn)
     check(conn, "zones", query)
-    assert_verified(conn, ["zones"])
+    # the seed's way, per source with jsonb_set, then FULL at the frontier
+    conn.execute("SELECT pgtrickle.pause_scheduler(ARRAY['zones'])")
+    for key in ["ducklake:lake.orders", "ducklake:lake.customers", "ducklake:archive.regions"]:
+        conn.execute("UPDATE pgtrickle.pgt_stream_tables SET frontier = jsonb_set(frontier, "
+                     "ARRAY['sources', %s, 'snapshot_id'], to_jsonb(%s::bigint)) WHERE pgt_name = 'zones'",
+                     (key, start[SERVER_OF[key]]))
+    conn.execute("SELECT pgtrickle.refresh('zones', 'FULL')")
+    assert frontier_pins(conn, "zones") == start
+    assert rows(conn, "SELECT * FROM zones") == query_at(conn, query, start)
     # the sources of one lake must agree
     conn.execute("UPDATE pgtrickle.pgt_stream_tables SET frontier = jsonb_set(frontier, "
                  "'{sources,ducklake:lake.customers,snapshot_id}', '1') WHERE pgt_name = 'zones'")
     with pytest.raises(psycopg.errors.InvalidParameterValue) as error:
         conn.execute("SELECT pgtrickle.refresh('zones', 'FULL')")
     assert "puts its sources at different snapshots" in str(error.value)
+    # a lake's frontier beyond its current snapshot names the lake
+    conn.execute("UPDATE pgtrickle.pgt_stream_tables SET frontier = jsonb_set(frontier, "
+                 "'{sources,ducklake:lake.customers,snapshot_id}', %s::jsonb) WHERE pgt_name = 'zones'",
+                 (str(start["lake"]),))
+    conn.execute("UPDATE pgtrickle.pgt_stream_tables SET frontier = jsonb_set(frontier, "
+                 "'{sources,ducklake:archive.regions,snapshot_id}', '999999') WHERE pgt_name = 'zones'")
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as error:
+        conn.execute("SELECT pgtrickle.refresh('zones')")
+    assert error.value.diag.message_primary == (
+        "frontier of public.zones is snapshot 999999 of server archive's lake, "
+        f"but its current snapshot is {server_snapshots(conn)['archive']}")
+
+
+def test_a_full_mode_table_reads_each_lake_at_its_frontier(lakes):
+    conn = lakes.conn
+    query = SHAPES["across_lakes"]
+    conn.execute("SELECT pgtrickle.create_stream_table('full_t', %s, '1h', 'FULL')", (query,))
+    start = server_snapshots(conn)
+    assert frontier_pins(conn, "full_t") == start
+    conn.execute("DELETE FROM lake.orders WHERE id > 20")
+    conn.execute("UPDATE archive.regions SET zone = 'hot' WHERE name = 'north'")
+    conn.execute("SELECT pgtrickle.refresh('full_t')")
+    assert frontier_pins(conn, "full_t") == server_snapshots(conn) != start
+    check(conn, "full_t", query)
+    conn.execute("SELECT pgtrickle.rewind('full_t', %s::jsonb)", (json.dumps(start),))
+    assert rows(conn, "SELECT * FROM full_t") == query_at(conn, query, start) != query_at(conn, query, server_snapshots(conn))
+    assert_verified(conn, ["full_t"])

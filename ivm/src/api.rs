@@ -283,32 +283,74 @@ fn resume_scheduler(names: default!(Option<Vec<Option<String>>>, "NULL")) {
 /// Pause, move the frontier to `snapshot_id` and rebuild there, in one call.
 #[pg_extern]
 fn rewind(name: &str, snapshot_id: i64) {
-    let run = || -> IvmResult<()> {
-        let id = catalog::resolve(name)?;
-        let table = catalog::load(id, Lock::Wait)?.ok_or_else(|| IvmError::no_such_stream_table(name))?;
-        let sources = {
-            let _context = RefreshContext::enter(owner_of(table.relid)?, &table.settings)?;
-            refresh::plan_for(&table)?.sources
-        };
+    rewind_to(name, |sources, servers| {
         // Snapshot ids count each lake's commits apart: one id cannot place two lakes.
-        let mut servers: Vec<&str> = sources.iter().map(|s| s.server_name.as_str()).collect();
-        servers.sort_unstable();
-        servers.dedup();
         if servers.len() > 1 {
             return Err(IvmError::invalid(format!(
                 "stream table {name} reads the lakes of servers {}, whose snapshot ids are separate sequences",
                 servers.join(", ")
             ))
-            .with_hint("Set each source's snapshot_id in its frontier (jsonb_set), then refresh it with mode => 'FULL'."));
+            .with_hint(format!(
+                "Name each lake's snapshot: pgtrickle.rewind('{name}', '{{\"{}\": 42, ...}}'::jsonb).",
+                servers[0]
+            )));
         }
-        let entries: Vec<(String, i64)> = sources.iter().map(|s| (s.key.clone(), snapshot_id)).collect();
-        catalog::set_status(id, "PAUSED")?;
-        catalog::write(
-            "UPDATE pgtrickle.pgt_stream_tables SET frontier = $2 WHERE pgt_id = $1",
-            &[id.into(), JsonB(catalog::frontier_of(&entries, &[])).into()],
-        )?;
-        refresh::refresh(id, Requested::Full, Lock::Wait)?;
-        Ok(())
+        Ok(sources.iter().map(|s| (s.key.clone(), snapshot_id)).collect())
+    })
+    .or_raise()
+}
+
+/// `rewind` of a stream table over the lakes of several servers: `snapshot_ids` is a
+/// JSON object of snapshot ids by server name, naming each of them.
+#[pg_extern(name = "rewind")]
+fn rewind_lakes(name: &str, snapshot_ids: JsonB) {
+    rewind_to(name, |sources, servers| {
+        let serde_json::Value::Object(ids) = &snapshot_ids.0 else {
+            return Err(IvmError::invalid("snapshot_ids must be a JSON object of snapshot ids by server name"));
+        };
+        if let Some(other) = ids.keys().find(|server| !servers.contains(&server.as_str())) {
+            return Err(IvmError::invalid(format!(
+                "stream table {name} reads no lake of server \"{other}\" (its lakes: {})",
+                servers.join(", ")
+            )));
+        }
+        let mut entries = Vec::new();
+        for source in sources {
+            let server = source.server_name.as_str();
+            let at = match ids.get(server) {
+                None => return Err(IvmError::invalid(format!("snapshot_ids names no snapshot of server \"{server}\""))),
+                Some(id) => id.as_i64().filter(|id| *id >= 0).ok_or_else(|| {
+                    IvmError::invalid(format!("snapshot_ids: {id} of server \"{server}\" is not a snapshot id (a non-negative integer)"))
+                })?,
+            };
+            entries.push((source.key.clone(), at));
+        }
+        Ok(entries)
+    })
+    .or_raise()
+}
+
+/// Pause stream table `name`, set its frontier to the entries `entries_for` gives
+/// its lake sources (and the names of their servers, sorted), and rebuild there.
+fn rewind_to(
+    name: &str,
+    entries_for: impl FnOnce(&[crate::analysis::parse::LakeSource], &[&str]) -> IvmResult<Vec<(String, i64)>>,
+) -> IvmResult<()> {
+    let id = catalog::resolve(name)?;
+    let table = catalog::load(id, Lock::Wait)?.ok_or_else(|| IvmError::no_such_stream_table(name))?;
+    let sources = {
+        let _context = RefreshContext::enter(owner_of(table.relid)?, &table.settings)?;
+        refresh::plan_for(&table)?.sources
     };
-    run().or_raise()
+    let mut servers: Vec<&str> = sources.iter().map(|s| s.server_name.as_str()).collect();
+    servers.sort_unstable();
+    servers.dedup();
+    let entries = entries_for(&sources, &servers)?;
+    catalog::set_status(id, "PAUSED")?;
+    catalog::write(
+        "UPDATE pgtrickle.pgt_stream_tables SET frontier = $2 WHERE pgt_id = $1",
+        &[id.into(), JsonB(catalog::frontier_of(&entries, &[])).into()],
+    )?;
+    refresh::refresh(id, Requested::Full, Lock::Wait)?;
+    Ok(())
 }

@@ -212,6 +212,11 @@ pub fn frontier_snapshot(frontier: &Value, keys: &[String], only_source: bool, t
         None | Some(Value::Null) => return Ok(None),
         Some(_) => return Err(IvmError::invalid(format!("frontier of {table}: \"sources\" must be a JSON object"))),
     };
+    // A source without an entry (renamed since, or new to the query) leaves the lake
+    // without a position: the next refresh rebuilds.
+    if !(sources.len() == 1 && only_source) && keys.iter().any(|key| !sources.contains_key(key)) {
+        return Ok(None);
+    }
     let snapshot_of = |key: &str| -> IvmResult<Option<i64>> {
         let entry = match sources.get(key) {
             Some(entry) => entry,

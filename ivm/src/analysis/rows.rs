@@ -132,9 +132,14 @@ impl Derived {
             let touched = self.rows.delta_sql(feeds)?.unwrap_or_else(|| "SELECT 1 WHERE false".into());
             let touched = analyze(&touched)?;
             // Postgres runs a sub-select that reads a Postgres table (unless small enough
-            // to send to DuckDB with it), DuckDB one over lake tables alone.
-            let reads_postgres = self.rows.all_occurrences().iter().any(|o| matches!(o.source, Source::Postgres(_)));
-            let planner = if reads_postgres { Planner::Postgres } else { Planner::DuckDb };
+            // to send to DuckDB with it) or the lakes of several servers (the FDW runs
+            // queries over one lake in DuckDB), DuckDB one over one lake's tables alone.
+            let occurrences = self.rows.all_occurrences();
+            let reads_postgres = occurrences.iter().any(|o| matches!(o.source, Source::Postgres(_)));
+            let mut servers = occurrences.iter().filter_map(|o| if let Source::Lake(lake) = &o.source { Some(lake.server) } else { None });
+            let first = servers.next();
+            let several_lakes = servers.any(|server| Some(server) != first);
+            let planner = if reads_postgres || several_lakes { Planner::Postgres } else { Planner::DuckDb };
             let restricted = |query: *mut pg_sys::Query| -> IvmResult<String> {
                 let touched = pg_sys::copyObjectImpl(touched as *const std::ffi::c_void) as *mut pg_sys::Query;
                 let rte = pgrx::PgBox::<pg_sys::RangeTblEntry>::alloc_node(pg_sys::NodeTag::T_RangeTblEntry).into_pg();

@@ -497,10 +497,11 @@ pub unsafe fn keep_keys_in(level: *mut pg_sys::Query, expressions: &[*mut pg_sys
 /// Who will plan a key restriction (see `keep_keys_in`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Planner {
-    /// The query joins a Postgres table: Postgres hashes `IN (SELECT ...)` but not an
-    /// EXISTS of `k = e OR both NULL`, which it would run as a nested loop.
+    /// The query joins a Postgres table, or the lakes of several servers: Postgres
+    /// hashes `IN (SELECT ...)` but not an EXISTS of `k = e OR both NULL`, which it
+    /// would run as a nested loop.
     Postgres,
-    /// The query reads lake tables only and runs whole in DuckDB, which joins on the
+    /// The query reads one lake's tables only and runs whole in DuckDB, which joins on the
     /// NULL-safe EXISTS directly (measured faster than the IN form: TPC-H 13 at SF 0.1,
     /// 272 ms against 501).
     DuckDb,

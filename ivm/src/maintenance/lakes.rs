@@ -121,18 +121,16 @@ impl Lakes {
     }
 }
 
-/// A pin for the FDW's snapshot settings: a plain id for one lake (every server at
-/// it), a JSON object of ids by server name for several.
+/// A pin for the FDW's snapshot settings: a JSON object of ids by server name (a
+/// plain id would pin every server, also one whose table the query reads unseen,
+/// behind a view, at another lake's id).
 fn pin_value(positions: &[(&Lake, i64)]) -> Option<String> {
-    match positions {
-        [] => None,
-        [(_, at)] => Some(at.to_string()),
-        several => {
-            let ids: serde_json::Map<String, serde_json::Value> =
-                several.iter().map(|(lake, at)| (lake.server_name.clone(), serde_json::Value::from(*at))).collect();
-            Some(serde_json::Value::Object(ids).to_string())
-        }
+    if positions.is_empty() {
+        return None;
     }
+    let ids: serde_json::Map<String, serde_json::Value> =
+        positions.iter().map(|(lake, at)| (lake.server_name.clone(), serde_json::Value::from(*at))).collect();
+    Some(serde_json::Value::Object(ids).to_string())
 }
 
 /// The current snapshot of `source`'s lake.
