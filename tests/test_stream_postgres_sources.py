@@ -431,3 +431,20 @@ def test_replayed_tables_with_not_null_domains_and_padded_text(lake):
     conn.execute("SELECT pgtrickle.refresh('labelled')")
     check(conn, "labelled", query)
     assert conn.execute("SELECT last_error FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'labelled'").fetchone() == (None,)
+    # TRUNCATE is captured without a log row (whose domain column would be NULL)...
+    with conn.transaction():
+        conn.execute("TRUNCATE public.labels")
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+            with conn.transaction():  # ...also seen in its own transaction
+                conn.execute("SELECT pgtrickle.refresh('labelled')")
+        conn.execute("INSERT INTO public.labels VALUES (2, 'z', 9)")
+    conn.execute("SELECT pgtrickle.refresh('labelled')")
+    check(conn, "labelled", query)
+    assert conn.execute("SELECT last_error FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'labelled'").fetchone() == (
+        "public.labels was truncated; rebuilt in full",)
+    # the refresh has seen the truncation: forgotten, as the log's rows are
+    (truncations,) = conn.execute("SELECT c.oid::regclass::text FROM pg_class c WHERE c.relnamespace = "
+                                  "'pgtrickle_changes'::regnamespace AND c.relname LIKE 'truncated%'").fetchone()
+    assert conn.execute(f"SELECT count(*) FROM {truncations}").fetchone() == (0,)
+    conn.execute("SELECT pgtrickle.drop_stream_table('labelled')")
+    assert conn.execute(f"SELECT to_regclass('{truncations}')").fetchone() == (None,)

@@ -1,7 +1,9 @@
 //! The changes of a Postgres table that a differential stream table reads. Statement
 //! triggers with transition tables append each statement's deleted and inserted rows
 //! to a change log, `pgtrickle_changes.log_<stream table oid>_<source oid>`, tagged
-//! with the writing transaction's id (`xid8`); TRUNCATE appends one `truncate` row.
+//! with the writing transaction's id (`xid8`); TRUNCATE appends its transaction's id
+//! to a table of its own, `pgtrickle_changes.truncated_<...>` (a row of the log would
+//! need values for its columns, which a NOT NULL domain refuses to leave NULL).
 //! A refresh reads the rows of transactions its frontier's snapshot (`pg_snapshot`)
 //! did not see, all in one read snapshot that also reads the tables themselves, and
 //! then deletes the rows its new frontier has seen.
@@ -27,6 +29,12 @@ use super::schemas::CHANGES_SCHEMA;
 /// The change log of `source` for the stream table whose result table is `result_relid`.
 pub fn log_name(result_relid: pg_sys::Oid, source: pg_sys::Oid) -> String {
     qualified(CHANGES_SCHEMA, &format!("log_{}_{}", result_relid.to_u32(), source.to_u32()))
+}
+
+/// The transactions that truncated `source` (see the module's comment), named after
+/// its log: `log_<r>_<s>` → `truncated_<r>_<s>`.
+pub fn truncations_of(log: &str) -> String {
+    log.replacen("log_", "truncated_", 1)
 }
 
 fn function_name(result_relid: pg_sys::Oid, source: pg_sys::Oid) -> String {
@@ -77,11 +85,17 @@ fn run(sql: &str) -> IvmResult<()> {
     Spi::run(sql).map_err(|e| IvmError::new(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, format!("{e}: {sql}")))
 }
 
-/// The log, the capture function and the triggers for `source` (run as the
-/// extension's owner). Returns the log's name, the function's and the triggers' oids.
-pub fn create_capture(result_relid: pg_sys::Oid, source: &PostgresSource) -> IvmResult<(String, pg_sys::Oid, Vec<pg_sys::Oid>)> {
+/// The log, its table of truncations, the capture function and the triggers for
+/// `source` (run as the extension's owner). Returns the two tables' names, the
+/// function's and the triggers' oids.
+pub fn create_capture(
+    result_relid: pg_sys::Oid,
+    source: &PostgresSource,
+) -> IvmResult<([String; 2], pg_sys::Oid, Vec<pg_sys::Oid>)> {
     let log = log_name(result_relid, source.relid);
     create_laid_out_like(&log, source.relid, "TABLE", "__pgt_xid pg_catalog.xid8 NOT NULL, change_type text NOT NULL", None)?;
+    let truncations = truncations_of(&log);
+    run(&format!("CREATE TABLE {truncations} (__pgt_xid pg_catalog.xid8 NOT NULL)"))?;
     let function = function_name(result_relid, source.relid);
     let log_literal = crate::sql::literal(&log);
     // Columns by attribute number, of the same type in the table and in the log.
@@ -93,7 +107,7 @@ pub fn create_capture(result_relid: pg_sys::Oid, source: &PostgresSource) -> Ivm
           values_ text;
         BEGIN
           IF TG_OP = 'TRUNCATE' THEN
-            INSERT INTO {log} (__pgt_xid, change_type) VALUES (pg_current_xact_id(), 'truncate');
+            INSERT INTO {truncations} (__pgt_xid) VALUES (pg_current_xact_id());
             RETURN NULL;
           END IF;
           SELECT coalesce(string_agg(quote_ident(l.attname) || ', ', '' ORDER BY l.attnum), ''),
@@ -138,7 +152,7 @@ pub fn create_capture(result_relid: pg_sys::Oid, source: &PostgresSource) -> Ivm
         triggers.push(oid);
     }
     let function_oid = regprocedure(&format!("{function}()"))?;
-    Ok((log, function_oid, triggers))
+    Ok(([log, truncations], function_oid, triggers))
 }
 
 /// The work table a refresh replays `source` as it was into (see `replay`).
@@ -223,21 +237,26 @@ pub fn still_capturable(source: &PostgresSource) -> IvmResult<()> {
     Ok(())
 }
 
-/// Whether the log holds rows of the current transaction: changes a refresh in this
-/// transaction would count now and, the transaction not being visible in its own
-/// snapshot, again once it commits.
+/// Whether the log (or its truncations) holds rows of the current transaction:
+/// changes a refresh in this transaction would count now and, the transaction not
+/// being visible in its own snapshot, again once it commits.
 pub fn written_by_this_transaction(log: &str) -> IvmResult<bool> {
+    let this = "__pgt_xid = pg_catalog.pg_current_xact_id_if_assigned()";
     Ok(Spi::get_one::<bool>(&format!(
-        "SELECT EXISTS (SELECT FROM {log} WHERE __pgt_xid = pg_catalog.pg_current_xact_id_if_assigned())"
+        "SELECT EXISTS (SELECT FROM {log} WHERE {this}) OR EXISTS (SELECT FROM {} WHERE {this})",
+        truncations_of(log)
     ))?
     .unwrap_or(false))
 }
 
-/// Delete the log rows that `seen` (a frontier's `pg_snapshot`) has seen.
+/// Delete the rows of the log and its truncations that `seen` (a frontier's
+/// `pg_snapshot`) has seen.
 pub fn forget_seen(log: &str, seen: &str) -> IvmResult<()> {
-    Spi::run_with_args(
-        &format!("DELETE FROM {log} WHERE pg_catalog.pg_visible_in_snapshot(__pgt_xid, $1::pg_catalog.pg_snapshot)"),
-        &[seen.into()],
-    )?;
+    for table in [log.to_owned(), truncations_of(log)] {
+        Spi::run_with_args(
+            &format!("DELETE FROM {table} WHERE pg_catalog.pg_visible_in_snapshot(__pgt_xid, $1::pg_catalog.pg_snapshot)"),
+            &[seen.into()],
+        )?;
+    }
     Ok(())
 }

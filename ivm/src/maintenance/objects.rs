@@ -107,8 +107,10 @@ pub fn create_internals(result_relid: pg_sys::Oid, shape: &Shape, objects: &Obje
             if crate::sql::try_regclass(&log_name(result_relid, source.relid))?.is_some() {
                 continue; // a self-join: one capture per table
             }
-            let (log, function, triggers) = create_capture(result_relid, source)?;
-            adopt("TABLE", &log, result_relid)?;
+            let (tables, function, triggers) = create_capture(result_relid, source)?;
+            for table in &tables {
+                adopt("TABLE", table, result_relid)?;
+            }
             record_dependency_of(pg_sys::ProcedureRelationId, function, result_relid, pg_sys::DependencyType::DEPENDENCY_AUTO);
             for trigger in triggers {
                 record_dependency_of(pg_sys::TriggerRelationId, trigger, result_relid, pg_sys::DependencyType::DEPENDENCY_AUTO);
@@ -203,6 +205,7 @@ pub fn drop_internals(result_relid: pg_sys::Oid) -> IvmResult<()> {
     let mut feeds = named(relations, "feed")?;
     feeds.extend(named(relations, "old")?);
     let mut logs = named(relations, "log")?;
+    logs.extend(named(relations, "truncated")?);
     logs.extend(named(relations, "was")?);
     let functions = named(
         "SELECT pg_catalog.array_agg(p.oid::regprocedure::text) FROM pg_catalog.pg_proc p \

@@ -293,7 +293,7 @@ fn differential(
         for (source, log, seen) in &positions.seen {
             let seen = seen.clone().unwrap_or_default();
             let unseen = format!("NOT pg_catalog.pg_visible_in_snapshot(__pgt_xid, {}::pg_catalog.pg_snapshot)", crate::sql::literal(&seen));
-            if read.exists(&format!("SELECT EXISTS (SELECT FROM {log} WHERE {unseen} AND change_type = 'truncate')"))? {
+            if read.exists(&format!("SELECT EXISTS (SELECT FROM {} WHERE {unseen})", super::capture::truncations_of(log)))? {
                 return Ok(Err(format!("{} was truncated", crate::sql::relation_name(source.relid))));
             }
             if read.exists(&format!("SELECT EXISTS (SELECT FROM {log} WHERE {unseen})"))? {
