@@ -31,6 +31,12 @@ SHAPES = {
     "heap_self_join": "SELECT a.region, count(*) AS pairs FROM public.customers a JOIN public.customers b "
                       "ON a.tier = b.tier AND a.id < b.id GROUP BY a.region",
     "mixed_union": "SELECT region AS label, tier FROM public.customers UNION ALL SELECT status, customer FROM lake.orders",
+    # HAVING against a Postgres table alone (its changes move the threshold of every group),
+    # and against one the rows read too
+    "having_pg": "SELECT o.customer, count(*) AS n FROM lake.orders o GROUP BY o.customer "
+                 "HAVING count(*) > (SELECT count(*) FROM public.regions r WHERE r.zone = 'warm')",
+    "having_both": "SELECT c.region, sum(o.amount) AS total FROM lake.orders o JOIN public.customers c "
+                   "ON c.id = o.customer GROUP BY c.region HAVING sum(o.amount) > (SELECT sum(tier) * 3 FROM public.customers)",
 }
 
 # Shapes whose terms read a Postgres table as it was at the frontier: replayed from its
@@ -181,6 +187,28 @@ def test_a_replayed_table_keeps_each_value_as_it_was(lake):
     conn.execute("DELETE FROM lake.orders WHERE id = 2")
     conn.execute("SELECT pgtrickle.refresh('priced')")
     check(conn, "priced", query.replace("p.price", "p.cost"))
+
+
+def test_a_postgres_table_read_only_in_having_is_captured(lake):
+    """A change of a table only HAVING's subquery reads moves every group's threshold:
+    captured, it makes the next refresh take the result again (differentially: no
+    rebuild)."""
+    setup_tables(lake)
+    conn = lake.conn
+    query = SHAPES["having_pg"]
+    create(conn, "having_pg", query)
+    before = rows(conn, "SELECT * FROM having_pg")
+    conn.execute("UPDATE public.regions SET zone = 'cold' WHERE name = 'south'")  # threshold 2 -> 1
+    conn.execute("SELECT pgtrickle.refresh('having_pg')")
+    check(conn, "having_pg", query)
+    assert rows(conn, "SELECT * FROM having_pg") != before
+    conn.execute("INSERT INTO public.regions VALUES ('west', 'warm'), ('up', 'warm')")  # threshold 1 -> 3
+    conn.execute("SELECT pgtrickle.refresh('having_pg')")
+    check(conn, "having_pg", query)
+    assert rows(conn, "SELECT * FROM having_pg") == []
+    frontier = conn.execute("SELECT frontier, last_error FROM pgtrickle.pgt_stream_tables "
+                            "WHERE pgt_name = 'having_pg'").fetchone()
+    assert "postgres:public.regions" in frontier[0]["sources"] and frontier[1] is None
 
 
 @pytest.mark.parametrize("seed", [1, 2])

@@ -2,7 +2,7 @@
 //! caller to own it (see `privileges`); `verify_stream_table` is in
 //! `maintenance::verify`.
 
-use crate::analysis::parse::{Source, analyze, lake_sources};
+use crate::analysis::parse::{analyze, lake_sources};
 use crate::analysis::shape::shape_of;
 use crate::catalog::{self, Lock, RefreshMode};
 use crate::definition;
@@ -44,11 +44,8 @@ fn validate(query: &str, mode: RefreshMode) -> IvmResult<()> {
     let tree = analyze(query)?;
     lake_sources(tree)?;
     if mode == RefreshMode::Differential {
-        let shape = shape_of(tree)?;
-        for occurrence in shape.rows.all_occurrences() {
-            if let Source::Postgres(source) = &occurrence.source {
-                check_capturable(source)?;
-            }
+        for source in shape_of(tree)?.postgres_sources() {
+            check_capturable(&source)?;
         }
     }
     Ok(())

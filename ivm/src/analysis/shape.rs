@@ -7,7 +7,7 @@
 //! running state of each aggregate. A query without aggregates is the special case of
 //! grouping by every output column (the count is the row's multiplicity).
 
-use super::parse::lake_source;
+use super::parse::{PostgresSource, Source, lake_source, postgres_source};
 use super::relations::source_relations;
 use super::rows::Rows;
 pub use super::aggregates::{AggKind, Aggregate};
@@ -89,8 +89,11 @@ pub struct Shape {
     /// deparsed once the state table exists (see `final_sql`).
     output_trees: Vec<*mut pg_sys::Node>,
     having_tree: Option<*mut pg_sys::Node>,
-    /// Whether HAVING reads lake tables (in uncorrelated subquery expressions).
+    /// Whether HAVING reads tables (in uncorrelated subquery expressions).
     having_reads: bool,
+    /// The Postgres tables HAVING reads: captured like the rows' sources, so that their
+    /// changes make a refresh take the result again.
+    having_postgres: Vec<PostgresSource>,
     /// ORDER BY and LIMIT/OFFSET, when the result is the first rows of the state.
     top_n: Option<TopN>,
     /// A windowed query: how to compute its rows of chosen partitions.
@@ -139,6 +142,7 @@ impl Shape {
             output_trees: Vec::new(),
             having_tree: None,
             having_reads: false,
+            having_postgres: Vec::new(),
             top_n: None,
         }
     }
@@ -191,10 +195,27 @@ impl Shape {
 
     /// Whether every refresh with changes takes the result from the whole state again:
     /// it is the state's first rows (LIMIT), or HAVING compares each group with a
-    /// subquery over lake tables, whose value a change can move for every group (TPC-H
-    /// 11). The projection then reads the lake at the refresh's snapshot.
+    /// subquery, whose value a change of its tables can move for every group (TPC-H
+    /// 11). The projection then reads the lake at the refresh's snapshot, and Postgres
+    /// tables in the refresh's read snapshot.
     pub fn reprojects_all(&self) -> bool {
         self.top_n.is_some() || self.having_reads
+    }
+
+    /// The Postgres tables whose changes a refresh must see: those of the rows (at any
+    /// depth) and those HAVING's subqueries read, each once.
+    pub fn postgres_sources(&self) -> Vec<PostgresSource> {
+        let mut sources: Vec<PostgresSource> = Vec::new();
+        let of_rows = self.rows.all_occurrences().into_iter().filter_map(|o| match &o.source {
+            Source::Postgres(source) => Some(source.clone()),
+            _ => None,
+        });
+        for source in of_rows.chain(self.having_postgres.iter().cloned()) {
+            if !sources.iter().any(|s| s.relid == source.relid) {
+                sources.push(source);
+            }
+        }
+        sources
     }
 }
 
@@ -357,7 +378,9 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
             None
         };
         let output_trees: Vec<*mut pg_sys::Node> = visible.iter().map(|t| mutate((**t).expr as _, &mut to_state)).collect();
-        let having_reads = having_subqueries(having)?;
+        let having_postgres = having_subqueries(having)?;
+        let having_reads = having_postgres.is_some();
+        let having_postgres = having_postgres.unwrap_or_default();
         let having_tree = if having.is_null() { None } else { Some(mutate(having, &mut to_state)) };
         let top_n = top_n_of(q, &target_list, kind, &key_trees, &mut to_state)?;
         if let Some(e) = failure {
@@ -372,6 +395,7 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
             output_trees,
             having_tree,
             having_reads,
+            having_postgres,
             top_n,
             partitions: None,
         })
@@ -399,10 +423,11 @@ unsafe fn windowed_shape(windowed: windows::Windowed) -> IvmResult<Shape> {
 }
 
 /// Whether HAVING holds subquery expressions, each uncorrelated (the same value for
-/// every group) and reading lake tables only (read at the refresh's snapshot when the
-/// result is projected; a Postgres table's changes would not be seen). Refused
-/// otherwise.
-unsafe fn having_subqueries(having: *mut pg_sys::Node) -> IvmResult<bool> {
+/// every group) and reading lake tables (read at the refresh's snapshot when the
+/// result is projected) and Postgres tables (read in the refresh's read snapshot,
+/// their changes captured): the Postgres tables, or None without subqueries.
+/// Refused otherwise.
+unsafe fn having_subqueries(having: *mut pg_sys::Node) -> IvmResult<Option<Vec<PostgresSource>>> {
     unsafe {
         // Inside an aggregate, a subquery's value is folded into the group's running
         // value when its rows arrive: a later change of its tables would not reach it.
@@ -412,6 +437,7 @@ unsafe fn having_subqueries(having: *mut pg_sys::Node) -> IvmResult<bool> {
             }
         }
         let sublinks = sublinks_in(having);
+        let mut postgres = Vec::new();
         for sublink in &sublinks {
             check_sublink(*sublink)?;
             let sub = (**sublink).subselect;
@@ -419,15 +445,21 @@ unsafe fn having_subqueries(having: *mut pg_sys::Node) -> IvmResult<bool> {
                 return Err(IvmError::unsupported("a subquery expression in HAVING that refers to the group"));
             }
             for relid in super::parse::relations_read(sub as *mut pg_sys::Query) {
-                if lake_source(relid)?.is_none() {
-                    return Err(IvmError::unsupported(format!(
-                        "reading {} in a subquery expression in HAVING (only lake tables can be read there)",
-                        crate::sql::relation_name(relid)
-                    )));
+                if lake_source(relid)?.is_some() {
+                    continue;
+                }
+                match postgres_source(relid) {
+                    Some(source) => postgres.push(source),
+                    None => {
+                        return Err(IvmError::unsupported(format!(
+                            "reading {} in a subquery expression in HAVING (only lake and Postgres tables can be read there)",
+                            crate::sql::relation_name(relid)
+                        )));
+                    }
                 }
             }
         }
-        Ok(!sublinks.is_empty())
+        Ok((!sublinks.is_empty()).then_some(postgres))
     }
 }
 
@@ -599,6 +631,7 @@ unsafe fn union_shape(query: *mut pg_sys::Query) -> IvmResult<Shape> {
             output_trees,
             having_tree: None,
             having_reads: false,
+            having_postgres: Vec::new(),
             top_n: None,
             partitions: None,
         })

@@ -102,12 +102,8 @@ pub fn create_internals(result_relid: pg_sys::Oid, shape: &Shape, objects: &Obje
                 adopt("FOREIGN TABLE", name, result_relid)?;
             }
         }
-        for occurrence in shape.rows.all_occurrences() {
-            let crate::analysis::parse::Source::Postgres(source) = &occurrence.source else { continue };
-            if crate::sql::try_regclass(&log_name(result_relid, source.relid))?.is_some() {
-                continue; // a self-join: one capture per table
-            }
-            let (tables, function, triggers) = create_capture(result_relid, source)?;
+        for source in shape.postgres_sources() {
+            let (tables, function, triggers) = create_capture(result_relid, &source)?;
             for table in &tables {
                 adopt("TABLE", table, result_relid)?;
             }

@@ -10,7 +10,7 @@ use super::objects::{objects_for, refresh_change_relations, replay_tables};
 use super::snapshot::ReadSnapshot;
 use super::timing::timed;
 use super::statements::{Objects, Statements};
-use crate::analysis::parse::{LakeSource, PostgresSource, Source, analyze, lake_sources, relations_read};
+use crate::analysis::parse::{LakeSource, PostgresSource, analyze, lake_sources, relations_read};
 use crate::analysis::rows::{Feed, Unseen};
 use crate::analysis::shape::{Kind, Shape, shape_of};
 use crate::catalog::{self, Lock, RefreshMode, StreamTable, frontier_seen};
@@ -66,14 +66,7 @@ pub fn plan_for(table: &StreamTable) -> IvmResult<Plan> {
         RefreshMode::Differential => Some(shape_of(query)?),
         RefreshMode::Full => None,
     };
-    let mut postgres: Vec<PostgresSource> = Vec::new();
-    for occurrence in shape.iter().flat_map(|s| s.rows.all_occurrences()) {
-        if let Source::Postgres(source) = &occurrence.source {
-            if !postgres.iter().any(|p| p.relid == source.relid) {
-                postgres.push(source.clone());
-            }
-        }
-    }
+    let postgres: Vec<PostgresSource> = shape.as_ref().map(Shape::postgres_sources).unwrap_or_default();
     let objects = objects_for(table.relid, &sources, &postgres);
     let reads_other = relations_read(query).len() > sources.len();
     Ok(Plan { shape, sources, postgres, reads_other, objects })
