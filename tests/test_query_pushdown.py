@@ -214,6 +214,9 @@ def test_quotients_in_having_are_exact(edge, session, query):
     # correlated (the group's k): stays where it is
     ("SELECT k FROM edge e GROUP BY k HAVING count(*) <= (SELECT count(*) FROM edge f WHERE f.k = e.k) "
      "ORDER BY 1 NULLS FIRST", 0),
+    # inside a correlated sub-select: stays where it is too
+    ("SELECT id FROM edge e WHERE EXISTS (SELECT 1 FROM edge f WHERE f.k = e.id GROUP BY f.k "
+     "HAVING count(*) >= (SELECT count(*) FROM edge WHERE s IS NULL)) ORDER BY 1", 0),
 ])
 def test_uncorrelated_sub_selects_in_having_run_once(edge, session, query, hoisted):
     session.conn.execute("SET search_path = lake")

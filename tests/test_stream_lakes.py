@@ -219,7 +219,7 @@ def test_each_lake_rewinds_to_its_own_snapshot(lakes):
         conn.execute("SELECT pgtrickle.rewind('zones', %s)", (start["lake"],))
     assert error.value.diag.message_primary == ("stream table zones reads the lakes of servers archive, lake, "
                                                 "whose snapshot ids are separate sequences")
-    assert error.value.diag.message_hint == """Name each lake's snapshot: pgtrickle.rewind('zones', '{"archive": 42, ...}'::jsonb)."""
+    assert error.value.diag.message_hint == """Name each lake's snapshot: pgtrickle.rewind_lakes('zones', '{"archive": 42, ...}')."""
     for ids, message in [
         ({"lake": start["lake"]}, 'snapshot_ids names no snapshot of server "archive"'),
         ({**start, "other": 1}, 'stream table zones reads no lake of server "other" (its lakes: archive, lake)'),
@@ -227,10 +227,10 @@ def test_each_lake_rewinds_to_its_own_snapshot(lakes):
         ([1, 2], "snapshot_ids must be a JSON object of snapshot ids by server name"),
     ]:
         with pytest.raises(psycopg.errors.InvalidParameterValue) as error:
-            conn.execute("SELECT pgtrickle.rewind('zones', %s::jsonb)", (json.dumps(ids),))
+            conn.execute("SELECT pgtrickle.rewind_lakes('zones', %s::jsonb)", (json.dumps(ids),))
         assert error.value.diag.message_primary == message
     # each lake named: paused, and rebuilt with each lake as it was
-    conn.execute("SELECT pgtrickle.rewind('zones', %s::jsonb)", (json.dumps(start),))
+    conn.execute("SELECT pgtrickle.rewind_lakes('zones', %s::jsonb)", (json.dumps(start),))
     assert conn.execute("SELECT status FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'zones'").fetchone()[0] == "PAUSED"
     assert frontier_pins(conn, "zones") == start
     assert ("hot",) not in rows(conn, "SELECT zone FROM zones")
@@ -279,6 +279,6 @@ def test_a_full_mode_table_reads_each_lake_at_its_frontier(lakes):
     conn.execute("SELECT pgtrickle.refresh('full_t')")
     assert frontier_pins(conn, "full_t") == server_snapshots(conn) != start
     check(conn, "full_t", query)
-    conn.execute("SELECT pgtrickle.rewind('full_t', %s::jsonb)", (json.dumps(start),))
+    conn.execute("SELECT pgtrickle.rewind_lakes('full_t', %s::jsonb)", (json.dumps(start),))
     assert rows(conn, "SELECT * FROM full_t") == query_at(conn, query, start) != query_at(conn, query, server_snapshots(conn))
     assert_verified(conn, ["full_t"])

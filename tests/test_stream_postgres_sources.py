@@ -313,6 +313,14 @@ def test_truncate_rebuilds_and_says_so(lake):
     conn = lake.conn
     create(conn, "by_region", SHAPES["by_region"])
     conn.execute("TRUNCATE public.customers")
+    # a truncation alone is a change the frontier has not seen
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+        conn.execute("SELECT count(*) FROM pgtrickle.verify_stream_table('by_region')")
+    conn.rollback()
+    conn.execute("SELECT pgtrickle.refresh('by_region')")
+    assert rows(conn, "SELECT * FROM by_region") == []
+    conn.execute("INSERT INTO public.customers VALUES (1, 'north', 1, 'x'), (2, 'north', 2, 'y')")
+    conn.execute("TRUNCATE public.customers")
     conn.execute("INSERT INTO public.customers VALUES (1, 'north', 1, 'x'), (2, 'north', 2, 'y')")
     notices = []
     conn.add_notice_handler(lambda d: notices.append(d.message_primary))

@@ -288,7 +288,7 @@ fn rewind(name: &str, snapshot_id: i64) {
                 servers.join(", ")
             ))
             .with_hint(format!(
-                "Name each lake's snapshot: pgtrickle.rewind('{name}', '{{\"{}\": 42, ...}}'::jsonb).",
+                "Name each lake's snapshot: pgtrickle.rewind_lakes('{name}', '{{\"{}\": 42, ...}}').",
                 servers[0]
             )));
         }
@@ -298,8 +298,9 @@ fn rewind(name: &str, snapshot_id: i64) {
 }
 
 /// `rewind` of a stream table over the lakes of several servers: `snapshot_ids` is a
-/// JSON object of snapshot ids by server name, naming each of them.
-#[pg_extern(name = "rewind")]
+/// JSON object of snapshot ids by server name, naming each of them. (Not an overload
+/// of `rewind`: `rewind('t', '42')` would no longer know which to call.)
+#[pg_extern]
 fn rewind_lakes(name: &str, snapshot_ids: JsonB) {
     rewind_to(name, |sources, servers| {
         let serde_json::Value::Object(ids) = &snapshot_ids.0 else {

@@ -202,27 +202,24 @@ pub fn clear_error(id: i64) -> IvmResult<()> {
     )
 }
 
-/// The frontier's snapshot of sources `keys`, the lake sources of one server, which
-/// must agree (they share one snapshot sequence). When the stream table has one lake
-/// source in all (`only_source`), a frontier with a single entry is read even when the
-/// key differs (the foreign table was renamed).
+/// The frontier's snapshot of sources `keys`, the lake sources of one server, whose
+/// entries must agree (they share one snapshot sequence). A source without an entry
+/// (renamed since) takes the others'; when the stream table has one lake source in all
+/// (`only_source`) and the frontier one lake entry, that entry is its own, whatever
+/// its key.
 pub fn frontier_snapshot(frontier: &Value, keys: &[String], only_source: bool, table: &str) -> IvmResult<Option<i64>> {
     let sources = match frontier.get("sources") {
         Some(Value::Object(map)) => map,
         None | Some(Value::Null) => return Ok(None),
         Some(_) => return Err(IvmError::invalid(format!("frontier of {table}: \"sources\" must be a JSON object"))),
     };
-    // A source without an entry (renamed since, or new to the query) leaves the lake
-    // without a position: the next refresh rebuilds.
-    if !(sources.len() == 1 && only_source) && keys.iter().any(|key| !sources.contains_key(key)) {
-        return Ok(None);
-    }
-    let snapshot_of = |key: &str| -> IvmResult<Option<i64>> {
-        let entry = match sources.get(key) {
-            Some(entry) => entry,
-            None if sources.len() == 1 && only_source => sources.values().next().expect("one entry"),
-            None => return Ok(None),
-        };
+    let lake_entries: Vec<(&String, &Value)> = sources.iter().filter(|(key, _)| !key.starts_with("postgres:")).collect();
+    let entries: Vec<(&str, &Value)> = match keys.iter().filter_map(|k| sources.get(k).map(|e| (k.as_str(), e))).collect::<Vec<_>>() {
+        found if !found.is_empty() => found,
+        _ if only_source && lake_entries.len() == 1 => vec![(lake_entries[0].0.as_str(), lake_entries[0].1)],
+        _ => return Ok(None),
+    };
+    let snapshot_of = |key: &str, entry: &Value| -> IvmResult<Option<i64>> {
         match entry.get("snapshot_id") {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) if n.as_i64().is_some_and(|v| v >= 0) => Ok(n.as_i64()),
@@ -231,11 +228,11 @@ pub fn frontier_snapshot(frontier: &Value, keys: &[String], only_source: bool, t
             ))),
         }
     };
-    let mut common: Option<(String, Option<i64>)> = None;
-    for key in keys {
-        let snapshot = snapshot_of(key)?;
+    let mut common: Option<(&str, Option<i64>)> = None;
+    for (key, entry) in entries {
+        let snapshot = snapshot_of(key, entry)?;
         match &common {
-            None => common = Some((key.clone(), snapshot)),
+            None => common = Some((key, snapshot)),
             Some((first, at)) if *at != snapshot => {
                 let show = |s: &Option<i64>| s.map_or("null".to_string(), |v| v.to_string());
                 return Err(IvmError::invalid(format!(

@@ -251,6 +251,11 @@ impl Translator {
             if !level.in_having || (1..=depth).any(|up| pg_sys::contain_vars_of_level(sub.cast(), up as i32)) {
                 return None;
             }
+            // Nor inside a correlated level: DuckDB has had wrong results and internal
+            // errors with a materialized CTE in a correlated subquery.
+            if (1..depth).any(|up| pg_sys::contain_vars_of_level(level.query.cast(), up as i32)) {
+                return None;
+            }
             let alias = self.alias("h");
             self.levels.last_mut()?.hoisted.push(format!("{} AS MATERIALIZED ({sql})", sql::ident(&alias)));
             Some(format!("(SELECT {} FROM {})", sql::ident("c1"), sql::ident(&alias)))

@@ -37,6 +37,23 @@ pub fn truncations_of(log: &str) -> String {
     log.replacen("log_", "truncated_", 1)
 }
 
+/// That table of truncations, unless the stream table was made before it existed.
+fn truncations_table(log: &str) -> IvmResult<Option<String>> {
+    let name = truncations_of(log);
+    Ok(crate::sql::try_regclass(&name)?.map(|_| name))
+}
+
+/// SQL: whether a transaction satisfying `condition` (on `__pgt_xid`) truncated the
+/// source of `log`, by its table of truncations or, for a stream table made before
+/// that table existed (whose capture function is older), a `truncate` row of the log.
+pub fn truncated_sql(log: &str, condition: &str) -> IvmResult<String> {
+    let in_log = format!("EXISTS (SELECT FROM {log} WHERE ({condition}) AND change_type = 'truncate')");
+    Ok(match truncations_table(log)? {
+        Some(table) => format!("({in_log} OR EXISTS (SELECT FROM {table} WHERE {condition}))"),
+        None => in_log,
+    })
+}
+
 fn function_name(result_relid: pg_sys::Oid, source: pg_sys::Oid) -> String {
     qualified(CHANGES_SCHEMA, &format!("capture_{}_{}", result_relid.to_u32(), source.to_u32()))
 }
@@ -242,17 +259,14 @@ pub fn still_capturable(source: &PostgresSource) -> IvmResult<()> {
 /// being visible in its own snapshot, again once it commits.
 pub fn written_by_this_transaction(log: &str) -> IvmResult<bool> {
     let this = "__pgt_xid = pg_catalog.pg_current_xact_id_if_assigned()";
-    Ok(Spi::get_one::<bool>(&format!(
-        "SELECT EXISTS (SELECT FROM {log} WHERE {this}) OR EXISTS (SELECT FROM {} WHERE {this})",
-        truncations_of(log)
-    ))?
-    .unwrap_or(false))
+    Ok(Spi::get_one::<bool>(&format!("SELECT EXISTS (SELECT FROM {log} WHERE {this}) OR {}", truncated_sql(log, this)?))?
+        .unwrap_or(false))
 }
 
 /// Delete the rows of the log and its truncations that `seen` (a frontier's
 /// `pg_snapshot`) has seen.
 pub fn forget_seen(log: &str, seen: &str) -> IvmResult<()> {
-    for table in [log.to_owned(), truncations_of(log)] {
+    for table in std::iter::once(log.to_owned()).chain(truncations_table(log)?) {
         Spi::run_with_args(
             &format!("DELETE FROM {table} WHERE pg_catalog.pg_visible_in_snapshot(__pgt_xid, $1::pg_catalog.pg_snapshot)"),
             &[seen.into()],

@@ -191,8 +191,9 @@ fn any_unseen(positions: &Positions) -> IvmResult<bool> {
 fn first_unseen(positions: &Positions) -> IvmResult<Option<&PostgresSource>> {
     for (source, log, seen) in &positions.seen {
         let Some(seen) = seen else { return Ok(Some(source)) };
+        let condition = "NOT pg_catalog.pg_visible_in_snapshot(__pgt_xid, $1::pg_catalog.pg_snapshot)";
         let unseen = Spi::get_one_with_args::<bool>(
-            &format!("SELECT EXISTS (SELECT FROM {log} WHERE NOT pg_catalog.pg_visible_in_snapshot(__pgt_xid, $1::pg_catalog.pg_snapshot))"),
+            &format!("SELECT EXISTS (SELECT FROM {log} WHERE {condition}) OR {}", super::capture::truncated_sql(log, condition)?),
             &[seen.as_str().into()],
         )?;
         if unseen.unwrap_or(false) {
@@ -221,7 +222,8 @@ fn rebuild(table: &StreamTable, plan: &Plan, context: &RefreshContext, read: &Re
             run(&format!("DELETE FROM {}", plan.objects.state))?;
             read.run(&format!("INSERT INTO {} ({columns}) {}", plan.objects.state, statements.state_from_source(None)))?;
             run(&format!("DELETE FROM {}", plan.objects.result))?;
-            run(&statements.insert_all_results())?;
+            // HAVING's subqueries may read Postgres tables: in the snapshot of the frontier.
+            read.run(&statements.insert_all_results())?;
         }
         // FULL-mode tables and windowed ones, whose result the query computes itself.
         _ => {
@@ -286,7 +288,7 @@ fn differential(
         for (source, log, seen) in &positions.seen {
             let seen = seen.clone().unwrap_or_default();
             let unseen = format!("NOT pg_catalog.pg_visible_in_snapshot(__pgt_xid, {}::pg_catalog.pg_snapshot)", crate::sql::literal(&seen));
-            if read.exists(&format!("SELECT EXISTS (SELECT FROM {} WHERE {unseen})", super::capture::truncations_of(log)))? {
+            if read.exists(&format!("SELECT {}", super::capture::truncated_sql(log, &unseen)?))? {
                 return Ok(Err(format!("{} was truncated", crate::sql::relation_name(source.relid))));
             }
             if read.exists(&format!("SELECT EXISTS (SELECT FROM {log} WHERE {unseen})"))? {
@@ -300,7 +302,12 @@ fn differential(
         // Postgres tables as they were, where a term may read them so (see `replay`).
         if shape.rows.reads_as_it_was() {
             let read_columns = definition::read_columns(table_id)?;
+            let occurring = shape.rows.all_occurrences();
             for (source, was) in replay_tables(result_relid, objects, &read_columns)? {
+                // A table only HAVING reads is no term's.
+                if !occurring.iter().any(|o| o.source.relid() == source) {
+                    continue;
+                }
                 let Some(feed) = feeds.iter_mut().find(|f| f.source == source) else { continue };
                 let Unseen::NotVisibleIn(seen) = &feed.unseen else { continue };
                 let columns: Vec<i16> = read_columns.iter().filter(|(relid, _)| *relid == source).map(|(_, attno)| *attno).collect();
