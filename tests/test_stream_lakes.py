@@ -88,57 +88,53 @@ def literal(value):
     return "NULL" if value is None else repr(value)
 
 
+def changes(rng, next_id):
+    """Per lake table: its server and a random insert, delete and update of it (the
+    table named `{t}`)."""
+    order = lambda i: (f"({next_id + i}, {rng.randint(1, 16)}, {literal(rng.choice([None, rng.randint(0, 4000) / 100]))}, "
+                       f"{literal(rng.choice(STATUSES))}, {literal(rng.choice(['north', 'west', None]))})")
+    return {
+        "orders": ("lake", [
+            "INSERT INTO {t} VALUES " + ", ".join(order(i) for i in range(rng.randint(1, 5))),
+            f"DELETE FROM {{t}} WHERE customer = {rng.randint(1, 16)}",
+            f"UPDATE {{t}} SET amount = amount + 1, customer = {rng.randint(1, 16)} WHERE id % 7 = {rng.randint(0, 6)}",
+        ]),
+        "customers": ("lake", [
+            f"INSERT INTO {{t}} VALUES ({rng.randint(1, 16)}, {literal(rng.choice(REGIONS))}, "
+            f"{literal(rng.choice([0, 1, 2, 3, None]))})",
+            f"DELETE FROM {{t}} WHERE id = {rng.randint(1, 16)}",
+            f"UPDATE {{t}} SET tier = {rng.randint(0, 3)}, region = {literal(rng.choice(REGIONS))} "
+            f"WHERE id % 5 = {rng.randint(0, 4)}",
+        ]),
+        "regions": ("archive", [
+            f"INSERT INTO {{t}} VALUES ({literal(rng.choice(REGIONS + ['west']))}, {literal(rng.choice(['cold', 'warm']))})",
+            f"DELETE FROM {{t}} WHERE name = {literal(rng.choice(REGIONS[:3] + ['west']))}",
+            f"UPDATE {{t}} SET zone = {literal(rng.choice(['cold', 'warm', 'hot']))} "
+            f"WHERE name = {literal(rng.choice(REGIONS[:3]))}",
+        ]),
+        "tiers": ("archive", [
+            f"INSERT INTO {{t}} VALUES ({rng.randint(0, 3)}, {literal(rng.choice(['extra', 'pro']))})",
+            f"UPDATE {{t}} SET label = {literal(rng.choice(['free', 'basic', 'pro', None]))} WHERE tier = {rng.randint(0, 3)}",
+        ]),
+    }
+
+
 def mutate(lake, rng, next_id):
+    """One random change: of a lake table, through the FDW or its lake's reference
+    client, or of the Postgres table `labels`."""
     conn = lake.conn
     table = rng.choice(["orders", "orders", "customers", "regions", "regions", "tiers", "labels"])
-    through_ref = rng.random() < 0.5
     if table == "labels":
         conn.execute(f"UPDATE public.labels SET label = {literal(rng.choice(['beach', 'desert', 'ice']))} "
                      f"WHERE zone = {literal(rng.choice(['cold', 'warm', 'hot']))}")
         return next_id
-    if table == "tiers":
-        run, name = (lake.archive.execute, "tiers") if through_ref else (conn.execute, "archive.tiers")
-        if rng.random() < 0.5:
-            run(f"UPDATE {name} SET label = {literal(rng.choice(['free', 'basic', 'pro', None]))} "
-                f"WHERE tier = {rng.randint(0, 3)}")
-        else:
-            run(f"INSERT INTO {name} VALUES ({rng.randint(0, 3)}, {literal(rng.choice(['extra', 'pro']))})")
-        return next_id
-    if table == "regions":
-        run, name = (lake.archive.execute, "regions") if through_ref else (conn.execute, "archive.regions")
-        op = rng.choice(["insert", "delete", "update"])
-        if op == "insert":
-            run(f"INSERT INTO {name} VALUES ({literal(rng.choice(REGIONS + ['west']))}, "
-                f"{literal(rng.choice(['cold', 'warm']))})")
-        elif op == "delete":
-            run(f"DELETE FROM {name} WHERE name = {literal(rng.choice(REGIONS[:3] + ['west']))}")
-        else:
-            run(f"UPDATE {name} SET zone = {literal(rng.choice(['cold', 'warm', 'hot']))} "
-                f"WHERE name = {literal(rng.choice(REGIONS[:3]))}")
-        return next_id
-    run, prefix = (lake.ref.execute, "") if through_ref else (conn.execute, "lake.")
-    op = rng.choice(["insert", "delete", "update"])
-    if table == "orders":
-        if op == "insert":
-            values = ", ".join(
-                f"({next_id + i}, {rng.randint(1, 16)}, {literal(rng.choice([None, rng.randint(0, 4000) / 100]))}, "
-                f"{literal(rng.choice(STATUSES))}, {literal(rng.choice(['north', 'west', None]))})"
-                for i in range(rng.randint(1, 5)))
-            run(f"INSERT INTO {prefix}orders VALUES {values}")
-        elif op == "delete":
-            run(f"DELETE FROM {prefix}orders WHERE customer = {rng.randint(1, 16)}")
-        else:
-            run(f"UPDATE {prefix}orders SET amount = amount + 1, customer = {rng.randint(1, 16)} "
-                f"WHERE id % 7 = {rng.randint(0, 6)}")
+    server, statements = changes(rng, next_id)[table]
+    statement = rng.choice(statements)
+    if rng.random() < 0.5:
+        reference = lake.ref if server == "lake" else lake.archive
+        reference.execute(statement.format(t=table))
     else:
-        if op == "insert":
-            run(f"INSERT INTO {prefix}customers VALUES ({rng.randint(1, 16)}, {literal(rng.choice(REGIONS))}, "
-                f"{literal(rng.choice([0, 1, 2, 3, None]))})")
-        elif op == "delete":
-            run(f"DELETE FROM {prefix}customers WHERE id = {rng.randint(1, 16)}")
-        else:
-            run(f"UPDATE {prefix}customers SET tier = {rng.randint(0, 3)}, region = {literal(rng.choice(REGIONS))} "
-                f"WHERE id % 5 = {rng.randint(0, 4)}")
+        conn.execute(statement.format(t=f"{server}.{table}"))
     return next_id + 10
 
 
@@ -202,18 +198,25 @@ def test_random_changes_to_two_lakes_keep_stream_tables_exact(lakes, seed):
         check(conn, name, query)
 
 
+def created_and_moved(conn, name, query, mode="DIFFERENTIAL"):
+    """Create stream table `name`, change both lakes and refresh it, checking the
+    frontier and the rows: each lake's snapshot before the changes."""
+    conn.execute("SELECT pgtrickle.create_stream_table(%s, %s, '1h', %s)", (name, query, mode))
+    start = server_snapshots(conn)
+    assert frontier_pins(conn, name) == start
+    conn.execute("UPDATE archive.regions SET zone = 'hot' WHERE name = 'north'")
+    conn.execute("DELETE FROM lake.orders WHERE id <= 10")
+    conn.execute("SELECT pgtrickle.refresh(%s)", (name,))
+    assert frontier_pins(conn, name) == server_snapshots(conn) != start
+    check(conn, name, query)
+    return start
+
+
 def test_each_lake_rewinds_to_its_own_snapshot(lakes):
     conn = lakes.conn
     query = SHAPES["zones"]
-    create(conn, "zones", query)
-    start = server_snapshots(conn)
-    assert frontier_pins(conn, "zones") == start
-    conn.execute("UPDATE archive.regions SET zone = 'hot' WHERE name = 'north'")
-    conn.execute("DELETE FROM lake.orders WHERE id <= 10")
-    conn.execute("SELECT pgtrickle.refresh('zones')")
-    assert frontier_pins(conn, "zones") == server_snapshots(conn) != start
+    start = created_and_moved(conn, "zones", query)
     assert ("hot",) in rows(conn, "SELECT zone FROM zones")
-    check(conn, "zones", query)
     # one id cannot place two lakes: refused, naming both servers
     with pytest.raises(psycopg.errors.InvalidParameterValue) as error:
         conn.execute("SELECT pgtrickle.rewind('zones', %s)", (start["lake"],))
@@ -271,14 +274,7 @@ def test_each_lake_rewinds_to_its_own_snapshot(lakes):
 def test_a_full_mode_table_reads_each_lake_at_its_frontier(lakes):
     conn = lakes.conn
     query = SHAPES["across_lakes"]
-    conn.execute("SELECT pgtrickle.create_stream_table('full_t', %s, '1h', 'FULL')", (query,))
-    start = server_snapshots(conn)
-    assert frontier_pins(conn, "full_t") == start
-    conn.execute("DELETE FROM lake.orders WHERE id > 20")
-    conn.execute("UPDATE archive.regions SET zone = 'hot' WHERE name = 'north'")
-    conn.execute("SELECT pgtrickle.refresh('full_t')")
-    assert frontier_pins(conn, "full_t") == server_snapshots(conn) != start
-    check(conn, "full_t", query)
+    start = created_and_moved(conn, "full_t", query, "FULL")
     conn.execute("SELECT pgtrickle.rewind_lakes('full_t', %s::jsonb)", (json.dumps(start),))
     assert rows(conn, "SELECT * FROM full_t") == query_at(conn, query, start) != query_at(conn, query, server_snapshots(conn))
     assert_verified(conn, ["full_t"])
