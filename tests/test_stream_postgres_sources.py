@@ -331,6 +331,32 @@ def test_truncate_rebuilds_and_says_so(lake):
         "public.customers was truncated; rebuilt in full",)
 
 
+def test_a_stream_table_made_before_the_truncations_table_still_sees_truncations(lake):
+    """Before TRUNCATE had a table of its own, the capture function appended a
+    `truncate` row to the log: such a stream table (its log, no truncations table)
+    still rebuilds after one, and refreshes otherwise."""
+    setup_tables(lake)
+    conn = lake.conn
+    query = SHAPES["by_region"]
+    create(conn, "by_region", query)
+    relid = conn.execute("SELECT 'by_region'::regclass::oid").fetchone()[0]
+    (log,) = conn.execute("SELECT oid::regclass::text FROM pg_class WHERE relname LIKE %s",
+                          (f"log\\_{relid}\\_%",)).fetchone()
+    conn.execute(f"DROP TABLE {log.replace('log_', 'truncated_', 1)}")
+    conn.execute("UPDATE public.customers SET tier = tier + 1 WHERE id = 1")
+    conn.execute("SELECT pgtrickle.refresh('by_region')")
+    check(conn, "by_region", query)
+    # what the older capture function did on TRUNCATE, in the same transaction
+    with conn.transaction():
+        conn.execute("DELETE FROM public.customers WHERE id > 6")
+        conn.execute(f"INSERT INTO {log} (__pgt_xid, change_type) VALUES (pg_current_xact_id(), 'truncate')")
+    conn.execute("SELECT pgtrickle.refresh('by_region')")
+    check(conn, "by_region", query)
+    assert conn.execute("SELECT last_error FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'by_region'").fetchone() == (
+        "public.customers was truncated; rebuilt in full",)
+    assert conn.execute(f"SELECT count(*) FROM {log}").fetchone() == (0,)
+
+
 def test_columns_added_and_dropped_later_do_not_break_writes(lake):
     setup_tables(lake)
     conn = lake.conn
