@@ -8,7 +8,7 @@
 //! expression DuckDB computes exactly as Postgres (integer arithmetic, text `||`).
 
 use pgrx::prelude::*;
-use pgrx::{PgMemoryContexts, pg_sys};
+use pgrx::{PgMemoryContexts, PgRelation, pg_sys};
 
 use crate::catalog::cache::{Lake, lake_for};
 use crate::catalog::lake_transaction::in_subtransaction;
@@ -187,11 +187,9 @@ pub unsafe extern "C-unwind" fn begin_direct_modify(node: *mut pg_sys::ForeignSc
         if eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 == 0 {
             let plan = (*node).ss.ps.plan as *mut pg_sys::ForeignScan;
             // A prepared statement planned before the settings pinned the lake.
-            let relation = (*(*node).resultRelInfo).ri_RelationDesc;
-            let table = TableOptions::of((*relation).rd_id);
-            if crate::scan::snapshot::reads_the_past(&table).or_raise() {
-                let name = std::ffi::CStr::from_ptr(pg_sys::get_rel_name((*relation).rd_id)).to_string_lossy().into_owned();
-                raise(LakeError::NotSupported(format!("cannot change \"{name}\": {}", crate::modify::change::PINNED)));
+            let relation = PgRelation::from_pg((*(*node).resultRelInfo).ri_RelationDesc);
+            if crate::scan::snapshot::reads_the_past(&TableOptions::of(relation.oid())).or_raise() {
+                raise(LakeError::NotSupported(format!("cannot change \"{}\": {}", relation.name(), crate::modify::change::PINNED)));
             }
             let lake = lake_for((*plan).fs_server).or_raise();
             check_assignments(&lake, &ScanPlan::from_list((*plan).fdw_private)).or_raise();

@@ -33,7 +33,7 @@ use crate::pg_nodes::{const_int, list_nodes};
 use crate::query::numeric::{self, common_type};
 use crate::query::translate::Translator;
 use crate::query::typed::{Narrow, Ty, Typed, groupable, typed};
-use crate::scan::collation::{collation_is_deterministic, collation_lowers_as_duckdb, collation_sorts_bytewise};
+use crate::scan::collation::{collation_is_deterministic, collation_lowers_as_duckdb, collation_sorts_bytewise, text_equality_is_bytewise};
 use crate::scan::deparse::{
     Deparser, builtin_operator_name, comparable, is_integer, is_pushable_type, is_text,
     literal, output_text, param_duck_type,
@@ -220,8 +220,7 @@ impl Translator {
                         return None;
                     }
                     let text = crate::scan::deparse::is_collatable(left.ty.oid);
-                    // No collation: implicit ones in conflict, which Postgres raises on.
-                    if text && (collation == pg_sys::InvalidOid || !collation_is_deterministic(collation)) {
+                    if text && !text_equality_is_bytewise(collation) {
                         return None;
                     }
                     if text && !matches!(name.as_str(), "=" | "<>") && !collation_sorts_bytewise(collation) {
@@ -234,7 +233,7 @@ impl Translator {
                 }
                 ("~~" | "!~~" | "~~*" | "!~~*", [l, r]) => {
                     let (left, pattern) = (self.expr(*l)?, self.expr(*r)?);
-                    if !is_text(left.ty.oid) || collation == pg_sys::InvalidOid || !collation_is_deterministic(collation) {
+                    if !is_text(left.ty.oid) || !text_equality_is_bytewise(collation) {
                         return None;
                     }
                     if name.ends_with('*') && !collation_lowers_as_duckdb(collation) {
@@ -350,8 +349,7 @@ impl Translator {
             };
             let left = self.expr(*left)?;
             if left.ty.oid == pg_sys::NUMERICOID
-                || (crate::scan::deparse::is_collatable(left.ty.oid)
-                    && ((*op).inputcollid == pg_sys::InvalidOid || !collation_is_deterministic((*op).inputcollid)))
+                || (crate::scan::deparse::is_collatable(left.ty.oid) && !text_equality_is_bytewise((*op).inputcollid))
             {
                 return None;
             }

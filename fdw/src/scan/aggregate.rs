@@ -21,7 +21,7 @@ use pgrx::PgMemoryContexts;
 
 use crate::pg_nodes::list_nodes;
 use crate::scan::collation::{collation_is_deterministic, collation_sorts_bytewise};
-use crate::scan::deparse::{is_pushable_type};
+use crate::scan::deparse::is_pushable_type;
 use crate::scan::model::{Output, OutputSource, RelPlan, ScanPlan, params_list, rel_plan, strip_relabel};
 use crate::types::kind::Kind;
 

@@ -26,6 +26,13 @@ pub fn collation_is_deterministic(collation: Oid) -> bool {
     collation == pg_sys::InvalidOid || unsafe { pg_sys::get_collation_isdeterministic(collation) }
 }
 
+/// For text operands: whether Postgres compares them under a collation whose equality
+/// is byte equality, as DuckDB's is. No collation (`InvalidOid`) means implicit ones
+/// in conflict, on which Postgres raises when it compares.
+pub fn text_equality_is_bytewise(collation: Oid) -> bool {
+    collation != pg_sys::InvalidOid && collation_is_deterministic(collation)
+}
+
 /// Whether text ordering under `collation` is bytewise, as DuckDB's is.
 pub fn collation_sorts_bytewise(collation: Oid) -> bool {
     if collation == pg_sys::InvalidOid || collation == pg_sys::C_COLLATION_OID {
@@ -63,10 +70,7 @@ pub fn collation_lowers_as_duckdb(collation: Oid) -> bool {
     cached(&LOWERS_AS_DUCKDB, collation, || {
         libc_locale(collation, Category::Ctype).is_some_and(|name| {
             let language = name.split(['_', '.', '@']).next().unwrap_or_default();
-            let utf8 = name.split_once('.').is_some_and(|(_, rest)| {
-                let codeset = rest.split('@').next().unwrap_or_default();
-                codeset.chars().filter(char::is_ascii_alphanumeric).collect::<String>().eq_ignore_ascii_case("utf8")
-            });
+            let utf8 = name.split_once('.').is_some_and(|(_, rest)| is_utf8_codeset(rest.split('@').next().unwrap_or_default()));
             utf8 && !matches!(language, "tr" | "az" | "crh" | "ku" | "tt") && !name.contains("@iqtelif")
         })
     })
@@ -144,13 +148,16 @@ fn libc_locale(collation: Oid, category: Category) -> Option<String> {
     }
 }
 
-/// `C.UTF-8`, `C.utf8`, ...: glibc normalizes a codeset by dropping what is not
-/// alphanumeric and lowering the case. A modifier (`@...`) names another locale.
+/// `C.UTF-8`, `C.utf8`, ...: no modifier (`@...`, which names another locale).
 fn is_glibc_c_utf8(name: &str) -> bool {
-    name.strip_prefix("C.").is_some_and(|codeset| {
-        codeset.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().eq_ignore_ascii_case("utf8")
-            && codeset.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    })
+    name.strip_prefix("C.")
+        .is_some_and(|codeset| is_utf8_codeset(codeset) && codeset.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+}
+
+/// Whether glibc reads `codeset` as UTF-8: it normalizes a codeset by dropping what is
+/// not alphanumeric and lowering the case.
+fn is_utf8_codeset(codeset: &str) -> bool {
+    codeset.chars().filter(char::is_ascii_alphanumeric).collect::<String>().eq_ignore_ascii_case("utf8")
 }
 
 fn glibc_has_codepoint_c_utf8() -> bool {

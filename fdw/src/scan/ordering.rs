@@ -14,7 +14,7 @@ use pgrx::FromDatum;
 
 use crate::pg_nodes::list_nodes;
 use crate::scan::collation::{collation_is_deterministic, collation_sorts_bytewise};
-use crate::scan::deparse::{is_pushable_type};
+use crate::scan::deparse::is_pushable_type;
 use crate::scan::model::{RelPlan, strip_relabel};
 
 /// DuckDB ORDER BY items for `pathkeys`, or `None` if any key cannot be sorted by DuckDB.
