@@ -333,6 +333,10 @@ def test_ilike_runs_in_duckdb_where_postgres_lowers_as_duckdb(words, session, co
     "SELECT count(*) FROM words_posix a JOIN words_c b ON a.w = b.w",
     "SELECT count(*) FROM words_posix a, words_c b WHERE a.w ILIKE b.w",
     "SELECT count(*) FROM words_posix a, words_c b WHERE a.w IN (b.w, 'x')",
+    "SELECT count(*) FROM words_posix a, words_c b WHERE strpos(a.w, b.w) > 0",
+    "SELECT count(*) FROM words_posix a, words_c b WHERE replace(a.w, b.w, 'x') IS NULL",
+    "SELECT count(*) FROM words_posix a WHERE a.w IN (SELECT b.w FROM words_c b)",
+    "SELECT min(a.w || b.w) FROM words_posix a, words_c b",
 ])
 def test_text_of_conflicting_collations_raises_as_in_postgres(words, session, query):
     # Two non-default implicit collations in conflict leave the operator none: Postgres

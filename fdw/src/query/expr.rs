@@ -33,7 +33,7 @@ use crate::pg_nodes::{const_int, list_nodes};
 use crate::query::numeric::{self, common_type};
 use crate::query::translate::Translator;
 use crate::query::typed::{Narrow, Ty, Typed, groupable, typed};
-use crate::scan::collation::{collation_is_deterministic, collation_lowers_as_duckdb, collation_sorts_bytewise, text_equality_is_bytewise};
+use crate::scan::collation::{collation_lowers_as_duckdb, collation_sorts_bytewise, text_equality_is_bytewise};
 use crate::scan::deparse::{
     Deparser, builtin_operator_name, comparable, is_integer, is_pushable_type, is_text,
     literal, output_text, param_duck_type,
@@ -480,14 +480,14 @@ impl Translator {
                 // Searching and replacing text compares characters exactly in both, as a
                 // deterministic collation does (Postgres refuses the others); an empty
                 // search string is at position 1 and replaces nothing in both.
-                ("strpos" | "position", [text, search]) if collation_is_deterministic((*f).inputcollid) => {
+                ("strpos" | "position", [text, search]) if text_equality_is_bytewise((*f).inputcollid) => {
                     let (text, search) = (self.expr(*text)?, self.expr(*search)?);
                     if !is_text(text.ty.oid) || !is_text(search.ty.oid) {
                         return None;
                     }
                     typed(format!("CAST(strpos({}, {}) AS INTEGER)", text.sql, search.sql), Ty::of(pg_sys::INT4OID))
                 }
-                ("replace", [text, from, to]) if collation_is_deterministic((*f).inputcollid) => {
+                ("replace", [text, from, to]) if text_equality_is_bytewise((*f).inputcollid) => {
                     let (text, from, to) = (self.expr(*text)?, self.expr(*from)?, self.expr(*to)?);
                     if !is_text(text.ty.oid) || !is_text(from.ty.oid) || !is_text(to.ty.oid) {
                         return None;
@@ -591,7 +591,7 @@ impl Translator {
                 return None;
             }
             // DISTINCT de-duplicates under the argument's collation, DuckDB by bytes.
-            if distinct && crate::scan::deparse::is_collatable(arg.ty.oid) && !collation_is_deterministic((*a).inputcollid) {
+            if distinct && crate::scan::deparse::is_collatable(arg.ty.oid) && !text_equality_is_bytewise((*a).inputcollid) {
                 return None;
             }
             let d = if distinct { "DISTINCT " } else { "" };
@@ -630,7 +630,9 @@ impl Translator {
                     _ => None,
                 },
                 "min" | "max" => {
-                    if crate::scan::deparse::is_collatable(arg.ty.oid) && !collation_sorts_bytewise((*a).inputcollid) {
+                    if crate::scan::deparse::is_collatable(arg.ty.oid)
+                        && !(text_equality_is_bytewise((*a).inputcollid) && collation_sorts_bytewise((*a).inputcollid))
+                    {
                         return None;
                     }
                     if matches!(arg.ty.oid, pg_sys::FLOAT4OID | pg_sys::FLOAT8OID) || arg.ty.varying {
@@ -749,7 +751,7 @@ impl Translator {
                     if !groupable(lhs.ty) || !comparable(lhs.ty.oid, ty.oid) || lhs.ty.oid == pg_sys::NUMERICOID && lhs.ty.decimal.is_none() {
                         return None;
                     }
-                    if crate::scan::deparse::is_collatable(lhs.ty.oid) && !collation_is_deterministic((*op).inputcollid) {
+                    if crate::scan::deparse::is_collatable(lhs.ty.oid) && !text_equality_is_bytewise((*op).inputcollid) {
                         return None;
                     }
                     if lhs.ty.oid == pg_sys::NUMERICOID {
