@@ -170,12 +170,17 @@ pub fn refresh_change_relations(result_relid: pg_sys::Oid, objects: &Objects) ->
     Ok(retargeted)
 }
 
-/// The replay work table of each Postgres source, made at the first refresh that
-/// replays (see `replay`) with the columns `read` of each (source, attribute number):
-/// its oid by source.
-pub fn replay_tables(result_relid: pg_sys::Oid, objects: &Objects, read: &[(pg_sys::Oid, i16)]) -> IvmResult<Vec<(pg_sys::Oid, pg_sys::Oid)>> {
+/// The replay work table of each Postgres source of `sources`, made at the first
+/// refresh that replays it (see `replay`) with the columns `read` of each (source,
+/// attribute number): its oid by source.
+pub fn replay_tables(
+    result_relid: pg_sys::Oid,
+    objects: &Objects,
+    sources: &[pg_sys::Oid],
+    read: &[(pg_sys::Oid, i16)],
+) -> IvmResult<Vec<(pg_sys::Oid, pg_sys::Oid)>> {
     let mut tables = Vec::new();
-    for (source, name) in &objects.was {
+    for (source, name) in objects.was.iter().filter(|(source, _)| sources.contains(source)) {
         if crate::sql::try_regclass(name)?.is_none() {
             let columns: Vec<i16> = read.iter().filter(|(relid, _)| relid == source).map(|(_, attno)| *attno).collect();
             as_extension_owner(|| {

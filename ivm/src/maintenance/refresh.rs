@@ -173,23 +173,27 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
 
 /// The frontier's and the lakes' current positions of `table`'s sources.
 fn positions(table: &StreamTable, plan: &Plan) -> IvmResult<Positions> {
-    let lakes = Lakes::of(&plan.sources, &table.frontier, &table.name)?;
+    Ok(Positions { lakes: Lakes::of(&plan.sources, &table.frontier, &table.name)?, seen: postgres_seen(table, plan)? })
+}
+
+/// Per Postgres source, with its log: the `pg_snapshot` the frontier has seen it up to.
+fn postgres_seen(table: &StreamTable, plan: &Plan) -> IvmResult<Vec<(PostgresSource, String, Option<String>)>> {
     let mut seen = Vec::new();
     for source in &plan.postgres {
         let log = plan.objects.logs.iter().find(|(relid, _)| *relid == source.relid).map(|(_, l)| l.clone()).unwrap_or_default();
         seen.push((source.clone(), log, frontier_seen(&table.frontier, &source.key, &table.name)?));
     }
-    Ok(Positions { lakes, seen })
+    Ok(seen)
 }
 
 /// Has any Postgres source a change its frontier has not seen?
 fn any_unseen(positions: &Positions) -> IvmResult<bool> {
-    Ok(first_unseen(positions)?.is_some())
+    Ok(first_unseen(&positions.seen)?.is_some())
 }
 
 /// The first Postgres source with a change its frontier has not seen.
-fn first_unseen(positions: &Positions) -> IvmResult<Option<&PostgresSource>> {
-    for (source, log, seen) in &positions.seen {
+fn first_unseen(seen: &[(PostgresSource, String, Option<String>)]) -> IvmResult<Option<&PostgresSource>> {
+    for (source, log, seen) in seen {
         let Some(seen) = seen else { return Ok(Some(source)) };
         let condition = "NOT pg_catalog.pg_visible_in_snapshot(__pgt_xid, $1::pg_catalog.pg_snapshot)";
         let unseen = Spi::get_one_with_args::<bool>(
@@ -207,8 +211,8 @@ fn first_unseen(positions: &Positions) -> IvmResult<Option<&PostgresSource>> {
 /// table against its query cannot take into account (Postgres tables are read as
 /// they are now): the source's name.
 pub fn changed_postgres_source(table: &StreamTable, plan: &Plan) -> IvmResult<Option<String>> {
-    let positions = positions(table, plan)?;
-    Ok(first_unseen(&positions)?.map(|s| crate::sql::relation_name(s.relid)))
+    let seen = postgres_seen(table, plan)?;
+    Ok(first_unseen(&seen)?.map(|s| crate::sql::relation_name(s.relid)))
 }
 
 /// Replace the result (and state) with the query's result: each lake as of its
@@ -302,12 +306,14 @@ fn differential(
         // Postgres tables as they were, where a term may read them so (see `replay`).
         if shape.rows.reads_as_it_was() {
             let read_columns = definition::read_columns(table_id)?;
+            // The changed Postgres tables that terms read (one only HAVING reads is no term's).
             let occurring = shape.rows.all_occurrences();
-            for (source, was) in replay_tables(result_relid, objects, &read_columns)? {
-                // A table only HAVING reads is no term's.
-                if !occurring.iter().any(|o| o.source.relid() == source) {
-                    continue;
-                }
+            let replayed: Vec<pg_sys::Oid> = feeds
+                .iter()
+                .filter(|f| matches!(f.unseen, Unseen::NotVisibleIn(_)) && occurring.iter().any(|o| o.source.relid() == f.source))
+                .map(|f| f.source)
+                .collect();
+            for (source, was) in replay_tables(result_relid, objects, &replayed, &read_columns)? {
                 let Some(feed) = feeds.iter_mut().find(|f| f.source == source) else { continue };
                 let Unseen::NotVisibleIn(seen) = &feed.unseen else { continue };
                 let columns: Vec<i16> = read_columns.iter().filter(|(relid, _)| *relid == source).map(|(_, attno)| *attno).collect();
