@@ -40,6 +40,11 @@ def frontier(conn, name, key="ducklake:lake.events"):
     return row[0] if row else None
 
 
+def last_error(conn, name):
+    """Stream table `name`'s last error, or the note of its last refresh (a rebuild's reason)."""
+    return conn.execute("SELECT last_error FROM pgtrickle.pgt_stream_tables WHERE pgt_name = %s", (name,)).fetchone()[0]
+
+
 def rows(conn, sql, params=None):
     return sorted(conn.execute(sql, params).fetchall(), key=repr)
 

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from conftest import Reference
-from streams import assert_verified, drive_randomly, rows
+from streams import assert_verified, drive_randomly, last_error, rows
 
 SHAPES = {
     "across_lakes": "SELECT o.id, o.amount, r.zone FROM lake.orders o JOIN lake.customers c ON c.id = o.customer "
@@ -168,8 +168,7 @@ def check(conn, name, query):
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         pins = frontier_pins(conn, name)
         table = rows(conn, f"SELECT * FROM {name}")
-        note = conn.execute("SELECT last_error FROM pgtrickle.pgt_stream_tables WHERE pgt_name = %s",
-                            (name,)).fetchone()[0]
+        note = last_error(conn, name)
     assert table == query_at(conn, query, pins), f"{name} at {pins}"
     assert note is None, f"{name}: {note}"  # differential, not a rebuild
 

@@ -6,7 +6,7 @@ import time
 import psycopg
 
 from roles import new_role
-from streams import SUMMARY_QUERY, frontier, full_result, insert_events, latest, rows, setup_events, wait_for, \
+from streams import SUMMARY_QUERY, frontier, full_result, insert_events, last_error, latest, rows, setup_events, wait_for, \
     wait_until_caught_up
 
 
@@ -49,7 +49,7 @@ def test_a_locked_stream_table_does_not_stall_the_others(lake):
         # The locked one gave up waiting (pgtrickle.refresh_lock_timeout) and says why.
         wait_for(lambda: conn.execute("SELECT status FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'held'")
                  .fetchone()[0] == "ERROR", "status ERROR for the locked table")
-        error = conn.execute("SELECT last_error FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'held'").fetchone()[0]
+        error = last_error(conn, "held")
         assert error == "canceling statement due to lock timeout", error
     finally:
         blocker.rollback()

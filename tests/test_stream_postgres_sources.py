@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from roles import grant_lake_reading, new_role
-from streams import drive_randomly, rows, wait_for
+from streams import drive_randomly, last_error, rows, wait_for
 
 DDL = """
 CREATE FOREIGN TABLE lake.orders (id int, customer int, amount numeric(10,2), status text)
@@ -327,8 +327,7 @@ def test_truncate_rebuilds_and_says_so(lake):
     conn.execute("SELECT pgtrickle.refresh('by_region')")
     assert "stream table public.by_region: public.customers was truncated; rebuilt in full" in notices
     check(conn, "by_region", SHAPES["by_region"])
-    assert conn.execute("SELECT last_error FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'by_region'").fetchone() == (
-        "public.customers was truncated; rebuilt in full",)
+    assert last_error(conn, "by_region") == "public.customers was truncated; rebuilt in full"
 
 
 def test_a_stream_table_made_before_the_truncations_table_still_sees_truncations(lake):
@@ -352,8 +351,7 @@ def test_a_stream_table_made_before_the_truncations_table_still_sees_truncations
         conn.execute(f"INSERT INTO {log} (__pgt_xid, change_type) VALUES (pg_current_xact_id(), 'truncate')")
     conn.execute("SELECT pgtrickle.refresh('by_region')")
     check(conn, "by_region", query)
-    assert conn.execute("SELECT last_error FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'by_region'").fetchone() == (
-        "public.customers was truncated; rebuilt in full",)
+    assert last_error(conn, "by_region") == "public.customers was truncated; rebuilt in full"
     assert conn.execute(f"SELECT count(*) FROM {log}").fetchone() == (0,)
 
 
@@ -492,7 +490,7 @@ def test_replayed_tables_with_not_null_domains_and_padded_text(lake):
     conn.execute("INSERT INTO lake.orders VALUES (200, 1, 1.00, 'open'), (201, 4, 2.00, 'open')")
     conn.execute("SELECT pgtrickle.refresh('labelled')")
     check(conn, "labelled", query)
-    assert conn.execute("SELECT last_error FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'labelled'").fetchone() == (None,)
+    assert last_error(conn, "labelled") is None
     # TRUNCATE is captured without a log row (whose domain column would be NULL)...
     with conn.transaction():
         conn.execute("TRUNCATE public.labels")
@@ -502,8 +500,7 @@ def test_replayed_tables_with_not_null_domains_and_padded_text(lake):
         conn.execute("INSERT INTO public.labels VALUES (2, 'z', 9)")
     conn.execute("SELECT pgtrickle.refresh('labelled')")
     check(conn, "labelled", query)
-    assert conn.execute("SELECT last_error FROM pgtrickle.pgt_stream_tables WHERE pgt_name = 'labelled'").fetchone() == (
-        "public.labels was truncated; rebuilt in full",)
+    assert last_error(conn, "labelled") == "public.labels was truncated; rebuilt in full"
     # the refresh has seen the truncation: forgotten, as the log's rows are
     (truncations,) = conn.execute("SELECT c.oid::regclass::text FROM pg_class c WHERE c.relnamespace = "
                                   "'pgtrickle_changes'::regnamespace AND c.relname LIKE 'truncated%'").fetchone()
