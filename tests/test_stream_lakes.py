@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from conftest import Reference
+from roles import grant_lake_reading, new_role
 from streams import assert_verified, drive_randomly, last_error, rows
 
 SHAPES = {
@@ -277,3 +278,33 @@ def test_a_full_mode_table_reads_each_lake_at_its_frontier(lakes):
     conn.execute("SELECT pgtrickle.rewind_lakes('full_t', %s::jsonb)", (json.dumps(start),))
     assert rows(conn, "SELECT * FROM full_t") == query_at(conn, query, start) != query_at(conn, query, server_snapshots(conn))
     assert_verified(conn, ["full_t"])
+
+
+def test_an_owner_who_is_not_a_superuser_keeps_and_rewinds_a_table_over_two_lakes(lakes):
+    conn = lakes.conn
+    owner, other = new_role(conn, "lakes_owner"), new_role(conn, "lakes_other")
+    conn.execute("SELECT ducklake.current_snapshot('archive')")  # attached: its catalog schema exists
+    for role in (owner, other):
+        grant_lake_reading(lakes, role)
+        conn.execute(f"GRANT USAGE ON FOREIGN SERVER archive TO {role}")
+        conn.execute(f"GRANT USAGE ON SCHEMA archive TO {role}")
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA archive TO {role}")
+        conn.execute(f"GRANT USAGE ON SCHEMA __ducklake_metadata_archive TO {role}")
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA __ducklake_metadata_archive TO {role}")
+    conn.execute(f"GRANT CREATE ON SCHEMA public TO {owner}")
+    query = SHAPES["zones"]
+    with lakes.cluster.connect(lakes.dbname, user=owner) as mine, lakes.cluster.connect(lakes.dbname, user=other) as theirs:
+        mine.execute("SELECT pgtrickle.create_stream_table('owned_zones', %s, '1h')", (query,))
+        start = server_snapshots(conn)
+        conn.execute("UPDATE archive.regions SET zone = 'hot' WHERE name = 'north'")
+        conn.execute("DELETE FROM lake.orders WHERE id <= 10")
+        mine.execute("SELECT pgtrickle.refresh('owned_zones')")
+        assert frontier_pins(mine, "owned_zones") == server_snapshots(conn) != start
+        check(mine, "owned_zones", query)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as error:
+            theirs.execute("SELECT pgtrickle.rewind_lakes('owned_zones', %s::jsonb)", (json.dumps(start),))
+        assert error.value.diag.message_primary == "must be owner of stream table owned_zones"
+        mine.execute("SELECT pgtrickle.rewind_lakes('owned_zones', %s::jsonb)", (json.dumps(start),))
+        assert frontier_pins(mine, "owned_zones") == start
+        assert rows(mine, "SELECT * FROM owned_zones") == query_at(mine, query, start)
+        assert_verified(mine, ["owned_zones"])
