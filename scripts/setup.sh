@@ -19,6 +19,7 @@ if [ "$(id -u)" = 0 ]; then
         dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
     done
     command -v npm >/dev/null || missing+=(npm)   # fetches libduckdb.so, below
+    [ -f /usr/share/i18n/locales/en_US ] || missing+=(locales)   # the source of en_US.UTF-8, below
     if [ ${#missing[@]} -gt 0 ]; then
         log "apt-get install ${missing[*]}"
         apt-get update -qq
