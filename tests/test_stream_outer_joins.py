@@ -41,6 +41,40 @@ SHAPES = {
                       "ON r.name = c.region LEFT JOIN lake.orders o ON o.customer = c.id AND o.status = 'open'",
     "distinct_zones": "SELECT DISTINCT o.status, r.zone FROM lake.orders o LEFT JOIN lake.customers c ON c.id = o.customer "
                       "LEFT JOIN lake.regions r ON r.name = c.region",
+    # USING and NATURAL: merged columns read as the side Postgres reads them from
+    # (COALESCE of both for FULL JOIN), a chain whose second USING reads the first's
+    "left_using": "SELECT o.id, region_hint, c.tier FROM lake.orders o LEFT JOIN lake.customers c USING (region_hint)",
+    "full_using": "SELECT region_hint, count(*) AS n, count(o.id) AS orders, count(c.id) AS customers "
+                  "FROM lake.orders o FULL JOIN lake.customers c USING (region_hint) GROUP BY region_hint",
+    # sub-selects on the nullable side that filter one table and select its columns
+    "left_subselect": "SELECT c.id, s.id AS order_id, s.paid FROM lake.customers c LEFT JOIN "
+                      "(SELECT id, customer, amount AS paid FROM lake.orders WHERE status = 'paid' AND amount > 5) s "
+                      "ON s.customer = c.id AND s.paid < 30",
+    "right_subselect_grouped": "SELECT r.zone, count(*) AS n, count(s.id) AS customers FROM "
+                               "(SELECT id, region FROM lake.customers WHERE tier > 0) s "
+                               "RIGHT JOIN lake.regions r ON r.name = s.region GROUP BY r.zone",
+    "full_subselect": "SELECT s.name, s.zone, c.id FROM lake.customers c FULL JOIN (SELECT name, zone FROM lake.regions) s "
+                      "ON s.name = c.region",
+    "anti_subselect": "SELECT c.id FROM lake.customers c LEFT JOIN (SELECT customer FROM lake.orders "
+                      "WHERE status <> 'void') s ON s.customer = c.id WHERE s.customer IS NULL",
+    "right_natural": "SELECT id, region_hint, c.tier, o.amount FROM lake.customers c NATURAL RIGHT JOIN lake.orders o",
+    # a FULL JOIN's merged column (COALESCE) in a second USING, in GROUP BY and in HAVING
+    "full_using_chain": "SELECT region_hint, count(*) AS n, count(p.id) AS peers FROM lake.customers c "
+                        "FULL JOIN lake.orders o USING (region_hint) LEFT JOIN lake.customers p USING (region_hint) "
+                        "GROUP BY region_hint HAVING region_hint IS NOT NULL OR count(*) > 1",
+    # USING below the top level: in a sub-select in FROM, in EXISTS
+    "using_in_subselect": "SELECT s.region_hint, count(*) AS n, count(s.tier) AS tiers FROM (SELECT region_hint, c.tier "
+                          "FROM lake.orders o LEFT JOIN lake.customers c USING (region_hint)) s GROUP BY s.region_hint",
+    "using_in_exists": "SELECT r.name FROM lake.regions r WHERE EXISTS (SELECT 1 FROM lake.customers c "
+                       "JOIN lake.orders o USING (region_hint) WHERE c.region = r.name AND o.status = 'open')",
+    # a WITH query on the nullable side, filtering (inlined, then merged into the join)
+    "with_nullable": "WITH paid AS (SELECT id, customer FROM lake.orders WHERE status = 'paid') "
+                     "SELECT c.id, p.id AS paid_id FROM lake.customers c LEFT JOIN paid p ON p.customer = c.id",
+    # the merged column needs a cast: customers.tier is integer, tiers.tier bigint
+    "using_cast": "SELECT tier, c.id, t.label FROM lake.customers c LEFT JOIN public.tiers t USING (tier)",
+    "using_chain": "SELECT region_hint, o.id, c.id AS customer, p.tier AS peer FROM lake.orders o "
+                   "LEFT JOIN lake.customers c USING (region_hint) LEFT JOIN lake.customers p USING (region_hint) "
+                   "WHERE region_hint IS DISTINCT FROM 'y'",
 }
 
 
@@ -48,23 +82,37 @@ SHAPES = {
 def test_random_changes_keep_outer_joins_exact(lake, seed):
     setup_tables(lake)
     conn = lake.conn
+    conn.execute("CREATE TABLE public.tiers (tier bigint, label text)")
+    conn.execute("INSERT INTO public.tiers VALUES (0, 'free'), (1, 'basic'), (2, 'pro'), (NULL, 'unknown')")
     drive_randomly(lake, random.Random(seed), SHAPES, create, mutate, check)
     assert_verified(conn, SHAPES)
+
+
+NOT_ONE_TABLE = ("is not one table (a parenthesized join, or a sub-select that does more than filter one table "
+                 "and select its columns)")
 
 
 @pytest.mark.parametrize("query, construct", [
     ("SELECT c.id, o.id FROM lake.customers c FULL JOIN (lake.orders o JOIN lake.regions r ON r.name = o.status) "
      "ON o.customer = c.id",
-     "a FULL JOIN whose nullable side is not one table (a sub-select or a parenthesized join)"),
+     f"a FULL JOIN whose nullable side {NOT_ONE_TABLE}"),
     ("SELECT c.id, o.id FROM lake.customers c LEFT JOIN (lake.orders o JOIN lake.regions r ON r.name = o.status) "
      "ON o.customer = c.id",
-     "a LEFT JOIN whose nullable side is not one table (a sub-select or a parenthesized join)"),
-    ("SELECT c.id, s.id FROM lake.customers c LEFT JOIN (SELECT id, customer FROM lake.orders) s ON s.customer = c.id",
-     "a LEFT JOIN whose nullable side is not one table (a sub-select or a parenthesized join)"),
-    ("SELECT o.id, c.tier FROM lake.orders o LEFT JOIN lake.customers c USING (region_hint)",
-     "a LEFT JOIN with USING or NATURAL (write its condition with ON)"),
-    ("SELECT o.id, c.tier FROM lake.orders o NATURAL RIGHT JOIN lake.customers c",
-     "a RIGHT JOIN with USING or NATURAL (write its condition with ON)"),
+     f"a LEFT JOIN whose nullable side {NOT_ONE_TABLE}"),
+    # a computed output is NULL on a padded row of the sub-select, 0 over the padded table
+    ("SELECT c.id, s.amount FROM lake.customers c LEFT JOIN (SELECT customer, coalesce(amount, 0) AS amount "
+     "FROM lake.orders) s ON s.customer = c.id",
+     f"a LEFT JOIN whose nullable side {NOT_ONE_TABLE}"),
+    # on a FULL JOIN, the orders the sub-select filters out would come out padded
+    ("SELECT c.id, s.id FROM lake.customers c FULL JOIN (SELECT id, customer FROM lake.orders WHERE status = 'open') s "
+     "ON s.customer = c.id",
+     f"a FULL JOIN whose nullable side {NOT_ONE_TABLE}"),
+    ("SELECT c.id, s.n FROM lake.customers c LEFT JOIN (SELECT customer, count(*) AS n FROM lake.orders "
+     "GROUP BY customer) s ON s.customer = c.id",
+     f"a LEFT JOIN whose nullable side {NOT_ONE_TABLE}"),
+    ("SELECT c.id, l.n FROM lake.customers c LEFT JOIN lake.orders o USING (id), "
+     "LATERAL (SELECT count(*) AS n FROM lake.regions r WHERE r.name = o.status) l",
+     "a LATERAL item beside a join with USING or NATURAL (write its condition with ON)"),
     ("SELECT c.id FROM lake.customers c WHERE EXISTS (SELECT 1 FROM lake.orders o "
      "LEFT JOIN lake.regions r ON r.name = o.status WHERE o.customer = c.id)",
      "an outer join inside a subquery expression"),

@@ -39,7 +39,8 @@ def error_of(conn, sql, params=None):
 
 
 @pytest.mark.parametrize("query, construct", [
-    ("SELECT e.event_type FROM lake.events e FULL JOIN lake.events f USING (event_id)", "a FULL JOIN"),
+    ("SELECT e.event_type FROM lake.events e FULL JOIN (lake.events f JOIN lake.events g USING (event_id)) "
+     "USING (event_id)", "a FULL JOIN whose nullable side is not one table"),
     ("SELECT e.event_type FROM lake.events e JOIN pg_class c ON c.relname = e.event_type",
      "reading pg_catalog.pg_class (neither a DuckLake foreign table nor a user's Postgres table)"),
     ("SELECT count(*) FROM lake.events e, lake.events f GROUP BY e.value + f.value",

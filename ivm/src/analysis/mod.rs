@@ -2,6 +2,9 @@
 
 pub mod aggregates;
 pub mod ctes;
+pub mod join_entries;
+pub mod join_using;
+pub mod nullable_subselects;
 pub mod outer_joins;
 pub mod parse;
 pub mod relations;

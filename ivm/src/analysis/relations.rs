@@ -7,7 +7,7 @@ use super::rows::{Derived, Occurrence, Rows, Step};
 use super::sublinks::{
     aggregates_in, check_aggregate, check_computed_again, check_placement, check_placement_but_having, check_sublink, sublinks_in,
 };
-use super::tree::int4_one;
+use super::tree::{int4_one, joins_of, nullable_sides_of};
 use super::types::require_key_type;
 use crate::error::{IvmError, IvmResult};
 use pgrx::{PgList, pg_sys};
@@ -200,42 +200,25 @@ unsafe fn derived_of(sub: *mut pg_sys::Query, names: Vec<String>, depth: usize) 
 unsafe fn nullable_sides(q: &pg_sys::Query, node: *mut pg_sys::Node) -> IvmResult<Vec<(i32, i32)>> {
     unsafe {
         let mut found = Vec::new();
-        let mut stack = vec![node];
-        while let Some(node) = stack.pop() {
-            if node.is_null() {
-                continue;
-            }
-            if pgrx::is_a(node, pg_sys::NodeTag::T_List) {
-                stack.extend(PgList::<pg_sys::Node>::from_pg(node as *mut pg_sys::List).iter_ptr());
-            } else if pgrx::is_a(node, pg_sys::NodeTag::T_JoinExpr) {
-                let join = node as *mut pg_sys::JoinExpr;
-                let sides = match (*join).jointype {
-                    pg_sys::JoinType::JOIN_LEFT => vec![((*join).rarg, "LEFT")],
-                    pg_sys::JoinType::JOIN_RIGHT => vec![((*join).larg, "RIGHT")],
-                    pg_sys::JoinType::JOIN_FULL => vec![((*join).larg, "FULL"), ((*join).rarg, "FULL")],
-                    _ => Vec::new(),
+        for join in joins_of(node) {
+            let name = match (*join).jointype {
+                pg_sys::JoinType::JOIN_LEFT => "LEFT",
+                pg_sys::JoinType::JOIN_RIGHT => "RIGHT",
+                _ => "FULL",
+            };
+            for side in nullable_sides_of(join) {
+                let relation = pgrx::is_a(side, pg_sys::NodeTag::T_RangeTblRef)
+                    .then(|| (*(side as *mut pg_sys::RangeTblRef)).rtindex)
+                    .filter(|index| {
+                        let rte = PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable).get_ptr(*index as usize - 1);
+                        rte.is_some_and(|rte| (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION)
+                    });
+                let Some(relation) = relation else {
+                    return Err(IvmError::unsupported(format!(
+                        "a {name} JOIN whose nullable side is not one table (a parenthesized join, or a sub-select that does more than filter one table and select its columns)"
+                    )));
                 };
-                for (side, name) in sides {
-                    // The padded rows are the join with its condition made false, which
-                    // USING (printed instead of a condition) has no place for.
-                    if !(*join).usingClause.is_null() {
-                        return Err(IvmError::unsupported(format!("a {name} JOIN with USING or NATURAL (write its condition with ON)")));
-                    }
-                    let relation = pgrx::is_a(side, pg_sys::NodeTag::T_RangeTblRef)
-                        .then(|| (*(side as *mut pg_sys::RangeTblRef)).rtindex)
-                        .filter(|index| {
-                            let rte = PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable).get_ptr(*index as usize - 1);
-                            rte.is_some_and(|rte| (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION)
-                        });
-                    let Some(relation) = relation else {
-                        return Err(IvmError::unsupported(format!(
-                            "a {name} JOIN whose nullable side is not one table (a sub-select or a parenthesized join)"
-                        )));
-                    };
-                    found.push((relation, (*join).rtindex));
-                }
-                stack.push((*join).larg);
-                stack.push((*join).rarg);
+                found.push((relation, (*join).rtindex));
             }
         }
         Ok(found)

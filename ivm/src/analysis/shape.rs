@@ -224,6 +224,12 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
     // SAFETY: reads an analyzed Query tree produced by parse::analyze.
     unsafe {
         super::ctes::inline_ctes(query)?;
+        // Before the rewrites below, which make a whole-row reference a ROW of columns.
+        if let Some(construct) = changing_between_refreshes(query as *mut pg_sys::Node) {
+            return Err(IvmError::unsupported(construct));
+        }
+        super::join_using::spell_out_using(query)?;
+        super::nullable_subselects::merge_nullable_subselects(query)?;
         let q = &*query;
         if q.hasTargetSRFs {
             return Err(IvmError::unsupported("a set-returning function in the select list"));
@@ -239,9 +245,6 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
         }
         if pg_sys::contain_volatile_functions(query as *mut pg_sys::Node) {
             return Err(IvmError::unsupported("a volatile function (its result would differ between refreshes)"));
-        }
-        if let Some(construct) = changing_between_refreshes(query as *mut pg_sys::Node) {
-            return Err(IvmError::unsupported(construct));
         }
         if !q.setOperations.is_null() {
             return union_shape(query);

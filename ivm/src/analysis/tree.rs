@@ -104,6 +104,45 @@ pub unsafe fn int4_one() -> *mut pg_sys::Node {
 }
 
 /// Range-table entry `index` of `query`.
+/// The JoinExprs of a FROM tree (a FromExpr, a list of FROM items, or one item),
+/// outer ones before the joins they contain.
+pub unsafe fn joins_of(node: *mut pg_sys::Node) -> Vec<*mut pg_sys::JoinExpr> {
+    unsafe {
+        let mut found = Vec::new();
+        let mut stack = vec![node];
+        while let Some(node) = stack.pop() {
+            if node.is_null() {
+                continue;
+            }
+            match (*node).type_ {
+                pg_sys::NodeTag::T_List => stack.extend(PgList::<pg_sys::Node>::from_pg(node as *mut pg_sys::List).iter_ptr()),
+                pg_sys::NodeTag::T_FromExpr => stack.push((*(node as *mut pg_sys::FromExpr)).fromlist as *mut pg_sys::Node),
+                pg_sys::NodeTag::T_JoinExpr => {
+                    let join = node as *mut pg_sys::JoinExpr;
+                    found.push(join);
+                    stack.push((*join).larg);
+                    stack.push((*join).rarg);
+                }
+                _ => {}
+            }
+        }
+        found
+    }
+}
+
+/// The sides of `join` that it pads with NULLs: none for an inner join, the right
+/// one for LEFT JOIN, the left one for RIGHT JOIN, both for FULL JOIN.
+pub unsafe fn nullable_sides_of(join: *mut pg_sys::JoinExpr) -> Vec<*mut pg_sys::Node> {
+    unsafe {
+        match (*join).jointype {
+            pg_sys::JoinType::JOIN_LEFT => vec![(*join).rarg],
+            pg_sys::JoinType::JOIN_RIGHT => vec![(*join).larg],
+            pg_sys::JoinType::JOIN_FULL => vec![(*join).larg, (*join).rarg],
+            _ => Vec::new(),
+        }
+    }
+}
+
 pub unsafe fn rt_fetch(query: *mut pg_sys::Query, index: i32) -> *mut pg_sys::RangeTblEntry {
     unsafe {
         PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable)

@@ -1,0 +1,73 @@
+//! Joins written with USING or NATURAL, spelled out with ON.
+//!
+//! The analysis makes an outer join's padded rows by replacing its condition with
+//! false (see `outer_joins`) and prints every query it derives with ruleutils, which
+//! prints a USING join as `USING (k)`: there is no condition to replace. What USING
+//! means is an ON condition, which Postgres' analyzer has already built (`l.k = r.k`
+//! for each column, in the JoinExpr's quals), plus merged columns: each an expression
+//! of the two sides, recorded in the join's range-table entry (the left side's column
+//! for LEFT JOIN, the right side's for RIGHT JOIN, `COALESCE(l.k, r.k)` for FULL JOIN,
+//! with the casts the columns' types need). Once every reference to a join's column is
+//! replaced by that expression, nothing in the query reads the merged columns, and the
+//! join means exactly what it means with its condition written with ON. A padded row
+//! has NULLs in the padded side's columns, so the merged column's expression gives the
+//! value Postgres gives it there too.
+
+use super::join_entries;
+use super::tree::joins_of;
+use crate::error::{IvmError, IvmResult};
+use pgrx::{PgList, pg_sys};
+
+/// Rewrite every join with USING or NATURAL in `query`, at any depth, with ON.
+pub unsafe fn spell_out_using(query: *mut pg_sys::Query) -> IvmResult<()> {
+    unsafe {
+        let joins = joins_of((*query).jointree as *mut pg_sys::Node);
+        if joins.iter().any(|j| !(**j).usingClause.is_null() || (**j).isNatural) {
+            // A lateral item may read the merged columns; it is not rewritten below.
+            let lateral = PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable).iter_ptr().any(|r| (*r).lateral);
+            if lateral {
+                return Err(IvmError::unsupported("a LATERAL item beside a join with USING or NATURAL (write its condition with ON)"));
+            }
+            join_entries::flatten_join_vars(query);
+            for join in joins_of((*query).jointree as *mut pg_sys::Node) {
+                (*join).usingClause = std::ptr::null_mut();
+                (*join).join_using_alias = std::ptr::null_mut();
+                (*join).isNatural = false;
+            }
+            join_entries::rebuild_join_entries(query);
+        }
+        for rte in PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable).iter_ptr() {
+            if (*rte).rtekind == pg_sys::RTEKind::RTE_SUBQUERY {
+                spell_out_using((*rte).subquery)?;
+            }
+        }
+        let mut failure: Option<IvmError> = None;
+        pg_sys::query_tree_walker(
+            query,
+            Some(sublinks),
+            &mut failure as *mut Option<IvmError> as *mut std::ffi::c_void,
+            pg_sys::QTW_IGNORE_RT_SUBQUERIES as i32,
+        );
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+/// Into the queries of the level's subquery expressions.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn sublinks(node: *mut pg_sys::Node, context: *mut std::ffi::c_void) -> bool {
+    unsafe {
+        if node.is_null() {
+            return false;
+        }
+        if pgrx::is_a(node, pg_sys::NodeTag::T_SubLink) {
+            let failure = &mut *(context as *mut Option<IvmError>);
+            let sublink = node as *mut pg_sys::SubLink;
+            if let Err(e) = spell_out_using((*sublink).subselect as *mut pg_sys::Query) {
+                failure.get_or_insert(e);
+                return true;
+            }
+            return pg_sys::expression_tree_walker((*sublink).testexpr, Some(sublinks), context);
+        }
+        pg_sys::expression_tree_walker(node, Some(sublinks), context)
+    }
+}
