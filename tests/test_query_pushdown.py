@@ -404,6 +404,26 @@ def test_wide_decimals_match_postgres_pushed(wide, session, query):
     assert rows_in(session, "lake", query) == rows_in(session, "heap", query)
 
 
+@pytest.mark.parametrize("query", [
+    # columns of three widths, negative and zero values, products, sums over a window,
+    # a numeric(p,s) cast rounding, NULLs; each output read as a DECIMAL, not as text
+    "SELECT w.id, w.x, w.z, w.y, w.x * w.z, - w.z, w.z * 0.001, sum(w.z) OVER (), w.y::numeric(20,1), "
+    "CASE WHEN w.id > 2 THEN w.z END FROM wide w JOIN nation n ON n.n_nationkey = w.id ORDER BY 1",
+    "SELECT w.id % 2, sum(w.x), sum(w.x * w.z), min(w.z), max(w.y) FROM wide w JOIN nation n ON n.n_nationkey = w.id "
+    "GROUP BY 1 ORDER BY 1",
+    # top-N with the numeric output among the sort keys (TPC-H 2's shape)
+    "SELECT w.z, w.id FROM wide w JOIN nation n ON n.n_nationkey = w.id ORDER BY w.z DESC, w.id LIMIT 3",
+])
+def test_numeric_outputs_keep_postgres_display_scale(wide, session, query):
+    """A numeric output travels as DuckDB's DECIMAL and is read with Postgres' numeric
+    input at its scale: the same digits and display scale as over heap tables."""
+    as_text = lambda rows: [tuple(None if v is None else str(v) for v in row) for row in rows]  # noqa: E731
+    session.conn.execute("SET search_path = lake")
+    duckdb_query = next(line for line in plan_of(session, query).splitlines() if "DuckDB Query:" in line)
+    assert "VARCHAR" not in duckdb_query, duckdb_query
+    assert as_text(rows_in(session, "lake", query)) == as_text(rows_in(session, "heap", query))
+
+
 def test_sums_of_widened_products_add_64_bit_values(wide, session):
     """The 64-bit product is summed where bounds of its columns (which the lake's
     statistics may prove), else its bound in DOUBLE, show it cannot overflow, the

@@ -41,10 +41,23 @@ struct Outputs {
 impl Outputs {
     /// A DuckDB output of Postgres type `type_oid`; returns the Var reading it.
     unsafe fn add(&mut self, sql: &str, type_oid: pg_sys::Oid, typmod: i32, collation: pg_sys::Oid) -> *mut Node {
+        let item = Kind::of(type_oid, typmod).duck_expression_of(sql);
+        unsafe { self.add_item(item, type_oid, typmod, collation) }
+    }
+
+    /// A numeric output that DuckDB computes as a DECIMAL: read as one (see
+    /// `types::decode`), not as its text. An expression in the select list, a cast to
+    /// text included, is computed for every row before ORDER BY ... LIMIT, and keeps
+    /// DuckDB from reading the other columns of the rows it keeps only (TPC-H 2).
+    unsafe fn add_decimal(&mut self, sql: &str, typmod: i32) -> *mut Node {
+        unsafe { self.add_item(sql.to_owned(), pg_sys::NUMERICOID, typmod, pg_sys::InvalidOid) }
+    }
+
+    unsafe fn add_item(&mut self, item: String, type_oid: pg_sys::Oid, typmod: i32, collation: pg_sys::Oid) -> *mut Node {
         unsafe {
             let position = self.items.len() + 1;
             let name = format!("c{position}");
-            self.items.push(format!("{} AS {}", Kind::of(type_oid, typmod).duck_expression_of(sql), crate::duck::sql::ident(&name)));
+            self.items.push(format!("{item} AS {}", crate::duck::sql::ident(&name)));
             self.outputs.push(PushedOutput { name, type_oid: type_oid.to_u32(), typmod });
             pg_sys::makeVar(pg_sys::INDEX_VAR as i32, position as i16, type_oid, typmod, collation, 0).cast()
         }
@@ -140,6 +153,9 @@ unsafe fn boundary(t: &mut Translator, outputs: &mut Outputs, expr: *mut Node) -
             t.params.truncate(saved_params);
         }
         match t.expr(expr) {
+            Some(typed) if !typed.ty.varying && typed.ty.oid == pg_sys::NUMERICOID && typed.ty.decimal.is_some() => {
+                return Some(outputs.add_decimal(&typed.sql, pg_sys::exprTypmod(expr)));
+            }
             Some(typed) if !typed.ty.varying => {
                 return Some(outputs.add(&typed.sql, pg_sys::exprType(expr), pg_sys::exprTypmod(expr), pg_sys::exprCollation(expr)));
             }
@@ -147,7 +163,10 @@ unsafe fn boundary(t: &mut Translator, outputs: &mut Outputs, expr: *mut Node) -
             // Postgres' round(value, scale), which sets the scale and keeps every digit.
             Some(typed) if typed.scale.is_some() => {
                 let scale = typed.scale.as_deref()?;
-                let value = outputs.add(&typed.sql, pg_sys::NUMERICOID, -1, pg_sys::InvalidOid);
+                let value = match typed.ty.decimal {
+                    Some(_) => outputs.add_decimal(&typed.sql, -1),
+                    None => outputs.add(&typed.sql, pg_sys::NUMERICOID, -1, pg_sys::InvalidOid),
+                };
                 let scale = outputs.add(&format!("CAST({scale} AS INTEGER)"), pg_sys::INT4OID, -1, pg_sys::InvalidOid);
                 return Some(numeric_call(pg_sys::F_ROUND_NUMERIC_INT4, value, scale));
             }
@@ -240,7 +259,7 @@ unsafe fn average(t: &mut Translator, outputs: &mut Outputs, a: *mut pg_sys::Agg
         let arg_type = pg_sys::exprType((*(list_nodes((*a).args)[0] as *mut pg_sys::TargetEntry)).expr.cast());
         let sum_sql = sum_sql(t, a, arg_type)?;
         let count_sql = count_sql(t, a)?;
-        let sum_var = outputs.add(&sum_sql, pg_sys::NUMERICOID, -1, pg_sys::InvalidOid);
+        let sum_var = outputs.add_decimal(&sum_sql, -1);
         let count_var = outputs.add(&count_sql, pg_sys::INT8OID, -1, pg_sys::InvalidOid);
         let count_numeric = pg_sys::makeFuncExpr(
             pg_sys::Oid::from(pg_sys::F_NUMERIC_INT8),

@@ -9,7 +9,7 @@ use std::cell::RefCell;
 
 use arrow::array::{Array, AsArray, GenericListArray, OffsetSizeTrait};
 use arrow::datatypes::{
-    DataType, Date32Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
+    DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
     IntervalMonthDayNanoType, Time64MicrosecondType, TimestampMicrosecondType,
 };
 use pgrx::pg_sys::{self, Datum, Oid};
@@ -142,8 +142,15 @@ impl Decoder {
             }
             Kind::Text => text_value(array, row).ok_or_else(wrong)?.into_datum(),
             Kind::Json | Kind::ViaInput => {
-                let text = text_value(array, row).ok_or_else(wrong)?;
-                Some(self.input.as_ref().expect("input function for text-read kinds").call(text))
+                let input = self.input.as_ref().expect("input function for text-read kinds");
+                match array.data_type() {
+                    // A numeric that DuckDB computed as a DECIMAL (see `query::top`):
+                    // its digits at the DECIMAL's scale, which is the display scale.
+                    DataType::Decimal128(..) if self.type_oid == pg_sys::NUMERICOID => {
+                        Some(input.call(&array.as_primitive_opt::<Decimal128Type>().ok_or_else(wrong)?.value_as_string(row)))
+                    }
+                    _ => Some(input.call(text_value(array, row).ok_or_else(wrong)?)),
+                }
             }
             Kind::Bytea => binary_value(array, row).ok_or_else(wrong)?.into_datum(),
             Kind::Uuid => Some(self.uuid(array, row)?),
