@@ -152,7 +152,19 @@ unsafe fn boundary(t: &mut Translator, outputs: &mut Outputs, expr: *mut Node) -
             outputs.outputs.truncate(saved_outputs);
             t.params.truncate(saved_params);
         }
+        let kind = Kind::of(pg_sys::exprType(expr), pg_sys::exprTypmod(expr));
+        // A lake column is read as its comparable expression, already of the output's
+        // DuckDB type: a second cast would make the select item differ from the same
+        // column in ORDER BY, which DuckDB then computes apart from the select list,
+        // keeping its top-N from reading the other columns of the rows it keeps only
+        // (TPC-H 2).
+        let lake_column = (*expr).type_ == NodeTag::T_Var
+            && t.is_lake_column(expr as *mut pg_sys::Var)
+            && !matches!(kind, Kind::Json | Kind::Array(_) | Kind::ViaInput);
         match t.expr(expr) {
+            Some(typed) if lake_column => {
+                return Some(outputs.add_item(typed.sql, pg_sys::exprType(expr), pg_sys::exprTypmod(expr), pg_sys::exprCollation(expr)));
+            }
             Some(typed) if !typed.ty.varying && typed.ty.oid == pg_sys::NUMERICOID && typed.ty.decimal.is_some() => {
                 return Some(outputs.add_decimal(&typed.sql, pg_sys::exprTypmod(expr)));
             }

@@ -610,6 +610,16 @@ impl Translator {
         unsafe { list_nodes(rtable).get(index.checked_sub(1)?).map(|n| *n as *mut pg_sys::RangeTblEntry) }
     }
 
+    /// Whether `var` is a column of a lake table, which the query reads as
+    /// `comparable_expression` makes it.
+    pub unsafe fn is_lake_column(&self, var: *mut pg_sys::Var) -> bool {
+        unsafe {
+            let Some(level) = self.levels.len().checked_sub(1 + (*var).varlevelsup as usize) else { return false };
+            let index = ((*var).varno as usize).wrapping_sub(1);
+            (*var).varattno > 0 && matches!(self.levels[level].relations.get(index), Some(Relation::Lake { .. }))
+        }
+    }
+
     /// A column of some query level.
     pub unsafe fn var(&mut self, var: *mut pg_sys::Var) -> Option<Typed> {
         unsafe {
