@@ -424,6 +424,21 @@ def test_numeric_outputs_keep_postgres_display_scale(wide, session, query):
     assert as_text(rows_in(session, "lake", query)) == as_text(rows_in(session, "heap", query))
 
 
+@pytest.mark.parametrize("op", ["=", "<>", "<", "<=", ">", ">="])
+def test_comparisons_wider_than_38_digits_match_postgres(wide, session, op):
+    """Operands whose common DECIMAL would pass 38 digits: 37 and 31 integer digits
+    against scale 12 (beyond 10^k the wider operand's sign decides, below it both fit),
+    the wider one on either side, equal values, NULLs."""
+    small = "(CASE WHEN w.id = 2 THEN 1.000000000000 ELSE w.z * 0.0001000000 END)"
+    query = (f"SELECT w.id, w.y * w.y * 1.0 {op} {small}, - w.y * w.y * 1.0 {op} {small}, "
+             f"{small} {op} w.y * w.y * 1.0, w.x * 100000000000000.00 {op} w.z * 0.0001000000 "
+             "FROM wide w JOIN nation n ON n.n_nationkey = w.id ORDER BY 1")
+    session.conn.execute("SET search_path = lake")
+    duckdb_query = next(line for line in plan_of(session, query).splitlines() if "DuckDB Query:" in line)
+    assert duckdb_query.count(">= CAST('10000000000000' AS DECIMAL(14,0))") == 4, duckdb_query
+    assert rows_in(session, "lake", query) == rows_in(session, "heap", query)
+
+
 def test_sums_of_widened_products_add_64_bit_values(wide, session):
     """The 64-bit product is summed where bounds of its columns (which the lake's
     statistics may prove), else its bound in DOUBLE, show it cannot overflow, the
