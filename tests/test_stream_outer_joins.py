@@ -72,6 +72,12 @@ SHAPES = {
                      "SELECT c.id, p.id AS paid_id FROM lake.customers c LEFT JOIN paid p ON p.customer = c.id",
     # the merged column needs a cast: customers.tier is integer, tiers.tier bigint
     "using_cast": "SELECT tier, c.id, t.label FROM lake.customers c LEFT JOIN public.tiers t USING (tier)",
+    # joins with an alias: its columns are the tables' (a merged one too), the tables'
+    # own names hidden outside
+    "aliased_join": "SELECT j.region, count(*) AS n, sum(j.amount) AS total FROM "
+                    "(lake.orders o JOIN lake.customers c ON c.id = o.customer) AS j GROUP BY j.region",
+    "aliased_outer": "SELECT j.region_hint, j.tier, r.zone FROM (lake.orders o LEFT JOIN lake.customers c "
+                     "USING (region_hint)) AS j LEFT JOIN lake.regions r ON r.name = j.status",
     "using_chain": "SELECT region_hint, o.id, c.id AS customer, p.tier AS peer FROM lake.orders o "
                    "LEFT JOIN lake.customers c USING (region_hint) LEFT JOIN lake.customers p USING (region_hint) "
                    "WHERE region_hint IS DISTINCT FROM 'y'",
@@ -112,7 +118,7 @@ NOT_ONE_TABLE = ("is not one table (a parenthesized join, or a sub-select that d
      f"a LEFT JOIN whose nullable side {NOT_ONE_TABLE}"),
     ("SELECT c.id, l.n FROM lake.customers c LEFT JOIN lake.orders o USING (id), "
      "LATERAL (SELECT count(*) AS n FROM lake.regions r WHERE r.name = o.status) l",
-     "a LATERAL item beside a join with USING or NATURAL (write its condition with ON)"),
+     "a LATERAL item beside a join with USING, NATURAL or an alias (write the join's condition with ON, without AS)"),
     ("SELECT c.id FROM lake.customers c WHERE EXISTS (SELECT 1 FROM lake.orders o "
      "LEFT JOIN lake.regions r ON r.name = o.status WHERE o.customer = c.id)",
      "an outer join inside a subquery expression"),

@@ -1,5 +1,5 @@
 //! The range-table entries of a query level's joins, after a rewrite changed what the
-//! joins read (`join_using`, `nullable_subselects`).
+//! joins read (`plain_joins`, `nullable_subselects`).
 //!
 //! A join's entry records its columns: for each, the input column it comes from (or
 //! the expression merging two, for USING) and its name. Queries derived from the
@@ -52,6 +52,35 @@ pub unsafe fn rebuild_join_entries(query: *mut pg_sys::Query) {
         for item in PgList::<pg_sys::Node>::from_pg((*(*query).jointree).fromlist).iter_ptr() {
             rebuild(query, item);
         }
+        forget_join_referents(query);
+    }
+}
+
+/// Make every Var of `query` (at any depth) name its column as itself. A Var that
+/// stood for a join's column keeps that column as its syntactic referent when it is
+/// replaced (`varnosyn`, `varattnosyn`), and ruleutils prints a Var by its referent:
+/// by the join's old column numbers, another column once the entry is rebuilt.
+unsafe fn forget_join_referents(query: *mut pg_sys::Query) {
+    #[pgrx::pg_guard]
+    unsafe extern "C-unwind" fn walker(node: *mut pg_sys::Node, context: *mut std::ffi::c_void) -> bool {
+        unsafe {
+            if node.is_null() {
+                return false;
+            }
+            match (*node).type_ {
+                pg_sys::NodeTag::T_Query => pg_sys::query_tree_walker(node as *mut pg_sys::Query, Some(walker), context, 0),
+                pg_sys::NodeTag::T_Var => {
+                    let var = node as *mut pg_sys::Var;
+                    (*var).varnosyn = (*var).varno as pg_sys::Index;
+                    (*var).varattnosyn = (*var).varattno;
+                    false
+                }
+                _ => pg_sys::expression_tree_walker(node, Some(walker), context),
+            }
+        }
+    }
+    unsafe {
+        pg_sys::query_tree_walker(query, Some(walker), std::ptr::null_mut(), 0);
     }
 }
 

@@ -3,10 +3,10 @@
 pub mod aggregates;
 pub mod ctes;
 pub mod join_entries;
-pub mod join_using;
 pub mod nullable_subselects;
 pub mod outer_joins;
 pub mod parse;
+pub mod plain_joins;
 pub mod relations;
 pub mod rows;
 pub mod shape;

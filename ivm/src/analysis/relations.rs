@@ -61,11 +61,6 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[Step], occurrences: &mut 
                 }
                 #[cfg(feature = "pg18")]
                 pg_sys::RTEKind::RTE_GROUP => {}
-                // A join's alias would hide the names of its tables, which the delta
-                // terms' conditions on their changes use.
-                pg_sys::RTEKind::RTE_JOIN if !(*rte).alias.is_null() => {
-                    return Err(IvmError::unsupported("a join with an alias (AS after a parenthesized join)"));
-                }
                 pg_sys::RTEKind::RTE_JOIN => match (*rte).jointype {
                     pg_sys::JoinType::JOIN_INNER => {}
                     pg_sys::JoinType::JOIN_LEFT | pg_sys::JoinType::JOIN_RIGHT | pg_sys::JoinType::JOIN_FULL if in_subquery_expression => {

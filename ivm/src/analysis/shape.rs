@@ -228,7 +228,7 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
         if let Some(construct) = changing_between_refreshes(query as *mut pg_sys::Node) {
             return Err(IvmError::unsupported(construct));
         }
-        super::join_using::spell_out_using(query)?;
+        super::plain_joins::spell_out_joins(query)?;
         super::nullable_subselects::merge_nullable_subselects(query)?;
         let q = &*query;
         if q.hasTargetSRFs {
