@@ -428,8 +428,9 @@ def test_numeric_outputs_keep_postgres_display_scale(wide, session, query):
 def test_comparisons_wider_than_38_digits_match_postgres(wide, session, op):
     """Operands whose common DECIMAL would pass 38 digits: 37 and 31 integer digits
     against scale 12 (beyond 10^k the wider operand's sign decides, below it both fit),
-    the wider one on either side, equal values, NULLs."""
-    small = "(CASE WHEN w.id = 2 THEN 1.000000000000 ELSE w.z * 0.0001000000 END)"
+    the wider one on either side, equal values, NULLs on either side (a wide operand
+    beyond 10^k against NULL is NULL, not its sign)."""
+    small = "(CASE WHEN w.id = 2 THEN 1.000000000000 WHEN w.id = 1 THEN NULL ELSE w.z * 0.0001000000 END)"
     query = (f"SELECT w.id, w.y * w.y * 1.0 {op} {small}, - w.y * w.y * 1.0 {op} {small}, "
              f"{small} {op} w.y * w.y * 1.0, w.x * 100000000000000.00 {op} w.z * 0.0001000000 "
              "FROM wide w JOIN nation n ON n.n_nationkey = w.id ORDER BY 1")

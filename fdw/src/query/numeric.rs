@@ -244,13 +244,18 @@ pub fn comparison(op: &str, left: &Typed, right: &Typed, binding: Binding) -> Op
     let narrower = i1.min(i2);
     let body = |l: &str, r: &str| {
         if narrower + scale <= 38 {
-            let (big, big_is_left) = if i1 > i2 { (l, true) } else { (r, false) };
+            let (big, small, big_is_left) = if i1 > i2 { (l, r, true) } else { (r, l, false) };
             // 10^k has k + 1 integer digits, at most the big operand's: compared in its type.
             let bound = format!("CAST('1{}' AS DECIMAL({},0))", "0".repeat(narrower as usize), narrower + 1);
             let zero = "CAST(0 AS DECIMAL(1,0))";
             let by_sign = if big_is_left { format!("{big} {op} {zero}") } else { format!("{zero} {op} {big}") };
             let fitted = |side: &str| format!("CAST({side} AS DECIMAL({},{scale}))", narrower + scale);
-            return format!("(CASE WHEN abs({big}) >= {bound} THEN {by_sign} ELSE {} {op} {} END)", fitted(l), fitted(r));
+            // A NULL operand makes the comparison NULL, whatever the sign of the other.
+            return format!(
+                "(CASE WHEN {small} IS NULL THEN NULL WHEN abs({big}) >= {bound} THEN {by_sign} ELSE {} {op} {} END)",
+                fitted(l),
+                fitted(r)
+            );
         }
         let whole = |side: &str| format!("CAST(floor({side}) AS DECIMAL(38,0))");
         let fraction = |side: &str| format!("CAST({side} - floor({side}) AS DECIMAL({scale},{scale}))");
