@@ -8,9 +8,11 @@
 //! - `object_store`: a lake's object store (S3, GCS) as a DuckDB secret
 //! - `rowid`: DuckLake's 64-bit rowid packed into a Postgres tuple id
 //! - `calendar`: days and microseconds since an epoch as ISO dates and times
+//! - `decimal`: a DECIMAL's unscaled value as numeric text
 //! - `schedule`: stream-table schedules ('500ms', '5s') and the backoff after failures
 
 pub mod calendar;
+pub mod decimal;
 pub mod conninfo;
 pub mod duck_sql;
 pub mod object_store;

@@ -146,8 +146,9 @@ impl Decoder {
                 match array.data_type() {
                     // A numeric that DuckDB computed as a DECIMAL (see `query::top`):
                     // its digits at the DECIMAL's scale, which is the display scale.
-                    DataType::Decimal128(..) if self.type_oid == pg_sys::NUMERICOID => {
-                        Some(input.call(&array.as_primitive_opt::<Decimal128Type>().ok_or_else(wrong)?.value_as_string(row)))
+                    DataType::Decimal128(_, scale) if self.type_oid == pg_sys::NUMERICOID => {
+                        let value = array.as_primitive_opt::<Decimal128Type>().ok_or_else(wrong)?.value(row);
+                        Some(input.call(&ducklake_formats::decimal::decimal_text(value, *scale)))
                     }
                     _ => Some(input.call(text_value(array, row).ok_or_else(wrong)?)),
                 }
