@@ -54,15 +54,19 @@ def same_answer(pg_rows, duck_rows, ordered):
     return all(len(x) == len(y) and all(same_value(v, w) for v, w in zip(x, y)) for x, y in zip(a, b))
 
 
-def median_ms(run, repeat):
-    """Warm median in milliseconds, or None when a run timed out."""
-    samples = []
+def median_ms_side_by_side(duck_run, pg_run, repeat):
+    """Warm medians in milliseconds of the two runs, taken in turns so that the
+    machine's drift (these hosts vary by tens of percent within a minute) weighs on
+    both alike; the Postgres median is None when a run timed out."""
+    duck, pg = [], []
     for _ in range(repeat):
         started = time.perf_counter()
-        if run() is None:
-            return None
-        samples.append((time.perf_counter() - started) * 1000.0)
-    return statistics.median(samples)
+        duck_run()
+        duck.append((time.perf_counter() - started) * 1000.0)
+        if pg is not None:
+            started = time.perf_counter()
+            pg = None if pg_run() is None else pg + [(time.perf_counter() - started) * 1000.0]
+    return statistics.median(duck), (statistics.median(pg) if pg else None)
 
 
 def main():
@@ -106,15 +110,14 @@ def main():
             duck_answer = duck_run()  # also the warm-up
             pg_answer = pg_run()
             identical = pg_answer is not None and same_answer(pg_answer, duck_answer, "order by" in sql.lower())
-            duck_ms = median_ms(duck_run, args.repeat)
-            pg_ms = median_ms(pg_run, args.repeat) if pg_answer is not None else None
+            duck_ms, pg_ms = median_ms_side_by_side(duck_run, pg_run if pg_answer is not None else lambda: None, args.repeat)
             results.append((name, duck_ms, pg_ms, identical))
             shown = f"{pg_ms:.0f} ms" if pg_ms is not None else f"over {args.timeout} s"
             print(f"query {name}: DuckDB {duck_ms:.0f} ms, FDW {shown}, identical: {identical}", file=sys.stderr)
 
         print(b.machine())
         print(f"TPC-H scale factor {args.sf:g} (lineitem {b.duck.execute('SELECT count(*) FROM lineitem').fetchone()[0]:,} rows), "
-              f"written by the reference client; load took {load_seconds:.0f} s. Warm medians of {args.repeat} runs; "
+              f"written by the reference client; load took {load_seconds:.0f} s. Warm medians of {args.repeat} runs, DuckDB's and Postgres' in turns; "
               f"Postgres runs limited to {args.timeout} s.\n")
         print("| query | DuckDB (ms) | FDW (ms) | FDW / DuckDB | answers identical |")
         print("|---|---:|---:|---:|---|")
