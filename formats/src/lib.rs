@@ -12,8 +12,8 @@
 //! - `schedule`: stream-table schedules ('500ms', '5s') and the backoff after failures
 
 pub mod calendar;
-pub mod decimal;
 pub mod conninfo;
+pub mod decimal;
 pub mod duck_sql;
 pub mod object_store;
 pub mod paths;

@@ -5,6 +5,7 @@
 //! every reference by a copy of its query, and a CTE that filters and computes columns
 //! is maintained like such a sub-select; one that aggregates is refused like one.
 
+use super::tree::each_subquery_expression;
 use crate::error::{IvmError, IvmResult};
 use pgrx::{PgList, pg_sys};
 use std::ffi::CStr;
@@ -70,43 +71,9 @@ unsafe fn inline_level(query: *mut pg_sys::Query, stack: &mut Vec<*mut pg_sys::L
                 _ => {}
             }
         }
-        let mut context = Context { stack, failure: None };
-        pg_sys::query_tree_walker(
-            query,
-            Some(walker),
-            &mut context as *mut Context as *mut std::ffi::c_void,
-            (pg_sys::QTW_IGNORE_RT_SUBQUERIES | pg_sys::QTW_IGNORE_CTE_SUBQUERIES) as i32,
-        );
-        if let Some(failure) = context.failure {
-            return Err(failure);
-        }
+        each_subquery_expression(query, &mut |sub| inline_level(sub, stack))?;
         stack.pop();
         q.cteList = std::ptr::null_mut();
         Ok(())
-    }
-}
-
-struct Context<'a> {
-    stack: &'a mut Vec<*mut pg_sys::List>,
-    failure: Option<IvmError>,
-}
-
-/// Into the subqueries of the level's subquery expressions.
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn walker(node: *mut pg_sys::Node, context: *mut std::ffi::c_void) -> bool {
-    unsafe {
-        if node.is_null() {
-            return false;
-        }
-        let ctx = &mut *(context as *mut Context);
-        if pgrx::is_a(node, pg_sys::NodeTag::T_SubLink) {
-            let sublink = node as *mut pg_sys::SubLink;
-            if let Err(e) = inline_level((*sublink).subselect as *mut pg_sys::Query, ctx.stack) {
-                ctx.failure.get_or_insert(e);
-                return true;
-            }
-            return pg_sys::expression_tree_walker((*sublink).testexpr, Some(walker), context);
-        }
-        pg_sys::expression_tree_walker(node, Some(walker), context)
     }
 }

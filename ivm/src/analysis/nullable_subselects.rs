@@ -105,8 +105,7 @@ unsafe fn mergeable(s: *mut pg_sys::Query, full: bool, lateral: bool) -> bool {
 /// the table's columns.
 unsafe fn merge(query: *mut pg_sys::Query, join: i32, index: i32) {
     unsafe {
-        let position = index as usize - 1;
-        let rte = PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable).get_ptr(position).expect("the sub-select's entry");
+        let rte = rt_fetch(query, index);
         let s = (*rte).subquery;
         let targets = pg_sys::copyObjectImpl((*s).targetList as *const std::ffi::c_void) as *mut pg_sys::List;
         let filter = pg_sys::copyObjectImpl((*(*s).jointree).quals as *const std::ffi::c_void) as *mut pg_sys::Node;
@@ -126,7 +125,7 @@ unsafe fn merge(query: *mut pg_sys::Query, join: i32, index: i32) {
         }
         // Every reference to the sub-select's columns, at any depth (a new tree).
         *query = *replace_vars(query, index, rte, targets);
-        (*(*(*query).rtable).elements.add(position)).ptr_value = table.cast();
+        (*(*(*query).rtable).elements.add(index as usize - 1)).ptr_value = table.cast();
         if !filter.is_null() {
             let join = super::outer_joins::join_expr(query, join);
             // A NATURAL join without common columns has no condition.
@@ -173,32 +172,14 @@ mod rewrite {
     unsafe extern "C-unwind" {
         pub fn ChangeVarNodes(node: *mut Node, rt_index: c_int, new_index: c_int, sublevels_up: c_int);
         pub fn IncrementVarSublevelsUp(node: *mut Node, delta_sublevels_up: c_int, min_sublevels_up: c_int);
-    }
-
-    #[cfg(not(feature = "pg18"))]
-    unsafe extern "C-unwind" {
         pub fn ReplaceVarsFromTargetList(
             node: *mut Node,
             target_varno: c_int,
             sublevels_up: c_int,
             target_rte: *mut RangeTblEntry,
             targetlist: *mut List,
-            nomatch_option: c_int,
-            nomatch_varno: c_int,
-            outer_has_sublinks: *mut bool,
-        ) -> *mut Node;
-    }
-
-    // PostgreSQL 18 added `result_relation` (for RETURNING OLD/NEW; 0 here).
-    #[cfg(feature = "pg18")]
-    unsafe extern "C-unwind" {
-        pub fn ReplaceVarsFromTargetList(
-            node: *mut Node,
-            target_varno: c_int,
-            sublevels_up: c_int,
-            target_rte: *mut RangeTblEntry,
-            targetlist: *mut List,
-            result_relation: c_int,
+            // PostgreSQL 18 added it (for RETURNING OLD/NEW; 0 here).
+            #[cfg(feature = "pg18")] result_relation: c_int,
             nomatch_option: c_int,
             nomatch_varno: c_int,
             outer_has_sublinks: *mut bool,

@@ -19,25 +19,17 @@
 //! and the padding changes of the other side's rows, as above. Both sides must be
 //! one table.
 
-use super::tree::rt_fetch;
+use super::tree::{joins_of, rt_fetch};
 use crate::error::IvmResult;
-use pgrx::{PgList, pg_sys};
+use pgrx::pg_sys;
 
 /// The JoinExpr with range-table index `rtindex` in the FROM items of `query`.
 pub unsafe fn join_expr(query: *mut pg_sys::Query, rtindex: i32) -> *mut pg_sys::JoinExpr {
     unsafe {
-        let mut stack: Vec<*mut pg_sys::Node> = PgList::<pg_sys::Node>::from_pg((*(*query).jointree).fromlist).iter_ptr().collect();
-        while let Some(node) = stack.pop() {
-            if pgrx::is_a(node, pg_sys::NodeTag::T_JoinExpr) {
-                let join = node as *mut pg_sys::JoinExpr;
-                if (*join).rtindex == rtindex {
-                    return join;
-                }
-                stack.push((*join).larg);
-                stack.push((*join).rarg);
-            }
-        }
-        panic!("join {rtindex} is in the query's FROM items")
+        joins_of((*query).jointree as *mut pg_sys::Node)
+            .into_iter()
+            .find(|join| (**join).rtindex == rtindex)
+            .unwrap_or_else(|| panic!("join {rtindex} is in the query's FROM items"))
     }
 }
 

@@ -20,7 +20,7 @@
 //! names that are unique in the printed query.
 
 use super::join_entries;
-use super::tree::{joins_of, rt_fetch};
+use super::tree::{each_subquery_expression, joins_of, rt_fetch};
 use crate::error::{IvmError, IvmResult};
 use pgrx::{PgList, pg_sys};
 
@@ -52,33 +52,6 @@ pub unsafe fn spell_out_joins(query: *mut pg_sys::Query) -> IvmResult<()> {
                 spell_out_joins((*rte).subquery)?;
             }
         }
-        let mut failure: Option<IvmError> = None;
-        pg_sys::query_tree_walker(
-            query,
-            Some(sublinks),
-            &mut failure as *mut Option<IvmError> as *mut std::ffi::c_void,
-            pg_sys::QTW_IGNORE_RT_SUBQUERIES as i32,
-        );
-        failure.map_or(Ok(()), Err)
-    }
-}
-
-/// Into the queries of the level's subquery expressions.
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn sublinks(node: *mut pg_sys::Node, context: *mut std::ffi::c_void) -> bool {
-    unsafe {
-        if node.is_null() {
-            return false;
-        }
-        if pgrx::is_a(node, pg_sys::NodeTag::T_SubLink) {
-            let failure = &mut *(context as *mut Option<IvmError>);
-            let sublink = node as *mut pg_sys::SubLink;
-            if let Err(e) = spell_out_joins((*sublink).subselect as *mut pg_sys::Query) {
-                failure.get_or_insert(e);
-                return true;
-            }
-            return pg_sys::expression_tree_walker((*sublink).testexpr, Some(sublinks), context);
-        }
-        pg_sys::expression_tree_walker(node, Some(sublinks), context)
+        each_subquery_expression(query, &mut |sub| spell_out_joins(sub))
     }
 }

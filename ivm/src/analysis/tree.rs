@@ -1,6 +1,7 @@
 //! Expression trees: rewriting onto the state table's columns, and deparsing back to
 //! SQL with Postgres' own ruleutils.
 
+use crate::error::{IvmError, IvmResult};
 use pgrx::{PgList, pg_sys};
 use std::ffi::{CStr, CString, c_void};
 
@@ -103,7 +104,6 @@ pub unsafe fn int4_one() -> *mut pg_sys::Node {
     }
 }
 
-/// Range-table entry `index` of `query`.
 /// The JoinExprs of a FROM tree (a FromExpr, a list of FROM items, or one item),
 /// outer ones before the joins they contain.
 pub unsafe fn joins_of(node: *mut pg_sys::Node) -> Vec<*mut pg_sys::JoinExpr> {
@@ -143,6 +143,50 @@ pub unsafe fn nullable_sides_of(join: *mut pg_sys::JoinExpr) -> Vec<*mut pg_sys:
     }
 }
 
+/// Call `f` on the query of each subquery expression of `query`'s level (not on those
+/// nested in them, nor on sub-selects in FROM or WITH), stopping at its first error.
+pub unsafe fn each_subquery_expression(
+    query: *mut pg_sys::Query,
+    f: &mut dyn FnMut(*mut pg_sys::Query) -> IvmResult<()>,
+) -> IvmResult<()> {
+    struct Context<'a> {
+        f: &'a mut dyn FnMut(*mut pg_sys::Query) -> IvmResult<()>,
+        failure: Option<IvmError>,
+    }
+
+    #[pgrx::pg_guard]
+    unsafe extern "C-unwind" fn walker(node: *mut pg_sys::Node, context: *mut c_void) -> bool {
+        unsafe {
+            if node.is_null() {
+                return false;
+            }
+            if pgrx::is_a(node, pg_sys::NodeTag::T_SubLink) {
+                let ctx = &mut *(context as *mut Context);
+                let sublink = node as *mut pg_sys::SubLink;
+                if let Err(e) = (ctx.f)((*sublink).subselect as *mut pg_sys::Query) {
+                    ctx.failure = Some(e);
+                    return true;
+                }
+                return pg_sys::expression_tree_walker((*sublink).testexpr, Some(walker), context);
+            }
+            pg_sys::expression_tree_walker(node, Some(walker), context)
+        }
+    }
+
+    let mut context = Context { f, failure: None };
+    // SAFETY: the walker only runs during this call, while `context` lives.
+    unsafe {
+        pg_sys::query_tree_walker(
+            query,
+            Some(walker),
+            &mut context as *mut Context as *mut c_void,
+            (pg_sys::QTW_IGNORE_RT_SUBQUERIES | pg_sys::QTW_IGNORE_CTE_SUBQUERIES) as i32,
+        );
+    }
+    context.failure.map_or(Ok(()), Err)
+}
+
+/// Range-table entry `index` of `query`.
 pub unsafe fn rt_fetch(query: *mut pg_sys::Query, index: i32) -> *mut pg_sys::RangeTblEntry {
     unsafe {
         PgList::<pg_sys::RangeTblEntry>::from_pg((*query).rtable)
