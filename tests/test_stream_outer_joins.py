@@ -6,8 +6,10 @@ equals its query's result at the frontier's snapshot, row for row."""
 
 import random
 
+import psycopg
 import pytest
 
+from roles import grant_lake_reading, new_role
 from streams import assert_refused, assert_verified, drive_randomly
 from test_stream_joins import check, create, mutate, setup_tables
 
@@ -92,6 +94,34 @@ def test_random_changes_keep_outer_joins_exact(lake, seed):
     conn.execute("INSERT INTO public.tiers VALUES (0, 'free'), (1, 'basic'), (2, 'pro'), (NULL, 'unknown')")
     drive_randomly(lake, random.Random(seed), SHAPES, create, mutate, check)
     assert_verified(conn, SHAPES)
+
+
+def test_rewritten_joins_as_an_owner_who_is_not_a_superuser(lake):
+    """USING, an alias and a merged sub-select, kept by a role that reads the lake but
+    is not a superuser; a role that may not read a table the sub-select reads is
+    refused, although the rewrite reads that table without the sub-select."""
+    setup_tables(lake)
+    conn = lake.conn
+    owner, stranger = new_role(conn, "joins_owner"), new_role(conn, "joins_stranger")
+    for role in (owner, stranger):
+        grant_lake_reading(lake, role)
+        conn.execute(f"GRANT CREATE ON SCHEMA public TO {role}")
+    conn.execute(f"REVOKE SELECT ON lake.orders FROM {stranger}")
+    names = ["left_subselect", "full_using", "aliased_outer"]
+    with lake.cluster.connect(lake.dbname, user=owner) as mine:
+        for name in names:
+            create(mine, name, SHAPES[name])
+        rng, next_id = random.Random(7), 1000
+        for _ in range(6):
+            next_id = mutate(lake, rng, next_id)
+            for name in names:
+                mine.execute("SELECT pgtrickle.refresh(%s)", (name,))
+                check(mine, name, SHAPES[name])
+        assert_verified(mine, names)
+    with lake.cluster.connect(lake.dbname, user=stranger) as theirs:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as error:
+            theirs.execute("SELECT pgtrickle.create_stream_table('theirs', %s, '1h')", (SHAPES["left_subselect"],))
+        assert error.value.diag.message_primary == "permission denied for foreign table orders"
 
 
 NOT_ONE_TABLE = ("is not one table (a parenthesized join, or a sub-select that does more than filter one table "
