@@ -16,11 +16,20 @@
 //!
 //! A lent thread only executes DuckDB tasks: it never calls Postgres, and it starts
 //! with every signal blocked.
+//!
+//! A lent thread polls for tasks rather than waiting in DuckDB's own worker loop
+//! (`duckdb_execute_tasks_state`): when a thread leaves that loop, DuckDB marks it idle
+//! to its allocator, and jemalloc then returns the thread's arena to the kernel. Lent
+//! once per scan, the thread left it once per query, and every query faulted its
+//! memory back in (TPC-H 19: 3,800 page faults per query against 700, and 5% of its
+//! time). Between tasks the thread sleeps, from 20 µs doubling up to 1 ms, and the
+//! end of a lending wakes it.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use duckdb::ffi;
 
@@ -82,9 +91,8 @@ impl Pool {
             let (finished, done) = channel::<()>();
             let spawned = std::thread::Builder::new().name("ducklake-duckdb".into()).spawn(move || {
                 while let Ok(state) = tasks.recv() {
-                    // SAFETY: the state lives until this thread reports `done`; this
-                    // returns once `duckdb_finish_execution` was called on it.
-                    unsafe { ffi::duckdb_execute_tasks_state(state.0) };
+                    // SAFETY: the state lives until this thread reports `done`.
+                    unsafe { execute_until_finished(state.0) };
                     if finished.send(()).is_err() {
                         break;
                     }
@@ -121,8 +129,36 @@ impl Drop for Lent {
         // SAFETY: stops the lent threads once their current task ends (and wakes those
         // waiting for one); each reports back before the state is destroyed.
         unsafe { ffi::duckdb_finish_execution(state) };
+        for thread in pool.workers.borrow().iter().filter_map(|worker| worker.thread.as_ref()) {
+            thread.thread().unpark();
+        }
         pool.workers.borrow_mut().retain(|worker| worker.done.recv().is_ok());
         unsafe { ffi::duckdb_destroy_task_state(state) };
         pool.lent.set(false);
+    }
+}
+
+/// Execute the tasks of `state`'s instance until `duckdb_finish_execution` is called on
+/// it, sleeping while there are none (see the module's comment). The current task, if
+/// any, is finished first.
+///
+/// # Safety
+/// `state` must stay valid until this returns.
+unsafe fn execute_until_finished(state: ffi::duckdb_task_state) {
+    const FIRST_NAP: Duration = Duration::from_micros(20);
+    const LONGEST_NAP: Duration = Duration::from_millis(1);
+    let mut nap = FIRST_NAP;
+    loop {
+        // Returns at once when no task is queued, or when the execution is finished.
+        let executed = unsafe { ffi::duckdb_execute_n_tasks_state(state, 64) };
+        if unsafe { ffi::duckdb_task_state_is_finished(state) } {
+            return;
+        }
+        if executed > 0 {
+            nap = FIRST_NAP;
+        } else {
+            std::thread::park_timeout(nap);
+            nap = (nap * 2).min(LONGEST_NAP);
+        }
     }
 }
