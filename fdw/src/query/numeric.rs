@@ -199,21 +199,27 @@ pub fn quotient(a: &Typed, b: &Typed, int_digits: u32, binding: Binding) -> Opti
 /// same value in DuckDB's 64-bit arithmetic. 128-bit products cost DuckDB ten times
 /// more (TPC-H 1 at scale factor 1: 209 ms against 16 ms for
 /// `sum(l_extendedprice * (1 - l_discount) * (1 + l_tax))`), so the 64-bit values are
-/// summed for the rows where its guards hold, so that it cannot overflow, and the wide
-/// ones for the other rows: the two parts add up to the sum of all values. Rows whose
-/// value is NULL count in neither.
+/// summed for the rows where its guard holds, so that it cannot overflow, and the wide
+/// ones for the rows where it fails: the two parts add up to the sum of all values.
+/// Where the guard is NULL, a column is, and so is the value: it counts in neither.
 ///
 /// The guards choose rows by CASE, not by TRY, which would also make the 64-bit form
 /// NULL where it overflows: DuckDB's common-subexpression elimination moves a product
 /// that two TRY expressions share out of both, where it raises, but it leaves the
 /// branches of a CASE alone, as it must for their short-circuiting.
+///
+/// The second part tests the guard's negation written out, not `CASE WHEN guard THEN
+/// NULL ELSE wide END`. With the same guard in both CASEs, that elimination computed
+/// it once below them, before DuckDB's statistics could fold it: where the columns'
+/// ranges prove it true (every TPC-H sum), it was still a column each CASE tested for
+/// every row, and TPC-H 1 ran 20% slower than with the guard folded away.
 /// `clauses` follows each call (FILTER).
 pub fn sum_of_widened(narrow: &Narrow, wide: &str, clauses: &str) -> String {
     let Some(guard) = narrow.guard() else {
         return format!("sum({}){clauses}", narrow.sql);
     };
-    let fast = format!("sum(CASE WHEN {guard} THEN {} END){clauses}", narrow.sql);
-    let rest = format!("sum(CASE WHEN {guard} THEN NULL ELSE {wide} END){clauses}");
+    let fast = format!("sum(CASE WHEN {} THEN {} END){clauses}", guard.holds, narrow.sql);
+    let rest = format!("sum(CASE WHEN {} THEN {wide} END){clauses}", guard.fails);
     // NULL only when both are: no value was summed.
     format!("coalesce({fast} + {rest}, {fast}, {rest})")
 }

@@ -109,14 +109,15 @@ impl Narrow {
     /// A condition under which `sql` does not overflow (None: it never does): bounds of
     /// each column, one of them allowed as much as the limits leave when the others
     /// are at most 1000 (`magnitude::one_large`), else the bound in DOUBLE.
-    pub fn guard(&self) -> Option<String> {
+    pub fn guard(&self) -> Option<Guard> {
         if self.limits.is_empty() {
             return None;
         }
         // What the columns but one are allowed (`magnitude::one_large`).
         const SMALL: f64 = 1000.0;
         let most: Vec<f64> = self.columns.iter().map(|(_, m)| *m).collect();
-        let mut alternatives: Vec<String> = Vec::new();
+        // Each alternative as its conditions, each condition as (holds, fails).
+        let mut alternatives: Vec<Vec<(String, String)>> = Vec::new();
         for large in 0..self.columns.len() {
             let Some(allowed) = magnitude::one_large(&self.limits, &most, large, SMALL) else { continue };
             let mut conditions = Vec::new();
@@ -124,22 +125,51 @@ impl Narrow {
                 let bound = if j == large { allowed } else { SMALL.min(*most) };
                 if bound < *most {
                     let k = bound.floor();
-                    conditions.push(format!("{sql} BETWEEN -{k:.0} AND {k:.0}"));
+                    conditions.push((
+                        format!("{sql} BETWEEN -{k:.0} AND {k:.0}"),
+                        format!("{sql} < -{k:.0} OR {sql} > {k:.0}"),
+                    ));
                 }
             }
             if conditions.is_empty() {
                 return None; // the types alone keep it inside
             }
-            let alternative = format!("({})", conditions.join(" AND "));
-            if !alternatives.contains(&alternative) {
-                alternatives.push(alternative);
+            if !alternatives.contains(&conditions) {
+                alternatives.push(conditions);
             }
         }
         let magnitudes: Vec<String> = self.columns.iter().map(|(sql, _)| format!("abs(CAST({sql} AS DOUBLE))")).collect();
-        let exact: Vec<String> = self.limits.iter().map(|(m, limit)| format!("{} < {limit:e}", m.sql(&magnitudes))).collect();
-        alternatives.push(format!("({})", exact.join(" AND ")));
-        Some(format!("({})", alternatives.join(" OR ")))
+        alternatives.push(
+            self.limits
+                .iter()
+                .map(|(m, limit)| {
+                    let bound = m.sql(&magnitudes);
+                    (format!("{bound} < {limit:e}"), format!("{bound} >= {limit:e}"))
+                })
+                .collect(),
+        );
+        let holds = alternatives.iter().map(|conditions| {
+            let all: Vec<&str> = conditions.iter().map(|(holds, _)| holds.as_str()).collect();
+            format!("({})", all.join(" AND "))
+        });
+        let fails = alternatives.iter().map(|conditions| {
+            let any: Vec<&str> = conditions.iter().map(|(_, fails)| fails.as_str()).collect();
+            format!("({})", any.join(" OR "))
+        });
+        Some(Guard {
+            holds: format!("({})", holds.collect::<Vec<_>>().join(" OR ")),
+            fails: format!("({})", fails.collect::<Vec<_>>().join(" AND ")),
+        })
     }
+}
+
+/// When a 64-bit form cannot overflow, and its negation written out by De Morgan's
+/// laws, in SQL's three-valued logic: for any row, `fails` is NOT `holds`, so both are
+/// NULL together, only where a column is NULL (and with it the value).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Guard {
+    pub holds: String,
+    pub fails: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
