@@ -394,6 +394,11 @@ def test_text_ordering_under_the_builtin_code_point_collation_runs_in_duckdb(wor
     "sum(x * z) FILTER (WHERE id = 9), sum(x * z) FILTER (WHERE id = 4) FROM wide",
     "SELECT w.id % 2, sum(w.x * w.z)::text, sum(w.z * 2.5 * w.z)::text FROM wide w JOIN nation n ON n.n_nationkey = w.id "
     "GROUP BY 1 ORDER BY 1",
+    # integer constants bound the guards by their own values: up to the 64-bit limits,
+    # negative, zero, and past what a 64-bit product holds with the 18-digit columns
+    "SELECT sum(z * 1000)::text, sum(x * 3 - z * 2)::text, sum(z * 9223372036854775807)::text, "
+    "sum(z * -9223372036854775808)::text, sum(y * 0)::text, sum(x * 100000)::text, sum(z * 4611686018427387904)::text "
+    "FROM wide",
     "SELECT w.id, (sum(w.x * w.z) OVER ())::text, (sum(w.z * w.z) OVER (ORDER BY w.id))::text FROM wide w "
     "JOIN nation n ON n.n_nationkey = w.id ORDER BY 1",
     # near-cancelling 18-digit operands: the 64-bit form's bound is of magnitudes, so

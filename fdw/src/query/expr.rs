@@ -191,6 +191,10 @@ impl Translator {
             if sql.contains(crate::query::model::SLOT_OPEN) || sql.contains(crate::query::model::SLOT_CLOSE) {
                 return None;
             }
+            if let Some(value) = const_int(c.cast()) {
+                // Known exactly: a guard need not bound it as it bounds a column.
+                return Some(Typed { narrow: Some(Narrow::integer(&sql, value)), ..Typed::new(sql, Ty::of(oid)) });
+            }
             Some(Typed::new(sql, Ty::of(oid)).plain())
         }
     }

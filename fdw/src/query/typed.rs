@@ -84,6 +84,14 @@ impl Narrow {
         Narrow { sql: sql.to_owned(), columns: Vec::new(), magnitude: Magnitude::Constant(value), limits: Vec::new() }
     }
 
+    /// An integer constant.
+    pub fn integer(sql: &str, value: i64) -> Narrow {
+        let magnitude = value.unsigned_abs() as f64;
+        // Rounded to the nearest DOUBLE, which may be below it past 2^53: a bound must not be.
+        let bound = if magnitude > 2f64.powi(53) { magnitude.next_up() } else { magnitude };
+        Narrow::constant(sql, bound)
+    }
+
     /// `self op other`, a result of `scale` decimals that may pass 18 digits when
     /// `may_overflow`. Its limit is half the 64-bit range at that scale, which also
     /// holds each operand, so DuckDB's rescaling of an operand of `+`/`-` to that
