@@ -38,7 +38,8 @@ impl Stream {
             return buffer.pop();
         }
         let mut statement = self.statement.borrow_mut();
-        let Some((active, _)) = statement.as_ref() else { return Ok(None) };
+        let Some((active, lent)) = statement.as_ref() else { return Ok(None) };
+        lent.wake();
         match cancel::interruptible(interrupt, || active.step())? {
             Some(chunk) => Ok(Some(RecordBatch::from(&chunk))),
             None => {
@@ -52,7 +53,8 @@ impl Stream {
     /// release the connection.
     pub fn buffer_rest(&self, interrupt: &Arc<InterruptHandle>, directory: &Path) -> LakeResult<()> {
         let mut statement = self.statement.borrow_mut();
-        if let Some((active, _)) = statement.as_ref() {
+        if let Some((active, lent)) = statement.as_ref() {
+            lent.wake();
             let mut buffer = Buffer::new(Buffer::work_mem_limit());
             while let Some(chunk) = cancel::interruptible(interrupt, || active.step())? {
                 buffer.push(RecordBatch::from(&chunk), directory)?;

@@ -22,14 +22,19 @@
 //! to its allocator, and jemalloc then returns the thread's arena to the kernel. Lent
 //! once per scan, the thread left it once per query, and every query faulted its
 //! memory back in (TPC-H 19: 3,800 page faults per query against 700, and 5% of its
-//! time). Between tasks the thread sleeps, from 20 µs doubling up to 1 ms, and the
-//! end of a lending wakes it.
+//! time). Between tasks the thread sleeps, from 20 µs doubling up to 1 ms, or 20 ms
+//! once it found no task for 200 ms (a cursor left open); a scan wakes it each time it
+//! asks DuckDB for rows, and the end of a lending wakes it. The threads never leave
+//! that loop, so DuckDB never flushes their allocator caches: an idle backend keeps
+//! what its threads last held until its instance closes.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use duckdb::ffi;
 
@@ -45,6 +50,8 @@ struct Worker {
     /// A task state to execute until it is finished; closed to stop the thread.
     work: Option<Sender<TaskState>>,
     done: Receiver<()>,
+    /// Set to make the thread look for tasks at once (see `Lent::wake`).
+    woken: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -89,10 +96,12 @@ impl Pool {
         for _ in 0..self.size {
             let (work, tasks) = channel::<TaskState>();
             let (finished, done) = channel::<()>();
+            let woken = Arc::new(AtomicBool::new(false));
+            let wake = woken.clone();
             let spawned = std::thread::Builder::new().name("ducklake-duckdb".into()).spawn(move || {
                 while let Ok(state) = tasks.recv() {
                     // SAFETY: the state lives until this thread reports `done`.
-                    unsafe { execute_until_finished(state.0) };
+                    unsafe { execute_until_finished(state.0, &wake) };
                     if finished.send(()).is_err() {
                         break;
                     }
@@ -100,7 +109,7 @@ impl Pool {
             });
             // Threads the system refuses to start are simply not lent.
             if let Ok(thread) = spawned {
-                workers.push(Worker { work: Some(work), done, thread: Some(thread) });
+                workers.push(Worker { work: Some(work), done, woken, thread: Some(thread) });
             }
         }
     }
@@ -123,11 +132,27 @@ pub struct Lent {
     state: Option<ffi::duckdb_task_state>,
 }
 
+impl Lent {
+    /// Make the lent threads look for tasks at once: DuckDB is about to be asked for
+    /// more of a result, and may schedule work for it.
+    pub fn wake(&self) {
+        if let Some(pool) = &self.pool {
+            for worker in pool.workers.borrow().iter() {
+                worker.woken.store(true, Ordering::Release);
+                if let Some(thread) = &worker.thread {
+                    thread.thread().unpark();
+                }
+            }
+        }
+    }
+}
+
 impl Drop for Lent {
     fn drop(&mut self) {
         let (Some(pool), Some(state)) = (self.pool.take(), self.state.take()) else { return };
-        // SAFETY: stops the lent threads once their current task ends (and wakes those
-        // waiting for one); each reports back before the state is destroyed.
+        // SAFETY: marks the execution finished; each lent thread sees it once its
+        // current task ends (unparked if it naps) and reports back before the state
+        // is destroyed.
         unsafe { ffi::duckdb_finish_execution(state) };
         for thread in pool.workers.borrow().iter().filter_map(|worker| worker.thread.as_ref()) {
             thread.thread().unpark();
@@ -139,26 +164,33 @@ impl Drop for Lent {
 }
 
 /// Execute the tasks of `state`'s instance until `duckdb_finish_execution` is called on
-/// it, sleeping while there are none (see the module's comment). The current task, if
+/// it, napping while there are none (see the module's comment). The current task, if
 /// any, is finished first.
 ///
 /// # Safety
 /// `state` must stay valid until this returns.
-unsafe fn execute_until_finished(state: ffi::duckdb_task_state) {
+unsafe fn execute_until_finished(state: ffi::duckdb_task_state, woken: &AtomicBool) {
     const FIRST_NAP: Duration = Duration::from_micros(20);
     const LONGEST_NAP: Duration = Duration::from_millis(1);
+    const DROWSY_AFTER: Duration = Duration::from_millis(200);
+    const DROWSY_NAP: Duration = Duration::from_millis(20);
     let mut nap = FIRST_NAP;
+    let mut last_work = Instant::now();
     loop {
         // Returns at once when no task is queued, or when the execution is finished.
         let executed = unsafe { ffi::duckdb_execute_n_tasks_state(state, 64) };
         if unsafe { ffi::duckdb_task_state_is_finished(state) } {
             return;
         }
-        if executed > 0 {
+        if executed > 0 || woken.swap(false, Ordering::AcqRel) {
             nap = FIRST_NAP;
-        } else {
-            std::thread::park_timeout(nap);
-            nap = (nap * 2).min(LONGEST_NAP);
+            last_work = Instant::now();
+            if executed > 0 {
+                continue;
+            }
         }
+        std::thread::park_timeout(nap);
+        let longest = if last_work.elapsed() < DROWSY_AFTER { LONGEST_NAP } else { DROWSY_NAP };
+        nap = (nap * 2).min(longest);
     }
 }
