@@ -17,7 +17,8 @@ pub struct Typed {
     /// This value in DuckDB's 64-bit arithmetic, for numerics and integers built from
     /// columns and constants by casts, `+ - *` and negation alone. It differs from
     /// `sql` where that computes in 128 bits because the value could pass 18 digits.
-    /// Any other construct over this value leaves it unset.
+    /// Any other construct over this value leaves it unset, so it is NULL exactly
+    /// where one of its columns is (`numeric::sum_of_widened` relies on it).
     pub narrow: Option<Narrow>,
 }
 
@@ -88,7 +89,7 @@ impl Narrow {
     pub fn integer(sql: &str, value: i64) -> Narrow {
         let magnitude = value.unsigned_abs() as f64;
         // Rounded to the nearest DOUBLE, which may be below it past 2^53: a bound must not be.
-        let bound = if magnitude > 2f64.powi(53) { magnitude.next_up() } else { magnitude };
+        let bound = if value.unsigned_abs() > 1u64 << 53 { magnitude.next_up() } else { magnitude };
         Narrow::constant(sql, bound)
     }
 
