@@ -100,7 +100,7 @@ pub type LakeResult<T> = Result<T, LakeError>;
 
 impl From<duckdb::Error> for LakeError {
     fn from(e: duckdb::Error) -> Self {
-        let message = e.to_string();
+        let message = ducklake_formats::run_query::without_wrapper_context(e.to_string());
         if message.contains("INTERRUPT Error") || message.contains("Interrupted") {
             return LakeError::Canceled;
         }

@@ -9,6 +9,7 @@
 //! - `rowid`: DuckLake's 64-bit rowid packed into a Postgres tuple id
 //! - `calendar`: days and microseconds since an epoch as ISO dates and times
 //! - `decimal`: a DECIMAL's unscaled value as numeric text
+//! - `run_query`: running a query's text through a statement prepared without it
 //! - `schedule`: stream-table schedules ('500ms', '5s') and the backoff after failures
 
 pub mod calendar;
@@ -18,4 +19,5 @@ pub mod duck_sql;
 pub mod object_store;
 pub mod paths;
 pub mod rowid;
+pub mod run_query;
 pub mod schedule;

@@ -2,3 +2,4 @@
 //! identifier and literal that reaches a generated statement goes through one of these.
 
 pub use ducklake_formats::duck_sql::{ident, literal, qualified};
+

@@ -1,0 +1,44 @@
+//! Running a query's SQL text through a statement prepared without it.
+//!
+//! DuckDB binds a statement that reads a lake again each time it runs (a scan of data
+//! files is never cached), so a statement prepared and then run was bound twice. A
+//! query without parameters is run as [`RUN_QUERY_TEXT`] instead, its text passed as
+//! the parameter: nothing is bound before it runs, and DuckDB plans the text as if it
+//! had been sent itself.
+
+/// A statement running the single SELECT that is its one parameter.
+pub const RUN_QUERY_TEXT: &str = "SELECT * FROM query($1)";
+
+/// `message` without DuckDB's pointer into the statement that failed (`LINE 1: ...`
+/// and a caret below it) when that statement is [`RUN_QUERY_TEXT`], which shows nothing
+/// of the query.
+pub fn without_wrapper_context(message: String) -> String {
+    let context = format!("LINE 1: {RUN_QUERY_TEXT}");
+    match message.find(&context) {
+        Some(at) => message[..at].trim_end().to_owned(),
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wrappers_context_is_removed() {
+        let message = "Binder Error: Referenced column \"nope\" not found in FROM clause!\n\
+                       Candidate bindings: \"n_name\"\n\nLINE 1: SELECT * FROM query($1)\n                      ^";
+        assert_eq!(
+            without_wrapper_context(message.to_owned()),
+            "Binder Error: Referenced column \"nope\" not found in FROM clause!\nCandidate bindings: \"n_name\""
+        );
+    }
+
+    #[test]
+    fn other_messages_are_kept_whole() {
+        let own = "Binder Error: x\n\nLINE 1: SELECT nope FROM nation\n               ^";
+        assert_eq!(without_wrapper_context(own.to_owned()), own);
+        assert_eq!(without_wrapper_context("Invalid Input Error: boom".to_owned()), "Invalid Input Error: boom");
+        assert_eq!(without_wrapper_context(String::new()), "");
+    }
+}
