@@ -54,9 +54,11 @@ impl Stream {
     pub fn buffer_rest(&self, interrupt: &Arc<InterruptHandle>, directory: &Path) -> LakeResult<()> {
         let mut statement = self.statement.borrow_mut();
         if let Some((active, lent)) = statement.as_ref() {
-            lent.wake();
             let mut buffer = Buffer::new(Buffer::work_mem_limit());
-            while let Some(chunk) = cancel::interruptible(interrupt, || active.step())? {
+            while let Some(chunk) = cancel::interruptible(interrupt, || {
+                lent.wake();
+                active.step()
+            })? {
                 buffer.push(RecordBatch::from(&chunk), directory)?;
             }
             buffer.finish()?;

@@ -24,7 +24,9 @@
 //! memory back in (TPC-H 19: 3,800 page faults per query against 700, and 5% of its
 //! time). Between tasks the thread sleeps, from 20 µs doubling up to 1 ms, or 20 ms
 //! once it found no task for 200 ms (a cursor left open); a scan wakes it each time it
-//! asks DuckDB for rows, and the end of a lending wakes it. The threads never leave
+//! asks DuckDB for rows, and the end of a lending wakes it. A statement that is one
+//! DuckDB call (a write, a maintenance step) cannot wake it: after a single-threaded
+//! phase of 200 ms, its next parallel phase starts up to 20 ms late. The threads never leave
 //! that loop, so DuckDB never flushes their allocator caches: an idle backend keeps
 //! what its threads last held until its instance closes.
 
@@ -138,7 +140,7 @@ impl Lent {
     pub fn wake(&self) {
         if let Some(pool) = &self.pool {
             for worker in pool.workers.borrow().iter() {
-                worker.woken.store(true, Ordering::Release);
+                worker.woken.store(true, Ordering::Relaxed);
                 if let Some(thread) = &worker.thread {
                     thread.thread().unpark();
                 }
@@ -178,16 +180,21 @@ unsafe fn execute_until_finished(state: ffi::duckdb_task_state, woken: &AtomicBo
     let mut last_work = Instant::now();
     loop {
         // Returns at once when no task is queued, or when the execution is finished.
+        // A task that blocks (a streaming result's full buffer) is not counted as
+        // executed, so the time the call took tells work from an empty queue.
+        let called = Instant::now();
         let executed = unsafe { ffi::duckdb_execute_n_tasks_state(state, 64) };
         if unsafe { ffi::duckdb_task_state_is_finished(state) } {
             return;
         }
-        if executed > 0 || woken.swap(false, Ordering::AcqRel) {
+        if executed > 0 || called.elapsed() > Duration::from_micros(50) {
             nap = FIRST_NAP;
             last_work = Instant::now();
-            if executed > 0 {
-                continue;
-            }
+            continue;
+        }
+        if woken.swap(false, Ordering::Relaxed) {
+            nap = FIRST_NAP;
+            last_work = Instant::now();
         }
         std::thread::park_timeout(nap);
         let longest = if last_work.elapsed() < DROWSY_AFTER { LONGEST_NAP } else { DROWSY_NAP };
