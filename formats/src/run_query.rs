@@ -6,17 +6,20 @@
 //! the parameter: nothing is bound before it runs, and DuckDB plans the text as if it
 //! had been sent itself.
 
-/// A statement running the single SELECT that is its one parameter.
-pub const RUN_QUERY_TEXT: &str = "SELECT * FROM query($1)";
+/// A statement running the single SELECT that is its one parameter. DuckDB's own
+/// `query()`, qualified: the connection uses the lake's catalog, whose table macros
+/// come first, and one named `query` would otherwise receive the query's text.
+pub const RUN_QUERY_TEXT: &str = "SELECT * FROM system.main.query($1)";
 
 /// `message` without DuckDB's pointer into the statement that failed (`LINE 1: ...`
 /// and a caret below it) when that statement is [`RUN_QUERY_TEXT`], which shows nothing
-/// of the query.
+/// of the query. Only a pointer that ends the message is removed: a value the message
+/// quotes may hold the same text.
 pub fn without_wrapper_context(message: String) -> String {
-    let context = format!("LINE 1: {RUN_QUERY_TEXT}");
-    match message.find(&context) {
-        Some(at) => message[..at].trim_end().to_owned(),
-        None => message,
+    let context = format!("\n\nLINE 1: {RUN_QUERY_TEXT}\n");
+    match message.rfind(&context) {
+        Some(at) if message[at + context.len()..].chars().all(|c| c == ' ' || c == '^') => message[..at].to_owned(),
+        _ => message,
     }
 }
 
@@ -27,7 +30,7 @@ mod tests {
     #[test]
     fn the_wrappers_context_is_removed() {
         let message = "Binder Error: Referenced column \"nope\" not found in FROM clause!\n\
-                       Candidate bindings: \"n_name\"\n\nLINE 1: SELECT * FROM query($1)\n                      ^";
+                       Candidate bindings: \"n_name\"\n\nLINE 1: SELECT * FROM system.main.query($1)\n                      ^";
         assert_eq!(
             without_wrapper_context(message.to_owned()),
             "Binder Error: Referenced column \"nope\" not found in FROM clause!\nCandidate bindings: \"n_name\""
@@ -40,5 +43,8 @@ mod tests {
         assert_eq!(without_wrapper_context(own.to_owned()), own);
         assert_eq!(without_wrapper_context("Invalid Input Error: boom".to_owned()), "Invalid Input Error: boom");
         assert_eq!(without_wrapper_context(String::new()), "");
+        // the wrapper's text quoted inside the message, not the pointer that ends it
+        let quoted = format!("Conversion Error: Could not convert string 'x\n\nLINE 1: {RUN_QUERY_TEXT}\n' to INT32");
+        assert_eq!(without_wrapper_context(quoted.clone()), quoted);
     }
 }

@@ -85,8 +85,9 @@ impl Lake {
         let conn: &'static duckdb::Connection = unsafe { &*(conn as *const duckdb::Connection) };
         let (statement, lent) = cancel::interruptible(&self.instance.interrupt, || -> LakeResult<_> {
             let (mut statement, params) = prepare_for_one_run(conn, sql, params)?;
-            // Lent once binding (and DuckLake's catalog reads for it) is done, before
-            // the query runs: aggregates run to completion before the first batch.
+            // Lent before the query runs: aggregates run to completion before the first
+            // batch. DuckDB binds a lake scan as it runs (see `prepare_for_one_run`), so
+            // DuckLake's catalog reads for the binding run with the threads lent.
             let lent = self.instance.lend_threads();
             drop(statement.stream_arrow(duckdb::params_from_iter(params))?);
             Ok((statement, lent))

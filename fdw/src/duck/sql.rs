@@ -2,4 +2,3 @@
 //! identifier and literal that reaches a generated statement goes through one of these.
 
 pub use ducklake_formats::duck_sql::{ident, literal, qualified};
-
