@@ -893,6 +893,26 @@ def test_parameters_of_prepared_statements(session):
         assert session.rows(f"EXECUTE q({value})") == session.rows(f"EXECUTE h({value})")
 
 
+def test_parameters_of_several_types_and_nulls(session):
+    """Parameters reach DuckDB as session variables the query text reads (it is then
+    bound once, not twice): each type, NULL, one parameter read twice, a sub-select
+    reading one, and every execution with new values."""
+    query = ("SELECT count(*), sum(o.o_totalprice), max(o.o_orderdate) FROM {s}.orders o JOIN {s}.customer c "
+             "ON c.c_custkey = o.o_custkey WHERE c.c_mktsegment = $1 AND o.o_totalprice > $2 "
+             "AND o.o_orderdate < $3 AND (c.c_nationkey = $4 OR $4 IS NULL) "
+             "AND NOT EXISTS (SELECT 1 FROM {s}.lineitem l WHERE l.l_orderkey = o.o_orderkey AND l.l_quantity > $5)")
+    types = "(text, int, date, int, bigint)"  # numeric parameters are not pushed
+    session.conn.execute(f"PREPARE lq{types} AS {query.format(s='lake')}")
+    session.conn.execute(f"PREPARE hq{types} AS {query.format(s='heap')}")
+    session.conn.execute("SET plan_cache_mode = force_generic_plan")
+    plan = plan_of(session, "EXECUTE lq('BUILDING', 1000, '1995-01-01', 3, 49)")
+    assert "DuckLake Query" in plan and "$5" in plan, plan
+    for values in ["'BUILDING', 1000, '1995-01-01', 3, 49", "'AUTOMOBILE', 0, '1998-12-31', NULL, 45",
+                   "NULL, 0, '1998-12-31', 1, 40", "'MACHINERY', -2147483648, '1992-06-30', NULL, NULL",
+                   "'BUILDING', 1000, '1995-01-01', 3, 49"]:
+        assert session.rows(f"EXECUTE lq({values})") == session.rows(f"EXECUTE hq({values})"), values
+
+
 def test_time_travel_reads_every_table_at_the_snapshot(edge):
     tpch = edge
     s = tpch.session()

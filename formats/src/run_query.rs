@@ -4,12 +4,21 @@
 //! files is never cached), so a statement prepared and then run was bound twice. A
 //! query without parameters is run as [`RUN_QUERY_TEXT`] instead, its text passed as
 //! the parameter: nothing is bound before it runs, and DuckDB plans the text as if it
-//! had been sent itself.
+//! had been sent itself. Parameters become session variables the text reads
+//! ([`parameter_variable`]).
 
 /// A statement running the single SELECT that is its one parameter. DuckDB's own
 /// `query()`, qualified: the connection uses the lake's catalog, whose table macros
 /// come first, and one named `query` would otherwise receive the query's text.
 pub const RUN_QUERY_TEXT: &str = "SELECT * FROM system.main.query($1)";
+
+/// The DuckDB variable holding parameter `n` (from 1) of a query run this way: its
+/// text reads `getvariable(...)` of it where a prepared statement would read `$n`,
+/// and the value is set (by a prepared `SET VARIABLE`) just before it runs. DuckDB
+/// folds the variable into the plan as a constant when it binds the query.
+pub fn parameter_variable(n: usize) -> String {
+    format!("ducklake_parameter_{n}")
+}
 
 /// `message` without DuckDB's pointer into the statement that failed (`LINE 1: ...`
 /// and a caret below it) when that statement is [`RUN_QUERY_TEXT`], which shows nothing

@@ -13,7 +13,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use ducklake_formats::run_query::RUN_QUERY_TEXT;
+use ducklake_formats::run_query::{RUN_QUERY_TEXT, parameter_variable};
 use pgrx::pg_sys;
 
 use crate::catalog::column_cache::ColumnCache;
@@ -95,6 +95,22 @@ impl Lake {
         let stream = Rc::new(Stream::new(statement, lent));
         self.set_streaming(stream.clone());
         Ok(stream)
+    }
+
+    /// Set the variables a query run without placeholders reads its parameters from
+    /// (see `ducklake_formats::run_query`): `values[i]` is parameter i + 1.
+    pub fn set_parameters(&self, values: Vec<duckdb::types::Value>) -> LakeResult<()> {
+        if values.is_empty() {
+            return Ok(());
+        }
+        let conn = self.connection()?;
+        cancel::interruptible(&self.instance.interrupt, || -> LakeResult<()> {
+            for (i, value) in values.into_iter().enumerate() {
+                let variable = crate::duck::sql::ident(&parameter_variable(i + 1));
+                conn.prepare(&format!("SET VARIABLE {variable} = $1"))?.execute([value])?;
+            }
+            Ok(())
+        })
     }
 
     /// Record `stream` as the result now streaming on the connection.

@@ -8,7 +8,7 @@ use crate::catalog::cache::lake_for;
 use crate::error::{LakeError, LakeResult, OrRaise};
 use crate::options::TableOptions;
 use crate::pg_nodes::list_nodes;
-use crate::query::model::PushedQuery;
+use crate::query::model::{Parameters, PushedQuery};
 use crate::scan::cursor::{Cursor, OutputColumn};
 use crate::scan::exec::duck_value;
 use crate::scan::model::OutputSource;
@@ -86,7 +86,7 @@ unsafe extern "C-unwind" fn begin(node: *mut pg_sys::CustomScanState, _estate: *
             .collect();
         let explain_only = eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0;
         // What EXPLAIN shows; the query run is made again when it starts.
-        let sql = query.sql(None).or_raise();
+        let sql = query.sql(None, Parameters::Placeholders).or_raise();
         let cursor = if explain_only {
             None
         } else {
@@ -120,9 +120,15 @@ unsafe fn restart(run: &mut RunState, node: *mut pg_sys::CustomScanState) -> Lak
             values.push(duck_value(datum, isnull, *type_oid));
         }
         let cursor = run.cursor.as_mut().expect("a cursor outside EXPLAIN");
-        run.sql = run.query.sql(Some(cursor.lake()))?;
+        // The parameters as variables, not placeholders: DuckDB binds a prepared
+        // statement that reads a lake again when it runs, and this way the query is
+        // bound once (a rescan of a nested loop's inner side binds it every time).
+        // The previous run's result is released first, not read to its end.
+        cursor.close();
+        cursor.lake().set_parameters(values)?;
+        run.sql = run.query.sql(Some(cursor.lake()), Parameters::Variables)?;
         let server = cursor.lake().server_name.clone();
-        cursor.start(&run.sql, values).map_err(|e| missing_column(&run.query, &server, e))
+        cursor.start(&run.sql, Vec::new()).map_err(|e| missing_column(&run.query, &server, e))
     }
 }
 

@@ -206,7 +206,8 @@ impl Translator {
             }
             let duck_type = param_duck_type((*p).paramtype)?;
             self.params.push(p.cast());
-            typed(format!("CAST(${} AS {duck_type})", self.params.len()), Ty::of((*p).paramtype))
+            let slot = crate::query::model::PushedQuery::parameter_slot(self.params.len());
+            typed(format!("CAST({slot} AS {duck_type})"), Ty::of((*p).paramtype))
         }
     }
 

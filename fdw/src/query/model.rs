@@ -2,6 +2,7 @@
 //! slot, filled at execution (so time travel settings and foreign table options are
 //! read when the query runs, as for a single-table scan), plus what each output is.
 
+use ducklake_formats::run_query::parameter_variable;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::cache::Lake;
@@ -12,8 +13,9 @@ use crate::query::postgres_rows::{PostgresColumn, rows_source};
 use crate::scan::model::{Bound, table_reference};
 use crate::scan::snapshot::{at_clause, changes_source};
 
-/// Marks a table slot in `PushedQuery::sql`: the two bytes cannot occur in quoted
-/// identifiers or literals the translator writes (it refuses text containing them).
+/// Marks a slot in `PushedQuery::sql`, a table or a parameter: the two bytes cannot
+/// occur in quoted identifiers or literals the translator writes (it refuses text
+/// containing them).
 pub const SLOT_OPEN: char = '\u{1}';
 pub const SLOT_CLOSE: char = '\u{2}';
 
@@ -27,12 +29,13 @@ pub struct PushedOutput {
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct PushedQuery {
     pub server_oid: u32,
-    /// DuckDB SQL with `SLOT_OPEN <n> SLOT_CLOSE` where lake table `tables[n]` is read.
+    /// DuckDB SQL with `SLOT_OPEN <n> SLOT_CLOSE` where lake table `tables[n]` is read,
+    /// and `SLOT_OPEN $<n> SLOT_CLOSE` where parameter n (from 1) is.
     pub sql: String,
     /// The foreign tables read, by slot.
     pub tables: Vec<PushedTable>,
     pub outputs: Vec<PushedOutput>,
-    /// Number of parameters (`custom_exprs`), bound as `$1..$n`.
+    /// Number of parameters (`custom_exprs`).
     pub params: usize,
     /// For the lake part of a query that does not run whole in DuckDB: why not (see
     /// `refusal`).
@@ -54,24 +57,50 @@ pub struct PushedTable {
     pub postgres: Option<Vec<PostgresColumn>>,
 }
 
+/// How the SQL of a pushed query reads its parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parameters {
+    /// `$n`, bound to a prepared statement (and shown by EXPLAIN).
+    Placeholders,
+    /// DuckDB variables set before the query runs (see `ducklake_formats::run_query`).
+    Variables,
+}
+
 impl PushedQuery {
     pub fn slot(n: usize) -> String {
         format!("{SLOT_OPEN}{n}{SLOT_CLOSE}")
+    }
+
+    /// Where parameter `n` (from 1) is read.
+    pub fn parameter_slot(n: usize) -> String {
+        format!("{SLOT_OPEN}${n}{SLOT_CLOSE}")
     }
 
     /// The DuckDB query, each table read at the snapshot its options and the
     /// `ducklake.snapshot_id`/`ducklake.as_of` settings select, each change feed up to
     /// the lake's current snapshot at most. `lake` is absent for EXPLAIN without
     /// execution.
-    pub fn sql(&self, lake: Option<&Lake>) -> LakeResult<String> {
+    pub fn sql(&self, lake: Option<&Lake>, parameters: Parameters) -> LakeResult<String> {
         let mut out = String::with_capacity(self.sql.len() + 64 * self.tables.len());
         let mut rest = self.sql.as_str();
         while let Some(start) = rest.find(SLOT_OPEN) {
             out.push_str(&rest[..start]);
             let after = &rest[start + 1..];
-            let end = after.find(SLOT_CLOSE).expect("a closed table slot");
-            let n: usize = after[..end].parse().expect("a slot number");
-            out.push_str(&table_source(&self.tables[n], lake)?);
+            let end = after.find(SLOT_CLOSE).expect("a closed slot");
+            let slot = &after[..end];
+            match slot.strip_prefix('$') {
+                Some(n) => match parameters {
+                    Parameters::Placeholders => out.push_str(slot),
+                    Parameters::Variables => {
+                        let n: usize = n.parse().expect("a parameter number");
+                        out.push_str(&format!("getvariable({})", sql::literal(&parameter_variable(n))));
+                    }
+                },
+                None => {
+                    let n: usize = slot.parse().expect("a slot number");
+                    out.push_str(&table_source(&self.tables[n], lake)?);
+                }
+            }
             rest = &after[end + 1..];
         }
         out.push_str(rest);
