@@ -911,6 +911,33 @@ def test_parameters_of_several_types_and_nulls(session):
                    "NULL, 0, '1998-12-31', 1, 40", "'MACHINERY', -2147483648, '1992-06-30', NULL, NULL",
                    "'BUILDING', 1000, '1995-01-01', 3, 49"]:
         assert session.rows(f"EXECUTE lq({values})") == session.rows(f"EXECUTE hq({values})"), values
+    analyzed = "\n".join(r[0] for r in session.conn.execute(
+        "EXPLAIN (ANALYZE, VERBOSE) EXECUTE lq('BUILDING', 1000, '1995-01-01', 3, 49)").fetchall())
+    assert "$5" in analyzed and "getvariable" not in analyzed, analyzed
+
+
+def test_parameters_of_nested_pushed_queries(session):
+    """PL/pgSQL runs a pushed query for each row of another, both reading parameters
+    in the same places: the outer query's result is buffered when the inner one runs,
+    and each reads its own values."""
+    for schema in ("lake", "heap"):
+        session.conn.execute(f"""
+            CREATE OR REPLACE FUNCTION public.customers_of_region_{schema}(region int) RETURNS bigint
+            LANGUAGE plpgsql AS $$
+            DECLARE total bigint := 0; r record; c bigint;
+            BEGIN
+              FOR r IN SELECT n.n_nationkey AS k FROM {schema}.nation n JOIN {schema}.region g
+                       ON g.r_regionkey = n.n_regionkey WHERE n.n_regionkey = region ORDER BY 1 LOOP
+                SELECT count(*) INTO c FROM {schema}.customer cu JOIN {schema}.nation n2
+                  ON n2.n_nationkey = cu.c_nationkey WHERE cu.c_nationkey = r.k AND n2.n_regionkey = region;
+                total := total * 1000 + c;
+              END LOOP;
+              RETURN total;
+            END $$""")
+    session.conn.execute("SET plan_cache_mode = force_generic_plan")
+    for region in (0, 1, 4, 7):
+        assert (session.rows(f"SELECT public.customers_of_region_lake({region})")
+                == session.rows(f"SELECT public.customers_of_region_heap({region})")), region
 
 
 def test_time_travel_reads_every_table_at_the_snapshot(edge):

@@ -260,7 +260,7 @@ fn changes_as_json(
         fields.join(", "),
         crate::scan::snapshot::feed_between(&lake, &lake.instance.alias, schema, table, from_snapshot, to_snapshot)?,
     );
-    let stream = lake.stream(&query, Vec::new())?;
+    let stream = lake.stream(&query, crate::catalog::cache::Bindings::none())?;
     Ok(ChangeRows { lake, stream: Some(stream), batch: None, row: 0 })
 }
 

@@ -73,10 +73,10 @@ impl Lake {
         Ok(&self.instance.conn)
     }
 
-    /// Start `sql`, bound to `params`, as the result streaming on the connection; it
-    /// lends threads to DuckDB while it runs and is buffered when the connection is
-    /// next needed for something else.
-    pub fn stream(self: &Rc<Self>, sql: &str, params: Vec<duckdb::types::Value>) -> LakeResult<Rc<Stream>> {
+    /// Start `sql`, its parameters bound as `bindings` says, as the result streaming
+    /// on the connection; it lends threads to DuckDB while it runs and is buffered
+    /// when the connection is next needed for something else.
+    pub fn stream(self: &Rc<Self>, sql: &str, bindings: Bindings) -> LakeResult<Rc<Stream>> {
         let conn = self.connection()?;
         // SAFETY: the connection lives inside this Lake (an Rc whose contents never
         // move); the statement lives in a Stream that is dropped before the Lake: by
@@ -84,7 +84,15 @@ impl Lake {
         // the Lake itself (its `streaming` field is declared before its instance).
         let conn: &'static duckdb::Connection = unsafe { &*(conn as *const duckdb::Connection) };
         let (statement, lent) = cancel::interruptible(&self.instance.interrupt, || -> LakeResult<_> {
-            let (mut statement, params) = prepare_for_one_run(conn, sql, params)?;
+            let (mut statement, params) = match bindings {
+                Bindings::Placeholders(params) => prepare_for_one_run(conn, sql, params)?,
+                Bindings::Variables(values) => {
+                    // Set right before the query is bound, which reads them: nothing
+                    // else runs on the connection in between.
+                    set_variables(conn, values)?;
+                    prepare_for_one_run(conn, sql, Vec::new())?
+                }
+            };
             // Lent before the query runs: aggregates run to completion before the first
             // batch. DuckDB binds a lake scan as it runs (see `prepare_for_one_run`), so
             // DuckLake's catalog reads for the binding run with the threads lent.
@@ -95,22 +103,6 @@ impl Lake {
         let stream = Rc::new(Stream::new(statement, lent));
         self.set_streaming(stream.clone());
         Ok(stream)
-    }
-
-    /// Set the variables a query run without placeholders reads its parameters from
-    /// (see `ducklake_formats::run_query`): `values[i]` is parameter i + 1.
-    pub fn set_parameters(&self, values: Vec<duckdb::types::Value>) -> LakeResult<()> {
-        if values.is_empty() {
-            return Ok(());
-        }
-        let conn = self.connection()?;
-        cancel::interruptible(&self.instance.interrupt, || -> LakeResult<()> {
-            for (i, value) in values.into_iter().enumerate() {
-                let variable = crate::duck::sql::ident(&parameter_variable(i + 1));
-                conn.prepare(&format!("SET VARIABLE {variable} = $1"))?.execute([value])?;
-            }
-            Ok(())
-        })
     }
 
     /// Record `stream` as the result now streaming on the connection.
@@ -391,4 +383,29 @@ fn prepare_for_one_run(
         return Ok((statement, vec![duckdb::types::Value::Text(sql.to_owned())]));
     }
     Ok((conn.prepare(sql)?, params))
+}
+
+/// The parameter values of a query, and how its SQL reads them.
+pub enum Bindings {
+    /// As `$1..$n` of a prepared statement.
+    Placeholders(Vec<duckdb::types::Value>),
+    /// As DuckDB variables (`ducklake_formats::run_query::parameter_variable`), set
+    /// just before the query is bound: `values[i]` is parameter i + 1.
+    Variables(Vec<duckdb::types::Value>),
+}
+
+impl Bindings {
+    pub fn none() -> Bindings {
+        Bindings::Placeholders(Vec::new())
+    }
+}
+
+/// Set the variables of `values` (see `Bindings::Variables`), each by a prepared
+/// `SET VARIABLE`, which reads no lake.
+fn set_variables(conn: &duckdb::Connection, values: Vec<duckdb::types::Value>) -> LakeResult<()> {
+    for (i, value) in values.into_iter().enumerate() {
+        let variable = sql::ident(&parameter_variable(i + 1));
+        conn.prepare(&format!("SET VARIABLE {variable} = $1"))?.execute([value])?;
+    }
+    Ok(())
 }

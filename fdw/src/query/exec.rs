@@ -4,7 +4,7 @@
 use pgrx::prelude::*;
 use pgrx::{PgMemoryContexts, pg_sys};
 
-use crate::catalog::cache::lake_for;
+use crate::catalog::cache::{Bindings, lake_for};
 use crate::error::{LakeError, LakeResult, OrRaise};
 use crate::options::TableOptions;
 use crate::pg_nodes::list_nodes;
@@ -120,15 +120,21 @@ unsafe fn restart(run: &mut RunState, node: *mut pg_sys::CustomScanState) -> Lak
             values.push(duck_value(datum, isnull, *type_oid));
         }
         let cursor = run.cursor.as_mut().expect("a cursor outside EXPLAIN");
+        if values.len() != run.query.params {
+            return Err(LakeError::DuckDb(format!(
+                "a pushed query of {} parameters was given {}",
+                run.query.params,
+                values.len()
+            )));
+        }
         // The parameters as variables, not placeholders: DuckDB binds a prepared
         // statement that reads a lake again when it runs, and this way the query is
-        // bound once (a rescan of a nested loop's inner side binds it every time).
-        // The previous run's result is released first, not read to its end.
-        cursor.close();
-        cursor.lake().set_parameters(values)?;
-        run.sql = run.query.sql(Some(cursor.lake()), Parameters::Variables)?;
+        // bound once (see `ducklake_formats::run_query`). EXPLAIN ANALYZE shows the
+        // query with its placeholders.
+        let sql = run.query.sql(Some(cursor.lake()), Parameters::Variables)?;
+        run.sql = run.query.sql(Some(cursor.lake()), Parameters::Placeholders)?;
         let server = cursor.lake().server_name.clone();
-        cursor.start(&run.sql, Vec::new()).map_err(|e| missing_column(&run.query, &server, e))
+        cursor.start(&sql, Bindings::Variables(values)).map_err(|e| missing_column(&run.query, &server, e))
     }
 }
 

@@ -7,15 +7,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::cache::Lake;
 use crate::duck::sql;
-use crate::error::LakeResult;
+use crate::error::{LakeError, LakeResult};
 use crate::options::TableOptions;
 use crate::query::postgres_rows::{PostgresColumn, rows_source};
 use crate::scan::model::{Bound, table_reference};
 use crate::scan::snapshot::{at_clause, changes_source};
 
 /// Marks a slot in `PushedQuery::sql`, a table or a parameter: the two bytes cannot
-/// occur in quoted identifiers or literals the translator writes (it refuses text
-/// containing them).
+/// occur in the literals and lake column names the translator writes (it refuses
+/// those containing them); its other identifiers are its own.
 pub const SLOT_OPEN: char = '\u{1}';
 pub const SLOT_CLOSE: char = '\u{2}';
 
@@ -86,19 +86,21 @@ impl PushedQuery {
         while let Some(start) = rest.find(SLOT_OPEN) {
             out.push_str(&rest[..start]);
             let after = &rest[start + 1..];
-            let end = after.find(SLOT_CLOSE).expect("a closed slot");
+            let end = after.find(SLOT_CLOSE).ok_or_else(|| bad_slot(after))?;
             let slot = &after[..end];
             match slot.strip_prefix('$') {
-                Some(n) => match parameters {
-                    Parameters::Placeholders => out.push_str(slot),
-                    Parameters::Variables => {
-                        let n: usize = n.parse().expect("a parameter number");
-                        out.push_str(&format!("getvariable({})", sql::literal(&parameter_variable(n))));
+                Some(n) => {
+                    let n = n.parse::<usize>().ok().filter(|n| (1..=self.params).contains(n)).ok_or_else(|| bad_slot(slot))?;
+                    match parameters {
+                        Parameters::Placeholders => out.push_str(slot),
+                        Parameters::Variables => {
+                            out.push_str(&format!("getvariable({})", sql::literal(&parameter_variable(n))))
+                        }
                     }
-                },
+                }
                 None => {
-                    let n: usize = slot.parse().expect("a slot number");
-                    out.push_str(&table_source(&self.tables[n], lake)?);
+                    let table = slot.parse::<usize>().ok().and_then(|n| self.tables.get(n)).ok_or_else(|| bad_slot(slot))?;
+                    out.push_str(&table_source(table, lake)?);
                 }
             }
             rest = &after[end + 1..];
@@ -106,6 +108,11 @@ impl PushedQuery {
         out.push_str(rest);
         Ok(out)
     }
+}
+
+/// A slot the translator did not write: its SQL would read something else.
+fn bad_slot(text: &str) -> LakeError {
+    LakeError::DuckDb(format!("a pushed query has a malformed slot near {:?}", text.chars().take(20).collect::<String>()))
 }
 
 fn table_source(pushed: &PushedTable, lake: Option<&Lake>) -> LakeResult<String> {

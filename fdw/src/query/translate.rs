@@ -21,7 +21,7 @@ use crate::pg_nodes::{const_int, list_nodes};
 use crate::query::numeric::Binding;
 use crate::query::postgres_rows::{self, PostgresColumn};
 use crate::query::typed::{Ty, Typed, groupable};
-use crate::query::model::{PushedQuery, PushedTable};
+use crate::query::model::{PushedQuery, PushedTable, SLOT_CLOSE, SLOT_OPEN};
 use crate::scan::model::Bound;
 use crate::scan::plan::{constant_bound, snapshot_bounds};
 use crate::scan::collation::{collation_is_deterministic, collation_sorts_bytewise};
@@ -634,6 +634,11 @@ impl Translator {
                     let relid = *relid;
                     let name = std::ffi::CStr::from_ptr(pg_sys::get_attname(relid, attno, false)).to_string_lossy().into_owned();
                     let lake_name = lake_column_name(relid, attno, &name);
+                    // The plan's SQL marks its slots with these two bytes: a column named
+                    // with them would splice a table's SQL into its own.
+                    if lake_name.contains([SLOT_OPEN, SLOT_CLOSE]) {
+                        return None;
+                    }
                     let ty = Ty::column((*var).vartype, (*var).vartypmod)?;
                     let column = format!("{}.{}", sql::ident(alias), sql::ident(&lake_name));
                     let expr = comparable_expression_of(&column, (*var).vartype, (*var).vartypmod)?;

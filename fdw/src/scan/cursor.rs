@@ -7,7 +7,7 @@ use arrow::datatypes::Int64Type;
 use pgrx::fcinfo::direct_function_call_as_datum;
 use pgrx::pg_sys;
 
-use crate::catalog::cache::Lake;
+use crate::catalog::cache::{Bindings, Lake};
 use crate::duck::stream::Stream;
 use crate::error::{LakeError, LakeResult};
 use crate::scan::model::OutputSource;
@@ -43,10 +43,10 @@ impl Cursor {
         &self.lake
     }
 
-    /// (Re)start with `sql` bound to `params`.
-    pub fn start(&mut self, sql: &str, params: Vec<duckdb::types::Value>) -> LakeResult<()> {
+    /// (Re)start with `sql`, its parameters bound as `bindings` says.
+    pub fn start(&mut self, sql: &str, bindings: Bindings) -> LakeResult<()> {
         self.close();
-        let stream = self.lake.stream(sql, params).map_err(|e| self.explain_error(e))?;
+        let stream = self.lake.stream(sql, bindings).map_err(|e| self.explain_error(e))?;
         self.stream = Some(stream);
         Ok(())
     }

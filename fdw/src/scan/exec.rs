@@ -3,7 +3,7 @@
 use pgrx::prelude::*;
 use pgrx::{FromDatum, PgMemoryContexts, pg_sys};
 
-use crate::catalog::cache::lake_for;
+use crate::catalog::cache::{Bindings, lake_for};
 use crate::error::{LakeResult, OrRaise};
 use crate::options::TableOptions;
 use crate::scan::cursor::{Cursor, OutputColumn};
@@ -94,7 +94,7 @@ unsafe fn restart(state: &mut ScanState, node: *mut pg_sys::ForeignScanState) ->
         }
         let cursor = state.cursor.as_mut().expect("a cursor outside EXPLAIN");
         state.sql = state.plan.sql(&from_clause(&state.plan, &range_params, Some(cursor.lake()))?);
-        cursor.start(&state.sql, sql_params)
+        cursor.start(&state.sql, Bindings::Placeholders(sql_params))
     }
 }
 
