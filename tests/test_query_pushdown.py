@@ -1047,3 +1047,15 @@ def test_insert_select_of_lake_tables_runs_in_duckdb(tpch, session, pg):
         readable = query.replace("JOIN lake.customer c ON c.c_nationkey = n.n_nationkey ", "")
         conn.execute("INSERT INTO counts " + readable)
         assert conn.execute("SELECT count(*), sum(n) FROM counts").fetchone() == (25, 25)
+
+
+def test_a_lake_column_named_with_the_slot_bytes_is_not_spliced(tpch):
+    """The plan's SQL marks table slots with bytes 1 and 2: a lake column named with
+    them (a slot of another table, in quotes) is read by a plain scan, and reads its
+    own values."""
+    tpch.ref.execute('CREATE TABLE analytics.main.weird AS SELECT 7 AS "a\x010\x02b", 1 AS id')
+    tpch.conn.execute("CREATE FOREIGN TABLE lake.weird (v int OPTIONS (column_name E'a\\x010\\x02b'), id int) "
+                      "SERVER lake OPTIONS (table 'weird')")
+    query = "SELECT w.v, n.n_name FROM lake.weird w JOIN lake.nation n ON n.n_nationkey = w.id"
+    assert "DuckLake Query" not in plan_of(tpch.session(), query)
+    assert tpch.rows(query) == [(7, "ARGENTINA")]
