@@ -8,7 +8,7 @@ use crate::catalog::cache::{Bindings, lake_for};
 use crate::error::{LakeError, LakeResult, OrRaise};
 use crate::options::TableOptions;
 use crate::pg_nodes::list_nodes;
-use crate::query::model::{Parameters, PushedQuery};
+use crate::query::model::PushedQuery;
 use crate::scan::cursor::{Cursor, OutputColumn};
 use crate::scan::exec::duck_value;
 use crate::scan::model::OutputSource;
@@ -86,7 +86,7 @@ unsafe extern "C-unwind" fn begin(node: *mut pg_sys::CustomScanState, _estate: *
             .collect();
         let explain_only = eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 != 0;
         // What EXPLAIN shows; the query run is made again when it starts.
-        let sql = query.sql(None, Parameters::Placeholders).or_raise();
+        let sql = query.render(None).or_raise().shown;
         let cursor = if explain_only {
             None
         } else {
@@ -131,10 +131,10 @@ unsafe fn restart(run: &mut RunState, node: *mut pg_sys::CustomScanState) -> Lak
         // statement that reads a lake again when it runs, and this way the query is
         // bound once (see `ducklake_formats::run_query`). EXPLAIN ANALYZE shows the
         // query with its placeholders.
-        let sql = run.query.sql(Some(cursor.lake()), Parameters::Variables)?;
-        run.sql = run.query.sql(Some(cursor.lake()), Parameters::Placeholders)?;
+        let rendered = run.query.render(Some(cursor.lake()))?;
+        run.sql = rendered.shown;
         let server = cursor.lake().server_name.clone();
-        cursor.start(&sql, Bindings::Variables(values)).map_err(|e| missing_column(&run.query, &server, e))
+        cursor.start(&rendered.run, Bindings::Variables(values)).map_err(|e| missing_column(&run.query, &server, e))
     }
 }
 

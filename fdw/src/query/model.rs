@@ -57,13 +57,12 @@ pub struct PushedTable {
     pub postgres: Option<Vec<PostgresColumn>>,
 }
 
-/// How the SQL of a pushed query reads its parameters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Parameters {
-    /// `$n`, bound to a prepared statement (and shown by EXPLAIN).
-    Placeholders,
-    /// DuckDB variables set before the query runs (see `ducklake_formats::run_query`).
-    Variables,
+/// The pushed query's SQL with its slots filled: as it runs, reading its parameters
+/// from DuckDB variables (see `ducklake_formats::run_query`), and as EXPLAIN shows it,
+/// with `$n` in their place.
+pub struct Rendered {
+    pub run: String,
+    pub shown: String,
 }
 
 impl PushedQuery {
@@ -79,34 +78,36 @@ impl PushedQuery {
     /// The DuckDB query, each table read at the snapshot its options and the
     /// `ducklake.snapshot_id`/`ducklake.as_of` settings select, each change feed up to
     /// the lake's current snapshot at most. `lake` is absent for EXPLAIN without
-    /// execution.
-    pub fn sql(&self, lake: Option<&Lake>, parameters: Parameters) -> LakeResult<String> {
-        let mut out = String::with_capacity(self.sql.len() + 64 * self.tables.len());
+    /// execution. Each table's SQL is made once for both forms: a small Postgres
+    /// table's is its rows, read by a query.
+    pub fn render(&self, lake: Option<&Lake>) -> LakeResult<Rendered> {
+        let capacity = self.sql.len() + 64 * self.tables.len();
+        let (mut run, mut shown) = (String::with_capacity(capacity), String::with_capacity(capacity));
         let mut rest = self.sql.as_str();
         while let Some(start) = rest.find(SLOT_OPEN) {
-            out.push_str(&rest[..start]);
+            run.push_str(&rest[..start]);
+            shown.push_str(&rest[..start]);
             let after = &rest[start + 1..];
             let end = after.find(SLOT_CLOSE).ok_or_else(|| bad_slot(after))?;
             let slot = &after[..end];
             match slot.strip_prefix('$') {
                 Some(n) => {
                     let n = n.parse::<usize>().ok().filter(|n| (1..=self.params).contains(n)).ok_or_else(|| bad_slot(slot))?;
-                    match parameters {
-                        Parameters::Placeholders => out.push_str(slot),
-                        Parameters::Variables => {
-                            out.push_str(&format!("getvariable({})", sql::literal(&parameter_variable(n))))
-                        }
-                    }
+                    run.push_str(&format!("getvariable({})", sql::literal(&parameter_variable(n))));
+                    shown.push_str(slot);
                 }
                 None => {
                     let table = slot.parse::<usize>().ok().and_then(|n| self.tables.get(n)).ok_or_else(|| bad_slot(slot))?;
-                    out.push_str(&table_source(table, lake)?);
+                    let source = table_source(table, lake)?;
+                    run.push_str(&source);
+                    shown.push_str(&source);
                 }
             }
             rest = &after[end + 1..];
         }
-        out.push_str(rest);
-        Ok(out)
+        run.push_str(rest);
+        shown.push_str(rest);
+        Ok(Rendered { run, shown })
     }
 }
 
