@@ -26,9 +26,9 @@
 //! once it found no task for 200 ms (a cursor left open); a scan wakes it each time it
 //! asks DuckDB for rows, and the end of a lending wakes it. A statement that is one
 //! DuckDB call (a write, a maintenance step) cannot wake it: after a single-threaded
-//! phase of 200 ms, its next parallel phase starts up to 20 ms late. The threads never leave
-//! that loop, so DuckDB never flushes their allocator caches: an idle backend keeps
-//! what its threads last held until its instance closes.
+//! phase of 200 ms, its next parallel phase starts up to 20 ms late. The threads never
+//! leave that loop, so DuckDB never flushes their allocator caches: an idle backend
+//! keeps what its threads last held until its instance closes.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -151,14 +151,13 @@ impl Lent {
 
 impl Drop for Lent {
     fn drop(&mut self) {
-        let (Some(pool), Some(state)) = (self.pool.take(), self.state.take()) else { return };
+        let Some(state) = self.state else { return };
         // SAFETY: marks the execution finished; each lent thread sees it once its
-        // current task ends (unparked if it naps) and reports back before the state
-        // is destroyed.
+        // current task ends (woken if it naps) and reports back before the state is
+        // destroyed.
         unsafe { ffi::duckdb_finish_execution(state) };
-        for thread in pool.workers.borrow().iter().filter_map(|worker| worker.thread.as_ref()) {
-            thread.thread().unpark();
-        }
+        self.wake();
+        let Some(pool) = self.pool.take() else { return };
         pool.workers.borrow_mut().retain(|worker| worker.done.recv().is_ok());
         unsafe { ffi::duckdb_destroy_task_state(state) };
         pool.lent.set(false);
@@ -187,14 +186,13 @@ unsafe fn execute_until_finished(state: ffi::duckdb_task_state, woken: &AtomicBo
         if unsafe { ffi::duckdb_task_state_is_finished(state) } {
             return;
         }
-        if executed > 0 || called.elapsed() > Duration::from_micros(50) {
+        let worked = executed > 0 || called.elapsed() > Duration::from_micros(50);
+        if worked || woken.swap(false, Ordering::Relaxed) {
             nap = FIRST_NAP;
             last_work = Instant::now();
-            continue;
         }
-        if woken.swap(false, Ordering::Relaxed) {
-            nap = FIRST_NAP;
-            last_work = Instant::now();
+        if worked {
+            continue;
         }
         std::thread::park_timeout(nap);
         let longest = if last_work.elapsed() < DROWSY_AFTER { LONGEST_NAP } else { DROWSY_NAP };
