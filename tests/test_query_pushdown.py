@@ -967,6 +967,13 @@ def test_permissions_are_checked_for_every_table(tpch, pg):
         query = "SELECT count(*) FROM lake.nation n JOIN lake.region r ON r.r_regionkey = n.n_regionkey"
         assert conn.execute(query).fetchall() == [(25,)]
         assert "DuckLake Query" in "\n".join(r[0] for r in conn.execute("EXPLAIN " + query).fetchall())
+        # with parameters (read from DuckDB variables of the role's own instance)
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute(f"PREPARE per_region(int, text) AS {query} WHERE r.r_regionkey = $1 OR r.r_name = $2")
+        assert "DuckLake Query" in "\n".join(
+            r[0] for r in conn.execute("EXPLAIN EXECUTE per_region(1, NULL)").fetchall())
+        for values, count in [("1, NULL", 5), ("NULL, 'ASIA'", 5), ("0, 'ASIA'", 10), ("7, 'NONE'", 0)]:
+            assert conn.execute(f"EXECUTE per_region({values})").fetchall() == [(count,)], values
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="supplier"):
             conn.execute("SELECT count(*) FROM lake.nation n JOIN lake.supplier s ON s.s_nationkey = n.n_nationkey")
     # A mixed query's lake part runs in DuckDB for the role too, and its tables stay checked.
