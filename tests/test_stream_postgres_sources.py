@@ -60,6 +60,17 @@ AS_IT_WAS = {
                   "JOIN public.regions r ON r.name = t.region",
     "pg_nested_aggregate": "SELECT t.tiers, count(*) AS regions FROM (SELECT c.region, sum(c.tier) AS tiers "
                            "FROM public.customers c GROUP BY c.region) t GROUP BY t.tiers",
+    # a join of a Postgres table and a lake table on the nullable side, read whole
+    "pg_left_of_join": "SELECT r.name, r.zone, c.id, o.amount FROM public.regions r LEFT JOIN "
+                       "(public.customers c JOIN lake.orders o ON o.customer = c.id AND o.status = 'open') "
+                       "ON c.region = r.name",
+    # the lake table first: its term reads the Postgres table as it was (a replay of
+    # the columns the query reads, not its `note`)
+    "pg_left_of_join_lake_first": "SELECT r.name, c.id, c.tier, o.amount FROM public.regions r LEFT JOIN "
+                                  "(lake.orders o JOIN public.customers c ON c.id = o.customer) ON c.region = r.name",
+    "pg_full_of_aggregate": "SELECT c.id, c.tier, s.customer, s.total FROM public.customers c FULL JOIN "
+                            "(SELECT customer, sum(amount) AS total FROM lake.orders GROUP BY customer) s "
+                            "ON s.customer = c.id",
 }
 
 REGIONS = ["north", "south", "east", None]
@@ -155,6 +166,22 @@ def test_postgres_tables_read_as_they_were_keep_exact(lake, seed):
     drive_randomly(lake, random.Random(seed), AS_IT_WAS, create, mutate, check)
     for name in AS_IT_WAS:
         assert conn.execute("SELECT count(*) FROM pgtrickle.verify_stream_table(%s)", (name,)).fetchone()[0] == 0, name
+
+
+def test_a_column_added_to_a_table_inside_a_nullable_join(lake):
+    """The join on the nullable side reads the columns the query reads: one added to a
+    table of it later is none of them, and the tables changed together after it refresh."""
+    setup_tables(lake)
+    conn = lake.conn
+    query = AS_IT_WAS["pg_left_of_join_lake_first"]
+    create(conn, "added", query)
+    conn.execute("ALTER TABLE public.customers ADD COLUMN extra int DEFAULT 7")
+    with conn.transaction():
+        conn.execute("UPDATE public.customers SET tier = tier + 1, region = 'east' WHERE id < 5")
+        conn.execute("INSERT INTO lake.orders VALUES (900, 2, 3.50, 'open'), (901, 13, 1.25, 'paid')")
+    conn.execute("SELECT pgtrickle.refresh('added')")
+    check(conn, "added", query)
+    assert conn.execute("SELECT count(*) FROM pgtrickle.verify_stream_table('added')").fetchone()[0] == 0
 
 
 def test_a_replayed_table_keeps_each_value_as_it_was(lake):
@@ -507,3 +534,4 @@ def test_replayed_tables_with_not_null_domains_and_padded_text(lake):
     assert conn.execute(f"SELECT count(*) FROM {truncations}").fetchone() == (0,)
     conn.execute("SELECT pgtrickle.drop_stream_table('labelled')")
     assert conn.execute(f"SELECT to_regclass('{truncations}')").fetchone() == (None,)
+

@@ -39,8 +39,8 @@ def error_of(conn, sql, params=None):
 
 
 @pytest.mark.parametrize("query, construct", [
-    ("SELECT e.event_type FROM lake.events e FULL JOIN (lake.events f JOIN lake.events g USING (event_id)) "
-     "USING (event_id)", "a FULL JOIN whose nullable side is not one table"),
+    ("SELECT e.event_type, s.n FROM lake.events e LEFT JOIN LATERAL (SELECT count(*) AS n FROM lake.events f "
+     "WHERE f.value = e.value) s ON true", "a LATERAL item on the nullable side of a LEFT JOIN"),
     ("SELECT e.event_type FROM lake.events e JOIN pg_class c ON c.relname = e.event_type",
      "reading pg_catalog.pg_class (neither a DuckLake foreign table nor a user's Postgres table)"),
     ("SELECT count(*) FROM lake.events e, lake.events f GROUP BY e.value + f.value",

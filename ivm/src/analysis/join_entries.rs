@@ -113,7 +113,7 @@ unsafe fn rebuild(query: *mut pg_sys::Query, node: *mut pg_sys::Node) -> i32 {
 }
 
 /// The names and Vars of the columns of range-table entry `index`.
-unsafe fn columns(query: *mut pg_sys::Query, index: i32) -> (*mut pg_sys::List, *mut pg_sys::List) {
+pub unsafe fn columns(query: *mut pg_sys::Query, index: i32) -> (*mut pg_sys::List, *mut pg_sys::List) {
     unsafe {
         let rte = rt_fetch(query, index);
         let mut names: *mut pg_sys::List = std::ptr::null_mut();

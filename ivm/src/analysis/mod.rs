@@ -3,6 +3,8 @@
 pub mod aggregates;
 pub mod ctes;
 pub mod join_entries;
+pub mod manip;
+pub mod nullable_joins;
 pub mod nullable_subselects;
 pub mod outer_joins;
 pub mod parse;

@@ -14,10 +14,10 @@
 //! JOIN the rows of T failing p would come out padded, so the sub-select must not filter.
 
 use super::join_entries;
+use super::manip::{change_var_nodes, increment_var_sublevels_up, replace_vars};
 use super::tree::{joins_of, nullable_sides_of, rt_fetch};
 use crate::error::IvmResult;
 use pgrx::{PgList, pg_sys};
-use std::ffi::c_int;
 
 /// Merge every such sub-select of `query`, at any depth, into its join.
 pub unsafe fn merge_nullable_subselects(query: *mut pg_sys::Query) -> IvmResult<()> {
@@ -132,57 +132,5 @@ unsafe fn merge(query: *mut pg_sys::Query, join: i32, index: i32) {
             let condition = [(*join).quals, filter].into_iter().filter(|c| !c.is_null()).collect();
             (*join).quals = super::sublinks::and(condition);
         }
-    }
-}
-
-/// `query` with each Var of entry `index` replaced by its output in `targets`.
-unsafe fn replace_vars(query: *mut pg_sys::Query, index: i32, rte: *mut pg_sys::RangeTblEntry, targets: *mut pg_sys::List) -> *mut pg_sys::Query {
-    let mut sublinks = false;
-    // SAFETY: Postgres' function over a valid tree; its errors (none expected: every
-    // Var has an output) become Rust panics at the guarded boundary.
-    unsafe {
-        pg_sys::ffi::pg_guard_ffi_boundary(|| {
-            #[cfg(not(feature = "pg18"))]
-            let replaced = rewrite::ReplaceVarsFromTargetList(query.cast(), index, 0, rte, targets, REPLACEVARS_REPORT_ERROR, 0, &mut sublinks);
-            #[cfg(feature = "pg18")]
-            let replaced = rewrite::ReplaceVarsFromTargetList(query.cast(), index, 0, rte, targets, 0, REPLACEVARS_REPORT_ERROR, 0, &mut sublinks);
-            replaced as *mut pg_sys::Query
-        })
-    }
-}
-
-/// Renumber the Vars of entry `old` of the level of `node` to entry `new`.
-unsafe fn change_var_nodes(node: *mut pg_sys::Node, old: i32, new: i32) {
-    unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| rewrite::ChangeVarNodes(node, old, new, 0)) }
-}
-
-/// Move the Vars of `node` reaching `min` levels up or further by `delta` levels.
-unsafe fn increment_var_sublevels_up(node: *mut pg_sys::Node, delta: i32, min: i32) {
-    unsafe { pg_sys::ffi::pg_guard_ffi_boundary(|| rewrite::IncrementVarSublevelsUp(node, delta, min)) }
-}
-
-/// `ReplaceVarsNoMatchOption`: raise an error for a Var without an output.
-const REPLACEVARS_REPORT_ERROR: c_int = 0;
-
-/// Postgres' rewriteManip.h, which pgrx does not bind.
-mod rewrite {
-    use pgrx::pg_sys::{List, Node, RangeTblEntry};
-    use std::ffi::c_int;
-
-    unsafe extern "C-unwind" {
-        pub fn ChangeVarNodes(node: *mut Node, rt_index: c_int, new_index: c_int, sublevels_up: c_int);
-        pub fn IncrementVarSublevelsUp(node: *mut Node, delta_sublevels_up: c_int, min_sublevels_up: c_int);
-        pub fn ReplaceVarsFromTargetList(
-            node: *mut Node,
-            target_varno: c_int,
-            sublevels_up: c_int,
-            target_rte: *mut RangeTblEntry,
-            targetlist: *mut List,
-            // PostgreSQL 18 added it (for RETURNING OLD/NEW; 0 here).
-            #[cfg(feature = "pg18")] result_relation: c_int,
-            nomatch_option: c_int,
-            nomatch_varno: c_int,
-            outer_has_sublinks: *mut bool,
-        ) -> *mut Node;
     }
 }

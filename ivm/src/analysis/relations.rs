@@ -38,7 +38,13 @@ pub unsafe fn source_relations(q: &pg_sys::Query) -> IvmResult<Vec<Occurrence>> 
 unsafe fn collect_relations(q: &pg_sys::Query, path: &[Step], occurrences: &mut Vec<Occurrence>) -> IvmResult<()> {
     unsafe {
         let in_subquery_expression = path.iter().any(|s| matches!(s, Step::SubLink(_)));
-        let nullable = if q.jointree.is_null() { Vec::new() } else { nullable_sides(q, (*q.jointree).fromlist as *mut pg_sys::Node)? };
+        // (An outer join inside a subquery expression is refused below.)
+        let nullable = if q.jointree.is_null() || in_subquery_expression {
+            Vec::new()
+        } else {
+            nullable_sides(q, (*q.jointree).fromlist as *mut pg_sys::Node)?
+        };
+        let nullable_in = |rtindex: i32| nullable.iter().find(|(relation, _)| *relation == rtindex).map(|(_, join)| *join);
         for (index, rte) in PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable).iter_ptr().enumerate() {
             let rtindex = index as i32 + 1;
             match (*rte).rtekind {
@@ -56,8 +62,7 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[Step], occurrences: &mut 
                             ))
                         })?),
                     };
-                    let nullable_in = nullable.iter().find(|(relation, _)| *relation == rtindex).map(|(_, join)| *join);
-                    occurrences.push(Occurrence { path: path.to_vec(), rtindex, source, nullable_in, derived: None });
+                    occurrences.push(Occurrence { path: path.to_vec(), rtindex, source, nullable_in: nullable_in(rtindex), derived: None });
                 }
                 #[cfg(feature = "pg18")]
                 pg_sys::RTEKind::RTE_GROUP => {}
@@ -69,17 +74,24 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[Step], occurrences: &mut 
                     pg_sys::JoinType::JOIN_LEFT | pg_sys::JoinType::JOIN_RIGHT | pg_sys::JoinType::JOIN_FULL => {}
                     _ => return Err(IvmError::unsupported("this kind of join")),
                 },
-                pg_sys::RTEKind::RTE_SUBQUERY if aggregating(&*(*rte).subquery) && !(*rte).lateral => {
+                // Read as a derived relation: a sub-select that aggregates, or any on an
+                // outer join's nullable side, whose padding asks of it as one relation.
+                pg_sys::RTEKind::RTE_SUBQUERY if (aggregating(&*(*rte).subquery) || nullable_in(rtindex).is_some()) && !(*rte).lateral => {
                     let names = PgList::<pg_sys::Node>::from_pg((*(*rte).eref).colnames)
                         .iter_ptr()
                         .map(|n| std::ffi::CStr::from_ptr((*(n as *mut pg_sys::String)).sval).to_string_lossy().into_owned())
                         .collect();
-                    let derived = derived_of((*rte).subquery, names, path.len() + 1)?;
+                    let sub = (*rte).subquery;
+                    let derived = if aggregating(&*sub) {
+                        derived_of(sub, names, path.len() + 1)?
+                    } else {
+                        rows_derived_of(sub, names, path.len() + 1)?
+                    };
                     occurrences.push(Occurrence {
                         path: path.to_vec(),
                         rtindex,
                         source: Source::Derived,
-                        nullable_in: None,
+                        nullable_in: nullable_in(rtindex),
                         derived: Some(Box::new(derived)),
                     });
                 }
@@ -89,19 +101,7 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[Step], occurrences: &mut 
                 pg_sys::RTEKind::RTE_SUBQUERY => {
                     let sub = (*rte).subquery;
                     let s = &*sub;
-                    let row_preserving = !(*rte).lateral
-                        && !s.hasAggs
-                        && s.groupClause.is_null()
-                        && s.havingQual.is_null()
-                        && s.distinctClause.is_null()
-                        && !s.hasWindowFuncs
-                        && !s.hasTargetSRFs
-                        && s.cteList.is_null()
-                        && s.setOperations.is_null()
-                        && s.limitCount.is_null()
-                        && s.limitOffset.is_null()
-                        && s.rowMarks.is_null();
-                    if !row_preserving {
+                    if (*rte).lateral || !row_preserving(s) {
                         return Err(IvmError::unsupported(
                             "a subquery in FROM with DISTINCT, window functions, LIMIT or set operations",
                         ));
@@ -135,6 +135,60 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[Step], occurrences: &mut 
 /// Whether a sub-select aggregates (and is then read as a derived relation).
 fn aggregating(s: &pg_sys::Query) -> bool {
     (s.hasAggs || !s.groupClause.is_null()) && s.setOperations.is_null()
+}
+
+/// Whether a sub-select gives a row for each row of its FROM and WHERE: no aggregates,
+/// DISTINCT, window functions, set-returning functions, LIMIT or set operations.
+fn row_preserving(s: &pg_sys::Query) -> bool {
+    !s.hasAggs
+        && s.groupClause.is_null()
+        && s.havingQual.is_null()
+        && s.distinctClause.is_null()
+        && !s.hasWindowFuncs
+        && !s.hasTargetSRFs
+        && s.cteList.is_null()
+        && s.setOperations.is_null()
+        && s.limitCount.is_null()
+        && s.limitOffset.is_null()
+        && s.rowMarks.is_null()
+}
+
+/// A sub-select on an outer join's nullable side that neither aggregates nor is only
+/// a filtered table (see `nullable_subselects`), read as a derived relation whose
+/// rows are its own (see `rows::Derived`): its change is its rows' change, and it as
+/// it was is the sub-select over its sources as they were.
+unsafe fn rows_derived_of(sub: *mut pg_sys::Query, names: Vec<String>, depth: usize) -> IvmResult<Derived> {
+    unsafe {
+        let s = &*sub;
+        const PLACE: &str = "a sub-select on an outer join's nullable side";
+        check_computed_again(s, PLACE)?;
+        if !s.distinctClause.is_null() {
+            return Err(IvmError::unsupported(format!("DISTINCT in {PLACE}")));
+        }
+        if s.rtable.is_null() {
+            return Err(IvmError::unsupported(format!("{PLACE} without a table")));
+        }
+        // The one thing left that makes a sub-select without aggregates give one row.
+        if !row_preserving(s) {
+            return Err(IvmError::unsupported(format!("HAVING without GROUP BY or aggregates in {PLACE}")));
+        }
+        // Its changes are computed on their own: it must not refer to an outer query.
+        if (1..=depth as i32).any(|level| pg_sys::contain_vars_of_level(sub as *mut pg_sys::Node, level)) {
+            return Err(IvmError::unsupported(format!("a reference to an outer query in {PLACE}")));
+        }
+        let targets = PgList::<pg_sys::TargetEntry>::from_pg(s.targetList);
+        let visible: Vec<*mut pg_sys::TargetEntry> = targets.iter_ptr().filter(|t| !(**t).resjunk).collect();
+        if names.len() != visible.len() {
+            return Err(IvmError::unsupported(PLACE));
+        }
+        let mut columns: Vec<(String, *mut pg_sys::Node)> =
+            visible.iter().enumerate().map(|(i, t)| (format!("c{}", i + 1), (**t).expr as *mut pg_sys::Node)).collect();
+        if columns.is_empty() {
+            columns.push(("__pgt_one".into(), int4_one()));
+        }
+        let occurrences = source_relations(s)?;
+        Ok(Derived::of_rows(sub, Rows::new(sub, occurrences, columns), names))
+    }
 }
 
 /// An aggregating sub-select in FROM as a derived relation (see `rows::Derived`): its
@@ -190,7 +244,8 @@ unsafe fn derived_of(sub: *mut pg_sys::Query, names: Vec<String>, depth: usize) 
 }
 
 /// The (relation, join) range-table indexes of the relations on the nullable side of
-/// a LEFT or RIGHT JOIN in the FROM items `node`. Each must be one table: the rows a
+/// a LEFT, RIGHT or FULL JOIN in the FROM items `node`. Each must be one relation, a
+/// table or a sub-select (a join there is made one, see `nullable_joins`): the rows a
 /// change to it pads or unpads are the other side's rows it matches (see `rows`).
 unsafe fn nullable_sides(q: &pg_sys::Query, node: *mut pg_sys::Node) -> IvmResult<Vec<(i32, i32)>> {
     unsafe {
@@ -202,21 +257,21 @@ unsafe fn nullable_sides(q: &pg_sys::Query, node: *mut pg_sys::Node) -> IvmResul
                 _ => "FULL",
             };
             for side in nullable_sides_of(join) {
+                // Other kinds of entries (functions, VALUES) are refused by name with
+                // the range table's.
                 let relation = pgrx::is_a(side, pg_sys::NodeTag::T_RangeTblRef)
                     .then(|| (*(side as *mut pg_sys::RangeTblRef)).rtindex)
-                    .filter(|index| {
-                        let rte = PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable).get_ptr(*index as usize - 1);
-                        rte.is_some_and(|rte| (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION)
-                    });
-                let Some(relation) = relation else {
-                    return Err(IvmError::unsupported(format!(
-                        "a {name} JOIN whose nullable side is not one table (a parenthesized join, or a sub-select that does more than filter one table and select its columns)"
-                    )));
-                };
-                found.push((relation, (*join).rtindex));
+                    .and_then(|index| PgList::<pg_sys::RangeTblEntry>::from_pg(q.rtable).get_ptr(index as usize - 1).map(|rte| (index, rte)));
+                match relation {
+                    Some((_, rte)) if (*rte).lateral => {
+                        return Err(IvmError::unsupported(format!("a LATERAL item on the nullable side of a {name} JOIN")));
+                    }
+                    Some((index, _)) => found.push((index, (*join).rtindex)),
+                    // Made a sub-select before (see `nullable_joins`).
+                    None => return Err(IvmError::unsupported(format!("a join on the nullable side of a {name} JOIN"))),
+                }
             }
         }
         Ok(found)
     }
 }
-

@@ -77,30 +77,50 @@ pub struct Occurrence {
     pub derived: Option<Box<Derived>>,
 }
 
-/// An aggregating sub-select in FROM (or a WITH query that aggregates), read like a
-/// relation I = γ(R). Its change is its groups that the change of its rows touches,
-/// as they are now (+1) and as they were (−1): ΔI = I'|T − I|T for the groups T with
-/// a row in ΔR (their keys restricted in its WHERE clause, so only they are
-/// aggregated), and I as it was is the sub-select over its sources as they were.
+/// A sub-select in FROM read like a relation: one that aggregates (or a WITH query
+/// that does), or any sub-select on an outer join's nullable side.
+///
+/// An aggregating one is I = γ(R). Its change is its groups that the change of its
+/// rows touches, as they are now (+1) and as they were (−1): ΔI = I'|T − I|T for the
+/// groups T with a row in ΔR (their keys restricted in its WHERE clause, so only they
+/// are aggregated), and I as it was is the sub-select over its sources as they were.
 /// Each group's result row is computed by the sub-select itself, so HAVING is exact;
 /// its aggregates must give one answer however the rows come (`shape::derived_of`),
 /// since a group's old row is computed again and must be the one counted before.
+///
+/// One that does not aggregate gives a row per row of its FROM and WHERE: its change
+/// is its rows' change (each row with weight ±1, an 'insert' or a 'delete'), and it as
+/// it was is again the sub-select over its sources as they were.
 #[derive(Debug, Clone)]
 pub struct Derived {
     /// The sub-select.
     query: *mut pg_sys::Query,
-    /// Its rows: its FROM and WHERE projected on its grouping keys.
+    /// Its rows: its FROM and WHERE projected on its grouping keys, or on its result
+    /// columns (named c1, c2, ...) when it does not aggregate.
     rows: Rows,
-    /// Its grouping keys over its FROM (empty: one group).
-    keys: Vec<*mut pg_sys::Node>,
+    grouping: Grouping,
     /// The names the query reads its result columns by (its alias's), which its
     /// changes keep: ruleutils prints them only where they differ from the real ones.
     names: Vec<String>,
 }
 
+#[derive(Debug, Clone)]
+enum Grouping {
+    /// Its grouping keys over its FROM (none: one group).
+    Groups(Vec<*mut pg_sys::Node>),
+    /// It does not aggregate: its rows are its result.
+    Rows,
+}
+
 impl Derived {
+    /// An aggregating sub-select.
     pub fn new(query: *mut pg_sys::Query, rows: Rows, keys: Vec<*mut pg_sys::Node>, names: Vec<String>) -> Derived {
-        Derived { query, rows, keys, names }
+        Derived { query, rows, grouping: Grouping::Groups(keys), names }
+    }
+
+    /// A sub-select that does not aggregate, `rows` being its result columns.
+    pub fn of_rows(query: *mut pg_sys::Query, rows: Rows, names: Vec<String>) -> Derived {
+        Derived { query, rows, grouping: Grouping::Rows, names }
     }
 
     pub fn occurrences(&self) -> impl Iterator<Item = &Occurrence> {
@@ -125,10 +145,15 @@ impl Derived {
         }
     }
 
-    /// ΔI with a `change_type` column after its own: the touched groups as they are
-    /// ('insert') and as they were ('delete'), as an analyzed query.
+    /// ΔI with a `change_type` column after its own, as an analyzed query: the
+    /// touched groups as they are ('insert') and as they were ('delete'), or the
+    /// changed rows.
     unsafe fn changes(&self, feeds: &[Feed]) -> IvmResult<*mut pg_sys::Query> {
         unsafe {
+            let keys = match &self.grouping {
+                Grouping::Groups(keys) => keys,
+                Grouping::Rows => return self.row_changes(feeds),
+            };
             let touched = self.rows.delta_sql(feeds)?.unwrap_or_else(|| "SELECT 1 WHERE false".into());
             let touched = analyze(&touched)?;
             // Postgres runs a sub-select that reads a Postgres table (unless small enough
@@ -151,7 +176,7 @@ impl Derived {
                     .map(|t| CStr::from_ptr((*t).resname).to_string_lossy().into_owned())
                     .collect();
                 (*rte).eref = alias("t", &names);
-                keep_keys_in(query, &self.keys, rte, planner);
+                keep_keys_in(query, keys, rte, planner);
                 Ok(querydef(query))
             };
             let now = restricted(pg_sys::copyObjectImpl(self.query as *const std::ffi::c_void) as *mut pg_sys::Query)?;
@@ -161,6 +186,26 @@ impl Derived {
                 "SELECT i.*, 'insert'::pg_catalog.text AS change_type FROM ({now}) AS i({columns}) \
                  UNION ALL SELECT i.*, 'delete'::pg_catalog.text FROM ({before}) AS i({columns})"
             ))
+        }
+    }
+
+    /// The change of a sub-select that does not aggregate: its rows' change, each
+    /// row's weight (±1) as its `change_type`.
+    unsafe fn row_changes(&self, feeds: &[Feed]) -> IvmResult<*mut pg_sys::Query> {
+        unsafe {
+            let mut columns: Vec<String> = self.names.iter().enumerate().map(|(i, name)| format!("d.c{} AS {}", i + 1, ident(name))).collect();
+            match self.rows.delta_sql(feeds)? {
+                Some(delta) => {
+                    columns.push("CASE WHEN d.__pgt_weight > 0 THEN 'insert' ELSE 'delete' END::pg_catalog.text AS change_type".into());
+                    analyze(&format!("SELECT {} FROM ({delta}) d", columns.join(", ")))
+                }
+                None => {
+                    let now = querydef(pg_sys::copyObjectImpl(self.query as *const std::ffi::c_void) as *mut pg_sys::Query);
+                    let names = self.names.iter().map(|n| ident(n)).collect::<Vec<_>>().join(", ");
+                    let alias = if self.names.is_empty() { "i".to_string() } else { format!("i({names})") };
+                    analyze(&format!("SELECT i.*, 'insert'::pg_catalog.text AS change_type FROM ({now}) AS {alias} WHERE false"))
+                }
+            }
         }
     }
 }
@@ -422,7 +467,7 @@ impl Branch {
                     let pairs = pg_sys::copyObjectImpl(query as *const std::ffi::c_void) as *mut pg_sys::Query;
                     outer_joins::keep_linear_part(*from_levels(pairs, &member.0.from_steps()).last().expect("a level"), join, member.0.rtindex);
                     let pairs = with_changes(pairs, members, feeds)?;
-                    let padding = padding_change(query, member.0, member.1, join)?;
+                    let padding = padding_change(query, member.0, member.1, join, feeds)?;
                     return Ok(format!("{pairs} UNION ALL {padding}"));
                 }
             }
@@ -447,9 +492,7 @@ unsafe fn with_changes(query: *mut pg_sys::Query, members: &[&(&Occurrence, &Fee
                 let rte = rt_fetch(q, rtindex);
                 match derived_changes {
                     Some((changes, _)) => {
-                        (*rte).subquery = pg_sys::copyObjectImpl(changes as *const std::ffi::c_void) as *mut pg_sys::Query;
-                        let name = pg_sys::makeString(pg_sys::pstrdup(c"change_type".as_ptr()));
-                        (*(*rte).eref).colnames = pg_sys::lappend((*(*rte).eref).colnames, name as _);
+                        read_derived_changes(rte, changes);
                         Vec::new()
                     }
                     None => {
@@ -488,8 +531,9 @@ unsafe fn with_changes(query: *mut pg_sys::Query, members: &[&(&Occurrence, &Fee
 
 /// The padded rows of outer join `join` that the changes of `feed` to its nullable
 /// side `occurrence` add ('insert': the rows' last match went away) or remove
-/// ('delete': a first match appeared), see `outer_joins`.
-unsafe fn padding_change(query: *mut pg_sys::Query, occurrence: &Occurrence, feed: &Feed, join: i32) -> IvmResult<String> {
+/// ('delete': a first match appeared), see `outer_joins`. A derived relation there is
+/// read whole: as it is, as it was, and its changes.
+unsafe fn padding_change(query: *mut pg_sys::Query, occurrence: &Occurrence, feed: &Feed, join: i32, feeds: &[Feed]) -> IvmResult<String> {
     unsafe {
         let from = occurrence.from_steps();
         let levels = from_levels(query, &from);
@@ -498,22 +542,38 @@ unsafe fn padding_change(query: *mut pg_sys::Query, occurrence: &Occurrence, fee
         // Every row of the other side, padded.
         let condition = outer_joins::pad_other_side(level, join, table);
         let now = move || outer_joins::has_match(level, condition, table, |_| Ok(()), Vec::new());
-        let before = outer_joins::has_match(level, condition, table, |rte| source_as_it_was(rte, feed), Vec::new())?;
-        let reached = outer_joins::has_match(
-            level,
-            condition,
-            table,
-            |rte| {
-                (*rte).relid = feed.relid;
-                Ok(())
-            },
-            unseen_conditions(feed, 1),
-        )?;
+        let before = outer_joins::has_match(level, condition, table, |rte| read_as_it_was(rte, occurrence, feed, feeds), Vec::new())?;
+        let reached = match &occurrence.derived {
+            Some(derived) => {
+                let changes = derived.changes(feeds)?;
+                outer_joins::has_match(level, condition, table, |rte| Ok(read_derived_changes(rte, changes)), Vec::new())?
+            }
+            None => outer_joins::has_match(
+                level,
+                condition,
+                table,
+                |rte| {
+                    (*rte).relid = feed.relid;
+                    Ok(())
+                },
+                unseen_conditions(feed, 1),
+            )?,
+        };
         let mut quals = conjuncts((*(*level).jointree).quals);
         quals.extend([reached, differ(now()?, before)]);
         (*(*level).jointree).quals = and(quals);
         output_change(&levels, &from, case_text(now()?, "delete", "insert"), "__pgt_change0");
         Ok(querydef(query))
+    }
+}
+
+/// Make `rte`, a derived relation's entry, read its changes `changes` (see
+/// `Derived::changes`), which have a `change_type` column after its own.
+unsafe fn read_derived_changes(rte: *mut pg_sys::RangeTblEntry, changes: *mut pg_sys::Query) {
+    unsafe {
+        (*rte).subquery = pg_sys::copyObjectImpl(changes as *const std::ffi::c_void) as *mut pg_sys::Query;
+        let name = pg_sys::makeString(pg_sys::pstrdup(c"change_type".as_ptr()));
+        (*(*rte).eref).colnames = pg_sys::lappend((*(*rte).eref).colnames, name as _);
     }
 }
 

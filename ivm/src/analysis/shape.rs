@@ -229,6 +229,7 @@ pub fn shape_of(query: *mut pg_sys::Query) -> IvmResult<Shape> {
             return Err(IvmError::unsupported(construct));
         }
         super::plain_joins::spell_out_joins(query)?;
+        super::nullable_joins::wrap_nullable_joins(query)?;
         super::nullable_subselects::merge_nullable_subselects(query)?;
         let q = &*query;
         if q.hasTargetSRFs {
