@@ -535,3 +535,63 @@ def test_replayed_tables_with_not_null_domains_and_padded_text(lake):
     conn.execute("SELECT pgtrickle.drop_stream_table('labelled')")
     assert conn.execute(f"SELECT to_regclass('{truncations}')").fetchone() == (None,)
 
+
+def test_row_level_security_that_applies_to_the_owner_is_refused(lake):
+    """A differential refresh reads a Postgres table's changes from its change log,
+    where row-level security does not filter them: a table whose policies apply to the
+    stream table's owner would let rows the owner may not see into the result. Such a
+    table is refused (FULL reads through the policies), also when its security is
+    enabled after the stream table was created, and its rows written meanwhile stay out
+    of the log; a table whose policies the owner bypasses (as the table's owner, without
+    FORCE) is maintained differentially."""
+    setup_tables(lake)
+    conn = lake.conn
+    reader = new_role(conn, "rls_reader")
+    grant_lake_reading(lake, reader)
+    conn.execute(f"GRANT CREATE ON SCHEMA public TO {reader}")
+    conn.execute("CREATE TABLE public.ledger (id int, holder text, amount int)")
+    conn.execute(f"INSERT INTO public.ledger VALUES (1, '{reader}', 10), (2, 'someone_else', 100)")
+    conn.execute(f"GRANT SELECT, TRIGGER ON public.ledger TO {reader}")
+    conn.execute("CREATE POLICY own_rows ON public.ledger USING (holder = current_user)")
+    query = "SELECT holder, count(*) AS n, sum(amount) AS total FROM public.ledger GROUP BY holder"
+    with lake.cluster.connect(lake.dbname, user=reader) as theirs:
+        create(theirs, "ledger_before", query)
+        conn.execute("ALTER TABLE public.ledger ENABLE ROW LEVEL SECURITY")
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as error:
+            theirs.execute("SELECT pgtrickle.create_stream_table('ledger_now', %s, '1h', 'DIFFERENTIAL')", (query,))
+        assert error.value.diag.message_primary == (
+            "row-level security of public.ledger that applies to the stream table's owner "
+            "is not supported in a DIFFERENTIAL stream table")
+        create(theirs, "ledger_full", query, "FULL")
+        conn.execute(f"INSERT INTO public.ledger VALUES (3, 'someone_else', 1000), (4, '{reader}', 20)")
+        theirs.execute("SELECT pgtrickle.refresh('ledger_full')")
+        assert rows(theirs, "SELECT * FROM ledger_full") == [(reader, 2, 30)]
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as error:
+            theirs.execute("SELECT pgtrickle.refresh('ledger_before')")
+        assert error.value.diag.message_primary.startswith("row-level security of public.ledger")
+        assert rows(theirs, "SELECT * FROM ledger_before") == [(reader, 1, 10), ("someone_else", 1, 100)]
+        # Nor did the rows written since reach the change log the owner reads: they
+        # count as a truncation, so the table is rebuilt once the policies are gone.
+        log = conn.execute("SELECT format('pgtrickle_changes.log_%s_%s', 'ledger_before'::regclass::oid, "
+                           "'public.ledger'::regclass::oid)").fetchone()[0]
+        assert rows(theirs, f"SELECT id FROM {log}") == []
+    conn.execute("ALTER TABLE public.ledger DISABLE ROW LEVEL SECURITY")
+    with lake.cluster.connect(lake.dbname, user=reader) as theirs:
+        theirs.execute("SELECT pgtrickle.refresh('ledger_before')")
+        assert last_error(theirs, "ledger_before") == "public.ledger was truncated; rebuilt in full"
+        assert rows(theirs, "SELECT * FROM ledger_before") == rows(theirs, query)
+    conn.execute("ALTER TABLE public.ledger ENABLE ROW LEVEL SECURITY")
+    # The table's owner bypasses its policies, unless they are forced on it.
+    holder = new_role(conn, "rls_holder")
+    grant_lake_reading(lake, holder)
+    conn.execute(f"GRANT CREATE ON SCHEMA public TO {holder}")
+    conn.execute(f"ALTER TABLE public.ledger OWNER TO {holder}")
+    with lake.cluster.connect(lake.dbname, user=holder) as own:
+        create(own, "ledger_owner", query)
+        conn.execute("INSERT INTO public.ledger VALUES (5, 'someone_else', 5)")
+        own.execute("SELECT pgtrickle.refresh('ledger_owner')")
+        check(own, "ledger_owner", query)
+        assert rows(own, "SELECT n FROM ledger_owner WHERE holder = 'someone_else'") == [(3,)]
+        own.execute("ALTER TABLE public.ledger FORCE ROW LEVEL SECURITY")
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            own.execute("SELECT pgtrickle.refresh('ledger_owner')")

@@ -61,3 +61,12 @@ pub fn require_owner(relid: pg_sys::Oid, name: &str) -> IvmResult<()> {
     }
     Err(IvmError::new(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, format!("must be owner of stream table {name}")))
 }
+
+/// Whether row-level security applies to `role` reading `relation` (its policies are
+/// enabled, and `role` neither owns the table without FORCE nor bypasses them). The
+/// capture triggers ask it for the stream table's owner (see `maintenance::capture`).
+#[pg_extern(stable, parallel_safe)]
+fn row_security_applies(relation: pg_sys::Oid, role: pg_sys::Oid) -> bool {
+    // SAFETY: catalog lookups; with noError it raises nothing.
+    unsafe { pg_sys::check_enable_rls(relation, role, true) == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32 }
+}

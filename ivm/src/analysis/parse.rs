@@ -112,14 +112,27 @@ impl Source {
 /// or None. (A partitioned table or a partition is refused when its changes are
 /// captured: a statement trigger does not see writes made through another table of
 /// the hierarchy.)
-pub fn postgres_source(relid: pg_sys::Oid) -> Option<PostgresSource> {
+///
+/// Refused when row-level security applies to the current user (the stream table's
+/// owner, who creates and refreshes it): a refresh reads the table's changes from its
+/// change log, which the table's policies do not filter, so rows the owner may not
+/// see would come into the result. (FULL reads the table through its policies.)
+pub fn postgres_source(relid: pg_sys::Oid) -> IvmResult<Option<PostgresSource>> {
     // SAFETY: catalog lookup of an existing relation.
     let kind = unsafe { pg_sys::get_rel_relkind(relid) } as u8;
     if kind != pg_sys::RELKIND_RELATION || relid.to_u32() < pg_sys::FirstNormalObjectId {
-        return None;
+        return Ok(None);
+    }
+    // SAFETY: as above; with noError, it raises nothing (row_security = off included).
+    let security = unsafe { pg_sys::check_enable_rls(relid, pg_sys::InvalidOid, true) };
+    if security == pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32 {
+        return Err(IvmError::unsupported(format!(
+            "row-level security of {} that applies to the stream table's owner",
+            crate::sql::relation_name(relid)
+        )));
     }
     let (schema, name) = crate::sql::relation_parts(relid);
-    Some(PostgresSource { relid, key: format!("postgres:{schema}.{name}") })
+    Ok(Some(PostgresSource { relid, key: format!("postgres:{schema}.{name}") }))
 }
 
 /// Every relation the query reads (also inside subqueries, CTEs and views), once

@@ -55,7 +55,7 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[Step], occurrences: &mut 
                     }
                     let source = match lake_source(relid)? {
                         Some(lake) => Source::Lake(lake),
-                        None => Source::Postgres(postgres_source(relid).ok_or_else(|| {
+                        None => Source::Postgres(postgres_source(relid)?.ok_or_else(|| {
                             IvmError::unsupported(format!(
                                 "reading {} (neither a DuckLake foreign table nor a user's Postgres table)",
                                 crate::sql::relation_name(relid)

@@ -452,7 +452,7 @@ unsafe fn having_subqueries(having: *mut pg_sys::Node) -> IvmResult<Option<Vec<P
                 if lake_source(relid)?.is_some() {
                     continue;
                 }
-                match postgres_source(relid) {
+                match postgres_source(relid)? {
                     Some(source) => postgres.push(source),
                     None => {
                         return Err(IvmError::unsupported(format!(

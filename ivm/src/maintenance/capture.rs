@@ -122,8 +122,15 @@ pub fn create_capture(
         DECLARE
           names text;
           values_ text;
+          reader oid;
         BEGIN
-          IF TG_OP = 'TRUNCATE' THEN
+          -- Rows the stream table's owner may no longer read (its privilege revoked,
+          -- row-level security enabled since) are not copied into its log, which it
+          -- reads: the change counts as a truncation, which makes the next refresh
+          -- (once it may read the table again) a rebuild.
+          SELECT c.relowner INTO reader FROM pg_class c WHERE c.oid = {log_literal}::regclass;
+          IF TG_OP = 'TRUNCATE' OR NOT has_any_column_privilege(reader, TG_RELID, 'SELECT')
+             OR pgtrickle.row_security_applies(TG_RELID, reader) THEN
             INSERT INTO {truncations} (__pgt_xid) VALUES (pg_current_xact_id());
             RETURN NULL;
           END IF;
