@@ -42,7 +42,7 @@ def test_random_changes_keep_ctes_exact(lake, seed):
      "a subquery in FROM with DISTINCT, window functions, LIMIT or set operations"),
     ("WITH cold AS (SELECT name FROM lake.regions WHERE zone = 'cold') "
      "SELECT c.id FROM lake.customers c WHERE c.region IN (SELECT name FROM cold)",
-     "a subquery in FROM inside a subquery expression"),
+     "a sub-select or view in FROM inside a subquery expression"),
 ])
 def test_ctes_that_cannot_be_maintained_are_refused_by_name(lake, query, construct):
     setup_tables(lake)

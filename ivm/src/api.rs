@@ -9,7 +9,7 @@ use crate::definition;
 use crate::error::{IvmError, IvmResult, OrRaise};
 use crate::maintenance::capture::check_capturable;
 use crate::maintenance::context::RefreshContext;
-use crate::maintenance::objects::{create_internals, drop_internals};
+use crate::maintenance::objects::{create_internals, drop_internals, drop_result_indexes};
 use crate::maintenance::refresh::{self, Requested};
 use crate::privileges::{as_extension_owner, owner_of};
 use crate::sql::qualified;
@@ -42,6 +42,9 @@ fn parse_schedule(text: &str) -> IvmResult<std::time::Duration> {
 /// able to resolve every name in it): errors name the construct.
 fn validate(query: &str, mode: RefreshMode) -> IvmResult<()> {
     let tree = analyze(query)?;
+    if mode == RefreshMode::Differential {
+        crate::analysis::views::expand_views(tree)?;
+    }
     lake_sources(tree)?;
     if mode == RefreshMode::Differential {
         for source in shape_of(tree)?.postgres_sources() {
@@ -204,26 +207,6 @@ fn alter_stream_table(
         Ok(())
     };
     run().or_raise()
-}
-
-fn drop_result_indexes(relid: pg_sys::Oid) -> IvmResult<()> {
-    let names: Vec<String> = Spi::connect(|client| {
-        let mut names = Vec::new();
-        for row in client.select(
-            "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_index i \
-             JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE i.indrelid = $1",
-            None,
-            &[relid.into()],
-        )? {
-            names.push(row.get::<String>(1)?.unwrap_or_default());
-        }
-        Ok::<_, pgrx::spi::Error>(names)
-    })?;
-    for name in names {
-        Spi::run(&format!("DROP INDEX {name}"))?;
-    }
-    Ok(())
 }
 
 /// Refresh now. 'DIFFERENTIAL' advances to the lake's current snapshot; 'FULL'

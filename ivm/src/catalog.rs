@@ -47,10 +47,13 @@ pub struct StreamTable {
     pub consecutive_errors: i32,
     /// Settings every refresh runs under (see `settings`).
     pub settings: Value,
+    /// The views its query read at its last refresh, with digests of their definitions
+    /// (see `view_definitions`).
+    pub view_definitions: Value,
 }
 
 const COLUMNS: &str = "pgt_id, pgt_relid, pgt_schema || '.' || pgt_name, defining_query, schedule, refresh_mode, \
-                       status, frontier, consecutive_errors, settings";
+                       status, frontier, consecutive_errors, settings, view_definitions";
 
 /// Lock modes for reading a catalog row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +99,7 @@ pub fn load(id: i64, lock: Lock) -> IvmResult<Option<StreamTable>> {
         for row in rows {
             let frontier: Option<JsonB> = row.get(8)?;
             let settings: Option<JsonB> = row.get(10)?;
+            let view_definitions: Option<JsonB> = row.get(11)?;
             return Ok::<_, IvmError>(Some(StreamTable {
                 id: row.get(1)?.unwrap_or_default(),
                 relid: row.get(2)?.unwrap_or(pg_sys::InvalidOid),
@@ -107,6 +111,7 @@ pub fn load(id: i64, lock: Lock) -> IvmResult<Option<StreamTable>> {
                 frontier: frontier.map(|j| j.0).unwrap_or(Value::Null),
                 consecutive_errors: row.get(9)?.unwrap_or_default(),
                 settings: settings.map(|j| j.0).unwrap_or(Value::Null),
+                view_definitions: view_definitions.map(|j| j.0).unwrap_or(Value::Null),
             }));
         }
         Ok(None)
@@ -181,6 +186,33 @@ pub fn record_refresh(id: i64, frontier: &Value, note: Option<&str>) -> IvmResul
          status = CASE WHEN status = 'PAUSED' THEN status ELSE 'ACTIVE' END, \
          last_error = $3, consecutive_errors = 0 WHERE pgt_id = $1",
         &[id.into(), JsonB(frontier.clone()).into(), note.into()],
+    )
+}
+
+/// The definitions of `views` as they are now: a digest of each one's query (its rule,
+/// by object ids: renaming what it reads changes nothing) and options (which say whose
+/// privileges it reads with), by oid. A view replaced by `CREATE OR REPLACE VIEW` gets
+/// another digest.
+pub fn view_definitions(views: &[pg_sys::Oid]) -> IvmResult<Value> {
+    if views.is_empty() {
+        return Ok(serde_json::json!({}));
+    }
+    let digests: Option<JsonB> = Spi::get_one_with_args(
+        "SELECT pg_catalog.jsonb_object_agg(c.oid::pg_catalog.text, \
+                pg_catalog.md5(r.ev_action::pg_catalog.text || coalesce(c.reloptions::pg_catalog.text, ''))) \
+           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_rewrite r ON r.ev_class = c.oid AND r.rulename = '_RETURN' \
+          WHERE c.oid = ANY ($1)",
+        &[views.to_vec().into()],
+    )?;
+    Ok(digests.map_or_else(|| serde_json::json!({}), |j| j.0))
+}
+
+/// Record the definitions of the views stream table `id`'s query reads (see
+/// `view_definitions`) that its last refresh read.
+pub fn record_view_definitions(id: i64, definitions: &Value) -> IvmResult<()> {
+    write(
+        "UPDATE pgtrickle.pgt_stream_tables SET view_definitions = $2 WHERE pgt_id = $1",
+        &[id.into(), JsonB(definitions.clone()).into()],
     )
 }
 
@@ -280,10 +312,8 @@ pub fn dependencies() -> IvmResult<Vec<(i64, i64)>> {
             let mut edges = Vec::new();
             for row in client.select(
                 "SELECT DISTINCT a.pgt_id, b.pgt_id FROM pgtrickle.pgt_stream_tables a \
-                   JOIN pg_catalog.pg_rewrite r ON r.ev_class = pg_catalog.to_regclass('pgtrickle_state.query_' || a.pgt_id) \
-                   JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid \
-                    AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
-                   JOIN pgtrickle.pgt_stream_tables b ON b.pgt_relid = d.refobjid",
+                   CROSS JOIN LATERAL pgtrickle.view_reads(pg_catalog.to_regclass('pgtrickle_state.query_' || a.pgt_id)) d \
+                   JOIN pgtrickle.pgt_stream_tables b ON b.pgt_relid = d.relid",
                 None,
                 &[],
             )? {

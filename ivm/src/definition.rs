@@ -51,23 +51,21 @@ pub fn lock_sources(id: i64) -> IvmResult<()> {
 }
 
 /// The (table, attribute number) pairs stream table `id`'s query reads, as Postgres
-/// recorded its view's dependencies.
+/// recorded its view's dependencies (and those of the views it reads).
 pub fn read_columns(id: i64) -> IvmResult<Vec<(pg_sys::Oid, i16)>> {
     view_oid(id)?;
     Ok(view_dependencies(id)?.into_iter().filter(|(_, attno)| *attno > 0).collect())
 }
 
 /// The relations (attribute number 0) and columns the rule of stream table `id`'s view
-/// depends on, other than the view itself, ordered by relation: none when the view is
-/// missing. Read without opening the view.
+/// depends on, other than the view itself, and through the views among them, what
+/// theirs depend on (`pgtrickle.view_reads`), ordered by relation: none when the view
+/// is missing. Read without opening the view.
 fn view_dependencies(id: i64) -> IvmResult<Vec<(pg_sys::Oid, i16)>> {
     as_extension_owner(|| {
         Spi::connect(|client| {
             let rows = client.select(
-                "SELECT DISTINCT d.refobjid, d.refobjsubid::pg_catalog.int2 FROM pg_catalog.pg_rewrite r \
-                   JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass \
-                    AND d.objid = r.oid AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
-                  WHERE r.ev_class = pg_catalog.to_regclass($1) AND d.refobjid <> r.ev_class ORDER BY 1, 2",
+                "SELECT DISTINCT relid, attno FROM pgtrickle.view_reads(pg_catalog.to_regclass($1)) ORDER BY 1, 2",
                 None,
                 &[view_name(id).into()],
             )?;

@@ -66,7 +66,8 @@ CREATE TABLE pgtrickle.pgt_stream_tables (
     last_error text,
     consecutive_errors integer NOT NULL DEFAULT 0,
     created_at timestamptz NOT NULL DEFAULT now(),
-    upstream regclass[] NOT NULL DEFAULT '{}'
+    upstream regclass[] NOT NULL DEFAULT '{}',
+    view_definitions jsonb NOT NULL DEFAULT '{}'
 );
 COMMENT ON TABLE pgtrickle.pgt_stream_tables IS
   'Stream tables: defining query, schedule, status and the frontier (last lake snapshot applied)';
@@ -74,6 +75,8 @@ COMMENT ON COLUMN pgtrickle.pgt_stream_tables.frontier IS
   '{"sources": {"ducklake:<schema>.<table>": {"snapshot_id": N}}}; editable, validated at the next refresh';
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.upstream IS
   'The stream tables whose results the defining query reads: the scheduler refreshes them first';
+COMMENT ON COLUMN pgtrickle.pgt_stream_tables.view_definitions IS
+  'A digest of each view a DIFFERENTIAL query reads (by oid), as of its last refresh: a redefined view makes the next refresh a rebuild';
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.settings IS
   'Settings recorded when the query was defined (TimeZone, DateStyle, search_path, ...); every refresh runs under them';
 SELECT pg_catalog.pg_extension_config_dump('pgtrickle.pgt_stream_tables', '');
@@ -95,9 +98,29 @@ BEGIN
    WHERE pgt_relid IN (SELECT objid FROM pg_event_trigger_dropped_objects()
                         WHERE classid = 'pg_class'::regclass AND objsubid = 0);
 END $$;
+-- The relations (attribute number 0) and columns a view's query reads, and those of
+-- the views it reads, at any depth: what a stream table's definition reads. (A query
+-- that reads columns of a relation depends on those columns, not on the relation.)
+CREATE FUNCTION pgtrickle.view_reads(view_oid oid) RETURNS TABLE (relid oid, attno int2)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+  WITH RECURSIVE reads(relid, attno) AS (
+    SELECT d.refobjid, d.refobjsubid::int2
+      FROM pg_rewrite r JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+       AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class
+     WHERE r.ev_class = view_oid AND r.rulename = '_RETURN'
+    UNION
+    SELECT d.refobjid, d.refobjsubid::int2
+      FROM reads JOIN pg_class c ON c.oid = reads.relid AND c.relkind = 'v'
+      JOIN pg_rewrite r ON r.ev_class = c.oid AND r.rulename = '_RETURN'
+      JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+       AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class)
+  SELECT relid, attno FROM reads
+$$;
+
 -- Snapshots stream tables still need (their frontiers): ducklake.maintain() does not
 -- expire them. SECURITY DEFINER so a server owner sees every role's holds. Only a
--- source the stream table's query reads (a dependency of its definition view) holds
+-- source the stream table's query reads (a dependency of its definition view, or of
+-- a view it reads) holds
 -- anything, whatever else an owner writes into a frontier.
 CREATE FUNCTION pgtrickle.snapshot_holds()
   RETURNS TABLE (server_oid oid, snapshot_id bigint, stream_table regclass)
@@ -108,10 +131,8 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
                                       THEN t.frontier -> 'sources' ELSE '{}' END) e
     JOIN pg_foreign_table ft ON ft.ftrelid = to_regclass(substr(e.key, length('ducklake:') + 1))
    WHERE jsonb_typeof(e.value -> 'snapshot_id') = 'number'
-     AND EXISTS (SELECT 1 FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
-                  WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
-                    AND d.refobjid = ft.ftrelid
-                    AND r.ev_class = to_regclass(format('pgtrickle_state.query_%s', t.pgt_id)))
+     AND EXISTS (SELECT 1 FROM pgtrickle.view_reads(to_regclass(format('pgtrickle_state.query_%s', t.pgt_id))) d
+                  WHERE d.relid = ft.ftrelid)
 $$;
 GRANT EXECUTE ON FUNCTION pgtrickle.snapshot_holds() TO PUBLIC;
 

@@ -15,4 +15,5 @@ pub mod shape;
 pub mod sublinks;
 pub mod tree;
 pub mod types;
+pub mod views;
 pub mod windows;

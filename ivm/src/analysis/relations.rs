@@ -96,7 +96,7 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[Step], occurrences: &mut 
                     });
                 }
                 pg_sys::RTEKind::RTE_SUBQUERY if in_subquery_expression => {
-                    return Err(IvmError::unsupported("a subquery in FROM inside a subquery expression"));
+                    return Err(IvmError::unsupported("a sub-select or view in FROM inside a subquery expression"));
                 }
                 pg_sys::RTEKind::RTE_SUBQUERY => {
                     let sub = (*rte).subquery;

@@ -230,6 +230,37 @@ pub fn drop_internals(result_relid: pg_sys::Oid) -> IvmResult<()> {
     })
 }
 
+/// Drop the indexes of the result table `relid` (built for a definition's keys).
+pub fn drop_result_indexes(relid: pg_sys::Oid) -> IvmResult<()> {
+    let names: Vec<String> = Spi::connect(|client| {
+        let mut names = Vec::new();
+        for row in client.select(
+            "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_index i \
+             JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE i.indrelid = $1",
+            None,
+            &[relid.into()],
+        )? {
+            names.push(row.get::<String>(1)?.unwrap_or_default());
+        }
+        Ok::<_, pgrx::spi::Error>(names)
+    })?;
+    for name in names {
+        Spi::run(&format!("DROP INDEX {name}"))?;
+    }
+    Ok(())
+}
+
+/// Make the internal relations of the stream table whose result table is
+/// `result_relid` those of `shape` (its definition now means another query: a view it
+/// reads was redefined): the old ones go, the result's indexes too, and the new ones
+/// are created empty; the caller rebuilds the result.
+pub fn rebuild_internals(result_relid: pg_sys::Oid, shape: &Shape, objects: &Objects) -> IvmResult<()> {
+    drop_internals(result_relid)?;
+    drop_result_indexes(result_relid)?;
+    create_internals(result_relid, shape, objects)
+}
+
 /// What a mirror of a lake source reads.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mirror {

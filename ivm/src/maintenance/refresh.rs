@@ -6,13 +6,14 @@
 use super::capture::{forget_seen, still_capturable, written_by_this_transaction};
 use super::context::{RefreshContext, describe, in_subtransaction};
 use super::lakes::{Lake, Lakes};
-use super::objects::{objects_for, refresh_change_relations, replay_tables};
+use super::objects::{objects_for, rebuild_internals, refresh_change_relations, replay_tables};
 use super::snapshot::ReadSnapshot;
 use super::timing::timed;
 use super::statements::{Objects, Statements};
 use crate::analysis::parse::{LakeSource, PostgresSource, analyze, lake_sources, relations_read};
 use crate::analysis::rows::{Feed, Unseen};
 use crate::analysis::shape::{Kind, Shape, shape_of};
+use crate::analysis::views::expand_views;
 use crate::catalog::{self, Lock, RefreshMode, StreamTable, frontier_seen};
 use crate::definition;
 use crate::error::{IvmError, IvmResult};
@@ -53,6 +54,8 @@ pub struct Plan {
     pub postgres: Vec<PostgresSource>,
     /// Whether the query reads relations other than lake tables.
     pub reads_other: bool,
+    /// The views a differential table's query reads, at any depth (expanded).
+    pub views: Vec<pg_sys::Oid>,
     pub objects: Objects,
 }
 
@@ -61,6 +64,8 @@ pub struct Plan {
 /// from it resolves to the objects the view is bound to.
 pub fn plan_for(table: &StreamTable) -> IvmResult<Plan> {
     let query = analyze(&definition::query_text(table.id)?)?;
+    // A differential table reads a view's tables as sources (a FULL one reads the view).
+    let views = if table.mode == RefreshMode::Differential { expand_views(query)? } else { Vec::new() };
     let sources = lake_sources(query)?;
     let shape = match table.mode {
         RefreshMode::Differential => Some(shape_of(query)?),
@@ -69,7 +74,7 @@ pub fn plan_for(table: &StreamTable) -> IvmResult<Plan> {
     let postgres: Vec<PostgresSource> = shape.as_ref().map(Shape::postgres_sources).unwrap_or_default();
     let objects = objects_for(table.relid, &sources, &postgres);
     let reads_other = relations_read(query).len() > sources.len();
-    Ok(Plan { shape, sources, postgres, reads_other, objects })
+    Ok(Plan { shape, sources, postgres, reads_other, views, objects })
 }
 
 /// Where a refresh starts from and goes to.
@@ -99,12 +104,29 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
     let owner = owner_of(table.relid)?;
     let context = RefreshContext::enter(owner, &table.settings)?;
     let plan = plan_for(&table)?;
+    // A view redefined since the last refresh changes what the query means, though no
+    // source changed: the result is rebuilt (see `analysis::views`).
+    // (None recorded: the table was never refreshed, or before views were recorded.)
+    let views_now = catalog::view_definitions(&plan.views)?;
+    let record_views = views_now != table.view_definitions;
+    let recorded = table.view_definitions.as_object().is_some_and(|views| !views.is_empty());
+    let redefined = (recorded && record_views).then(|| redefined_view(&table.view_definitions, &views_now));
+    if let (Some(_), Some(shape)) = (&redefined, &plan.shape) {
+        // The new definition may read other sources or keep other state: its internals
+        // replace the old ones (as `alter_stream_table` does), before anything reads them.
+        catalog::refuse_cycle(id, &table.name)?;
+        catalog::record_upstream(id)?;
+        rebuild_internals(table.relid, shape, &plan.objects)?;
+    }
     if plan.sources.is_empty() && plan.postgres.is_empty() {
         // No source to track: every refresh is a rebuild.
         let read = ReadSnapshot::take();
         rebuild(&table, &plan, &context, &read, &[])?;
         drop(context);
         catalog::record_refresh(id, &serde_json::json!({"sources": {}}), None)?;
+        if record_views {
+            catalog::record_view_definitions(id, &views_now)?;
+        }
         return Ok(Some(Outcome::Refreshed { changes: 0 }));
     }
     let positions = positions(&table, &plan)?;
@@ -127,7 +149,13 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
     // A FULL-mode table reading anything but lake tables is rebuilt every time: what
     // else it reads has no position to compare.
     let only_lake = table.mode == RefreshMode::Differential || !plan.reads_other;
-    if requested == Requested::Differential && only_lake && lakes.up_to_date() && all_seen && !any_unseen(&positions)? {
+    if requested == Requested::Differential
+        && only_lake
+        && redefined.is_none()
+        && lakes.up_to_date()
+        && all_seen
+        && !any_unseen(&positions)?
+    {
         drop(context);
         if table.status != "ACTIVE" || table.consecutive_errors > 0 {
             catalog::clear_error(id)?;
@@ -141,6 +169,13 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
             let at = lakes.at_frontier();
             rebuild(&table, &plan, &context, &read, &at)?;
             (Outcome::Refreshed { changes: 0 }, at, None)
+        }
+        (Requested::Differential, _) if redefined.is_some() => {
+            let at = lakes.at_latest();
+            rebuild(&table, &plan, &context, &read, &at)?;
+            let note = format!("{}; rebuilt in full", redefined.clone().unwrap_or_default());
+            pgrx::warning!("stream table {}: {note}", table.name);
+            (Outcome::Refreshed { changes: 0 }, at, Some(note))
         }
         (Requested::Differential, Some(shape)) if differential_possible => {
             let at = lakes.at_latest();
@@ -168,7 +203,23 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
     drop(context);
     let postgres: Vec<(String, String)> = plan.postgres.iter().map(|p| (p.key.clone(), seen_now.clone())).collect();
     catalog::record_refresh(id, &catalog::frontier_of(&Lakes::frontier_entries(&at), &postgres), note.as_deref())?;
+    if record_views {
+        catalog::record_view_definitions(id, &views_now)?;
+    }
     Ok(Some(outcome))
+}
+
+/// Which view `now` (digests by oid, see `catalog::view_definitions`) has that `before`
+/// has not, or has otherwise: the reason a refresh rebuilds.
+fn redefined_view(before: &serde_json::Value, now: &serde_json::Value) -> String {
+    let changed = now.as_object().and_then(|now| {
+        now.iter().find(|(oid, digest)| before.get(oid.as_str()) != Some(digest)).map(|(oid, _)| oid.clone())
+    });
+    match changed.and_then(|oid| oid.parse::<u32>().ok()) {
+        Some(oid) => format!("view {} was redefined", crate::sql::relation_name(pg_sys::Oid::from(oid))),
+        // Not reached: `now` has every view the query reads (the query is fixed).
+        None => "a view the query reads was redefined".into(),
+    }
 }
 
 /// The frontier's and the lakes' current positions of `table`'s sources.
