@@ -251,16 +251,6 @@ pub fn drop_result_indexes(relid: pg_sys::Oid) -> IvmResult<()> {
     Ok(())
 }
 
-/// Make the internal relations of the stream table whose result table is
-/// `result_relid` those of `shape` (its definition now means another query: a view it
-/// reads was redefined): the old ones go, the result's indexes too, and the new ones
-/// are created empty; the caller rebuilds the result.
-pub fn rebuild_internals(result_relid: pg_sys::Oid, shape: &Shape, objects: &Objects) -> IvmResult<()> {
-    drop_internals(result_relid)?;
-    drop_result_indexes(result_relid)?;
-    create_internals(result_relid, shape, objects)
-}
-
 /// What a mirror of a lake source reads.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mirror {

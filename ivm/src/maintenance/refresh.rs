@@ -6,7 +6,7 @@
 use super::capture::{forget_seen, still_capturable, written_by_this_transaction};
 use super::context::{RefreshContext, describe, in_subtransaction};
 use super::lakes::{Lake, Lakes};
-use super::objects::{objects_for, rebuild_internals, refresh_change_relations, replay_tables};
+use super::objects::{objects_for, refresh_change_relations, replay_tables};
 use super::snapshot::ReadSnapshot;
 use super::timing::timed;
 use super::statements::{Objects, Statements};
@@ -111,13 +111,12 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
     let record_views = views_now != table.view_definitions;
     let recorded = table.view_definitions.as_object().is_some_and(|views| !views.is_empty());
     let redefined = (recorded && record_views).then(|| redefined_view(&table.view_definitions, &views_now));
-    if let (Some(_), Some(shape)) = (&redefined, &plan.shape) {
-        // The new definition may read other sources or keep other state: its internals
-        // replace the old ones (as `alter_stream_table` does), before anything reads them.
+    if redefined.is_some() {
+        // A view may now read the stream table's own result, or another stream table's.
         catalog::refuse_cycle(id, &table.name)?;
         catalog::record_upstream(id)?;
-        rebuild_internals(table.relid, shape, &plan.objects)?;
     }
+    require_captured(&table, &plan)?;
     if plan.sources.is_empty() && plan.postgres.is_empty() {
         // No source to track: every refresh is a rebuild.
         let read = ReadSnapshot::take();
@@ -209,9 +208,33 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
     Ok(Some(outcome))
 }
 
+/// Refuse a refresh of `table` whose query reads a Postgres table whose changes it does
+/// not capture: one a view reads since it was redefined. (Its triggers would take
+/// locks a refresh does not take, in an order that could deadlock with other
+/// refreshes.) The other internals stay valid when a view is redefined: a view's
+/// columns keep their types, so the query's keys and aggregates keep theirs, and a new
+/// lake source gets its mirrors at the next differential refresh.
+fn require_captured(table: &StreamTable, plan: &Plan) -> IvmResult<()> {
+    for source in &plan.postgres {
+        let log = plan.objects.logs.iter().find(|(relid, _)| *relid == source.relid).map(|(_, log)| log.as_str()).unwrap_or_default();
+        if crate::sql::regclass(log).is_err() {
+            return Err(IvmError::new(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!(
+                    "stream table {} reads {}, whose changes it does not capture (a view it reads was redefined to read it)",
+                    table.name,
+                    crate::sql::relation_name(source.relid)
+                ),
+            )
+            .with_hint("Drop the stream table and create it again."));
+        }
+    }
+    Ok(())
+}
+
 /// Which view `now` (digests by oid, see `catalog::view_definitions`) has that `before`
 /// has not, or has otherwise: the reason a refresh rebuilds.
-fn redefined_view(before: &serde_json::Value, now: &serde_json::Value) -> String {
+pub fn redefined_view(before: &serde_json::Value, now: &serde_json::Value) -> String {
     let changed = now.as_object().and_then(|now| {
         now.iter().find(|(oid, digest)| before.get(oid.as_str()) != Some(digest)).map(|(oid, _)| oid.clone())
     });
