@@ -595,3 +595,25 @@ def test_row_level_security_that_applies_to_the_owner_is_refused(lake):
         own.execute("ALTER TABLE public.ledger FORCE ROW LEVEL SECURITY")
         with pytest.raises(psycopg.errors.FeatureNotSupported):
             own.execute("SELECT pgtrickle.refresh('ledger_owner')")
+
+
+def test_columns_the_owner_may_not_read_stay_out_of_its_log(lake):
+    """An owner allowed some columns of a table: its change log, which it reads, gets
+    only those (the others NULL), and the stream table over them stays exact."""
+    setup_tables(lake)
+    conn = lake.conn
+    reader = new_role(conn, "column_reader")
+    grant_lake_reading(lake, reader)
+    conn.execute(f"GRANT CREATE ON SCHEMA public TO {reader}")
+    conn.execute("CREATE TABLE public.payroll (id int, salary int, secret text)")
+    conn.execute("INSERT INTO public.payroll VALUES (1, 10, 'a')")
+    conn.execute(f"GRANT SELECT (id, salary), TRIGGER ON public.payroll TO {reader}")
+    query = "SELECT count(*) AS n, sum(salary) AS total FROM public.payroll"
+    with lake.cluster.connect(lake.dbname, user=reader) as theirs:
+        create(theirs, "pay", query)
+        conn.execute("INSERT INTO public.payroll VALUES (2, 20, 'b'), (3, 30, 'c')")
+        log = conn.execute("SELECT format('pgtrickle_changes.log_%s_%s', 'pay'::regclass::oid, "
+                           "'public.payroll'::regclass::oid)").fetchone()[0]
+        assert rows(theirs, f"SELECT id, salary, secret FROM {log}") == [(2, 20, None), (3, 30, None)]
+        theirs.execute("SELECT pgtrickle.refresh('pay')")
+        check(theirs, "pay", query)

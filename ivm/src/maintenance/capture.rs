@@ -127,7 +127,8 @@ pub fn create_capture(
           -- Rows the stream table's owner may no longer read (its privilege revoked,
           -- row-level security enabled since) are not copied into its log, which it
           -- reads: the change counts as a truncation, which makes the next refresh
-          -- (once it may read the table again) a rebuild.
+          -- (once it may read the table again) a rebuild. Nor are columns it may not
+          -- read (left NULL: a query that read them could not be refreshed).
           SELECT c.relowner INTO reader FROM pg_class c WHERE c.oid = {log_literal}::regclass;
           IF TG_OP = 'TRUNCATE' OR NOT has_any_column_privilege(reader, TG_RELID, 'SELECT')
              OR pgtrickle.row_security_applies(TG_RELID, reader) THEN
@@ -141,7 +142,8 @@ pub fn create_capture(
             JOIN pg_attribute l ON l.attrelid = {log_literal}::regclass AND l.attnum = a.attnum
                                AND NOT l.attisdropped AND l.atttypid = a.atttypid AND l.atttypmod = a.atttypmod
                                AND l.attname NOT IN ('__pgt_xid', 'change_type')
-           WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped;
+           WHERE a.attrelid = TG_RELID AND a.attnum > 0 AND NOT a.attisdropped
+             AND has_column_privilege(reader, TG_RELID, a.attnum, 'SELECT');
           IF TG_OP IN ('UPDATE', 'DELETE') THEN
             EXECUTE format('INSERT INTO %s (%s__pgt_xid, change_type) SELECT %spg_current_xact_id(), ''delete'' FROM __pgt_old r',
                            {log_literal}, names, values_);
