@@ -106,11 +106,8 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
     let plan = plan_for(&table)?;
     // A view redefined since the last refresh changes what the query means, though no
     // source changed: the result is rebuilt (see `analysis::views`).
-    // (None recorded: the table was never refreshed, or before views were recorded.)
-    let views_now = catalog::view_definitions(&plan.views)?;
+    let (views_now, redefined) = view_redefinition(&table, &plan)?;
     let record_views = views_now != table.view_definitions;
-    let recorded = table.view_definitions.as_object().is_some_and(|views| !views.is_empty());
-    let redefined = (recorded && record_views).then(|| redefined_view(&table.view_definitions, &views_now));
     if redefined.is_some() {
         // A view may now read the stream table's own result, or another stream table's.
         catalog::refuse_cycle(id, &table.name)?;
@@ -163,36 +160,31 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
     }
     let read = ReadSnapshot::take();
     let differential_possible = table.mode == RefreshMode::Differential && lakes.all_have_frontier() && all_seen;
+    // A rebuild at the lakes' current snapshots, noted with its reason when it stands
+    // in for a differential refresh that could not be made.
+    let rebuild_at_latest = |reason: Option<String>| -> IvmResult<_> {
+        let at = lakes.at_latest();
+        rebuild(&table, &plan, &context, &read, &at)?;
+        let note = reason.map(|reason| format!("{reason}; rebuilt in full"));
+        if let Some(note) = &note {
+            pgrx::warning!("stream table {}: {note}", table.name);
+        }
+        Ok((Outcome::Refreshed { changes: 0 }, at, note))
+    };
     let (outcome, at, note) = match (requested, plan.shape.as_ref()) {
         (Requested::Full, _) => {
             let at = lakes.at_frontier();
             rebuild(&table, &plan, &context, &read, &at)?;
             (Outcome::Refreshed { changes: 0 }, at, None)
         }
-        (Requested::Differential, _) if redefined.is_some() => {
-            let at = lakes.at_latest();
-            rebuild(&table, &plan, &context, &read, &at)?;
-            let note = format!("{}; rebuilt in full", redefined.clone().unwrap_or_default());
-            pgrx::warning!("stream table {}: {note}", table.name);
-            (Outcome::Refreshed { changes: 0 }, at, Some(note))
-        }
+        (Requested::Differential, _) if redefined.is_some() => rebuild_at_latest(redefined)?,
         (Requested::Differential, Some(shape)) if differential_possible => {
-            let at = lakes.at_latest();
             match differential(table.id, table.relid, shape, &plan, &positions, &read, &context)? {
-                Applied::Changes(changes) => (Outcome::Refreshed { changes }, at, None),
-                Applied::Rebuild(reason) => {
-                    rebuild(&table, &plan, &context, &read, &at)?;
-                    let note = format!("{reason}; rebuilt in full");
-                    pgrx::warning!("stream table {}: {note}", table.name);
-                    (Outcome::Refreshed { changes: 0 }, at, Some(note))
-                }
+                Applied::Changes(changes) => (Outcome::Refreshed { changes }, lakes.at_latest(), None),
+                Applied::Rebuild(reason) => rebuild_at_latest(Some(reason))?,
             }
         }
-        (Requested::Differential, _) => {
-            let at = lakes.at_latest();
-            rebuild(&table, &plan, &context, &read, &at)?;
-            (Outcome::Refreshed { changes: 0 }, at, None)
-        }
+        (Requested::Differential, _) => rebuild_at_latest(None)?,
     };
     let seen_now = read.text()?;
     drop(read);
@@ -232,9 +224,20 @@ fn require_captured(table: &StreamTable, plan: &Plan) -> IvmResult<()> {
     Ok(())
 }
 
+/// The definitions of the views `table`'s query reads as they are now (see
+/// `catalog::view_definitions`), and which one was redefined since its last refresh,
+/// if any. (Nothing recorded: the table was never refreshed, or before views were
+/// recorded.)
+pub fn view_redefinition(table: &StreamTable, plan: &Plan) -> IvmResult<(serde_json::Value, Option<String>)> {
+    let now = catalog::view_definitions(&plan.views)?;
+    let recorded = table.view_definitions.as_object().is_some_and(|views| !views.is_empty());
+    let redefined = (recorded && now != table.view_definitions).then(|| redefined_view(&table.view_definitions, &now));
+    Ok((now, redefined))
+}
+
 /// Which view `now` (digests by oid, see `catalog::view_definitions`) has that `before`
 /// has not, or has otherwise: the reason a refresh rebuilds.
-pub fn redefined_view(before: &serde_json::Value, now: &serde_json::Value) -> String {
+fn redefined_view(before: &serde_json::Value, now: &serde_json::Value) -> String {
     let changed = now.as_object().and_then(|now| {
         now.iter().find(|(oid, digest)| before.get(oid.as_str()) != Some(digest)).map(|(oid, _)| oid.clone())
     });

@@ -64,15 +64,10 @@ pub fn differences(id: i64, mut emit: impl FnMut(&str, JsonB)) -> IvmResult<()> 
     let table = catalog::load(id, Lock::Share)?.ok_or_else(|| IvmError::no_such_stream_table(&id.to_string()))?;
     let context = RefreshContext::enter(owner_of(table.relid)?, &table.settings)?;
     let plan = super::refresh::plan_for(&table)?;
-    let views_now = catalog::view_definitions(&plan.views)?;
-    if table.view_definitions.as_object().is_some_and(|views| !views.is_empty()) && views_now != table.view_definitions {
+    if let (_, Some(redefined)) = super::refresh::view_redefinition(&table, &plan)? {
         return Err(IvmError::new(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            format!(
-                "stream table {}: {} since its last refresh",
-                table.name,
-                super::refresh::redefined_view(&table.view_definitions, &views_now)
-            ),
+            format!("stream table {}: {redefined} since its last refresh", table.name),
         )
         .with_hint("Refresh the stream table (it rebuilds), then verify it."));
     }
