@@ -21,3 +21,11 @@ def grant_lake_reading(lake, role):
     conn.execute(f"GRANT USAGE ON SCHEMA __ducklake_metadata_analytics TO {role}")
     conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA __ducklake_metadata_analytics TO {role}")
     conn.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA __ducklake_metadata_analytics GRANT SELECT ON TABLES TO {role}")
+
+
+def new_stream_owner(lake, prefix):
+    """A new role that reads the lake and may create stream tables in schema public."""
+    role = new_role(lake.conn, prefix)
+    grant_lake_reading(lake, role)
+    lake.conn.execute(f"GRANT CREATE ON SCHEMA public TO {role}")
+    return role

@@ -9,7 +9,7 @@ import random
 import psycopg
 import pytest
 
-from roles import grant_lake_reading, new_role
+from roles import new_stream_owner
 from streams import assert_refused, assert_verified, drive_randomly
 from test_stream_joins import check, create, mutate, setup_tables
 
@@ -135,10 +135,7 @@ def test_rewritten_joins_as_an_owner_who_is_not_a_superuser(lake):
     refused, although the rewrite reads that table without the sub-select."""
     setup_tables(lake)
     conn = lake.conn
-    owner, stranger = new_role(conn, "joins_owner"), new_role(conn, "joins_stranger")
-    for role in (owner, stranger):
-        grant_lake_reading(lake, role)
-        conn.execute(f"GRANT CREATE ON SCHEMA public TO {role}")
+    owner, stranger = new_stream_owner(lake, "joins_owner"), new_stream_owner(lake, "joins_stranger")
     conn.execute(f"REVOKE SELECT ON lake.orders FROM {stranger}")
     names = ["left_subselect", "full_using", "aliased_outer"]
     with lake.cluster.connect(lake.dbname, user=owner) as mine:

@@ -9,7 +9,7 @@ import random
 import psycopg
 import pytest
 
-from roles import grant_lake_reading, new_role
+from roles import new_stream_owner
 from streams import drive_randomly, last_error, rows, wait_for
 
 DDL = """
@@ -420,10 +420,8 @@ def test_postgres_sources_refused_by_name(lake):
 def test_privileges_triggers_and_drop(lake):
     setup_tables(lake)
     conn = lake.conn
-    dave = new_role(conn, "dave")
-    grant_lake_reading(lake, dave)
+    dave = new_stream_owner(lake, "dave")
     conn.execute(f"GRANT SELECT ON public.customers TO {dave}")
-    conn.execute(f"GRANT CREATE ON SCHEMA public TO {dave}")
     with lake.cluster.connect(lake.dbname, user=dave) as session:
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as error:
             session.execute("SELECT pgtrickle.create_stream_table('dave_t', %s, '1h')", (SHAPES["by_region"],))
@@ -546,9 +544,7 @@ def test_row_level_security_that_applies_to_the_owner_is_refused(lake):
     FORCE) is maintained differentially."""
     setup_tables(lake)
     conn = lake.conn
-    reader = new_role(conn, "rls_reader")
-    grant_lake_reading(lake, reader)
-    conn.execute(f"GRANT CREATE ON SCHEMA public TO {reader}")
+    reader = new_stream_owner(lake, "rls_reader")
     conn.execute("CREATE TABLE public.ledger (id int, holder text, amount int)")
     conn.execute(f"INSERT INTO public.ledger VALUES (1, '{reader}', 10), (2, 'someone_else', 100)")
     conn.execute(f"GRANT SELECT, TRIGGER ON public.ledger TO {reader}")
@@ -582,9 +578,7 @@ def test_row_level_security_that_applies_to_the_owner_is_refused(lake):
         assert rows(theirs, "SELECT * FROM ledger_before") == rows(theirs, query)
     conn.execute("ALTER TABLE public.ledger ENABLE ROW LEVEL SECURITY")
     # The table's owner bypasses its policies, unless they are forced on it.
-    holder = new_role(conn, "rls_holder")
-    grant_lake_reading(lake, holder)
-    conn.execute(f"GRANT CREATE ON SCHEMA public TO {holder}")
+    holder = new_stream_owner(lake, "rls_holder")
     conn.execute(f"ALTER TABLE public.ledger OWNER TO {holder}")
     with lake.cluster.connect(lake.dbname, user=holder) as own:
         create(own, "ledger_owner", query)
@@ -602,9 +596,7 @@ def test_columns_the_owner_may_not_read_stay_out_of_its_log(lake):
     only those (the others NULL), and the stream table over them stays exact."""
     setup_tables(lake)
     conn = lake.conn
-    reader = new_role(conn, "column_reader")
-    grant_lake_reading(lake, reader)
-    conn.execute(f"GRANT CREATE ON SCHEMA public TO {reader}")
+    reader = new_stream_owner(lake, "column_reader")
     conn.execute("CREATE TABLE public.payroll (id int, salary int, secret text)")
     conn.execute("INSERT INTO public.payroll VALUES (1, 10, 'a')")
     conn.execute(f"GRANT SELECT (id, salary), TRIGGER ON public.payroll TO {reader}")

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 import test_stream_postgres_sources as pg_sources
-from roles import grant_lake_reading, new_role
+from roles import new_role, new_stream_owner
 from streams import assert_refused, assert_verified, drive_randomly, last_error, rows
 from test_stream_joins import check, create, mutate, setup_tables
 
@@ -125,11 +125,9 @@ def test_a_view_whose_tables_the_owner_may_not_read_is_refused(lake):
     refused, naming both (FULL reads the view)."""
     setup_views(lake)
     conn = lake.conn
-    reader = new_role(conn, "view_reader")
-    grant_lake_reading(lake, reader)
+    reader = new_stream_owner(lake, "view_reader")
     conn.execute(f"REVOKE SELECT ON lake.orders FROM {reader}")
     conn.execute(f"GRANT SELECT ON public.order_facts TO {reader}")
-    conn.execute(f"GRANT CREATE ON SCHEMA public TO {reader}")
     query = SHAPES["facts_by_region"]
     with lake.cluster.connect(lake.dbname, user=reader) as theirs:
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as error:
