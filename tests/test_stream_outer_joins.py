@@ -130,14 +130,15 @@ def test_random_changes_keep_outer_joins_exact(lake, seed):
 
 
 def test_rewritten_joins_as_an_owner_who_is_not_a_superuser(lake):
-    """USING, an alias and a merged sub-select, kept by a role that reads the lake but
-    is not a superuser; a role that may not read a table the sub-select reads is
-    refused, although the rewrite reads that table without the sub-select."""
+    """USING, an alias, a merged sub-select, and a join and an aggregating sub-select
+    on a nullable side, kept by a role that reads the lake but is not a superuser; a
+    role that may not read a table the sub-select reads is refused, although the
+    rewrite reads that table without the sub-select."""
     setup_tables(lake)
     conn = lake.conn
     owner, stranger = new_stream_owner(lake, "joins_owner"), new_stream_owner(lake, "joins_stranger")
     conn.execute(f"REVOKE SELECT ON lake.orders FROM {stranger}")
-    names = ["left_subselect", "full_using", "aliased_outer"]
+    names = ["left_subselect", "full_using", "aliased_outer", "left_of_join", "left_aggregated"]
     with lake.cluster.connect(lake.dbname, user=owner) as mine:
         for name in names:
             create(mine, name, SHAPES[name])
