@@ -7,6 +7,7 @@ import psycopg
 import pytest
 
 from compare import assert_same_rows
+from roles import grant_lake_reading, new_role
 
 CHANGES_TABLE = """CREATE FOREIGN TABLE lake.events_changes (
     snapshot_id bigint, rowid bigint, change_type text, id bigint, event_type text, value bigint)
@@ -367,3 +368,43 @@ def test_table_changed_reads_the_catalog_alone(filed):
     # an expired snapshot's changes are no longer listed: a range with one counts as changed
     lake.ref.execute(f"CALL ducklake_expire_snapshots('analytics', versions => [{start + 1}])")
     assert changed("lake.events", start, start + 1) and changed("lake.events", start + 2, start + 3) is False
+
+
+def test_last_committed_snapshot_reads_the_catalog_not_the_transaction(filed, pg):
+    """ducklake.last_committed_snapshot_id: the newest snapshot the catalog has
+    committed, where ducklake_latest_snapshot_id is the one this transaction's lake
+    reads (fixed at its first read). A catalog reached over a connection string of its
+    own is asked through DuckDB, so both agree there."""
+    lake = filed
+    lake.conn.execute(f"CREATE SERVER far FOREIGN DATA WRAPPER ducklake OPTIONS (catalog_name 'analytics', "
+                      f"catalog_connection 'host={pg.base} port={pg.port} dbname={lake.dbname} user=postgres', "
+                      f"data_path '{lake.data_path}')")
+    lake.conn.execute("CREATE FOREIGN TABLE lake.far_events (id bigint, value bigint) SERVER far "
+                      "OPTIONS (table 'events')")
+    start = latest_snapshot(lake)
+
+    def snapshots(table):
+        return lake.rows(f"SELECT ducklake.ducklake_latest_snapshot_id('{table}'), "
+                         f"ducklake.last_committed_snapshot_id('{table}')")[0]
+
+    assert snapshots("lake.events") == (start, start)
+    assert snapshots("lake.far_events") == (start, start)
+    with lake.conn.transaction():
+        assert lake.rows("SELECT count(*) FROM lake.events") == lake.rows("SELECT count(*) FROM lake.far_events")
+        lake.ref.execute("INSERT INTO events VALUES (-1, -1)")
+        assert snapshots("lake.events") == (start, start + 1)
+        assert snapshots("lake.far_events") == (start, start)
+    assert snapshots("lake.events") == (start + 1, start + 1)
+    assert snapshots("lake.far_events") == (start + 1, start + 1)
+
+    # The foreign table's SELECT privilege is required, as for the lake's current snapshot.
+    role = new_role(lake.conn, "committed")
+    grant_lake_reading(lake, role)
+    with lake.connect(user=role) as conn:
+        assert conn.execute("SELECT ducklake.last_committed_snapshot_id('lake.events')").fetchone() == (start + 1,)
+    lake.conn.execute(f"REVOKE SELECT ON lake.events FROM {role}")
+    with lake.connect(user=role) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for foreign table events"):
+            conn.execute("SELECT ducklake.last_committed_snapshot_id('lake.events')")
+    with pytest.raises(psycopg.errors.FeatureNotSupported, match="is not a foreign table"):
+        lake.rows("SELECT ducklake.last_committed_snapshot_id('pg_class')")

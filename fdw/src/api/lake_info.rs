@@ -131,6 +131,13 @@ fn current_snapshot(server: &str) -> i64 {
 
 /// The lake of a foreign table, after checking the caller may read the table.
 fn lake_of_table(relid: pg_sys::Oid) -> LakeResult<(std::rc::Rc<Lake>, crate::options::TableOptions)> {
+    let server_oid = server_of_table(relid)?;
+    // SAFETY: server_of_table checked that `relid` is a foreign table.
+    Ok((lake_for(server_oid)?, unsafe { crate::options::TableOptions::of(relid) }))
+}
+
+/// The server of a foreign table, after checking the caller may read the table.
+fn server_of_table(relid: pg_sys::Oid) -> LakeResult<pg_sys::Oid> {
     // SAFETY: catalog lookups; pg_class_aclcheck raises nothing for an existing relation.
     unsafe {
         if pg_sys::get_rel_relkind(relid) != pg_sys::RELKIND_FOREIGN_TABLE as std::ffi::c_char {
@@ -147,8 +154,7 @@ fn lake_of_table(relid: pg_sys::Oid) -> LakeResult<(std::rc::Rc<Lake>, crate::op
                 std::ffi::CStr::from_ptr(pg_sys::get_rel_name(relid)).to_string_lossy()
             )));
         }
-        let server_oid = (*pg_sys::GetForeignTable(relid)).serverid;
-        Ok((lake_for(server_oid)?, crate::options::TableOptions::of(relid)))
+        Ok((*pg_sys::GetForeignTable(relid)).serverid)
     }
 }
 
@@ -161,6 +167,56 @@ fn ducklake_latest_snapshot_id(foreign_table: pg_sys::Oid) -> i64 {
         crate::scan::snapshot::current_snapshot(&lake)
     };
     run().or_raise()
+}
+
+/// The lake's newest snapshot as its catalog has committed it, as this statement sees
+/// the catalog. `ducklake_latest_snapshot_id` is the snapshot this transaction's lake
+/// reads: DuckDB fixes it at the transaction's first read, by a query over its own
+/// connection to the catalog, which costs about a millisecond. When the catalog lies in
+/// this database and DuckDB reaches it as the current user, this reads the catalog's
+/// snapshot table directly instead (microseconds), and never opens the lake. So it may
+/// be newer than what this transaction's lake reads; it answers "has anything been
+/// committed since snapshot N" (the question of an empty refresh), and the caller reads
+/// changes through DuckDB's snapshot. Any other catalog (another database, another
+/// role, a catalog table the current user may not read): `ducklake_latest_snapshot_id`.
+/// Declared in lib.rs (regclass).
+#[pg_extern(sql = false)]
+fn last_committed_snapshot_id(foreign_table: pg_sys::Oid) -> i64 {
+    let run = || -> LakeResult<i64> {
+        let server_oid = server_of_table(foreign_table)?;
+        let config = crate::catalog::config::LakeConfig::resolve(server_oid)?;
+        if config.catalog_in_this_database {
+            if let Some(id) = committed_in_this_database(&config.metadata_schema) {
+                return Ok(id);
+            }
+        }
+        crate::scan::snapshot::current_snapshot(&*lake_for(server_oid)?)
+    };
+    run().or_raise()
+}
+
+/// The newest snapshot id in table `ducklake_snapshot` of schema `schema` of this
+/// database, or None when the table does not exist, has no row, or the current user
+/// may not read it (DuckDB's answer then decides, or raises the real error).
+fn committed_in_this_database(schema: &str) -> Option<i64> {
+    let relid = Spi::get_one_with_args::<pg_sys::Oid>(
+        "SELECT pg_catalog.to_regclass(pg_catalog.quote_ident($1) || '.ducklake_snapshot')::pg_catalog.oid",
+        &[schema.into()],
+    )
+    .ok()
+    .flatten()
+    .filter(|oid| *oid != pg_sys::InvalidOid)?;
+    // SAFETY: an ACL lookup of an existing relation; check_enable_rls raises nothing
+    // for one either.
+    let readable = unsafe {
+        pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as _) == pg_sys::AclResult::ACLCHECK_OK
+            && pg_sys::check_enable_rls(relid, pg_sys::InvalidOid, true) != pg_sys::CheckEnableRlsResult::RLS_ENABLED as i32
+    };
+    if !readable {
+        return None;
+    }
+    let query = format!("SELECT max(snapshot_id)::bigint FROM {}.ducklake_snapshot", crate::import::pg_ident(schema));
+    Spi::get_one::<i64>(&query).ok().flatten()
 }
 
 /// Whether a snapshot after `after_snapshot`, up to `up_to_snapshot`, changed the

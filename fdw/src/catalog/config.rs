@@ -25,6 +25,9 @@ pub struct LakeConfig {
     /// also when it is the path the catalog records; None: anywhere.
     pub data_path_roots: Option<Vec<String>>,
     pub metadata_schema: String,
+    /// The catalog lies in this database and DuckDB reaches it as the current user, so
+    /// this backend may read it directly (see `api::lake_info::last_committed_snapshot_id`).
+    pub catalog_in_this_database: bool,
     /// Rows per insert that DuckLake keeps in the catalog instead of a Parquet file.
     pub inlining_limit: Option<String>,
     /// This backend's own directory for DuckDB's temporary files (removed with the instance).
@@ -112,6 +115,7 @@ impl LakeConfig {
             data_path,
             data_path_roots,
             metadata_schema,
+            catalog_in_this_database: embedded && user.as_deref().is_none_or(|u| u == current_user_name()),
             inlining_limit: server_options.get("data_inlining_row_limit").cloned(),
             temp_directory,
             object_store,

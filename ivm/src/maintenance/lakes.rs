@@ -62,7 +62,20 @@ impl Lakes {
         let several = lakes.len() > 1;
         for lake in &mut lakes {
             lake.from = frontier_snapshot(frontier, &lake.keys(), single, table)?;
-            lake.to = latest_snapshot(&lake.sources[0])?;
+        }
+        // Nothing committed to any lake since the frontier: the refresh has nothing to
+        // read from them, so DuckDB's current snapshot (a millisecond per lake, most of
+        // an empty refresh) is not asked for. Otherwise it is, for every lake: the
+        // changes are read through DuckDB's snapshot.
+        let mut unchanged = true;
+        for lake in &lakes {
+            unchanged = unchanged && lake.from.is_some() && lake.from == Some(last_committed_snapshot(&lake.sources[0])?);
+        }
+        for lake in &mut lakes {
+            lake.to = match lake.from {
+                Some(from) if unchanged => from,
+                _ => latest_snapshot(&lake.sources[0])?,
+            };
             if let Some(from) = lake.from.filter(|from| *from > lake.to) {
                 let (to, which) = (lake.to, if several { format!("server {}'s lake", lake.server_name) } else { "the lake".into() });
                 return Err(IvmError::invalid(format!(
@@ -131,6 +144,13 @@ fn pin_value(positions: &[(&Lake, i64)]) -> Option<String> {
     let ids: serde_json::Map<String, serde_json::Value> =
         positions.iter().map(|(lake, at)| (lake.server_name.clone(), serde_json::Value::from(*at))).collect();
     Some(serde_json::Value::Object(ids).to_string())
+}
+
+/// The newest snapshot `source`'s lake has committed (see the FDW's
+/// `last_committed_snapshot_id`: read from the catalog itself when it can be).
+fn last_committed_snapshot(source: &LakeSource) -> IvmResult<i64> {
+    Spi::get_one_with_args::<i64>("SELECT ducklake.last_committed_snapshot_id($1::oid::regclass)", &[source.relid.into()])?
+        .ok_or_else(|| IvmError::new(PgSqlErrorCode::ERRCODE_FDW_ERROR, "the lake reported no committed snapshot"))
 }
 
 /// The current snapshot of `source`'s lake.
