@@ -161,3 +161,53 @@ def test_refresh_all_and_import_operations(lake, project):
     # a name that is neither a model nor a stream table is pgtrickle's error
     out = project.dbt("run-operation", "ducklake_streams.refresh_stream_table", "--args", "{name: nope}", expect=1)
     assert 'stream table "nope" does not exist' in out
+
+
+def test_staging_models_upstream_of_a_stream_table(lake, project):
+    """The README's advice, run by dbt: an ephemeral staging model is inlined as a WITH
+    query and maintained differentially; a view model is expanded too, but dbt replaces
+    the view by dropping it with CASCADE, which drops the stream table over it, and the
+    same run creates that again."""
+    conn = lake.conn
+    staging = project.directory / "models" / "staging"
+    marts = project.directory / "models" / "marts"
+    (staging / "valued_events.sql").write_text(
+        "{{ config(materialized='ephemeral') }}\n"
+        "select event_type, value * 2 as doubled from {{ source('lake', 'events') }} where value > 5\n")
+    (marts / "valued_summary.sql").write_text(
+        "{{ config(materialized='stream_table', schedule='1h', refresh_mode='DIFFERENTIAL') }}\n"
+        "select event_type, count(*) as events, sum(doubled) as doubled\n"
+        "from {{ ref('valued_events') }} group by event_type\n")
+    (staging / "clicks.sql").write_text(
+        "{{ config(materialized='view') }}\n"
+        "select value from {{ source('lake', 'events') }} where event_type = 'click'\n")
+    (marts / "click_summary.sql").write_text(
+        "{{ config(materialized='stream_table', schedule='1h', refresh_mode='DIFFERENTIAL') }}\n"
+        "select count(*) as clicks, sum(value) as total from {{ ref('clicks') }}\n")
+    selection = ["--select", "valued_summary", "clicks", "click_summary"]
+    assert "PASS=3 WARN=0 ERROR=0" in project.dbt("run", *selection)
+
+    def entry(name):
+        return conn.execute("SELECT pgt_relid::oid, refresh_mode, defining_query FROM pgtrickle.pgt_stream_tables "
+                            "WHERE pgt_schema = 'analytics' AND pgt_name = %s", (name,)).fetchone()
+
+    valued_relid, mode, query = entry("valued_summary")
+    assert mode == "DIFFERENTIAL" and "__dbt__cte__valued_events" in query
+    click_relid, mode, _ = entry("click_summary")
+    assert mode == "DIFFERENTIAL"
+    assert rows(conn, "SELECT * FROM analytics.valued_summary") == [("click", 3, 60)]
+    assert rows(conn, "SELECT * FROM analytics.click_summary") == [(3, 30)]
+
+    insert_events(conn, "view", 2, 7)
+    insert_events(conn, "click", 1, 1)
+    conn.execute("SELECT pgtrickle.refresh('analytics.valued_summary')")
+    conn.execute("SELECT pgtrickle.refresh('analytics.click_summary')")
+    assert rows(conn, "SELECT * FROM analytics.valued_summary") == [("click", 3, 60), ("view", 2, 28)]
+    assert rows(conn, "SELECT * FROM analytics.click_summary") == [(4, 31)]
+
+    # A second run: the ephemeral model's stream table is kept; the view model's is dropped
+    # with the view and created again, in full, with the same rows.
+    assert "PASS=3 WARN=0 ERROR=0" in project.dbt("run", *selection)
+    assert entry("valued_summary")[0] == valued_relid
+    assert entry("click_summary")[0] != click_relid
+    assert rows(conn, "SELECT * FROM analytics.click_summary") == [(4, 31)]
