@@ -58,6 +58,18 @@ SHAPES = {
     "join_and_exists": "SELECT c.region, sum(o.amount) AS total FROM lake.orders o JOIN lake.customers c "
                        "ON c.id = o.customer WHERE EXISTS (SELECT 1 FROM lake.regions r WHERE r.name = c.region) "
                        "GROUP BY c.region",
+    # sub-selects in FROM inside subquery expressions (dbt's ephemeral models, views)
+    "exists_subselect": "SELECT c.id FROM lake.customers c WHERE EXISTS (SELECT 1 FROM (SELECT customer, "
+                        "amount * 2 AS doubled FROM lake.orders WHERE status <> 'void') s "
+                        "WHERE s.customer = c.id AND s.doubled > 5)",
+    "in_joined_subselect": "SELECT o.id, o.amount FROM lake.orders o WHERE o.customer IN (SELECT s.id FROM "
+                           "(SELECT c.id, r.zone FROM lake.customers c JOIN lake.regions r ON r.name = c.region) s "
+                           "WHERE s.zone = 'cold')",
+    "not_in_subselect": "SELECT r.name FROM lake.regions r WHERE r.name NOT IN "
+                        "(SELECT s.region FROM (SELECT region, tier FROM lake.customers) s WHERE s.tier = 0)",
+    "scalar_over_subselect": "SELECT o.id FROM lake.orders o WHERE o.amount > (SELECT avg(s.amount) FROM "
+                             "(SELECT customer, amount FROM lake.orders WHERE status = 'paid') s "
+                             "WHERE s.customer = o.customer)",
 }
 
 
@@ -92,9 +104,11 @@ def test_random_changes_keep_subquery_expressions_exact(lake, seed):
      "LIMIT/OFFSET in a subquery expression"),
     ("SELECT c.id FROM lake.customers c WHERE EXISTS (SELECT 1 FROM lake.orders o WHERE o.customer = c.id "
      "OFFSET 1 LIMIT 1)", "LIMIT/OFFSET in a subquery expression"),
-    ("SELECT c.id FROM lake.customers c WHERE EXISTS (SELECT 1 FROM (SELECT customer FROM lake.orders) s "
-     "WHERE s.customer = c.id)",
-     "a sub-select or view in FROM inside a subquery expression"),
+    ("SELECT c.id FROM lake.customers c WHERE EXISTS (SELECT 1 FROM (SELECT customer FROM lake.orders o "
+     "WHERE o.customer = c.id) s)",
+     "a reference to an outer query in a sub-select in FROM inside a subquery expression"),
+    ("SELECT c.id FROM lake.customers c WHERE c.id IN (SELECT s.customer FROM (SELECT DISTINCT customer "
+     "FROM lake.orders) s)", "DISTINCT in a sub-select in FROM inside a subquery expression"),
     ("SELECT c.id FROM lake.customers c WHERE c.region = (SELECT string_agg(r.name, ',') FROM lake.regions r "
      "WHERE r.zone = 'cold')", "aggregate string_agg() in a subquery expression"),
     ("SELECT c.id FROM lake.customers c WHERE c.tier > (SELECT sum(o.amount::float8) FROM lake.orders o "

@@ -74,9 +74,14 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[Step], occurrences: &mut 
                     pg_sys::JoinType::JOIN_LEFT | pg_sys::JoinType::JOIN_RIGHT | pg_sys::JoinType::JOIN_FULL => {}
                     _ => return Err(IvmError::unsupported("this kind of join")),
                 },
-                // Read as a derived relation: a sub-select that aggregates, or any on an
-                // outer join's nullable side, whose padding asks of it as one relation.
-                pg_sys::RTEKind::RTE_SUBQUERY if (aggregating(&*(*rte).subquery) || nullable_in(rtindex).is_some()) && !(*rte).lateral => {
+                // Read as a derived relation: a sub-select that aggregates, any on an
+                // outer join's nullable side, whose padding asks of it as one relation,
+                // and any inside a subquery expression, which is evaluated as it is and
+                // as it was for the rows its changes reach.
+                pg_sys::RTEKind::RTE_SUBQUERY
+                    if (aggregating(&*(*rte).subquery) || nullable_in(rtindex).is_some() || in_subquery_expression)
+                        && !(*rte).lateral =>
+                {
                     let names = PgList::<pg_sys::Node>::from_pg((*(*rte).eref).colnames)
                         .iter_ptr()
                         .map(|n| std::ffi::CStr::from_ptr((*(n as *mut pg_sys::String)).sval).to_string_lossy().into_owned())
@@ -84,8 +89,10 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[Step], occurrences: &mut 
                     let sub = (*rte).subquery;
                     let derived = if aggregating(&*sub) {
                         derived_of(sub, names, path.len() + 1)?
+                    } else if in_subquery_expression {
+                        rows_derived_of(sub, names, path.len() + 1, "a sub-select in FROM inside a subquery expression")?
                     } else {
-                        rows_derived_of(sub, names, path.len() + 1)?
+                        rows_derived_of(sub, names, path.len() + 1, "a sub-select on an outer join's nullable side")?
                     };
                     occurrences.push(Occurrence {
                         path: path.to_vec(),
@@ -94,9 +101,6 @@ unsafe fn collect_relations(q: &pg_sys::Query, path: &[Step], occurrences: &mut 
                         nullable_in: nullable_in(rtindex),
                         derived: Some(Box::new(derived)),
                     });
-                }
-                pg_sys::RTEKind::RTE_SUBQUERY if in_subquery_expression => {
-                    return Err(IvmError::unsupported("a sub-select or view in FROM inside a subquery expression"));
                 }
                 pg_sys::RTEKind::RTE_SUBQUERY => {
                     let sub = (*rte).subquery;
@@ -153,33 +157,33 @@ fn row_preserving(s: &pg_sys::Query) -> bool {
         && s.rowMarks.is_null()
 }
 
-/// A sub-select on an outer join's nullable side that neither aggregates nor is only
-/// a filtered table (see `nullable_subselects`), read as a derived relation whose
-/// rows are its own (see `rows::Derived`): its change is its rows' change, and it as
-/// it was is the sub-select over its sources as they were.
-unsafe fn rows_derived_of(sub: *mut pg_sys::Query, names: Vec<String>, depth: usize) -> IvmResult<Derived> {
+/// A sub-select that does not aggregate, on an outer join's nullable side (unless
+/// only a filtered table, see `nullable_subselects`) or inside a subquery expression
+/// (`place`, for messages), read as a derived relation whose rows are its own (see
+/// `rows::Derived`): its change is its rows' change, and it as it was is the
+/// sub-select over its sources as they were.
+unsafe fn rows_derived_of(sub: *mut pg_sys::Query, names: Vec<String>, depth: usize, place: &str) -> IvmResult<Derived> {
     unsafe {
         let s = &*sub;
-        const PLACE: &str = "a sub-select on an outer join's nullable side";
-        check_computed_again(s, PLACE)?;
+        check_computed_again(s, place)?;
         if !s.distinctClause.is_null() {
-            return Err(IvmError::unsupported(format!("DISTINCT in {PLACE}")));
+            return Err(IvmError::unsupported(format!("DISTINCT in {place}")));
         }
         if s.rtable.is_null() {
-            return Err(IvmError::unsupported(format!("{PLACE} without a table")));
+            return Err(IvmError::unsupported(format!("{place} without a table")));
         }
         // The one thing left that makes a sub-select without aggregates give one row.
         if !row_preserving(s) {
-            return Err(IvmError::unsupported(format!("HAVING without GROUP BY or aggregates in {PLACE}")));
+            return Err(IvmError::unsupported(format!("HAVING without GROUP BY or aggregates in {place}")));
         }
         // Its changes are computed on their own: it must not refer to an outer query.
         if (1..=depth as i32).any(|level| pg_sys::contain_vars_of_level(sub as *mut pg_sys::Node, level)) {
-            return Err(IvmError::unsupported(format!("a reference to an outer query in {PLACE}")));
+            return Err(IvmError::unsupported(format!("a reference to an outer query in {place}")));
         }
         let targets = PgList::<pg_sys::TargetEntry>::from_pg(s.targetList);
         let visible: Vec<*mut pg_sys::TargetEntry> = targets.iter_ptr().filter(|t| !(**t).resjunk).collect();
         if names.len() != visible.len() {
-            return Err(IvmError::unsupported(PLACE));
+            return Err(IvmError::unsupported(place));
         }
         let mut columns: Vec<(String, *mut pg_sys::Node)> =
             visible.iter().enumerate().map(|(i, t)| (format!("c{}", i + 1), (**t).expr as *mut pg_sys::Node)).collect();
