@@ -351,3 +351,25 @@ def test_a_lake_commit_refreshes_at_once_and_the_schedule_bounds_how_often(event
     wait_for(lambda: rows(conn, "SELECT * FROM witness") == [("click", 50, 50), ("view", 5, 10)],
              "the witness's refresh")
     assert rows(conn, "SELECT * FROM prompt") == [("click", 50, 50)]
+
+
+@pytest.mark.parametrize("isolation", ["READ COMMITTED", "REPEATABLE READ"])
+def test_a_refresh_reads_what_the_lake_reads_in_any_isolation(events, isolation):
+    """An empty refresh learns that nothing was committed from the catalog itself, not
+    from DuckDB (whose connection reads it at the lake's first read in the transaction).
+    In a REPEATABLE READ transaction the catalog as this transaction sees it may be
+    older than that, so there it is not asked: the refresh still takes the commit
+    the lake reads."""
+    conn = events.conn
+    insert_events(conn, "click", 2, 10)
+    conn.execute("SELECT pgtrickle.create_stream_table('event_summary', %s, '1h')", (SUMMARY_QUERY,))
+    conn.execute("SELECT pgtrickle.pause_scheduler()")
+    before = latest(conn)
+    with conn.transaction():
+        conn.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation}")
+        conn.execute("SELECT count(*) FROM pgtrickle.pgt_stream_tables")  # the transaction's snapshot, not the lake's
+        events.ref.execute("INSERT INTO events VALUES (uuid(), 'view', 5, now())")
+        assert rows(conn, SUMMARY_QUERY) == [("click", 2, 20), ("view", 1, 5)]  # the lake reads the commit
+        conn.execute("SELECT pgtrickle.refresh('event_summary')")
+        assert rows(conn, "SELECT * FROM event_summary") == [("click", 2, 20), ("view", 1, 5)]
+    assert frontier(conn, "event_summary") == before + 1

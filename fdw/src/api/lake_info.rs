@@ -197,10 +197,20 @@ fn last_committed_snapshot_id(foreign_table: pg_sys::Oid) -> i64 {
 
 /// The newest snapshot id in table `ducklake_snapshot` of schema `schema` of this
 /// database, or None when the table does not exist, has no row, or the current user
-/// may not read it (DuckDB's answer then decides, or raises the real error).
+/// may not read it (DuckDB's answer then decides, or raises the real error), and in a
+/// transaction whose snapshot is its first statement's (REPEATABLE READ and
+/// SERIALIZABLE): there this query would see the catalog as of that statement, older
+/// than DuckDB's connection, which reads it at the lake's first read.
 fn committed_in_this_database(schema: &str) -> Option<i64> {
+    // SAFETY: reads the transaction's isolation level.
+    if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
+        return None;
+    }
+    // Looked up without to_regclass, which raises for a schema the user may not use.
     let relid = Spi::get_one_with_args::<pg_sys::Oid>(
-        "SELECT pg_catalog.to_regclass(pg_catalog.quote_ident($1) || '.ducklake_snapshot')::pg_catalog.oid",
+        "SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+         WHERE n.nspname OPERATOR(pg_catalog.=) $1 AND c.relname OPERATOR(pg_catalog.=) 'ducklake_snapshot' \
+           AND pg_catalog.has_schema_privilege(n.oid, 'USAGE')",
         &[schema.into()],
     )
     .ok()
@@ -215,7 +225,8 @@ fn committed_in_this_database(schema: &str) -> Option<i64> {
     if !readable {
         return None;
     }
-    let query = format!("SELECT max(snapshot_id)::bigint FROM {}.ducklake_snapshot", crate::import::pg_ident(schema));
+    let query =
+        format!("SELECT pg_catalog.max(snapshot_id)::pg_catalog.int8 FROM {}.ducklake_snapshot", crate::import::pg_ident(schema));
     Spi::get_one::<i64>(&query).ok().flatten()
 }
 

@@ -43,6 +43,21 @@ impl Lakes {
     /// Group `sources` by server: each lake's frontier snapshot (its sources must agree)
     /// and current one. `frontier` is the stream table's, `table` its name for errors.
     pub fn of(sources: &[LakeSource], frontier: &serde_json::Value, table: &str) -> IvmResult<Lakes> {
+        Ok(Lakes::unless_unchanged(sources, frontier, table, false)?.0)
+    }
+
+    /// `of`, except that, `may_assume` and nothing committed to any lake since the
+    /// frontier, each lake's current snapshot is taken to be its frontier's without
+    /// asking DuckDB (a millisecond per lake, most of an empty refresh); then also
+    /// true. Only for learning that there is nothing to read: a refresh that reads
+    /// anything asks `of` (DuckDB's transaction may see an older snapshot than the
+    /// catalog does, and the changes are read through it).
+    pub fn unless_unchanged(
+        sources: &[LakeSource],
+        frontier: &serde_json::Value,
+        table: &str,
+        may_assume: bool,
+    ) -> IvmResult<(Lakes, bool)> {
         let mut lakes: Vec<Lake> = Vec::new();
         for source in sources {
             match lakes.iter_mut().find(|lake| lake.server == source.server) {
@@ -63,11 +78,7 @@ impl Lakes {
         for lake in &mut lakes {
             lake.from = frontier_snapshot(frontier, &lake.keys(), single, table)?;
         }
-        // Nothing committed to any lake since the frontier: the refresh has nothing to
-        // read from them, so DuckDB's current snapshot (a millisecond per lake, most of
-        // an empty refresh) is not asked for. Otherwise it is, for every lake: the
-        // changes are read through DuckDB's snapshot.
-        let mut unchanged = true;
+        let mut unchanged = may_assume;
         for lake in &lakes {
             unchanged = unchanged && lake.from.is_some() && lake.from == Some(last_committed_snapshot(&lake.sources[0])?);
         }
@@ -84,7 +95,7 @@ impl Lakes {
                 .with_hint("Set the frontier to an existing snapshot (see ducklake.snapshots()) or to null."));
             }
         }
-        Ok(Lakes(lakes))
+        Ok((Lakes(lakes), unchanged))
     }
 
     /// Whether every lake is at its current snapshot already.

@@ -79,8 +79,10 @@ pub fn plan_for(table: &StreamTable) -> IvmResult<Plan> {
 
 /// Where a refresh starts from and goes to.
 struct Positions {
-    /// Each lake's snapshot in the frontier, and its current one.
+    /// Each lake's snapshot in the frontier, and its current one (assumed, see
+    /// `Lakes::unless_unchanged`, when `lakes_assumed`).
     lakes: Lakes,
+    lakes_assumed: bool,
     /// Per Postgres source, with its log: the `pg_snapshot` the frontier has seen it up to.
     seen: Vec<(PostgresSource, String, Option<String>)>,
 }
@@ -125,7 +127,7 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
         }
         return Ok(Some(Outcome::Refreshed { changes: 0 }));
     }
-    let positions = positions(&table, &plan)?;
+    let mut positions = positions(&table, &plan)?;
     for (source, log, _) in &positions.seen {
         still_capturable(source)?;
         if written_by_this_transaction(log)? {
@@ -158,6 +160,10 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
         }
         return Ok(Some(Outcome::UpToDate));
     }
+    if positions.lakes_assumed {
+        positions.lakes = Lakes::of(&plan.sources, &table.frontier, &table.name)?;
+    }
+    let lakes = &positions.lakes;
     let read = ReadSnapshot::take();
     let differential_possible = table.mode == RefreshMode::Differential && lakes.all_have_frontier() && all_seen;
     // A rebuild at the lakes' current snapshots, noted with its reason when it stands
@@ -250,7 +256,8 @@ fn redefined_view(before: &serde_json::Value, now: &serde_json::Value) -> String
 
 /// The frontier's and the lakes' current positions of `table`'s sources.
 fn positions(table: &StreamTable, plan: &Plan) -> IvmResult<Positions> {
-    Ok(Positions { lakes: Lakes::of(&plan.sources, &table.frontier, &table.name)?, seen: postgres_seen(table, plan)? })
+    let (lakes, lakes_assumed) = Lakes::unless_unchanged(&plan.sources, &table.frontier, &table.name, true)?;
+    Ok(Positions { lakes, lakes_assumed, seen: postgres_seen(table, plan)? })
 }
 
 /// Per Postgres source, with its log: the `pg_snapshot` the frontier has seen it up to.
