@@ -1,6 +1,7 @@
 """The change feed: rows inserted, deleted and updated between snapshots, typed, with
 the snapshot range handed to DuckLake."""
 
+import pathlib
 import re
 
 import psycopg
@@ -408,3 +409,38 @@ def test_last_committed_snapshot_reads_the_catalog_not_the_transaction(filed, pg
             conn.execute("SELECT ducklake.last_committed_snapshot_id('lake.events')")
     with pytest.raises(psycopg.errors.FeatureNotSupported, match="is not a foreign table"):
         lake.rows("SELECT ducklake.last_committed_snapshot_id('pg_class')")
+
+
+def test_a_range_that_only_inserted_reads_no_deletions(lake):
+    """DuckLake 1.5.5's deletions scan reads every data file of the table that has a
+    delete file, whatever the range. A range in which the catalog lists only
+    insertions into the table is read from the insertions alone, with the same rows
+    as DuckDB's feed: shown by removing the table's delete file, after which such a
+    range still reads and one with a deletion fails."""
+    lake.ref.execute("CREATE TABLE events (id BIGINT, event_type VARCHAR, value BIGINT)")     # 1
+    lake.ref.execute("INSERT INTO events SELECT i, 'bulk', i FROM range(3000) t(i)")         # 2: a file
+    lake.ref.execute("DELETE FROM events WHERE id % 2 = 0")                                    # 3: a delete file
+    lake.ref.execute("INSERT INTO events SELECT i, 'more', i FROM range(5000, 6000) t(i)")   # 4: a file
+    lake.ref.execute("INSERT INTO events VALUES (5, 'view', 50)")                              # 5: inlined
+    lake.ref.execute("UPDATE events SET value = -1 WHERE id = 5")                              # 6: inlined
+    lake.ref.execute("INSERT INTO events VALUES (7, 'view', 70)")                              # 7: inlined
+    lake.conn.execute(CHANGES_TABLE)
+    ranges = [(4, 5), (4, 4), (5, 5), (7, 7), (2, 2), (2, 5), (3, 5), (4, 7), (6, 7)]
+    expected = {r: duck_changes(lake, *r) for r in ranges}
+    for start, end in ranges:
+        assert_same_rows(pg_changes(lake, f"snapshot_id BETWEEN {start} AND {end}"), expected[(start, end)])
+
+    delete_files = [row[0] for row in lake.rows("SELECT path FROM __ducklake_metadata_analytics.ducklake_delete_file")]
+    assert len(delete_files) == 1
+    (pathlib.Path(lake.data_path) / "main" / "events" / delete_files[0]).unlink()
+    other = lake.session()
+    try:
+        for start, end in [(4, 5), (7, 7), (2, 2)]:
+            with other.conn.cursor(binary=True) as cur:
+                rows = cur.execute(f"SELECT * FROM lake.events_changes WHERE snapshot_id BETWEEN {start} AND {end} "
+                                   "ORDER BY snapshot_id, rowid, change_type").fetchall()
+            assert_same_rows(rows, expected[(start, end)])
+        with pytest.raises(psycopg.Error, match="delete"):
+            other.rows("SELECT count(*) FROM lake.events_changes WHERE snapshot_id BETWEEN 3 AND 5")
+    finally:
+        other.close()

@@ -29,14 +29,27 @@
 /// last snapshot.
 pub const MACRO: &str = "ducklake_fdw_changes";
 
+/// The same macro without the deletions side, for a range in which the catalog lists
+/// only insertions into the table (see `scan::snapshot::only_insertions`): there its
+/// result is the same, and DuckLake 1.5.5's `ducklake_table_deletions` is not asked.
+/// That function reads every data file of the table that has a delete file, at any
+/// snapshot, building a per-row filter for the whole file, even when the range deleted
+/// nothing: 80 ms for a 6-million-row file, where the insertions of an append take 5.
+pub const INSERTIONS_MACRO: &str = "ducklake_fdw_insertions";
+
 /// The start of the message of the error raised for a snapshot the feed cannot label.
 pub const AMBIGUOUS: &str = "ambiguous change feed";
 
-/// The statement that defines the macro (a temporary one: it belongs to the instance,
-/// not to the lake).
-pub fn definition() -> String {
+/// The statements that define the macros (temporary ones: they belong to the
+/// instance, not to the lake).
+pub fn definitions() -> [String; 2] {
+    [definition(MACRO, &both_sides(true)), definition(INSERTIONS_MACRO, &insertions(true))]
+}
+
+/// The feed macro `name` over `sides` (see `both_sides`).
+fn definition(name: &str, sides: &str) -> String {
     format!(
-        "CREATE OR REPLACE TEMP MACRO {MACRO}({PARAMETERS}) AS TABLE
+        "CREATE OR REPLACE TEMP MACRO {name}({PARAMETERS}) AS TABLE
 SELECT __fdw_snapshot AS snapshot_id, __fdw_rowid AS rowid,
     CASE WHEN __fdw_images = 1 THEN CASE WHEN __fdw_inserted THEN 'insert' ELSE 'delete' END
          WHEN __fdw_inserted THEN 'update_postimage' ELSE 'update_preimage' END AS change_type,
@@ -50,7 +63,7 @@ WHERE CASE WHEN __fdw_versions > 1
                || ' of ' || __fdw_schema || '.' || __fdw_table || ' in snapshot ' || __fdw_snapshot
                || ', which a transaction changed more than once; DuckLake 1.5.5 does not say which came first')
     ELSE true END",
-        both_sides(true)
+        sides
     )
 }
 
@@ -61,13 +74,22 @@ const PARAMETERS: &str = "__fdw_catalog, __fdw_schema, __fdw_table, __fdw_from, 
 /// `__fdw_snapshot`, `__fdw_rowid`, `__fdw_inserted` and, `with_columns`, the table's
 /// columns.
 fn both_sides(with_columns: bool) -> String {
-    let (inserted, deleted) = if with_columns { (", i.*", ", d.*") } else { ("", "") };
+    let deleted = if with_columns { ", d.*" } else { "" };
     format!(
-        "SELECT i.snapshot_id AS __fdw_snapshot, i.rowid AS __fdw_rowid, true AS __fdw_inserted{inserted}
-          FROM ducklake_table_insertions({PARAMETERS}) AS i
+        "{}
           UNION ALL
           SELECT d.snapshot_id, d.rowid, false{deleted}
-          FROM ducklake_table_deletions({PARAMETERS}) AS d"
+          FROM ducklake_table_deletions({PARAMETERS}) AS d",
+        insertions(with_columns)
+    )
+}
+
+/// The insertions side of `both_sides` alone.
+fn insertions(with_columns: bool) -> String {
+    let inserted = if with_columns { ", i.*" } else { "" };
+    format!(
+        "SELECT i.snapshot_id AS __fdw_snapshot, i.rowid AS __fdw_rowid, true AS __fdw_inserted{inserted}
+          FROM ducklake_table_insertions({PARAMETERS}) AS i"
     )
 }
 

@@ -88,7 +88,7 @@ impl LakeInstance {
         // the backend and reach every lake of the cluster. (Switching them off makes
         // the Postgres extension's ATTACH fail.)
         setup.push(format!("SET secret_directory = {}", sql::literal(&format!("{}/secrets", config.temp_directory))));
-        setup.push(super::change_feed::definition());
+        setup.extend(super::change_feed::definitions());
         setup.push(super::change_feed::ambiguous_definition());
         for statement in &setup {
             conn.execute_batch(statement)?;

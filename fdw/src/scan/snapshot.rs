@@ -70,10 +70,15 @@ pub fn changes_source(
 /// the same table with the same columns throughout); otherwise the macro reads the
 /// whole range, and refuses.
 pub fn feed_between(lake: &Lake, alias: &str, schema: &str, table: &str, lower: i64, upper: i64) -> LakeResult<String> {
-    let whole = || changes_between(alias, schema, table, &lower.to_string(), &upper.to_string());
+    let feed = if only_insertions(lake, schema, table, lower, upper)? {
+        crate::duck::change_feed::INSERTIONS_MACRO
+    } else {
+        crate::duck::change_feed::MACRO
+    };
+    let between = |from: i64, to: i64| changes_from(feed, alias, schema, table, &from.to_string(), &to.to_string());
     let exact = lake.feed_snapshots.in_range(schema, table, lower, upper);
     let Some(first) = exact.first() else {
-        return Ok(whole());
+        return Ok(between(lower, upper));
     };
     let snapshots = lake.instance.metadata_table("ducklake_snapshot");
     let same_schema: bool = lake.connection()?.query_row(
@@ -85,15 +90,14 @@ pub fn feed_between(lake: &Lake, alias: &str, schema: &str, table: &str, lower: 
         |row| row.get(0),
     )?;
     if !same_schema {
-        return Ok(whole());
+        return Ok(between(lower, upper));
     }
     let qualified = sql::qualified(alias, schema, table);
     let mut parts = Vec::new();
     let mut from = lower;
     for snapshot in exact.iter().copied().chain(std::iter::once(upper + 1)) {
         if from < snapshot {
-            let between = changes_between(alias, schema, table, &from.to_string(), &(snapshot - 1).to_string());
-            parts.push(format!("SELECT * FROM {between}"));
+            parts.push(format!("SELECT * FROM {}", between(from, snapshot - 1)));
         }
         if snapshot <= upper {
             let exact = crate::duck::change_feed::by_time_travel(alias, schema, table, &qualified, snapshot);
@@ -146,13 +150,58 @@ pub fn resolve_ambiguous(lake: &Lake, schema: &str, table: &str, lower: i64, upp
 /// would change the result), so `OFFSET 0` keeps every condition above the macro while
 /// columns are still pruned and rows still stream (a streaming limit).
 pub fn changes_between(alias: &str, schema: &str, table: &str, lower: &str, upper: &str) -> String {
+    changes_from(crate::duck::change_feed::MACRO, alias, schema, table, lower, upper)
+}
+
+/// `changes_between` read through feed macro `feed`.
+fn changes_from(feed: &str, alias: &str, schema: &str, table: &str, lower: &str, upper: &str) -> String {
     format!(
-        "(SELECT * FROM {}({}, {}, {}, {lower}, {upper}) OFFSET 0)",
-        crate::duck::change_feed::MACRO,
+        "(SELECT * FROM {feed}({}, {}, {}, {lower}, {upper}) OFFSET 0)",
         sql::literal(alias),
         sql::literal(schema),
         sql::literal(table),
     )
+}
+
+/// Whether the catalog lists nothing but insertions into `schema.table` in snapshots
+/// `lower..=upper`, so that its change feed there has no deletions side (see
+/// `change_feed::INSERTIONS_MACRO`). Conservative: every snapshot of the range must
+/// still exist, the lake's schema must be the same from before the range to its end
+/// (no table created, dropped, renamed or altered, so the name is one table
+/// throughout and every entry naming it is by id), and each entry naming one of the
+/// ids the name ever had must be `inserted_into_table` or `inlined_insert`; a
+/// deletion, an update, a compaction, a flush of inlined rows (anything else) reads
+/// both sides.
+fn only_insertions(lake: &Lake, schema: &str, table: &str, lower: i64, upper: i64) -> LakeResult<bool> {
+    if lower < 1 || upper < lower {
+        return Ok(false);
+    }
+    let meta = |name: &str| lake.instance.metadata_table(name);
+    let query = format!(
+        "WITH ids AS (SELECT DISTINCT CAST(t.table_id AS VARCHAR) AS id FROM {} t JOIN {} s ON s.schema_id = t.schema_id \
+                      WHERE s.schema_name = ? AND t.table_name = ?), \
+              items AS (SELECT split_part(item, ':', 1) AS kind, split_part(item, ':', 2) AS id \
+                        FROM (SELECT unnest(string_split(changes_made, ',')) AS item FROM {} \
+                              WHERE snapshot_id >= ? AND snapshot_id <= ?)) \
+         SELECT EXISTS (SELECT 1 FROM ids) \
+            AND (SELECT count(*) FROM {snapshots} WHERE snapshot_id >= ? AND snapshot_id <= ?) = ? \
+            AND coalesce((SELECT schema_version FROM {snapshots} WHERE snapshot_id = ?) = \
+                         (SELECT schema_version FROM {snapshots} WHERE snapshot_id = ?), false) \
+            AND NOT EXISTS (SELECT 1 FROM items JOIN ids USING (id) \
+                            WHERE items.kind NOT IN ('inserted_into_table', 'inlined_insert'))",
+        meta("ducklake_table"),
+        meta("ducklake_schema"),
+        meta("ducklake_snapshot_changes"),
+        snapshots = meta("ducklake_snapshot"),
+    );
+    let conn = lake.connection()?;
+    Ok(crate::duck::cancel::interruptible(&lake.instance.interrupt, || -> LakeResult<bool> {
+        Ok(conn.query_row(
+            &query,
+            duckdb::params![schema, table, lower, upper, lower, upper, upper - lower + 1, lower - 1, upper],
+            |row| row.get(0),
+        )?)
+    })?)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
