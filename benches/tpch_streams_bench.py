@@ -1,11 +1,12 @@
 """TPC-H stream tables: each of the 22 queries of DuckDB's `tpch` extension created as a
 DIFFERENTIAL stream table over a TPC-H lake (or the construct that keeps it from
 being one), then 0.1% and 1% of `lineitem` and `orders` changed by the reference
-client (a third of it updates, a third deletes, a third inserts), and every stream
-table refreshed differentially and in full; each result checked against its query
+client (a third of it updates, a third deletes, a third inserts), then 0.1% of
+orders inserted with their lineitems (an append-only workload), and after each, every
+stream table refreshed differentially and in full; each result checked against its query
 (as multisets, the query run by the FDW). Prints a Markdown table.
 
-    scripts/bench.sh tpch_streams [--sf 1] [--fractions 0.001,0.01]
+    scripts/bench.sh tpch_streams [--sf 1] [--fractions 0.001,0.01] [--inserts 0.001]
 """
 
 import argparse
@@ -46,12 +47,25 @@ def change(duck, fraction, round_number):
                      f"WHERE {key} % {modulus} = 3 AND {key} < {offset}")
 
 
+def insert(duck, fraction, round_number):
+    """A `fraction` of orders inserted with their lineitems, as copies under new keys
+    (an append-only workload: new orders and their lines, nothing updated or deleted)."""
+    modulus = max(int(round(1 / fraction)), 1)
+    offset = 10_000_000 * (round_number + 1)
+    for table, key in [("lineitem", "l_orderkey"), ("orders", "o_orderkey")]:
+        duck.execute(f"INSERT INTO {table} SELECT * REPLACE ({key} + {offset} AS {key}) FROM {table} "
+                     f"WHERE {key} % {modulus} = 5 AND {key} < 10000000")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--sf", type=float, default=1.0)
     parser.add_argument("--fractions", default="0.001,0.01")
+    parser.add_argument("--inserts", default="0.001",
+                        help="fractions of orders inserted with their lineitems, after the mixed changes ('' for none)")
     args = parser.parse_args()
     fractions = [float(f) for f in args.fractions.split(",")]
+    inserts = [float(f) for f in args.inserts.split(",") if f]
     b = Bench(preload="ducklake_ivm")
     try:
         b.load_tpch(args.sf, TABLES)
@@ -78,33 +92,36 @@ def main():
         for number, m in maintained.items():
             m["empty"] = statistics.median(timed_ms(lambda: b.pg.execute("SELECT pgtrickle.refresh(%s)", (m["name"],)))
                                            for _ in range(5))
-        for round_number, fraction in enumerate(fractions):
-            change(b.duck, fraction, round_number)
+        rounds = [(f"{f:.1%}", lambda r, f=f: change(b.duck, f, r)) for f in fractions]
+        rounds += [(f"{f:.1%} inserts", lambda r, f=f: insert(b.duck, f, r)) for f in inserts]
+        for round_number, (label, make_changes) in enumerate(rounds):
+            make_changes(round_number)
             for number, m in maintained.items():
                 differential = timed_ms(lambda: b.pg.execute("SELECT pgtrickle.refresh(%s)", (m["name"],)))
                 exact = same_rows(b.pg.execute(f"SELECT * FROM {m['name']}").fetchall(), b.pg.execute(m["sql"]).fetchall())
                 full = timed_ms(lambda: b.pg.execute("SELECT pgtrickle.refresh(%s, 'FULL')", (m["name"],)))
-                m[fraction] = (differential, full, exact)
-                print(f"query {number} at {fraction:.1%}: DIFFERENTIAL {differential:.0f} ms, FULL {full:.0f} ms, "
+                m[label] = (differential, full, exact)
+                print(f"query {number} at {label}: DIFFERENTIAL {differential:.0f} ms, FULL {full:.0f} ms, "
                       f"exact: {exact}", file=sys.stderr)
 
         lineitem = b.duck.execute("SELECT count(*) FROM lineitem").fetchone()[0]
         print(b.machine())
         print(f"TPC-H scale factor {args.sf:g} (lineitem {lineitem:,} rows at the end), written by the reference "
               f"client; changes to lineitem and orders made by the reference client. One run per cell.\n")
+        labels = [label for label, _ in rounds]
         header = "| query | maintained | " + " | ".join(
-            f"DIFF at {f:.1%} (ms) | FULL (ms) | DIFF / FULL" for f in fractions) + " | empty (ms) | exact |"
+            f"DIFF at {label} (ms) | FULL (ms) | DIFF / FULL" for label in labels) + " | empty (ms) | exact |"
         print(header)
-        print("|---|---|" + "---:|---:|---:|" * len(fractions) + "---:|---|")
+        print("|---|---|" + "---:|---:|---:|" * len(labels) + "---:|---|")
         for number in sorted(queries):
             if number in refused:
-                print(f"| {number} | no: {refused[number]} |" + " – | – | – |" * len(fractions) + " – | – |")
+                print(f"| {number} | no: {refused[number]} |" + " – | – | – |" * len(labels) + " – | – |")
                 continue
             m = maintained[number]
             cells = []
             exact = True
-            for f in fractions:
-                differential, full, ok = m[f]
+            for label in labels:
+                differential, full, ok = m[label]
                 exact &= ok
                 cells.append(f"{differential:.0f} | {full:.0f} | {differential / full:.2f}")
             print(f"| {number} | DIFFERENTIAL | " + " | ".join(cells) + f" | {m['empty']:.1f} | {'yes' if exact else 'NO'} |")

@@ -4,7 +4,7 @@
 #   scripts/bench.sh write [--rows N] [--commits N]
 #   scripts/bench.sh ivm [--sizes 1000000,10000000] [--repeat N]
 #   scripts/bench.sh tpch [--sf 1] [--repeat N] [--timeout S] [--queries 1,6,18]
-#   scripts/bench.sh tpch_streams [--sf 1] [--fractions 0.001,0.01]
+#   scripts/bench.sh tpch_streams [--sf 1] [--fractions 0.001,0.01] [--inserts 0.001]
 #   scripts/bench.sh object_store [--rows N] [--bulk-rows N] [--commits N] [--server s3s-fs|moto]
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
