@@ -1056,6 +1056,31 @@ def test_insert_select_of_lake_tables_runs_in_duckdb(tpch, session, pg):
         assert conn.execute("SELECT count(*), sum(n) FROM counts").fetchone() == (25, 25)
 
 
+@pytest.mark.parametrize("query", [
+    # avg is numeric_div of DuckDB's sum and count, computed by Postgres over the scan
+    "SELECT c_mktsegment, avg(c_acctbal) AS a, avg(c_nationkey) AS b, count(*) FROM lake.customer GROUP BY 1",
+    # the shape of a stream table's state: a sub-select, two keys, constants, avg of products
+    "SELECT s.seg, s.nation, count(*), false AS f, sum(s.bal) AS s1, avg(s.bal) AS a1, avg(s.scaled) AS a2, "
+    "sum((s.bal)::numeric) AS s2 "
+    "FROM (SELECT c_mktsegment AS seg, c_nationkey AS nation, c_acctbal AS bal, c_acctbal * 1.25 AS scaled "
+    "FROM lake.customer WHERE c_acctbal > -500) s GROUP BY 1, 2",
+    "SELECT c_mktsegment, avg(c_acctbal) FROM lake.customer WHERE c_acctbal > 1e9 GROUP BY 1",
+])
+def test_insert_select_with_items_postgres_computes_runs_in_duckdb(tpch, session, query):
+    """An INSERT's SELECT whose select list Postgres computes in part over DuckDB's
+    outputs (avg, numerics of varying display scale) runs in DuckDB too, with Postgres
+    computing those items over its rows: the same values, display scales included, as
+    the query over the heap tables."""
+    session.conn.execute(f"CREATE TEMP TABLE lake_result AS {query} WITH NO DATA")
+    session.conn.execute(f"CREATE TEMP TABLE heap_result AS {query.replace('lake.', 'heap.')} WITH NO DATA")
+    plan = plan_of(session, "INSERT INTO lake_result " + query)
+    assert "DuckLake Query" in plan and "Aggregate" not in plan, plan
+    session.conn.execute("INSERT INTO lake_result " + query)
+    session.conn.execute("INSERT INTO heap_result " + query.replace("lake.", "heap."))
+    as_text = "SELECT r::text FROM {} r ORDER BY 1"
+    assert session.rows(as_text.format("lake_result")) == session.rows(as_text.format("heap_result"))
+
+
 def test_a_lake_column_named_with_the_slot_bytes_is_not_spliced(tpch):
     """The plan's SQL marks table slots with bytes 1 and 2: a lake column named with
     them (a slot of another table, in quotes) is read by a plain scan, and reads its

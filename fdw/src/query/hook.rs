@@ -58,15 +58,24 @@ unsafe extern "C-unwind" fn plan_query(
         let _reason = RefusalScope::new(reason);
         // Else the lake-only part of the query may still run in DuckDB (see `split`).
         let _scope = split::PendingScope::new();
-        let parse = match pushed {
-            None if enabled => split::split(parse).or_else(|| split::insert_source(parse)).unwrap_or(parse),
-            _ => parse,
+        let rewritten = match pushed {
+            None if enabled => split::split(parse).or_else(|| split::insert_source(parse)),
+            _ => None,
         };
         // A hook's function pointer is not guarded by pgrx: an ERROR in it must unwind
         // through this frame (dropping `_scope`), not jump over it.
-        let stmt = match PREVIOUS_PLANNER {
+        let plan = |parse: *mut pg_sys::Query| match PREVIOUS_PLANNER {
             Some(previous) => pg_sys::ffi::pg_guard_ffi_boundary(|| previous(parse, query_string, cursor_options, bound_params)),
             None => pg_sys::standard_planner(parse, query_string, cursor_options, bound_params),
+        };
+        let stmt = match rewritten {
+            Some(rewritten) => {
+                let stmt = plan(rewritten);
+                // A rewritten sub-select the planner did not give to DuckDB: the query
+                // as written.
+                if _scope.all_used() { stmt } else { plan(parse) }
+            }
+            None => plan(parse),
         };
         if let Some(top) = pushed {
             let estimate = (*stmt).planTree;

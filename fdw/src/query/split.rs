@@ -36,7 +36,7 @@ use pgrx::prelude::*;
 
 use crate::pg_nodes::{QueryVisitor, list_nodes, walk_queries};
 use crate::query::exec;
-use crate::query::top::translate_exact;
+use crate::query::top::{Top, translate_exact, translate_top};
 use crate::query::model::PushedQuery;
 use crate::query::translate::lake_table_server;
 
@@ -44,10 +44,13 @@ use crate::query::translate::lake_table_server;
 /// address) and its translation.
 struct Pending {
     subquery: usize,
-    /// Also written into the sub-select's `queryId`: an address alone could be reused.
+    /// Also written into the sub-select's `queryId`, which copies keep: the planner
+    /// plans a copy of a sub-select it pulls up a level, at another address.
     token: u64,
     query: PushedQuery,
     params: Vec<*mut Node>,
+    /// Whether the planner planned it, as the custom scan.
+    used: bool,
 }
 
 thread_local! {
@@ -82,6 +85,14 @@ pub struct PendingScope(usize);
 impl PendingScope {
     pub fn new() -> PendingScope {
         PendingScope(PENDING.with(|p| p.borrow().len()))
+    }
+
+    /// Whether every sub-select registered since it was made was planned as the custom
+    /// scan. One that was not ran as Postgres planned it, which for the reshaped
+    /// sub-select of `compute_on_top` gives its placeholder NULLs: the caller plans the
+    /// original query instead.
+    pub fn all_used(&self) -> bool {
+        PENDING.with(|p| p.borrow()[self.0..].iter().all(|e| e.used))
     }
 }
 
@@ -292,14 +303,85 @@ pub unsafe fn insert_source(original: *mut pg_sys::Query) -> Option<*mut pg_sys:
         if !(*sub).limitOffset.is_null() || !(*sub).limitCount.is_null() {
             return None;
         }
-        let (pushed, params) = translate_exact(sub)?;
+        let top = translate_top(sub)?;
+        if top.postgres_sort.is_some() {
+            return None;
+        }
         keep_permission_checks(q, sub);
+        let exact = top.targets.iter().all(|t| (*t.expr).type_ == NodeTag::T_Var);
+        let pushed = if exact { sub } else { compute_on_top(rte, sub, &top) };
         // OFFSET 0: Postgres plans the SELECT as a sub-select of its own (a UNION ALL
         // is not pulled up into an append of its branches).
-        (*sub).limitOffset =
+        (*pushed).limitOffset =
             pg_sys::makeConst(pg_sys::INT8OID, -1, pg_sys::InvalidOid, 8, pg_sys::Datum::from(0i64), false, true).cast();
-        register(sub, pushed, params);
+        register(pushed, top.query, top.params);
         Some(q)
+    }
+}
+
+/// Make `rte`, whose sub-select `sub` runs in DuckDB as `top` with some of its select
+/// items computed by Postgres over DuckDB's outputs (avg as numeric_div of a sum and a
+/// count, a numeric of varying display scale rounded to its scale, see `top`), read
+/// `SELECT <those items> FROM (sub) s`: the items over the columns of `s`, which is
+/// `sub` reshaped to have DuckDB's outputs as its columns. That is what the custom
+/// scan that replaces `s`'s plan returns; until then they are typed NULLs, and `sub`'s
+/// own items stay as hidden columns, so that its GROUP BY still finds them for the
+/// estimates Postgres plans it with. Returns `sub`.
+unsafe fn compute_on_top(rte: *mut pg_sys::RangeTblEntry, sub: *mut pg_sys::Query, top: &Top) -> *mut pg_sys::Query {
+    unsafe {
+        let mut inner: *mut pg_sys::List = std::ptr::null_mut();
+        let mut names: *mut pg_sys::List = std::ptr::null_mut();
+        for (i, output) in top.query.outputs.iter().enumerate() {
+            let type_oid = pg_sys::Oid::from(output.type_oid);
+            let (mut length, mut by_value) = (0i16, false);
+            pg_sys::get_typlenbyval(type_oid, &mut length, &mut by_value);
+            let null = pg_sys::makeConst(
+                type_oid,
+                output.typmod,
+                pg_sys::get_typcollation(type_oid),
+                length as i32,
+                pg_sys::Datum::from(0usize),
+                true,
+                by_value,
+            );
+            let name = pg_sys::pstrdup(std::ffi::CString::new(output.name.as_str()).expect("no NUL").as_ptr());
+            inner = pg_sys::lappend(inner, pg_sys::makeTargetEntry(null.cast(), i as i16 + 1, name, false).cast());
+            names = pg_sys::lappend(names, pg_sys::makeString(name).cast());
+        }
+        let width = top.query.outputs.len() as i16;
+        for (i, tle) in list_nodes((*sub).targetList).into_iter().enumerate() {
+            let tle = tle as *mut pg_sys::TargetEntry;
+            (*tle).resno = width + i as i16 + 1;
+            (*tle).resjunk = true;
+            inner = pg_sys::lappend(inner, tle.cast());
+        }
+        (*sub).targetList = inner;
+
+        let s = pgrx::PgBox::<pg_sys::RangeTblEntry>::alloc_node(NodeTag::T_RangeTblEntry).into_pg();
+        (*s).rtekind = pg_sys::RTEKind::RTE_SUBQUERY;
+        (*s).subquery = sub;
+        (*s).alias = pg_sys::makeAlias(c"s".as_ptr(), std::ptr::null_mut());
+        (*s).eref = pg_sys::makeAlias(c"s".as_ptr(), names);
+        (*s).inFromCl = true;
+        let outer = pgrx::PgBox::<pg_sys::Query>::alloc_node(NodeTag::T_Query).into_pg();
+        (*outer).commandType = pg_sys::CmdType::CMD_SELECT;
+        (*outer).querySource = pg_sys::QuerySource::QSRC_ORIGINAL;
+        (*outer).canSetTag = true;
+        (*outer).rtable = pg_sys::lappend(std::ptr::null_mut(), s.cast());
+        let from = pgrx::PgBox::<pg_sys::RangeTblRef>::alloc_node(NodeTag::T_RangeTblRef).into_pg();
+        (*from).rtindex = 1;
+        (*outer).jointree = pg_sys::makeFromExpr(pg_sys::lappend(std::ptr::null_mut(), from.cast()), std::ptr::null_mut());
+        let mut targets: *mut pg_sys::List = std::ptr::null_mut();
+        // Over DuckDB's outputs (INDEX_VAR) becomes over the columns of `s`.
+        let outputs = HashMap::from([(pg_sys::INDEX_VAR as i32 as u32, 1u32)]);
+        for target in top.targets.iter().filter(|t| !t.junk) {
+            let expr = map_vars(target.expr, &Mapping::Renumber(&outputs));
+            let resno = pg_sys::list_length(targets) as i16 + 1;
+            targets = pg_sys::lappend(targets, pg_sys::makeTargetEntry(expr.cast(), resno, target.name, false).cast());
+        }
+        (*outer).targetList = targets;
+        (*rte).subquery = outer;
+        sub
     }
 }
 
@@ -359,7 +441,7 @@ unsafe fn register(sub: *mut pg_sys::Query, mut query: PushedQuery, params: Vec<
         PENDING.with(|p| {
             let mut pending = p.borrow_mut();
             pending.retain(|e| e.subquery != sub as usize);
-            pending.push(Pending { subquery: sub as usize, token, query, params });
+            pending.push(Pending { subquery: sub as usize, token, query, params, used: false });
         });
     }
 }
@@ -534,13 +616,15 @@ unsafe extern "C-unwind" fn set_rel_pathlist(
         if (*rte).rtekind != pg_sys::RTEKind::RTE_SUBQUERY {
             return;
         }
-        let (subquery, token) = ((*rte).subquery as usize, (*(*rte).subquery).queryId as u64);
+        let token = (*(*rte).subquery).queryId as u64;
+        if token & TOKEN_MARK != TOKEN_MARK {
+            return;
+        }
         let found = PENDING.with(|p| {
-            p.borrow()
-                .iter()
-                .rev()
-                .find(|e| e.subquery == subquery && e.token == token)
-                .map(|e| (e.query.clone(), e.params.clone()))
+            let mut pending = p.borrow_mut();
+            let entry = pending.iter_mut().rev().find(|e| e.token == token)?;
+            entry.used = true;
+            Some((entry.query.clone(), entry.params.clone()))
         });
         let Some((query, params)) = found else { return };
         // Postgres' own estimate of the sub-select, for the outer join's planning.
