@@ -416,7 +416,8 @@ def test_a_range_that_only_inserted_reads_no_deletions(lake):
     delete file, whatever the range. A range in which the catalog lists only
     insertions into the table is read from the insertions alone, with the same rows
     as DuckDB's feed: shown by removing the table's delete file, after which such a
-    range still reads and one with a deletion fails."""
+    range still reads and one with a deletion fails. A transaction that changes rows
+    it inserted itself is listed as insertions only, but has deletions."""
     lake.ref.execute("CREATE TABLE events (id BIGINT, event_type VARCHAR, value BIGINT)")     # 1
     lake.ref.execute("INSERT INTO events SELECT i, 'bulk', i FROM range(3000) t(i)")         # 2: a file
     lake.ref.execute("DELETE FROM events WHERE id % 2 = 0")                                    # 3: a delete file
@@ -424,13 +425,28 @@ def test_a_range_that_only_inserted_reads_no_deletions(lake):
     lake.ref.execute("INSERT INTO events VALUES (5, 'view', 50)")                              # 5: inlined
     lake.ref.execute("UPDATE events SET value = -1 WHERE id = 5")                              # 6: inlined
     lake.ref.execute("INSERT INTO events VALUES (7, 'view', 70)")                              # 7: inlined
+    # Transactions changing rows they inserted: the catalog lists only insertions.
+    lake.ref.execute("BEGIN")                                                                  # 8
+    lake.ref.execute("INSERT INTO events SELECT i, 'own', i FROM range(7000, 9000) t(i)")
+    lake.ref.execute("DELETE FROM events WHERE id IN (7001, 7002)")
+    lake.ref.execute("UPDATE events SET value = 0 WHERE id = 7003")
+    lake.ref.execute("COMMIT")
+    lake.ref.execute("BEGIN")                                                                  # 9
+    lake.ref.execute("INSERT INTO events VALUES (8, 'own', 80), (9, 'own', 90)")
+    lake.ref.execute("DELETE FROM events WHERE id = 8")
+    lake.ref.execute("UPDATE events SET value = 0 WHERE id = 9")
+    lake.ref.execute("COMMIT")
     lake.conn.execute(CHANGES_TABLE)
-    ranges = [(4, 5), (4, 4), (5, 5), (7, 7), (2, 2), (2, 5), (3, 5), (4, 7), (6, 7)]
+    changes = lake.rows("SELECT snapshot_id, changes_made FROM __ducklake_metadata_analytics.ducklake_snapshot_changes "
+                        "WHERE snapshot_id >= 8 ORDER BY 1")
+    assert changes[0] == (8, "inserted_into_table:1,inlined_insert:1")
+    ranges = [(4, 5), (4, 4), (5, 5), (7, 7), (2, 2), (2, 5), (3, 5), (4, 7), (6, 7), (8, 8), (9, 9), (7, 9)]
     expected = {r: duck_changes(lake, *r) for r in ranges}
     for start, end in ranges:
         assert_same_rows(pg_changes(lake, f"snapshot_id BETWEEN {start} AND {end}"), expected[(start, end)])
 
-    delete_files = [row[0] for row in lake.rows("SELECT path FROM __ducklake_metadata_analytics.ducklake_delete_file")]
+    delete_files = [row[0] for row in lake.rows("SELECT path FROM __ducklake_metadata_analytics.ducklake_delete_file "
+                                                "WHERE begin_snapshot = 3")]
     assert len(delete_files) == 1
     (pathlib.Path(lake.data_path) / "main" / "events" / delete_files[0]).unlink()
     other = lake.session()

@@ -621,10 +621,7 @@ unsafe extern "C-unwind" fn set_rel_pathlist(
             return;
         }
         let found = PENDING.with(|p| {
-            let mut pending = p.borrow_mut();
-            let entry = pending.iter_mut().rev().find(|e| e.token == token)?;
-            entry.used = true;
-            Some((entry.query.clone(), entry.params.clone()))
+            p.borrow().iter().rev().find(|e| e.token == token).map(|e| (e.query.clone(), e.params.clone()))
         });
         let Some((query, params)) = found else { return };
         // Postgres' own estimate of the sub-select, for the outer join's planning.
@@ -653,6 +650,11 @@ unsafe extern "C-unwind" fn set_rel_pathlist(
         (*rel).pathlist = std::ptr::null_mut();
         (*rel).partial_pathlist = std::ptr::null_mut();
         pg_sys::add_path(rel, path.cast());
+        PENDING.with(|p| {
+            if let Some(entry) = p.borrow_mut().iter_mut().rev().find(|e| e.token == token) {
+                entry.used = true;
+            }
+        });
     }
 }
 

@@ -171,7 +171,11 @@ fn changes_from(feed: &str, alias: &str, schema: &str, table: &str, lower: &str,
 /// throughout and every entry naming it is by id), and each entry naming one of the
 /// ids the name ever had must be `inserted_into_table` or `inlined_insert`; a
 /// deletion, an update, a compaction, a flush of inlined rows (anything else) reads
-/// both sides.
+/// both sides. And no delete file may begin, nor data file end, in the range: a
+/// transaction that deletes or updates rows it inserted itself records only
+/// `inserted_into_table`, yet writes a delete file for its new data file, whose
+/// rows DuckLake's feed then reports on both sides. (Its inlined rows are written
+/// as they are at commit.)
 fn only_insertions(lake: &Lake, schema: &str, table: &str, lower: i64, upper: i64) -> LakeResult<bool> {
     if lower < 1 || upper < lower {
         return Ok(false);
@@ -188,17 +192,23 @@ fn only_insertions(lake: &Lake, schema: &str, table: &str, lower: i64, upper: i6
             AND coalesce((SELECT schema_version FROM {snapshots} WHERE snapshot_id = ?) = \
                          (SELECT schema_version FROM {snapshots} WHERE snapshot_id = ?), false) \
             AND NOT EXISTS (SELECT 1 FROM items JOIN ids USING (id) \
-                            WHERE items.kind NOT IN ('inserted_into_table', 'inlined_insert'))",
+                            WHERE items.kind NOT IN ('inserted_into_table', 'inlined_insert')) \
+            AND NOT EXISTS (SELECT 1 FROM {} f JOIN ids ON CAST(f.table_id AS VARCHAR) = ids.id \
+                            WHERE f.begin_snapshot >= ? AND f.begin_snapshot <= ?) \
+            AND NOT EXISTS (SELECT 1 FROM {} f JOIN ids ON CAST(f.table_id AS VARCHAR) = ids.id \
+                            WHERE f.end_snapshot >= ? AND f.end_snapshot <= ?)",
         meta("ducklake_table"),
         meta("ducklake_schema"),
         meta("ducklake_snapshot_changes"),
+        meta("ducklake_delete_file"),
+        meta("ducklake_data_file"),
         snapshots = meta("ducklake_snapshot"),
     );
     let conn = lake.connection()?;
     Ok(crate::duck::cancel::interruptible(&lake.instance.interrupt, || -> LakeResult<bool> {
         Ok(conn.query_row(
             &query,
-            duckdb::params![schema, table, lower, upper, lower, upper, upper - lower + 1, lower - 1, upper],
+            duckdb::params![schema, table, lower, upper, lower, upper, upper - lower + 1, lower - 1, upper, lower, upper, lower, upper],
             |row| row.get(0),
         )?)
     })?)
