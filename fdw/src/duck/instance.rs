@@ -163,6 +163,11 @@ impl LakeInstance {
         sql::qualified(&self.metadata_catalog, &self.metadata_schema, table)
     }
 
+    /// The DuckDB name of the attached catalog database, and the catalog's schema in it.
+    pub fn metadata_location(&self) -> (&str, &str) {
+        (&self.metadata_catalog, &self.metadata_schema)
+    }
+
     /// The instance's private directory for temporary files.
     pub fn temp_directory(&self) -> &std::path::Path {
         &self.temp_dir.0

@@ -180,37 +180,41 @@ fn only_insertions(lake: &Lake, schema: &str, table: &str, lower: i64, upper: i6
     if lower < 1 || upper < lower {
         return Ok(false);
     }
-    let meta = |name: &str| lake.instance.metadata_table(name);
-    let query = format!(
-        "WITH ids AS (SELECT DISTINCT CAST(t.table_id AS VARCHAR) AS id FROM {} t JOIN {} s ON s.schema_id = t.schema_id \
-                      WHERE s.schema_name = ? AND t.table_name = ?), \
+    // One query that the catalog's Postgres runs (postgres_query): DuckDB's own scans of
+    // the seven catalog tables it reads took 15 ms, more than the feed of an append.
+    let (catalog, metadata_schema) = lake.instance.metadata_location();
+    let meta = |name: &str| format!("{}.{name}", crate::import::pg_ident(metadata_schema));
+    let check = format!(
+        "WITH ids AS (SELECT DISTINCT t.table_id::text AS id FROM {tables} t JOIN {schemas} s ON s.schema_id = t.schema_id \
+                      WHERE s.schema_name = {schema} AND t.table_name = {table}), \
               items AS (SELECT split_part(item, ':', 1) AS kind, split_part(item, ':', 2) AS id \
-                        FROM (SELECT unnest(string_split(changes_made, ',')) AS item FROM {} \
-                              WHERE snapshot_id >= ? AND snapshot_id <= ?)) \
+                        FROM {changes} c CROSS JOIN LATERAL unnest(string_to_array(c.changes_made, ',')) AS item \
+                        WHERE c.snapshot_id BETWEEN {lower} AND {upper}) \
          SELECT EXISTS (SELECT 1 FROM ids) \
-            AND (SELECT count(*) FROM {snapshots} WHERE snapshot_id >= ? AND snapshot_id <= ?) = ? \
-            AND coalesce((SELECT schema_version FROM {snapshots} WHERE snapshot_id = ?) = \
-                         (SELECT schema_version FROM {snapshots} WHERE snapshot_id = ?), false) \
+            AND (SELECT count(*) FROM {snapshots} WHERE snapshot_id BETWEEN {lower} AND {upper}) = {count} \
+            AND coalesce((SELECT schema_version FROM {snapshots} WHERE snapshot_id = {before}) = \
+                         (SELECT schema_version FROM {snapshots} WHERE snapshot_id = {upper}), false) \
             AND NOT EXISTS (SELECT 1 FROM items JOIN ids USING (id) \
                             WHERE items.kind NOT IN ('inserted_into_table', 'inlined_insert')) \
-            AND NOT EXISTS (SELECT 1 FROM {} f JOIN ids ON CAST(f.table_id AS VARCHAR) = ids.id \
-                            WHERE f.begin_snapshot >= ? AND f.begin_snapshot <= ?) \
-            AND NOT EXISTS (SELECT 1 FROM {} f JOIN ids ON CAST(f.table_id AS VARCHAR) = ids.id \
-                            WHERE f.end_snapshot >= ? AND f.end_snapshot <= ?)",
-        meta("ducklake_table"),
-        meta("ducklake_schema"),
-        meta("ducklake_snapshot_changes"),
-        meta("ducklake_delete_file"),
-        meta("ducklake_data_file"),
+            AND NOT EXISTS (SELECT 1 FROM {delete_files} f JOIN ids ON f.table_id::text = ids.id \
+                            WHERE f.begin_snapshot BETWEEN {lower} AND {upper}) \
+            AND NOT EXISTS (SELECT 1 FROM {data_files} f JOIN ids ON f.table_id::text = ids.id \
+                            WHERE f.end_snapshot BETWEEN {lower} AND {upper}) AS only_insertions",
+        tables = meta("ducklake_table"),
+        schemas = meta("ducklake_schema"),
+        changes = meta("ducklake_snapshot_changes"),
         snapshots = meta("ducklake_snapshot"),
+        delete_files = meta("ducklake_delete_file"),
+        data_files = meta("ducklake_data_file"),
+        schema = crate::import::pg_literal(schema),
+        table = crate::import::pg_literal(table),
+        count = upper - lower + 1,
+        before = lower - 1,
     );
+    let query = format!("SELECT only_insertions FROM postgres_query({}, {})", sql::literal(catalog), sql::literal(&check));
     let conn = lake.connection()?;
     Ok(crate::duck::cancel::interruptible(&lake.instance.interrupt, || -> LakeResult<bool> {
-        Ok(conn.query_row(
-            &query,
-            duckdb::params![schema, table, lower, upper, lower, upper, upper - lower + 1, lower - 1, upper, lower, upper, lower, upper],
-            |row| row.get(0),
-        )?)
+        Ok(conn.query_row(&query, [], |row| row.get(0))?)
     })?)
 }
 
