@@ -402,7 +402,11 @@ def test_last_committed_snapshot_reads_the_catalog_not_the_transaction(filed, pg
     role = new_role(lake.conn, "committed")
     grant_lake_reading(lake, role)
     with lake.connect(user=role) as conn:
-        assert conn.execute("SELECT ducklake.last_committed_snapshot_id('lake.events')").fetchone() == (start + 1,)
+        with conn.transaction():
+            conn.execute("SELECT count(*) FROM lake.events")
+            lake.ref.execute("INSERT INTO events VALUES (-2, -2)")
+            assert conn.execute("SELECT ducklake.ducklake_latest_snapshot_id('lake.events'), "
+                                "ducklake.last_committed_snapshot_id('lake.events')").fetchone() == (start + 1, start + 2)
     lake.conn.execute(f"REVOKE SELECT ON lake.events FROM {role}")
     with lake.connect(user=role) as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for foreign table events"):

@@ -70,6 +70,10 @@ SHAPES = {
     "scalar_over_subselect": "SELECT o.id FROM lake.orders o WHERE o.amount > (SELECT avg(s.amount) FROM "
                              "(SELECT customer, amount FROM lake.orders WHERE status = 'paid') s "
                              "WHERE s.customer = o.customer)",
+    # an outer join inside such a sub-select, its padded rows filtered on
+    "in_outer_joined_subselect": "SELECT r.name FROM lake.regions r WHERE r.name IN (SELECT s.region FROM "
+                                 "(SELECT c.region, o.id AS order_id FROM lake.customers c LEFT JOIN lake.orders o "
+                                 "ON o.customer = c.id AND o.status = 'paid') s WHERE s.order_id IS NULL)",
 }
 
 

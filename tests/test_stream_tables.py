@@ -355,10 +355,10 @@ def test_a_lake_commit_refreshes_at_once_and_the_schedule_bounds_how_often(event
 
 @pytest.mark.parametrize("isolation", ["READ COMMITTED", "REPEATABLE READ"])
 def test_a_refresh_reads_what_the_lake_reads_in_any_isolation(events, isolation):
-    """An empty refresh learns that nothing was committed from the catalog itself, not
-    from DuckDB (whose connection reads it at the lake's first read in the transaction).
-    In a REPEATABLE READ transaction the catalog as this transaction sees it may be
-    older than that, so there it is not asked: the refresh still takes the commit
+    """A refresh may learn that nothing was committed from the catalog itself, not from
+    DuckDB (whose connection reads it at the lake's first read in the transaction). In a
+    REPEATABLE READ transaction the catalog as this transaction sees it may be older
+    than that, so there it is not asked: in both levels the refresh takes the commit
     the lake reads."""
     conn = events.conn
     insert_events(conn, "click", 2, 10)

@@ -48,6 +48,9 @@ SHAPES = {
     "customers_with_big_facts": "SELECT c.id FROM lake.customers c WHERE EXISTS "
                                 "(SELECT 1 FROM public.order_facts f WHERE f.region = c.region AND f.amount > 5)",
     "orders_of_paying": "SELECT o.id, o.amount FROM lake.orders o WHERE o.customer IN (SELECT id FROM public.paying_customers)",
+    # a view in a HAVING subquery
+    "regions_above_paid": "SELECT c.region, count(*) AS n FROM lake.customers c GROUP BY c.region "
+                          "HAVING count(*) > (SELECT count(*) FROM public.paid_facts) / 4",
 }
 
 

@@ -52,7 +52,7 @@ COMMENT ON FUNCTION ducklake.ducklake_latest_snapshot_id(regclass)
 CREATE FUNCTION ducklake.last_committed_snapshot_id(foreign_table regclass)
   RETURNS bigint STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'last_committed_snapshot_id_wrapper';
 COMMENT ON FUNCTION ducklake.last_committed_snapshot_id(regclass)
-  IS 'Newest snapshot id the catalog of the lake behind a foreign table has committed, as this statement sees it';
+  IS 'Newest snapshot id the catalog of the lake behind a foreign table has committed, read from an embedded catalog under READ COMMITTED; else as this transaction reads the lake';
 
 CREATE FUNCTION ducklake.table_changed(foreign_table regclass, after_snapshot bigint, up_to_snapshot bigint)
   RETURNS boolean STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'table_changed_wrapper';
