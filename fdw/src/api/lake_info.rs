@@ -231,57 +231,14 @@ fn committed_in_this_database(schema: &str) -> Option<i64> {
 }
 
 /// Whether a snapshot after `after_snapshot`, up to `up_to_snapshot`, changed the
-/// lake table behind a foreign table, as the catalog's change lists record it
-/// (`inserted_into_table:<id>`, `deleted_from_table:<id>`, ...). Conservative: any
-/// entry naming one of the ids the table's name ever had counts, so a snapshot that
-/// only compacted or altered it counts too; so do a table the catalog does not know
-/// and a range missing a snapshot up to the latest one (an expired snapshot, whose
-/// changes the catalog no longer lists: reading the feed then reports the expiry).
-/// Snapshots after the latest one do not exist yet and change nothing (the latest
-/// one is never expired). Never "unchanged" for a range whose
-/// change feed has rows. Reads only catalog tables, with the range pushed into the
-/// catalog's queries, where reading the feed would scan the data files of every
-/// deletion. Declared in lib.rs (regclass).
+/// lake table behind a foreign table, from the catalog's change lists alone (see
+/// `catalog::change_lists::table_changed`), where reading the feed would scan the data
+/// files of every deletion. Declared in lib.rs (regclass).
 #[pg_extern(sql = false)]
 fn table_changed(foreign_table: pg_sys::Oid, after_snapshot: i64, up_to_snapshot: i64) -> bool {
     let run = || -> LakeResult<bool> {
         let (lake, table) = lake_of_table(foreign_table)?;
-        if up_to_snapshot <= after_snapshot {
-            return Ok(false);
-        }
-        let meta = |name: &str| lake.instance.metadata_table(name);
-        let query = format!(
-            "WITH ids AS (SELECT DISTINCT CAST(t.table_id AS VARCHAR) AS id FROM {} t JOIN {} s ON s.schema_id = t.schema_id \
-                          WHERE s.schema_name = ? AND t.table_name = ?), \
-                  items AS (SELECT split_part(unnest(string_split(changes_made, ',')), ':', 2) AS id FROM {} \
-                            WHERE snapshot_id > ? AND snapshot_id <= ?), \
-                  present AS (SELECT count(*) AS n, max(snapshot_id) AS last FROM {snapshots} \
-                              WHERE snapshot_id >= ? AND snapshot_id <= ?), \
-                  reaches AS (SELECT EXISTS (SELECT 1 FROM {snapshots} WHERE snapshot_id >= ?) AS up_to_exists) \
-             SELECT NOT EXISTS (SELECT 1 FROM ids) \
-                 OR (SELECT last IS NULL OR n <> CASE WHEN up_to_exists THEN ? ELSE last END - ? + 1 FROM present, reaches) \
-                 OR EXISTS (SELECT 1 FROM items JOIN ids USING (id))",
-            meta("ducklake_table"),
-            meta("ducklake_schema"),
-            meta("ducklake_snapshot_changes"),
-            snapshots = meta("ducklake_snapshot"),
-        );
-        let changed = lake.connection()?.query_row(
-            &query,
-            duckdb::params![
-                table.schema,
-                table.table,
-                after_snapshot,
-                up_to_snapshot,
-                after_snapshot,
-                up_to_snapshot,
-                up_to_snapshot,
-                up_to_snapshot,
-                after_snapshot
-            ],
-            |row| row.get::<_, bool>(0),
-        )?;
-        Ok(changed)
+        crate::catalog::change_lists::table_changed(&lake, &table.schema, &table.table, after_snapshot, up_to_snapshot)
     };
     run().or_raise()
 }

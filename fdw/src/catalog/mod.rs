@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod cache;
+pub mod change_lists;
 pub mod column_cache;
 pub mod columns;
 pub mod commit_notice;

@@ -70,7 +70,7 @@ pub fn changes_source(
 /// the same table with the same columns throughout); otherwise the macro reads the
 /// whole range, and refuses.
 pub fn feed_between(lake: &Lake, alias: &str, schema: &str, table: &str, lower: i64, upper: i64) -> LakeResult<String> {
-    let feed = if only_insertions(lake, schema, table, lower, upper)? {
+    let feed = if crate::catalog::change_lists::only_insertions(lake, schema, table, lower, upper)? {
         crate::duck::change_feed::INSERTIONS_MACRO
     } else {
         crate::duck::change_feed::MACRO
@@ -161,61 +161,6 @@ fn changes_from(feed: &str, alias: &str, schema: &str, table: &str, lower: &str,
         sql::literal(schema),
         sql::literal(table),
     )
-}
-
-/// Whether the catalog lists nothing but insertions into `schema.table` in snapshots
-/// `lower..=upper`, so that its change feed there has no deletions side (see
-/// `change_feed::INSERTIONS_MACRO`). Conservative: every snapshot of the range must
-/// still exist, the lake's schema must be the same from before the range to its end
-/// (no table created, dropped, renamed or altered, so the name is one table
-/// throughout and every entry naming it is by id), and each entry naming one of the
-/// ids the name ever had must be `inserted_into_table` or `inlined_insert`; a
-/// deletion, an update, a compaction, a flush of inlined rows (anything else) reads
-/// both sides. And no delete file may begin, nor data file end, in the range: a
-/// transaction that deletes or updates rows it inserted itself records only
-/// `inserted_into_table`, yet writes a delete file for its new data file, whose
-/// rows DuckLake's feed then reports on both sides. (Its inlined rows are written
-/// as they are at commit.)
-fn only_insertions(lake: &Lake, schema: &str, table: &str, lower: i64, upper: i64) -> LakeResult<bool> {
-    if lower < 1 || upper < lower {
-        return Ok(false);
-    }
-    // One query that the catalog's Postgres runs (postgres_query): DuckDB's own scans of
-    // the seven catalog tables it reads took 15 ms, more than the feed of an append.
-    let (catalog, metadata_schema) = lake.instance.metadata_location();
-    let meta = |name: &str| format!("{}.{name}", crate::import::pg_ident(metadata_schema));
-    let check = format!(
-        "WITH ids AS (SELECT DISTINCT t.table_id::text AS id FROM {tables} t JOIN {schemas} s ON s.schema_id = t.schema_id \
-                      WHERE s.schema_name = {schema} AND t.table_name = {table}), \
-              items AS (SELECT split_part(item, ':', 1) AS kind, split_part(item, ':', 2) AS id \
-                        FROM {changes} c CROSS JOIN LATERAL unnest(string_to_array(c.changes_made, ',')) AS item \
-                        WHERE c.snapshot_id BETWEEN {lower} AND {upper}) \
-         SELECT EXISTS (SELECT 1 FROM ids) \
-            AND (SELECT count(*) FROM {snapshots} WHERE snapshot_id BETWEEN {lower} AND {upper}) = {count} \
-            AND coalesce((SELECT schema_version FROM {snapshots} WHERE snapshot_id = {before}) = \
-                         (SELECT schema_version FROM {snapshots} WHERE snapshot_id = {upper}), false) \
-            AND NOT EXISTS (SELECT 1 FROM items JOIN ids USING (id) \
-                            WHERE items.kind NOT IN ('inserted_into_table', 'inlined_insert')) \
-            AND NOT EXISTS (SELECT 1 FROM {delete_files} f JOIN ids ON f.table_id::text = ids.id \
-                            WHERE f.begin_snapshot BETWEEN {lower} AND {upper}) \
-            AND NOT EXISTS (SELECT 1 FROM {data_files} f JOIN ids ON f.table_id::text = ids.id \
-                            WHERE f.end_snapshot BETWEEN {lower} AND {upper}) AS only_insertions",
-        tables = meta("ducklake_table"),
-        schemas = meta("ducklake_schema"),
-        changes = meta("ducklake_snapshot_changes"),
-        snapshots = meta("ducklake_snapshot"),
-        delete_files = meta("ducklake_delete_file"),
-        data_files = meta("ducklake_data_file"),
-        schema = crate::import::pg_literal(schema),
-        table = crate::import::pg_literal(table),
-        count = upper - lower + 1,
-        before = lower - 1,
-    );
-    let query = format!("SELECT only_insertions FROM postgres_query({}, {})", sql::literal(catalog), sql::literal(&check));
-    let conn = lake.connection()?;
-    Ok(crate::duck::cancel::interruptible(&lake.instance.interrupt, || -> LakeResult<bool> {
-        Ok(conn.query_row(&query, [], |row| row.get(0))?)
-    })?)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
