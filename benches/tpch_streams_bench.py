@@ -4,7 +4,10 @@ being one), then 0.1% and 1% of `lineitem` and `orders` changed by the reference
 client (a third of it updates, a third deletes, a third inserts), then 0.1% of
 orders inserted with their lineitems (an append-only workload), and after each, every
 stream table refreshed differentially and in full; each result checked against its query
-(as multisets, the query run by the FDW). Prints a Markdown table.
+(as multisets, the query run by the FDW). Those refreshes run with
+`pgtrickle.adaptive_refresh` off; after the first mixed round, the same change again is
+refreshed with it on, as by default: each table then rebuilds when its differential
+refresh just took longer than its full one. Prints a Markdown table.
 
     scripts/bench.sh tpch_streams [--sf 1] [--fractions 0.001,0.01] [--inserts 0.001]
 """
@@ -38,13 +41,15 @@ def same_rows(table, query):
 def change(duck, fraction, round_number):
     """A `fraction` of lineitem and of orders changed: a third updated, a third
     deleted, a third inserted (copies of other rows under new keys)."""
-    modulus = max(int(round(3 / fraction)), 3)
+    modulus = max(int(round(3 / fraction)), 6)
     offset = 10_000_000 * (round_number + 1)
+    # other rows each round, so that a later round deletes as many as the first
+    base = 3 * round_number % (modulus - 3)
     for table, key, column in [("lineitem", "l_orderkey", "l_quantity"), ("orders", "o_orderkey", "o_totalprice")]:
-        duck.execute(f"UPDATE {table} SET {column} = {column} + 1 WHERE {key} % {modulus} = 1")
-        duck.execute(f"DELETE FROM {table} WHERE {key} % {modulus} = 2")
+        duck.execute(f"UPDATE {table} SET {column} = {column} + 1 WHERE {key} % {modulus} = {base + 1}")
+        duck.execute(f"DELETE FROM {table} WHERE {key} % {modulus} = {base + 2}")
         duck.execute(f"INSERT INTO {table} SELECT * REPLACE ({key} + {offset} AS {key}) FROM {table} "
-                     f"WHERE {key} % {modulus} = 3 AND {key} < {offset}")
+                     f"WHERE {key} % {modulus} = {base + 3} AND {key} < {offset}")
 
 
 def insert(duck, fraction, round_number):
@@ -71,6 +76,7 @@ def main():
         b.load_tpch(args.sf, TABLES)
         b.pg.execute("CREATE EXTENSION ducklake_ivm")
         b.pg.execute("SET search_path = lake, public")
+        b.pg.execute("SET pgtrickle.adaptive_refresh = off")
         queries = dict(b.duck.execute("SELECT query_nr, query FROM tpch_queries()").fetchall())
 
         maintained = {}
@@ -92,25 +98,33 @@ def main():
         for number, m in maintained.items():
             m["empty"] = statistics.median(timed_ms(lambda: b.pg.execute("SELECT pgtrickle.refresh(%s)", (m["name"],)))
                                            for _ in range(5))
-        rounds = [(f"{f:.1%}", lambda r, f=f: change(b.duck, f, r)) for f in fractions]
-        rounds += [(f"{f:.1%} inserts", lambda r, f=f: insert(b.duck, f, r)) for f in inserts]
-        for round_number, (label, make_changes) in enumerate(rounds):
+        # (label, changes, adaptive)
+        rounds = [(f"{f:.1%}", lambda r, f=f: change(b.duck, f, r), False) for f in fractions]
+        if fractions:
+            rounds.insert(1, (f"{fractions[0]:.1%}, adaptive", lambda r: change(b.duck, fractions[0], r), True))
+        rounds += [(f"{f:.1%} inserts", lambda r, f=f: insert(b.duck, f, r), False) for f in inserts]
+        for round_number, (label, make_changes, adaptive) in enumerate(rounds):
             make_changes(round_number)
+            b.pg.execute(f"SET pgtrickle.adaptive_refresh = {'on' if adaptive else 'off'}")
             for number, m in maintained.items():
                 differential = timed_ms(lambda: b.pg.execute("SELECT pgtrickle.refresh(%s)", (m["name"],)))
+                mode = b.pg.execute("SELECT last_refresh_mode FROM pgtrickle.pgt_stream_tables WHERE pgt_name = %s",
+                                    (m["name"],)).fetchone()[0]
                 exact = same_rows(b.pg.execute(f"SELECT * FROM {m['name']}").fetchall(), b.pg.execute(m["sql"]).fetchall())
                 full = timed_ms(lambda: b.pg.execute("SELECT pgtrickle.refresh(%s, 'FULL')", (m["name"],)))
-                m[label] = (differential, full, exact)
-                print(f"query {number} at {label}: DIFFERENTIAL {differential:.0f} ms, FULL {full:.0f} ms, "
+                m[label] = (differential, full, exact, mode)
+                print(f"query {number} at {label}: {mode} {differential:.0f} ms, FULL {full:.0f} ms, "
                       f"exact: {exact}", file=sys.stderr)
+            b.pg.execute("SET pgtrickle.adaptive_refresh = off")
 
         lineitem = b.duck.execute("SELECT count(*) FROM lineitem").fetchone()[0]
         print(b.machine())
         print(f"TPC-H scale factor {args.sf:g} (lineitem {lineitem:,} rows at the end), written by the reference "
               f"client; changes to lineitem and orders made by the reference client. One run per cell.\n")
-        labels = [label for label, _ in rounds]
+        labels = [label for label, _, _ in rounds]
         header = "| query | maintained | " + " | ".join(
-            f"DIFF at {label} (ms) | FULL (ms) | DIFF / FULL" for label in labels) + " | empty (ms) | exact |"
+            (f"refresh at {label}: ran (ms) | FULL (ms) | / FULL" if "adaptive" in label
+             else f"DIFF at {label} (ms) | FULL (ms) | DIFF / FULL") for label in labels) + " | empty (ms) | exact |"
         print(header)
         print("|---|---|" + "---:|---:|---:|" * len(labels) + "---:|---|")
         for number in sorted(queries):
@@ -121,9 +135,11 @@ def main():
             cells = []
             exact = True
             for label in labels:
-                differential, full, ok = m[label]
+                differential, full, ok, mode = m[label]
                 exact &= ok
-                cells.append(f"{differential:.0f} | {full:.0f} | {differential / full:.2f}")
+                ran = f"{'DIFF' if mode == 'DIFFERENTIAL' else mode} {differential:.0f}" if "adaptive" in label \
+                    else f"{differential:.0f}"
+                cells.append(f"{ran} | {full:.0f} | {differential / full:.2f}")
             print(f"| {number} | DIFFERENTIAL | " + " | ".join(cells) + f" | {m['empty']:.1f} | {'yes' if exact else 'NO'} |")
         print(f"\n{len(maintained)} of {len(queries)} maintained differentially.")
     finally:

@@ -11,6 +11,7 @@
 //! - `decimal`: a DECIMAL's unscaled value as numeric text
 //! - `run_query`: running a query's text through a statement prepared without it
 //! - `schedule`: stream-table schedules ('500ms', '5s') and the backoff after failures
+//! - `refresh_cost`: when a stream table's refresh rebuilds because that is cheaper
 
 pub mod calendar;
 pub mod conninfo;
@@ -18,6 +19,7 @@ pub mod decimal;
 pub mod duck_sql;
 pub mod object_store;
 pub mod paths;
+pub mod refresh_cost;
 pub mod rowid;
 pub mod run_query;
 pub mod schedule;

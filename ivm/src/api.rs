@@ -96,6 +96,7 @@ fn create_stream_table(
         let view = definition::define(id, query, unsafe { pg_sys::GetUserId() })?;
         let relid = create_result(&schema, &table, id)?;
         definition::bind(view, relid);
+        // The old query's refresh timings say nothing of the new one's.
         catalog::write(
             "INSERT INTO pgtrickle.pgt_stream_tables \
              (pgt_id, pgt_relid, pgt_name, pgt_schema, defining_query, schedule, refresh_mode, settings) \
@@ -198,7 +199,8 @@ fn alter_stream_table(
         definition::bind(view, relid);
         catalog::write(
             "UPDATE pgtrickle.pgt_stream_tables SET pgt_relid = $2, defining_query = $3, refresh_mode = $4, \
-             frontier = '{\"sources\": {}}', settings = $5 WHERE pgt_id = $1",
+             frontier = '{\"sources\": {}}', settings = $5, \
+             full_refresh_ms = NULL, differential_refresh_ms = NULL, rebuilds_chosen = 0 WHERE pgt_id = $1",
             &[id.into(), relid.into(), new_query.into(), mode.as_str().into(), JsonB(settings).into()],
         )?;
         catalog::record_upstream(id)?;

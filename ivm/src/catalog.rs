@@ -4,6 +4,7 @@
 
 use crate::error::{IvmError, IvmResult};
 use crate::privileges::{as_extension_owner, require_owner};
+use ducklake_formats::refresh_cost::{Ran, RefreshCosts};
 use pgrx::prelude::*;
 use pgrx::{JsonB, pg_sys};
 use serde_json::{Value, json};
@@ -50,10 +51,13 @@ pub struct StreamTable {
     /// The views its query read at its last refresh, with digests of their definitions
     /// (see `view_definitions`).
     pub view_definitions: Value,
+    /// How long its last refreshes took (see `refresh_cost`).
+    pub costs: RefreshCosts,
 }
 
 const COLUMNS: &str = "pgt_id, pgt_relid, pgt_schema || '.' || pgt_name, defining_query, schedule, refresh_mode, \
-                       status, frontier, consecutive_errors, settings, view_definitions";
+                       status, frontier, consecutive_errors, settings, view_definitions, \
+                       full_refresh_ms, differential_refresh_ms, rebuilds_chosen";
 
 /// Lock modes for reading a catalog row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +116,11 @@ pub fn load(id: i64, lock: Lock) -> IvmResult<Option<StreamTable>> {
                 consecutive_errors: row.get(9)?.unwrap_or_default(),
                 settings: settings.map(|j| j.0).unwrap_or(Value::Null),
                 view_definitions: view_definitions.map(|j| j.0).unwrap_or(Value::Null),
+                costs: RefreshCosts {
+                    full_ms: row.get(12)?,
+                    differential_ms: row.get(13)?,
+                    rebuilds_chosen: row.get(14)?.unwrap_or_default(),
+                },
             }));
         }
         Ok(None)
@@ -180,12 +189,25 @@ pub fn set_status(id: i64, status: &str) -> IvmResult<()> {
 }
 
 /// Record a successful refresh that reached `frontier`.
-pub fn record_refresh(id: i64, frontier: &Value, note: Option<&str>) -> IvmResult<()> {
+/// Record a refresh: its frontier, its note (why it rebuilt, when not asked to), how
+/// it ran and how long that took (`elapsed_ms`).
+pub fn record_refresh(id: i64, frontier: &Value, note: Option<&str>, ran: Ran, elapsed_ms: f64) -> IvmResult<()> {
     write(
         "UPDATE pgtrickle.pgt_stream_tables SET frontier = $2, last_refreshed_at = clock_timestamp(), \
          status = CASE WHEN status = 'PAUSED' THEN status ELSE 'ACTIVE' END, \
-         last_error = $3, consecutive_errors = 0 WHERE pgt_id = $1",
-        &[id.into(), JsonB(frontier.clone()).into(), note.into()],
+         last_error = $3, consecutive_errors = 0, last_refresh_mode = $4, \
+         full_refresh_ms = CASE WHEN $4 = 'FULL' THEN $5 ELSE full_refresh_ms END, \
+         differential_refresh_ms = CASE WHEN $4 = 'DIFFERENTIAL' THEN $5 ELSE differential_refresh_ms END, \
+         rebuilds_chosen = CASE WHEN $6 THEN rebuilds_chosen + 1 WHEN $4 = 'DIFFERENTIAL' THEN 0 ELSE rebuilds_chosen END \
+         WHERE pgt_id = $1",
+        &[
+            id.into(),
+            JsonB(frontier.clone()).into(),
+            note.into(),
+            ran.mode().into(),
+            elapsed_ms.into(),
+            matches!(ran, Ran::Rebuilt { chosen: true }).into(),
+        ],
     )
 }
 
@@ -345,6 +367,17 @@ pub fn refuse_cycle(id: i64, name: &str) -> IvmResult<()> {
         }
     }
     Ok(())
+}
+
+/// Whether another stream table reads result table `relid` (lists it in `upstream`).
+pub fn read_by_stream_tables(relid: pg_sys::Oid) -> IvmResult<bool> {
+    as_extension_owner(|| {
+        Ok(Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT FROM pgtrickle.pgt_stream_tables WHERE $1::pg_catalog.regclass = ANY (upstream))",
+            &[relid.into()],
+        )?
+        .unwrap_or(false))
+    })
 }
 
 /// Record which stream tables `id` reads (column `upstream`).

@@ -6,6 +6,7 @@ use std::ffi::CString;
 static LAUNCHER_DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
 static REFRESH_LOCK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(5_000);
 static REFRESH_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(0);
+static ADAPTIVE_REFRESH: GucSetting<bool> = GucSetting::<bool>::new(true);
 static FRONTIER_SNAPSHOT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 /// The setting a refresh puts its frontier's lake snapshot in: the sources' states
@@ -31,6 +32,15 @@ pub fn register(preloading: bool) {
         c"Set by a refresh, for its own statements: the lake snapshot of the stream table's frontier.",
         c"The sources as they were at the frontier are read at this snapshot (see ivm/README.md).",
         &FRONTIER_SNAPSHOT_ID,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pgtrickle.adaptive_refresh",
+        c"Whether a differential refresh rebuilds instead when that was cheaper.",
+        c"A stream table whose last differential refresh took longer than its last full one is rebuilt \
+          at the sources' current state instead (see ivm/README.md, Refresh semantics).",
+        &ADAPTIVE_REFRESH,
         GucContext::Userset,
         GucFlags::default(),
     );
@@ -62,6 +72,10 @@ pub fn launcher_database() -> String {
         .get()
         .and_then(|c| c.into_string().ok())
         .unwrap_or_else(|| "postgres".into())
+}
+
+pub fn adaptive_refresh() -> bool {
+    ADAPTIVE_REFRESH.get()
 }
 
 pub fn refresh_lock_timeout_ms() -> i32 {

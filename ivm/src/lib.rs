@@ -67,7 +67,11 @@ CREATE TABLE pgtrickle.pgt_stream_tables (
     consecutive_errors integer NOT NULL DEFAULT 0,
     created_at timestamptz NOT NULL DEFAULT now(),
     upstream regclass[] NOT NULL DEFAULT '{}',
-    view_definitions jsonb NOT NULL DEFAULT '{}'
+    view_definitions jsonb NOT NULL DEFAULT '{}',
+    last_refresh_mode text CHECK (last_refresh_mode IN ('DIFFERENTIAL', 'FULL')),
+    full_refresh_ms double precision,
+    differential_refresh_ms double precision,
+    rebuilds_chosen integer NOT NULL DEFAULT 0
 );
 COMMENT ON TABLE pgtrickle.pgt_stream_tables IS
   'Stream tables: defining query, schedule, status and the frontier (last lake snapshot applied)';
@@ -79,6 +83,10 @@ COMMENT ON COLUMN pgtrickle.pgt_stream_tables.view_definitions IS
   'A digest of each view a DIFFERENTIAL query reads (by oid), as of its last refresh: a redefined view makes the next refresh a rebuild';
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.settings IS
   'Settings recorded when the query was defined (TimeZone, DateStyle, search_path, ...); every refresh runs under them';
+COMMENT ON COLUMN pgtrickle.pgt_stream_tables.last_refresh_mode IS
+  'How the last refresh that changed anything ran: DIFFERENTIAL (the changes folded in) or FULL (rebuilt)';
+COMMENT ON COLUMN pgtrickle.pgt_stream_tables.rebuilds_chosen IS
+  'Refreshes in a row that rebuilt because the last differential refresh took longer than full_refresh_ms';
 SELECT pg_catalog.pg_extension_config_dump('pgtrickle.pgt_stream_tables', '');
 
 -- Each role sees the rows of the stream tables it owns (or is a member of the owner),

@@ -1,7 +1,9 @@
 //! One refresh of one stream table, inside the caller's transaction: DIFFERENTIAL
-//! folds the sources' changes since the frontier into the result; FULL rebuilds it
-//! from the lake as of the frontier's snapshot (Postgres tables as they are: they
-//! cannot travel in time). Result, state and frontier change together or not at all.
+//! folds the sources' changes since the frontier into the result (or rebuilds it at
+//! the lakes' current snapshots when that was the cheaper way, see `refresh_cost`);
+//! FULL rebuilds it from the lake as of the frontier's snapshot (Postgres tables as
+//! they are: they cannot travel in time). Result, state and frontier change together
+//! or not at all.
 
 use super::capture::{forget_seen, still_capturable, written_by_this_transaction};
 use super::context::{RefreshContext, describe, in_subtransaction};
@@ -18,12 +20,14 @@ use crate::catalog::{self, Lock, RefreshMode, StreamTable, frontier_seen};
 use crate::definition;
 use crate::error::{IvmError, IvmResult};
 use crate::privileges::owner_of;
+use ducklake_formats::refresh_cost::Ran;
 use pgrx::prelude::*;
 use pgrx::pg_sys;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Requested {
-    /// Advance to the lake's current snapshot (differentially when the query allows).
+    /// Advance to the lake's current snapshot (differentially when the query allows and
+    /// that is not the costlier way).
     Differential,
     /// Rebuild at the frontier's snapshot (the current one when there is none).
     Full,
@@ -118,10 +122,12 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
     require_captured(&table, &plan)?;
     if plan.sources.is_empty() && plan.postgres.is_empty() {
         // No source to track: every refresh is a rebuild.
+        let started = std::time::Instant::now();
         let read = ReadSnapshot::take();
         rebuild(&table, &plan, &context, &read, &[])?;
         drop(context);
-        catalog::record_refresh(id, &serde_json::json!({"sources": {}}), None)?;
+        let ran = Ran::Rebuilt { chosen: false };
+        catalog::record_refresh(id, &serde_json::json!({"sources": {}}), None, ran, elapsed_ms(started))?;
         if record_views {
             catalog::record_view_definitions(id, &views_now)?;
         }
@@ -164,8 +170,14 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
         positions.lakes = Lakes::of(&plan.sources, &table.frontier, &table.name)?;
     }
     let lakes = &positions.lakes;
+    let started = std::time::Instant::now();
     let read = ReadSnapshot::take();
     let differential_possible = table.mode == RefreshMode::Differential && lakes.all_have_frontier() && all_seen;
+    // Not for a table other stream tables read: a rebuild rewrites every row of the
+    // result, which each of them would then read as changes.
+    let rebuild_is_cheaper = crate::gucs::adaptive_refresh()
+        && table.costs.rebuild_is_cheaper()
+        && !catalog::read_by_stream_tables(table.relid)?;
     // A rebuild at the lakes' current snapshots, noted with its reason when it stands
     // in for a differential refresh that could not be made.
     let rebuild_at_latest = |reason: Option<String>| -> IvmResult<_> {
@@ -175,18 +187,22 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
         if let Some(note) = &note {
             pgrx::warning!("stream table {}: {note}", table.name);
         }
-        Ok((Outcome::Refreshed { changes: 0 }, at, note))
+        Ok((Outcome::Refreshed { changes: 0 }, at, note, Ran::Rebuilt { chosen: false }))
     };
-    let (outcome, at, note) = match (requested, plan.shape.as_ref()) {
+    let (outcome, at, note, ran) = match (requested, plan.shape.as_ref()) {
         (Requested::Full, _) => {
             let at = lakes.at_frontier();
             rebuild(&table, &plan, &context, &read, &at)?;
-            (Outcome::Refreshed { changes: 0 }, at, None)
+            (Outcome::Refreshed { changes: 0 }, at, None, Ran::Rebuilt { chosen: false })
         }
         (Requested::Differential, _) if redefined.is_some() => rebuild_at_latest(redefined)?,
+        (Requested::Differential, Some(_)) if differential_possible && rebuild_is_cheaper => {
+            let (outcome, at, note, _) = rebuild_at_latest(None)?;
+            (outcome, at, note, Ran::Rebuilt { chosen: true })
+        }
         (Requested::Differential, Some(shape)) if differential_possible => {
             match differential(table.id, table.relid, shape, &plan, &positions, &read, &context)? {
-                Applied::Changes(changes) => (Outcome::Refreshed { changes }, lakes.at_latest(), None),
+                Applied::Changes(changes) => (Outcome::Refreshed { changes }, lakes.at_latest(), None, Ran::Differential),
                 Applied::Rebuild(reason) => rebuild_at_latest(Some(reason))?,
             }
         }
@@ -199,11 +215,16 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
     }
     drop(context);
     let postgres: Vec<(String, String)> = plan.postgres.iter().map(|p| (p.key.clone(), seen_now.clone())).collect();
-    catalog::record_refresh(id, &catalog::frontier_of(&Lakes::frontier_entries(&at), &postgres), note.as_deref())?;
+    let frontier = catalog::frontier_of(&Lakes::frontier_entries(&at), &postgres);
+    catalog::record_refresh(id, &frontier, note.as_deref(), ran, elapsed_ms(started))?;
     if record_views {
         catalog::record_view_definitions(id, &views_now)?;
     }
     Ok(Some(outcome))
+}
+
+fn elapsed_ms(started: std::time::Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1000.0
 }
 
 /// Refuse a refresh of `table` whose query reads a Postgres table whose changes it does
