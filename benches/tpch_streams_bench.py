@@ -5,8 +5,8 @@ client (a third of it updates, a third deletes, a third inserts), then 0.1% of
 orders inserted with their lineitems (an append-only workload), and after each, every
 stream table refreshed differentially and in full; each result checked against its query
 (as multisets, the query run by the FDW). Those refreshes run with
-`pgtrickle.adaptive_refresh` off; after the first mixed round, the same change again is
-refreshed with it on, as by default: each table then rebuilds when its differential
+`pgtrickle.adaptive_refresh` off; after the first mixed round, a change of the same size
+(to other rows) is refreshed with it on, as by default: each table then rebuilds when its differential
 refresh just took longer than its full one. Prints a Markdown table.
 
     scripts/bench.sh tpch_streams [--sf 1] [--fractions 0.001,0.01] [--inserts 0.001]
@@ -43,8 +43,9 @@ def change(duck, fraction, round_number):
     deleted, a third inserted (copies of other rows under new keys)."""
     modulus = max(int(round(3 / fraction)), 6)
     offset = 10_000_000 * (round_number + 1)
-    # other rows each round, so that a later round deletes as many as the first
-    base = 3 * round_number % (modulus - 3)
+    # other rows each round, so that a later round deletes as many as the first;
+    # residues from 10 on miss `insert`'s (5 modulo 1000) at the default fractions
+    base = 10 * round_number % (modulus - 3)
     for table, key, column in [("lineitem", "l_orderkey", "l_quantity"), ("orders", "o_orderkey", "o_totalprice")]:
         duck.execute(f"UPDATE {table} SET {column} = {column} + 1 WHERE {key} % {modulus} = {base + 1}")
         duck.execute(f"DELETE FROM {table} WHERE {key} % {modulus} = {base + 2}")

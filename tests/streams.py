@@ -59,6 +59,13 @@ def full_result(conn, query, snapshot):
         conn.execute("ROLLBACK")
 
 
+def scheduler_pid(conn):
+    """The pid of the current database's stream-table scheduler, if one runs."""
+    row = conn.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pgtrickle scheduler' "
+                       "AND datname = current_database()").fetchone()
+    return row[0] if row else None
+
+
 def wait_for(predicate, what, timeout=60.0):
     """Poll `predicate` until true; fail naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout

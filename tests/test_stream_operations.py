@@ -6,14 +6,8 @@ import time
 import psycopg
 
 from roles import new_role
-from streams import SUMMARY_QUERY, frontier, full_result, insert_events, last_error, latest, rows, setup_events, wait_for, \
-    wait_until_caught_up
-
-
-def scheduler_pid(conn):
-    row = conn.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pgtrickle scheduler' "
-                       "AND datname = current_database()").fetchone()
-    return row[0] if row else None
+from streams import SUMMARY_QUERY, frontier, full_result, insert_events, last_error, latest, rows, scheduler_pid, setup_events, \
+    wait_for, wait_until_caught_up
 
 
 def test_no_role_can_take_the_schedulers_lock(lake):

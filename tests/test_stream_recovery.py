@@ -9,7 +9,8 @@ import subprocess
 import psycopg
 
 from conftest import SCRIPTS
-from streams import SUMMARY_QUERY, full_result, insert_events, rows, setup_events, wait_for, wait_until_caught_up
+from streams import SUMMARY_QUERY, full_result, insert_events, rows, scheduler_pid, setup_events, wait_for, \
+    wait_until_caught_up
 
 
 def reconnect(lake):
@@ -20,12 +21,6 @@ def reconnect(lake):
             return None
     lake.conn = wait_for(attempt, "the server to accept connections again")
     return lake.conn
-
-
-def scheduler_pid(conn):
-    row = conn.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pgtrickle scheduler' "
-                       "AND datname = current_database()").fetchone()
-    return row[0] if row else None
 
 
 def test_kill_9_mid_refresh_leaves_result_and_frontier_consistent(lake):

@@ -96,7 +96,6 @@ fn create_stream_table(
         let view = definition::define(id, query, unsafe { pg_sys::GetUserId() })?;
         let relid = create_result(&schema, &table, id)?;
         definition::bind(view, relid);
-        // The old query's refresh timings say nothing of the new one's.
         catalog::write(
             "INSERT INTO pgtrickle.pgt_stream_tables \
              (pgt_id, pgt_relid, pgt_name, pgt_schema, defining_query, schedule, refresh_mode, settings) \
@@ -197,6 +196,7 @@ fn alter_stream_table(
             drop_result_indexes(relid)?;
         }
         definition::bind(view, relid);
+        // The old query's refresh timings say nothing of the new one's.
         catalog::write(
             "UPDATE pgtrickle.pgt_stream_tables SET pgt_relid = $2, defining_query = $3, refresh_mode = $4, \
              frontier = '{\"sources\": {}}', settings = $5, \

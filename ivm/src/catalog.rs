@@ -188,17 +188,19 @@ pub fn set_status(id: i64, status: &str) -> IvmResult<()> {
     )
 }
 
-/// Record a successful refresh that reached `frontier`.
 /// Record a refresh: its frontier, its note (why it rebuilt, when not asked to), how
-/// it ran and how long that took (`elapsed_ms`).
-pub fn record_refresh(id: i64, frontier: &Value, note: Option<&str>, ran: Ran, elapsed_ms: f64) -> IvmResult<()> {
+/// it ran and how long that took (`elapsed_ms`; None: a differential refresh that
+/// read no change, whose time says nothing of what changes cost).
+pub fn record_refresh(id: i64, frontier: &Value, note: Option<&str>, ran: Ran, elapsed_ms: Option<f64>) -> IvmResult<()> {
     write(
         "UPDATE pgtrickle.pgt_stream_tables SET frontier = $2, last_refreshed_at = clock_timestamp(), \
          status = CASE WHEN status = 'PAUSED' THEN status ELSE 'ACTIVE' END, \
          last_error = $3, consecutive_errors = 0, last_refresh_mode = $4, \
-         full_refresh_ms = CASE WHEN $4 = 'FULL' THEN $5 ELSE full_refresh_ms END, \
-         differential_refresh_ms = CASE WHEN $4 = 'DIFFERENTIAL' THEN $5 ELSE differential_refresh_ms END, \
-         rebuilds_chosen = CASE WHEN $6 THEN rebuilds_chosen + 1 WHEN $4 = 'DIFFERENTIAL' THEN 0 ELSE rebuilds_chosen END \
+         full_refresh_ms = CASE WHEN $4 = 'FULL' THEN coalesce($5, full_refresh_ms) ELSE full_refresh_ms END, \
+         differential_refresh_ms = CASE WHEN $4 = 'DIFFERENTIAL' THEN coalesce($5, differential_refresh_ms) \
+                                   ELSE differential_refresh_ms END, \
+         rebuilds_chosen = CASE WHEN $6 THEN rebuilds_chosen + 1 \
+                           WHEN $4 = 'DIFFERENTIAL' AND $5 IS NOT NULL THEN 0 ELSE rebuilds_chosen END \
          WHERE pgt_id = $1",
         &[
             id.into(),

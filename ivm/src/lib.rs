@@ -84,7 +84,11 @@ COMMENT ON COLUMN pgtrickle.pgt_stream_tables.view_definitions IS
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.settings IS
   'Settings recorded when the query was defined (TimeZone, DateStyle, search_path, ...); every refresh runs under them';
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.last_refresh_mode IS
-  'How the last refresh that changed anything ran: DIFFERENTIAL (the changes folded in) or FULL (rebuilt)';
+  'How the last refresh that found a new snapshot ran: DIFFERENTIAL (its changes folded in) or FULL (rebuilt)';
+COMMENT ON COLUMN pgtrickle.pgt_stream_tables.full_refresh_ms IS
+  'How long the last rebuild took (at creation, asked for, chosen, or standing in for a differential refresh)';
+COMMENT ON COLUMN pgtrickle.pgt_stream_tables.differential_refresh_ms IS
+  'How long the last differential refresh that read changes took';
 COMMENT ON COLUMN pgtrickle.pgt_stream_tables.rebuilds_chosen IS
   'Refreshes in a row that rebuilt because the last differential refresh took longer than full_refresh_ms';
 SELECT pg_catalog.pg_extension_config_dump('pgtrickle.pgt_stream_tables', '');

@@ -37,8 +37,10 @@ pub enum Requested {
 pub enum Outcome {
     /// Nothing to do: the frontier is the lake's current snapshot.
     UpToDate,
-    /// Rebuilt, or this many change rows folded in.
+    /// This many change rows folded in.
     Refreshed { changes: i64 },
+    /// Rebuilt: every row of the result written again.
+    Rebuilt,
 }
 
 fn run(sql: &str) -> IvmResult<u64> {
@@ -127,11 +129,11 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
         rebuild(&table, &plan, &context, &read, &[])?;
         drop(context);
         let ran = Ran::Rebuilt { chosen: false };
-        catalog::record_refresh(id, &serde_json::json!({"sources": {}}), None, ran, elapsed_ms(started))?;
+        catalog::record_refresh(id, &serde_json::json!({"sources": {}}), None, ran, Some(elapsed_ms(started)))?;
         if record_views {
             catalog::record_view_definitions(id, &views_now)?;
         }
-        return Ok(Some(Outcome::Refreshed { changes: 0 }));
+        return Ok(Some(Outcome::Rebuilt));
     }
     let mut positions = positions(&table, &plan)?;
     for (source, log, _) in &positions.seen {
@@ -170,43 +172,48 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
         positions.lakes = Lakes::of(&plan.sources, &table.frontier, &table.name)?;
     }
     let lakes = &positions.lakes;
-    let started = std::time::Instant::now();
     let read = ReadSnapshot::take();
     let differential_possible = table.mode == RefreshMode::Differential && lakes.all_have_frontier() && all_seen;
-    // Not for a table other stream tables read: a rebuild rewrites every row of the
-    // result, which each of them would then read as changes.
-    let rebuild_is_cheaper = crate::gucs::adaptive_refresh()
-        && table.costs.rebuild_is_cheaper()
-        && !catalog::read_by_stream_tables(table.relid)?;
+    // Each way of refreshing timed on its own (see `refresh_cost`): a rebuild that
+    // follows a differential attempt that gave up costs what the rebuild took.
+    let rebuild_timed = |at: &[(&Lake, i64)]| -> IvmResult<f64> {
+        let started = std::time::Instant::now();
+        rebuild(&table, &plan, &context, &read, at)?;
+        Ok(elapsed_ms(started))
+    };
     // A rebuild at the lakes' current snapshots, noted with its reason when it stands
     // in for a differential refresh that could not be made.
-    let rebuild_at_latest = |reason: Option<String>| -> IvmResult<_> {
+    let rebuild_at_latest = |reason: Option<String>, chosen: bool| -> IvmResult<_> {
         let at = lakes.at_latest();
-        rebuild(&table, &plan, &context, &read, &at)?;
+        let elapsed = rebuild_timed(&at)?;
         let note = reason.map(|reason| format!("{reason}; rebuilt in full"));
         if let Some(note) = &note {
             pgrx::warning!("stream table {}: {note}", table.name);
         }
-        Ok((Outcome::Refreshed { changes: 0 }, at, note, Ran::Rebuilt { chosen: false }))
+        Ok((Outcome::Rebuilt, at, note, Ran::Rebuilt { chosen }, Some(elapsed)))
     };
-    let (outcome, at, note, ran) = match (requested, plan.shape.as_ref()) {
+    let (outcome, at, note, ran, elapsed) = match (requested, plan.shape.as_ref()) {
         (Requested::Full, _) => {
             let at = lakes.at_frontier();
-            rebuild(&table, &plan, &context, &read, &at)?;
-            (Outcome::Refreshed { changes: 0 }, at, None, Ran::Rebuilt { chosen: false })
+            let elapsed = rebuild_timed(&at)?;
+            (Outcome::Rebuilt, at, None, Ran::Rebuilt { chosen: false }, Some(elapsed))
         }
-        (Requested::Differential, _) if redefined.is_some() => rebuild_at_latest(redefined)?,
-        (Requested::Differential, Some(_)) if differential_possible && rebuild_is_cheaper => {
-            let (outcome, at, note, _) = rebuild_at_latest(None)?;
-            (outcome, at, note, Ran::Rebuilt { chosen: true })
+        (Requested::Differential, _) if redefined.is_some() => rebuild_at_latest(redefined, false)?,
+        (Requested::Differential, Some(_)) if differential_possible && rebuild_is_cheaper(&table, &plan, &positions, &read)? => {
+            rebuild_at_latest(None, true)?
         }
         (Requested::Differential, Some(shape)) if differential_possible => {
+            let started = std::time::Instant::now();
             match differential(table.id, table.relid, shape, &plan, &positions, &read, &context)? {
-                Applied::Changes(changes) => (Outcome::Refreshed { changes }, lakes.at_latest(), None, Ran::Differential),
-                Applied::Rebuild(reason) => rebuild_at_latest(Some(reason))?,
+                // One that read no change says nothing of what changes cost.
+                Applied::Changes(changes) => {
+                    let elapsed = (changes > 0).then(|| elapsed_ms(started));
+                    (Outcome::Refreshed { changes }, lakes.at_latest(), None, Ran::Differential, elapsed)
+                }
+                Applied::Rebuild(reason) => rebuild_at_latest(Some(reason), false)?,
             }
         }
-        (Requested::Differential, _) => rebuild_at_latest(None)?,
+        (Requested::Differential, _) => rebuild_at_latest(None, false)?,
     };
     let seen_now = read.text()?;
     drop(read);
@@ -216,11 +223,37 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
     drop(context);
     let postgres: Vec<(String, String)> = plan.postgres.iter().map(|p| (p.key.clone(), seen_now.clone())).collect();
     let frontier = catalog::frontier_of(&Lakes::frontier_entries(&at), &postgres);
-    catalog::record_refresh(id, &frontier, note.as_deref(), ran, elapsed_ms(started))?;
+    catalog::record_refresh(id, &frontier, note.as_deref(), ran, elapsed)?;
     if record_views {
         catalog::record_view_definitions(id, &views_now)?;
     }
     Ok(Some(outcome))
+}
+
+/// Whether a refresh that could fold changes in differentially should rebuild instead:
+/// adaptive refreshes are on, its last differential refresh took longer than its last
+/// rebuild (see `refresh_cost`), no other stream table reads it (a rebuild rewrites
+/// every row of the result, which each of them would then read as changes), and one
+/// of its own sources changed (a commit to another table of a lake moves the lake's
+/// snapshot too, and a differential refresh finds that out cheaply).
+fn rebuild_is_cheaper(table: &StreamTable, plan: &Plan, positions: &Positions, read: &ReadSnapshot) -> IvmResult<bool> {
+    if !(crate::gucs::adaptive_refresh() && table.costs.rebuild_is_cheaper()) || catalog::read_by_stream_tables(table.relid)? {
+        return Ok(false);
+    }
+    for (source, _) in &plan.objects.feeds {
+        let Some(lake) = positions.lakes.lake_of(*source) else { continue };
+        let Some(from) = lake.from else { continue };
+        if lake_source_changed(read, *source, from, lake.to)? {
+            return Ok(true);
+        }
+    }
+    any_unseen(positions)
+}
+
+/// Whether lake source `source` changed after snapshot `from`, up to `to`: the lake's
+/// catalog says, without reading its changes.
+fn lake_source_changed(read: &ReadSnapshot, source: pg_sys::Oid, from: i64, to: i64) -> IvmResult<bool> {
+    read.exists(&format!("SELECT ducklake.table_changed({}::pg_catalog.oid::pg_catalog.regclass, {from}, {to})", source.to_u32()))
 }
 
 fn elapsed_ms(started: std::time::Instant) -> f64 {
@@ -383,8 +416,7 @@ fn differential(
             let (Some(from), to) = (lake.from, lake.to) else { continue };
             // With several sources, only those that changed have terms (see `rows`);
             // the lake's catalog says which, without reading their feeds.
-            let changed = sources == 1
-                || read.exists(&format!("SELECT ducklake.table_changed({}::pg_catalog.oid::pg_catalog.regclass, {from}, {to})", source.to_u32()))?;
+            let changed = sources == 1 || lake_source_changed(read, *source, from, to)?;
             if changed {
                 feeds.push(Feed {
                     source: *source,

@@ -164,6 +164,7 @@ fn refresh_one(id: i64) -> Look {
         let result = in_subtransaction(|| refresh(id, Requested::Differential, Lock::SkipLocked).or_raise());
         let look = match result {
             Ok(Some(Outcome::Refreshed { changes, .. })) if changes != 0 => Look::Changed,
+            Ok(Some(Outcome::Rebuilt)) => Look::Changed,
             Ok(Some(_)) => Look::Unchanged,
             Ok(None) => Look::Skipped,
             Err(error) => {
