@@ -102,7 +102,7 @@ pub unsafe fn translate_top(q: *mut pg_sys::Query) -> Option<Top> {
             }
             Some(std::mem::take(&mut outputs.borrow_mut().items))
         };
-        let (sql, _) = translator.select(q, Some(&make_items))?;
+        let sql = translator.top_select(q, &make_items)?;
         if sql.contains('\0') {
             return None;
         }

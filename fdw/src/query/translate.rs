@@ -34,8 +34,8 @@ enum Relation {
     /// A small Postgres table read into the query (see `postgres_rows`), once the FROM
     /// list has named it: its table slot.
     Postgres { alias: String, relid: Oid, slot: Option<usize> },
-    /// A sub-select or CTE reference: `alias."c<n>"`, with the outputs' types.
-    Derived { alias: String, types: Vec<Option<Ty>> },
+    /// A sub-select or CTE reference: `alias."c<n>"`, with its outputs.
+    Derived { alias: String, outputs: Outputs },
     /// A join's alias columns stand for expressions of its inputs.
     Join { rte: *mut pg_sys::RangeTblEntry },
     #[cfg(feature = "pg18")]
@@ -44,12 +44,28 @@ enum Relation {
     None,
 }
 
+/// What a sub-select or CTE gives the query around it: the types of its outputs
+/// `c1..cn`, and which of them are numerics of varying display scale with a second
+/// column `c<n>_scale` holding each value's scale, computed where the value is, so
+/// that the query around can print, sum or divide it as Postgres does (see `numeric`).
+#[derive(Clone, Default)]
+struct Outputs {
+    types: Vec<Option<Ty>>,
+    scaled: Vec<bool>,
+}
+
+impl Outputs {
+    fn unscaled(types: Vec<Option<Ty>>) -> Outputs {
+        Outputs { types, scaled: Vec::new() }
+    }
+}
+
 struct Level {
     query: *mut pg_sys::Query,
     rtable: *mut pg_sys::List,
     relations: Vec<Relation>,
-    /// CTEs defined at this level: name → (alias, output types).
-    ctes: HashMap<String, (String, Vec<Option<Ty>>)>,
+    /// CTEs defined at this level: name → (alias, outputs).
+    ctes: HashMap<String, (String, Outputs)>,
     /// Its HAVING clause is being translated, where DuckDB cannot bind lambdas.
     in_having: bool,
     /// Uncorrelated sub-selects of its HAVING clause, as materialized CTEs (see `hoist`).
@@ -85,18 +101,31 @@ impl Translator {
         format!("{prefix}{}", self.aliases)
     }
 
-    /// DuckDB SQL for a sub-select, and the types of its outputs `c1..cn`.
+    /// DuckDB SQL for a sub-select of an expression, and the types of its outputs
+    /// `c1..cn` (and no other column).
     pub unsafe fn query_sql(&mut self, query: *mut pg_sys::Query) -> Option<(String, Vec<Option<Ty>>)> {
-        unsafe { self.select(query, None) }
+        unsafe { self.select(query, None, false).map(|(sql, outputs)| (sql, outputs.types)) }
     }
 
-    /// A SELECT at a new level. `top_items` replaces the select list (the outermost
-    /// query's outputs, chosen by the planner hook).
-    pub unsafe fn select(
+    /// DuckDB SQL for a sub-select in FROM or a CTE, with its outputs' scale columns.
+    unsafe fn derived_sql(&mut self, query: *mut pg_sys::Query) -> Option<(String, Outputs)> {
+        unsafe { self.select(query, None, true) }
+    }
+
+    /// The outermost SELECT, its select list made by `top_items` (the query's outputs,
+    /// chosen by the planner hook).
+    pub unsafe fn top_select(&mut self, q: *mut pg_sys::Query, top_items: &dyn Fn(&mut Translator) -> Option<Vec<String>>) -> Option<String> {
+        unsafe { self.select(q, Some(top_items), false).map(|(sql, _)| sql) }
+    }
+
+    /// A SELECT at a new level. `top_items` replaces the select list (see
+    /// `top_select`); `scale_columns`: see `Outputs`.
+    unsafe fn select(
         &mut self,
         q: *mut pg_sys::Query,
         top_items: Option<&dyn Fn(&mut Translator) -> Option<Vec<String>>>,
-    ) -> Option<(String, Vec<Option<Ty>>)> {
+        scale_columns: bool,
+    ) -> Option<(String, Outputs)> {
         unsafe {
             if !supported_shape(q) {
                 return None;
@@ -109,7 +138,7 @@ impl Translator {
                 in_having: false,
                 hoisted: Vec::new(),
             });
-            let result = self.select_at_level(q, top_items);
+            let result = self.select_at_level(q, top_items, scale_columns);
             self.levels.pop();
             result
         }
@@ -119,7 +148,8 @@ impl Translator {
         &mut self,
         q: *mut pg_sys::Query,
         top_items: Option<&dyn Fn(&mut Translator) -> Option<Vec<String>>>,
-    ) -> Option<(String, Vec<Option<Ty>>)> {
+        scale_columns: bool,
+    ) -> Option<(String, Outputs)> {
         unsafe {
             let mut sql = String::new();
             // CTEs see no outer query level (Postgres allows none in a CTE we push).
@@ -127,13 +157,13 @@ impl Translator {
             for cte in list_nodes((*q).cteList) {
                 let cte = cte as *mut pg_sys::CommonTableExpr;
                 let saved = std::mem::take(&mut self.levels);
-                let translated = self.query_sql((*cte).ctequery.cast());
+                let translated = self.derived_sql((*cte).ctequery.cast());
                 self.levels = saved;
-                let (cte_sql, types) = translated?;
+                let (cte_sql, outputs) = translated?;
                 let alias = self.alias("w");
                 ctes.push(format!("{} AS ({cte_sql})", sql::ident(&alias)));
                 let name = std::ffi::CStr::from_ptr((*cte).ctename).to_string_lossy().into_owned();
-                self.levels.last_mut()?.ctes.insert(name, (alias, types));
+                self.levels.last_mut()?.ctes.insert(name, (alias, outputs));
             }
             self.register_relations(q)?;
 
@@ -149,33 +179,41 @@ impl Translator {
                 let (set_sql, types) = self.set_operation((*q).setOperations)?;
                 let alias = self.alias("t");
                 let leftmost = leftmost_branch((*q).setOperations)?;
-                *self.levels.last_mut()?.relations.get_mut(leftmost.checked_sub(1)?)? = Relation::Derived { alias: alias.clone(), types };
+                *self.levels.last_mut()?.relations.get_mut(leftmost.checked_sub(1)?)? =
+                    Relation::Derived { alias: alias.clone(), outputs: Outputs::unscaled(types) };
                 from.push(format!("({set_sql}) AS {}", sql::ident(&alias)));
             }
             let items = match top_items {
                 Some(make) => {
                     let items = make(self)?;
-                    (items, Vec::new())
+                    (items, Outputs::default())
                 }
                 None => {
                     let mut items = Vec::new();
-                    let mut types = Vec::new();
+                    let mut outputs = Outputs::default();
                     for tle in list_nodes((*q).targetList) {
                         let tle = tle as *mut pg_sys::TargetEntry;
                         if (*tle).resjunk {
                             continue;
                         }
                         let t = self.expr((*tle).expr.cast())?;
-                        items.push(format!("{} AS {}", t.sql, sql::ident(&format!("c{}", (*tle).resno))));
-                        while types.len() + 1 < (*tle).resno as usize {
-                            types.push(None);
+                        let name = format!("c{}", (*tle).resno);
+                        items.push(format!("{} AS {}", t.sql, sql::ident(&name)));
+                        while outputs.types.len() + 1 < (*tle).resno as usize {
+                            outputs.types.push(None);
+                            outputs.scaled.push(false);
                         }
-                        types.push(Some(t.ty));
+                        outputs.types.push(Some(t.ty));
+                        let scale = t.scale.as_ref().filter(|_| scale_columns && t.ty.varying);
+                        if let Some(scale) = scale {
+                            items.push(format!("{scale} AS {}", sql::ident(&format!("{name}_scale"))));
+                        }
+                        outputs.scaled.push(scale.is_some());
                     }
-                    (items, types)
+                    (items, outputs)
                 }
             };
-            let (items, types) = items;
+            let (items, outputs) = items;
             let distinct = if (*q).distinctClause.is_null() {
                 ""
             } else {
@@ -217,7 +255,7 @@ impl Translator {
                 None => return None,
             };
             if is_top && self.sort_in_postgres {
-                return Some((self.with_clause(ctes, sql)?, types)); // Postgres sorts and limits the result
+                return Some((self.with_clause(ctes, sql)?, outputs)); // Postgres sorts and limits the result
             }
             if !order_by.is_empty() {
                 sql.push_str(&format!(" ORDER BY {}", order_by.join(", ")));
@@ -228,7 +266,7 @@ impl Translator {
             if let Some(offset) = limit_value((*q).limitOffset)? {
                 sql.push_str(&format!(" OFFSET {offset}"));
             }
-            Some((self.with_clause(ctes, sql)?, types))
+            Some((self.with_clause(ctes, sql)?, outputs))
         }
     }
 
@@ -444,14 +482,14 @@ impl Translator {
                     pg_sys::RTEKind::RTE_SUBQUERY => {
                         // Translated where the FROM list names it (see from_item); a
                         // LATERAL one reads the items before it, translated by then.
-                        Relation::Derived { alias: String::new(), types: Vec::new() }
+                        Relation::Derived { alias: String::new(), outputs: Outputs::default() }
                     }
                     pg_sys::RTEKind::RTE_JOIN => Relation::Join { rte },
                     pg_sys::RTEKind::RTE_CTE => {
                         if (*rte).self_reference {
                             return None;
                         }
-                        Relation::Derived { alias: String::new(), types: Vec::new() }
+                        Relation::Derived { alias: String::new(), outputs: Outputs::default() }
                     }
                     #[cfg(feature = "pg18")]
                     pg_sys::RTEKind::RTE_GROUP => Relation::Group { query: q },
@@ -507,9 +545,9 @@ impl Translator {
                             _ => None,
                         },
                         pg_sys::RTEKind::RTE_SUBQUERY => {
-                            let (sub_sql, types) = self.query_sql((*q_rte).subquery)?;
+                            let (sub_sql, outputs) = self.derived_sql((*q_rte).subquery)?;
                             let alias = self.alias("t");
-                            self.levels[level].relations[index - 1] = Relation::Derived { alias: alias.clone(), types };
+                            self.levels[level].relations[index - 1] = Relation::Derived { alias: alias.clone(), outputs };
                             let lateral = if (*q_rte).lateral { "LATERAL " } else { "" };
                             Some(Some(format!("{lateral}({sub_sql}) AS {}", sql::ident(&alias))))
                         }
@@ -517,9 +555,9 @@ impl Translator {
                             let up = (*q_rte).ctelevelsup as usize;
                             let cte_level = level.checked_sub(up)?;
                             let name = std::ffi::CStr::from_ptr((*q_rte).ctename).to_string_lossy().into_owned();
-                            let (cte_alias, types) = self.levels[cte_level].ctes.get(&name)?.clone();
+                            let (cte_alias, outputs) = self.levels[cte_level].ctes.get(&name)?.clone();
                             let alias = self.alias("t");
-                            self.levels[level].relations[index - 1] = Relation::Derived { alias: alias.clone(), types };
+                            self.levels[level].relations[index - 1] = Relation::Derived { alias: alias.clone(), outputs };
                             Some(Some(format!("{} AS {}", sql::ident(&cte_alias), sql::ident(&alias))))
                         }
                         pg_sys::RTEKind::RTE_RESULT => Some(None),
@@ -655,12 +693,16 @@ impl Translator {
                     let column = PostgresColumn::name(attno);
                     Some(Typed::new(format!("{}.{}", sql::ident(&alias), sql::ident(&column)), ty).plain())
                 }
-                Relation::Derived { alias, types } => {
-                    let ty = (*types.get(attno as usize - 1)?)?;
+                Relation::Derived { alias, outputs } => {
+                    let ty = (*outputs.types.get(attno as usize - 1)?)?;
                     if alias.is_empty() {
                         return None;
                     }
-                    Some(Typed::new(format!("{}.{}", sql::ident(alias), sql::ident(&format!("c{attno}"))), ty).plain())
+                    let column = |name: String| format!("{}.{}", sql::ident(alias), sql::ident(&name));
+                    if outputs.scaled.get(attno as usize - 1).copied().unwrap_or(false) {
+                        return Some(Typed::varying(column(format!("c{attno}")), ty, Some(column(format!("c{attno}_scale")))));
+                    }
+                    Some(Typed::new(column(format!("c{attno}")), ty).plain())
                 }
                 Relation::Join { rte } => {
                     let alias_var = *list_nodes((**rte).joinaliasvars).get(attno as usize - 1)?;
