@@ -303,6 +303,15 @@ pub unsafe fn insert_source(original: *mut pg_sys::Query) -> Option<*mut pg_sys:
         if !(*sub).limitOffset.is_null() || !(*sub).limitCount.is_null() {
             return None;
         }
+        // A set operation's select list is its branches': `compute_on_top` cannot
+        // reshape it, but can a plain SELECT over it.
+        let sub = if (*sub).setOperations.is_null() {
+            sub
+        } else {
+            let over = over_set_operation(sub)?;
+            (*rte).subquery = over;
+            over
+        };
         let top = translate_top(sub)?;
         if top.postgres_sort.is_some() {
             return None;
@@ -382,6 +391,49 @@ unsafe fn compute_on_top(rte: *mut pg_sys::RangeTblEntry, sub: *mut pg_sys::Quer
         (*outer).targetList = targets;
         (*rte).subquery = outer;
         sub
+    }
+}
+
+/// `SELECT u.* FROM (sub) u` for set operation `sub` (None when its select list has
+/// hidden columns, which `u.*` would leave out).
+unsafe fn over_set_operation(sub: *mut pg_sys::Query) -> Option<*mut pg_sys::Query> {
+    unsafe {
+        let mut names: *mut pg_sys::List = std::ptr::null_mut();
+        let mut targets: *mut pg_sys::List = std::ptr::null_mut();
+        for tle in list_nodes((*sub).targetList) {
+            let tle = tle as *mut pg_sys::TargetEntry;
+            if (*tle).resjunk {
+                return None;
+            }
+            let expr = (*tle).expr as *mut Node;
+            let column = pg_sys::makeVar(
+                1,
+                (*tle).resno,
+                pg_sys::exprType(expr),
+                pg_sys::exprTypmod(expr),
+                pg_sys::exprCollation(expr),
+                0,
+            );
+            let name = if (*tle).resname.is_null() { pg_sys::pstrdup(c"?column?".as_ptr()) } else { (*tle).resname };
+            names = pg_sys::lappend(names, pg_sys::makeString(name).cast());
+            targets = pg_sys::lappend(targets, pg_sys::makeTargetEntry(column.cast(), (*tle).resno, name, false).cast());
+        }
+        let u = pgrx::PgBox::<pg_sys::RangeTblEntry>::alloc_node(NodeTag::T_RangeTblEntry).into_pg();
+        (*u).rtekind = pg_sys::RTEKind::RTE_SUBQUERY;
+        (*u).subquery = sub;
+        (*u).alias = pg_sys::makeAlias(c"u".as_ptr(), std::ptr::null_mut());
+        (*u).eref = pg_sys::makeAlias(c"u".as_ptr(), names);
+        (*u).inFromCl = true;
+        let over = pgrx::PgBox::<pg_sys::Query>::alloc_node(NodeTag::T_Query).into_pg();
+        (*over).commandType = pg_sys::CmdType::CMD_SELECT;
+        (*over).querySource = pg_sys::QuerySource::QSRC_ORIGINAL;
+        (*over).canSetTag = true;
+        (*over).rtable = pg_sys::lappend(std::ptr::null_mut(), u.cast());
+        let from = pgrx::PgBox::<pg_sys::RangeTblRef>::alloc_node(NodeTag::T_RangeTblRef).into_pg();
+        (*from).rtindex = 1;
+        (*over).jointree = pg_sys::makeFromExpr(pg_sys::lappend(std::ptr::null_mut(), from.cast()), std::ptr::null_mut());
+        (*over).targetList = targets;
+        Some(over)
     }
 }
 

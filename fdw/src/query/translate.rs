@@ -10,6 +10,8 @@
 //! Every relation gets a fresh alias `t<n>`, every sub-select output the name
 //! `c<resno>`, so no user identifier needs to survive DuckDB's name resolution.
 
+mod union_all;
+
 use std::collections::HashMap;
 
 use pgrx::pg_sys::{self, Node, NodeTag, Oid};
@@ -175,12 +177,18 @@ impl Translator {
                 }
             }
             if !(*q).setOperations.is_null() {
+                let mut leaves = Vec::new();
+                let (set_sql, outputs) = if union_all::union_all_leaves((*q).setOperations, &mut leaves).is_some() {
+                    self.union_all(leaves)?
+                } else {
+                    let (set_sql, types) = self.set_operation((*q).setOperations)?;
+                    (set_sql, Outputs::unscaled(types))
+                };
                 // The query's columns are Vars of its leftmost branch (Postgres' convention).
-                let (set_sql, types) = self.set_operation((*q).setOperations)?;
                 let alias = self.alias("t");
                 let leftmost = leftmost_branch((*q).setOperations)?;
                 *self.levels.last_mut()?.relations.get_mut(leftmost.checked_sub(1)?)? =
-                    Relation::Derived { alias: alias.clone(), outputs: Outputs::unscaled(types) };
+                    Relation::Derived { alias: alias.clone(), outputs };
                 from.push(format!("({set_sql}) AS {}", sql::ident(&alias)));
             }
             let items = match top_items {
@@ -583,9 +591,10 @@ impl Translator {
         }
     }
 
-    /// UNION / INTERSECT / EXCEPT [ALL] of sub-selects. Each column must have one type in
-    /// both branches (numerics one scale: Postgres keeps each row's own); all but UNION
-    /// ALL compare rows, which needs columns whose equality DuckDB shares, as GROUP BY.
+    /// UNION / INTERSECT / EXCEPT [ALL] of sub-selects (UNION ALL alone: see `union_all`).
+    /// Each column must have one type in both branches (numerics one scale: Postgres
+    /// keeps each row's own); all but UNION ALL compare rows, which needs columns whose
+    /// equality DuckDB shares, as GROUP BY.
     unsafe fn set_operation(&mut self, node: *mut Node) -> Option<(String, Vec<Option<Ty>>)> {
         unsafe {
             match (*node).type_ {
