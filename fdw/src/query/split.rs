@@ -308,6 +308,10 @@ pub unsafe fn insert_source(original: *mut pg_sys::Query) -> Option<*mut pg_sys:
         let sub = if (*sub).setOperations.is_null() {
             sub
         } else {
+            // Its ORDER BY would sort inside the wrapper, where DuckDB keeps no order.
+            if !(*sub).sortClause.is_null() {
+                return None;
+            }
             let over = over_set_operation(sub)?;
             (*rte).subquery = over;
             over

@@ -179,7 +179,9 @@ impl Translator {
             if !(*q).setOperations.is_null() {
                 let mut leaves = Vec::new();
                 let (set_sql, outputs) = if union_all::union_all_leaves((*q).setOperations, &mut leaves).is_some() {
-                    self.union_all(leaves)?
+                    let operation = (*q).setOperations as *mut pg_sys::SetOperationStmt;
+                    let column_types = list_oids((*operation).colTypes);
+                    self.union_all(leaves, &column_types)?
                 } else {
                     let (set_sql, types) = self.set_operation((*q).setOperations)?;
                     (set_sql, Outputs::unscaled(types))
@@ -801,6 +803,14 @@ unsafe fn leftmost_branch(node: *mut Node) -> Option<usize> {
             NodeTag::T_SetOperationStmt => leftmost_branch((*(node as *mut pg_sys::SetOperationStmt)).larg),
             _ => None,
         }
+    }
+}
+
+/// The members of an OID list.
+unsafe fn list_oids(list: *mut pg_sys::List) -> Vec<Oid> {
+    unsafe {
+        let length = if list.is_null() { 0 } else { (*list).length as usize };
+        (0..length).filter_map(|i| list_oid(list, i)).collect()
     }
 }
 

@@ -11,17 +11,33 @@ use pgrx::pg_sys::{self, Node, NodeTag};
 
 use super::{Outputs, Translator};
 use crate::duck::sql;
+use crate::pg_nodes::list_nodes;
 use crate::query::typed::Ty;
 
 impl Translator {
     /// DuckDB SQL for a UNION ALL of the sub-selects `leaves` (range-table indexes, see
-    /// `union_all_leaves`), with its outputs; None when a column cannot be read exactly.
-    pub(super) unsafe fn union_all(&mut self, leaves: Vec<usize>) -> Option<(String, Outputs)> {
+    /// `union_all_leaves`) whose columns have Postgres types `column_types`, with its
+    /// outputs; None when a column cannot be read exactly.
+    pub(super) unsafe fn union_all(&mut self, leaves: Vec<usize>, column_types: &[pg_sys::Oid]) -> Option<(String, Outputs)> {
         unsafe {
             let mut branches = Vec::new();
             for rtindex in leaves {
                 let rte = self.rte_of(rtindex)?;
                 if (*rte).rtekind != pg_sys::RTEKind::RTE_SUBQUERY {
+                    return None;
+                }
+                // Postgres converts a branch's column of another type above it (an
+                // integer under a bigint or numeric column): not done here, refused.
+                let shown = list_nodes((*(*rte).subquery).targetList)
+                    .into_iter()
+                    .map(|tle| tle as *mut pg_sys::TargetEntry)
+                    .filter(|tle| !(**tle).resjunk)
+                    .map(|tle| pg_sys::exprType((*tle).expr.cast()))
+                    .collect::<Vec<_>>();
+                let text = |o: pg_sys::Oid| matches!(o, pg_sys::TEXTOID | pg_sys::VARCHAROID);
+                if shown.len() != column_types.len()
+                    || shown.iter().zip(column_types).any(|(b, c)| b != c && !(text(*b) && text(*c)))
+                {
                     return None;
                 }
                 branches.push(self.derived_sql((*rte).subquery)?);
@@ -57,6 +73,10 @@ impl Translator {
                         };
                         items.push(format!("{scale} AS {}", sql::ident(&scale_column)));
                     }
+                }
+                // No column at all (`SELECT FROM t`): DuckDB needs one.
+                if items.is_empty() {
+                    items.push("NULL".into());
                 }
                 selects.push(format!("SELECT {} FROM ({branch_sql}) AS b", items.join(", ")));
             }
