@@ -129,6 +129,12 @@ def test_a_commit_to_another_table_is_no_reason_to_rebuild(lake):
     conn.execute("UPDATE public.event_types SET weight = weight + 1 WHERE name = 'view'")
     refresh_and_check(conn, "weighted")
     assert costs(conn, "weighted")[0::3] == ("FULL", 2)
+    # Changes the join filters out all were read: that refresh's time counts.
+    force_costs(conn, "weighted", 1e9, 5.0)
+    conn.execute("INSERT INTO lake.events VALUES (gen_random_uuid(), 'unknown', 1, now())")
+    refresh_and_check(conn, "weighted")
+    mode, _, differential_ms, chosen, _ = costs(conn, "weighted")
+    assert (mode, chosen) == ("DIFFERENTIAL", 0) and differential_ms != 5.0
 
 
 def test_with_adaptive_refresh_off_every_refresh_is_differential(lake):

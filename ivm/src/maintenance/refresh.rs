@@ -205,9 +205,9 @@ pub fn refresh(id: i64, requested: Requested, lock: Lock) -> IvmResult<Option<Ou
         (Requested::Differential, Some(shape)) if differential_possible => {
             let started = std::time::Instant::now();
             match differential(table.id, table.relid, shape, &plan, &positions, &read, &context)? {
-                // One that read no change says nothing of what changes cost.
-                Applied::Changes(changes) => {
-                    let elapsed = (changes > 0).then(|| elapsed_ms(started));
+                // One that had no change to read says nothing of what changes cost.
+                Applied::Changes { rows: changes, read } => {
+                    let elapsed = read.then(|| elapsed_ms(started));
                     (Outcome::Refreshed { changes }, lakes.at_latest(), None, Ran::Differential, elapsed)
                 }
                 Applied::Rebuild(reason) => rebuild_at_latest(Some(reason), false)?,
@@ -382,8 +382,9 @@ const MAX_CHANGED_SOURCES: usize = 8;
 
 /// What a differential refresh did.
 enum Applied {
-    /// The changes were folded in: this many change rows.
-    Changes(i64),
+    /// The changes were folded in: this many change rows, and whether any source had
+    /// changes to read (none: a commit to another table of the lake).
+    Changes { rows: i64, read: bool },
     /// They cannot be (the reason): the caller rebuilds.
     Rebuild(String),
 }
@@ -409,7 +410,8 @@ fn differential(
     run(&format!("DELETE FROM {}", objects.buffer))?;
     // The rows' changes into the buffer; in a subtransaction, so that a frontier that
     // has expired from the lake (22023) leads to a rebuild instead.
-    let fill = || -> IvmResult<Result<u64, String>> {
+    // Ok(None): no source had changes to read.
+    let fill = || -> IvmResult<Result<Option<u64>, String>> {
         let mut feeds = Vec::new();
         for ((source, feed), (_, old)) in objects.feeds.iter().zip(&objects.olds) {
             let Some(lake) = lakes.lake_of(*source) else { continue };
@@ -460,7 +462,7 @@ fn differential(
             }
         }
         let Some(delta) = shape.rows.delta_sql(&feeds)? else {
-            return Ok(Ok(0));
+            return Ok(Ok(None));
         };
         // Every term reads the sources whose changes it does not take as they are now.
         Lakes::pin(context, &lakes.at_latest());
@@ -469,7 +471,7 @@ fn differential(
         pgrx::debug1!("pgtrickle: changes since the frontier: {fill}");
         let fetched = read.run(&fill)?;
         context.unpin_snapshot();
-        Ok(Ok(fetched))
+        Ok(Ok(Some(fetched)))
     };
     // The FDW's refusal of a snapshot whose changes DuckLake cannot order (a
     // transaction changed rows twice, see its duck/change_feed.rs): its message.
@@ -506,9 +508,10 @@ fn differential(
             }
         }
     }
+    let read_changes = matches!(attempt, Ok(Ok(Ok(Some(_)))));
     let fetched = match attempt {
         Ok(result) => match result? {
-            Ok(fetched) => fetched,
+            Ok(fetched) => fetched.unwrap_or(0),
             Err(reason) => return Ok(Applied::Rebuild(reason)),
         },
         Err(error) => {
@@ -571,11 +574,11 @@ fn differential(
             }
             read_sources(&statements.insert_touched_partitions()?)?;
         }
-        return Ok(Applied::Changes(fetched as i64));
+        return Ok(Applied::Changes { rows: fetched as i64, read: read_changes });
     }
     // A subquery of HAVING over a changed source can change the result without a row.
     if fetched == 0 && !shape.reprojects_all() {
-        return Ok(Applied::Changes(0));
+        return Ok(Applied::Changes { rows: 0, read: read_changes });
     }
     run(&format!("DELETE FROM {}", objects.affected))?;
     run(&statements.apply_delta())?;
@@ -601,5 +604,5 @@ fn differential(
             run(&statements.delete_empty_groups(true))?;
         }
     }
-    Ok(Applied::Changes(fetched as i64))
+    Ok(Applied::Changes { rows: fetched as i64, read: read_changes })
 }
