@@ -61,11 +61,22 @@ def refresh_and_check(conn, name):
     assert rows(conn, f"SELECT * FROM {name}") == rows(conn, QUERY)
 
 
+def create_weighted(conn):
+    conn.execute("SELECT pgtrickle.create_stream_table('weighted', %s, '1h')", (QUERY,))
+    conn.execute("SELECT pgtrickle.pause_scheduler(ARRAY['weighted'])")
+
+
+def refresh_differentially(conn):
+    """Refresh `weighted`: differentially, its time recorded (not the forced 1e9 ms)."""
+    refresh_and_check(conn, "weighted")
+    mode, _, differential_ms, chosen, _ = costs(conn, "weighted")
+    assert (mode, chosen) == ("DIFFERENTIAL", 0) and differential_ms < 1e9
+
+
 def test_a_refresh_rebuilds_while_differential_took_longer(lake):
     setup(lake)
     conn = lake.conn
-    conn.execute("SELECT pgtrickle.create_stream_table('weighted', %s, '1h')", (QUERY,))
-    conn.execute("SELECT pgtrickle.pause_scheduler(ARRAY['weighted'])")
+    create_weighted(conn)
     mode, full_ms, differential_ms, chosen, error = costs(conn, "weighted")
     assert (mode, differential_ms, chosen, error) == ("FULL", None, 0, None) and full_ms > 0
 
@@ -89,9 +100,7 @@ def test_a_refresh_rebuilds_while_differential_took_longer(lake):
 
     # Eight rebuilds chosen in a row: the next one with changes is differential again.
     change_every_source(conn, RETRY_AFTER + 1)
-    refresh_and_check(conn, "weighted")
-    mode, _, differential_ms, chosen, error = costs(conn, "weighted")
-    assert (mode, chosen, error) == ("DIFFERENTIAL", 0, None) and differential_ms < 1e9
+    refresh_differentially(conn)
 
     # Asked for, FULL rebuilds at the frontier and is no choice: the count stays.
     make_differential_look_slow(conn, "weighted")
@@ -112,8 +121,7 @@ def test_a_commit_to_another_table_is_no_reason_to_rebuild(lake):
     conn = lake.conn
     conn.execute("CREATE FOREIGN TABLE lake.other (x int) SERVER lake OPTIONS (table 'other')")
     conn.execute("SELECT ducklake.create_table('lake.other')")
-    conn.execute("SELECT pgtrickle.create_stream_table('weighted', %s, '1h')", (QUERY,))
-    conn.execute("SELECT pgtrickle.pause_scheduler(ARRAY['weighted'])")
+    create_weighted(conn)
     make_differential_look_slow(conn, "weighted")
     conn.execute("INSERT INTO lake.other VALUES (1)")
     refresh_and_check(conn, "weighted")
@@ -140,15 +148,12 @@ def test_a_commit_to_another_table_is_no_reason_to_rebuild(lake):
 def test_with_adaptive_refresh_off_every_refresh_is_differential(lake):
     setup(lake)
     conn = lake.conn
-    conn.execute("SELECT pgtrickle.create_stream_table('weighted', %s, '1h')", (QUERY,))
-    conn.execute("SELECT pgtrickle.pause_scheduler(ARRAY['weighted'])")
+    create_weighted(conn)
     make_differential_look_slow(conn, "weighted")
     conn.execute("SET pgtrickle.adaptive_refresh = off")
     for step in range(3):
         change_every_source(conn, step)
-        refresh_and_check(conn, "weighted")
-        mode, _, differential_ms, chosen, _ = costs(conn, "weighted")
-        assert (mode, chosen) == ("DIFFERENTIAL", 0) and differential_ms < 1e9
+        refresh_differentially(conn)
     conn.execute("SET pgtrickle.adaptive_refresh = on")
     make_differential_look_slow(conn, "weighted")
     change_every_source(conn, 3)
@@ -159,8 +164,7 @@ def test_with_adaptive_refresh_off_every_refresh_is_differential(lake):
 def test_a_new_query_starts_its_costs_over(lake):
     setup(lake)
     conn = lake.conn
-    conn.execute("SELECT pgtrickle.create_stream_table('weighted', %s, '1h')", (QUERY,))
-    conn.execute("SELECT pgtrickle.pause_scheduler(ARRAY['weighted'])")
+    create_weighted(conn)
     make_differential_look_slow(conn, "weighted")
     change_every_source(conn, 0)
     refresh_and_check(conn, "weighted")
@@ -206,9 +210,7 @@ def test_a_table_other_stream_tables_read_stays_differential(lake):
     conn.execute("SELECT pgtrickle.pause_scheduler()")
     make_differential_look_slow(conn, "weighted")
     change_every_source(conn, 0)
-    refresh_and_check(conn, "weighted")
-    mode, _, differential_ms, chosen, _ = costs(conn, "weighted")
-    assert (mode, chosen) == ("DIFFERENTIAL", 0) and differential_ms < 1e9
+    refresh_differentially(conn)
     conn.execute("SELECT pgtrickle.drop_stream_table('heaviest')")
     make_differential_look_slow(conn, "weighted")
     change_every_source(conn, 1)

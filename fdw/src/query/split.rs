@@ -370,20 +370,6 @@ unsafe fn compute_on_top(rte: *mut pg_sys::RangeTblEntry, sub: *mut pg_sys::Quer
         }
         (*sub).targetList = inner;
 
-        let s = pgrx::PgBox::<pg_sys::RangeTblEntry>::alloc_node(NodeTag::T_RangeTblEntry).into_pg();
-        (*s).rtekind = pg_sys::RTEKind::RTE_SUBQUERY;
-        (*s).subquery = sub;
-        (*s).alias = pg_sys::makeAlias(c"s".as_ptr(), std::ptr::null_mut());
-        (*s).eref = pg_sys::makeAlias(c"s".as_ptr(), names);
-        (*s).inFromCl = true;
-        let outer = pgrx::PgBox::<pg_sys::Query>::alloc_node(NodeTag::T_Query).into_pg();
-        (*outer).commandType = pg_sys::CmdType::CMD_SELECT;
-        (*outer).querySource = pg_sys::QuerySource::QSRC_ORIGINAL;
-        (*outer).canSetTag = true;
-        (*outer).rtable = pg_sys::lappend(std::ptr::null_mut(), s.cast());
-        let from = pgrx::PgBox::<pg_sys::RangeTblRef>::alloc_node(NodeTag::T_RangeTblRef).into_pg();
-        (*from).rtindex = 1;
-        (*outer).jointree = pg_sys::makeFromExpr(pg_sys::lappend(std::ptr::null_mut(), from.cast()), std::ptr::null_mut());
         let mut targets: *mut pg_sys::List = std::ptr::null_mut();
         // Over DuckDB's outputs (INDEX_VAR) becomes over the columns of `s`.
         let outputs = HashMap::from([(pg_sys::INDEX_VAR as i32 as u32, 1u32)]);
@@ -392,9 +378,35 @@ unsafe fn compute_on_top(rte: *mut pg_sys::RangeTblEntry, sub: *mut pg_sys::Quer
             let resno = pg_sys::list_length(targets) as i16 + 1;
             targets = pg_sys::lappend(targets, pg_sys::makeTargetEntry(expr.cast(), resno, target.name, false).cast());
         }
-        (*outer).targetList = targets;
-        (*rte).subquery = outer;
+        (*rte).subquery = select_from(sub, c"s", names, targets);
         sub
+    }
+}
+
+/// `SELECT <targets> FROM (sub) <alias>`, the columns of `sub` named `names`.
+unsafe fn select_from(
+    sub: *mut pg_sys::Query,
+    alias: &std::ffi::CStr,
+    names: *mut pg_sys::List,
+    targets: *mut pg_sys::List,
+) -> *mut pg_sys::Query {
+    unsafe {
+        let item = pgrx::PgBox::<pg_sys::RangeTblEntry>::alloc_node(NodeTag::T_RangeTblEntry).into_pg();
+        (*item).rtekind = pg_sys::RTEKind::RTE_SUBQUERY;
+        (*item).subquery = sub;
+        (*item).alias = pg_sys::makeAlias(alias.as_ptr(), std::ptr::null_mut());
+        (*item).eref = pg_sys::makeAlias(alias.as_ptr(), names);
+        (*item).inFromCl = true;
+        let outer = pgrx::PgBox::<pg_sys::Query>::alloc_node(NodeTag::T_Query).into_pg();
+        (*outer).commandType = pg_sys::CmdType::CMD_SELECT;
+        (*outer).querySource = pg_sys::QuerySource::QSRC_ORIGINAL;
+        (*outer).canSetTag = true;
+        (*outer).rtable = pg_sys::lappend(std::ptr::null_mut(), item.cast());
+        let from = pgrx::PgBox::<pg_sys::RangeTblRef>::alloc_node(NodeTag::T_RangeTblRef).into_pg();
+        (*from).rtindex = 1;
+        (*outer).jointree = pg_sys::makeFromExpr(pg_sys::lappend(std::ptr::null_mut(), from.cast()), std::ptr::null_mut());
+        (*outer).targetList = targets;
+        outer
     }
 }
 
@@ -422,22 +434,7 @@ unsafe fn over_set_operation(sub: *mut pg_sys::Query) -> Option<*mut pg_sys::Que
             names = pg_sys::lappend(names, pg_sys::makeString(name).cast());
             targets = pg_sys::lappend(targets, pg_sys::makeTargetEntry(column.cast(), (*tle).resno, name, false).cast());
         }
-        let u = pgrx::PgBox::<pg_sys::RangeTblEntry>::alloc_node(NodeTag::T_RangeTblEntry).into_pg();
-        (*u).rtekind = pg_sys::RTEKind::RTE_SUBQUERY;
-        (*u).subquery = sub;
-        (*u).alias = pg_sys::makeAlias(c"u".as_ptr(), std::ptr::null_mut());
-        (*u).eref = pg_sys::makeAlias(c"u".as_ptr(), names);
-        (*u).inFromCl = true;
-        let over = pgrx::PgBox::<pg_sys::Query>::alloc_node(NodeTag::T_Query).into_pg();
-        (*over).commandType = pg_sys::CmdType::CMD_SELECT;
-        (*over).querySource = pg_sys::QuerySource::QSRC_ORIGINAL;
-        (*over).canSetTag = true;
-        (*over).rtable = pg_sys::lappend(std::ptr::null_mut(), u.cast());
-        let from = pgrx::PgBox::<pg_sys::RangeTblRef>::alloc_node(NodeTag::T_RangeTblRef).into_pg();
-        (*from).rtindex = 1;
-        (*over).jointree = pg_sys::makeFromExpr(pg_sys::lappend(std::ptr::null_mut(), from.cast()), std::ptr::null_mut());
-        (*over).targetList = targets;
-        Some(over)
+        Some(select_from(sub, c"u", names, targets))
     }
 }
 
