@@ -54,8 +54,7 @@ impl Translator {
                     let r = node as *mut pg_sys::RelabelType;
                     let inner = self.expr((*r).arg.cast())?;
                     // varchar ↔ text: one type in DuckDB.
-                    let same = inner.ty.oid == (*r).resulttype
-                        || matches!(((*r).resulttype, inner.ty.oid), (pg_sys::TEXTOID | pg_sys::VARCHAROID, pg_sys::TEXTOID | pg_sys::VARCHAROID));
+                    let same = crate::scan::deparse::one_type_in_duckdb(inner.ty.oid, (*r).resulttype);
                     same.then(|| Typed { ty: Ty { oid: (*r).resulttype, ..inner.ty }, ..inner })
                 }
                 // COLLATE changes no value, only the collation that the operators, sort

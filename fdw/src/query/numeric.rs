@@ -295,9 +295,8 @@ pub fn integer_digits(ty: Ty) -> Option<u32> {
 /// varchar are one type in DuckDB).
 pub fn common_type(items: &mut [Typed], scale_of: impl FnOnce(&[String]) -> String) -> Option<(Ty, Option<String>)> {
     let first = items.first()?.ty;
-    let text = |o| matches!(o, pgrx::pg_sys::TEXTOID | pgrx::pg_sys::VARCHAROID);
     if first.oid != pgrx::pg_sys::NUMERICOID {
-        let agree = items.iter().all(|i| i.ty.oid == first.oid || (text(i.ty.oid) && text(first.oid)));
+        let agree = items.iter().all(|i| crate::scan::deparse::one_type_in_duckdb(i.ty.oid, first.oid));
         return agree.then_some((first, None));
     }
     let decimals = items.iter().map(|i| (i.ty.oid == first.oid).then_some(i.ty.decimal).flatten()).collect::<Option<Vec<_>>>()?;

@@ -27,7 +27,7 @@ use crate::query::model::{PushedQuery, PushedTable, SLOT_CLOSE, SLOT_OPEN};
 use crate::scan::model::Bound;
 use crate::scan::plan::{constant_bound, snapshot_bounds};
 use crate::scan::collation::{collation_is_deterministic, collation_sorts_bytewise};
-use crate::scan::deparse::{builtin_operator_name, is_collatable};
+use crate::scan::deparse::{builtin_operator_name, is_collatable, one_type_in_duckdb};
 use crate::types::kind::comparable_expression_of;
 
 /// How a range-table entry of one query level is referred to.
@@ -624,8 +624,7 @@ impl Translator {
                     let mut types = Vec::new();
                     for (i, (l, r)) in left_types.iter().zip(&right_types).enumerate() {
                         let (l, r) = ((*l)?, (*r)?);
-                        let text = |o: Oid| matches!(o, pg_sys::TEXTOID | pg_sys::VARCHAROID);
-                        if l.oid != r.oid && !(text(l.oid) && text(r.oid)) {
+                        if !one_type_in_duckdb(l.oid, r.oid) {
                             return None;
                         }
                         let decimal = match (l.decimal, r.decimal) {

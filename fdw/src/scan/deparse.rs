@@ -361,6 +361,12 @@ pub fn is_text(type_oid: Oid) -> bool {
     matches!(type_oid, pg_sys::TEXTOID | pg_sys::VARCHAROID)
 }
 
+/// Whether values of Postgres types `a` and `b` are of one type in DuckDB (the same
+/// type, or text and varchar).
+pub fn one_type_in_duckdb(a: Oid, b: Oid) -> bool {
+    a == b || (is_text(a) && is_text(b))
+}
+
 pub fn is_collatable(type_oid: Oid) -> bool {
     matches!(type_oid, pg_sys::TEXTOID | pg_sys::VARCHAROID | pg_sys::BPCHAROID | pg_sys::NAMEOID)
 }

@@ -8,11 +8,11 @@
 
 use pgrx::pg_sys::{self, Node, NodeTag};
 
-
 use super::{Outputs, Translator};
 use crate::duck::sql;
 use crate::pg_nodes::list_nodes;
 use crate::query::typed::Ty;
+use crate::scan::deparse::one_type_in_duckdb;
 
 impl Translator {
     /// DuckDB SQL for a UNION ALL of the sub-selects `leaves` (range-table indexes, see
@@ -34,10 +34,7 @@ impl Translator {
                     .filter(|tle| !(**tle).resjunk)
                     .map(|tle| pg_sys::exprType((*tle).expr.cast()))
                     .collect::<Vec<_>>();
-                let text = |o: pg_sys::Oid| matches!(o, pg_sys::TEXTOID | pg_sys::VARCHAROID);
-                if shown.len() != column_types.len()
-                    || shown.iter().zip(column_types).any(|(b, c)| b != c && !(text(*b) && text(*c)))
-                {
+                if shown.len() != column_types.len() || shown.iter().zip(column_types).any(|(b, c)| !one_type_in_duckdb(*b, *c)) {
                     return None;
                 }
                 branches.push(self.derived_sql((*rte).subquery)?);
@@ -109,13 +106,12 @@ pub(super) unsafe fn union_all_leaves(node: *mut Node, leaves: &mut Vec<usize>) 
 /// One column of a UNION ALL from its branches' (type, has a scale column): its type,
 /// and whether it needs a scale column (a numeric whose scale varies).
 fn column_of(branches: impl Iterator<Item = (Option<Ty>, bool)>) -> Option<(Ty, bool)> {
-    let text = |o: pg_sys::Oid| matches!(o, pg_sys::TEXTOID | pg_sys::VARCHAROID);
     let mut first: Option<Ty> = None;
     let (mut integers, mut scale, mut varying) = (0u32, 0u32, false);
     for (ty, scaled) in branches {
         let ty = ty?;
         let head = *first.get_or_insert(ty);
-        if ty.oid != head.oid && !(text(ty.oid) && text(head.oid)) {
+        if !one_type_in_duckdb(ty.oid, head.oid) {
             return None;
         }
         if ty.oid != pg_sys::NUMERICOID {
