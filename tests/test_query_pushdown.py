@@ -109,6 +109,16 @@ CREATE TABLE analytics.main.edge AS SELECT * FROM (VALUES
 """
 
 
+def lake_reader(tpch, prefix, without=None):
+    """A new role that reads the lake (a user mapping of its own), except table `without`."""
+    role = new_role(tpch.conn, prefix)
+    grant_lake_reading(tpch, role)
+    tpch.conn.execute(f"CREATE USER MAPPING IF NOT EXISTS FOR {role} SERVER lake")
+    if without:
+        tpch.conn.execute(f"REVOKE SELECT ON {without} FROM {role}")
+    return role
+
+
 @pytest.fixture(scope="module")
 def edge(tpch):
     tpch.ref.execute(EDGE)
@@ -860,9 +870,7 @@ def test_small_tables_read_for_no_column_and_floats_exactly(tpch, session):
 def test_small_tables_behind_views_are_read_by_postgres(tpch, pg):
     """Through a view, Postgres checks the table's privileges as the view's owner: the
     user may read the view but not the table, so the table is not sent."""
-    role = new_role(tpch.conn, "view_reader")
-    grant_lake_reading(tpch, role)
-    tpch.conn.execute(f"CREATE USER MAPPING IF NOT EXISTS FOR {role} SERVER lake")
+    role = lake_reader(tpch, "view_reader")
     tpch.conn.execute("CREATE VIEW public.nation_names AS SELECT n_nationkey, n_name FROM heap.nation")
     tpch.conn.execute(f"GRANT SELECT ON public.nation_names TO {role}")
     query = ("SELECT v.n_name, count(*) FROM lake.customer c JOIN public.nation_names v ON v.n_nationkey = c.c_nationkey "
@@ -1031,10 +1039,7 @@ def test_time_travel_reads_every_table_at_the_snapshot(edge):
 
 
 def test_permissions_are_checked_for_every_table(tpch, pg):
-    role = new_role(tpch.conn, "pushdown_reader")
-    grant_lake_reading(tpch, role)
-    tpch.conn.execute(f"CREATE USER MAPPING IF NOT EXISTS FOR {role} SERVER lake")
-    tpch.conn.execute(f"REVOKE SELECT ON lake.supplier FROM {role}")
+    role = lake_reader(tpch, "pushdown_reader", without="lake.supplier")
     with pg.connect(tpch.dbname, user=role) as conn:
         query = "SELECT count(*) FROM lake.nation n JOIN lake.region r ON r.r_regionkey = n.n_regionkey"
         assert conn.execute(query).fetchall() == [(25,)]
@@ -1114,10 +1119,7 @@ def test_insert_select_of_lake_tables_runs_in_duckdb(tpch, session, pg):
     session.conn.execute("INSERT INTO counts " + query)
     assert session.rows("SELECT * FROM counts ORDER BY 1") == tpch.rows(query.replace("lake.", "heap.") + " ORDER BY 1")
     # Privileges are checked on the SELECT's tables.
-    role = new_role(tpch.conn, "insert_select_reader")
-    grant_lake_reading(tpch, role)
-    tpch.conn.execute(f"CREATE USER MAPPING IF NOT EXISTS FOR {role} SERVER lake")
-    tpch.conn.execute(f"REVOKE SELECT ON lake.customer FROM {role}")
+    role = lake_reader(tpch, "insert_select_reader", without="lake.customer")
     tpch.conn.execute(f"GRANT CREATE ON SCHEMA public TO {role}")
     with pg.connect(tpch.dbname, user=role) as conn:
         conn.execute("CREATE TEMP TABLE counts (nation text, region text, n bigint)")
@@ -1171,10 +1173,7 @@ def test_insert_select_of_a_set_operation_runs_in_duckdb(tpch, session, pg):
     ordered = union.replace("UNION", "UNION ALL") + " ORDER BY 1 DESC"
     session.conn.execute("INSERT INTO ordered (name) " + ordered)
     assert session.rows("SELECT name FROM ordered ORDER BY n") == tpch.rows(ordered.replace("lake.", "heap."))
-    role = new_role(tpch.conn, "set_operation_inserter")
-    grant_lake_reading(tpch, role)
-    tpch.conn.execute(f"CREATE USER MAPPING IF NOT EXISTS FOR {role} SERVER lake")
-    tpch.conn.execute(f"REVOKE SELECT ON lake.region FROM {role}")
+    role = lake_reader(tpch, "set_operation_inserter", without="lake.region")
     with pg.connect(tpch.dbname, user=role) as conn:
         conn.execute("CREATE TEMP TABLE names (name text)")
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="region"):

@@ -8,7 +8,8 @@ import random
 import psycopg
 import pytest
 
-from streams import drive_randomly, rows
+from roles import new_stream_owner
+from streams import assert_verified, drive_randomly, rows
 
 KEY = "ducklake:lake.orders"
 
@@ -145,6 +146,27 @@ def create(conn, name, query):
     mode = conn.execute("SELECT refresh_mode FROM pgtrickle.pgt_stream_tables WHERE pgt_name = %s",
                         (name,)).fetchone()[0]
     assert mode == "DIFFERENTIAL", (name, mode)
+
+
+def keep_as_owners_who_are_not_superusers(lake, shapes, names, seed, refused):
+    """Shapes `names` kept under random changes by a role that reads the lake but is
+    not a superuser; a role that may not read lake.orders is refused shape `refused`."""
+    owner, stranger = new_stream_owner(lake, "stream_owner"), new_stream_owner(lake, "stream_stranger")
+    lake.conn.execute(f"REVOKE SELECT ON lake.orders FROM {stranger}")
+    with lake.cluster.connect(lake.dbname, user=owner) as mine:
+        for name in names:
+            create(mine, name, shapes[name])
+        rng, next_id = random.Random(seed), 1000
+        for _ in range(6):
+            next_id = mutate(lake, rng, next_id)
+            for name in names:
+                mine.execute("SELECT pgtrickle.refresh(%s)", (name,))
+                check(mine, name, shapes[name])
+        assert_verified(mine, names)
+    with lake.cluster.connect(lake.dbname, user=stranger) as theirs:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as error:
+            theirs.execute("SELECT pgtrickle.create_stream_table('theirs', %s, '1h')", (shapes[refused],))
+        assert error.value.diag.message_primary == "permission denied for foreign table orders"
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
